@@ -1,0 +1,27 @@
+"""flowforge: normalizing flows for PyTorch with exact likelihoods.
+
+Example:
+    >>> import torch, flowforge as ff
+    >>> flow = ff.flows.NSF(features=2, transforms=2, hidden=(16, 16))
+    >>> flow.log_prob(torch.zeros(5, 2)).shape
+    torch.Size([5])
+"""
+
+from flowforge import distributions, flows, functional, nn, transforms
+from flowforge.core import Bijection, Compose, Flow, FlowDistribution, Inverse
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bijection",
+    "Compose",
+    "Flow",
+    "FlowDistribution",
+    "Inverse",
+    "__version__",
+    "distributions",
+    "flows",
+    "functional",
+    "nn",
+    "transforms",
+]

@@ -1,0 +1,186 @@
+"""The bijection contract: invertible maps with log-absolute-determinant Jacobians.
+
+Direction convention: ``forward`` maps **data -> latent** (the density direction) and
+``inverse`` maps **latent -> data** (the sampling direction).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+Shape = tuple[int, ...]
+
+
+def as_shape(shape: int | Sequence[int]) -> Shape:
+    """Normalise an int or a sequence of ints to a tuple shape."""
+    if isinstance(shape, int):
+        return (shape,)
+    return tuple(int(s) for s in shape)
+
+
+def batch_shape_of(x: Tensor, event_shape: Shape) -> Shape:
+    """The batch shape of ``x`` for a given event shape, checking the trailing dims.
+
+    Raises:
+        ValueError: if ``x`` does not end with ``event_shape``.
+    """
+    n = len(event_shape)
+    if x.dim() < n or tuple(x.shape[x.dim() - n :]) != tuple(event_shape):
+        expected = ", ".join(["*", *(str(s) for s in event_shape)])
+        raise ValueError(f"expected input of shape ({expected}), got {tuple(x.shape)}")
+    return tuple(x.shape[: x.dim() - n])
+
+
+class Bijection(nn.Module):
+    """Base class of every invertible map in flowforge.
+
+    Subclasses implement :meth:`forward` (data -> latent) and :meth:`inverse`
+    (latent -> data). Both return the output and ``ladj``, the log-absolute-determinant
+    of the Jacobian of the map that was applied, summed over the event dimensions, with
+    shape ``x.shape[:-len(event_shape)]``.
+
+    A direction without a closed form is either computed the exact way (several passes,
+    root finding) or raises :class:`NotImplementedError` naming the missing direction;
+    it is never silently wrong.
+
+    Attributes:
+        event_shape: the shape of one input event in the forward (data) direction,
+            ``(D,)`` for vectors or ``(C, H, W)`` for images.
+    """
+
+    event_shape: Shape = ()
+
+    def __init__(self, event_shape: int | Sequence[int] = ()) -> None:
+        super().__init__()
+        self.event_shape = as_shape(event_shape)
+
+    @property
+    def event_dim(self) -> int:
+        """Number of trailing dimensions that form one event."""
+        return len(self.event_shape)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        raise NotImplementedError(
+            f"{type(self).__name__} has no forward (data -> latent) direction"
+        )
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map latent ``z`` to data ``x``; returns ``(x, log|det dx/dz|)``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no inverse (latent -> data) direction"
+        )
+
+    def forward_shape(self, shape: Shape) -> Shape:
+        """Event shape after :meth:`forward`, given the input event shape."""
+        return tuple(shape)
+
+    def inverse_shape(self, shape: Shape) -> Shape:
+        """Event shape after :meth:`inverse`, given the latent event shape."""
+        return tuple(shape)
+
+    @property
+    def inv(self) -> Bijection:
+        """The inverse bijection, a cached :class:`Inverse` wrapper with ``b.inv.inv is b``."""
+        cached = self.__dict__.get("_inverse_wrapper")
+        if cached is None:
+            cached = Inverse(self)
+            # Stored outside of nn.Module's registries, so modules() has no cycle.
+            self.__dict__["_inverse_wrapper"] = cached
+        return cached
+
+
+class Inverse(Bijection):
+    """The inverse of a bijection: swaps ``forward`` and ``inverse``.
+
+    Use ``b.inv`` rather than constructing this directly, so that ``b.inv.inv is b``.
+
+    Args:
+        bijection: the bijection to invert.
+    """
+
+    def __init__(self, bijection: Bijection) -> None:
+        super().__init__(bijection.inverse_shape(bijection.event_shape))
+        self.bijection = bijection
+        self.__dict__["_inverse_wrapper"] = bijection
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        return self.bijection.inverse(x, context)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        return self.bijection.forward(z, context)
+
+    def forward_shape(self, shape: Shape) -> Shape:  # noqa: D102
+        return self.bijection.inverse_shape(shape)
+
+    def inverse_shape(self, shape: Shape) -> Shape:  # noqa: D102
+        return self.bijection.forward_shape(shape)
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return "inverse of:"
+
+
+class Compose(Bijection):
+    """A chain of bijections applied in order in the forward (data -> latent) direction.
+
+    Args:
+        bijections: the bijections, first applied first in ``forward``.
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> b = ff.Compose([ff.transforms.ReversePermutation(3), ff.transforms.ReversePermutation(3)])
+        >>> z, ladj = b(torch.tensor([[1.0, 2.0, 3.0]]))
+        >>> z.tolist(), ladj.tolist()
+        ([[1.0, 2.0, 3.0]], [0.0])
+    """
+
+    def __init__(self, bijections: Sequence[Bijection]) -> None:
+        if len(bijections) == 0:
+            raise ValueError("Compose needs at least one bijection, got none")
+        super().__init__(bijections[0].event_shape)
+        self.bijections = nn.ModuleList(bijections)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        batch = batch_shape_of(x, self.event_shape)
+        total = x.new_zeros(batch)
+        for b in self.bijections:
+            x, ladj = b(x, context)
+            total = total + ladj
+        return x, total
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        latent_shape = self.forward_shape(self.event_shape)
+        batch = batch_shape_of(z, latent_shape)
+        total = z.new_zeros(batch)
+        for b in reversed(self.bijections):
+            z, ladj = b.inverse(z, context)
+            total = total + ladj
+        return z, total
+
+    def forward_shape(self, shape: Shape) -> Shape:  # noqa: D102
+        for b in self.bijections:
+            shape = b.forward_shape(shape)
+        return tuple(shape)
+
+    def inverse_shape(self, shape: Shape) -> Shape:  # noqa: D102
+        for b in reversed(self.bijections):
+            shape = b.inverse_shape(shape)
+        return tuple(shape)
+
+
+def sum_event(t: Tensor, event_dim: int) -> Tensor:
+    """Sum the last ``event_dim`` dimensions of ``t`` (no-op for ``event_dim == 0``)."""
+    if event_dim == 0:
+        return t
+    return t.flatten(t.dim() - event_dim).sum(-1)
+
+
+def numel(shape: Shape) -> int:
+    """Number of elements of an event shape."""
+    return math.prod(shape)
+
+
+__all__ = ["Bijection", "Compose", "Inverse", "Shape", "as_shape", "batch_shape_of", "numel", "sum_event"]
+

@@ -1,0 +1,201 @@
+"""Flows: a bijection and a base distribution, exposed as a density model and a
+genuine :class:`torch.distributions.Distribution`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, constraints
+
+from flowforge.core.bijection import Bijection, Shape, batch_shape_of
+
+if TYPE_CHECKING:  # distributions import core; a runtime import here would be circular
+    from flowforge.distributions.base import BaseDistribution
+
+
+class Flow(nn.Module):
+    """A normalizing flow ``x = T^{-1}(z)``, ``z ~ base``, with exact log-density.
+
+    ``log p(x) = log p_Z(T(x)) + log|det J_T(x)|`` where ``T = bijection`` maps data to
+    latent. Inputs may have any leading batch shape.
+
+    Args:
+        bijection: the data -> latent map.
+        base: the latent distribution; its event shape must be the bijection's output shape.
+        context: size ``C`` of the conditioning vector (0 for an unconditional flow).
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> flow = ff.flows.MAF(features=3, transforms=2, hidden=(16, 16))
+        >>> flow.log_prob(torch.randn(10, 3)).shape
+        torch.Size([10])
+        >>> flow.sample(4).shape
+        torch.Size([4, 3])
+    """
+
+    def __init__(self, bijection: Bijection, base: BaseDistribution, context: int = 0) -> None:
+        super().__init__()
+        latent = bijection.forward_shape(bijection.event_shape)
+        if tuple(latent) != tuple(base.event_shape):
+            raise ValueError(
+                f"the bijection outputs events of shape {tuple(latent)} but the base "
+                f"distribution has event shape {tuple(base.event_shape)}"
+            )
+        self.bijection = bijection
+        self.base = base
+        self.context_features = int(context)
+
+    @property
+    def event_shape(self) -> Shape:
+        """Shape of one data event."""
+        return self.bijection.event_shape
+
+    # ------------------------------------------------------------------ checks
+    def _check_context(self, context: Tensor | None) -> None:
+        c = self.context_features
+        if c == 0 and context is not None:
+            raise ValueError(
+                f"this flow is unconditional (context=0) but got a context of shape "
+                f"{tuple(context.shape)}"
+            )
+        if c > 0:
+            if context is None:
+                raise ValueError(f"expected a context of shape (*, {c}), got None")
+            if context.dim() == 0 or context.shape[-1] != c:
+                raise ValueError(f"expected a context of shape (*, {c}), got {tuple(context.shape)}")
+
+    def _check_x(self, x: Tensor) -> Shape:
+        try:
+            return batch_shape_of(x, self.event_shape)
+        except ValueError:
+            expected = ", ".join(["*", *(str(s) for s in self.event_shape)])
+            raise ValueError(f"expected x of shape ({expected}), got {tuple(x.shape)}") from None
+
+    # ----------------------------------------------------------------- density
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Exact log-density of ``x``.
+
+        Args:
+            x: data of shape ``(*, *event_shape)``.
+            context: conditioning of shape ``(*, C)`` for a conditional flow; its batch
+                shape broadcasts with that of ``x``.
+
+        Returns:
+            The log-density, shape ``(*)``.
+        """
+        batch = self._check_x(x)
+        self._check_context(context)
+        if context is not None:
+            batch = torch.broadcast_shapes(batch, context.shape[:-1])
+            x = x.expand(*batch, *self.event_shape)
+            context = context.expand(*batch, context.shape[-1]).reshape(-1, context.shape[-1])
+        flat = x.reshape(-1, *self.event_shape)  # (N, *event)
+        z, ladj = self.bijection(flat, context)
+        return (self.base.log_prob(z, context) + ladj).reshape(batch)
+
+    # ---------------------------------------------------------------- sampling
+    def _sample_setup(
+        self, n: int | Sequence[int], context: Tensor | None
+    ) -> tuple[Shape, int, Tensor | None]:
+        self._check_context(context)
+        sample_shape = (int(n),) if isinstance(n, int) else tuple(int(s) for s in n)
+        if context is not None:
+            sample_shape = (*sample_shape, *context.shape[:-1])
+        total = math.prod(sample_shape)
+        flat_ctx = None
+        if context is not None:
+            flat_ctx = context.expand(*sample_shape, context.shape[-1]).reshape(total, -1)
+        return sample_shape, total, flat_ctx
+
+    def rsample(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> Tensor:
+        """Reparameterised samples, shape ``(n, *context_batch, *event_shape)``."""
+        shape, total, ctx = self._sample_setup(n, context)
+        z = self.base.rsample((total,), ctx)
+        x, _ = self.bijection.inverse(z, ctx)
+        return x.reshape(*shape, *self.event_shape)
+
+    @torch.no_grad()
+    def sample(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> Tensor:
+        """Samples without gradient, shape ``(n, *context_batch, *event_shape)``.
+
+        With a context of shape ``(B, C)`` the result has shape ``(n, B, *event_shape)``.
+        """
+        return self.rsample(n, context)
+
+    def sample_and_log_prob(
+        self, n: int | Sequence[int] = 1, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Reparameterised samples and their log-density, in one sampling-direction pass.
+
+        Returns:
+            ``(x, log_prob)`` with shapes ``(n, *context_batch, *event_shape)`` and
+            ``(n, *context_batch)``.
+        """
+        shape, total, ctx = self._sample_setup(n, context)
+        z = self.base.rsample((total,), ctx)
+        log_pz = self.base.log_prob(z, ctx)
+        x, ladj = self.bijection.inverse(z, ctx)
+        return x.reshape(*shape, *self.event_shape), (log_pz - ladj).reshape(shape)
+
+    # ---------------------------------------------------------- distributions
+    def distribution(self, context: Tensor | None = None) -> FlowDistribution:
+        """This flow as a :class:`torch.distributions.Distribution` (given ``context``)."""
+        self._check_context(context)
+        return FlowDistribution(self, context)
+
+    def forward(self, context: Tensor | None = None) -> FlowDistribution:
+        """``flow(context)`` is ``flow.distribution(context)``."""
+        return self.distribution(context)
+
+
+class FlowDistribution(Distribution):
+    """A flow (with a fixed context) seen as a torch distribution.
+
+    Its ``batch_shape`` is the context's batch shape and its ``event_shape`` the flow's,
+    so code that only knows :mod:`torch.distributions` (pyro, ELBOs, ...) can use it.
+
+    Args:
+        flow: the flow.
+        context: optional context of shape ``(*batch, C)``.
+    """
+
+    has_rsample = True
+    arg_constraints: dict[str, constraints.Constraint] = {}  # noqa: RUF012
+
+    def __init__(self, flow: Flow, context: Tensor | None = None) -> None:
+        self.flow = flow
+        self.context = context
+        batch = torch.Size(context.shape[:-1]) if context is not None else torch.Size()
+        super().__init__(batch, torch.Size(flow.event_shape), validate_args=False)
+
+    @property
+    def support(self) -> constraints.Constraint:  # type: ignore[override]  # noqa: D102
+        return constraints.independent(constraints.real, len(self.event_shape))
+
+    def rsample(self, sample_shape: Sequence[int] = torch.Size()) -> Tensor:  # noqa: D102
+        shape = tuple(sample_shape)
+        x = self.flow.rsample(math.prod(shape), self.context)
+        return x.reshape(*shape, *self.batch_shape, *self.event_shape)
+
+    def sample(self, sample_shape: Sequence[int] = torch.Size()) -> Tensor:  # noqa: D102
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob(self, value: Tensor) -> Tensor:  # noqa: D102
+        return self.flow.log_prob(value, self.context)
+
+    def rsample_and_log_prob(self, sample_shape: Sequence[int] = torch.Size()) -> tuple[Tensor, Tensor]:
+        """Reparameterised samples and their log-density in one pass."""
+        shape = tuple(sample_shape)
+        x, lp = self.flow.sample_and_log_prob(math.prod(shape), self.context)
+        return (
+            x.reshape(*shape, *self.batch_shape, *self.event_shape),
+            lp.reshape(*shape, *self.batch_shape),
+        )
+
+
+__all__ = ["Flow", "FlowDistribution"]

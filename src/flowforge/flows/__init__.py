@@ -1,0 +1,19 @@
+"""Preset flows: each wires the core classes into a published architecture.
+
+``PRESETS`` maps a lowercase name to its class, for configs and the command line.
+"""
+
+from flowforge.core.flow import Flow
+from flowforge.flows.autoregressive import IAF, MAF
+from flowforge.flows.coupling import NICE, RealNVP
+from flowforge.flows.spline import NSF
+
+PRESETS: dict[str, type[Flow]] = {
+    "nice": NICE,
+    "realnvp": RealNVP,
+    "maf": MAF,
+    "iaf": IAF,
+    "nsf": NSF,
+}
+
+__all__ = ["IAF", "MAF", "NICE", "NSF", "PRESETS", "RealNVP"]

@@ -1,0 +1,26 @@
+"""Bijections and elementwise transformers."""
+
+from flowforge.transforms.autoregressive import MaskedAutoregressive
+from flowforge.transforms.coupling import Coupling, half_mask
+from flowforge.transforms.elementwise import Additive, Affine, RationalQuadraticSpline, Transformer
+from flowforge.transforms.logit import Logit
+from flowforge.transforms.lu import LULinear
+from flowforge.transforms.normalization import ActNorm, BatchNorm
+from flowforge.transforms.permutation import Permutation, RandomPermutation, ReversePermutation
+
+__all__ = [
+    "ActNorm",
+    "Additive",
+    "Affine",
+    "BatchNorm",
+    "Coupling",
+    "LULinear",
+    "Logit",
+    "MaskedAutoregressive",
+    "Permutation",
+    "RandomPermutation",
+    "RationalQuadraticSpline",
+    "ReversePermutation",
+    "Transformer",
+    "half_mask",
+]

@@ -1,0 +1,96 @@
+"""Coupling layers: half of the dimensions parameterise a transformer of the other half.
+
+References:
+    Dinh, Krueger, Bengio (2014). NICE. arXiv:1410.8516.
+    Dinh, Sohl-Dickstein, Bengio (2017). Density estimation using Real NVP. arXiv:1605.08803.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from flowforge.core.bijection import Bijection, batch_shape_of
+from flowforge.transforms.elementwise import Transformer
+
+
+class Coupling(Bijection):
+    """A coupling layer over vectors: ``z_B = tau(x_B; net(x_A, c))``, ``z_A = x_A``.
+
+    Args:
+        mask: boolean ``(D,)``; ``True`` marks the identity (conditioning) part ``A``.
+        transformer: the elementwise transformer applied to the other part ``B``.
+        net: maps ``(*, |A| + C)`` to ``(*, |B| * P)``, with ``P`` the transformer's
+            parameters per dimension (e.g. :class:`flowforge.nn.MLP`).
+        context: size ``C`` of the context vector concatenated to the network input.
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> t = ff.transforms.Affine()
+        >>> mask = torch.tensor([True, True, False])
+        >>> layer = Coupling(mask, t, ff.nn.MLP(2, 1 * t.params_per_dim, hidden=(8,)))
+        >>> z, ladj = layer(torch.randn(5, 3))
+        >>> z.shape, ladj.shape
+        (torch.Size([5, 3]), torch.Size([5]))
+    """
+
+    def __init__(
+        self, mask: Tensor | Sequence[bool], transformer: Transformer, net: nn.Module, context: int = 0
+    ) -> None:
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        if mask.dim() != 1:
+            raise ValueError(f"expected a 1-D mask, got shape {tuple(mask.shape)}")
+        super().__init__(mask.numel())
+        idx_a = torch.nonzero(mask).flatten()
+        idx_b = torch.nonzero(~mask).flatten()
+        if idx_a.numel() == 0 or idx_b.numel() == 0:
+            raise ValueError("the coupling mask must mark at least one dimension of each part")
+        self.register_buffer("idx_a", idx_a, persistent=False)
+        self.register_buffer("idx_b", idx_b, persistent=False)
+        self.register_buffer("gather_back", torch.argsort(torch.cat([idx_a, idx_b])), persistent=False)
+        # When A is a prefix, slicing replaces gathers.
+        self.split = int(idx_a.numel()) if bool((idx_a == torch.arange(idx_a.numel())).all()) else None
+        self.transformer = transformer
+        self.net = net
+        self.context = int(context)
+
+    def _parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.split is not None:
+            return x[..., : self.split], x[..., self.split :]
+        return x[..., self.idx_a], x[..., self.idx_b]
+
+    def _join(self, a: Tensor, b: Tensor) -> Tensor:
+        out = torch.cat([a, b], dim=-1)
+        return out if self.split is not None else out[..., self.gather_back]
+
+    def _params(self, a: Tensor, context: Tensor | None) -> Tensor:
+        h = a
+        if self.context:
+            if context is None:
+                raise ValueError(f"expected a context of shape (*, {self.context}), got None")
+            h = torch.cat([a, context.expand(*a.shape[:-1], self.context)], dim=-1)
+        nb = self.idx_b.numel()
+        return self.net(h).unflatten(-1, (nb, self.transformer.params_per_dim))  # (*, |B|, P)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        batch_shape_of(x, self.event_shape)
+        a, b = self._parts(x)
+        zb, ladj = self.transformer(b, self._params(a, context))
+        return self._join(a, zb), ladj.sum(-1)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        batch_shape_of(z, self.event_shape)
+        a, b = self._parts(z)
+        xb, ladj = self.transformer.inverse(b, self._params(a, context))
+        return self._join(a, xb), ladj.sum(-1)
+
+
+def half_mask(features: int, flip: bool = False) -> Tensor:
+    """A mask whose first ``ceil(D / 2)`` entries are ``True`` (or the last, when ``flip``)."""
+    mask = torch.arange(features) < (features + 1) // 2
+    return ~mask if flip and features > 1 else mask
+
+
+__all__ = ["Coupling", "half_mask"]

@@ -1,0 +1,138 @@
+"""Normalisation layers as bijections: ActNorm and flow batch normalisation.
+
+Both act per feature of a vector event ``(D,)`` or per channel of an image event
+``(C, H, W)``; the log-determinant counts every spatial position.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from flowforge.core.bijection import Bijection, batch_shape_of
+
+
+class _PerChannel(Bijection):
+    def __init__(self, shape: int | Sequence[int]) -> None:
+        super().__init__(shape)
+        if self.event_dim == 0:
+            raise ValueError("expected a non-empty event shape")
+        self.channels = self.event_shape[0]
+        self.spatial = math.prod(self.event_shape[1:])
+
+    def _view(self, p: Tensor) -> Tensor:
+        """``(C,)`` -> ``(C, 1, ..., 1)`` broadcastable against an event."""
+        return p.reshape(self.channels, *([1] * (self.event_dim - 1)))
+
+    def _reduce_dims(self, x: Tensor) -> list[int]:
+        """Every dimension but the channel one."""
+        channel_dim = x.dim() - self.event_dim
+        return [d for d in range(x.dim()) if d != channel_dim]
+
+
+class ActNorm(_PerChannel):
+    """``z = (x - loc) * exp(-log_scale)`` per channel, initialised from data.
+
+    On the first forward pass in training mode, ``loc`` and ``log_scale`` are set so that
+    this batch's output has zero mean and unit variance per channel; afterwards they are
+    ordinary parameters. The ``initialized`` flag is a buffer, so it survives saving.
+
+    Args:
+        shape: event shape, ``D`` or ``(C, H, W)``.
+
+    References:
+        Kingma, Dhariwal (2018). Glow. arXiv:1807.03039.
+    """
+
+    initialized: Tensor
+
+    def __init__(self, shape: int | Sequence[int]) -> None:
+        super().__init__(shape)
+        self.loc = nn.Parameter(torch.zeros(self.channels))
+        self.log_scale = nn.Parameter(torch.zeros(self.channels))
+        self.register_buffer("initialized", torch.tensor(0.0))
+
+    @torch.no_grad()
+    def _initialize(self, x: Tensor) -> None:
+        dims = self._reduce_dims(x)
+        if x.numel() // self.channels < 2:
+            return  # one value per channel gives no scale; wait for a real batch
+        mean = x.mean(dim=dims)
+        std = x.std(dim=dims)
+        self.loc.copy_(mean)
+        self.log_scale.copy_(torch.log(std.clamp(min=1e-6)))
+        self.initialized.fill_(1.0)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        batch = batch_shape_of(x, self.event_shape)
+        if self.training and not bool(self.initialized):
+            self._initialize(x)
+        z = (x - self._view(self.loc)) * torch.exp(-self._view(self.log_scale))
+        ladj = -self.log_scale.sum() * self.spatial
+        return z, ladj.expand(batch).to(x.dtype)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        batch = batch_shape_of(z, self.event_shape)
+        x = z * torch.exp(self._view(self.log_scale)) + self._view(self.loc)
+        ladj = self.log_scale.sum() * self.spatial
+        return x, ladj.expand(batch).to(z.dtype)
+
+
+class BatchNorm(_PerChannel):
+    """Batch normalisation as a bijection, with a learned scale and shift.
+
+    In training mode ``forward`` normalises with the batch statistics (and updates the
+    running ones); in eval mode, and always in ``inverse``, it uses the running statistics,
+    which makes it an ordinary elementwise affine map.
+
+    Args:
+        shape: event shape, ``D`` or ``(C, H, W)``.
+        momentum: weight of the newest batch in the running statistics.
+        eps: added to the variance.
+
+    References:
+        Dinh, Sohl-Dickstein, Bengio (2017). Density estimation using Real NVP.
+        arXiv:1605.08803.
+    """
+
+    running_mean: Tensor
+    running_var: Tensor
+
+    def __init__(self, shape: int | Sequence[int], momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__(shape)
+        self.momentum = momentum
+        self.eps = eps
+        self.log_gamma = nn.Parameter(torch.zeros(self.channels))
+        self.beta = nn.Parameter(torch.zeros(self.channels))
+        self.register_buffer("running_mean", torch.zeros(self.channels))
+        self.register_buffer("running_var", torch.ones(self.channels))
+
+    def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.training and x.numel() // self.channels > 1:
+            dims = self._reduce_dims(x)
+            mean = x.mean(dim=dims)
+            var = x.var(dim=dims, unbiased=False)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach(), self.momentum)
+            return mean, var
+        return self.running_mean, self.running_var
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        batch = batch_shape_of(x, self.event_shape)
+        mean, var = self._stats(x)
+        log_scale = self.log_gamma - 0.5 * torch.log(var + self.eps)
+        z = (x - self._view(mean)) * torch.exp(self._view(log_scale)) + self._view(self.beta)
+        return z, (log_scale.sum() * self.spatial).expand(batch).to(x.dtype)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+        batch = batch_shape_of(z, self.event_shape)
+        log_scale = self.log_gamma - 0.5 * torch.log(self.running_var + self.eps)
+        x = (z - self._view(self.beta)) * torch.exp(-self._view(log_scale)) + self._view(self.running_mean)
+        return x, (-log_scale.sum() * self.spatial).expand(batch).to(z.dtype)
+
+
+__all__ = ["ActNorm", "BatchNorm"]

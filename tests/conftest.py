@@ -1,0 +1,11 @@
+"""Shared fixtures: every test starts from a fixed seed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

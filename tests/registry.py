@@ -1,0 +1,109 @@
+"""The registry of every bijection: one line per bijection, checked by test_contract.py.
+
+Each entry builds a bijection with random non-zero parameters (a zero-initialised last
+layer would make round trips pass trivially) and says how to draw valid inputs. The
+contract tests run every entry and its ``.inv``.
+
+To cover a new bijection, add one line to ``REGISTRY``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+import flowforge as ff
+from flowforge.core.bijection import Bijection
+
+
+@dataclass
+class Case:
+    """A bijection under test and the inputs it accepts."""
+
+    bijection: Bijection
+    context: int = 0
+    sample: Callable[[int], Tensor] | None = None  # draws valid forward inputs, (n, *event)
+
+    def draw(self, n: int) -> Tensor:
+        if self.sample is not None:
+            return self.sample(n)
+        return torch.randn(n, *self.bijection.event_shape)
+
+
+def randomize(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
+    """Give every parameter random non-zero values, and flag data-initialised layers done."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, scale)
+        for name, buf in module.named_buffers():
+            if name.endswith("initialized"):
+                buf.fill_(1.0)
+            elif name.endswith("running_mean"):
+                buf.normal_(0.0, 0.5)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 2.0)
+    return module
+
+
+D = 5
+C = 3
+H = (16, 16)
+T = ff.transforms
+
+
+def _coupling(t: T.Transformer, mask: list[bool], context: int = 0) -> Bijection:
+    na, nb = sum(mask), len(mask) - sum(mask)
+    return T.Coupling(mask, t, ff.nn.MLP(na + context, nb * t.params_per_dim, H), context)
+
+
+def _ma(t: T.Transformer, context: int = 0, order: list[int] | None = None) -> Bijection:
+    return T.MaskedAutoregressive(t, ff.nn.MADE(D, t.params_per_dim, H, context=context, order=order))
+
+
+def _unit(n: int, shape: tuple[int, ...] = (D,)) -> Tensor:
+    return torch.rand(n, *shape) * 0.98 + 0.01
+
+
+REGISTRY: dict[str, Callable[[], Case]] = {
+    "coupling-additive": lambda: Case(_coupling(T.Additive(), [True, True, True, False, False])),
+    "coupling-affine": lambda: Case(_coupling(T.Affine(), [True, False, True, False, True])),
+    "coupling-affine-context": lambda: Case(_coupling(T.Affine(), [False, True, False, True, True], C), C),
+    "coupling-spline": lambda: Case(_coupling(T.RationalQuadraticSpline(6, 3.0), [True, True, False, False, False])),
+    "coupling-spline-context": lambda: Case(_coupling(T.RationalQuadraticSpline(4, 2.0), [False, True, True, False, True], C), C),
+    "ar-additive": lambda: Case(_ma(T.Additive())),
+    "ar-affine": lambda: Case(_ma(T.Affine())),
+    "ar-affine-context-order": lambda: Case(_ma(T.Affine(), C, [3, 1, 5, 2, 4]), C),
+    "ar-spline": lambda: Case(_ma(T.RationalQuadraticSpline(5, 2.0))),
+    "ar-spline-context": lambda: Case(_ma(T.RationalQuadraticSpline(8, 3.0), C), C),
+    "reverse-permutation": lambda: Case(T.ReversePermutation(D)),
+    "random-permutation": lambda: Case(T.RandomPermutation(D)),
+    "lu-linear": lambda: Case(T.LULinear(D)),
+    "actnorm": lambda: Case(T.ActNorm(D)),
+    "actnorm-image": lambda: Case(T.ActNorm((2, 3, 4))),
+    "batchnorm": lambda: Case(T.BatchNorm(D)),
+    "batchnorm-image": lambda: Case(T.BatchNorm((3, 2, 2))),
+    "logit": lambda: Case(T.Logit(0.05, D), sample=_unit),
+    "logit-image": lambda: Case(T.Logit(1e-6, (1, 3, 3)), sample=lambda n: _unit(n, (1, 3, 3))),
+    "compose": lambda: Case(ff.Compose([T.LULinear(D), _ma(T.Affine()), T.ReversePermutation(D)])),
+    "preset-nice": lambda: Case(ff.flows.NICE(D, context=C, transforms=2, hidden=H).bijection, C),
+    "preset-realnvp": lambda: Case(ff.flows.RealNVP(D, context=C, transforms=2, hidden=H).bijection, C),
+    "preset-maf": lambda: Case(ff.flows.MAF(D, context=C, transforms=2, hidden=H).bijection, C),
+    "preset-iaf": lambda: Case(ff.flows.IAF(D, context=C, transforms=2, hidden=H).bijection, C),
+    "preset-nsf": lambda: Case(ff.flows.NSF(D, context=C, transforms=2, bins=4, hidden=H).bijection, C),
+    "preset-nsf-coupling": lambda: Case(
+        ff.flows.NSF(D, transforms=2, bins=4, hidden=H, coupling=True).bijection
+    ),
+}
+
+
+def build(name: str, dtype: torch.dtype = torch.float64) -> Case:
+    """Build a registry entry with random parameters, in eval mode, in ``dtype``."""
+    case = REGISTRY[name]()
+    randomize(case.bijection)
+    case.bijection.to(dtype).eval()
+    sample = case.sample
+    case.sample = (lambda n: (sample(n) if sample else torch.randn(n, *case.bijection.event_shape)).to(dtype))
+    return case

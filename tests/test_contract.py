@@ -1,0 +1,101 @@
+"""The bijection contract, checked for every registry entry and its inverse (float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from registry import REGISTRY, Case, build
+
+NAMES = sorted(REGISTRY)
+PARAMS = [(n, inv) for n in NAMES for inv in (False, True)]
+IDS = [f"{n}{'-inv' if inv else ''}" for n, inv in PARAMS]
+
+
+def _setup(name: str, inverted: bool, n: int = 6, dtype: torch.dtype = torch.float64):
+    case: Case = build(name, dtype)
+    x = case.draw(n)
+    c = torch.randn(n, case.context, dtype=dtype) if case.context else None
+    b = case.bijection
+    if inverted:
+        # Valid inputs of the inverse are the latents of valid data.
+        with torch.no_grad():
+            x, _ = b(x, c)
+        b = b.inv
+    return b, x, c
+
+
+@pytest.mark.parametrize(("name", "inverted"), PARAMS, ids=IDS)
+def test_round_trip(name: str, inverted: bool) -> None:
+    b, x, c = _setup(name, inverted)
+    with torch.no_grad():
+        z, _ = b(x, c)
+        x2, _ = b.inverse(z, c)
+        z2, _ = b(x2, c)
+    assert torch.allclose(x2, x, atol=1e-8, rtol=0), (x2 - x).abs().max()
+    assert torch.allclose(z2, z, atol=1e-8, rtol=0), (z2 - z).abs().max()
+
+
+@pytest.mark.parametrize(("name", "inverted"), PARAMS, ids=IDS)
+def test_ladj_matches_autograd_jacobian(name: str, inverted: bool) -> None:
+    b, x, c = _setup(name, inverted, n=3)
+    shape = tuple(x.shape[1:])
+    _, ladj = b(x, c)
+    for i in range(x.shape[0]):
+        ci = None if c is None else c[i : i + 1]
+
+        def f(v, ci=ci):
+            return b(v.reshape(1, *shape), ci)[0].reshape(-1)
+
+        jac = torch.autograd.functional.jacobian(f, x[i].reshape(-1))
+        sign, logdet = torch.linalg.slogdet(jac)
+        assert sign != 0
+        assert torch.allclose(ladj[i], logdet, atol=1e-7, rtol=1e-7), (ladj[i], logdet)
+
+
+@pytest.mark.parametrize(("name", "inverted"), PARAMS, ids=IDS)
+def test_inverse_ladj_is_negative_forward(name: str, inverted: bool) -> None:
+    b, x, c = _setup(name, inverted)
+    with torch.no_grad():
+        z, ladj = b(x, c)
+        _, ladj_inv = b.inverse(z, c)
+    assert torch.allclose(ladj_inv, -ladj, atol=1e-8)
+
+
+@pytest.mark.parametrize(("name", "inverted"), PARAMS, ids=IDS)
+def test_batched_equals_per_sample(name: str, inverted: bool) -> None:
+    b, x, c = _setup(name, inverted, n=4)
+    with torch.no_grad():
+        z, ladj = b(x, c)
+        assert ladj.shape == (4,)
+        for i in range(4):
+            zi, li = b(x[i : i + 1], None if c is None else c[i : i + 1])
+            assert torch.allclose(zi[0], z[i], atol=1e-10) and torch.allclose(li[0], ladj[i], atol=1e-10)
+
+
+@pytest.mark.parametrize(("name", "inverted"), PARAMS, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtype_kept(name: str, inverted: bool, dtype: torch.dtype) -> None:
+    b, x, c = _setup(name, inverted, dtype=dtype)
+    with torch.no_grad():
+        z, ladj = b(x, c)
+        x2, ladj2 = b.inverse(z, c)
+    assert z.dtype == ladj.dtype == x2.dtype == ladj2.dtype == dtype
+    assert z.device == x.device
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inverse_of_inverse_is_self(name: str) -> None:
+    b = REGISTRY[name]().bijection
+    assert b.inv.inv is b
+    assert b.inv is b.inv
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_extra_batch_dims(name: str) -> None:
+    b, x, c = _setup(name, False, n=6)
+    with torch.no_grad():
+        z, ladj = b(x, c)
+        z2, ladj2 = b(x.reshape(2, 3, *x.shape[1:]), None if c is None else c.reshape(2, 3, -1))
+    assert torch.allclose(z2.reshape(z.shape), z, atol=1e-10)
+    assert ladj2.shape == (2, 3) and torch.allclose(ladj2.reshape(-1), ladj, atol=1e-10)
