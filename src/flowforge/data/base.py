@@ -81,8 +81,14 @@ class Standardizer:
         mean = torch.as_tensor(mean, dtype=torch.float64)
         std = torch.as_tensor(std, dtype=torch.float64)
         if mean.shape != std.shape:
-            raise DataError(f"Standardizer: mean {tuple(mean.shape)} and std {tuple(std.shape)} differ in shape")
-        if not bool(torch.isfinite(mean).all()) or not bool((std > 0).all()) or not bool(torch.isfinite(std).all()):
+            raise DataError(
+                f"Standardizer: mean {tuple(mean.shape)} and std {tuple(std.shape)} differ in shape"
+            )
+        if (
+            not bool(torch.isfinite(mean).all())
+            or not bool((std > 0).all())
+            or not bool(torch.isfinite(std).all())
+        ):
             raise DataError("Standardizer: mean must be finite and std finite and > 0")
         self.mean = mean
         self.std = std
@@ -196,9 +202,7 @@ def as_float32(x: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
-def fit_standardize(
-    train: np.ndarray, *others: np.ndarray
-) -> tuple[Standardizer, list[Tensor]]:
+def fit_standardize(train: np.ndarray, *others: np.ndarray) -> tuple[Standardizer, list[Tensor]]:
     """Fit a :class:`Standardizer` on ``train`` and apply it to ``train`` and ``others``.
 
     The arithmetic is float64; the returned tensors are float32, in the order given.
@@ -288,9 +292,7 @@ class Dataset:
             return self.sampler(n, generator)
         if self.train is None:
             raise DataError(f"dataset {self.name!r} has neither training rows nor a sampler")
-        idx = torch.randint(
-            self.train.shape[0], (n,), generator=generator, device=generator.device
-        )
+        idx = torch.randint(self.train.shape[0], (n,), generator=generator, device=generator.device)
         return self.train[idx.to(self.train.device)]
 
     def iter_epoch(self, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:

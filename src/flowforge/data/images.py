@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Dataset, DataError, as_float32
+from .base import DataError, Dataset, as_float32
 
 __all__ = ["IMAGE_DATASETS", "image_files", "load_cifar10", "load_mnist", "read_idx"]
 
@@ -45,7 +45,7 @@ IMAGE_DATASETS: dict[str, tuple[tuple[int, int, int], int, str]] = {
 IMAGE_LEVELS = 256
 _MNIST_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
 _CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -146,7 +146,9 @@ def load_mnist(root: Path, n_val: int = 10_000) -> Dataset:
 def _numpy_multiarray() -> Any:
     # numpy >= 2 moved numpy.core to numpy._core; the old name warns when imported.
     major = int(np.__version__.split(".")[0])
-    return importlib.import_module("numpy._core.multiarray" if major >= 2 else "numpy.core.multiarray")
+    return importlib.import_module(
+        "numpy._core.multiarray" if major >= 2 else "numpy.core.multiarray"
+    )
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Dataset, DataError, as_float32, fit_standardize, random_split
+from .base import DataError, Dataset, as_float32, fit_standardize, random_split
 
 __all__ = ["SKLEARN_DATASETS", "load_sklearn_dataset", "sklearn_available"]
 
@@ -77,7 +77,9 @@ def load_sklearn_dataset(name: str, seed: int = 0) -> Dataset:
         the tabular sets hold standardised ``(N, D)`` rows and their ``standardizer``.
     """
     if name not in SKLEARN_DATASETS:
-        raise DataError(f"unknown scikit-learn dataset {name!r}; valid: {', '.join(SKLEARN_DATASETS)}")
+        raise DataError(
+            f"unknown scikit-learn dataset {name!r}; valid: {', '.join(SKLEARN_DATASETS)}"
+        )
     kind, event_shape, _ = SKLEARN_DATASETS[name]
     x = _features(name).reshape(-1, *event_shape)
     train, val, test = random_split(x, seed)

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Dataset, DataError, as_float32
+from .base import DataError, Dataset, as_float32
 
 __all__ = [
     "TABULAR_DATASETS",
@@ -68,7 +68,12 @@ TABULAR_DATASETS: dict[str, tuple[tuple[str, ...], int, str | None, str]] = {
         "UCI HEPMASS, positive class (MAF preprocessing)",
     ),
     "miniboone": (("miniboone/data.npy",), 43, None, "UCI MiniBooNE particle identification (MAF)"),
-    "bsds300": (("BSDS300/BSDS300.hdf5",), 63, "h5py", "8x8 natural image patches of BSDS300 (MAF)"),
+    "bsds300": (
+        ("BSDS300/BSDS300.hdf5",),
+        63,
+        "h5py",
+        "8x8 natural image patches of BSDS300 (MAF)",
+    ),
 }
 
 _GAS_CSV = "gas/ethylene_CO.csv"
@@ -137,7 +142,9 @@ def load_power(root: Path) -> Splits:
     rng = np.random.RandomState(42)
     data = np.load(root / "power/data.npy")
     if data.ndim != 2 or data.shape[1] != 8:
-        raise DataError(f"power: expected an (N, 8) array in {root / 'power/data.npy'}, got {data.shape}")
+        raise DataError(
+            f"power: expected an (N, 8) array in {root / 'power/data.npy'}, got {data.shape}"
+        )
     rng.shuffle(data)
     n = data.shape[0]
     data = np.delete(data, 3, axis=1)
@@ -227,7 +234,11 @@ def load_hepmass(root: Path) -> Splits:
             f"1000_test.csv ({x_test.shape[1]}) do not match those of 1000_train.csv "
             f"({x_train.shape[1]}); are they the MAF files in {root / 'hepmass'}?"
         )
-    keep = [j for j in range(x_train.shape[1]) if np.unique(x_train[:, j], return_counts=True)[1][0] <= 5]
+    keep = [
+        j
+        for j in range(x_train.shape[1])
+        if np.unique(x_train[:, j], return_counts=True)[1][0] <= 5
+    ]
     x_train, x_test = x_train[:, keep], x_test[:, keep]
     n_val = int(0.1 * x_train.shape[0])
     if n_val < 1:
@@ -300,4 +311,6 @@ def load_tabular(name: str, root: Path) -> Dataset:
     for part, t in zip(("train", "val", "test"), (train, val, test)):
         if t.ndim != 2 or t.shape[0] == 0:
             raise DataError(f"{name}: the {part} split is empty or not 2-D: {tuple(t.shape)}")
-    return Dataset(name=name, kind="tabular", event_shape=(train.shape[1],), train=train, val=val, test=test)
+    return Dataset(
+        name=name, kind="tabular", event_shape=(train.shape[1],), train=train, val=val, test=test
+    )

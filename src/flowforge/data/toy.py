@@ -108,7 +108,9 @@ def _rings(n: int, g: torch.Generator, dtype: torch.dtype) -> Tensor:
 
 def _pinwheel(n: int, g: torch.Generator, dtype: torch.dtype) -> Tensor:
     arms, radial_std, tangential_std, rate = 5, 0.3, 0.1, 0.25
-    f = _randn(n, g, dtype, 2) * torch.tensor([radial_std, tangential_std], device=g.device, dtype=dtype)
+    f = _randn(n, g, dtype, 2) * torch.tensor(
+        [radial_std, tangential_std], device=g.device, dtype=dtype
+    )
     f[:, 0] += 1.0
     angle = _choice(n, g, arms).to(dtype) * (2 * math.pi / arms) + rate * torch.exp(f[:, 0])
     c, s = torch.cos(angle), torch.sin(angle)

@@ -19,12 +19,12 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .base import Dataset, DataError, fit_standardize, random_split
+from .base import DataError, Dataset, fit_standardize, random_split
 
 __all__ = ["MIN_ROWS", "load_user_file", "read_table"]
 
@@ -83,8 +83,14 @@ def _read_csv(path: Path, columns: Sequence[str | int] | None) -> tuple[np.ndarr
         names = [c.strip() for c in first] if has_header else [str(j) for j in range(len(first))]
         picked = _resolve_columns(columns, names, has_header, path)
         rows: list[list[float]] = []
-        pending = [] if has_header else [(first_line, first)]
-        for line, row in (*pending, *((reader.line_num, r) for r in reader)):
+
+        def numbered() -> Iterator[tuple[int, list[str]]]:
+            if not has_header:
+                yield first_line, first
+            for r in reader:
+                yield reader.line_num, r
+
+        for line, row in numbered():
             if not row:
                 continue
             if len(row) != len(names):
@@ -109,7 +115,9 @@ def _read_npy(path: Path, columns: Sequence[str | int] | None) -> tuple[np.ndarr
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
-        raise DataError(f"{path}: not a plain numeric .npy array ({' '.join(str(e).split())})") from e
+        raise DataError(
+            f"{path}: not a plain numeric .npy array ({' '.join(str(e).split())})"
+        ) from e
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:

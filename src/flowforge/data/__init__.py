@@ -1,0 +1,29 @@
+"""Datasets: 2-D toys, scikit-learn sets, the MAF tabular benchmark, images, user files.
+
+>>> from flowforge.data import load_dataset
+>>> ds = load_dataset("checkerboard", n_val=10, n_test=10)
+>>> ds.dim
+2
+"""
+
+from .base import DataError, Dataset, DatasetInfo, Standardizer, default_data_dir, dequantize
+from .registry import dataset_names, list_datasets, load_dataset
+from .toy import EXACT_TOY_DATASETS, TOY_DATASETS, sample_toy, toy_log_prob
+from .user import read_table
+
+__all__ = [
+    "EXACT_TOY_DATASETS",
+    "TOY_DATASETS",
+    "DataError",
+    "Dataset",
+    "DatasetInfo",
+    "Standardizer",
+    "dataset_names",
+    "default_data_dir",
+    "dequantize",
+    "list_datasets",
+    "load_dataset",
+    "read_table",
+    "sample_toy",
+    "toy_log_prob",
+]

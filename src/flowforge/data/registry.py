@@ -1,0 +1,140 @@
+"""One entry point for every dataset: :func:`load_dataset` and :func:`list_datasets`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .base import DataError, Dataset, DatasetInfo, default_data_dir
+from .images import IMAGE_DATASETS, image_available, image_files, load_cifar10, load_mnist
+from .sklearn_sets import SKLEARN_DATASETS, load_sklearn_dataset, sklearn_available
+from .tabular import TABULAR_DATASETS, load_tabular, tabular_available, tabular_files
+from .toy import TOY_DATASETS, TOY_DESCRIPTIONS, sample_toy
+from .user import load_user_file
+
+__all__ = ["dataset_names", "list_datasets", "load_dataset"]
+
+
+def dataset_names() -> list[str]:
+    """Names of all built-in datasets, in display order."""
+    return [*TOY_DATASETS, *SKLEARN_DATASETS, *TABULAR_DATASETS, *IMAGE_DATASETS]
+
+
+def _stream_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed derived from ``(seed, stream)``: independent streams for val and test."""
+    digest = hashlib.sha256(f"flowforge:{seed}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _load_toy(name: str, seed: int, n_val: int, n_test: int) -> Dataset:
+    if n_val < 1 or n_test < 1:
+        raise DataError(f"{name}: n_val and n_test must be >= 1, got {n_val} and {n_test}")
+
+    def draw(n: int, stream: str) -> torch.Tensor:
+        return sample_toy(name, n, torch.Generator().manual_seed(_stream_seed(seed, stream)))
+
+    def sampler(n: int, generator: torch.Generator) -> torch.Tensor:
+        return sample_toy(name, n, generator)
+
+    return Dataset(
+        name=name,
+        kind="toy",
+        event_shape=(2,),
+        train=None,
+        val=draw(n_val, "val"),
+        test=draw(n_test, "test"),
+        sampler=sampler,
+    )
+
+
+def load_dataset(
+    name_or_path: str | os.PathLike[str],
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    columns: Sequence[str | int] | None = None,
+    n_val: int = 10_000,
+    n_test: int = 10_000,
+) -> Dataset:
+    """Load a built-in dataset by name (case-insensitive) or a user ``.csv``/``.npy`` file.
+
+    Args:
+        name_or_path: a name from :func:`list_datasets` or a path to a ``.csv``/``.npy`` file.
+        data_dir: folder of the on-disk sets (MAF tabular benchmark, MNIST, CIFAR-10); default
+            ``$FLOWFORGE_DATA``, else ``~/.flowforge/data``.
+        seed: seed of the split (user files, scikit-learn sets) or of the validation and test
+            samples (toy sets); the published splits of on-disk sets do not depend on it.
+        columns: user files only: columns to use, by header name or 0-based index.
+        n_val: toy sets only: number of fresh validation samples.
+        n_test: toy sets only: number of fresh test samples.
+
+    Returns:
+        The :class:`Dataset`.
+
+    Raises:
+        DataError: unknown name, missing or malformed file, bad values or columns.
+
+    Example:
+        >>> ds = load_dataset("moons", n_val=100, n_test=200)
+        >>> ds.kind, ds.event_shape, ds.train, tuple(ds.test.shape)
+        ('toy', (2,), None, (200, 2))
+        >>> ds.sample_train(8, torch.Generator().manual_seed(0)).shape
+        torch.Size([8, 2])
+    """
+    text = os.fspath(name_or_path)
+    key = text.lower()
+    builtin = key in dataset_names()
+    if columns is not None and builtin:
+        raise DataError(f"columns= applies to user .csv/.npy files, not to the built-in {key!r}")
+    if key in TOY_DATASETS:
+        return _load_toy(key, seed, n_val, n_test)
+    if key in SKLEARN_DATASETS:
+        return load_sklearn_dataset(key, seed)
+    if key in TABULAR_DATASETS:
+        return load_tabular(key, default_data_dir(data_dir))
+    if key == "mnist":
+        return load_mnist(default_data_dir(data_dir))
+    if key == "cifar10":
+        return load_cifar10(default_data_dir(data_dir))
+    if key.endswith((".csv", ".npy")) or Path(text).expanduser().exists():
+        return load_user_file(text, seed=seed, columns=columns)
+    raise DataError(
+        f"unknown dataset {text!r}: not a built-in name and not a .csv/.npy file; valid names: "
+        f"{', '.join(dataset_names())}"
+    )
+
+
+def list_datasets(data_dir: str | os.PathLike[str] | None = None) -> list[DatasetInfo]:
+    """Describe every built-in dataset and whether it can be loaded now.
+
+    Args:
+        data_dir: folder of the on-disk sets (as in :func:`load_dataset`).
+
+    Returns:
+        One :class:`DatasetInfo` per built-in dataset; for the on-disk sets, ``files`` gives the
+        exact paths expected.
+    """
+    root = default_data_dir(data_dir)
+    infos = [
+        DatasetInfo(n, "toy", (2,), True, TOY_DESCRIPTIONS[n] + " (fresh samples, built in)")
+        for n in TOY_DATASETS
+    ]
+    has_sklearn = sklearn_available()
+    for n, (kind, shape, desc) in SKLEARN_DATASETS.items():
+        note = "" if has_sklearn else " (needs pip install flowforge[cli])"
+        infos.append(DatasetInfo(n, kind, shape, has_sklearn, desc + note))
+    for n, (_, dim, module, desc) in TABULAR_DATASETS.items():
+        note = f" (needs {module}: pip install flowforge[tabular])" if module else ""
+        files = ", ".join(str(f) for f in tabular_files(n, root))
+        infos.append(
+            DatasetInfo(n, "tabular", (dim,), tabular_available(n, root), desc + note, files)
+        )
+    for n, (shape, _, desc) in IMAGE_DATASETS.items():
+        infos.append(
+            DatasetInfo(n, "image", shape, image_available(n, root), desc, image_files(n, root))
+        )
+    return infos
