@@ -1,0 +1,215 @@
+"""Every preset as a density model and as a torch distribution."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Distribution
+
+import flowforge as ff
+from registry import randomize
+
+PRESETS = sorted(ff.flows.PRESETS)
+D, C = 4, 3
+
+
+def make(name: str, context: int = 0, **kw) -> ff.Flow:
+    return ff.flows.PRESETS[name](features=D, context=context, transforms=2, hidden=(16, 16), **kw)
+
+
+def ready(flow: ff.Flow, scale: float = 0.2) -> ff.Flow:
+    """Random parameters, data-initialised layers done, eval mode."""
+    randomize(flow, scale)
+    return flow.eval()
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("context", [0, C])
+def test_log_prob_shape_and_finite(name: str, context: int) -> None:
+    flow = ready(make(name, context))
+    x = torch.randn(2, 5, D)
+    c = torch.randn(2, 5, context) if context else None
+    lp = flow.log_prob(x, c)
+    assert lp.shape == (2, 5) and torch.isfinite(lp).all()
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_parameter_gets_a_gradient(name: str) -> None:
+    flow = ready(make(name, C)).train()
+    loss = -flow.log_prob(torch.randn(16, D), torch.randn(16, C)).mean()
+    loss.backward()
+    for pname, p in flow.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_state_dict_round_trip(name: str) -> None:
+    flow = ready(make(name, C))
+    other = make(name, C).eval()
+    other.load_state_dict(flow.state_dict())
+    x, c = torch.randn(6, D), torch.randn(6, C)
+    assert torch.allclose(flow.log_prob(x, c), other.log_prob(x, c))
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_sample_shapes(name: str) -> None:
+    flow = ready(make(name))
+    assert flow.sample(7).shape == (7, D)
+    assert flow.sample((2, 3)).shape == (2, 3, D)
+    cflow = ready(make(name, C))
+    assert cflow.sample(7, torch.randn(5, C)).shape == (7, 5, D)
+    assert cflow.sample(7, torch.randn(C)).shape == (7, D)
+    x, lp = cflow.sample_and_log_prob(4, torch.randn(5, C))
+    assert x.shape == (4, 5, D) and lp.shape == (4, 5)
+    assert not flow.sample(3).requires_grad
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("context", [0, C])
+def test_sample_and_log_prob_agree_with_log_prob(name: str, context: int) -> None:
+    flow = ready(make(name, context)).double()
+    c = torch.randn(5, context, dtype=torch.float64) if context else None
+    x, lp = flow.sample_and_log_prob(8, c)
+    assert torch.allclose(lp, flow.log_prob(x, c), atol=1e-8)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_sample_and_log_prob_is_reparameterised(name: str) -> None:
+    flow = ready(make(name))
+    x, lp = flow.sample_and_log_prob(8)
+    (x.sum() + lp.sum()).backward()
+    grads = [p.grad for p in flow.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_distribution_is_a_torch_distribution(name: str) -> None:
+    flow = ready(make(name, C))
+    c = torch.randn(5, C)
+    d = flow.distribution(c)
+    assert isinstance(d, Distribution)
+    assert d.batch_shape == (5,) and d.event_shape == (D,)
+    x = d.rsample((3,))
+    assert x.shape == (3, 5, D) and x.requires_grad
+    assert d.sample((2,)).shape == (2, 5, D)
+    lp = d.log_prob(x)
+    assert lp.shape == (3, 5)
+    assert torch.allclose(lp, flow.log_prob(x, c.expand(3, 5, C)))
+    assert flow(c).event_shape == (D,)
+    # Code that only knows torch distributions: a Monte Carlo KL to a normal.
+    ref = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(D), 1.0), 1)
+    kl = (d.log_prob(x) - ref.log_prob(x)).mean()
+    assert torch.isfinite(kl)
+    u = ready(make(name)).distribution()
+    assert u.batch_shape == () and u.sample().shape == (D,)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("randomized", [False, True])
+def test_extreme_inputs_stay_finite(name: str, randomized: bool) -> None:
+    flow = make(name)
+    if randomized:
+        ready(flow, 0.1)
+    flow.eval()
+    x = torch.tensor([[1e4, -1e4, 3.0, 0.0], [-1e4, 1e4, 1e4, -1e4], [1e3, 0.5, -1e3, 1e-3]])
+    x.requires_grad_(True)
+    lp = flow.log_prob(x)
+    assert torch.isfinite(lp).all(), lp
+    lp.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    for p in flow.parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all()
+
+
+def test_wrong_feature_count_names_shapes() -> None:
+    flow = make("maf")
+    with pytest.raises(ValueError, match=r"expected x of shape \(\*, 4\), got \(32, 7\)"):
+        flow.log_prob(torch.randn(32, 7))
+
+
+def test_context_errors_name_shapes() -> None:
+    cflow = make("nsf", C)
+    with pytest.raises(ValueError, match=r"expected a context of shape \(\*, 3\), got None"):
+        cflow.log_prob(torch.randn(2, D))
+    with pytest.raises(ValueError, match=r"expected a context of shape \(\*, 3\), got \(2, 5\)"):
+        cflow.log_prob(torch.randn(2, D), torch.randn(2, 5))
+    with pytest.raises(ValueError, match="unconditional"):
+        make("nsf").log_prob(torch.randn(2, D), torch.randn(2, C))
+    with pytest.raises(ValueError, match=r"expected a context"):
+        cflow.sample(3)
+
+
+def test_bad_preset_arguments() -> None:
+    with pytest.raises(ValueError, match="features >= 2"):
+        ff.flows.RealNVP(features=1)
+    with pytest.raises(ValueError, match="transforms >= 1"):
+        ff.flows.MAF(features=3, transforms=0)
+    with pytest.raises(ValueError, match="bins >= 1"):
+        ff.flows.NSF(features=3, bins=0)
+
+
+def test_missing_direction_is_a_clear_error() -> None:
+    class OnlyForward(ff.Bijection):
+        def forward(self, x, context=None):
+            return x, x.new_zeros(x.shape[:-1])
+
+    b = OnlyForward(3)
+    with pytest.raises(NotImplementedError, match="OnlyForward has no inverse"):
+        b.inverse(torch.zeros(1, 3))
+    with pytest.raises(NotImplementedError, match="OnlyForward has no inverse"):
+        b.inv(torch.zeros(1, 3))
+
+
+def test_maf_samples_in_d_passes_iaf_in_one() -> None:
+    maf, iaf = make("maf").eval(), make("iaf").eval()
+    calls = {"n": 0}
+
+    def count(*_):
+        calls["n"] += 1
+
+    for flow, density, sampling in [(maf, 1, D), (iaf, D, 1)]:
+        handles = [m.register_forward_hook(count) for m in flow.modules() if isinstance(m, ff.nn.MADE)]
+        calls["n"] = 0
+        flow.log_prob(torch.randn(3, D))
+        assert calls["n"] == 2 * density  # two layers
+        calls["n"] = 0
+        flow.sample(3)
+        assert calls["n"] == 2 * sampling
+        calls["n"] = 0
+        flow.sample_and_log_prob(3)
+        assert calls["n"] == 2 * sampling
+        for h in handles:
+            h.remove()
+
+
+def test_dtype_and_device_follow_parameters() -> None:
+    flow = make("nsf").double()
+    assert flow.sample(3).dtype == torch.float64
+    assert flow.log_prob(torch.randn(3, D, dtype=torch.float64)).dtype == torch.float64
+    assert flow.sample_and_log_prob(2)[1].dtype == torch.float64
+
+
+@pytest.mark.parametrize("base", ["diag", "mixture"])
+def test_bases(base: str) -> None:
+    b = ff.distributions.DiagNormal(D) if base == "diag" else ff.distributions.GaussianMixture(D, 3)
+    flow = ff.flows.MAF(features=D, transforms=1, hidden=(8,), base=b)
+    x, lp = flow.sample_and_log_prob(5)
+    assert torch.allclose(lp, flow.log_prob(x), atol=1e-5)
+    # The base density integrates to one: check the 1-D marginal case by quadrature.
+    one = ff.distributions.GaussianMixture(1, 3) if base == "mixture" else ff.distributions.DiagNormal(1)
+    grid = torch.linspace(-12, 12, 20001).unsqueeze(-1)
+    mass = torch.trapezoid(one.log_prob(grid).exp().detach(), grid.squeeze(-1))
+    assert abs(mass.item() - 1.0) < 1e-4
+
+
+def test_conditional_base() -> None:
+    base = ff.distributions.ConditionalDiagNormal(D, C)
+    flow = ff.flows.MAF(features=D, context=C, transforms=1, hidden=(8,), base=base)
+    c = torch.randn(4, C)
+    x, lp = flow.sample_and_log_prob(3, c)
+    assert torch.allclose(lp, flow.log_prob(x, c), atol=1e-5)
+    assert math.isfinite(lp.sum().item())
