@@ -60,7 +60,9 @@ def _coupling(t: T.Transformer, mask: list[bool], context: int = 0) -> Bijection
 
 
 def _ma(t: T.Transformer, context: int = 0, order: list[int] | None = None) -> Bijection:
-    return T.MaskedAutoregressive(t, ff.nn.MADE(D, t.params_per_dim, H, context=context, order=order))
+    return T.MaskedAutoregressive(
+        t, ff.nn.MADE(D, t.params_per_dim, H, context=context, order=order)
+    )
 
 
 def _unit(n: int, shape: tuple[int, ...] = (D,)) -> Tensor:
@@ -70,9 +72,15 @@ def _unit(n: int, shape: tuple[int, ...] = (D,)) -> Tensor:
 REGISTRY: dict[str, Callable[[], Case]] = {
     "coupling-additive": lambda: Case(_coupling(T.Additive(), [True, True, True, False, False])),
     "coupling-affine": lambda: Case(_coupling(T.Affine(), [True, False, True, False, True])),
-    "coupling-affine-context": lambda: Case(_coupling(T.Affine(), [False, True, False, True, True], C), C),
-    "coupling-spline": lambda: Case(_coupling(T.RationalQuadraticSpline(6, 3.0), [True, True, False, False, False])),
-    "coupling-spline-context": lambda: Case(_coupling(T.RationalQuadraticSpline(4, 2.0), [False, True, True, False, True], C), C),
+    "coupling-affine-context": lambda: Case(
+        _coupling(T.Affine(), [False, True, False, True, True], C), C
+    ),
+    "coupling-spline": lambda: Case(
+        _coupling(T.RationalQuadraticSpline(6, 3.0), [True, True, False, False, False])
+    ),
+    "coupling-spline-context": lambda: Case(
+        _coupling(T.RationalQuadraticSpline(4, 2.0), [False, True, True, False, True], C), C
+    ),
     "ar-additive": lambda: Case(_ma(T.Additive())),
     "ar-affine": lambda: Case(_ma(T.Affine())),
     "ar-affine-context-order": lambda: Case(_ma(T.Affine(), C, [3, 1, 5, 2, 4]), C),
@@ -89,10 +97,14 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "logit-image": lambda: Case(T.Logit(1e-6, (1, 3, 3)), sample=lambda n: _unit(n, (1, 3, 3))),
     "compose": lambda: Case(ff.Compose([T.LULinear(D), _ma(T.Affine()), T.ReversePermutation(D)])),
     "preset-nice": lambda: Case(ff.flows.NICE(D, context=C, transforms=2, hidden=H).bijection, C),
-    "preset-realnvp": lambda: Case(ff.flows.RealNVP(D, context=C, transforms=2, hidden=H).bijection, C),
+    "preset-realnvp": lambda: Case(
+        ff.flows.RealNVP(D, context=C, transforms=2, hidden=H).bijection, C
+    ),
     "preset-maf": lambda: Case(ff.flows.MAF(D, context=C, transforms=2, hidden=H).bijection, C),
     "preset-iaf": lambda: Case(ff.flows.IAF(D, context=C, transforms=2, hidden=H).bijection, C),
-    "preset-nsf": lambda: Case(ff.flows.NSF(D, context=C, transforms=2, bins=4, hidden=H).bijection, C),
+    "preset-nsf": lambda: Case(
+        ff.flows.NSF(D, context=C, transforms=2, bins=4, hidden=H).bijection, C
+    ),
     "preset-nsf-coupling": lambda: Case(
         ff.flows.NSF(D, transforms=2, bins=4, hidden=H, coupling=True).bijection
     ),
@@ -105,5 +117,7 @@ def build(name: str, dtype: torch.dtype = torch.float64) -> Case:
     randomize(case.bijection)
     case.bijection.to(dtype).eval()
     sample = case.sample
-    case.sample = (lambda n: (sample(n) if sample else torch.randn(n, *case.bijection.event_shape)).to(dtype))
+    case.sample = lambda n: (
+        sample(n) if sample else torch.randn(n, *case.bijection.event_shape)
+    ).to(dtype)
     return case

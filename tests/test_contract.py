@@ -70,7 +70,9 @@ def test_batched_equals_per_sample(name: str, inverted: bool) -> None:
         assert ladj.shape == (4,)
         for i in range(4):
             zi, li = b(x[i : i + 1], None if c is None else c[i : i + 1])
-            assert torch.allclose(zi[0], z[i], atol=1e-10) and torch.allclose(li[0], ladj[i], atol=1e-10)
+            assert torch.allclose(zi[0], z[i], atol=1e-10) and torch.allclose(
+                li[0], ladj[i], atol=1e-10
+            )
 
 
 @pytest.mark.parametrize(("name", "inverted"), PARAMS, ids=IDS)

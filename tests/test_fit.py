@@ -14,7 +14,9 @@ import flowforge as ff
 def target() -> MixtureSameFamily:
     locs = torch.tensor([[-2.0, -1.0], [2.0, -1.0], [0.0, 2.0]])
     scales = torch.tensor([[0.6, 0.3], [0.3, 0.6], [0.5, 0.5]])
-    return MixtureSameFamily(Categorical(torch.tensor([0.3, 0.3, 0.4])), Independent(Normal(locs, scales), 1))
+    return MixtureSameFamily(
+        Categorical(torch.tensor([0.3, 0.3, 0.4])), Independent(Normal(locs, scales), 1)
+    )
 
 
 @pytest.mark.slow

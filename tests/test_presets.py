@@ -172,7 +172,9 @@ def test_maf_samples_in_d_passes_iaf_in_one() -> None:
         calls["n"] += 1
 
     for flow, density, sampling in [(maf, 1, D), (iaf, D, 1)]:
-        handles = [m.register_forward_hook(count) for m in flow.modules() if isinstance(m, ff.nn.MADE)]
+        handles = [
+            m.register_forward_hook(count) for m in flow.modules() if isinstance(m, ff.nn.MADE)
+        ]
         calls["n"] = 0
         flow.log_prob(torch.randn(3, D))
         assert calls["n"] == 2 * density  # two layers
@@ -200,7 +202,11 @@ def test_bases(base: str) -> None:
     x, lp = flow.sample_and_log_prob(5)
     assert torch.allclose(lp, flow.log_prob(x), atol=1e-5)
     # The base density integrates to one: check the 1-D marginal case by quadrature.
-    one = ff.distributions.GaussianMixture(1, 3) if base == "mixture" else ff.distributions.DiagNormal(1)
+    one = (
+        ff.distributions.GaussianMixture(1, 3)
+        if base == "mixture"
+        else ff.distributions.DiagNormal(1)
+    )
     grid = torch.linspace(-12, 12, 20001).unsqueeze(-1)
     mass = torch.trapezoid(one.log_prob(grid).exp().detach(), grid.squeeze(-1))
     assert abs(mass.item() - 1.0) < 1e-4

@@ -62,7 +62,7 @@ class Bijection(nn.Module):
         """Number of trailing dimensions that form one event."""
         return len(self.event_shape)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError(
             f"{type(self).__name__} has no forward (data -> latent) direction"
         )
@@ -106,19 +106,19 @@ class Inverse(Bijection):
         self.bijection = bijection
         self.__dict__["_inverse_wrapper"] = bijection
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.bijection.inverse(x, context)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.bijection.forward(z, context)
 
-    def forward_shape(self, shape: Shape) -> Shape:  # noqa: D102
+    def forward_shape(self, shape: Shape) -> Shape:
         return self.bijection.inverse_shape(shape)
 
-    def inverse_shape(self, shape: Shape) -> Shape:  # noqa: D102
+    def inverse_shape(self, shape: Shape) -> Shape:
         return self.bijection.forward_shape(shape)
 
-    def extra_repr(self) -> str:  # noqa: D102
+    def extra_repr(self) -> str:
         return "inverse of:"
 
 
@@ -142,30 +142,34 @@ class Compose(Bijection):
         super().__init__(bijections[0].event_shape)
         self.bijections = nn.ModuleList(bijections)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def chain(self) -> list[Bijection]:
+        """The bijections in forward order."""
+        return list(self.bijections)  # type: ignore[arg-type]
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(x, self.event_shape)
         total = x.new_zeros(batch)
-        for b in self.bijections:
+        for b in self.chain():
             x, ladj = b(x, context)
             total = total + ladj
         return x, total
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         latent_shape = self.forward_shape(self.event_shape)
         batch = batch_shape_of(z, latent_shape)
         total = z.new_zeros(batch)
-        for b in reversed(self.bijections):
+        for b in reversed(self.chain()):
             z, ladj = b.inverse(z, context)
             total = total + ladj
         return z, total
 
-    def forward_shape(self, shape: Shape) -> Shape:  # noqa: D102
-        for b in self.bijections:
+    def forward_shape(self, shape: Shape) -> Shape:
+        for b in self.chain():
             shape = b.forward_shape(shape)
         return tuple(shape)
 
-    def inverse_shape(self, shape: Shape) -> Shape:  # noqa: D102
-        for b in reversed(self.bijections):
+    def inverse_shape(self, shape: Shape) -> Shape:
+        for b in reversed(self.chain()):
             shape = b.inverse_shape(shape)
         return tuple(shape)
 
@@ -182,5 +186,13 @@ def numel(shape: Shape) -> int:
     return math.prod(shape)
 
 
-__all__ = ["Bijection", "Compose", "Inverse", "Shape", "as_shape", "batch_shape_of", "numel", "sum_event"]
-
+__all__ = [
+    "Bijection",
+    "Compose",
+    "Inverse",
+    "Shape",
+    "as_shape",
+    "batch_shape_of",
+    "numel",
+    "sum_event",
+]

@@ -66,7 +66,9 @@ class Flow(nn.Module):
             if context is None:
                 raise ValueError(f"expected a context of shape (*, {c}), got None")
             if context.dim() == 0 or context.shape[-1] != c:
-                raise ValueError(f"expected a context of shape (*, {c}), got {tuple(context.shape)}")
+                raise ValueError(
+                    f"expected a context of shape (*, {c}), got {tuple(context.shape)}"
+                )
 
     def _check_x(self, x: Tensor) -> Shape:
         try:
@@ -173,22 +175,24 @@ class FlowDistribution(Distribution):
         super().__init__(batch, torch.Size(flow.event_shape), validate_args=False)
 
     @property
-    def support(self) -> constraints.Constraint:  # type: ignore[override]  # noqa: D102
+    def support(self) -> constraints.Constraint:
         return constraints.independent(constraints.real, len(self.event_shape))
 
-    def rsample(self, sample_shape: Sequence[int] = torch.Size()) -> Tensor:  # noqa: D102
+    def rsample(self, sample_shape: Sequence[int] = torch.Size()) -> Tensor:
         shape = tuple(sample_shape)
         x = self.flow.rsample(math.prod(shape), self.context)
         return x.reshape(*shape, *self.batch_shape, *self.event_shape)
 
-    def sample(self, sample_shape: Sequence[int] = torch.Size()) -> Tensor:  # noqa: D102
+    def sample(self, sample_shape: Sequence[int] = torch.Size()) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 
-    def log_prob(self, value: Tensor) -> Tensor:  # noqa: D102
+    def log_prob(self, value: Tensor) -> Tensor:
         return self.flow.log_prob(value, self.context)
 
-    def rsample_and_log_prob(self, sample_shape: Sequence[int] = torch.Size()) -> tuple[Tensor, Tensor]:
+    def rsample_and_log_prob(
+        self, sample_shape: Sequence[int] = torch.Size()
+    ) -> tuple[Tensor, Tensor]:
         """Reparameterised samples and their log-density in one pass."""
         shape = tuple(sample_shape)
         x, lp = self.flow.sample_and_log_prob(math.prod(shape), self.context)

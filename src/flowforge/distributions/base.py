@@ -61,14 +61,16 @@ class StandardNormal(BaseDistribution):
         # A zero-size buffer that follows .to(device, dtype) so samples match the module.
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
+    _anchor: Tensor
+
     def _ref(self) -> Tensor:
         return self._anchor
 
-    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:  # noqa: D102
+    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         d = math.prod(self.event_shape)
         return -0.5 * sum_event(z.square(), len(self.event_shape)) - 0.5 * d * _LOG_2PI
 
-    def rsample(self, shape: Sequence[int], context: Tensor | None = None) -> Tensor:  # noqa: D102
+    def rsample(self, shape: Sequence[int], context: Tensor | None = None) -> Tensor:
         return self._noise(shape)
 
 
@@ -87,12 +89,12 @@ class DiagNormal(BaseDistribution):
     def _ref(self) -> Tensor:
         return self.loc
 
-    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:  # noqa: D102
+    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         u = (z - self.loc) * torch.exp(-self.log_scale)
         elem = -0.5 * u.square() - self.log_scale - 0.5 * _LOG_2PI
         return sum_event(elem, len(self.event_shape))
 
-    def rsample(self, shape: Sequence[int], context: Tensor | None = None) -> Tensor:  # noqa: D102
+    def rsample(self, shape: Sequence[int], context: Tensor | None = None) -> Tensor:
         return self.loc + torch.exp(self.log_scale) * self._noise(shape)
 
 
@@ -119,12 +121,12 @@ class GaussianMixture(BaseDistribution):
     def _ref(self) -> Tensor:
         return self.loc
 
-    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:  # noqa: D102
+    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         u = (z.unsqueeze(-2) - self.loc) * torch.exp(-self.log_scale)  # (*, K, D)
         comp = (-0.5 * u.square() - self.log_scale - 0.5 * _LOG_2PI).sum(-1)  # (*, K)
         return torch.logsumexp(comp + F.log_softmax(self.logits, -1), dim=-1)
 
-    def rsample(self, shape: Sequence[int], context: Tensor | None = None) -> Tensor:  # noqa: D102
+    def rsample(self, shape: Sequence[int], context: Tensor | None = None) -> Tensor:
         n = math.prod(shape)
         idx = torch.multinomial(F.softmax(self.logits.detach(), -1), n, replacement=True)
         eps = self._noise((n,))
@@ -161,12 +163,12 @@ class ConditionalDiagNormal(BaseDistribution):
         loc, log_scale = self.net(context).chunk(2, dim=-1)
         return loc, log_scale.clamp(-10.0, 10.0)
 
-    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:  # noqa: D102
+    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         loc, log_scale = self._params(context)
         u = (z - loc) * torch.exp(-log_scale)
         return (-0.5 * u.square() - log_scale - 0.5 * _LOG_2PI).sum(-1)
 
-    def rsample(self, shape: Sequence[int], context: Tensor | None = None) -> Tensor:  # noqa: D102
+    def rsample(self, shape: Sequence[int], context: Tensor | None = None) -> Tensor:
         loc, log_scale = self._params(context)
         return loc + torch.exp(log_scale) * self._noise(shape)
 

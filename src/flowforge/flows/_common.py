@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from flowforge.distributions.base import BaseDistribution, StandardNormal
 
 
-def check_args(name: str, features: int, context: int, transforms: int, hidden: Sequence[int]) -> None:
+def check_args(
+    name: str, features: int, context: int, transforms: int, hidden: Sequence[int]
+) -> None:
     """Raise ``ValueError`` naming the bad argument of a preset."""
     if not isinstance(features, int) or features < 1:
         raise ValueError(f"{name}: expected features >= 1, got {features!r}")
@@ -24,7 +26,9 @@ def default_base(features: int, base: BaseDistribution | None) -> BaseDistributi
     if base is None:
         return StandardNormal(features)
     if tuple(base.event_shape) != (features,):
-        raise ValueError(f"expected a base with event shape ({features},), got {tuple(base.event_shape)}")
+        raise ValueError(
+            f"expected a base with event shape ({features},), got {tuple(base.event_shape)}"
+        )
     return base
 
 

@@ -69,7 +69,9 @@ class MAF(Flow):
         base: BaseDistribution | None = None,
     ) -> None:
         check_args("MAF", features, context, transforms, hidden)
-        layers = autoregressive_stack(features, context, transforms, hidden, lambda: Affine(scale_bound))
+        layers = autoregressive_stack(
+            features, context, transforms, hidden, lambda: Affine(scale_bound)
+        )
         super().__init__(Compose(layers), default_base(features, base), context)
         self.hparams = {
             "features": features,
@@ -110,7 +112,9 @@ class IAF(Flow):
         base: BaseDistribution | None = None,
     ) -> None:
         check_args("IAF", features, context, transforms, hidden)
-        stack = autoregressive_stack(features, context, transforms, hidden, lambda: Affine(scale_bound))
+        stack = autoregressive_stack(
+            features, context, transforms, hidden, lambda: Affine(scale_bound)
+        )
         layers: list[Bijection] = [layer.inv for layer in stack]
         super().__init__(Compose(layers), default_base(features, base), context)
         self.hparams = {

@@ -30,7 +30,7 @@ def _knots(raw: Tensor, bound: float, minimum: float) -> tuple[Tensor, Tensor]:
     knots = F.pad(2.0 * bound * cum - bound, (1, 0), value=-bound)
     # Pin the last knot exactly to the bound (cumsum may round), and derive sizes from knots
     # so that knots[k] + sizes[k] == knots[k + 1] exactly.
-    knots = torch.cat([knots[..., :-1], knots.new_full(knots.shape[:-1] + (1,), bound)], dim=-1)
+    knots = torch.cat([knots[..., :-1], knots.new_full((*knots.shape[:-1], 1), bound)], dim=-1)
     return knots[..., 1:] - knots[..., :-1], knots
 
 

@@ -22,6 +22,8 @@ class MaskedLinear(nn.Linear):
         bias: whether to add a bias.
     """
 
+    mask: Tensor
+
     def __init__(self, mask: Tensor, bias: bool = True) -> None:
         super().__init__(mask.shape[1], mask.shape[0], bias=bias)
         self.register_buffer("mask", mask.to(self.weight.dtype))
@@ -30,7 +32,7 @@ class MaskedLinear(nn.Linear):
             fan_in = self.mask.sum(1, keepdim=True).clamp(min=1)
             self.weight.mul_(torch.sqrt(mask.shape[1] / fan_in))
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
@@ -82,7 +84,9 @@ class MADE(nn.Module):
         else:
             degrees = torch.as_tensor(order, dtype=torch.long)
             if sorted(degrees.tolist()) != list(range(1, features + 1)):
-                raise ValueError(f"order must be a permutation of 1..{features}, got {degrees.tolist()}")
+                raise ValueError(
+                    f"order must be a permutation of 1..{features}, got {degrees.tolist()}"
+                )
         self.register_buffer("degrees", degrees, persistent=False)
         in_deg = torch.cat([torch.zeros(self.context, dtype=torch.long), degrees])
         layers: list[nn.Module] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
@@ -29,7 +30,7 @@ class MLP(nn.Sequential):
     ) -> None:
         layers: list[nn.Module] = []
         sizes = [in_features, *hidden]
-        for a, b in zip(sizes[:-1], sizes[1:]):
+        for a, b in itertools.pairwise(sizes):
             layers += [nn.Linear(a, b), activation()]
         last = nn.Linear(sizes[-1], out_features)
         if zero_last:
@@ -38,7 +39,7 @@ class MLP(nn.Sequential):
         layers.append(last)
         super().__init__(*layers)
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(self, x: Tensor) -> Tensor:
         return super().forward(x)
 
 

@@ -53,12 +53,12 @@ class MaskedAutoregressive(Bijection):
     def _params(self, x: Tensor, context: Tensor | None) -> Tensor:
         return self.made(x, context).unflatten(-1, (self.made.features, self.made.params_per_dim))
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch_shape_of(x, self.event_shape)
         z, ladj = self.transformer(x, self._params(x, context))
         return z, ladj.sum(-1)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch_shape_of(z, self.event_shape)
         x = z.new_zeros(z.shape)
         ladj = z.new_zeros(z.shape)

@@ -36,8 +36,17 @@ class Coupling(Bijection):
         (torch.Size([5, 3]), torch.Size([5]))
     """
 
+    idx_a: Tensor
+    idx_b: Tensor
+    gather_back: Tensor
+    transformer: Transformer
+
     def __init__(
-        self, mask: Tensor | Sequence[bool], transformer: Transformer, net: nn.Module, context: int = 0
+        self,
+        mask: Tensor | Sequence[bool],
+        transformer: Transformer,
+        net: nn.Module,
+        context: int = 0,
     ) -> None:
         mask = torch.as_tensor(mask, dtype=torch.bool)
         if mask.dim() != 1:
@@ -49,9 +58,13 @@ class Coupling(Bijection):
             raise ValueError("the coupling mask must mark at least one dimension of each part")
         self.register_buffer("idx_a", idx_a, persistent=False)
         self.register_buffer("idx_b", idx_b, persistent=False)
-        self.register_buffer("gather_back", torch.argsort(torch.cat([idx_a, idx_b])), persistent=False)
+        self.register_buffer(
+            "gather_back", torch.argsort(torch.cat([idx_a, idx_b])), persistent=False
+        )
         # When A is a prefix, slicing replaces gathers.
-        self.split = int(idx_a.numel()) if bool((idx_a == torch.arange(idx_a.numel())).all()) else None
+        self.split = (
+            int(idx_a.numel()) if bool((idx_a == torch.arange(idx_a.numel())).all()) else None
+        )
         self.transformer = transformer
         self.net = net
         self.context = int(context)
@@ -74,13 +87,13 @@ class Coupling(Bijection):
         nb = self.idx_b.numel()
         return self.net(h).unflatten(-1, (nb, self.transformer.params_per_dim))  # (*, |B|, P)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch_shape_of(x, self.event_shape)
         a, b = self._parts(x)
         zb, ladj = self.transformer(b, self._params(a, context))
         return self._join(a, zb), ladj.sum(-1)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch_shape_of(z, self.event_shape)
         a, b = self._parts(z)
         xb, ladj = self.transformer.inverse(b, self._params(a, context))

@@ -41,10 +41,10 @@ class Additive(Transformer):
 
     params_per_dim = 1
 
-    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         return x + params[..., 0], torch.zeros_like(x)
 
-    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         return y - params[..., 0], torch.zeros_like(y)
 
 
@@ -72,15 +72,15 @@ class Affine(Transformer):
         log_scale = self.bound * torch.tanh(params[..., 0] / self.bound)
         return log_scale, params[..., 1]
 
-    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         log_scale, shift = self._scale_shift(params)
         return x * torch.exp(log_scale) + shift, log_scale
 
-    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         log_scale, shift = self._scale_shift(params)
         return (y - shift) * torch.exp(-log_scale), -log_scale
 
-    def extra_repr(self) -> str:  # noqa: D102
+    def extra_repr(self) -> str:
         return f"bound={self.bound}"
 
 
@@ -103,13 +103,13 @@ class RationalQuadraticSpline(Transformer):
         self.bound = float(bound)
         self.params_per_dim = 3 * self.bins - 1
 
-    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         return rational_quadratic_spline(x, params, self.bound)
 
-    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         return rational_quadratic_spline(y, params, self.bound, inverse=True)
 
-    def extra_repr(self) -> str:  # noqa: D102
+    def extra_repr(self) -> str:
         return f"bins={self.bins}, bound={self.bound}"
 
 

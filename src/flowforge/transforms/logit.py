@@ -34,14 +34,14 @@ class Logit(Bijection):
             raise ValueError(f"expected 0 <= alpha < 0.5, got {alpha}")
         self.alpha = float(alpha)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch_shape_of(x, self.event_shape)
         s = self.alpha + (1.0 - 2.0 * self.alpha) * x
         log_s, log_1ms = torch.log(s), torch.log1p(-s)
         elem = math.log1p(-2.0 * self.alpha) - log_s - log_1ms
         return log_s - log_1ms, sum_event(elem, self.event_dim)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch_shape_of(z, self.event_shape)
         s = torch.sigmoid(z)
         x = (s - self.alpha) / (1.0 - 2.0 * self.alpha)
@@ -49,7 +49,7 @@ class Logit(Bijection):
         elem = -F.softplus(-z) - F.softplus(z) - math.log1p(-2.0 * self.alpha)
         return x, sum_event(elem, self.event_dim)
 
-    def extra_repr(self) -> str:  # noqa: D102
+    def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
 
 

@@ -24,6 +24,10 @@ class LULinear(Bijection):
         features: number of features ``D``.
     """
 
+    perm: Tensor
+    sign: Tensor
+    lower_mask: Tensor
+
     def __init__(self, features: int) -> None:
         super().__init__(features)
         q, _ = torch.linalg.qr(torch.randn(features, features))
@@ -48,12 +52,12 @@ class LULinear(Bijection):
         lower, upper = self._lu()
         return self.perm @ lower @ upper
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(x, self.event_shape)
         z = x @ self.weight().T + self.bias
         return z, self.log_diag.sum().expand(batch).to(x.dtype)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(z, self.event_shape)
         lower, upper = self._lu()
         y = (z - self.bias).reshape(-1, self.event_shape[0]) @ self.perm  # rows: P^T (z - b)

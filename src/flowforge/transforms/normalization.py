@@ -66,7 +66,7 @@ class ActNorm(_PerChannel):
         self.log_scale.copy_(torch.log(std.clamp(min=1e-6)))
         self.initialized.fill_(1.0)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(x, self.event_shape)
         if self.training and not bool(self.initialized):
             self._initialize(x)
@@ -74,7 +74,7 @@ class ActNorm(_PerChannel):
         ladj = -self.log_scale.sum() * self.spatial
         return z, ladj.expand(batch).to(x.dtype)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(z, self.event_shape)
         x = z * torch.exp(self._view(self.log_scale)) + self._view(self.loc)
         ladj = self.log_scale.sum() * self.spatial
@@ -101,7 +101,9 @@ class BatchNorm(_PerChannel):
     running_mean: Tensor
     running_var: Tensor
 
-    def __init__(self, shape: int | Sequence[int], momentum: float = 0.1, eps: float = 1e-5) -> None:
+    def __init__(
+        self, shape: int | Sequence[int], momentum: float = 0.1, eps: float = 1e-5
+    ) -> None:
         super().__init__(shape)
         self.momentum = momentum
         self.eps = eps
@@ -121,17 +123,19 @@ class BatchNorm(_PerChannel):
             return mean, var
         return self.running_mean, self.running_var
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(x, self.event_shape)
         mean, var = self._stats(x)
         log_scale = self.log_gamma - 0.5 * torch.log(var + self.eps)
         z = (x - self._view(mean)) * torch.exp(self._view(log_scale)) + self._view(self.beta)
         return z, (log_scale.sum() * self.spatial).expand(batch).to(x.dtype)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(z, self.event_shape)
         log_scale = self.log_gamma - 0.5 * torch.log(self.running_var + self.eps)
-        x = (z - self._view(self.beta)) * torch.exp(-self._view(log_scale)) + self._view(self.running_mean)
+        x = (z - self._view(self.beta)) * torch.exp(-self._view(log_scale)) + self._view(
+            self.running_mean
+        )
         return x, (-log_scale.sum() * self.spatial).expand(batch).to(z.dtype)
 
 

@@ -15,19 +15,24 @@ class Permutation(Bijection):
         perm: a permutation of ``0..D-1``.
     """
 
+    perm: Tensor
+    inv_perm: Tensor
+
     def __init__(self, perm: Tensor) -> None:
         perm = torch.as_tensor(perm, dtype=torch.long)
         if sorted(perm.tolist()) != list(range(perm.numel())):
-            raise ValueError(f"expected a permutation of 0..{perm.numel() - 1}, got {perm.tolist()}")
+            raise ValueError(
+                f"expected a permutation of 0..{perm.numel() - 1}, got {perm.tolist()}"
+            )
         super().__init__(perm.numel())
         self.register_buffer("perm", perm)
         self.register_buffer("inv_perm", torch.argsort(perm))
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(x, self.event_shape)
         return x[..., self.perm], x.new_zeros(batch)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(z, self.event_shape)
         return z[..., self.inv_perm], z.new_zeros(batch)
 
@@ -42,11 +47,11 @@ class ReversePermutation(Permutation):
     def __init__(self, features: int) -> None:
         super().__init__(torch.arange(features - 1, -1, -1))
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(x, self.event_shape)
         return x.flip(-1), x.new_zeros(batch)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.forward(z, context)
 
 
