@@ -161,7 +161,9 @@ def _read_gas_frame(root: Path) -> Any:
     pd = _require("pandas", "gas")
     pickle_path = root / "gas/ethylene_CO.pickle"
     if not pickle_path.exists():
-        return pd.read_csv(root / _GAS_CSV, index_col=False, float_precision="round_trip")
+        # pandas >= 3 parses floats exactly by default and deprecates the option
+        exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+        return pd.read_csv(root / _GAS_CSV, index_col=False, **exact)
     try:
         return pd.read_pickle(pickle_path)
     except Exception as e:  # an unreadable legacy pickle fails in many different ways
