@@ -164,6 +164,9 @@ def test_npy_files(tmp_path: Path) -> None:
 def test_missing_and_unsupported_files(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"file not found: .*nothere\.csv"):
         load_dataset(tmp_path / "nothere.csv")
+    (tmp_path / "latin.csv").write_bytes("caf\xe9,b\n1,2\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        load_dataset(tmp_path / "latin.csv")
     (tmp_path / "data.txt").write_text("1,2\n")
     with pytest.raises(DataError, match=r"unsupported file type '\.txt'"):
         load_dataset(tmp_path / "data.txt")

@@ -237,7 +237,7 @@ class DatasetInfo:
     files: str = ""
 
 
-@dataclass
+@dataclass(eq=False)  # tensors have no single truth value: datasets compare by identity
 class Dataset:
     """A dataset with train / validation / test splits as float32 tensors.
 

@@ -155,7 +155,10 @@ def read_table(
         raise DataError(f"file not found: {p.absolute()}")
     suffix = p.suffix.lower()
     if suffix == ".csv":
-        return _read_csv(p, columns)
+        try:
+            return _read_csv(p, columns)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{p}: not UTF-8 text (byte {e.start}); save the CSV as UTF-8") from e
     if suffix == ".npy":
         return _read_npy(p, columns)
     raise DataError(f"{p}: unsupported file type {p.suffix!r}; use a .csv or .npy file")
