@@ -1,0 +1,679 @@
+"""Side-by-side speed benchmark: flowforge against zuko, nflows and normflows.
+
+The *same* architecture is built in every library: ``K = 5`` transforms, MADE / coupling
+networks with hidden sizes ``(128, 128)`` (no residual blocks, no batch norm), reverse
+orders or permutations between transforms, a standard normal base and float32. For every
+flow and dimension the script times, interleaved round-robin across the libraries within
+each repetition (so machine noise hits all of them alike), after a warm-up:
+
+* ``train``: ``-log_prob(x).mean()``, backward and an Adam step (batch 512);
+* ``log_prob``: the density of a batch of 8192 without gradient;
+* ``sample``: 8192 samples without gradient.
+
+It prints medians, parameter counts (they must agree within a few percent, or the
+comparison is void) and each peer's time divided by ours (``> 1``: we are faster).
+Options add peak memory (each library in its own subprocess), the achieved GFLOP/s of
+the log_prob pass against a measured float32 matmul of the same shapes, and compiled
+(``torch.compile``) timings.
+
+Usage::
+
+    python benchmarks/speed.py                      # full run (about 15-25 min on 2 cores)
+    python benchmarks/speed.py --quick              # smoke check, about 1-2 min
+    python benchmarks/speed.py --flows MAF NSF --dims 64 --memory --compile --json out.json
+
+Peers come from the ``bench`` extra: ``pip install flowforge[bench]``. A peer that is not
+installed, or lacks a flow, is reported as ``n/a``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+LIBS = ("flowforge", "zuko", "nflows", "normflows")
+FLOWS = ("MAF", "NSF", "RealNVP", "NICE")
+TRANSFORMS = 5
+HIDDEN = (128, 128)
+BINS = 8
+BOUND = 5.0
+
+# Why a peer has no entry for a flow (shown under the table).
+NOT_AVAILABLE: dict[tuple[str, str], str] = {}
+
+
+# --------------------------------------------------------------------------- models
+@dataclass
+class Model:
+    """A flow of one library behind a common interface."""
+
+    module: nn.Module
+    log_prob: Callable[[Tensor], Tensor]
+    sample: Callable[[int], Tensor]
+
+
+def available(lib: str) -> bool:
+    """Whether ``lib`` can be imported."""
+    return importlib.util.find_spec(lib) is not None
+
+
+def _half_masks(features: int) -> tuple[int, int]:
+    n_a = (features + 1) // 2
+    return n_a, features - n_a
+
+
+def build_flowforge(flow: str, d: int) -> Model:
+    import flowforge as ff
+
+    h = HIDDEN
+    if flow == "MAF":
+        m: Any = ff.flows.MAF(features=d, transforms=TRANSFORMS, hidden=h)
+    elif flow == "NSF":
+        m = ff.flows.NSF(features=d, transforms=TRANSFORMS, bins=BINS, hidden=h, bound=BOUND)
+    elif flow == "RealNVP":
+        m = ff.flows.RealNVP(features=d, transforms=TRANSFORMS, hidden=h)
+    elif flow == "NICE":
+        m = ff.flows.NICE(features=d, transforms=TRANSFORMS, hidden=h)
+    else:
+        raise ValueError(flow)
+    return Model(m, m.log_prob, m.sample)
+
+
+def build_zuko(flow: str, d: int) -> Model:
+    import zuko
+
+    h = HIDDEN
+    if flow == "MAF":
+        m: Any = zuko.flows.MAF(d, transforms=TRANSFORMS, hidden_features=h)
+    elif flow == "NSF":
+        m = zuko.flows.NSF(d, bins=BINS, transforms=TRANSFORMS, hidden_features=h)
+    elif flow == "RealNVP":
+        # Alternating checkered masks play the role of the reverse permutations.
+        m = zuko.flows.RealNVP(d, transforms=TRANSFORMS, hidden_features=h)
+    elif flow == "NICE":
+        # zuko's NICE class is affine; the additive variant is its coupling with a shift.
+        from zuko.flows.coupling import GeneralCouplingTransform
+        from zuko.transforms import AdditiveTransform
+
+        layers = [
+            GeneralCouplingTransform(
+                d,
+                mask=torch.arange(d) % 2 == i % 2,
+                univariate=AdditiveTransform,
+                shapes=((),),
+                hidden_features=h,
+            )
+            for i in range(TRANSFORMS)
+        ]
+        base = zuko.lazy.UnconditionalDistribution(
+            zuko.distributions.DiagNormal, torch.zeros(d), torch.ones(d), buffer=True
+        )
+        m = zuko.lazy.Flow(layers, base)
+    else:
+        raise ValueError(flow)
+    return Model(m, lambda x: m().log_prob(x), lambda n: m().sample((n,)))
+
+
+class _IgnoreContext(nn.Module):
+    """nflows calls coupling networks as ``net(x, context)``; its MLP takes ``x`` only."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.net(x)
+
+
+def build_nflows(flow: str, d: int) -> Model:
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow
+    from nflows.nn.nets import MLP
+    from nflows.transforms import autoregressive as ar
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.coupling import AdditiveCouplingTransform, AffineCouplingTransform
+    from nflows.transforms.permutations import ReversePermutation
+
+    hid = HIDDEN[0]
+    blocks = len(HIDDEN) - 1  # MADE: initial layer + blocks + final layer
+    layers: list[Any] = []
+    for i in range(TRANSFORMS):
+        if i > 0:
+            layers.append(ReversePermutation(d))
+        if flow == "MAF":
+            layers.append(
+                ar.MaskedAffineAutoregressiveTransform(
+                    d, hid, num_blocks=blocks, use_residual_blocks=False
+                )
+            )
+        elif flow == "NSF":
+            layers.append(
+                ar.MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
+                    d,
+                    hid,
+                    num_bins=BINS,
+                    tails="linear",
+                    tail_bound=BOUND,
+                    num_blocks=blocks,
+                    use_residual_blocks=False,
+                )
+            )
+        elif flow in ("RealNVP", "NICE"):
+            n_a, _ = _half_masks(d)
+            mask = torch.where(torch.arange(d) < n_a, -1, 1)  # > 0: transformed
+
+            def net(i_: int, o_: int) -> nn.Module:
+                return _IgnoreContext(MLP((i_,), (o_,), list(HIDDEN)))
+
+            cls = AffineCouplingTransform if flow == "RealNVP" else AdditiveCouplingTransform
+            layers.append(cls(mask, net))
+        else:
+            raise ValueError(flow)
+    m = Flow(CompositeTransform(layers), StandardNormal([d]))
+    return Model(m, m.log_prob, m.sample)
+
+
+def build_normflows(flow: str, d: int) -> Model:
+    import normflows as nf
+
+    hid = HIDDEN[0]
+    blocks = len(HIDDEN) - 1
+    layers: list[Any] = []
+    for i in range(TRANSFORMS):
+        if i > 0:
+            perm = nf.flows.Permute(d, mode="shuffle")
+            perm.perm = torch.arange(d - 1, -1, -1)  # a reverse permutation
+            perm.inv_perm = torch.arange(d - 1, -1, -1)
+            layers.append(perm)
+        if flow == "MAF":
+            layers.append(
+                nf.flows.MaskedAffineAutoregressive(
+                    d, hid, num_blocks=blocks, use_residual_blocks=False
+                )
+            )
+        elif flow == "NSF":
+            # The wrapper hard-codes residual blocks; swap in the same transform without.
+            from normflows.flows.neural_spline.autoregressive import (
+                MaskedPiecewiseRationalQuadraticAutoregressive,
+            )
+
+            layer = nf.flows.AutoregressiveRationalQuadraticSpline(
+                d, blocks, hid, num_bins=BINS, tail_bound=BOUND
+            )
+            layer.mprqat = MaskedPiecewiseRationalQuadraticAutoregressive(
+                d,
+                hid,
+                num_bins=BINS,
+                tails="linear",
+                tail_bound=BOUND,
+                num_blocks=blocks,
+                use_residual_blocks=False,
+            )
+            layers.append(layer)
+        elif flow in ("RealNVP", "NICE"):
+            n_a, n_b = _half_masks(d)
+            scale = flow == "RealNVP"
+            out = n_b * (2 if scale else 1)
+            net = nf.nets.MLP([n_a, *HIDDEN, out], init_zeros=True)
+            layers.append(nf.flows.AffineCouplingBlock(net, scale=scale, split_mode="channel"))
+        else:
+            raise ValueError(flow)
+    m = nf.NormalizingFlow(nf.distributions.DiagGaussian(d, trainable=False), layers)
+    # normflows samples return (x, log_q): the log-density comes with every sample.
+    return Model(m, m.log_prob, lambda n: m.sample(n)[0])
+
+
+BUILDERS: dict[str, Callable[[str, int], Model]] = {
+    "flowforge": build_flowforge,
+    "zuko": build_zuko,
+    "nflows": build_nflows,
+    "normflows": build_normflows,
+}
+
+
+def build(lib: str, flow: str, d: int, seed: int = 0) -> Model | None:
+    """The model of ``lib`` for ``flow`` at dimension ``d`` (float32), or ``None``."""
+    if not available(lib):
+        NOT_AVAILABLE[(lib, flow)] = "not installed"
+        return None
+    if (lib, flow) in NOT_AVAILABLE:
+        return None
+    torch.manual_seed(seed)
+    model = BUILDERS[lib](flow, d)
+    model.module.float()
+    # Random non-zero last layers, so no library gets a shortcut from zero weights.
+    with torch.no_grad():
+        for p in model.module.parameters():
+            if p.dim() > 1 and bool((p == 0).all()):
+                p.normal_(0.0, 0.01)
+    return model
+
+
+def n_params(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# ------------------------------------------------------------------------ workloads
+def make_ops(
+    model: Model, d: int, sizes: dict[str, int], compiled: bool = False
+) -> dict[str, Callable[[], Any]]:
+    """Closures for the timed operations of one model."""
+    gen = torch.Generator().manual_seed(1)
+    x_train = torch.randn(sizes["train"], d, generator=gen, dtype=torch.float32)
+    x_lp = torch.randn(sizes["log_prob"], d, generator=gen, dtype=torch.float32)
+    opt = torch.optim.Adam(model.module.parameters(), lr=1e-4)
+
+    def loss_fn(x: Tensor) -> Tensor:
+        return -model.log_prob(x).mean()
+
+    def fwd_bwd(x: Tensor) -> Tensor:
+        loss = loss_fn(x)
+        loss.backward()
+        return loss
+
+    lp = model.log_prob
+    step_fn = fwd_bwd
+    if compiled:
+        lp = torch.compile(model.log_prob)
+        step_fn = torch.compile(fwd_bwd)
+
+    def train() -> Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = step_fn(x_train)
+        opt.step()
+        return loss
+
+    def log_prob() -> Tensor:
+        with torch.no_grad():
+            return lp(x_lp)
+
+    def sample() -> Tensor:
+        with torch.no_grad():
+            return model.sample(sizes["sample"])
+
+    ops: dict[str, Callable[[], Any]] = {"train": train, "log_prob": log_prob}
+    if not compiled:
+        ops["sample"] = sample
+    return ops
+
+
+def _timed(fn: Callable[[], Any], number: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
+
+
+def time_interleaved(
+    ops: dict[str, Callable[[], Any]], repeats: int, min_time: float = 0.05
+) -> dict[str, float]:
+    """Median seconds per call of each op, interleaved round-robin after a warm-up.
+
+    Each measurement runs enough calls to last at least ``min_time`` seconds; the order
+    of the libraries is shuffled in each repetition.
+    """
+    number = {}
+    for name, fn in ops.items():
+        fn()  # warm-up (and compilation)
+        t = _timed(fn, 1)
+        number[name] = max(1, math.ceil(min_time / max(t, 1e-6)))
+    times: dict[str, list[float]] = {name: [] for name in ops}
+    names = list(ops)
+    rng = random.Random(0)
+    for _ in range(repeats):
+        rng.shuffle(names)
+        for name in names:
+            times[name].append(_timed(ops[name], number[name]))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+# ------------------------------------------------------------------ flops and peak
+def layer_shapes(flow: str, d: int) -> list[tuple[int, int]]:
+    """``(in, out)`` of every linear layer of one transform's network."""
+    if flow in ("MAF", "NSF"):
+        p = 2 if flow == "MAF" else 3 * BINS - 1
+        sizes = [d, *HIDDEN, d * p]
+    else:
+        n_a, n_b = _half_masks(d)
+        p = 2 if flow == "RealNVP" else 1
+        sizes = [n_a, *HIDDEN, n_b * p]
+    return list(itertools.pairwise(sizes))
+
+
+def log_prob_flops(flow: str, d: int, batch: int) -> int:
+    """Matmul FLOPs of one log_prob pass: ``2 * B * in * out`` per linear layer."""
+    return TRANSFORMS * sum(2 * batch * i * o for i, o in layer_shapes(flow, d))
+
+
+def matmul_seconds(flow: str, d: int, batch: int, repeats: int) -> float:
+    """Measured time of float32 ``torch.mm`` of exactly the log_prob pass's shapes."""
+    gen = torch.Generator().manual_seed(2)
+    mats = [
+        (torch.randn(batch, i, generator=gen), torch.randn(i, o, generator=gen))
+        for i, o in layer_shapes(flow, d)
+    ]
+
+    def run() -> None:
+        for a, b in mats:
+            torch.mm(a, b)
+
+    return TRANSFORMS * time_interleaved({"mm": run}, repeats)["mm"]
+
+
+# ----------------------------------------------------------------------- memory
+def _rss_kib(field_name: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+def memory_child(lib: str, flow: str, d: int, op: str, sizes: dict[str, int]) -> float:
+    """Peak resident memory (MiB) of one op above the resident memory just before it.
+
+    Runs in a fresh process; the kernel's peak counter (VmHWM) is reset just before the
+    op, after the model, optimizer state and inputs already exist and one op has run.
+    """
+    torch.set_num_threads(1)
+    model = build(lib, flow, d)
+    if model is None:
+        return float("nan")
+    ops = make_ops(model, d, sizes)
+    ops[op]()  # the first call allocates optimizer state and lazy buffers
+    import gc
+
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    before = _rss_kib("VmRSS")
+    ops[op]()
+    peak = _rss_kib("VmHWM")
+    return (peak - before) / 1024.0
+
+
+def memory_of(lib: str, flow: str, d: int, op: str, sizes: dict[str, int]) -> float:
+    """Run :func:`memory_child` in a subprocess, so libraries do not share a heap."""
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--_memory-child",
+        json.dumps({"lib": lib, "flow": flow, "d": d, "op": op, "sizes": sizes}),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        print(out.stderr[-2000:], file=sys.stderr)
+        return float("nan")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------- report
+@dataclass
+class Results:
+    """Everything measured, keyed by ``flow/D``."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, dict[str, int]] = field(default_factory=dict)
+    times: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # key/op/lib
+    compiled: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    memory: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    flops: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _fmt_t(t: float | None) -> str:
+    if t is None or math.isnan(t):
+        return "n/a"
+    return f"{t * 1e3:.2f}" if t < 10 else f"{t:.1f}s"
+
+
+def _ratio(peers: dict[str, float], ours: float | None) -> str:
+    vals = [v for k, v in peers.items() if k != "flowforge" and not math.isnan(v)]
+    if not vals or ours is None or math.isnan(ours):
+        return "n/a"
+    return f"{min(vals) / ours:.2f}x"
+
+
+def _time_table(title: str, table: dict[str, dict[str, dict[str, float]]], libs: list[str]) -> str:
+    lines = [
+        f"### {title} (median ms; ratio = fastest peer / flowforge, > 1 means we are faster)",
+        "",
+        "| flow | D | op | " + " | ".join(libs) + " | fastest peer / ours |",
+        "|---|---|---|" + "---|" * len(libs) + "---|",
+    ]
+    for key, ops in table.items():
+        flow, d = key.split("/")
+        for op, by_lib in ops.items():
+            cells = [_fmt_t(by_lib.get(lib)) for lib in libs]
+            peer_ratios = ", ".join(
+                f"{lib} {by_lib[lib] / by_lib['flowforge']:.2f}"
+                for lib in libs[1:]
+                if lib in by_lib and "flowforge" in by_lib and not math.isnan(by_lib[lib])
+            )
+            lines.append(
+                f"| {flow} | {d} | {op} | "
+                + " | ".join(cells)
+                + f" | **{_ratio(by_lib, by_lib.get('flowforge'))}** ({peer_ratios}) |"
+            )
+    return "\n".join(lines)
+
+
+def markdown(res: Results) -> str:
+    """The results as markdown tables."""
+    libs = [lib for lib in LIBS if lib in res.meta["libs"]]
+    out = [
+        "## flowforge speed benchmark",
+        "",
+        "Machine: "
+        + ", ".join(f"{k}={v}" for k, v in res.meta.items() if k not in ("libs", "sizes")),
+        f"Batch sizes: {res.meta['sizes']}. K={TRANSFORMS} transforms, hidden {HIDDEN}, float32.",
+        "",
+        "### Parameters (must match within a few percent)",
+        "",
+        "| flow | D | " + " | ".join(libs) + " |",
+        "|---|---|" + "---|" * len(libs),
+    ]
+    for key, by_lib in res.params.items():
+        flow, d = key.split("/")
+        ref = by_lib.get("flowforge", 0)
+        cells = []
+        for lib in libs:
+            n = by_lib.get(lib)
+            if n is None:
+                cells.append("n/a")
+            else:
+                dev = (n - ref) / ref * 100 if ref else 0.0
+                flag = "" if abs(dev) < 3 else " (VOID)"
+                cells.append(f"{n:,} ({dev:+.1f}%){flag}" if lib != "flowforge" else f"{n:,}")
+        out.append(f"| {flow} | {d} | " + " | ".join(cells) + " |")
+    out += ["", _time_table("Eager", res.times, libs)]
+    if res.compiled:
+        out += ["", _time_table("torch.compile", res.compiled, libs)]
+    if res.memory:
+        out += [
+            "",
+            "### Peak memory above baseline (MiB; each library in its own process)",
+            "",
+            "| flow | D | op | " + " | ".join(libs) + " |",
+            "|---|---|---|" + "---|" * len(libs),
+        ]
+        for key, ops in res.memory.items():
+            flow, d = key.split("/")
+            for op, by_lib in ops.items():
+                cells = [
+                    "n/a" if math.isnan(by_lib.get(lib, math.nan)) else f"{by_lib[lib]:.1f}"
+                    for lib in libs
+                ]
+                out.append(f"| {flow} | {d} | {op} | " + " | ".join(cells) + " |")
+    if res.flops:
+        out += [
+            "",
+            "### log_prob GFLOP/s (matmul FLOPs only) against a float32 torch.mm of the same "
+            "shapes",
+            "",
+            "| flow | D | GFLOP | mm peak GFLOP/s | " + " | ".join(libs) + " |",
+            "|---|---|---|---|" + "---|" * len(libs),
+        ]
+        for key, f in res.flops.items():
+            flow, d = key.split("/")
+            cells = []
+            for lib in libs:
+                t = res.times.get(key, {}).get("log_prob", {}).get(lib)
+                if t is None or math.isnan(t):
+                    cells.append("n/a")
+                else:
+                    g = f["gflop"] / t
+                    cells.append(f"{g:.1f} ({100 * g / f['peak']:.0f}%)")
+            out.append(
+                f"| {flow} | {d} | {f['gflop']:.2f} | {f['peak']:.1f} | " + " | ".join(cells) + " |"
+            )
+    if res.notes:
+        out += ["", "Notes:"] + [f"- {k}: {v}" for k, v in res.notes.items()]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+def run(args: argparse.Namespace) -> Results:
+    """Run the benchmark described by ``args``."""
+    torch.set_num_threads(args.threads)
+    libs = [lib for lib in args.libs if lib == "flowforge" or available(lib)]
+    for lib in args.libs:
+        if lib not in libs:
+            print(f"# {lib} is not installed: skipped", file=sys.stderr)
+    sizes = {
+        "train": args.train_batch,
+        "log_prob": args.batch,
+        "sample": args.sample_batch or args.batch,
+    }
+    res = Results()
+    res.meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "repeats": args.repeats,
+        "libs": libs,
+        "sizes": sizes,
+    }
+    for lib in libs:
+        if lib != "flowforge":
+            res.meta[lib] = getattr(__import__(lib), "__version__", "?")
+    print(f"# threads={torch.get_num_threads()} torch={torch.__version__}", file=sys.stderr)
+    for d in args.dims:
+        for flow in args.flows:
+            key = f"{flow}/{d}"
+            models = {lib: build(lib, flow, d) for lib in libs}
+            models = {k: v for k, v in models.items() if v is not None}
+            res.params[key] = {lib: n_params(m.module) for lib, m in models.items()}
+            all_ops: dict[str, Callable[[], Any]] = {}
+            for lib, m in models.items():
+                for op, fn in make_ops(m, d, sizes).items():
+                    if op == "sample" and args.no_sample:
+                        continue
+                    all_ops[f"{lib}|{op}"] = fn
+            t0 = time.perf_counter()
+            med = time_interleaved(all_ops, args.repeats)
+            res.times[key] = {}
+            for name, t in med.items():
+                lib, op = name.split("|")
+                res.times[key].setdefault(op, {})[lib] = t
+            print(f"# {key}: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+            if args.flops:
+                gflop = log_prob_flops(flow, d, args.batch) / 1e9
+                peak = gflop / matmul_seconds(flow, d, args.batch, args.repeats)
+                res.flops[key] = {"gflop": gflop, "peak": peak}
+            if args.compile:
+                cops: dict[str, Callable[[], Any]] = {}
+                for lib in models:
+                    m = build(lib, flow, d)
+                    assert m is not None
+                    for op, fn in make_ops(m, d, sizes, compiled=True).items():
+                        cops[f"{lib}|{op}"] = fn
+                cmed = time_interleaved(cops, args.repeats)
+                res.compiled[key] = {}
+                for name, t in cmed.items():
+                    lib, op = name.split("|")
+                    res.compiled[key].setdefault(op, {})[lib] = t
+                torch._dynamo.reset()
+            if args.memory:
+                res.memory[key] = {
+                    op: {lib: memory_of(lib, flow, d, op, sizes) for lib in models}
+                    for op in ("log_prob", "train")
+                }
+    for (lib, flow), why in NOT_AVAILABLE.items():
+        res.notes[f"{lib} {flow}"] = why
+    return res
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--flows", nargs="+", default=list(FLOWS), choices=FLOWS)
+    p.add_argument("--dims", nargs="+", type=int, default=[8, 64])
+    p.add_argument("--libs", nargs="+", default=list(LIBS), choices=LIBS)
+    p.add_argument("--repeats", type=int, default=7, help="timed repetitions (median)")
+    p.add_argument("--batch", type=int, default=8192, help="log_prob and sample batch")
+    p.add_argument("--train-batch", type=int, default=512)
+    p.add_argument("--sample-batch", type=int, default=None, help="default: --batch")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1 is the stable choice on a shared machine)",
+    )
+    p.add_argument("--quick", action="store_true", help="D=8, small batches, 3 repeats")
+    p.add_argument("--no-sample", action="store_true", help="skip sampling")
+    p.add_argument("--memory", action="store_true", help="peak memory, one process each")
+    p.add_argument("--flops", action="store_true", help="GFLOP/s against matmul peak")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile")
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    p.add_argument("--markdown", metavar="OUT", help="also write the tables to a file")
+    p.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.dims = [8]
+        args.repeats = min(args.repeats, 3)
+        args.batch = min(args.batch, 1024)
+        args.train_batch = min(args.train_batch, 256)
+        args.sample_batch = min(args.sample_batch or args.batch, 256)
+    return args
+
+
+def main(argv: list[str] | None = None) -> Results | None:
+    """Entry point."""
+    args = parse_args(argv)
+    if args.memory_child:
+        spec = json.loads(args.memory_child)
+        print(memory_child(spec["lib"], spec["flow"], spec["d"], spec["op"], spec["sizes"]))
+        return None
+    res = run(args)
+    text = markdown(res)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res.__dict__, f, indent=1)
+    return res
+
+
+if __name__ == "__main__":
+    main()

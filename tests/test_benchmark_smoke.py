@@ -1,0 +1,68 @@
+"""The speed benchmark's machinery runs, so it cannot rot (flowforge always; peers if present)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("flowforge_bench_speed", SPEED)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def speed() -> ModuleType:
+    return _load()
+
+
+TINY = ["--dims", "4", "--repeats", "1", "--batch", "32", "--train-batch", "16", "--threads", "1"]
+
+
+def test_flowforge_alone(speed: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    threads = torch.get_num_threads()
+    try:
+        res = speed.main([*TINY, "--libs", "flowforge", "--flops"])
+    finally:
+        torch.set_num_threads(threads)
+    assert res is not None
+    for flow in speed.FLOWS:
+        key = f"{flow}/4"
+        assert res.params[key]["flowforge"] > 0
+        for op in ("train", "log_prob", "sample"):
+            assert res.times[key][op]["flowforge"] > 0
+        assert res.flops[key]["gflop"] == pytest.approx(speed.log_prob_flops(flow, 4, 32) / 1e9)
+    out = capsys.readouterr().out
+    assert "| MAF | 4 | train |" in out
+
+
+def test_memory_child_runs(speed: ModuleType) -> None:
+    mib = speed.memory_of(
+        "flowforge", "MAF", 4, "log_prob", {"train": 8, "log_prob": 64, "sample": 8}
+    )
+    assert not math.isnan(mib) and mib >= 0
+
+
+@pytest.mark.parametrize("lib", ["zuko", "nflows", "normflows"])
+def test_peer_builds_same_architecture(speed: ModuleType, lib: str) -> None:
+    pytest.importorskip(lib)
+    for flow in ("MAF", "NSF", "RealNVP"):
+        ours = speed.build("flowforge", flow, 6)
+        peer = speed.build(lib, flow, 6)
+        assert ours is not None and peer is not None
+        assert speed.n_params(peer.module) == speed.n_params(ours.module)
+        x = torch.randn(5, 6)
+        assert peer.log_prob(x).shape == (5,)
+        assert peer.sample(3).shape == (3, 6)
