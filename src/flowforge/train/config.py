@@ -138,6 +138,12 @@ class TrainConfig:
         default=0, metadata=_doc("seed of everything random (data, initialisation, noise)")
     )
     device: str = field(default="auto", metadata=_doc("device", choices=("cpu", "cuda", "auto")))
+    threads: int = field(
+        default=0,
+        metadata=_doc(
+            "CPU threads (0: automatic, 1 for small networks where more threads only add overhead)"
+        ),
+    )
     out: str | None = field(
         default=None, metadata=_doc("run directory (default runs/<data>-<flow>-<timestamp>)")
     )
@@ -205,7 +211,7 @@ class TrainConfig:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{source}{key} must be positive, got {getattr(self, key)}")
         non_negative = ["weight_decay", "min_lr", "clip_grad", "patience", "lr_patience"]
-        non_negative += ["max_nan_recoveries"]
+        non_negative += ["max_nan_recoveries", "threads"]
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise ConfigError(f"{source}{key} must be >= 0, got {getattr(self, key)}")
@@ -224,7 +230,7 @@ class TrainConfig:
             raise ConfigError(f"{source}data must not be empty")
 
 
-RESUME_KEYS = ("steps", "epochs", "device", "quiet", "plots", "data_dir", "patience")
+RESUME_KEYS = ("steps", "epochs", "device", "quiet", "plots", "data_dir", "patience", "threads")
 """Options that ``--resume`` may change; every other one comes from the run's ``config.json``."""
 
 

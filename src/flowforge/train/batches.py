@@ -1,0 +1,134 @@
+"""Training batches and evaluation splits, in the units the trained flow takes.
+
+The trained flow (see :mod:`flowforge.train.model`) reads toy and on-disk tabular rows as they
+are, user/scikit-learn tabular rows in their original units (the flow standardises them itself)
+and images as flattened, uniformly dequantized values ``u`` in ``[0, 1)``. This module turns a
+:class:`flowforge.data.Dataset` into exactly that, with random state that a checkpoint can save,
+so a resumed run draws the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from flowforge.data.base import Dataset, dequantize
+from flowforge.train.config import ConfigError
+
+__all__ = ["TrainStream", "model_input", "prepare_split", "steps_per_epoch"]
+
+_SPLITS = ("train", "val", "test")
+
+
+def model_input(ds: Dataset, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Map rows of a dataset split to the flow's input units.
+
+    Args:
+        ds: the dataset the rows come from.
+        x: ``(N, *event_shape)`` rows as the dataset stores them.
+        generator: the dequantization noise for images.
+
+    Returns:
+        ``(N, D)``: images flattened and dequantized to ``[0, 1)``; standardised rows mapped
+        back to the original units; anything else as is.
+    """
+    x = x.reshape(x.shape[0], -1)  # (N, D)
+    if ds.kind == "image":
+        assert ds.levels is not None
+        return dequantize(x, ds.levels, generator)
+    if ds.standardizer is not None:
+        return ds.standardizer.inverse(x)
+    return x
+
+
+def prepare_split(ds: Dataset, split: str, seed: int) -> Tensor:
+    """A fixed evaluation split in the flow's input units (images: noise seeded by ``seed``).
+
+    Raises:
+        ConfigError: for an unknown split, or ``train`` on a dataset that samples fresh data.
+    """
+    if split not in _SPLITS:
+        raise ConfigError(f"unknown split {split!r}; valid: {', '.join(_SPLITS)}")
+    x = getattr(ds, split)
+    if x is None:
+        raise ConfigError(f"dataset {ds.name!r} draws fresh training samples; use val or test")
+    g = torch.Generator().manual_seed(seed + 7919 * (1 + _SPLITS.index(split)))
+    return model_input(ds, x, g)
+
+
+def steps_per_epoch(ds: Dataset, batch_size: int) -> int:
+    """Batches in one pass over the training rows.
+
+    Raises:
+        ConfigError: for 2-D toy data, which has no fixed training set.
+    """
+    if ds.train is None:
+        raise ConfigError(
+            f"dataset {ds.name!r} samples fresh training data and has no epochs; use --steps"
+        )
+    return math.ceil(ds.train.shape[0] / batch_size)
+
+
+class TrainStream:
+    """An endless stream of training batches whose position can be saved and restored.
+
+    Toy sets draw fresh samples; other sets go through the training rows in a new random order
+    each epoch (the order of epoch ``e`` depends only on ``seed`` and ``e``).
+
+    Args:
+        ds: the dataset.
+        batch_size: rows per batch (the last batch of an epoch may be smaller).
+        seed: seed of the sampling and of the dequantization noise.
+    """
+
+    def __init__(self, ds: Dataset, batch_size: int, seed: int) -> None:
+        self.ds = ds
+        self.batch_size = batch_size
+        self.seed = seed
+        self.draws = torch.Generator().manual_seed(seed)
+        self.noise = torch.Generator().manual_seed(seed + 1)
+        self.epoch = 0
+        self.position = 0  # batches already taken from the current epoch
+        self._epoch_iter: Iterator[Tensor] | None = None
+
+    def _epoch_batches(self) -> Iterator[Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return self.ds.iter_epoch(self.batch_size, g)
+
+    def next(self) -> Tensor:
+        """The next ``(B, D)`` batch in the flow's input units."""
+        if self.ds.train is None:
+            x = self.ds.sample_train(self.batch_size, self.draws)
+        else:
+            while True:
+                if self._epoch_iter is None:
+                    it = self._epoch_batches()
+                    self._epoch_iter = itertools.islice(it, self.position, None)
+                x_or_none = next(self._epoch_iter, None)
+                if x_or_none is not None:
+                    x = x_or_none
+                    break
+                self.epoch, self.position, self._epoch_iter = self.epoch + 1, 0, None
+            self.position += 1
+        return model_input(self.ds, x, self.noise)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Generator states and the position in the epoch."""
+        return {
+            "draws": self.draws.get_state(),
+            "noise": self.noise.get_state(),
+            "epoch": self.epoch,
+            "position": self.position,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.draws.set_state(state["draws"])
+        self.noise.set_state(state["noise"])
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._epoch_iter = None

@@ -1,0 +1,280 @@
+"""The fit loop: maximum likelihood with validation, early stopping, checkpoints and NaN recovery.
+
+Every ``eval_every`` steps (and at the last step) the loop computes the validation NLL, appends a
+record to ``metrics.jsonl``, keeps the best weights, and writes a checkpoint holding everything
+needed to continue exactly (model, optimizer, schedule, batch stream, random states, best
+weights, counters). A non-finite loss or gradient never reaches the weights: the batch is
+skipped, and either training stops (``on_nan="stop"``) or the last good state is restored and the
+learning rate lowered (``on_nan="recover"``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from flowforge.eval.likelihood import log_likelihoods, summarize
+from flowforge.train.batches import TrainStream
+from flowforge.train.checkpoint import load_state, save_checkpoint, save_weights
+from flowforge.train.config import TrainConfig
+from flowforge.train.metrics import MetricsLog
+from flowforge.train.schedule import LRSchedule
+
+__all__ = ["FitOutcome", "NonFiniteLoss", "Trainer"]
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training stopped on a non-finite loss; the last good checkpoint is kept (one line)."""
+
+
+@dataclass
+class FitOutcome:
+    """How a fit ended.
+
+    Attributes:
+        step: the last step taken.
+        reason: ``"completed"`` or ``"early stopping"``.
+        best_step: the step of the best validation NLL (whose weights the flow ends with when
+            ``restore_best``).
+        best_val_nll: that NLL.
+    """
+
+    step: int
+    reason: str
+    best_step: int
+    best_val_nll: float
+
+
+def _stderr(msg: str) -> None:
+    tqdm.write(msg, file=sys.stderr)
+
+
+class Trainer:
+    """Trains a flow by maximum likelihood; its whole state round-trips through a checkpoint.
+
+    Args:
+        model: the flow (already on ``device``).
+        stream: the training batches.
+        val: ``(N, D)`` validation rows in the flow's input units.
+        cfg: the options (optimizer, schedule, clipping, validation, patience, NaN policy).
+        total_steps: the step to train up to.
+        device: where batches go.
+        metrics: where to append evaluation records (``None``: nowhere).
+        checkpoint: the checkpoint file to write at every evaluation (``None``: none).
+        weights: the file that always holds the best weights so far (``None``: none).
+        log: where to send messages (stderr by default).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        stream: TrainStream,
+        val: Tensor,
+        cfg: TrainConfig,
+        total_steps: int,
+        device: torch.device,
+        *,
+        metrics: MetricsLog | None = None,
+        checkpoint: Path | None = None,
+        weights: Path | None = None,
+        log: Callable[[str], None] = _stderr,
+    ) -> None:
+        self.model, self.stream, self.val, self.cfg = model, stream, val, cfg
+        self.total_steps, self.device = total_steps, device
+        self.metrics, self.checkpoint, self.weights, self.log = metrics, checkpoint, weights, log
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.schedule = LRSchedule(
+            cfg.schedule, cfg.lr, total_steps, cfg.min_lr, cfg.lr_factor, cfg.lr_patience
+        )
+        self.step = 0
+        self.best_val_nll = math.inf
+        self.best_step = 0
+        self.best_state: dict[str, Tensor] | None = None
+        self.bad_evals = 0
+        self.nan_streak = 0
+        self.nan_total = 0
+        self.elapsed = 0.0
+        self.stopped_early = False
+        self._loss_sum, self._loss_count = 0.0, 0
+        self._last_good = self._snapshot()
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _snapshot(self) -> tuple[int, dict[str, Any], dict[str, Any]]:
+        return (
+            self.step,
+            copy.deepcopy(self.model.state_dict()),
+            copy.deepcopy(self.optimizer.state_dict()),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly where this one is."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "stream": self.stream.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "best_state": self.best_state,
+            "counters": {
+                "step": self.step,
+                "best_val_nll": self.best_val_nll,
+                "best_step": self.best_step,
+                "bad_evals": self.bad_evals,
+                "nan_streak": self.nan_streak,
+                "nan_total": self.nan_total,
+                "elapsed": self.elapsed,
+                "stopped_early": self.stopped_early,
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any], origin: str = "checkpoint") -> None:
+        """Restore :meth:`state_dict` output (for example from a checkpoint file)."""
+        load_state(self.model, state["model"], origin)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.stream.load_state_dict(state["stream"])
+        torch.set_rng_state(state["torch_rng"])
+        self.best_state = state["best_state"]
+        for key, value in state["counters"].items():
+            setattr(self, key, value)
+        self._last_good = self._snapshot()
+
+    def save(self) -> None:
+        """Write the checkpoint file (atomically), if there is one."""
+        if self.checkpoint is not None:
+            save_checkpoint(self.checkpoint, self.state_dict())
+
+    # -- training -----------------------------------------------------------------------------
+
+    def _non_finite(self, what: str) -> None:
+        where = f"step {self.step + 1}: non-finite {what}"
+        last = self._last_good[0]
+        if self.cfg.on_nan == "stop" or self.nan_streak >= self.cfg.max_nan_recoveries:
+            why = "on_nan = stop" if self.cfg.on_nan == "stop" else "too many in a row"
+            raise NonFiniteLoss(
+                f"{where}; training stopped ({why}); the last good checkpoint (step {last}) "
+                f"is kept and the weights file holds the best validated weights"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        load_state(self.model, self._last_good[1], "the last good state")
+        self.optimizer.load_state_dict(copy.deepcopy(self._last_good[2]))
+        self.schedule.cut(self.cfg.nan_lr_factor)
+        self.nan_streak += 1
+        self.nan_total += 1
+        self.log(
+            f"{where}: skipped the batch, restored the state of step {last} and lowered the "
+            f"learning rate to {self.schedule.lr_at(self.step):.3g} "
+            f"(recovery {self.nan_streak} of {self.cfg.max_nan_recoveries})"
+        )
+
+    def train_step(self, x: Tensor) -> float | None:
+        """One optimizer step on batch ``x``; returns the loss, or ``None`` if it was skipped."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = -self.model.log_prob(x).mean()  # type: ignore[operator]
+        if not bool(torch.isfinite(loss)):
+            self._non_finite("loss")
+            return None
+        loss.backward()
+        max_norm = self.cfg.clip_grad if self.cfg.clip_grad > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        if not bool(torch.isfinite(norm)):
+            self._non_finite("gradient")
+            return None
+        lr = self.schedule.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def evaluate(self) -> float:
+        """Validation NLL (nats) of the current weights."""
+        ll = log_likelihoods(self.model, self.val, self.cfg.eval_batch_size, self.device)
+        return summarize(ll).nll
+
+    def _after_eval(self, val_nll: float) -> dict[str, Any]:
+        if not math.isfinite(val_nll):
+            self._non_finite("validation NLL")
+            return {}
+        self.schedule.observe(val_nll)
+        if val_nll < self.best_val_nll:
+            self.best_val_nll, self.best_step, self.bad_evals = val_nll, self.step, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            if self.weights is not None:
+                save_weights(self.weights, self.best_state)
+        else:
+            self.bad_evals += 1
+        if self.cfg.patience and self.bad_evals >= self.cfg.patience:
+            self.stopped_early = True
+        record = {
+            "step": self.step,
+            "train_loss": self._loss_sum / max(self._loss_count, 1),
+            "val_nll": val_nll,
+            "lr": self.schedule.lr_at(self.step),
+            "seconds": round(self.elapsed, 3),
+            "best_val_nll": self.best_val_nll,
+            "nan_total": self.nan_total,
+        }
+        self._loss_sum, self._loss_count = 0.0, 0
+        self.nan_streak = 0
+        if self.metrics is not None:
+            self.metrics.append(record)
+        self.save()
+        self._last_good = self._snapshot()
+        return record
+
+    def fit(self, progress: bool = True) -> FitOutcome:
+        """Train up to ``total_steps`` (or early stopping), then restore the best weights.
+
+        Raises:
+            NonFiniteLoss: when a non-finite loss stops training.
+        """
+        self.schedule.total_steps = self.total_steps
+        self.model.train()
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not progress,
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+        postfix: dict[str, str] = {}
+        self.log = (lambda msg: bar.write(msg, file=sys.stderr)) if progress else self.log
+        try:
+            while self.step < self.total_steps and not self.stopped_early:
+                start = time.perf_counter()
+                loss = self.train_step(self.stream.next().to(self.device))
+                self.step += 1
+                if loss is not None:
+                    self._loss_sum += loss
+                    self._loss_count += 1
+                    postfix["loss"] = f"{loss:.4f}"
+                if self.step % self.cfg.eval_every == 0 or self.step == self.total_steps:
+                    self.elapsed += time.perf_counter() - start
+                    start = time.perf_counter()
+                    record = self._after_eval(self.evaluate())
+                    if record:
+                        postfix["val_nll"] = f"{record['val_nll']:.4f}"
+                self.elapsed += time.perf_counter() - start
+                if progress and (self.step % 10 == 0 or self.step == self.total_steps):
+                    bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+        finally:
+            bar.close()
+        if self.cfg.restore_best and self.best_state is not None:
+            load_state(self.model, self.best_state, "the best state")
+        reason = "early stopping" if self.stopped_early else "completed"
+        return FitOutcome(self.step, reason, self.best_step, self.best_val_nll)

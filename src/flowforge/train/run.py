@@ -1,0 +1,250 @@
+"""``flowforge train``: start or resume a run directory, fit, evaluate on the test split, plot.
+
+Every check that can fail on the user's input (options, dataset, flow, output folder) runs
+before the run directory is created, so a bad command leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import flowforge
+from flowforge.data import Dataset, load_dataset
+from flowforge.eval.likelihood import NLLSummary, log_likelihoods, summarize
+from flowforge.io import RUN_FORMAT, RunError, parse_run_record, read_run_record, run_files
+from flowforge.train.atomic import atomic_write_json
+from flowforge.train.batches import TrainStream, prepare_split, steps_per_epoch
+from flowforge.train.checkpoint import load_checkpoint, save_weights
+from flowforge.train.config import RESUME_KEYS, ConfigError, TrainConfig
+from flowforge.train.loop import FitOutcome, Trainer
+from flowforge.train.metrics import MetricsLog
+from flowforge.train.model import ModelSpec, build_flow, check_flow_name, spec_for
+
+__all__ = [
+    "TrainResult",
+    "resolve_device",
+    "resume_run",
+    "set_threads",
+    "start_run",
+    "test_summary",
+]
+
+
+@dataclass
+class TrainResult:
+    """What a finished ``flowforge train`` reports.
+
+    Attributes:
+        run_dir: the run directory.
+        outcome: how the fit ended.
+        test: the test-split NLL (and bits/dim for images) of the final weights.
+        plots: the PNG files written.
+    """
+
+    run_dir: Path
+    outcome: FitOutcome
+    test: NLLSummary
+    plots: list[Path]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` (which must be available) or ``auto`` (cuda when available).
+
+    Raises:
+        ConfigError: for ``cuda`` on a machine without a usable GPU.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available (use cpu or auto)")
+    return torch.device(name)
+
+
+def set_threads(cfg: TrainConfig, device: torch.device) -> None:
+    """Set torch's CPU threads for this process (the ``flowforge`` program, never on import).
+
+    ``threads = 0`` picks one thread per 64k activations of a hidden layer (batch x width), at
+    least 1 and at most torch's default: small flows run fastest on one thread, and spare cores
+    then serve other processes instead of spinning.
+    """
+    if device.type != "cpu":
+        return
+    n = cfg.threads
+    if n == 0:
+        n = min(torch.get_num_threads(), max(1, cfg.batch_size * max(cfg.hidden) // 65536))
+    torch.set_num_threads(n)
+
+
+def _default_out(cfg: TrainConfig) -> Path:
+    stem = Path(cfg.data).stem if Path(cfg.data).suffix else cfg.data
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path("runs") / f"{stem}-{cfg.flow}-{stamp}"
+    n = 1
+    while out.exists():
+        n += 1
+        out = Path("runs") / f"{stem}-{cfg.flow}-{stamp}-{n}"
+    return out
+
+
+def _load_data(cfg: TrainConfig) -> Dataset:
+    return load_dataset(
+        cfg.data, data_dir=cfg.data_dir, seed=cfg.seed, n_val=cfg.n_val, n_test=cfg.n_test
+    )
+
+
+def _total_steps(cfg: TrainConfig, ds: Dataset) -> int:
+    if cfg.epochs is None:
+        return cfg.steps
+    return max(1, math.ceil(cfg.epochs * steps_per_epoch(ds, cfg.batch_size)))
+
+
+def _record(cfg: TrainConfig, spec: ModelSpec, ds: Dataset, total: int) -> dict[str, Any]:
+    return {
+        "format": RUN_FORMAT,
+        "format_version": 1,
+        "config": cfg.to_dict(),
+        "model": spec.to_dict(),
+        "data": {
+            "name": ds.name,
+            "kind": ds.kind,
+            "event_shape": list(ds.event_shape),
+            "dim": ds.dim,
+            "levels": ds.levels,
+            "columns": ds.columns,
+        },
+        "total_steps": total,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "versions": {
+            "flowforge": flowforge.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def test_summary(flow: torch.nn.Module, ds: Dataset, cfg: TrainConfig, split: str) -> NLLSummary:
+    """NLL (nats, 2 standard errors) of ``flow`` on a split, with bits/dim for images."""
+    x = prepare_split(ds, split, cfg.seed)
+    ll = log_likelihoods(flow, x, cfg.eval_batch_size)
+    return summarize(ll, ds.dim, ds.levels if ds.kind == "image" else None)
+
+
+def start_run(cfg: TrainConfig) -> TrainResult:
+    """Train a new run as ``cfg`` says.
+
+    Raises:
+        ConfigError: bad options or an existing output folder.
+        flowforge.data.DataError: the dataset cannot be loaded.
+        NonFiniteLoss: training stopped on a non-finite loss.
+    """
+    check_flow_name(cfg.flow)
+    out = Path(cfg.out) if cfg.out else _default_out(cfg)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        hint = f"; continue it with --resume {out}" if (out / "config.json").exists() else ""
+        raise ConfigError(f"output folder {out} already exists and is not empty{hint}")
+    device = resolve_device(cfg.device)
+    set_threads(cfg, device)
+    if Path(cfg.data).suffix:
+        cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
+    ds = _load_data(cfg)
+    total = _total_steps(cfg, ds)
+    torch.manual_seed(cfg.seed)
+    spec = spec_for(cfg, ds)
+    flow = build_flow(spec).to(device)
+    cfg = cfg.replace(out=str(out))
+    files = run_files(out)
+    trainer = Trainer(
+        flow,
+        TrainStream(ds, cfg.batch_size, cfg.seed),
+        prepare_split(ds, "val", cfg.seed),
+        cfg,
+        total,
+        device,
+        metrics=MetricsLog(files.metrics),
+        checkpoint=files.checkpoint,
+        weights=files.weights,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(files.config, _record(cfg, spec, ds, total))
+    save_weights(files.weights, flow)
+    trainer.save()
+    return _finish(trainer, ds, cfg, spec, out)
+
+
+def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult:
+    """Continue the run in ``path`` from its checkpoint; ``overrides`` may change
+    :data:`~flowforge.train.config.RESUME_KEYS` only (for example more ``steps``).
+
+    Raises:
+        RunError: the run or its checkpoint is missing, corrupted or foreign.
+        ConfigError: an option that a resumed run cannot change.
+    """
+    files = run_files(path)
+    record = read_run_record(files.root)
+    saved, spec = parse_run_record(record, str(files.config))
+    fixed = sorted(k for k in overrides if k not in RESUME_KEYS)
+    if fixed:
+        flag = "--" + fixed[0].replace("_", "-")
+        raise ConfigError(
+            f"{flag} cannot change when resuming (it comes from {files.config}); "
+            f"options that can: {', '.join('--' + k.replace('_', '-') for k in RESUME_KEYS)}"
+        )
+    cfg = TrainConfig.from_layers(saved.to_dict(), overrides)
+    state = load_checkpoint(files.checkpoint)
+    device = resolve_device(cfg.device)
+    set_threads(cfg, device)
+    ds = _load_data(cfg)
+    if ds.dim != spec.features:
+        raise RunError(
+            f"{cfg.data} now has dimension {ds.dim}, the run was trained on {spec.features}"
+        )
+    total = _total_steps(cfg, ds) if {"steps", "epochs"} & set(overrides) else record["total_steps"]
+    torch.manual_seed(cfg.seed)
+    flow = build_flow(spec).to(device)
+    trainer = Trainer(
+        flow,
+        TrainStream(ds, cfg.batch_size, cfg.seed),
+        prepare_split(ds, "val", cfg.seed),
+        cfg,
+        total,
+        device,
+        metrics=MetricsLog(files.metrics),
+        checkpoint=files.checkpoint,
+        weights=files.weights,
+    )
+    trainer.load_state_dict(state, str(files.checkpoint))
+    MetricsLog(files.metrics).truncate(trainer.step)
+    if overrides:
+        record["config"], record["total_steps"] = cfg.to_dict(), total
+        atomic_write_json(files.config, record)
+    return _finish(trainer, ds, cfg, spec, files.root)
+
+
+def _finish(
+    trainer: Trainer, ds: Dataset, cfg: TrainConfig, spec: ModelSpec, out: Path
+) -> TrainResult:
+    files = run_files(out)
+    outcome = trainer.fit(progress=not cfg.quiet)
+    save_weights(files.weights, trainer.model)
+    test = test_summary(trainer.model, ds, cfg, "test")
+    results = {"test": test.to_dict(), "steps": outcome.step, "stop_reason": outcome.reason}
+    results |= {"best_step": outcome.best_step, "best_val_nll": outcome.best_val_nll}
+    results["seconds"] = round(trainer.elapsed, 3)
+    atomic_write_json(files.results, results)
+    plots: list[Path] = []
+    if cfg.plots:
+        from flowforge.train.plots import write_run_plots
+
+        plots = write_run_plots(out, trainer.model, spec, ds, MetricsLog(files.metrics).read())
+    return TrainResult(out, outcome, test, plots)

@@ -1,0 +1,52 @@
+"""A fixed per-feature affine bijection: the standardisation of user and tabular data."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from flowforge.core.bijection import Bijection, batch_shape_of
+
+
+class Standardize(Bijection):
+    """``z = (x - mean) / std`` with constant (non-trainable) ``mean`` and ``std``.
+
+    Put first in a flow's bijection, it makes the flow a density of the data in its original
+    units: ``log p(x) = log q((x - mean) / std) - sum(log std)``.
+
+    Args:
+        mean: ``(D,)`` per-feature mean.
+        std: ``(D,)`` per-feature standard deviation, positive.
+
+    Example:
+        >>> b = Standardize(torch.tensor([1.0, 0.0]), torch.tensor([2.0, 1.0]))
+        >>> z, ladj = b(torch.tensor([[3.0, 1.0]]))
+        >>> z.tolist(), round(ladj.item(), 4)
+        ([[1.0, 1.0]], -0.6931)
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        super().__init__(tuple(mean.shape))
+        if mean.shape != std.shape or not bool((std > 0).all()):
+            raise ValueError(
+                f"expected mean and std of one shape with std > 0, got {tuple(mean.shape)} "
+                f"and {tuple(std.shape)}"
+            )
+        self.register_buffer("mean", mean.detach().clone().float())
+        self.register_buffer("std", std.detach().clone().float())
+
+    def _ladj(self, x: Tensor) -> Tensor:
+        batch = batch_shape_of(x, self.event_shape)
+        return (-torch.log(self.std.to(x)).sum()).expand(batch)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return (x - self.mean.to(x)) / self.std.to(x), self._ladj(x)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return z * self.std.to(z) + self.mean.to(z), -self._ladj(z)
+
+
+__all__ = ["Standardize"]
