@@ -5,10 +5,11 @@ standardisation, versions), ``model.safetensors`` (the weights), ``checkpoint.sa
 (the full training state, for ``--resume``), ``metrics.jsonl``, ``results.json`` and plots.
 Reading a run parses JSON and safetensors only: it never executes code from the files.
 
-Example:
-    >>> import flowforge as ff  # doctest: +SKIP
-    >>> flow = ff.load("runs/8gaussians-nsf-20250101-120000")  # doctest: +SKIP
-    >>> flow.log_prob(torch.zeros(1, 2))  # doctest: +SKIP
+Example (after ``flowforge train --out runs/demo``)::
+
+    import flowforge as ff
+    flow = ff.load("runs/demo")          # a flowforge.Flow, in evaluation mode
+    flow.log_prob(torch.zeros(1, 2))     # log-density in the data's own units
 """
 
 from __future__ import annotations

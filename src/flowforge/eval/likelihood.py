@@ -89,9 +89,9 @@ def summarize(ll: Tensor, dim: int | None = None, levels: int | None = None) -> 
         levels: ``K``, quantisation levels per value (images).
 
     Example:
-        >>> s = summarize(torch.tensor([-1.0, -3.0]))
+        >>> s = summarize(torch.tensor([-1.0, -3.0]))  # std 1.414, 2 * std / sqrt(2) = 2
         >>> s.nll, round(s.nll_err, 4)
-        (2.0, 1.4142)
+        (2.0, 2.0)
     """
     finite = torch.isfinite(ll)
     good = ll[finite].double()

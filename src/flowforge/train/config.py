@@ -170,26 +170,36 @@ class TrainConfig:
         Raises:
             ConfigError: on an unknown key, a value of the wrong type or an invalid value.
         """
-        values: dict[str, Any] = {}
+        cfg = cls()
         for layer in layers:
-            if "steps" in layer and layer.get("epochs") is not None:
-                raise ConfigError(f"{source}give steps or epochs, not both")
-            for key, value in layer.items():
-                values[key] = _coerce(key, value, source)
-            if "steps" in layer:
-                values.pop("epochs", None)
-            elif layer.get("epochs") is not None:
-                values.pop("steps", None)
-        cfg = cls(**values)
-        cfg.validate(source)
+            cfg = cfg.updated(layer, source)
         return cfg
+
+    def updated(self, layer: dict[str, Any], source: str = "") -> TrainConfig:
+        """A validated copy with the options of ``layer`` applied (``steps`` clears ``epochs``).
+
+        Raises:
+            ConfigError: as :meth:`from_layers`.
+        """
+        if "steps" in layer and layer.get("epochs") is not None:
+            raise ConfigError(f"{source}give steps or epochs, not both")
+        values = self.to_dict()
+        if "steps" in layer:
+            values["epochs"] = None
+        values.update(layer)
+        return TrainConfig.from_dict(values, source)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "") -> TrainConfig:
-        """Rebuild a config saved with :meth:`to_dict` (for example from ``config.json``)."""
+        """Rebuild a config saved with :meth:`to_dict` (for example from ``config.json``).
+
+        A saved config holds both ``steps`` and ``epochs``; ``epochs`` decides when it is set.
+        """
         if not isinstance(d, dict):
             raise ConfigError(f"{source}expected a table of options, got {type(d).__name__}")
-        return cls.from_layers(d, source=source)
+        cfg = cls(**{key: _coerce(key, value, source) for key, value in d.items()})
+        cfg.validate(source)
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dictionary of every option (tuples become lists)."""
@@ -199,7 +209,7 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A validated copy with some options changed (values are type-checked like TOML keys)."""
-        return TrainConfig.from_layers(self.to_dict(), changes)
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
 
     # -- checks -------------------------------------------------------------------------------
 

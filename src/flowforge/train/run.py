@@ -200,7 +200,7 @@ def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult:
             f"{flag} cannot change when resuming (it comes from {files.config}); "
             f"options that can: {', '.join('--' + k.replace('_', '-') for k in RESUME_KEYS)}"
         )
-    cfg = TrainConfig.from_layers(saved.to_dict(), overrides)
+    cfg = saved.updated(overrides)
     state = load_checkpoint(files.checkpoint)
     device = resolve_device(cfg.device)
     set_threads(cfg, device)
