@@ -9,6 +9,7 @@ Example:
 
 from flowforge import distributions, flows, functional, nn, transforms
 from flowforge.core import Bijection, Compose, Flow, FlowDistribution, Inverse
+from flowforge.io import load as load
 
 __version__ = "0.1.0"
 
