@@ -105,7 +105,7 @@ def test_datasets_lists_availability_and_expected_files(tmp_path: Path) -> None:
     ("args", "fragments"),
     [
         (["--data", "nosuchdata"], ["nosuchdata"]),
-        (["--flow", "glowworm"], ["unknown flow 'glowworm'", "nsf", "maf"]),
+        (["--flow", "glowworm"], ["invalid choice: 'glowworm'", "nsf", "maf"]),
         (["--data", "missing.csv"], ["file not found", "missing.csv"]),
         (["--steps", "ten"], ["--steps expects an integer"]),
     ],

@@ -14,6 +14,7 @@ from flowforge.io import RunError, check_output, read_run_record
 from flowforge.train.batches import steps_per_epoch
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.model import ModelSpec, build_flow, spec_for
+from flowforge.train.run import resolve_device
 from flowforge.train.standardize import Standardize
 
 
@@ -91,3 +92,10 @@ def test_standardize_log_det_matches_autograd() -> None:
     z, _ = b(x[None])
     back, inv_ladj = b.inverse(z)
     assert torch.allclose(back[0], x) and inv_ladj.item() == pytest.approx(-ladj.item())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="no CUDA device is available"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"

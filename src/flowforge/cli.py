@@ -44,15 +44,14 @@ def _build_parser() -> argparse.ArgumentParser:
             "Train a flow by maximum likelihood and write a run directory (config.json, "
             "model.safetensors, checkpoint.safetensors, metrics.jsonl, results.json, plots). "
             "With no options: NSF on 8gaussians, well under a minute on 2 CPU cores. Every "
-            "option can also be a key of --config FILE.toml; flags override the file. "
-            f"Flows: {', '.join(sorted(PRESETS))}."
+            "option can also be a key of --config FILE.toml; flags override the file."
         ),
     )
     train.add_argument("--config", metavar="FILE.toml", help="options from a TOML file")
     train.add_argument(
         "--resume", metavar="RUN", help="continue a run directory from its last checkpoint"
     )
-    add_arguments(train)
+    add_arguments(train, choices={"flow": sorted(PRESETS)})
 
     ev = sub.add_parser(
         "eval",
@@ -290,8 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLoss as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"{prog}: interrupted{'; ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         devnull = os.open(os.devnull, os.O_WRONLY)

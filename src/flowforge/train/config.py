@@ -24,6 +24,7 @@ import json
 import sys
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,7 @@ class TrainConfig:
         default=1e-6, metadata=_doc("images: logit pre-transform constant a in s = a + (1-2a)u")
     )
     # flow
-    flow: str = field(
-        default="nsf", metadata=_doc("flow preset (see `flowforge train --help` for the list)")
-    )
+    flow: str = field(default="nsf", metadata=_doc("flow preset"))
     transforms: int = field(default=5, metadata=_doc("number of transforms of the preset"))
     hidden: tuple[int, ...] = field(
         default=(64, 64), metadata=_doc("hidden layer widths, e.g. 64,64")
@@ -336,8 +335,14 @@ def parse_flag_value(key: str, text: str) -> Any:
     return text
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, choices: dict[str, Sequence[str]] | None = None
+) -> None:
     """Add one flag per :class:`TrainConfig` field to ``parser``.
+
+    Args:
+        parser: the parser of ``flowforge train``.
+        choices: valid values of string options known only at run time (``{"flow": [...]}``).
 
     Flags default to ``argparse.SUPPRESS``, so the parsed namespace holds only the options the
     user gave; :func:`flags_to_dict` turns it into a layer for :meth:`TrainConfig.from_layers`.
@@ -353,13 +358,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             )
             continue
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        valid = (choices or {}).get(f.name, f.metadata.get("choices"))
         parser.add_argument(
             flag,
             dest=f.name,
-            metavar=f.name.upper() if "choices" not in f.metadata else None,
-            choices=f.metadata.get("choices"),
+            metavar=f.name.upper() if valid is None else None,
+            choices=valid,
             default=argparse.SUPPRESS,
-            help=f"{text} (default: {shown})",
+            help=text if default is None else f"{text} (default: {shown})",
         )
 
 

@@ -224,6 +224,8 @@ def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult:
         weights=files.weights,
     )
     trainer.load_state_dict(state, str(files.checkpoint))
+    for stale in files.root.glob(".*.tmp"):  # half-written files of a killed run
+        stale.unlink(missing_ok=True)
     MetricsLog(files.metrics).truncate(trainer.step)
     if overrides:
         record["config"], record["total_steps"] = cfg.to_dict(), total
@@ -235,7 +237,10 @@ def _finish(
     trainer: Trainer, ds: Dataset, cfg: TrainConfig, spec: ModelSpec, out: Path
 ) -> TrainResult:
     files = run_files(out)
-    outcome = trainer.fit(progress=not cfg.quiet)
+    try:
+        outcome = trainer.fit(progress=not cfg.quiet)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"continue with: flowforge train --resume {out}") from None
     save_weights(files.weights, trainer.model)
     test = test_summary(trainer.model, ds, cfg, "test")
     results = {"test": test.to_dict(), "steps": outcome.step, "stop_reason": outcome.reason}
