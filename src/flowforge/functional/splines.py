@@ -52,6 +52,11 @@ def _derivatives(raw: Tensor, minimum: float) -> Tensor:
     return torch.cat([one, inner, one], dim=0)
 
 
+# Elements per chunk: the ~30 temporaries of a chunk (each up to 3K + 3 floats per element)
+# stay in the CPU caches; whole batches of 10^5-10^6 elements stream through memory instead.
+CHUNK = 1 << 15
+
+
 def rational_quadratic_spline(
     x: Tensor,
     params: Tensor,
@@ -91,6 +96,31 @@ def rational_quadratic_spline(
     k = (params.shape[-1] + 1) // 3
     if params.shape[-1] != 3 * k - 1 or k < 1:
         raise ValueError(f"expected params of shape (*, 3K - 1), got last dim {params.shape[-1]}")
+    n = x.numel()
+    if n <= 2 * CHUNK or params.shape[:-1] != x.shape or torch.compiler.is_compiling():
+        return _spline(x, params, k, bound, inverse, min_width, min_height, min_derivative)
+    # Large inputs in chunks (every op is elementwise over the batch): several times faster.
+    flat_x, flat_p = x.reshape(n), params.reshape(n, params.shape[-1])
+    ys, ladjs = zip(
+        *(
+            _spline(xc, pc, k, bound, inverse, min_width, min_height, min_derivative)
+            for xc, pc in zip(flat_x.split(CHUNK), flat_p.split(CHUNK))
+        )
+    )
+    return torch.cat(ys).view(x.shape), torch.cat(ladjs).view(x.shape)
+
+
+def _spline(
+    x: Tensor,
+    params: Tensor,
+    k: int,
+    bound: float,
+    inverse: bool,
+    min_width: float,
+    min_height: float,
+    min_derivative: float,
+) -> tuple[Tensor, Tensor]:
+    """The spline of :func:`rational_quadratic_spline` on one chunk."""
     batch = params.shape[:-1]
     # One transposing copy to a parameter-major layout (3K - 1, *): every later op then
     # works on contiguous slabs shaped like x.

@@ -35,6 +35,11 @@ class MaskedLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight * self.mask, self.bias)
 
+    def forward_rows(self, x: Tensor, start: int, stop: int) -> Tensor:
+        """Only the outputs ``start:stop`` of :meth:`forward`, shape ``(*, stop - start)``."""
+        w = self.weight[start:stop] * self.mask[start:stop]
+        return F.linear(x, w, None if self.bias is None else self.bias[start:stop])
+
 
 def hidden_degrees(units: int, features: int) -> Tensor:
     """Degrees of a hidden layer: cycle through ``1 .. max(1, D - 1)``."""
@@ -103,13 +108,31 @@ class MADE(nn.Module):
         layers.append(last)
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Outputs of shape ``(*, D * P)`` from ``x`` ``(*, D)`` and ``context`` ``(*, C)``."""
+    def _inputs(self, x: Tensor, context: Tensor | None) -> Tensor:
         if self.context:
             if context is None:
                 raise ValueError(f"expected a context of shape (*, {self.context}), got None")
             x = torch.cat([context.expand(*x.shape[:-1], self.context), x], dim=-1)
-        return self.net(x)
+        return x
+
+    def forward(self, x: Tensor, context: Tensor | None = None, dim: int | None = None) -> Tensor:
+        """Outputs of shape ``(*, D * P)`` from ``x`` ``(*, D)`` and ``context`` ``(*, C)``.
+
+        With ``dim = i``, only the ``P`` outputs of input dimension ``i``, shape ``(*, P)``:
+        equal to ``forward(x, context).unflatten(-1, (D, P))[..., i, :]``, but the output
+        layer computes only those ``P`` rows. A ``D``-pass inversion that fixes one
+        dimension per pass needs no more (``D`` times less work in the output layer).
+        """
+        h = self._inputs(x, context)
+        if dim is None:
+            return self.net(h)
+        layers = list(self.net)
+        for layer in layers[:-1]:
+            h = layer(h)
+        last = layers[-1]
+        assert isinstance(last, MaskedLinear)
+        p = self.params_per_dim
+        return last.forward_rows(h, dim * p, (dim + 1) * p)
 
 
 __all__ = ["MADE", "MaskedLinear", "hidden_degrees"]

@@ -10,6 +10,7 @@ References:
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from flowforge.core.bijection import Bijection, batch_shape_of
@@ -60,13 +61,18 @@ class MaskedAutoregressive(Bijection):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch_shape_of(z, self.event_shape)
+        d = self.made.features
         x = z.new_zeros(z.shape)
-        ladj = z.new_zeros(z.shape)
-        # After pass k every dimension of degree <= k is exact; the last pass's parameters
-        # depend only on exact inputs, so x and ladj are exact after D passes.
-        for _ in range(self.made.features):
-            x, ladj = self.transformer.inverse(z, self._params(x, context))
-        return x, ladj.sum(-1)
+        ladj: list[Tensor] = [z] * d
+        # Pass k fixes the dimension of degree k: its parameters depend only on dimensions
+        # of lower degree, already exact, so x is exact after D passes. Each pass computes
+        # the parameters of that one dimension only (the MADE's output layer is the bulk of
+        # the work for splines), and inserts the column out of place, so gradients flow.
+        for i in self.made.degrees.argsort().tolist():
+            params = self.made(x, context, dim=i).unsqueeze(-2)  # (*, 1, P)
+            xi, ladj[i] = self.transformer.inverse(z[..., i : i + 1], params)  # (*, 1)
+            x = torch.cat([x[..., :i], xi, x[..., i + 1 :]], dim=-1)
+        return x, torch.cat(ladj, dim=-1).sum(-1)
 
 
 __all__ = ["MaskedAutoregressive"]

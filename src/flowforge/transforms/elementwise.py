@@ -42,10 +42,10 @@ class Additive(Transformer):
     params_per_dim = 1
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return x + params[..., 0], torch.zeros_like(x)
+        return x + params.squeeze(-1), torch.zeros_like(x)  # a view backward, no scatter
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return y - params[..., 0], torch.zeros_like(y)
+        return y - params.squeeze(-1), torch.zeros_like(y)
 
 
 class Affine(Transformer):
@@ -69,8 +69,10 @@ class Affine(Transformer):
         self.bound = float(bound)
 
     def _scale_shift(self, params: Tensor) -> tuple[Tensor, Tensor]:
-        log_scale = self.bound * torch.tanh(params[..., 0] / self.bound)
-        return log_scale, params[..., 1]
+        # unbind, not two [..., i]: one stack in the backward instead of two zero-filled
+        # scatters of the whole parameter tensor.
+        raw, shift = params.unbind(-1)
+        return self.bound * torch.tanh(raw / self.bound), shift
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         log_scale, shift = self._scale_shift(params)
