@@ -70,6 +70,8 @@ class MADE(nn.Module):
         (True, True, True)
     """
 
+    degrees: Tensor
+
     def __init__(
         self,
         features: int,
