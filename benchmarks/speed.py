@@ -192,6 +192,20 @@ def build_nflows(flow: str, d: int) -> Model:
 def build_normflows(flow: str, d: int) -> Model:
     import normflows as nf
 
+    class Swap(nf.flows.Flow):  # type: ignore[misc,name-defined]
+        """normflows' autoregressive layer is one pass when sampling (IAF-like); swapped,
+        it is a MAF: one pass for the density, ``D`` to sample, like the other libraries."""
+
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, z: Tensor, context: Tensor | None = None) -> Any:
+            return self.inner.inverse(z)
+
+        def inverse(self, z: Tensor, context: Tensor | None = None) -> Any:
+            return self.inner(z)
+
     hid = HIDDEN[0]
     blocks = len(HIDDEN) - 1
     layers: list[Any] = []
@@ -203,8 +217,10 @@ def build_normflows(flow: str, d: int) -> Model:
             layers.append(perm)
         if flow == "MAF":
             layers.append(
-                nf.flows.MaskedAffineAutoregressive(
-                    d, hid, num_blocks=blocks, use_residual_blocks=False
+                Swap(
+                    nf.flows.MaskedAffineAutoregressive(
+                        d, hid, num_blocks=blocks, use_residual_blocks=False
+                    )
                 )
             )
         elif flow == "NSF":

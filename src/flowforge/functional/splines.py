@@ -32,7 +32,8 @@ def _knots(raw: Tensor, bound: float, minimum: float) -> Tensor:
     k = raw.shape[1]
     # Bins lead, so each reduction over them is an elementwise op over contiguous slabs;
     # over a short last dimension (torch.softmax, amax, cumsum) they are several times slower.
-    e = torch.exp(raw - raw.amax(dim=1, keepdim=True))
+    # The shift cancels in the softmax, so it needs no gradient (and no amax backward).
+    e = torch.exp(raw - raw.amax(dim=1, keepdim=True).detach())
     frac = minimum + (1.0 - minimum * k) * (e / e.sum(dim=1, keepdim=True))
     cum = torch.cumsum(frac, dim=1)
     # Pin both ends exactly to the bounds (cumsum may round): sizes derived from the knots
@@ -96,23 +97,29 @@ def rational_quadratic_spline(
     k = (params.shape[-1] + 1) // 3
     if params.shape[-1] != 3 * k - 1 or k < 1:
         raise ValueError(f"expected params of shape (*, 3K - 1), got last dim {params.shape[-1]}")
-    n = x.numel()
-    if n <= 2 * CHUNK or params.shape[:-1] != x.shape or torch.compiler.is_compiling():
-        return _spline(x, params, k, bound, inverse, min_width, min_height, min_derivative)
-    # Large inputs in chunks (every op is elementwise over the batch): several times faster.
-    flat_x, flat_p = x.reshape(n), params.reshape(n, params.shape[-1])
-    ys, ladjs = zip(
-        *(
-            _spline(xc, pc, k, bound, inverse, min_width, min_height, min_derivative)
-            for xc, pc in zip(flat_x.split(CHUNK), flat_p.split(CHUNK))
-        )
-    )
-    return torch.cat(ys).view(x.shape), torch.cat(ladjs).view(x.shape)
+    args = (k, bound, inverse, min_width, min_height, min_derivative)
+    pm = torch.movedim(params, -1, 0)  # (3K - 1, *): parameter-major
+    if (
+        x.dim() >= 2
+        and params.shape[:-1] == x.shape
+        and not pm.is_contiguous()
+        and pm.transpose(-1, -2).is_contiguous()
+    ):
+        # Parameters laid out (3K - 1, ..., D, B) in memory (see MADE(param_major=True)):
+        # work in the transposed frame, where they are contiguous, and copy x instead.
+        y, ladj = _chunked(x.transpose(-1, -2).contiguous(), pm.transpose(-1, -2), *args)
+        return y.transpose(-1, -2), ladj.transpose(-1, -2)
+    if params.shape[:-1] != x.shape:
+        shape = torch.broadcast_shapes(x.shape, params.shape[:-1])
+        x, pm = x.expand(shape), pm.expand(pm.shape[0], *shape)
+    # One transposing copy to the parameter-major layout: every later op then works on
+    # contiguous slabs shaped like x.
+    return _chunked(x, pm.contiguous(), *args)
 
 
-def _spline(
+def _chunked(
     x: Tensor,
-    params: Tensor,
+    p: Tensor,
     k: int,
     bound: float,
     inverse: bool,
@@ -120,18 +127,45 @@ def _spline(
     min_height: float,
     min_derivative: float,
 ) -> tuple[Tensor, Tensor]:
-    """The spline of :func:`rational_quadratic_spline` on one chunk."""
-    batch = params.shape[:-1]
-    # One transposing copy to a parameter-major layout (3K - 1, *): every later op then
-    # works on contiguous slabs shaped like x.
-    p = torch.movedim(params, -1, 0).contiguous()
+    """The spline of contiguous ``x`` ``(*)`` and ``p`` ``(3K - 1, *)``, chunk by chunk."""
+    args = (k, bound, inverse, min_width, min_height, min_derivative)
+    n = x.numel()
+    if n <= 2 * CHUNK or torch.compiler.is_compiling():
+        return _spline(x, p, *args)
+    # Large inputs in chunks (every op is elementwise over the batch): several times faster.
+    ys, ladjs = zip(
+        *(
+            _spline(xc, pc, *args)
+            for xc, pc in zip(x.reshape(n).split(CHUNK), p.reshape(p.shape[0], n).split(CHUNK, 1))
+        )
+    )
+    return torch.cat(ys).view(x.shape), torch.cat(ladjs).view(x.shape)
+
+
+def _spline(
+    x: Tensor,
+    p: Tensor,
+    k: int,
+    bound: float,
+    inverse: bool,
+    min_width: float,
+    min_height: float,
+    min_derivative: float,
+) -> tuple[Tensor, Tensor]:
+    """The spline of :func:`rational_quadratic_spline` on one chunk; ``p`` is ``(3K - 1, *)``."""
+    batch = x.shape
+    # split, not slicing: its backward is one cat, not zero-filled copies of all parameters.
+    raw_wh, raw_d = p.split([2 * k, k - 1])
     if min_width == min_height:
-        wh = _knots(p[: 2 * k].view(2, k, *batch), bound, min_width)  # (2, K+1, *)
+        wh = _knots(raw_wh.reshape(2, k, *batch), bound, min_width)  # (2, K+1, *)
     else:
         wh = torch.cat(
-            [_knots(p[None, :k], bound, min_width), _knots(p[None, k : 2 * k], bound, min_height)]
+            [
+                _knots(r.unsqueeze(0), bound, m)
+                for r, m in zip(raw_wh.split(k), (min_width, min_height))
+            ]
         )
-    deriv = _derivatives(p[2 * k :], min_derivative)  # (K+1, *)
+    deriv = _derivatives(raw_d, min_derivative)  # (K+1, *)
     table = torch.cat([wh, deriv.unsqueeze(0)])  # (3, K+1, *): x knots, y knots, derivatives
 
     inside = (x >= -bound) & (x <= bound)

@@ -71,6 +71,7 @@ class MADE(nn.Module):
     """
 
     degrees: Tensor
+    param_major_rows: Tensor
 
     def __init__(
         self,
@@ -102,6 +103,9 @@ class MADE(nn.Module):
             deg = hidden_degrees(h, features)
             layers += [MaskedLinear(deg[:, None] >= prev[None, :]), activation()]
             prev = deg
+        # Rows of the output layer in (P, D) order, for the parameter-major layout.
+        d_p = torch.arange(features * self.params_per_dim).view(features, self.params_per_dim)
+        self.register_buffer("param_major_rows", d_p.T.flatten(), persistent=False)
         out_deg = degrees.repeat_interleave(self.params_per_dim)
         last = MaskedLinear(out_deg[:, None] > prev[None, :])
         if zero_last:
@@ -117,15 +121,28 @@ class MADE(nn.Module):
             x = torch.cat([context.expand(*x.shape[:-1], self.context), x], dim=-1)
         return x
 
-    def forward(self, x: Tensor, context: Tensor | None = None, dim: int | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        dim: int | None = None,
+        param_major: bool = False,
+    ) -> Tensor:
         """Outputs of shape ``(*, D * P)`` from ``x`` ``(*, D)`` and ``context`` ``(*, C)``.
 
         With ``dim = i``, only the ``P`` outputs of input dimension ``i``, shape ``(*, P)``:
         equal to ``forward(x, context).unflatten(-1, (D, P))[..., i, :]``, but the output
         layer computes only those ``P`` rows. A ``D``-pass inversion that fixes one
         dimension per pass needs no more (``D`` times less work in the output layer).
+
+        With ``param_major``, the outputs as ``(*, D, P)``: the same values as
+        ``forward(x, context).unflatten(-1, (D, P))``, but a view of memory laid out
+        ``(P, D, N)``, so each parameter is one contiguous ``(D, N)`` slab (what the spline
+        kernel works on) without a transposing copy.
         """
         h = self._inputs(x, context)
+        if param_major:
+            return self._param_major(h, x.shape[:-1])
         if dim is None:
             return self.net(h)
         layers = list(self.net)
@@ -135,6 +152,19 @@ class MADE(nn.Module):
         assert isinstance(last, MaskedLinear)
         p = self.params_per_dim
         return last.forward_rows(h, dim * p, (dim + 1) * p)
+
+    def _param_major(self, h: Tensor, batch: torch.Size) -> Tensor:
+        h = h.reshape(-1, h.shape[-1])  # (N, C + D)
+        layers = list(self.net)
+        for layer in layers[:-1]:
+            h = layer(h)
+        last = layers[-1]
+        assert isinstance(last, MaskedLinear) and last.bias is not None
+        rows = self.param_major_rows
+        w = (last.weight * last.mask)[rows]  # (P * D, H), rows in (P, D) order
+        out = torch.addmm(last.bias[rows].unsqueeze(-1), w, h.T)  # (P * D, N)
+        d, p = self.features, self.params_per_dim
+        return out.view(p, d, -1).permute(2, 1, 0).reshape(*batch, d, p)  # (*, D, P)
 
 
 __all__ = ["MADE", "MaskedLinear", "hidden_degrees"]

@@ -52,6 +52,8 @@ class MaskedAutoregressive(Bijection):
         self.made = made
 
     def _params(self, x: Tensor, context: Tensor | None) -> Tensor:
+        if self.transformer.param_major:
+            return self.made(x, context, param_major=True)
         return self.made(x, context).unflatten(-1, (self.made.features, self.made.params_per_dim))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

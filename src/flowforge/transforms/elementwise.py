@@ -21,6 +21,8 @@ class Transformer(nn.Module):
     """
 
     params_per_dim: int = 1
+    # Whether the transformer is fastest with parameters laid out parameter-major in memory.
+    param_major: bool = False
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         """Map ``x`` ``(*, D)`` with ``params`` ``(*, D, P)``; returns ``(y, ladj)`` ``(*, D)``."""
@@ -104,6 +106,7 @@ class RationalQuadraticSpline(Transformer):
         self.bins = int(bins)
         self.bound = float(bound)
         self.params_per_dim = 3 * self.bins - 1
+        self.param_major = True
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         return rational_quadratic_spline(x, params, self.bound)
