@@ -55,6 +55,18 @@ def test_user_csv_is_scored_in_its_original_units(tmp_path: Path) -> None:
     assert all(500 < v < 1500 for v in third)  # samples come back in the original units
 
 
+def test_columns_select_the_same_features_at_train_and_score_time(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    rows = "".join(f"{a:.5f},{b:.5f},{c:.5f}\n" for a, b, c in rng.standard_normal((300, 3)))
+    (tmp_path / "d.csv").write_text("a,b,c\n" + rows)
+    args = [*TINY, "--data", "d.csv", "--columns", "c,a", "--steps", "4", "--eval-every", "2"]
+    assert_ok(flowforge("train", *args, "--out", "run", cwd=tmp_path))
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["model"]["columns"] == ["c", "a"] and record["model"]["kwargs"]["features"] == 2
+    assert_ok(flowforge("score", "run", "--input", "d.csv", "-o", "s.npy", cwd=tmp_path))
+    assert np.load(tmp_path / "s.npy").shape == (300,)
+
+
 def test_digits_reports_bits_per_dim_and_samples_images(tmp_path: Path) -> None:
     args = [*TINY, "--data", "digits", "--flow", "realnvp", "--epochs", "1", "--batch-size", "128"]
     proc = flowforge("train", *args, "--logit-alpha", "0.05", "--out", "run", cwd=tmp_path)

@@ -94,7 +94,12 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     sc.add_argument("run", metavar="RUN", help="run directory")
-    sc.add_argument("--input", "-i", required=True, help="rows to score: .csv or .npy")
+    sc.add_argument(
+        "--input",
+        "-i",
+        required=True,
+        help="rows to score: .csv or .npy (a run trained with --columns takes the same columns)",
+    )
     sc.add_argument("-o", "--output", help="output file (.csv or .npy); default: stdout")
     sc.add_argument("--seed", type=int, default=0, help="image runs: dequantization seed")
     sc.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
@@ -149,21 +154,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from flowforge.data import load_dataset
-    from flowforge.io import RunError, open_run
-    from flowforge.train.run import resolve_device, test_summary
+    from flowforge.io import open_run
+    from flowforge.train.run import load_data, resolve_device, test_summary
 
     run = open_run(args.run, resolve_device(args.device))
-    cfg = run.config
-    if args.data_dir:
-        cfg = cfg.replace(data_dir=args.data_dir)
-    ds = load_dataset(
-        cfg.data, data_dir=cfg.data_dir, seed=cfg.seed, n_val=cfg.n_val, n_test=cfg.n_test
-    )
-    if ds.dim != run.spec.features:
-        raise RunError(
-            f"{cfg.data} has dimension {ds.dim}; the run was trained on {run.spec.features}"
-        )
+    cfg = run.config.replace(data_dir=args.data_dir) if args.data_dir else run.config
+    ds = load_data(cfg, run.spec)
     s = test_summary(run.flow, ds, cfg, args.split)
     if args.json:
         print(json.dumps({"run": str(args.run), "split": args.split, **s.to_dict()}))
@@ -214,7 +210,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if out is not None:
         check_output(out, (".npy", ".csv"))
     run = open_run(args.run, resolve_device(args.device))
-    x, _ = read_table(args.input)
+    x, _ = read_table(args.input, columns=run.config.column_list())  # as in training
     ll = score_rows(run, x, origin=str(args.input), seed=args.seed).numpy()
     if out is None:
         sys.stdout.write("log_likelihood\n" + "".join(f"{v:.9g}\n" for v in ll))

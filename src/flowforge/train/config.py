@@ -71,6 +71,10 @@ class TrainConfig:
     data_dir: str | None = field(
         default=None, metadata=_doc("folder with downloaded datasets (default $FLOWFORGE_DATA)")
     )
+    columns: str | None = field(
+        default=None,
+        metadata=_doc("user files: columns to use, names or 0-based indices, e.g. a,b,7"),
+    )
     n_val: int = field(
         default=10_000,
         metadata=_doc("validation rows (fresh samples for 2-D data, held out otherwise)"),
@@ -209,6 +213,12 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A validated copy with some options changed (values are type-checked like TOML keys)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def column_list(self) -> list[str] | None:
+        """``columns`` split at the commas (``None``: every column)."""
+        if self.columns is None:
+            return None
+        return [c.strip() for c in self.columns.split(",") if c.strip()]
 
     # -- checks -------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from flowforge.train.model import ModelSpec, build_flow, check_flow_name, spec_f
 
 __all__ = [
     "TrainResult",
+    "load_data",
     "resolve_device",
     "resume_run",
     "set_threads",
@@ -96,10 +97,24 @@ def _default_out(cfg: TrainConfig) -> Path:
     return out
 
 
-def _load_data(cfg: TrainConfig) -> Dataset:
-    return load_dataset(
-        cfg.data, data_dir=cfg.data_dir, seed=cfg.seed, n_val=cfg.n_val, n_test=cfg.n_test
+def load_data(cfg: TrainConfig, spec: ModelSpec | None = None) -> Dataset:
+    """The dataset of a run's options (the same splits every time for the same options).
+
+    Raises:
+        flowforge.data.DataError: the dataset cannot be loaded.
+        RunError: its dimension differs from the one the run's flow was built for.
+    """
+    ds = load_dataset(
+        cfg.data,
+        data_dir=cfg.data_dir,
+        seed=cfg.seed,
+        n_val=cfg.n_val,
+        n_test=cfg.n_test,
+        columns=cfg.column_list(),
     )
+    if spec is not None and ds.dim != spec.features:
+        raise RunError(f"{cfg.data} has dimension {ds.dim}; the run was trained on {spec.features}")
+    return ds
 
 
 def _total_steps(cfg: TrainConfig, ds: Dataset) -> int:
@@ -157,7 +172,7 @@ def start_run(cfg: TrainConfig) -> TrainResult:
     set_threads(cfg, device)
     if Path(cfg.data).suffix:
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
-    ds = _load_data(cfg)
+    ds = load_data(cfg)
     total = _total_steps(cfg, ds)
     torch.manual_seed(cfg.seed)
     spec = spec_for(cfg, ds)
@@ -204,7 +219,7 @@ def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult:
     state = load_checkpoint(files.checkpoint)
     device = resolve_device(cfg.device)
     set_threads(cfg, device)
-    ds = _load_data(cfg)
+    ds = load_data(cfg)
     if ds.dim != spec.features:
         raise RunError(
             f"{cfg.data} now has dimension {ds.dim}, the run was trained on {spec.features}"
