@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from flowforge.core.bijection import Bijection, batch_shape_of
+from flowforge.transforms.autoregressive import by_row_chunks, widest
 from flowforge.transforms.elementwise import Transformer
 
 
@@ -68,6 +69,7 @@ class Coupling(Bijection):
         self.transformer = transformer
         self.net = net
         self.context = int(context)
+        self._width = widest(net, idx_b.numel() * transformer.params_per_dim)
 
     def _parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.split is not None:
@@ -89,12 +91,18 @@ class Coupling(Bijection):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch_shape_of(x, self.event_shape)
+        return by_row_chunks(self._forward, x, context, self._width)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch_shape_of(z, self.event_shape)
+        return by_row_chunks(self._inverse, z, context, self._width)
+
+    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         a, b = self._parts(x)
         zb, ladj = self.transformer(b, self._params(a, context))
         return self._join(a, zb), ladj.sum(-1)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        batch_shape_of(z, self.event_shape)
+    def _inverse(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         a, b = self._parts(z)
         xb, ladj = self.transformer.inverse(b, self._params(a, context))
         return self._join(a, xb), ladj.sum(-1)
