@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 __all__ = ["main"]
 
@@ -134,11 +134,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--config cannot be used with --resume (the run has its config)")
         result = resume_run(args.resume, flags)
     else:
-        layers: list[dict[str, Any]] = []
+        cfg = TrainConfig()
         if args.config:
-            layers.append(read_toml(args.config))
-            cfg = TrainConfig.from_layers(layers[0], source=f"{args.config}: ")
-        cfg = TrainConfig.from_layers(*layers, flags)
+            cfg = TrainConfig.from_layers(read_toml(args.config), source=f"{args.config}: ")
+        cfg = cfg.updated(flags)
         result = start_run(cfg)
     out = result.outcome
     print(

@@ -249,10 +249,13 @@ class Trainer:
             disable=not progress,
             unit="step",
             dynamic_ncols=True,
+            mininterval=0.1 if sys.stderr.isatty() else 2.0,  # fewer lines in a log file
             file=sys.stderr,
         )
         postfix: dict[str, str] = {}
-        self.log = (lambda msg: bar.write(msg, file=sys.stderr)) if progress else self.log
+        log = self.log
+        if progress:  # print messages above the bar, not through it
+            self.log = lambda msg: bar.write(msg, file=sys.stderr)
         try:
             while self.step < self.total_steps and not self.stopped_early:
                 start = time.perf_counter()
@@ -274,6 +277,7 @@ class Trainer:
                 bar.update(1)
         finally:
             bar.close()
+            self.log = log
         if self.cfg.restore_best and self.best_state is not None:
             load_state(self.model, self.best_state, "the best state")
         reason = "early stopping" if self.stopped_early else "completed"
