@@ -20,10 +20,13 @@ from flowforge.io import load
 def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small 8gaussians run with plots (the default data and flow)."""
     cwd = tmp_path_factory.mktemp("toy")
-    args = [*TINY, "--steps", "40", "--eval-every", "20", "--plots", "--out", "run"]
+    args = [*TINY, "--steps", "40", "--eval-every", "20", "--plots", "--no-quiet", "--out", "run"]
     proc = flowforge("train", *args, cwd=cwd)
     assert_ok(proc)
     assert "test NLL:" in proc.stdout and "run directory: run" in proc.stdout
+    # the progress bar: step count, loss, validation NLL, speed; and no warnings
+    assert all(s in proc.stderr for s in ("40/40", "loss=", "val_nll=", "step/s"))
+    assert "Warning" not in proc.stderr
     return cwd / "run"
 
 
