@@ -95,6 +95,7 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "batchnorm-image": lambda: Case(T.BatchNorm((3, 2, 2))),
     "logit": lambda: Case(T.Logit(0.05, D), sample=_unit),
     "logit-image": lambda: Case(T.Logit(1e-6, (1, 3, 3)), sample=lambda n: _unit(n, (1, 3, 3))),
+    "standardize": lambda: Case(T.Standardize(torch.randn(D), torch.rand(D) + 0.5)),
     "compose": lambda: Case(ff.Compose([T.LULinear(D), _ma(T.Affine()), T.ReversePermutation(D)])),
     "preset-nice": lambda: Case(ff.flows.NICE(D, context=C, transforms=2, hidden=H).bijection, C),
     "preset-realnvp": lambda: Case(

@@ -7,9 +7,9 @@ Example:
     torch.Size([5])
 """
 
-from flowforge import distributions, flows, functional, nn, transforms
+from flowforge import data, distributions, flows, functional, nn, transforms
 from flowforge.core import Bijection, Compose, Flow, FlowDistribution, Inverse
-from flowforge.io import load as load
+from flowforge.io import load
 
 __version__ = "0.1.0"
 
@@ -20,6 +20,8 @@ __all__ = [
     "FlowDistribution",
     "Inverse",
     "__version__",
+    "load",
+    "data",
     "distributions",
     "flows",
     "functional",

@@ -24,7 +24,7 @@ import torch
 from flowforge.core import Bijection, Compose, Flow
 from flowforge.flows import PRESETS
 from flowforge.train.config import ConfigError, TrainConfig
-from flowforge.train.standardize import Standardize
+from flowforge.transforms.standardize import Standardize
 from flowforge.transforms import Logit
 
 __all__ = ["ModelSpec", "build_flow", "check_flow_name", "spec_for"]
