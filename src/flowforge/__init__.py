@@ -20,11 +20,11 @@ __all__ = [
     "FlowDistribution",
     "Inverse",
     "__version__",
-    "load",
     "data",
     "distributions",
     "flows",
     "functional",
+    "load",
     "nn",
     "transforms",
 ]

@@ -24,8 +24,8 @@ import torch
 from flowforge.core import Bijection, Compose, Flow
 from flowforge.flows import PRESETS
 from flowforge.train.config import ConfigError, TrainConfig
-from flowforge.transforms.standardize import Standardize
 from flowforge.transforms import Logit
+from flowforge.transforms.standardize import Standardize
 
 __all__ = ["ModelSpec", "build_flow", "check_flow_name", "spec_for"]
 
