@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +28,47 @@ def test_readme_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     for i, block in enumerate(python_blocks()):
         code = compile(block, f"README.md[python block {i}]", "exec")
         exec(code, namespace)
+
+
+def cli_block() -> list[str]:
+    text = README.read_text()
+    marker = "<!-- the commands below are run by tests/test_readme.py -->"
+    block = text.split(marker, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_readme_cli_commands_run(tmp_path: Path) -> None:
+    lines = cli_block()
+    assert lines and all(line.startswith("flowforge ") for line in lines)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for line in lines:
+        args = shlex.split(line)[1:]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flowforge",
+                *args,
+                *(["--quiet"] if args[0] == "train" else []),
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, f"{line}\n{done.stderr}"
+    assert (tmp_path / "scores.csv").exists()
+    assert '"bpd"' in done.stdout
+
+
+def test_readme_toml_example_is_a_valid_config(tmp_path: Path) -> None:
+    from flowforge.train.config import TrainConfig, read_toml
+
+    text = README.read_text()
+    toml_block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "experiment.toml"
+    path.write_text(toml_block)
+    config = TrainConfig.from_dict(read_toml(path), source=str(path))
+    assert config.data == "breast_cancer" and config.flow == "maf" and config.patience == 5
