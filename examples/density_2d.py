@@ -59,11 +59,19 @@ def main() -> None:
     grid = torch.linspace(-lim, lim, 200)
     xx, yy = torch.meshgrid(grid, grid, indexing="xy")
     pts = torch.stack([xx.flatten(), yy.flatten()], -1)
-    fig, axes = plt.subplots(len(DATASETS), len(FLOWS) + 1, figsize=(2.6 * (len(FLOWS) + 1), 2.6 * len(DATASETS)))
+    fig, axes = plt.subplots(
+        len(DATASETS), len(FLOWS) + 1, figsize=(2.6 * (len(FLOWS) + 1), 2.6 * len(DATASETS))
+    )
     for r, name in enumerate(DATASETS):
         data = sample_toy(name, 5000, torch.Generator().manual_seed(7))
         ax = axes[r, 0]
-        ax.hist2d(data[:, 0].numpy(), data[:, 1].numpy(), bins=120, range=[[-lim, lim], [-lim, lim]], cmap="viridis")
+        ax.hist2d(
+            data[:, 0].numpy(),
+            data[:, 1].numpy(),
+            bins=120,
+            range=[[-lim, lim], [-lim, lim]],
+            cmap="viridis",
+        )
         ax.set_title(f"{name}: data", fontsize=9)
         for c, (fname, make) in enumerate(FLOWS.items(), start=1):
             t0 = time.perf_counter()
@@ -74,7 +82,10 @@ def main() -> None:
             ax = axes[r, c]
             ax.imshow(dens.numpy(), origin="lower", extent=(-lim, lim, -lim, lim), cmap="viridis")
             ax.set_title(f"{fname}: NLL {nll:.3f}", fontsize=9)
-            print(f"{name:>13} {fname:>8} test NLL {nll:.4f}  ({time.perf_counter() - t0:.1f} s)", flush=True)
+            print(
+                f"{name:>13} {fname:>8} test NLL {nll:.4f}  ({time.perf_counter() - t0:.1f} s)",
+                flush=True,
+            )
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
