@@ -36,6 +36,7 @@ def auroc(normal_log_prob: Tensor | np.ndarray, anomaly_log_prob: Tensor | np.nd
         0.5 for a random ranking.
 
     Example:
+        >>> import torch
         >>> auroc(torch.tensor([-1.0, -2.0, -1.5]), torch.tensor([-9.0, -1.8]))
         0.8333333333333334
     """
