@@ -541,25 +541,30 @@ def markdown(res: Results) -> str:
     if res.flops:
         out += [
             "",
-            "### log_prob GFLOP/s (matmul FLOPs only) against a float32 torch.mm of the same "
-            "shapes",
+            "### Achieved GFLOP/s (matmul FLOPs only; % of a float32 torch.mm of the same shapes)",
             "",
-            "| flow | D | GFLOP | mm peak GFLOP/s | " + " | ".join(libs) + " |",
-            "|---|---|---|---|" + "---|" * len(libs),
+            "| flow | D | op | GFLOP | mm peak GFLOP/s | " + " | ".join(libs) + " |",
+            "|---|---|---|---|---|" + "---|" * len(libs),
         ]
         for key, f in res.flops.items():
             flow, d = key.split("/")
-            cells = []
-            for lib in libs:
-                t = res.times.get(key, {}).get("log_prob", {}).get(lib)
-                if t is None or math.isnan(t):
-                    cells.append("n/a")
-                else:
-                    g = f["gflop"] / t
-                    cells.append(f"{g:.1f} ({100 * g / f['peak']:.0f}%)")
-            out.append(
-                f"| {flow} | {d} | {f['gflop']:.2f} | {f['peak']:.1f} | " + " | ".join(cells) + " |"
-            )
+            for op, gkey, pkey in (
+                ("log_prob", "gflop", "peak"),
+                ("train", "train_gflop", "train_peak"),
+            ):
+                cells = []
+                for lib in libs:
+                    t = res.times.get(key, {}).get(op, {}).get(lib)
+                    if t is None or math.isnan(t):
+                        cells.append("n/a")
+                    else:
+                        g = f[gkey] / t
+                        cells.append(f"{g:.1f} ({100 * g / f[pkey]:.0f}%)")
+                out.append(
+                    f"| {flow} | {d} | {op} | {f[gkey]:.2f} | {f[pkey]:.1f} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
     if res.notes:
         out += ["", "Notes:"] + [f"- {k}: {v}" for k, v in res.notes.items()]
     return "\n".join(out)
@@ -614,7 +619,20 @@ def run(args: argparse.Namespace) -> Results:
             if args.flops:
                 gflop = log_prob_flops(flow, d, args.batch) / 1e9
                 peak = gflop / matmul_seconds(flow, d, args.batch, args.repeats)
-                res.flops[key] = {"gflop": gflop, "peak": peak}
+                # A training step: the forward pass and, per layer, two backward matmuls
+                # (input and weight gradients) of the same size.
+                train_gflop = 3 * log_prob_flops(flow, d, args.train_batch) / 1e9
+                train_peak = (
+                    log_prob_flops(flow, d, args.train_batch)
+                    / 1e9
+                    / matmul_seconds(flow, d, args.train_batch, args.repeats)
+                )
+                res.flops[key] = {
+                    "gflop": gflop,
+                    "peak": peak,
+                    "train_gflop": train_gflop,
+                    "train_peak": train_peak,
+                }
             if args.compile:
                 cops: dict[str, Callable[[], Any]] = {}
                 for lib in models:

@@ -48,6 +48,7 @@ def test_flowforge_alone(speed: ModuleType, capsys: pytest.CaptureFixture[str]) 
     assert "| MAF | 4 | train |" in out
 
 
+@pytest.mark.slow  # a subprocess that imports torch
 def test_memory_child_runs(speed: ModuleType) -> None:
     mib = speed.memory_of(
         "flowforge", "MAF", 4, "log_prob", {"train": 8, "log_prob": 64, "sample": 8}
