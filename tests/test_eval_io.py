@@ -15,7 +15,7 @@ from flowforge.train.batches import steps_per_epoch
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.model import ModelSpec, build_flow, spec_for
 from flowforge.train.run import resolve_device
-from flowforge.train.standardize import Standardize
+from flowforge.transforms import Standardize
 
 
 def test_summary_and_bits_per_dim() -> None:
