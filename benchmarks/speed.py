@@ -29,6 +29,7 @@ installed, or lacks a flow, is reported as ``n/a``.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib.util
 import itertools
 import json
@@ -406,7 +407,8 @@ def memory_child(lib: str, flow: str, d: int, op: str, sizes: dict[str, int]) ->
     """Peak resident memory (MiB) of one op above the resident memory just before it.
 
     Runs in a fresh process; the kernel's peak counter (VmHWM) is reset just before the
-    op, after the model, optimizer state and inputs already exist and one op has run.
+    op, after the model, optimizer state and inputs already exist, one op has run and the
+    freed heap has been trimmed (Linux, glibc).
     """
     torch.set_num_threads(1)
     model = build(lib, flow, d)
@@ -417,6 +419,9 @@ def memory_child(lib: str, flow: str, d: int, op: str, sizes: dict[str, int]) ->
     import gc
 
     gc.collect()
+    # Hand freed heap pages back to the kernel, so the op's peak is not hidden by pages that
+    # the first call left resident.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
     before = _rss_kib("VmRSS")
