@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +39,9 @@ class ActNorm(_PerChannel):
 
     On the first forward pass in training mode, ``loc`` and ``log_scale`` are set so that
     this batch's output has zero mean and unit variance per channel; afterwards they are
-    ordinary parameters. The ``initialized`` flag is a buffer, so it survives saving.
+    ordinary parameters. The ``initialized`` flag is a buffer, so it survives saving; once it
+    is set, the check is a plain Python flag, so ``torch.compile`` sees no data-dependent
+    branch (compile after the first training batch, or after loading a trained model).
 
     Args:
         shape: event shape, ``D`` or ``(C, H, W)``.
@@ -54,6 +57,19 @@ class ActNorm(_PerChannel):
         self.loc = nn.Parameter(torch.zeros(self.channels))
         self.log_scale = nn.Parameter(torch.zeros(self.channels))
         self.register_buffer("initialized", torch.tensor(0.0))
+        self._initialized_seen = False  # Python mirror of the buffer, once it reads 1
+
+    def _needs_init(self) -> bool:
+        if self._initialized_seen:
+            return False
+        if bool(self.initialized):  # set by a loaded state dict or by hand
+            self._initialized_seen = True
+            return False
+        return True
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._initialized_seen = False  # re-read the loaded flag on the next forward
 
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:
@@ -65,10 +81,11 @@ class ActNorm(_PerChannel):
         self.loc.copy_(mean)
         self.log_scale.copy_(torch.log(std.clamp(min=1e-6)))
         self.initialized.fill_(1.0)
+        self._initialized_seen = True
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(x, self.event_shape)
-        if self.training and not bool(self.initialized):
+        if self.training and self._needs_init():
             self._initialize(x)
         z = (x - self._view(self.loc)) * torch.exp(-self._view(self.log_scale))
         ladj = -self.log_scale.sum() * self.spatial
