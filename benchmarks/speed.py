@@ -611,7 +611,7 @@ def run(args: argparse.Namespace) -> Results:
             all_ops: dict[str, Callable[[], Any]] = {}
             for lib, m in models.items():
                 for op, fn in make_ops(m, d, sizes).items():
-                    if op == "sample" and args.no_sample:
+                    if op not in args.ops or (op == "sample" and args.no_sample):
                         continue
                     all_ops[f"{lib}|{op}"] = fn
             t0 = time.perf_counter()
@@ -679,6 +679,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="D=8, small batches, 3 repeats")
     p.add_argument("--no-sample", action="store_true", help="skip sampling")
+    p.add_argument("--ops", nargs="+", default=["train", "log_prob", "sample"])
     p.add_argument("--memory", action="store_true", help="peak memory, one process each")
     p.add_argument("--flops", action="store_true", help="GFLOP/s against matmul peak")
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
