@@ -219,3 +219,13 @@ def test_conditional_base() -> None:
     x, lp = flow.sample_and_log_prob(3, c)
     assert torch.allclose(lp, flow.log_prob(x, c), atol=1e-5)
     assert math.isfinite(lp.sum().item())
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_hparams_rebuild_the_same_architecture(name: str) -> None:
+    flow = ready(make(name, C))
+    assert flow.hparams["features"] == D and flow.hparams["context"] == C
+    rebuilt = type(flow)(**flow.hparams).eval()
+    rebuilt.load_state_dict(flow.state_dict())
+    x, c = torch.randn(3, D), torch.randn(3, C)
+    assert torch.allclose(rebuilt.log_prob(x, c), flow.log_prob(x, c))

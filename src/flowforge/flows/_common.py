@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from flowforge.distributions.base import BaseDistribution, StandardNormal
 
@@ -21,6 +22,20 @@ def check_args(
         raise ValueError(f"{name}: expected positive hidden sizes, got {tuple(hidden)!r}")
 
 
+def preset_hparams(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Check a preset's common arguments; return its hyper-parameters as a JSON-able dict.
+
+    Args:
+        name: the preset's name, for error messages.
+        args: the constructor's ``locals()``, taken before it defines anything else.
+    """
+    check_args(name, args["features"], args["context"], args["transforms"], args["hidden"])
+    skip = {"self", "base", "__class__"}
+    return {
+        k: list(v) if isinstance(v, tuple | list) else v for k, v in args.items() if k not in skip
+    }
+
+
 def default_base(features: int, base: BaseDistribution | None) -> BaseDistribution:
     """The given base, or a standard normal over ``features``."""
     if base is None:
@@ -32,4 +47,4 @@ def default_base(features: int, base: BaseDistribution | None) -> BaseDistributi
     return base
 
 
-__all__ = ["check_args", "default_base"]
+__all__ = ["check_args", "default_base", "preset_hparams"]

@@ -9,7 +9,7 @@ import torch
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.core.flow import Flow
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import check_args, default_base
+from flowforge.flows._common import default_base, preset_hparams
 from flowforge.nn.made import MADE
 from flowforge.transforms.autoregressive import MaskedAutoregressive
 from flowforge.transforms.elementwise import Affine, Transformer
@@ -68,18 +68,12 @@ class MAF(Flow):
         scale_bound: float = 3.0,
         base: BaseDistribution | None = None,
     ) -> None:
-        check_args("MAF", features, context, transforms, hidden)
+        hparams = preset_hparams("MAF", locals())
         layers = autoregressive_stack(
             features, context, transforms, hidden, lambda: Affine(scale_bound)
         )
         super().__init__(Compose(layers), default_base(features, base), context)
-        self.hparams = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "hidden": list(hidden),
-            "scale_bound": scale_bound,
-        }
+        self.hparams = hparams
 
 
 class IAF(Flow):
@@ -111,19 +105,13 @@ class IAF(Flow):
         scale_bound: float = 3.0,
         base: BaseDistribution | None = None,
     ) -> None:
-        check_args("IAF", features, context, transforms, hidden)
+        hparams = preset_hparams("IAF", locals())
         stack = autoregressive_stack(
             features, context, transforms, hidden, lambda: Affine(scale_bound)
         )
         layers: list[Bijection] = [layer.inv for layer in stack]
         super().__init__(Compose(layers), default_base(features, base), context)
-        self.hparams = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "hidden": list(hidden),
-            "scale_bound": scale_bound,
-        }
+        self.hparams = hparams
 
 
 __all__ = ["IAF", "MAF", "autoregressive_stack"]

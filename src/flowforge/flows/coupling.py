@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.core.flow import Flow
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import check_args, default_base
+from flowforge.flows._common import default_base, preset_hparams
 from flowforge.nn.mlp import MLP
 from flowforge.transforms.coupling import Coupling, half_mask
 from flowforge.transforms.elementwise import Additive, Affine, Transformer
@@ -67,17 +67,12 @@ class NICE(Flow):
         hidden: Sequence[int] = (128, 128),
         base: BaseDistribution | None = None,
     ) -> None:
-        check_args("NICE", features, context, transforms, hidden)
+        hparams = preset_hparams("NICE", locals())
         _check_coupling("NICE", features)
         layers = coupling_stack(features, context, transforms, hidden, Additive)
         layers.append(ActNorm(features))
         super().__init__(Compose(layers), default_base(features, base), context)
-        self.hparams = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "hidden": list(hidden),
-        }
+        self.hparams = hparams
 
 
 class RealNVP(Flow):
@@ -111,17 +106,11 @@ class RealNVP(Flow):
         scale_bound: float = 3.0,
         base: BaseDistribution | None = None,
     ) -> None:
-        check_args("RealNVP", features, context, transforms, hidden)
+        hparams = preset_hparams("RealNVP", locals())
         _check_coupling("RealNVP", features)
         layers = coupling_stack(features, context, transforms, hidden, lambda: Affine(scale_bound))
         super().__init__(Compose(layers), default_base(features, base), context)
-        self.hparams = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "hidden": list(hidden),
-            "scale_bound": scale_bound,
-        }
+        self.hparams = hparams
 
 
 __all__ = ["NICE", "RealNVP", "coupling_stack"]

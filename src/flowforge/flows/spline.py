@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.core.flow import Flow
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import check_args, default_base
+from flowforge.flows._common import default_base, preset_hparams
 from flowforge.flows.autoregressive import autoregressive_stack
 from flowforge.flows.coupling import coupling_stack
 from flowforge.transforms.elementwise import RationalQuadraticSpline
@@ -51,7 +51,7 @@ class NSF(Flow):
         coupling: bool = False,
         base: BaseDistribution | None = None,
     ) -> None:
-        check_args("NSF", features, context, transforms, hidden)
+        hparams = preset_hparams("NSF", locals())
         if bins < 1:
             raise ValueError(f"NSF: expected bins >= 1, got {bins}")
         if coupling and features < 2:
@@ -66,15 +66,7 @@ class NSF(Flow):
         else:
             layers = list(autoregressive_stack(features, context, transforms, hidden, make))
         super().__init__(Compose(layers), default_base(features, base), context)
-        self.hparams = {
-            "features": features,
-            "context": context,
-            "transforms": transforms,
-            "bins": bins,
-            "hidden": list(hidden),
-            "bound": bound,
-            "coupling": coupling,
-        }
+        self.hparams = hparams
 
 
 __all__ = ["NSF"]
