@@ -18,9 +18,17 @@ import numpy as np
 import torch
 
 import flowforge
+from flowforge.core import Flow
 from flowforge.data import Dataset, load_dataset
 from flowforge.eval.likelihood import NLLSummary, log_likelihoods, summarize
-from flowforge.io import RUN_FORMAT, RunError, parse_run_record, read_run_record, run_files
+from flowforge.io import (
+    RUN_FORMAT,
+    RunError,
+    RunFiles,
+    parse_run_record,
+    read_run_record,
+    run_files,
+)
 from flowforge.train.atomic import atomic_write_json
 from flowforge.train.batches import TrainStream, prepare_split, steps_per_epoch
 from flowforge.train.checkpoint import load_checkpoint, save_weights
@@ -179,7 +187,19 @@ def start_run(cfg: TrainConfig) -> TrainResult:
     flow = build_flow(spec).to(device)
     cfg = cfg.replace(out=str(out))
     files = run_files(out)
-    trainer = Trainer(
+    trainer = _trainer(flow, ds, cfg, total, device, files)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(files.config, _record(cfg, spec, ds, total))
+    save_weights(files.weights, flow)
+    trainer.save()
+    return _finish(trainer, ds, cfg, spec, out)
+
+
+def _trainer(
+    flow: Flow, ds: Dataset, cfg: TrainConfig, total: int, device: torch.device, files: RunFiles
+) -> Trainer:
+    """The trainer of a run: its data stream, validation split, metrics log and checkpoints."""
+    return Trainer(
         flow,
         TrainStream(ds, cfg.batch_size, cfg.seed),
         prepare_split(ds, "val", cfg.seed),
@@ -190,11 +210,6 @@ def start_run(cfg: TrainConfig) -> TrainResult:
         checkpoint=files.checkpoint,
         weights=files.weights,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(files.config, _record(cfg, spec, ds, total))
-    save_weights(files.weights, flow)
-    trainer.save()
-    return _finish(trainer, ds, cfg, spec, out)
 
 
 def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult:
@@ -227,17 +242,7 @@ def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult:
     total = _total_steps(cfg, ds) if {"steps", "epochs"} & set(overrides) else record["total_steps"]
     torch.manual_seed(cfg.seed)
     flow = build_flow(spec).to(device)
-    trainer = Trainer(
-        flow,
-        TrainStream(ds, cfg.batch_size, cfg.seed),
-        prepare_split(ds, "val", cfg.seed),
-        cfg,
-        total,
-        device,
-        metrics=MetricsLog(files.metrics),
-        checkpoint=files.checkpoint,
-        weights=files.weights,
-    )
+    trainer = _trainer(flow, ds, cfg, total, device, files)
     trainer.load_state_dict(state, str(files.checkpoint))
     for stale in files.root.glob(".*.tmp"):  # half-written files of a killed run
         stale.unlink(missing_ok=True)
