@@ -553,13 +553,17 @@ def markdown(res: Results) -> str:
         ]
         for key, f in res.flops.items():
             flow, d = key.split("/")
-            for op, gkey, pkey in (
-                ("log_prob", "gflop", "peak"),
-                ("train", "train_gflop", "train_peak"),
+            for op, gkey, pkey, table in (
+                ("log_prob", "gflop", "peak", res.times),
+                ("train", "train_gflop", "train_peak", res.times),
+                ("log_prob (compiled)", "gflop", "peak", res.compiled),
+                ("train (compiled)", "train_gflop", "train_peak", res.compiled),
             ):
+                if key not in table:
+                    continue
                 cells = []
                 for lib in libs:
-                    t = res.times.get(key, {}).get(op, {}).get(lib)
+                    t = table.get(key, {}).get(op.split(" ")[0], {}).get(lib)
                     if t is None or math.isnan(t):
                         cells.append("n/a")
                     else:

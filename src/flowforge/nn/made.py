@@ -127,6 +127,7 @@ class MADE(nn.Module):
         context: Tensor | None = None,
         dim: int | None = None,
         param_major: bool = False,
+        blocked: bool = False,
     ) -> Tensor:
         """Outputs of shape ``(*, D * P)`` from ``x`` ``(*, D)`` and ``context`` ``(*, C)``.
 
@@ -139,10 +140,16 @@ class MADE(nn.Module):
         ``forward(x, context).unflatten(-1, (D, P))``, but a view of memory laid out
         ``(P, D, N)``, so each parameter is one contiguous ``(D, N)`` slab (what the spline
         kernel works on) without a transposing copy.
+
+        With ``blocked``, the outputs as ``(*, D, P)`` again, but a view of memory laid out
+        ``(*, P, D)``: each parameter is a ``(*, D)`` slice contiguous along ``D``, like
+        ``x``, so elementwise transformers (affine) run on unit-stride vectors.
         """
         h = self._inputs(x, context)
         if param_major:
             return self._param_major(h, x.shape[:-1])
+        if blocked:
+            return self._blocked(h)
         if dim is None:
             return self.net(h)
         layers = list(self.net)
@@ -152,6 +159,17 @@ class MADE(nn.Module):
         assert isinstance(last, MaskedLinear)
         p = self.params_per_dim
         return last.forward_rows(h, dim * p, (dim + 1) * p)
+
+    def _blocked(self, h: Tensor) -> Tensor:
+        layers = list(self.net)
+        for layer in layers[:-1]:
+            h = layer(h)
+        last = layers[-1]
+        assert isinstance(last, MaskedLinear) and last.bias is not None
+        rows = self.param_major_rows
+        out = F.linear(h, (last.weight * last.mask)[rows], last.bias[rows])  # (*, P * D)
+        d, p = self.features, self.params_per_dim
+        return out.unflatten(-1, (p, d)).transpose(-1, -2)  # (*, D, P), memory (*, P, D)
 
     def _param_major(self, h: Tensor, batch: torch.Size) -> Tensor:
         h = h.reshape(-1, h.shape[-1])  # (N, C + D)

@@ -91,6 +91,12 @@ class MaskedAutoregressive(Bijection):
     def _params(self, x: Tensor, context: Tensor | None) -> Tensor:
         if self.transformer.param_major:
             return self.made(x, context, param_major=True)
+        if self.transformer.param_blocked and torch.compiler.is_compiling():
+            # Unit-stride parameter slices let inductor vectorise the transformer (with the
+            # interleaved layout its fused kernel is scalar: 1.2-1.4x slower MAF log_prob).
+            # Eager keeps the interleaved layout: there a stride-2 slice is one long loop,
+            # a blocked (N, D) slice with small D a loop of D per row.
+            return self.made(x, context, blocked=True)
         return self.made(x, context).unflatten(-1, (self.made.features, self.made.params_per_dim))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -23,6 +23,8 @@ class Transformer(nn.Module):
     params_per_dim: int = 1
     # Whether the transformer is fastest with parameters laid out parameter-major in memory.
     param_major: bool = False
+    # Whether it is fastest with each parameter a slice contiguous along D, memory (*, P, D).
+    param_blocked: bool = False
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         """Map ``x`` ``(*, D)`` with ``params`` ``(*, D, P)``; returns ``(y, ladj)`` ``(*, D)``."""
@@ -65,6 +67,7 @@ class Affine(Transformer):
     """
 
     params_per_dim = 2
+    param_blocked = True
 
     def __init__(self, bound: float = 3.0) -> None:
         super().__init__()
@@ -73,7 +76,12 @@ class Affine(Transformer):
     def _scale_shift(self, params: Tensor) -> tuple[Tensor, Tensor]:
         # unbind, not two [..., i]: one stack in the backward instead of two zero-filled
         # scatters of the whole parameter tensor.
-        raw, shift = params.unbind(-1)
+        # Blocked parameters (memory (*, P, D), see MADE(blocked=True)) are unbound along
+        # their slab axis, so the backward stacks them back into that layout with no copy.
+        if params.stride(-1) != 1:
+            raw, shift = params.transpose(-1, -2).unbind(-2)
+        else:
+            raw, shift = params.unbind(-1)
         return self.bound * torch.tanh(raw / self.bound), shift
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
