@@ -193,7 +193,7 @@ def build_nflows(flow: str, d: int) -> Model:
 def build_normflows(flow: str, d: int) -> Model:
     import normflows as nf
 
-    class Swap(nf.flows.Flow):  # type: ignore[misc,name-defined]
+    class Swap(nf.flows.Flow):
         """normflows' autoregressive layer is one pass when sampling (IAF-like); swapped,
         it is a MAF: one pass for the density, ``D`` to sample, like the other libraries."""
 
@@ -202,7 +202,7 @@ def build_normflows(flow: str, d: int) -> Model:
             self.inner = inner
 
         def forward(self, z: Tensor, context: Tensor | None = None) -> Any:
-            return self.inner.inverse(z)
+            return self.inner.inverse(z)  # type: ignore[operator]
 
         def inverse(self, z: Tensor, context: Tensor | None = None) -> Any:
             return self.inner(z)
@@ -537,9 +537,9 @@ def markdown(res: Results) -> str:
         ]
         for key, ops in res.memory.items():
             flow, d = key.split("/")
-            for op, by_lib in ops.items():
+            for op, mem in ops.items():
                 cells = [
-                    "n/a" if math.isnan(by_lib.get(lib, math.nan)) else f"{by_lib[lib]:.1f}"
+                    "n/a" if math.isnan(mem.get(lib, math.nan)) else f"{mem[lib]:.1f}"
                     for lib in libs
                 ]
                 out.append(f"| {flow} | {d} | {op} | " + " | ".join(cells) + " |")
@@ -609,8 +609,8 @@ def run(args: argparse.Namespace) -> Results:
     for d in args.dims:
         for flow in args.flows:
             key = f"{flow}/{d}"
-            models = {lib: build(lib, flow, d) for lib in libs}
-            models = {k: v for k, v in models.items() if v is not None}
+            built = {lib: build(lib, flow, d) for lib in libs}
+            models = {k: v for k, v in built.items() if v is not None}
             res.params[key] = {lib: n_params(m.module) for lib, m in models.items()}
             all_ops: dict[str, Callable[[], Any]] = {}
             for lib, m in models.items():
@@ -645,9 +645,9 @@ def run(args: argparse.Namespace) -> Results:
             if args.compile:
                 cops: dict[str, Callable[[], Any]] = {}
                 for lib in models:
-                    m = build(lib, flow, d)
-                    assert m is not None
-                    for op, fn in make_ops(m, d, sizes, compiled=True).items():
+                    cm = build(lib, flow, d)
+                    assert cm is not None
+                    for op, fn in make_ops(cm, d, sizes, compiled=True).items():
                         cops[f"{lib}|{op}"] = fn
                 cmed = time_interleaved(cops, args.repeats)
                 res.compiled[key] = {}
