@@ -151,19 +151,31 @@ class MADE(nn.Module):
         if blocked:
             return self._blocked(h)
         if dim is None:
-            return self.net(h)
+            return self.net[-1](self._hidden(h))
+        h = self._hidden(h)
         layers = list(self.net)
-        for layer in layers[:-1]:
-            h = layer(h)
         last = layers[-1]
         assert isinstance(last, MaskedLinear)
         p = self.params_per_dim
         return last.forward_rows(h, dim * p, (dim + 1) * p)
 
+    def _hidden(self, h: Tensor) -> Tensor:
+        """The hidden layers: ``h`` ``(*, C + D)`` to the last hidden activations."""
+        inplace = not torch.compiler.is_compiling()
+        prev: nn.Module | None = None
+        for layer in list(self.net)[:-1]:
+            if inplace and type(layer) is nn.ReLU and isinstance(prev, MaskedLinear):
+                # In place on the linear layer's fresh output (its backward does not need
+                # it): no new buffer, and the write stays in cache.
+                h = torch.relu_(h)
+            else:
+                h = layer(h)
+            prev = layer
+        return h
+
     def _blocked(self, h: Tensor) -> Tensor:
+        h = self._hidden(h)
         layers = list(self.net)
-        for layer in layers[:-1]:
-            h = layer(h)
         last = layers[-1]
         assert isinstance(last, MaskedLinear) and last.bias is not None
         rows = self.param_major_rows
@@ -173,9 +185,8 @@ class MADE(nn.Module):
 
     def _param_major(self, h: Tensor, batch: torch.Size) -> Tensor:
         h = h.reshape(-1, h.shape[-1])  # (N, C + D)
+        h = self._hidden(h)
         layers = list(self.net)
-        for layer in layers[:-1]:
-            h = layer(h)
         last = layers[-1]
         assert isinstance(last, MaskedLinear) and last.bias is not None
         rows = self.param_major_rows

@@ -7,6 +7,8 @@ autoregressive) decides where ``params`` come from. Parameters have shape
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -52,6 +54,48 @@ class Additive(Transformer):
         return y - params.squeeze(-1), torch.zeros_like(y)
 
 
+class AffineFunction(torch.autograd.Function):
+    """``(x * exp(s) + t, s)`` with ``s = bound * tanh(raw / bound)``, one autograd node.
+
+    ``params`` is ``(*, D, 2)`` (raw log-scale, shift). The backward is written out:
+    ``dz/dx = e``, ``dz/dt = 1``, ``d(z, s)/ds = (x e, 1)``, ``ds/draw = 1 - tanh^2``,
+    in 4 kernels instead of the ~12 nodes autograd records for the composition.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, params: Tensor, bound: float) -> tuple[Tensor, Tensor]:
+        raw, shift = params.unbind(-1)
+        th = torch.tanh(raw / bound)
+        log_scale = th * bound
+        scale = torch.exp(log_scale)
+        ctx.save_for_backward(x, params, th, scale)
+        ctx.bound = bound
+        return torch.addcmul(shift, x, scale), log_scale
+
+    @staticmethod
+    def backward(ctx: Any, grad_z: Tensor, grad_s: Tensor) -> tuple[Tensor | None, ...]:
+        x, params, th, scale = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True: the same formulas in differentiable ops of the inputs, so
+            # higher derivatives are exact (th and scale were computed untracked).
+            th = torch.tanh(params[..., 0] / ctx.bound)
+            scale = torch.exp(th * ctx.bound)
+            g_xe = grad_z * scale
+            ds = grad_s + g_xe * x
+            g_params = torch.stack([ds * (1 - th * th), grad_z], -1)
+            return g_xe, g_params, None
+        grad_xe = grad_z * scale  # dL/dz * e: the gradient of x
+        grad_x = grad_xe if ctx.needs_input_grad[0] else None
+        grad_params = None
+        if ctx.needs_input_grad[1]:
+            grad_params = grad_z.new_empty((*grad_z.shape, 2))
+            g_raw, g_shift = grad_params.unbind(-1)
+            ds = torch.addcmul(grad_s, grad_xe, x)  # dL/ds = dL/dz * x e + dL/dladj
+            torch.addcmul(ds, ds * th, th, value=-1.0, out=g_raw)  # * (1 - tanh^2)
+            g_shift.copy_(grad_z)
+        return grad_x, grad_params, None
+
+
 class Affine(Transformer):
     """Affine transformer ``y = x * exp(s) + t`` with a smoothly bounded log-scale.
 
@@ -85,6 +129,17 @@ class Affine(Transformer):
         return self.bound * torch.tanh(raw / self.bound), shift
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        if (
+            torch.is_grad_enabled()
+            and (x.requires_grad or params.requires_grad)
+            and params.stride(-1) == 1
+            and x.shape == params.shape[:-1]
+            and not torch.compiler.is_compiling()
+        ):
+            # Eager training: one node with a hand-written backward (inductor fuses the
+            # composition below by itself).
+            z, log_scale = AffineFunction.apply(x, params, self.bound)
+            return z, log_scale
         log_scale, shift = self._scale_shift(params)
         return x * torch.exp(log_scale) + shift, log_scale
 
