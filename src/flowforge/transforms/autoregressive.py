@@ -23,6 +23,8 @@ from flowforge.transforms.elementwise import Transformer
 # Floats in the widest intermediate of one row chunk (1 MiB in float32): a chunk's
 # activations then stay in the CPU caches, where whole large batches stream through memory.
 ROW_BUDGET = 1 << 18
+# At most this many row chunks under torch.compile (each is a copy of the graph).
+COMPILED_CHUNKS = 8
 
 
 def widest(module: nn.Module, default: int) -> int:
@@ -43,11 +45,14 @@ def by_row_chunks(
     """
     rows = max(256, ROW_BUDGET // max(width, 1))
     n = x.shape[0] if x.dim() == 2 else 0
-    if (
-        n <= 2 * rows
-        or (context is not None and (context.dim() != 2 or context.shape[0] != n))
-        or torch.compiler.is_compiling()
-    ):
+    if torch.compiler.is_compiling():
+        if torch.is_grad_enabled():
+            return fn(x, context)
+        # Compiled inference: inductor fuses the elementwise work, but the network's
+        # outputs still stream through memory on large batches. A few large chunks (the
+        # loop is unrolled into the graph) keep them in cache.
+        rows = max(rows, math.ceil(n / COMPILED_CHUNKS))
+    if n <= 2 * rows or (context is not None and (context.dim() != 2 or context.shape[0] != n)):
         return fn(x, context)
     contexts = [None] * math.ceil(n / rows) if context is None else context.split(rows)
     ys, ladjs = zip(*(fn(xc, cc) for xc, cc in zip(x.split(rows), contexts)))
