@@ -54,3 +54,25 @@ def test_affine_uses_it_only_when_differentiating(x_grad: bool) -> None:
     with torch.no_grad():
         z, _ = t(x, params)
     assert z.grad_fn is None
+
+
+def test_affine_under_torch_func_grad_and_vmap() -> None:
+    # torch.func transforms take the plain composition (the fused node is eager-autograd only).
+    gen = torch.Generator().manual_seed(2)
+    t = Affine()
+    x = torch.randn(6, 3, dtype=torch.float64, generator=gen)
+    params = torch.randn(6, 3, 2, dtype=torch.float64, generator=gen)
+
+    def loss(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        z, s = t(x, params)
+        return (z.square() + s).sum()
+
+    for argnums in (0, 1):
+        got = torch.func.grad(loss, argnums=argnums)(x, params)
+        a, b = x.clone().requires_grad_(), params.clone().requires_grad_()
+        loss(a, b).backward()
+        torch.testing.assert_close(got, (a, b)[argnums].grad)
+    z, s = torch.func.vmap(t)(x, params)
+    z_ref, s_ref = reference(x, params, t.bound)
+    torch.testing.assert_close(z, z_ref)
+    torch.testing.assert_close(s, s_ref)

@@ -135,6 +135,7 @@ class Affine(Transformer):
             and params.stride(-1) == 1
             and x.shape == params.shape[:-1]
             and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active()
         ):
             # Eager training: one node with a hand-written backward (inductor fuses the
             # composition below by itself).
