@@ -10,56 +10,15 @@ References:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from flowforge.core.bijection import Bijection, batch_shape_of
 from flowforge.nn.made import MADE
 from flowforge.transforms.elementwise import Transformer
-
-# Floats in the widest intermediate of one row chunk (1 MiB in float32): a chunk's
-# activations then stay in the CPU caches, where whole large batches stream through memory.
-ROW_BUDGET = 1 << 18
-# At most this many row chunks under torch.compile (each is a copy of the graph).
-COMPILED_CHUNKS = 8
+from flowforge.transforms.rows import RowwiseBijection, widest
 
 
-def widest(module: nn.Module, default: int) -> int:
-    """The widest output of the linear layers in ``module`` (``default`` if it has none)."""
-    return max([default, *(m.out_features for m in module.modules() if isinstance(m, nn.Linear))])
-
-
-def by_row_chunks(
-    fn: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]],
-    x: Tensor,
-    context: Tensor | None,
-    width: int,
-) -> tuple[Tensor, Tensor]:
-    """``fn(x, context)`` of a row-wise map, evaluated on chunks of the rows of ``x`` ``(N, D)``.
-
-    Exact (each row is computed alone either way), and several times faster on large
-    batches. Left whole when small, not a matrix, or under ``torch.compile``.
-    """
-    rows = max(256, ROW_BUDGET // max(width, 1))
-    n = x.shape[0] if x.dim() == 2 else 0
-    if torch.compiler.is_compiling():
-        if torch.is_grad_enabled():
-            return fn(x, context)
-        # Compiled inference: inductor fuses the elementwise work, but the network's
-        # outputs still stream through memory on large batches. A few large chunks (the
-        # loop is unrolled into the graph) keep them in cache.
-        rows = max(rows, math.ceil(n / COMPILED_CHUNKS))
-    if n <= 2 * rows or (context is not None and (context.dim() != 2 or context.shape[0] != n)):
-        return fn(x, context)
-    contexts = [None] * math.ceil(n / rows) if context is None else context.split(rows)
-    ys, ladjs = zip(*(fn(xc, cc) for xc, cc in zip(x.split(rows), contexts)))
-    return torch.cat(ys), torch.cat(ladjs)
-
-
-class MaskedAutoregressive(Bijection):
+class MaskedAutoregressive(RowwiseBijection):
     """``z_i = tau(x_i; made(x_{<i}, c)_i)``: one pass for the density, ``D`` to sample.
 
     ``forward`` (data -> latent) costs one network pass. ``inverse`` solves the triangular
@@ -103,14 +62,6 @@ class MaskedAutoregressive(Bijection):
             # a blocked (N, D) slice with small D a loop of D per row.
             return self.made(x, context, blocked=True)
         return self.made(x, context).unflatten(-1, (self.made.features, self.made.params_per_dim))
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        batch_shape_of(x, self.event_shape)
-        return by_row_chunks(self._forward, x, context, self._width)
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        batch_shape_of(z, self.event_shape)
-        return by_row_chunks(self._inverse, z, context, self._width)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         z, ladj = self.transformer(x, self._params(x, context))

@@ -12,12 +12,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowforge.core.bijection import Bijection, batch_shape_of
-from flowforge.transforms.autoregressive import by_row_chunks, widest
 from flowforge.transforms.elementwise import Transformer
+from flowforge.transforms.rows import RowwiseBijection, widest
 
 
-class Coupling(Bijection):
+class Coupling(RowwiseBijection):
     """A coupling layer over vectors: ``z_B = tau(x_B; net(x_A, c))``, ``z_A = x_A``.
 
     Args:
@@ -88,14 +87,6 @@ class Coupling(Bijection):
             h = torch.cat([a, context.expand(*a.shape[:-1], self.context)], dim=-1)
         nb = self.idx_b.numel()
         return self.net(h).unflatten(-1, (nb, self.transformer.params_per_dim))  # (*, |B|, P)
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        batch_shape_of(x, self.event_shape)
-        return by_row_chunks(self._forward, x, context, self._width)
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        batch_shape_of(z, self.event_shape)
-        return by_row_chunks(self._inverse, z, context, self._width)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         a, b = self._parts(x)
