@@ -7,7 +7,7 @@ Example:
     torch.Size([5])
 """
 
-from flowforge import data, distributions, flows, functional, nn, transforms
+from flowforge import data, distributions, eval, flows, functional, nn, transforms
 from flowforge.core import Bijection, Compose, Flow, FlowDistribution, Inverse
 from flowforge.io import load
 
@@ -22,6 +22,7 @@ __all__ = [
     "__version__",
     "data",
     "distributions",
+    "eval",
     "flows",
     "functional",
     "load",
