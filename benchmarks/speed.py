@@ -274,11 +274,16 @@ def build(lib: str, flow: str, d: int, seed: int = 0) -> Model | None:
     torch.manual_seed(seed)
     model = BUILDERS[lib](flow, d)
     model.module.float()
-    # Random non-zero last layers, so no library gets a shortcut from zero weights.
+    # Random non-zero last layers, so no library gets a shortcut from zero weights: every
+    # all-zero weight matrix, and the zero entries of flat parameter vectors (flowforge's
+    # MADE keeps its layers in one, the zero-initialised output layer included).
     with torch.no_grad():
         for p in model.module.parameters():
             if p.dim() > 1 and bool((p == 0).all()):
                 p.normal_(0.0, 0.01)
+            elif p.dim() == 1 and p.numel() > 4096:
+                zero = p == 0
+                p[zero] = torch.randn(int(zero.sum())) * 0.01
     return model
 
 

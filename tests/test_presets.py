@@ -46,6 +46,18 @@ def test_every_parameter_gets_a_gradient(name: str) -> None:
         assert p.grad.abs().sum() > 0, pname
 
 
+@pytest.mark.parametrize("name", ["iaf", "maf", "nsf"])
+def test_first_dimension_depends_on_the_context(name: str) -> None:
+    # The dimension of degree 1 has no earlier inputs: its transform must still see the
+    # context (a one-dimensional conditional flow is then a conditional density).
+    flow = ff.flows.PRESETS[name](features=1, context=C, transforms=2, hidden=(8, 8))
+    randomize(flow, 0.5)
+    flow.eval()
+    c = torch.randn(3, C, requires_grad=True)
+    (g,) = torch.autograd.grad(flow.log_prob(torch.randn(3, 1), c).sum(), c)
+    assert bool((g != 0).all()), name
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_state_dict_round_trip(name: str) -> None:
     flow = ready(make(name, C))
@@ -164,6 +176,7 @@ def test_missing_direction_is_a_clear_error() -> None:
         b.inv(torch.zeros(1, 3))
 
 
+@torch.no_grad()  # with gradients, affine layers run fused, outside MADE.__call__
 def test_maf_samples_in_d_passes_iaf_in_one() -> None:
     maf, iaf = make("maf").eval(), make("iaf").eval()
     calls = {"n": 0}

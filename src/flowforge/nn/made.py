@@ -41,8 +41,14 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, w, None if self.bias is None else self.bias[start:stop])
 
 
-def hidden_degrees(units: int, features: int) -> Tensor:
-    """Degrees of a hidden layer: cycle through ``1 .. max(1, D - 1)``."""
+def hidden_degrees(units: int, features: int, context: bool = False) -> Tensor:
+    """Degrees of a hidden layer: cycle through ``1 .. max(1, D - 1)``.
+
+    With ``context``, through ``0 .. D - 1``: units of degree 0 see the context only, so the
+    first dimension's outputs (degree 1) depend on the context too.
+    """
+    if context:
+        return torch.arange(units) % features
     return torch.arange(units) % max(1, features - 1) + 1
 
 
@@ -51,6 +57,11 @@ class MADE(nn.Module):
 
     Output ``(*, D * P)`` is laid out as ``(D, P)``: the ``P`` outputs of dimension ``i``
     depend on the inputs ``j`` with ``degree[j] < degree[i]`` and on the whole context.
+
+    All weights and biases live in one flat parameter, ``flat`` (layer by layer: the
+    ``(out, in)`` weight row-major, then the bias); :meth:`layers` gives them as views. One
+    tensor instead of ``2L`` makes the per-parameter loops of ``torch.optim`` (their default
+    on CPU) ``2L`` times cheaper, and the masks are derived buffers, not state.
 
     Args:
         features: number of inputs ``D``.
@@ -68,6 +79,8 @@ class MADE(nn.Module):
         >>> made(x)[0, 2:4].sum().backward()   # outputs of input 1 ...
         >>> bool(x.grad[0, 0] != 0), bool(x.grad[0, 1] == 0), bool(x.grad[0, 2] == 0)
         (True, True, True)
+        >>> [tuple(w.shape) for w, b, m in made.layers()]
+        [(8, 3), (6, 8)]
     """
 
     degrees: Tensor
@@ -97,22 +110,46 @@ class MADE(nn.Module):
                 )
         self.register_buffer("degrees", degrees, persistent=False)
         in_deg = torch.cat([torch.zeros(self.context, dtype=torch.long), degrees])
-        layers: list[nn.Module] = []
+        masks: list[Tensor] = []
         prev = in_deg
         for h in hidden:
-            deg = hidden_degrees(h, features)
-            layers += [MaskedLinear(deg[:, None] >= prev[None, :]), activation()]
+            deg = hidden_degrees(h, features, context=self.context > 0)
+            masks.append(deg[:, None] >= prev[None, :])
             prev = deg
+        out_deg = degrees.repeat_interleave(self.params_per_dim)
+        masks.append(out_deg[:, None] > prev[None, :])
         # Rows of the output layer in (P, D) order, for the parameter-major layout.
         d_p = torch.arange(features * self.params_per_dim).view(features, self.params_per_dim)
         self.register_buffer("param_major_rows", d_p.T.flatten(), persistent=False)
-        out_deg = degrees.repeat_interleave(self.params_per_dim)
-        last = MaskedLinear(out_deg[:, None] > prev[None, :])
-        if zero_last:
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
-        layers.append(last)
-        self.net = nn.Sequential(*layers)
+        pieces: list[Tensor] = []
+        for k, mask in enumerate(masks):
+            # nn.Linear's initialisation, weights scaled up to the fan-in each unit really has.
+            linear = nn.Linear(mask.shape[1], mask.shape[0])
+            fan_in = mask.sum(1, keepdim=True).clamp(min=1)
+            weight = linear.weight.detach() * torch.sqrt(mask.shape[1] / fan_in)
+            bias = linear.bias.detach()
+            if zero_last and k == len(masks) - 1:
+                weight, bias = torch.zeros_like(weight), torch.zeros_like(bias)
+            pieces += [weight.flatten(), bias]
+            self.register_buffer(f"mask{k}", mask.float(), persistent=False)
+        self.flat = nn.Parameter(torch.cat(pieces))
+        self.shapes = [(int(m.shape[0]), int(m.shape[1])) for m in masks]
+        self._sizes = [p.numel() for p in pieces]
+        self.layer_widths = tuple(o for o, _ in self.shapes)
+        self.activations = nn.ModuleList(activation() for _ in hidden)
+        self.all_relu = all(type(a) is nn.ReLU for a in self.activations)
+
+    def masks(self) -> list[Tensor]:
+        """The binary ``(out, in)`` masks of the linear layers."""
+        return [getattr(self, f"mask{k}") for k in range(len(self.shapes))]
+
+    def layers(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """``(weight, bias, mask)`` of each linear layer; weight and bias are views of ``flat``."""
+        pieces = self.flat.split(self._sizes)
+        return [
+            (pieces[2 * k].view(shape), pieces[2 * k + 1], mask)
+            for k, (shape, mask) in enumerate(zip(self.shapes, self.masks()))
+        ]
 
     def _inputs(self, x: Tensor, context: Tensor | None) -> Tensor:
         if self.context:
@@ -146,54 +183,36 @@ class MADE(nn.Module):
         ``x``, so elementwise transformers (affine) run on unit-stride vectors.
         """
         h = self._inputs(x, context)
+        layers = self.layers()
+        d, p = self.features, self.params_per_dim
+        w, b, m = layers[-1]
         if param_major:
-            return self._param_major(h, x.shape[:-1])
+            h = self._hidden(h.reshape(-1, h.shape[-1]), layers)  # (N, H)
+            rows = self.param_major_rows
+            out = torch.addmm(b[rows].unsqueeze(-1), (w * m)[rows], h.T)  # (P * D, N)
+            return out.view(p, d, -1).permute(2, 1, 0).reshape(*x.shape[:-1], d, p)
+        h = self._hidden(h, layers)
         if blocked:
-            return self._blocked(h)
+            rows = self.param_major_rows
+            out = F.linear(h, (w * m)[rows], b[rows])  # (*, P * D)
+            return out.unflatten(-1, (p, d)).transpose(-1, -2)  # (*, D, P), memory (*, P, D)
         if dim is None:
-            return self.net[-1](self._hidden(h))
-        h = self._hidden(h)
-        layers = list(self.net)
-        last = layers[-1]
-        assert isinstance(last, MaskedLinear)
-        p = self.params_per_dim
-        return last.forward_rows(h, dim * p, (dim + 1) * p)
+            return F.linear(h, w * m, b)
+        sl = slice(dim * p, (dim + 1) * p)
+        return F.linear(h, w[sl] * m[sl], b[sl])
 
-    def _hidden(self, h: Tensor) -> Tensor:
+    def _hidden(self, h: Tensor, layers: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
         """The hidden layers: ``h`` ``(*, C + D)`` to the last hidden activations."""
         inplace = not torch.compiler.is_compiling()
-        prev: nn.Module | None = None
-        for layer in list(self.net)[:-1]:
-            if inplace and type(layer) is nn.ReLU and isinstance(prev, MaskedLinear):
+        for (w, b, m), act in zip(layers, self.activations):
+            h = F.linear(h, w * m, b)
+            if inplace and type(act) is nn.ReLU:
                 # In place on the linear layer's fresh output (its backward does not need
                 # it): no new buffer, and the write stays in cache.
                 h = torch.relu_(h)
             else:
-                h = layer(h)
-            prev = layer
+                h = act(h)
         return h
-
-    def _blocked(self, h: Tensor) -> Tensor:
-        h = self._hidden(h)
-        layers = list(self.net)
-        last = layers[-1]
-        assert isinstance(last, MaskedLinear) and last.bias is not None
-        rows = self.param_major_rows
-        out = F.linear(h, (last.weight * last.mask)[rows], last.bias[rows])  # (*, P * D)
-        d, p = self.features, self.params_per_dim
-        return out.unflatten(-1, (p, d)).transpose(-1, -2)  # (*, D, P), memory (*, P, D)
-
-    def _param_major(self, h: Tensor, batch: torch.Size) -> Tensor:
-        h = h.reshape(-1, h.shape[-1])  # (N, C + D)
-        h = self._hidden(h)
-        layers = list(self.net)
-        last = layers[-1]
-        assert isinstance(last, MaskedLinear) and last.bias is not None
-        rows = self.param_major_rows
-        w = (last.weight * last.mask)[rows]  # (P * D, H), rows in (P, D) order
-        out = torch.addmm(last.bias[rows].unsqueeze(-1), w, h.T)  # (P * D, N)
-        d, p = self.features, self.params_per_dim
-        return out.view(p, d, -1).permute(2, 1, 0).reshape(*batch, d, p)  # (*, D, P)
 
 
 __all__ = ["MADE", "MaskedLinear", "hidden_degrees"]

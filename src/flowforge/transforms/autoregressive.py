@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from flowforge.functional.made_affine import MadeAffineFunction
 from flowforge.nn.made import MADE
-from flowforge.transforms.elementwise import Transformer
+from flowforge.transforms.elementwise import Affine, Transformer
 from flowforge.transforms.rows import RowwiseBijection, widest
 
 
@@ -63,7 +64,37 @@ class MaskedAutoregressive(RowwiseBijection):
             return self.made(x, context, blocked=True)
         return self.made(x, context).unflatten(-1, (self.made.features, self.made.params_per_dim))
 
+    def _fused(self, x: Tensor, context: Tensor | None) -> bool:
+        """Whether this call takes the fused affine layer.
+
+        Eager training of an affine layer with a ReLU MADE: one autograd node with a
+        hand-written backward instead of ~25 (inductor fuses the composition by itself, and
+        without gradients there is no graph to save).
+        """
+        return (
+            type(self.transformer) is Affine
+            and self.made.all_relu
+            and torch.is_grad_enabled()
+            and x.dim() == 2
+            and (context is None or context.shape == (x.shape[0], self.made.context))
+            and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active()
+        )
+
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        if self._fused(x, context):
+            assert isinstance(self.transformer, Affine)
+            made = self.made
+            z, ladj = MadeAffineFunction.apply(
+                x,
+                context,
+                self.transformer.bound,
+                made.param_major_rows,
+                made.flat,
+                made.shapes,
+                *made.masks(),
+            )
+            return z, ladj
         z, ladj = self.transformer(x, self._params(x, context))
         return z, ladj.sum(-1)
 

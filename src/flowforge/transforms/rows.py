@@ -23,8 +23,16 @@ COMPILED_CHUNKS = 8
 
 
 def widest(module: nn.Module, default: int) -> int:
-    """The widest output of the linear layers in ``module`` (``default`` if it has none)."""
-    return max([default, *(m.out_features for m in module.modules() if isinstance(m, nn.Linear))])
+    """The widest output of the linear layers in ``module`` (``default`` if it has none).
+
+    Counts ``nn.Linear`` submodules and the ``layer_widths`` modules declare (MADE).
+    """
+    widths = [default]
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            widths.append(m.out_features)
+        widths += getattr(m, "layer_widths", ())
+    return max(widths)
 
 
 def by_row_chunks(
