@@ -128,7 +128,11 @@ class MadeAffineFunction(torch.autograd.Function):
             return MadeAffineFunction._differentiable_backward(ctx, grad_z, grad_ladj)
         wm = saved[6 + n : 6 + 2 * n]
         acts = saved[6 + 2 * n :]
-        need_x, need_c, need_flat = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[4]
+        need_x, need_c, need_flat = (
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+            ctx.needs_input_grad[4],
+        )
         d = x.shape[-1]
         grad_xe = grad_z * scale  # through z = x * e + t directly
         go = grad_z.new_empty(x.shape[0], 2 * d)

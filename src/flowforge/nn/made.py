@@ -206,12 +206,9 @@ class MADE(nn.Module):
         inplace = not torch.compiler.is_compiling()
         for (w, b, m), act in zip(layers, self.activations):
             h = F.linear(h, w * m, b)
-            if inplace and type(act) is nn.ReLU:
-                # In place on the linear layer's fresh output (its backward does not need
-                # it): no new buffer, and the write stays in cache.
-                h = torch.relu_(h)
-            else:
-                h = act(h)
+            # ReLU in place on the linear layer's fresh output (its backward does not need
+            # it): no new buffer, and the write stays in cache.
+            h = torch.relu_(h) if inplace and type(act) is nn.ReLU else act(h)
         return h
 
 
