@@ -7,7 +7,12 @@ import pytest
 import torch
 
 import flowforge as ff
-from flowforge.functional.made_affine import MadeAffineFunction, made_affine_reference
+from flowforge.functional.made_affine import (
+    MadeAffineFunction,
+    made_affine_inference,
+    made_affine_reference,
+    tanh_via_sigmoid_,
+)
 from flowforge.nn.made import MADE
 from flowforge.transforms.autoregressive import MaskedAutoregressive
 
@@ -113,3 +118,56 @@ def test_maf_training_takes_the_fused_node_and_matches_the_composition(context: 
         torch.testing.assert_close(a, p.grad, rtol=1e-12, atol=1e-12)
     with torch.no_grad():
         assert flow.log_prob(x, c).grad_fn is None
+
+
+@pytest.mark.parametrize("context", [0, 2])
+@pytest.mark.parametrize("chunk", [7, 1000])
+def test_inference_path_matches_reference(context: int, chunk: int) -> None:
+    made = _made(6, context, (20, 10))
+    gen = torch.Generator().manual_seed(2)
+    x = 3 * torch.randn(50, 6, dtype=torch.float64, generator=gen)
+    c = torch.randn(50, context, dtype=torch.float64, generator=gen) if context else None
+    args = (x, c, 2.0, made.param_major_rows, made.flat, made.shapes)
+    with torch.no_grad():
+        z, ladj = made_affine_inference(*args, made.masks(), chunk)
+        z_ref, ladj_ref = made_affine_reference(*args, made.masks())
+    torch.testing.assert_close(z, z_ref, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(ladj, ladj_ref, rtol=1e-13, atol=1e-13)
+
+
+def test_maf_log_prob_without_gradients_takes_the_inference_path() -> None:
+    torch.manual_seed(0)
+    flow = ff.flows.MAF(5, transforms=2, hidden=(16, 16)).double()
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.normal_(0.0, 0.3)
+    calls = {"n": 0}
+    original = MaskedAutoregressive.forward
+
+    import flowforge.transforms.autoregressive as ar
+
+    real = ar.made_affine_inference
+
+    def counting(*args, **kw):
+        calls["n"] += 1
+        return real(*args, **kw)
+
+    ar.made_affine_inference = counting  # type: ignore[assignment]
+    try:
+        x = torch.randn(20, 5, dtype=torch.float64)
+        with torch.no_grad():
+            fast = flow.log_prob(x)
+        assert calls["n"] == 2
+        slow = flow.log_prob(x).detach()  # with gradients: the fused node
+        torch.testing.assert_close(fast, slow, rtol=1e-13, atol=1e-13)
+    finally:
+        ar.made_affine_inference = real  # type: ignore[assignment]
+    assert MaskedAutoregressive.forward is original
+
+
+def test_tanh_via_sigmoid_is_tanh() -> None:
+    u = torch.cat([torch.linspace(-50, 50, 2001), torch.tensor([0.0, 1e-30, -1e-30, 1e4])])
+    for dtype, tol in [(torch.float32, 2e-7), (torch.float64, 5e-16)]:
+        got = tanh_via_sigmoid_(2 * u.to(dtype))
+        torch.testing.assert_close(got, torch.tanh(u.to(dtype)), rtol=0, atol=tol)
+        assert bool(torch.isfinite(got).all())

@@ -13,10 +13,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowforge.functional.made_affine import MadeAffineFunction
+from flowforge.core.bijection import batch_shape_of
+from flowforge.functional.made_affine import MadeAffineFunction, made_affine_inference
 from flowforge.nn.made import MADE
 from flowforge.transforms.elementwise import Affine, Transformer
-from flowforge.transforms.rows import RowwiseBijection, widest
+from flowforge.transforms.rows import ROW_BUDGET, RowwiseBijection, widest
 
 
 class MaskedAutoregressive(RowwiseBijection):
@@ -80,6 +81,32 @@ class MaskedAutoregressive(RowwiseBijection):
             and not torch.compiler.is_compiling()
             and not torch._C._are_functorch_transforms_active()
         )
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if (
+            not torch.is_grad_enabled()
+            and type(self.transformer) is Affine
+            and self.made.all_relu
+            and x.dim() == 2
+            and (context is None or context.shape == (x.shape[0], self.made.context))
+            and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active()
+        ):
+            # Eager inference of an affine layer: masked weights formed once, row chunks
+            # through reused cache-sized buffers, in-place elementwise work.
+            batch_shape_of(x, self.event_shape)
+            made = self.made
+            return made_affine_inference(
+                x,
+                context,
+                self.transformer.bound,
+                made.param_major_rows,
+                made.flat,
+                made.shapes,
+                made.masks(),
+                max(256, ROW_BUDGET // self._width),
+            )
+        return super().forward(x, context)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self._fused(x, context):
