@@ -85,3 +85,34 @@ def test_masks_encode_the_autoregressive_property() -> None:
         allowed = torch.tensor([order[j] < order[i] for j in range(4)])
         assert torch.equal(gx[0] != 0, allowed), i
         assert bool((gc != 0).all())
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.Tanh])
+def test_mlp_flat_parameter_matches_plain_layers(activation: type[nn.Module]) -> None:
+    from flowforge.nn.mlp import MLP
+
+    torch.manual_seed(0)
+    net = MLP(4, 3, hidden=(8, 6), activation=activation, zero_last=False).double()
+    assert [n for n, _ in net.named_parameters()] == ["flat"]
+    x = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 3, dtype=torch.float64)
+    (net(x) * w).sum().backward()
+    got = (net(x).detach(), x.grad.clone(), net.flat.grad.clone())
+    net.zero_grad()
+    x.grad = None
+    h = x
+    grads = []
+    layers = [
+        (a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_())
+        for a, b in net.layers()
+    ]
+    for i, (a, b) in enumerate(layers):
+        h = torch.nn.functional.linear(h, a, b)
+        if i < len(layers) - 1:
+            h = activation()(h)
+    (h * w).sum().backward()
+    for a, b in layers:
+        grads += [a.grad.flatten(), b.grad]
+    torch.testing.assert_close(got[0], h.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got[1], x.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got[2], torch.cat(grads), rtol=1e-12, atol=1e-12)

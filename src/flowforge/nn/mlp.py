@@ -5,11 +5,17 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class MLP(nn.Sequential):
+class MLP(nn.Module):
     """A fully connected network ``in -> hidden... -> out``.
+
+    Like :class:`flowforge.nn.MADE`, it keeps all weights and biases in one flat parameter,
+    ``flat`` (layer by layer: the ``(out, in)`` weight row-major, then the bias), so
+    per-parameter optimizer loops touch one tensor; :meth:`layers` gives the views.
 
     Args:
         in_features: input size.
@@ -18,6 +24,14 @@ class MLP(nn.Sequential):
         activation: activation module factory.
         zero_last: initialise the last layer to zero, so that a flow layer whose parameters
             it outputs starts as the identity.
+
+    Example:
+        >>> import torch
+        >>> net = MLP(3, 2, hidden=(16,), zero_last=False)
+        >>> net(torch.randn(5, 3)).shape
+        torch.Size([5, 2])
+        >>> [tuple(w.shape) for w, b in net.layers()], net.flat.numel()
+        ([(16, 3), (2, 16)], 98)
     """
 
     def __init__(
@@ -28,19 +42,39 @@ class MLP(nn.Sequential):
         activation: Callable[[], nn.Module] = nn.ReLU,
         zero_last: bool = True,
     ) -> None:
-        layers: list[nn.Module] = []
-        sizes = [in_features, *hidden]
-        for a, b in itertools.pairwise(sizes):
-            layers += [nn.Linear(a, b), activation()]
-        last = nn.Linear(sizes[-1], out_features)
-        if zero_last:
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
-        layers.append(last)
-        super().__init__(*layers)
+        super().__init__()
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        sizes = [self.in_features, *hidden, self.out_features]
+        pieces: list[Tensor] = []
+        for k, (a, b) in enumerate(itertools.pairwise(sizes)):
+            linear = nn.Linear(a, b)  # nn.Linear's initialisation
+            weight, bias = linear.weight.detach(), linear.bias.detach()
+            if zero_last and k == len(sizes) - 2:
+                weight, bias = torch.zeros_like(weight), torch.zeros_like(bias)
+            pieces += [weight.flatten(), bias]
+        self.flat = nn.Parameter(torch.cat(pieces))
+        self.shapes = [(b, a) for a, b in itertools.pairwise(sizes)]
+        self._sizes = [p.numel() for p in pieces]
+        self.layer_widths = tuple(o for o, _ in self.shapes)
+        self.activations = nn.ModuleList(activation() for _ in hidden)
+
+    def layers(self) -> list[tuple[Tensor, Tensor]]:
+        """``(weight, bias)`` of each linear layer, views of ``flat``."""
+        pieces = self.flat.split(self._sizes)
+        return [
+            (pieces[2 * k].view(shape), pieces[2 * k + 1]) for k, shape in enumerate(self.shapes)
+        ]
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x)
+        layers = self.layers()
+        inplace = not torch.compiler.is_compiling()
+        for (w, b), act in zip(layers, self.activations):
+            h = F.linear(x, w, b)
+            # ReLU in place on the linear layer's fresh output (its backward does not need it).
+            x = torch.relu_(h) if inplace and type(act) is nn.ReLU else act(h)
+        w, b = layers[-1]
+        return F.linear(x, w, b)
 
 
 __all__ = ["MLP"]
