@@ -38,10 +38,11 @@ def randomize(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
     with torch.no_grad():
         for p in module.parameters():
             p.normal_(0.0, scale)
+        for m in module.modules():
+            if isinstance(m, ff.transforms.ActNorm):
+                m.mark_initialized()
         for name, buf in module.named_buffers():
-            if name.endswith("initialized"):
-                buf.fill_(1.0)
-            elif name.endswith("running_mean"):
+            if name.endswith("running_mean"):
                 buf.normal_(0.0, 0.5)
             elif name.endswith("running_var"):
                 buf.uniform_(0.5, 2.0)

@@ -5,6 +5,8 @@ Guards against graph breaks creeping into the density path of NICE, RealNVP, MAF
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -75,6 +77,34 @@ def test_compiled_training_step_matches_eager(name: str) -> None:
     opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
     opt.step()
     assert torch.isfinite(compiled(x))
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_compiling_before_the_first_batch_gives_one_graph(name: str) -> None:
+    # ActNorm (NICE) initialises on the first training batch; when that batch already runs
+    # compiled, the step must still be one graph (a break there would split it for good).
+    flow = PRESETS[name]().float().train()
+    reference = copy.deepcopy(flow)
+    explained = copy.deepcopy(flow)
+    x = torch.randn(16, 4)
+    explanation = torch._dynamo.explain(explained.log_prob)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+    compiled = torch.compile(lambda b: -flow.log_prob(b).mean(), fullgraph=True)
+    first = compiled(x)
+    first.backward()
+    torch.testing.assert_close(first, -reference.log_prob(x).mean(), rtol=1e-5, atol=1e-5)
+    acts = [m for m in flow.modules() if isinstance(m, ff.transforms.ActNorm)]
+    ref_acts = [m for m in reference.modules() if isinstance(m, ff.transforms.ActNorm)]
+    for act, ref in zip(acts, ref_acts):
+        # The data initialisation ran inside the compiled call, as in eager ...
+        assert act.initialized.item() == 1.0
+        torch.testing.assert_close(act.loc.detach(), ref.loc.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(act.log_scale.detach(), ref.log_scale.detach())
+        # ... and only once: the next batch leaves the parameters alone.
+        loc = act.loc.detach().clone()
+        compiled(x + 5.0)
+        torch.testing.assert_close(act.loc.detach(), loc)
 
 
 @pytest.mark.parametrize("name", ["MAF", "NSF"])

@@ -39,9 +39,10 @@ class ActNorm(_PerChannel):
 
     On the first forward pass in training mode, ``loc`` and ``log_scale`` are set so that
     this batch's output has zero mean and unit variance per channel; afterwards they are
-    ordinary parameters. The ``initialized`` flag is a buffer, so it survives saving; once it
-    is set, the check is a plain Python flag, so ``torch.compile`` sees no data-dependent
-    branch (compile after the first training batch, or after loading a trained model).
+    ordinary parameters. The ``initialized`` flag is a buffer, so it survives saving
+    (``load_state_dict`` restores it); the check itself is a Python attribute, so
+    ``torch.compile`` sees no data-dependent branch, even when the first batch runs compiled.
+    To keep hand-set parameters, call :meth:`mark_initialized`.
 
     Args:
         shape: event shape, ``D`` or ``(C, H, W)``.
@@ -60,16 +61,18 @@ class ActNorm(_PerChannel):
         self._initialized_seen = False  # Python mirror of the buffer, once it reads 1
 
     def _needs_init(self) -> bool:
-        if self._initialized_seen:
-            return False
-        if bool(self.initialized):  # set by a loaded state dict or by hand
-            self._initialized_seen = True
-            return False
-        return True
+        # A Python flag only: a tensor read here would be a graph break under torch.compile,
+        # and a break on the first (initialising) call splits the compiled step for good.
+        return not self._initialized_seen
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self._initialized_seen = False  # re-read the loaded flag on the next forward
+        self._initialized_seen = bool(self.initialized)  # the loaded flag, read at load time
+
+    def mark_initialized(self) -> None:
+        """Keep the current ``loc`` and ``log_scale``: no data initialisation."""
+        self.initialized.fill_(1.0)
+        self._initialized_seen = True
 
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:
