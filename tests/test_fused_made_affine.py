@@ -122,10 +122,11 @@ def test_maf_training_takes_the_fused_node_and_matches_the_composition(context: 
 
 @pytest.mark.parametrize("context", [0, 2])
 @pytest.mark.parametrize("chunk", [7, 1000])
-def test_inference_path_matches_reference(context: int, chunk: int) -> None:
-    made = _made(6, context, (20, 10))
+@pytest.mark.parametrize("d", [6, 40])  # interleaved and blocked output layouts
+def test_inference_path_matches_reference(context: int, chunk: int, d: int) -> None:
+    made = _made(d, context, (60, 50))
     gen = torch.Generator().manual_seed(2)
-    x = 3 * torch.randn(50, 6, dtype=torch.float64, generator=gen)
+    x = 3 * torch.randn(50, d, dtype=torch.float64, generator=gen)
     c = torch.randn(50, context, dtype=torch.float64, generator=gen) if context else None
     args = (x, c, 2.0, made.param_major_rows, made.flat, made.shapes)
     with torch.no_grad():
