@@ -12,8 +12,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowforge.transforms.elementwise import Transformer
-from flowforge.transforms.rows import RowwiseBijection, widest
+from flowforge.core.bijection import batch_shape_of
+from flowforge.functional.coupling_inference import coupling_inference
+from flowforge.nn.mlp import MLP
+from flowforge.transforms.elementwise import Additive, Affine, Transformer
+from flowforge.transforms.rows import ROW_BUDGET, RowwiseBijection, widest
 
 
 class Coupling(RowwiseBijection):
@@ -87,6 +90,38 @@ class Coupling(RowwiseBijection):
             h = torch.cat([a, context.expand(*a.shape[:-1], self.context)], dim=-1)
         nb = self.idx_b.numel()
         return self.net(h).unflatten(-1, (nb, self.transformer.params_per_dim))  # (*, |B|, P)
+
+    def _inference(
+        self, x: Tensor, context: Tensor | None, inverse: bool
+    ) -> tuple[Tensor, Tensor] | None:
+        """The no-grad kernel's result when it applies (eager inference, prefix identity
+        part, ReLU :class:`~flowforge.nn.MLP`, affine or additive transformer), else ``None``."""
+        t = self.transformer
+        net = self.net
+        if (
+            torch.is_grad_enabled()
+            or self.split is None
+            or type(t) not in (Affine, Additive)
+            or not isinstance(net, MLP)
+            or not all(type(a) is nn.ReLU for a in net.activations)
+            or x.dim() != 2
+            or (context is not None and context.shape != (x.shape[0], self.context))
+            or torch.compiler.is_compiling()
+            or torch._C._are_functorch_transforms_active()
+        ):
+            return None
+        batch_shape_of(x, self.event_shape)
+        bound = t.bound if isinstance(t, Affine) else None
+        chunk = max(256, ROW_BUDGET // self._width)
+        return coupling_inference(x, context, self.split, net.layers(), bound, inverse, chunk)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        out = self._inference(x, context, inverse=False)
+        return out if out is not None else super().forward(x, context)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        out = self._inference(z, context, inverse=True)
+        return out if out is not None else super().inverse(z, context)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         a, b = self._parts(x)
