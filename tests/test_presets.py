@@ -135,6 +135,12 @@ def test_extreme_inputs_stay_finite(name: str, randomized: bool) -> None:
     assert torch.isfinite(x.grad).all()
     for p in flow.parameters():
         assert p.grad is None or torch.isfinite(p.grad).all()
+    # Without gradients (the inference kernels): the same values, finite.
+    with torch.no_grad():
+        lp_fast = flow.log_prob(x)
+        samples = flow.sample(64)
+    torch.testing.assert_close(lp_fast, lp.detach(), rtol=1e-5, atol=1e-3)
+    assert torch.isfinite(samples).all()
 
 
 def test_wrong_feature_count_names_shapes() -> None:
