@@ -1,5 +1,6 @@
-"""The fused masked autoregressive affine layer (one autograd node) against the composition
-it replaces: values, first and second derivatives in float64, and that MAF training uses it."""
+"""The fused masked autoregressive affine layers (a chain of them as one autograd node)
+against the composition they replace: values, first and second derivatives in float64,
+and that MAF training and IAF sampling with gradients use them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import torch
 
 import flowforge as ff
 from flowforge.functional.made_affine import (
-    MadeAffineFunction,
+    AffineLayerSpec,
+    MadeAffineChain,
     made_affine_inference,
     made_affine_reference,
     tanh_via_sigmoid_,
@@ -17,57 +19,97 @@ from flowforge.nn.made import MADE
 from flowforge.transforms.autoregressive import MaskedAutoregressive
 
 
-def _made(features: int, context: int, hidden: tuple[int, ...]) -> MADE:
-    torch.manual_seed(0)
-    made = MADE(features, 2, hidden=hidden, context=context, order=None).double()
+def _made(features: int, context: int, hidden: tuple[int, ...], seed: int = 0) -> MADE:
+    torch.manual_seed(seed)
+    order = torch.arange(1, features + 1)
+    if seed % 2:
+        order = order.flip(0)
+    made = MADE(features, 2, hidden=hidden, context=context, order=order).double()
     with torch.no_grad():
         made.flat.normal_(0.0, 0.5)
     return made
 
 
-def _fused(made: MADE, bound: float = 3.0):
-    def fn(x: torch.Tensor, c: torch.Tensor | None, flat: torch.Tensor):
-        return MadeAffineFunction.apply(
-            x, c, bound, made.param_major_rows, flat, made.shapes, *made.masks()
-        )
+def _fused(mades: list[MADE], bound: float = 3.0):
+    specs = [AffineLayerSpec(m, bound) for m in mades]
+
+    def fn(x: torch.Tensor, c: torch.Tensor | None, *flats: torch.Tensor):
+        return MadeAffineChain.apply(x, c, specs, *flats)
+
+    return fn
+
+
+def _composed(mades: list[MADE], bound: float = 3.0):
+    def fn(x: torch.Tensor, c: torch.Tensor | None, *flats: torch.Tensor):
+        total = torch.zeros(x.shape[0], dtype=x.dtype)
+        for m, flat in zip(mades, flats):
+            x, ladj = made_affine_reference(
+                x, c, bound, m.param_major_rows, flat, m.shapes, m.masks()
+            )
+            total = total + ladj
+        return x, total
 
     return fn
 
 
 @pytest.mark.parametrize("context", [0, 3])
-@pytest.mark.parametrize("hidden", [(7,), (9, 6), (70, 5)])
-def test_gradcheck_and_gradgradcheck(context: int, hidden: tuple[int, ...]) -> None:
-    made = _made(5, context, hidden)
-    fn = _fused(made)
-    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
-    c = torch.randn(6, context, dtype=torch.float64, requires_grad=True) if context else None
-    flat = made.flat.detach().clone().requires_grad_()
-    inputs = (x, c, flat) if c is not None else (x, flat)
-    f = (lambda a, b, p: fn(a, b, p)) if c is not None else (lambda a, p: fn(a, None, p))
+@pytest.mark.parametrize(
+    ("d", "hidden", "layers"), [(5, (7,), 1), (5, (9, 6), 2), (4, (70, 5), 1), (33, (6,), 2)]
+)
+def test_gradcheck_and_gradgradcheck(
+    context: int, d: int, hidden: tuple[int, ...], layers: int
+) -> None:
+    mades = [_made(d, context, hidden, seed=i) for i in range(layers)]
+    fn = _fused(mades)
+    x = torch.randn(3, d, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(3, context, dtype=torch.float64, requires_grad=True) if context else None
+    flats = [m.flat.detach().clone().requires_grad_() for m in mades]
+    if c is not None:
+        inputs: tuple[torch.Tensor, ...] = (x, c, *flats)
+        f = lambda a, b, *p: fn(a, b, *p)  # noqa: E731
+    else:
+        inputs = (x, *flats)
+        f = lambda a, *p: fn(a, None, *p)  # noqa: E731
     assert torch.autograd.gradcheck(f, inputs)
     assert torch.autograd.gradgradcheck(f, inputs)
 
 
-@pytest.mark.parametrize("d", [3, 8, 70])  # 70: the first-layer products are not transposed
-def test_matches_reference(d: int) -> None:
-    made = _made(d, 2, (80, 40))
+# 3, 8: interleaved output layout, transposed first-layer products; 40: blocked layout;
+# 70: blocked, first-layer products not transposed.
+@pytest.mark.parametrize("d", [3, 8, 40, 70])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_matches_reference(d: int, layers: int) -> None:
+    mades = [_made(d, 2, (80, 40), seed=i) for i in range(layers)]
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(33, d, dtype=torch.float64, generator=gen)
     c = torch.randn(33, 2, dtype=torch.float64, generator=gen)
     w_z = torch.randn(33, d, dtype=torch.float64, generator=gen)
     w_l = torch.randn(33, dtype=torch.float64, generator=gen)
     results = []
-    for fn in (
-        _fused(made),
-        lambda a, b, p: made_affine_reference(
-            a, b, 3.0, made.param_major_rows, p, made.shapes, made.masks()
-        ),
-    ):
+    for fn in (_fused(mades), _composed(mades)):
         a, b = x.clone().requires_grad_(), c.clone().requires_grad_()
-        p = made.flat.detach().clone().requires_grad_()
-        z, ladj = fn(a, b, p)
+        ps = [m.flat.detach().clone().requires_grad_() for m in mades]
+        z, ladj = fn(a, b, *ps)
         ((z * w_z).sum() + (ladj * w_l).sum()).backward()
-        results.append((z.detach(), ladj.detach(), a.grad, b.grad, p.grad))
+        results.append((z.detach(), ladj.detach(), a.grad, b.grad, *(p.grad for p in ps)))
+    # Rounding only: errors of 1e-12 of each tensor's largest entry (three layers with
+    # log-scales near the bound reach gradients of 1e5).
+    for got, want in zip(*results):
+        scale = float(want.abs().max())
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12 * max(scale, 1.0))
+
+
+@pytest.mark.parametrize("use", ["z", "ladj"])
+def test_one_output_used_and_frozen_layers(use: str) -> None:
+    mades = [_made(6, 0, (16, 12), seed=i) for i in range(3)]
+    x = torch.randn(10, 6, dtype=torch.float64)
+    results = []
+    for fn in (_fused(mades), _composed(mades)):
+        ps = [m.flat.detach().clone().requires_grad_(i != 1) for i, m in enumerate(mades)]
+        z, ladj = fn(x, None, *ps)
+        (z.square().sum() if use == "z" else ladj.sum()).backward()
+        assert ps[1].grad is None
+        results.append([ps[0].grad, ps[2].grad])
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
@@ -75,7 +117,7 @@ def test_matches_reference(d: int) -> None:
 def test_masked_weights_get_no_gradient() -> None:
     made = _made(6, 0, (16, 16))
     x = torch.randn(10, 6, dtype=torch.float64)
-    z, ladj = _fused(made)(x, None, made.flat)
+    z, ladj = _fused([made])(x, None, made.flat)
     (z.sum() + ladj.sum()).backward()
     assert made.flat.grad is not None
     grads = made.flat.grad.split([n for o, i in made.shapes for n in (o * i, o)])
@@ -85,39 +127,122 @@ def test_masked_weights_get_no_gradient() -> None:
         assert bool((gw[m == 1] != 0).any())
 
 
+def _node_names(t: torch.Tensor) -> list[str]:
+    names, seen, stack = [], set(), [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            names.append(type(node).__name__)
+            stack += [f for f, _ in node.next_functions]
+    return names
+
+
+def _plain(flow: ff.Flow):
+    """A context in which no affine layer is fused (the plain composition)."""
+
+    class Plain:
+        def __enter__(self) -> None:
+            self.original = MaskedAutoregressive._fused
+            MaskedAutoregressive._fused = lambda self, x, c: False  # type: ignore[method-assign]
+
+        def __exit__(self, *exc: object) -> None:
+            MaskedAutoregressive._fused = self.original  # type: ignore[method-assign]
+
+    return Plain()
+
+
 @pytest.mark.parametrize("context", [0, 2])
-def test_maf_training_takes_the_fused_node_and_matches_the_composition(context: int) -> None:
+@pytest.mark.parametrize("d", [4, 40])
+def test_maf_training_is_one_fused_node_and_matches_the_composition(context: int, d: int) -> None:
     torch.manual_seed(0)
-    flow = ff.flows.MAF(4, context=context, transforms=3, hidden=(12, 10)).double()
+    flow = ff.flows.MAF(d, context=context, transforms=3, hidden=(12, 10)).double()
     with torch.no_grad():
         for p in flow.parameters():
             p.normal_(0.0, 0.3)
-    x = torch.randn(9, 4, dtype=torch.float64)
+    x = torch.randn(9, d, dtype=torch.float64)
     c = torch.randn(9, context, dtype=torch.float64) if context else None
     lp = flow.log_prob(x, c)
-    names: set[str] = set()
-    stack = [lp.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is not None and type(node).__name__ not in names:
-            names.add(type(node).__name__)
-            stack += [f for f, _ in node.next_functions]
-    assert "MadeAffineFunctionBackward" in names
+    assert _node_names(lp).count("MadeAffineChainBackward") == 1
     lp.sum().backward()
     fused = [p.grad.clone() for p in flow.parameters()]
     flow.zero_grad()
-    original = MaskedAutoregressive._fused
-    try:
-        MaskedAutoregressive._fused = lambda self, x, c: False  # type: ignore[method-assign]
+    with _plain(flow):
         lp_plain = flow.log_prob(x, c)
+        assert "MadeAffineChainBackward" not in _node_names(lp_plain)
         lp_plain.sum().backward()
-    finally:
-        MaskedAutoregressive._fused = original  # type: ignore[method-assign]
     torch.testing.assert_close(lp, lp_plain, rtol=1e-12, atol=1e-12)
     for a, p in zip(fused, flow.parameters()):
         torch.testing.assert_close(a, p.grad, rtol=1e-12, atol=1e-12)
     with torch.no_grad():
         assert flow.log_prob(x, c).grad_fn is None
+
+
+def test_iaf_reparameterised_sampling_is_one_fused_node() -> None:
+    torch.manual_seed(0)
+    flow = ff.flows.IAF(5, transforms=3, hidden=(12, 10)).double()
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.normal_(0.0, 0.3)
+    z = torch.randn(8, 5, dtype=torch.float64)
+    x, ladj = flow.bijection.inverse(z)
+    assert _node_names(x).count("MadeAffineChainBackward") == 1
+    (x.square().sum() + ladj.sum()).backward()
+    fused = [p.grad.clone() for p in flow.parameters()]
+    flow.zero_grad()
+    with _plain(flow):
+        x_plain, ladj_plain = flow.bijection.inverse(z)
+        (x_plain.square().sum() + ladj_plain.sum()).backward()
+    torch.testing.assert_close(x, x_plain, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ladj, ladj_plain, rtol=1e-12, atol=1e-12)
+    for a, p in zip(fused, flow.parameters()):
+        torch.testing.assert_close(a, p.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_mixed_chains_fall_back_to_layer_by_layer() -> None:
+    torch.manual_seed(0)
+    maf = ff.flows.MAF(4, transforms=2, hidden=(8,))
+    layers = list(maf.bijection.bijections)
+    chain = ff.Compose([layers[0], ff.transforms.ReversePermutation(4), layers[1]])
+    x = torch.randn(6, 4)
+    z, _ = chain(x)
+    names = _node_names(z)
+    assert names.count("MadeAffineChainBackward") == 2  # each layer fused on its own
+    z2, _ = chain.inverse(chain(x)[0])  # D-pass inverse: not fused, still exact
+    torch.testing.assert_close(z2, x, rtol=1e-5, atol=1e-5)
+
+
+def test_cached_constants_follow_the_parameters() -> None:
+    torch.manual_seed(0)
+    flow = ff.flows.MAF(3, transforms=2, hidden=(8,))
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.normal_(0.0, 0.3)
+    x = torch.randn(5, 3)
+
+    def both(f: ff.Flow, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fused = f.log_prob(x)
+        with _plain(f):
+            plain = f.log_prob(x)
+        return fused, plain
+
+    fused, plain = both(flow, x)
+    torch.testing.assert_close(fused, plain)
+    # In-place updates (an optimiser step) are seen through the cached views.
+    opt = torch.optim.SGD(flow.parameters(), lr=0.1)
+    (-fused.mean()).backward()
+    opt.step()
+    fused2, plain2 = both(flow, x)
+    torch.testing.assert_close(fused2, plain2)
+    assert not torch.allclose(fused2, fused)
+    # load_state_dict copies in place; .double() moves to new memory (rebuilt).
+    other = ff.flows.MAF(3, transforms=2, hidden=(8,))
+    flow.load_state_dict(other.state_dict())
+    torch.testing.assert_close(*both(flow, x))
+    flow.double()
+    fused3, plain3 = both(flow, x.double())
+    assert fused3.dtype == torch.float64
+    torch.testing.assert_close(fused3, plain3, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("context", [0, 2])

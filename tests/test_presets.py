@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -184,17 +185,31 @@ def test_missing_direction_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_maf_samples_in_d_passes_iaf_in_one(grad: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Every network pass reads the MADE's masks once, whichever path runs it (the plain
-    # module call, the fused training node or the inference kernel): count those reads.
+    # Count the network passes at each path's entry: the plain module call, the fused
+    # training chain (one pass per layer) and the inference kernel.
+    import flowforge.transforms.autoregressive as ar
+    from flowforge.functional.made_affine import MadeAffineChain
+
     maf, iaf = make("maf").eval(), make("iaf").eval()
     calls = {"n": 0}
-    masks = ff.nn.MADE.masks
+    made_forward, inference = ff.nn.MADE.forward, ar.made_affine_inference
+    chain_forward = MadeAffineChain.forward
 
-    def counting(self: ff.nn.MADE) -> list[torch.Tensor]:
+    def count_made(self: ff.nn.MADE, *args: Any, **kw: Any) -> torch.Tensor:
         calls["n"] += 1
-        return masks(self)
+        return made_forward(self, *args, **kw)
 
-    monkeypatch.setattr(ff.nn.MADE, "masks", counting)
+    def count_inference(*args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        return inference(*args, **kw)
+
+    def count_chain(ctx: Any, x: Any, context: Any, specs: list[Any], *flats: Any) -> Any:
+        calls["n"] += len(specs)
+        return chain_forward(ctx, x, context, specs, *flats)
+
+    monkeypatch.setattr(ff.nn.MADE, "forward", count_made)
+    monkeypatch.setattr(ar, "made_affine_inference", count_inference)
+    monkeypatch.setattr(MadeAffineChain, "forward", staticmethod(count_chain))
     with torch.set_grad_enabled(grad):
         for flow, density, sampling in [(maf, 1, D), (iaf, D, 1)]:
             calls["n"] = 0

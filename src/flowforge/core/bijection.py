@@ -112,6 +112,18 @@ class Inverse(Bijection):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.bijection.forward(z, context)
 
+    def chain_forward(
+        self, chain: list[Bijection], x: Tensor, context: Tensor | None
+    ) -> tuple[Tensor, Tensor] | None:
+        """A chain of inverses forward is the inverted bijections' chain inverse."""
+        return _delegate_chain(chain, x, context, "chain_inverse")
+
+    def chain_inverse(
+        self, chain: list[Bijection], z: Tensor, context: Tensor | None
+    ) -> tuple[Tensor, Tensor] | None:
+        """A chain of inverses inverted is the inverted bijections' chain forward (IAF)."""
+        return _delegate_chain(chain, z, context, "chain_forward")
+
     def forward_shape(self, shape: Shape) -> Shape:
         return self.bijection.inverse_shape(shape)
 
@@ -122,8 +134,22 @@ class Inverse(Bijection):
         return "inverse of:"
 
 
+def _delegate_chain(
+    chain: list[Bijection], x: Tensor, context: Tensor | None, name: str
+) -> tuple[Tensor, Tensor] | None:
+    inner = [b.bijection for b in chain if isinstance(b, Inverse)]
+    hook = getattr(inner[0], name, None) if len(inner) == len(chain) else None
+    return None if hook is None else hook(inner, x, context)
+
+
 class Compose(Bijection):
     """A chain of bijections applied in order in the forward (data -> latent) direction.
+
+    A bijection may evaluate a whole chain at once: if the first one (in the direction of
+    the call) has a ``chain_forward(chain, x, context)`` (``chain_inverse(chain, z,
+    context)`` for :meth:`inverse`, the chain then in the order applied) returning
+    something other than ``None``, that result is the chain's (fused kernels use this:
+    a MAF's affine layers train as one autograd node).
 
     Args:
         bijections: the bijections, first applied first in ``forward``.
@@ -147,18 +173,30 @@ class Compose(Bijection):
         return list(self.bijections)  # type: ignore[arg-type]
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        chain = self.chain()
+        hook = getattr(chain[0], "chain_forward", None)
+        if hook is not None and len(chain) > 1:
+            fused = hook(chain, x, context)
+            if fused is not None:
+                return fused
         batch = batch_shape_of(x, self.event_shape)
         total = x.new_zeros(batch)
-        for b in self.chain():
+        for b in chain:
             x, ladj = b(x, context)
             total = total + ladj
         return x, total
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        chain = self.chain()[::-1]
+        hook = getattr(chain[0], "chain_inverse", None)
+        if hook is not None and len(chain) > 1:
+            fused = hook(chain, z, context)
+            if fused is not None:
+                return fused
         latent_shape = self.forward_shape(self.event_shape)
         batch = batch_shape_of(z, latent_shape)
         total = z.new_zeros(batch)
-        for b in reversed(self.chain()):
+        for b in chain:
             z, ladj = b.inverse(z, context)
             total = total + ladj
         return z, total

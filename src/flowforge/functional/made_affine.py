@@ -83,117 +83,236 @@ def _mm_t(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     return torch.mm(a, b, out=out)
 
 
-class MadeAffineFunction(torch.autograd.Function):
-    """``(z, ladj)`` of a masked autoregressive affine layer; see the module docstring.
+class AffineLayerSpec:
+    """The constants a fused masked autoregressive affine layer needs, prepared once.
 
-    ``apply(x, context, bound, rows, flat, shapes, *masks)`` with ``x`` ``(N, D)``,
-    ``context`` ``(N, C)`` or ``None``, ``flat`` the MADE's parameters, ``shapes`` its
-    layers' ``(out, in)``.
+    Built from a :class:`~flowforge.nn.MADE` (ReLU hidden layers, two outputs per dimension)
+    and the affine transformer's ``bound``; ``views`` are ``(weight, bias)`` views of the
+    MADE's ``flat`` parameter (they follow its in-place updates). The output layer runs
+    in ``layout``: interleaved ``(D, 2)`` rows below 32 dimensions (a stride-2 slice is one
+    long loop for the elementwise kernels), raw log-scales then shifts above (unit-stride
+    slices, vectorised). Its mask is pre-multiplied by ``2 / bound`` on the raw log-scale
+    rows, so the layer outputs ``u = 2 raw / bound`` directly and
+    ``log_scale = bound (2 sigmoid(u) - 1) = bound tanh(raw / bound)``; the gradient of
+    the raw weights is then the gradient of ``u``'s weights times that same mask.
+    """
+
+    __slots__ = (
+        "bound",
+        "context",
+        "features",
+        "flat_ptr",
+        "made_masks",
+        "masks",
+        "out_scale",
+        "param_rows",
+        "rows",
+        "shapes",
+        "sizes",
+        "views",
+    )
+
+    def __init__(self, made: Any, bound: float) -> None:
+        d = made.features
+        flat = made.flat.detach()
+        self.shapes = list(made.shapes)
+        self.sizes = list(made._sizes)
+        self.flat_ptr = flat.data_ptr()
+        self.views = self.split(flat)
+        self.bound = float(bound)
+        self.features = d
+        self.context = made.context
+        masks = list(made.masks())
+        self.made_masks = list(masks)
+        self.param_rows = made.param_major_rows
+        scale = torch.ones(2 * d, dtype=flat.dtype, device=flat.device)
+        scale[0::2] = 2.0 / bound
+        out_mask = masks[-1] * scale[:, None]
+        self.rows: Tensor | None = None
+        if d >= 32:
+            self.rows = made.param_major_rows
+            out_mask, scale = out_mask[self.rows], scale[self.rows]
+        masks[-1] = out_mask
+        self.masks = masks
+        self.out_scale = scale
+
+    def split(self, flat: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """``(weight, bias)`` views of each layer of a flat parameter vector."""
+        pieces = flat.split(self.sizes)
+        return [(pieces[2 * k].view(s), pieces[2 * k + 1]) for k, s in enumerate(self.shapes)]
+
+
+class MadeAffineChain(torch.autograd.Function):
+    """``(z, ladj)`` of a chain of masked autoregressive affine layers as one autograd node.
+
+    ``apply(x, context, specs, *flats)``: ``x`` ``(N, D)``, ``context`` ``(N, C)`` or
+    ``None``, ``specs`` one :class:`AffineLayerSpec` per layer (applied in order) and
+    ``flats`` their MADEs' parameters. ``ladj`` is the sum over the layers. One layer is the
+    fused layer of :class:`~flowforge.transforms.MaskedAutoregressive`; a whole MAF is one
+    chain (``Compose`` hands it over), which saves the autograd bookkeeping of one node per
+    layer and the sum of their log-determinants.
     """
 
     @staticmethod
     def forward(
-        ctx: Any,
-        x: Tensor,
-        context: Tensor | None,
-        bound: float,
-        rows: Tensor,
-        flat: Tensor,
-        shapes: list[tuple[int, int]],
-        *masks: Tensor,
+        ctx: Any, x: Tensor, context: Tensor | None, specs: list[AffineLayerSpec], *flats: Tensor
     ) -> tuple[Tensor, Tensor]:
-        layers = _split(flat, shapes)
-        last = len(layers) - 1
-        # Masked weights; the output layer's rows in (raw log-scale, shift) order, so both
-        # are contiguous column blocks of the output.
-        wm = [w * m for (w, _), m in zip(layers, masks)]
-        wm[last] = wm[last][rows]
-        h = x if context is None else torch.cat([context, x], -1)
-        acts = [h]
-        for k in range(last):
-            h = torch.addmm(layers[k][1], h, wm[k].T).relu_()
-            acts.append(h)
-        out = torch.addmm(layers[last][1][rows], h, wm[last].T)  # (N, 2D)
-        d = x.shape[-1]
-        th = tanh_via_sigmoid_(out[:, :d] * (2.0 / bound))
-        log_scale = th * bound
-        scale = log_scale.exp()
-        z = torch.addcmul(out[:, d:], x, scale)
-        ctx.save_for_backward(x, context, rows, flat, th, scale, *masks, *wm, *acts)
-        ctx.bound = bound
-        ctx.shapes = shapes
-        return z, log_scale.sum(-1)
+        saved: list[Tensor] = []
+        total: Tensor | None = None
+        for s, flat in zip(specs, flats):
+            n_layers = len(s.shapes)
+            # The cached views, unless called with other parameters than the spec's.
+            views = s.views if flat.data_ptr() == s.flat_ptr else s.split(flat)
+            wm = [w * m for (w, _), m in zip(views[:-1], s.masks[:-1])]
+            w_out, b_out = views[-1]
+            if s.rows is None:
+                wm.append(w_out * s.masks[-1])
+                b = b_out * s.out_scale
+            else:
+                wm.append(w_out.index_select(0, s.rows).mul_(s.masks[-1]))
+                b = b_out.index_select(0, s.rows).mul_(s.out_scale)
+            h = x if context is None else torch.cat([context, x], -1)
+            saved += [x, h]
+            for k in range(n_layers - 1):
+                h = torch.addmm(views[k][1], h, wm[k].T).relu_()
+                saved.append(h)
+            out = torch.addmm(b, h, wm[-1].T)  # (N, 2D): u = 2 raw / bound, and shifts
+            d = s.features
+            if s.rows is None:
+                u, shift = out[:, 0::2], out[:, 1::2]
+            else:
+                u, shift = out[:, :d], out[:, d:]
+            log_scale = u.sigmoid_().mul_(2.0 * s.bound).sub_(s.bound)
+            scale = log_scale.exp()
+            x = torch.addcmul(shift, x, scale)
+            ladj = log_scale.sum(-1)
+            total = ladj if total is None else total.add_(ladj)
+            saved += [log_scale, scale, *wm]
+        assert total is not None
+        ctx.save_for_backward(context, *flats, *saved)
+        ctx.specs = specs
+        return x, total
 
     @staticmethod
     def backward(ctx: Any, grad_z: Tensor | None, grad_ladj: Tensor | None) -> tuple[Any, ...]:
-        saved = ctx.saved_tensors
-        x, context, rows, flat, th, scale = saved[:6]
-        n = len(ctx.shapes)
-        masks = saved[6 : 6 + n]
-        if grad_z is None:
-            grad_z = torch.zeros_like(x)
-        if grad_ladj is None:
-            grad_ladj = x.new_zeros(x.shape[0])
+        specs: list[AffineLayerSpec] = ctx.specs
         if torch.is_grad_enabled():
-            return MadeAffineFunction._differentiable_backward(ctx, grad_z, grad_ladj)
-        wm = saved[6 + n : 6 + 2 * n]
-        acts = saved[6 + 2 * n :]
-        need_x, need_c, need_flat = (
-            ctx.needs_input_grad[0],
-            ctx.needs_input_grad[1],
-            ctx.needs_input_grad[4],
-        )
-        d = x.shape[-1]
-        grad_xe = grad_z * scale  # through z = x * e + t directly
-        go = grad_z.new_empty(x.shape[0], 2 * d)
-        ds = torch.addcmul(grad_ladj.unsqueeze(-1), grad_xe, x)  # dL/d(log-scale)
-        torch.addcmul(ds, ds * th, th, value=-1.0, out=go[:, :d])  # * (1 - tanh^2)
-        go[:, d:].copy_(grad_z)
-        grad_flat = flat.new_empty(flat.shape) if need_flat else None
-        views = _split(grad_flat, ctx.shapes) if grad_flat is not None else []
-        g = go
-        for k in range(n - 1, -1, -1):
-            h = acts[k]
-            if grad_flat is not None:
-                gw, gb = views[k]
-                if k == n - 1:
-                    # Rows were computed in (raw, shift) order: put them back.
-                    gw.index_copy_(0, rows, torch.mm(g.T, h))
-                    gb.index_copy_(0, rows, g.sum(0))
-                else:
-                    _mm_t(g.T, h, out=gw)
-                    torch.sum(g, 0, out=gb)
-                gw.mul_(masks[k])
-            if k > 0:
-                g = torch.ops.aten.threshold_backward(_mm_t(g, wm[k]), h, 0)
-            elif need_x or need_c:
-                g = _mm_t(g, wm[0])  # (N, C + D)
-        c = 0 if context is None else context.shape[-1]
-        grad_x = grad_xe + g[:, c:] if need_x else None
-        grad_c = g[:, :c] if need_c else None
-        return (grad_x, grad_c, None, None, grad_flat, None) + (None,) * n
+            return MadeAffineChain._differentiable_backward(ctx, grad_z, grad_ladj)
+        saved = ctx.saved_tensors
+        x0 = saved[1 + len(specs)]
+        if grad_z is None:
+            grad_z = torch.zeros_like(x0)
+        if grad_ladj is None:
+            grad_ladj = x0.new_zeros(x0.shape[0])
+        needs = ctx.needs_input_grad
+        need_x, need_c = needs[0], needs[1]
+        # Unpack the saved intermediates layer by layer.
+        layers = []
+        pos = 1 + len(specs)
+        for s in specs:
+            n_layers = len(s.shapes)
+            x, *acts = saved[pos : pos + 1 + n_layers]
+            pos += 1 + n_layers
+            log_scale, scale = saved[pos], saved[pos + 1]
+            wm = saved[pos + 2 : pos + 2 + n_layers]
+            pos += 2 + n_layers
+            layers.append((x, acts, log_scale, scale, wm))
+        grad_flats: list[Tensor | None] = [None] * len(specs)
+        grad_c: Tensor | None = None
+        gl = grad_ladj.unsqueeze(-1)
+        for i in range(len(specs) - 1, -1, -1):
+            s = specs[i]
+            x, acts, log_scale, scale, wm = layers[i]
+            d, bound, c = s.features, s.bound, s.context
+            n_layers = len(s.shapes)
+            grad_xe = grad_z * scale  # through z = x * scale + shift directly
+            # dL/du = dL/dlog_scale * (bound / 2) * (1 - (log_scale / bound)^2)
+            ds = torch.addcmul(gl * (0.5 * bound), grad_xe, x, value=0.5 * bound)
+            go = x.new_empty(x.shape[0], 2 * d)
+            if s.rows is None:
+                go_u, go_shift = go[:, 0::2], go[:, 1::2]
+            else:
+                go_u, go_shift = go[:, :d], go[:, d:]
+            torch.addcmul(ds, ds * log_scale, log_scale, value=-1.0 / (bound * bound), out=go_u)
+            go_shift.copy_(grad_z)
+            grad_flat = None
+            if needs[3 + i]:
+                grad_flat = x.new_empty(sum(s.sizes))
+                pieces = grad_flat.split(s.sizes)
+            deeper = i > 0 or need_x or (c > 0 and need_c)
+            g = go
+            for k in range(n_layers - 1, -1, -1):
+                h = acts[k]
+                if grad_flat is not None:
+                    gw, gb = pieces[2 * k].view(s.shapes[k]), pieces[2 * k + 1]
+                    if k == n_layers - 1 and s.rows is not None:
+                        # Rows were computed in (raw, shift) order: put them back.
+                        gw.index_copy_(0, s.rows, torch.mm(g.T, h).mul_(s.masks[k]))
+                        gb.index_copy_(0, s.rows, g.sum(0).mul_(s.out_scale))
+                    else:
+                        _mm_t(g.T, h, out=gw).mul_(s.masks[k])
+                        torch.sum(g, 0, out=gb)
+                        if k == n_layers - 1:
+                            gb.mul_(s.out_scale)
+                if k > 0:
+                    g = torch.mm(g, wm[k])
+                    torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=g)
+                elif deeper:
+                    g = _mm_t(g, wm[0])  # (N, C + D)
+            grad_flats[i] = grad_flat
+            if deeper:
+                grad_z = grad_xe.add_(g[:, c:] if c else g)
+                if c and need_c:
+                    grad_c = g[:, :c] if grad_c is None else grad_c + g[:, :c]
+        return (grad_z if need_x else None, grad_c, None, *grad_flats)
 
     @staticmethod
-    def _differentiable_backward(ctx: Any, grad_z: Tensor, grad_ladj: Tensor) -> tuple[Any, ...]:
+    def _differentiable_backward(
+        ctx: Any, grad_z: Tensor | None, grad_ladj: Tensor | None
+    ) -> tuple[Any, ...]:
         # create_graph=True: recompute the composition from the saved inputs (they carry
         # their own history) and differentiate it, so higher derivatives are exact.
+        specs: list[AffineLayerSpec] = ctx.specs
         saved = ctx.saved_tensors
-        x, context, rows, flat = saved[:4]
-        n = len(ctx.shapes)
-        masks = list(saved[6 : 6 + n])
+        context = saved[0]
+        flats = saved[1 : 1 + len(specs)]
+        x = saved[1 + len(specs)]
         needs = ctx.needs_input_grad
-        inputs = [x, context, flat]
-        flags = [needs[0], needs[1], needs[4]]
+        inputs = [x, context, *flats]
+        flags = [needs[0], needs[1], *needs[3:]]
         wanted = [t for t, f in zip(inputs, flags) if f]
         with torch.enable_grad():
-            z, ladj = made_affine_reference(x, context, ctx.bound, rows, flat, ctx.shapes, masks)
+            z, total = x, x.new_zeros(x.shape[0])
+            for s, flat in zip(specs, flats):
+                z, ladj = made_affine_reference_spec(z, context, s, flat)
+                total = total + ladj
+            outs, grads = [], []
+            for o, g in ((z, grad_z), (total, grad_ladj)):
+                if g is not None:
+                    outs.append(o)
+                    grads.append(g)
             got = iter(
-                torch.autograd.grad(
-                    (z, ladj), wanted, (grad_z, grad_ladj), create_graph=True, allow_unused=True
-                )
+                torch.autograd.grad(outs, wanted, grads, create_graph=True, allow_unused=True)
             )
         out = [next(got) if f else None for f in flags]
-        return (out[0], out[1], None, None, out[2], None) + (None,) * n
+        return (out[0], out[1], None, *out[2:])
+
+
+def made_affine_reference_spec(
+    x: Tensor, context: Tensor | None, spec: AffineLayerSpec, flat: Tensor
+) -> tuple[Tensor, Tensor]:
+    """:func:`made_affine_reference` of the layer ``spec`` describes, with parameters ``flat``."""
+    return made_affine_reference(
+        x, context, spec.bound, spec.param_rows, flat, spec.shapes, spec.made_masks
+    )
+
+
+def made_affine_chain(
+    x: Tensor, context: Tensor | None, specs: list[AffineLayerSpec], flats: list[Tensor]
+) -> tuple[Tensor, Tensor]:
+    """``(z, ladj)`` of the layers ``specs`` (parameters ``flats``) applied in order, fused."""
+    z, ladj = MadeAffineChain.apply(x, context, specs, *flats)
+    return z, ladj
 
 
 def made_affine_inference(
@@ -245,8 +364,11 @@ def made_affine_inference(
 
 
 __all__ = [
-    "MadeAffineFunction",
+    "AffineLayerSpec",
+    "MadeAffineChain",
+    "made_affine_chain",
     "made_affine_inference",
     "made_affine_reference",
+    "made_affine_reference_spec",
     "tanh_via_sigmoid_",
 ]

@@ -13,8 +13,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowforge.core.bijection import batch_shape_of
-from flowforge.functional.made_affine import MadeAffineFunction, made_affine_inference
+from flowforge.core.bijection import Bijection, batch_shape_of
+from flowforge.functional.made_affine import (
+    AffineLayerSpec,
+    made_affine_chain,
+    made_affine_inference,
+)
 from flowforge.nn.made import MADE
 from flowforge.transforms.elementwise import Affine, Transformer
 from flowforge.transforms.rows import ROW_BUDGET, RowwiseBijection, widest
@@ -73,13 +77,62 @@ class MaskedAutoregressive(RowwiseBijection):
         without gradients there is no graph to save).
         """
         return (
-            type(self.transformer) is Affine
-            and self.made.all_relu
+            self._fusable()
             and torch.is_grad_enabled()
             and x.dim() == 2
             and (context is None or context.shape == (x.shape[0], self.made.context))
             and not torch.compiler.is_compiling()
             and not torch._C._are_functorch_transforms_active()
+        )
+
+    def _fusable(self) -> bool:
+        """An affine transformer on a ReLU MADE: what the fused kernels implement."""
+        return type(self.transformer) is Affine and self.made.all_relu
+
+    def _spec(self) -> AffineLayerSpec:
+        """The fused layer's constants (views of the parameters, scaled masks), cached.
+
+        Rebuilt when the parameters move to new memory or change dtype or device (``.to()``,
+        a new ``flat``; the masks move with them); in-place updates (optimisers,
+        ``load_state_dict``) keep the views valid.
+        """
+        made = self.made
+        assert isinstance(self.transformer, Affine)
+        key = (
+            made.flat.data_ptr(),
+            made.flat.dtype,
+            made.flat.device,
+            self.transformer.bound,
+        )
+        cached = self.__dict__.get("_spec_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, AffineLayerSpec(made, self.transformer.bound))
+            self.__dict__["_spec_cache"] = cached
+        return cached[1]
+
+    def chain_forward(
+        self, chain: list[Bijection], x: Tensor, context: Tensor | None
+    ) -> tuple[Tensor, Tensor] | None:
+        """``forward`` of a chain of bijections starting with this one, as one fused node.
+
+        Called by :class:`~flowforge.Compose`: when every bijection in ``chain`` is a fused
+        affine layer of this kind and the call trains (eager, with gradients), the whole
+        chain is one autograd node; otherwise ``None`` (the chain runs layer by layer).
+        """
+        if not self._fused(x, context):
+            return None
+        for b in chain:
+            if not (
+                type(b) is MaskedAutoregressive
+                and b._fusable()
+                and b.made.features == self.made.features
+                and b.made.context == self.made.context
+            ):
+                return None
+        batch_shape_of(x, self.event_shape)
+        layers: list[MaskedAutoregressive] = chain  # type: ignore[assignment]
+        return made_affine_chain(
+            x, context, [b._spec() for b in layers], [b.made.flat for b in layers]
         )
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -110,18 +163,7 @@ class MaskedAutoregressive(RowwiseBijection):
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self._fused(x, context):
-            assert isinstance(self.transformer, Affine)
-            made = self.made
-            z, ladj = MadeAffineFunction.apply(
-                x,
-                context,
-                self.transformer.bound,
-                made.param_major_rows,
-                made.flat,
-                made.shapes,
-                *made.masks(),
-            )
-            return z, ladj
+            return made_affine_chain(x, context, [self._spec()], [self.made.flat])
         z, ladj = self.transformer(x, self._params(x, context))
         return z, ladj.sum(-1)
 
