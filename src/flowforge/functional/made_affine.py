@@ -102,6 +102,8 @@ class AffineLayerSpec:
         "context",
         "features",
         "flat_ptr",
+        "grad_scale",
+        "ls_scale",
         "made_masks",
         "masks",
         "out_scale",
@@ -128,6 +130,14 @@ class AffineLayerSpec:
         scale = torch.ones(2 * d, dtype=flat.dtype, device=flat.device)
         scale[0::2] = 2.0 / bound
         out_mask = masks[-1] * scale[:, None]
+        # What the gradients of u's weights and biases are multiplied by, in flat's
+        # order: the masks (the output layer's scaled) and the output biases' scale.
+        grad_scale = [
+            t for m in [*masks[:-1], out_mask] for t in (m.flatten(), torch.ones_like(m[:, 0]))
+        ]
+        grad_scale[-1] = scale.clone()
+        self.grad_scale = torch.cat(grad_scale)
+        self.ls_scale = (flat.new_tensor(2.0 * bound), flat.new_tensor(float(bound)))
         self.rows: Tensor | None = None
         if d >= 32:
             self.rows = made.param_major_rows
@@ -182,7 +192,8 @@ class MadeAffineChain(torch.autograd.Function):
                 u, shift = out[:, 0::2], out[:, 1::2]
             else:
                 u, shift = out[:, :d], out[:, d:]
-            log_scale = u.sigmoid_().mul_(2.0 * s.bound).sub_(s.bound)
+            # bound (2 sigmoid(u) - 1), in place; 0-dim tensors (Python floats get wrapped).
+            log_scale = u.sigmoid_().mul_(s.ls_scale[0]).sub_(s.ls_scale[1])
             scale = log_scale.exp()
             x = torch.addcmul(shift, x, scale)
             ladj = log_scale.sum(-1)
@@ -247,18 +258,18 @@ class MadeAffineChain(torch.autograd.Function):
                     gw, gb = pieces[2 * k].view(s.shapes[k]), pieces[2 * k + 1]
                     if k == n_layers - 1 and s.rows is not None:
                         # Rows were computed in (raw, shift) order: put them back.
-                        gw.index_copy_(0, s.rows, torch.mm(g.T, h).mul_(s.masks[k]))
-                        gb.index_copy_(0, s.rows, g.sum(0).mul_(s.out_scale))
+                        gw.index_copy_(0, s.rows, torch.mm(g.T, h))
+                        gb.index_copy_(0, s.rows, g.sum(0))
                     else:
-                        _mm_t(g.T, h, out=gw).mul_(s.masks[k])
+                        _mm_t(g.T, h, out=gw)
                         torch.sum(g, 0, out=gb)
-                        if k == n_layers - 1:
-                            gb.mul_(s.out_scale)
                 if k > 0:
                     g = torch.mm(g, wm[k])
                     torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=g)
                 elif deeper:
                     g = _mm_t(g, wm[0])  # (N, C + D)
+            if grad_flat is not None:
+                grad_flat.mul_(s.grad_scale)  # masks, and the u rows' 2 / bound
             grad_flats[i] = grad_flat
             if deeper:
                 grad_z = grad_xe.add_(g[:, c:] if c else g)
