@@ -297,3 +297,24 @@ def test_tanh_via_sigmoid_is_tanh() -> None:
         got = tanh_via_sigmoid_(2 * u.to(dtype))
         torch.testing.assert_close(got, torch.tanh(u.to(dtype)), rtol=0, atol=tol)
         assert bool(torch.isfinite(got).all())
+
+
+def test_copies_drop_the_cache_and_train_on_their_own_parameters() -> None:
+    import copy
+
+    torch.manual_seed(0)
+    flow = ff.flows.MAF(3, transforms=2, hidden=(8,))
+    x = torch.randn(5, 3)
+    flow.log_prob(x).sum().backward()  # builds the caches
+    layer = flow.bijection.bijections[0]
+    assert "_spec_cache" in layer.__dict__
+    twin = copy.deepcopy(flow)
+    assert "_spec_cache" not in twin.bijection.bijections[0].__dict__
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(0.1)
+    fused = twin.log_prob(x)
+    with _plain(twin):
+        plain = twin.log_prob(x)
+    torch.testing.assert_close(fused, plain)
+    assert not torch.allclose(fused, flow.log_prob(x))

@@ -110,6 +110,12 @@ class MaskedAutoregressive(RowwiseBijection):
             self.__dict__["_spec_cache"] = cached
         return cached[1]
 
+    def __getstate__(self) -> dict[str, object]:
+        # The fused layer's cached constants are derived: not pickled or deep-copied.
+        state = self.__dict__.copy()
+        state.pop("_spec_cache", None)
+        return state
+
     def chain_forward(
         self, chain: list[Bijection], x: Tensor, context: Tensor | None
     ) -> tuple[Tensor, Tensor] | None:
