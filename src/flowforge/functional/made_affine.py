@@ -192,8 +192,9 @@ class MadeAffineChain(torch.autograd.Function):
                 u, shift = out[:, 0::2], out[:, 1::2]
             else:
                 u, shift = out[:, :d], out[:, d:]
-            # bound (2 sigmoid(u) - 1), in place; 0-dim tensors (Python floats get wrapped).
-            log_scale = u.sigmoid_().mul_(s.ls_scale[0]).sub_(s.ls_scale[1])
+            # bound (2 sigmoid(u) - 1), in a buffer of its own (saving a view of ``out``
+            # would keep the shifts alive too); 0-dim tensors (Python floats get wrapped).
+            log_scale = torch.sigmoid(u).mul_(s.ls_scale[0]).sub_(s.ls_scale[1])
             scale = log_scale.exp()
             x = torch.addcmul(shift, x, scale)
             ladj = log_scale.sum(-1)
