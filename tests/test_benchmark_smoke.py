@@ -46,6 +46,21 @@ def test_flowforge_alone(speed: ModuleType, capsys: pytest.CaptureFixture[str]) 
         assert res.flops[key]["gflop"] == pytest.approx(speed.log_prob_flops(flow, 4, 32) / 1e9)
     out = capsys.readouterr().out
     assert "| MAF | 4 | train |" in out
+    assert len(res.samples["MAF/4"]["train"]["flowforge"]) == 1
+
+
+def test_paired_ratio_cancels_drift(speed: ModuleType) -> None:
+    # The machine slows down 4x during the run; the peer is 1.5x slower in every repetition.
+    ours = [1.0, 1.0, 4.0, 4.0, 4.0]
+    peer = [1.5, 1.5, 6.0, 6.0, 6.0]
+    assert speed.paired_ratio(peer, ours) == pytest.approx(1.5)
+    # A ratio of medians would be 6 / 4 here only by luck; with the drift split differently
+    # it is not: ours fast in 3 of 5 repetitions, the peer in 2.
+    ours2, peer2 = [1.0, 1.0, 1.0, 4.0, 4.0], [1.5, 1.5, 6.0, 6.0, 6.0]
+    assert speed.paired_ratio(peer2, ours2) == pytest.approx(1.5)
+    assert speed.statistics.median(peer2) / speed.statistics.median(ours2) == pytest.approx(6.0)
+    with pytest.raises(ValueError):
+        speed.paired_ratio([1.0], [1.0, 2.0])
 
 
 @pytest.mark.slow  # a subprocess that imports torch

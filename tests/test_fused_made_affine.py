@@ -318,3 +318,85 @@ def test_copies_drop_the_cache_and_train_on_their_own_parameters() -> None:
         plain = twin.log_prob(x)
     torch.testing.assert_close(fused, plain)
     assert not torch.allclose(fused, flow.log_prob(x))
+
+
+@pytest.mark.parametrize("context", [0, 3])
+@pytest.mark.parametrize(
+    ("d", "hidden"),
+    [
+        (1, (6,)),
+        (5, (30, 20)),
+        (8, (3,)),
+        (8, (40, 7, 12)),
+        (40, (50, 45)),
+    ],  # (3,): degrees missing
+)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_inverse_inference_matches_the_module_path(
+    context: int, d: int, hidden: tuple[int, ...], reverse: bool
+) -> None:
+    torch.manual_seed(0)
+    order = torch.arange(1, d + 1).flip(0) if reverse else None
+    made = MADE(d, 2, hidden=hidden, context=context, order=order)
+    layer = MaskedAutoregressive(ff.transforms.Affine(3.0), made).double()
+    with torch.no_grad():
+        made.flat.normal_(0.0, 0.4)
+    gen = torch.Generator().manual_seed(3)
+    z = 2 * torch.randn(300, d, dtype=torch.float64, generator=gen)
+    c = torch.randn(300, context, dtype=torch.float64, generator=gen) if context else None
+    layer._width = 4096  # row chunks of 256: two chunks, the second partial
+    with torch.no_grad():
+        x, ladj = layer.inverse(z, c)
+    with torch.enable_grad():  # the module path (the kernel runs without gradients only)
+        x_ref, ladj_ref = super(MaskedAutoregressive, layer).inverse(z, c)
+    x_ref, ladj_ref = x_ref.detach(), ladj_ref.detach()
+    scale = float(x_ref.abs().max())
+    torch.testing.assert_close(x, x_ref, rtol=1e-12, atol=1e-12 * scale)
+    torch.testing.assert_close(ladj, ladj_ref, rtol=1e-12, atol=1e-12)
+    z_back, ladj_fwd = layer(x, c)
+    torch.testing.assert_close(z_back.detach(), z, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ladj_fwd.detach(), -ladj, rtol=1e-10, atol=1e-10)
+
+
+def test_each_pass_needs_a_prefix_of_degree_sorted_units() -> None:
+    made = MADE(4, 2, hidden=(9, 7), order=[3, 1, 4, 2])
+    spec = AffineLayerSpec(made, 3.0)
+    degrees = made.degrees.tolist()
+    # The dimension of degree 1 depends on nothing: no hidden unit; degree 4, the most.
+    assert spec.needed[degrees.index(1)] == (0, 0)
+    counts = [spec.needed[degrees.index(k)] for k in (1, 2, 3, 4)]
+    assert counts == sorted(counts) and counts[-1][0] <= 9 and counts[-1][1] <= 7
+    # A prefix suffices: the output rows of dimension i see no unit outside it.
+    out_mask = made.masks()[-1]
+    last = spec.unit_order[-1]
+    for i in range(4):
+        n = spec.needed[i][-1]
+        rows = out_mask[2 * i : 2 * i + 2][:, last]
+        assert bool((rows[:, n:] == 0).all())
+
+
+def test_maf_sampling_and_iaf_density_take_the_inverse_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import flowforge.transforms.autoregressive as ar
+
+    calls = {"n": 0}
+    real = ar.made_affine_inverse_inference
+
+    def counting(*args: object, **kw: object):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ar, "made_affine_inverse_inference", counting)
+    torch.manual_seed(0)
+    maf, iaf = (
+        ff.flows.MAF(4, transforms=2, hidden=(8,)),
+        ff.flows.IAF(4, transforms=2, hidden=(8,)),
+    )
+    with torch.no_grad():
+        x = maf.sample(5)
+        lp = iaf.log_prob(torch.randn(5, 4))
+    assert calls["n"] == 4 and x.shape == (5, 4) and bool(torch.isfinite(lp).all())
+    calls["n"] = 0
+    lp = iaf.log_prob(torch.randn(5, 4))  # with gradients: the module path
+    assert calls["n"] == 0 and lp.grad_fn is not None

@@ -186,13 +186,15 @@ def test_missing_direction_is_a_clear_error() -> None:
 @pytest.mark.parametrize("grad", [False, True])
 def test_maf_samples_in_d_passes_iaf_in_one(grad: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     # Count the network passes at each path's entry: the plain module call, the fused
-    # training chain (one pass per layer) and the inference kernel.
+    # training chain (one pass per layer), the inference kernel (one) and the inverse
+    # inference kernel (one per dimension it fixes).
     import flowforge.transforms.autoregressive as ar
     from flowforge.functional.made_affine import MadeAffineChain
 
     maf, iaf = make("maf").eval(), make("iaf").eval()
     calls = {"n": 0}
     made_forward, inference = ff.nn.MADE.forward, ar.made_affine_inference
+    inverse_inference = ar.made_affine_inverse_inference
     chain_forward = MadeAffineChain.forward
 
     def count_made(self: ff.nn.MADE, *args: Any, **kw: Any) -> torch.Tensor:
@@ -203,12 +205,17 @@ def test_maf_samples_in_d_passes_iaf_in_one(grad: bool, monkeypatch: pytest.Monk
         calls["n"] += 1
         return inference(*args, **kw)
 
+    def count_inverse(*args: Any, **kw: Any) -> Any:
+        calls["n"] += len(args[4])  # the order of the dimensions to fix
+        return inverse_inference(*args, **kw)
+
     def count_chain(ctx: Any, x: Any, context: Any, specs: list[Any], *flats: Any) -> Any:
         calls["n"] += len(specs)
         return chain_forward(ctx, x, context, specs, *flats)
 
     monkeypatch.setattr(ff.nn.MADE, "forward", count_made)
     monkeypatch.setattr(ar, "made_affine_inference", count_inference)
+    monkeypatch.setattr(ar, "made_affine_inverse_inference", count_inverse)
     monkeypatch.setattr(MadeAffineChain, "forward", staticmethod(count_chain))
     with torch.set_grad_enabled(grad):
         for flow, density, sampling in [(maf, 1, D), (iaf, D, 1)]:

@@ -18,6 +18,7 @@ from flowforge.functional.made_affine import (
     AffineLayerSpec,
     made_affine_chain,
     made_affine_inference,
+    made_affine_inverse_inference,
 )
 from flowforge.nn.made import MADE
 from flowforge.transforms.elementwise import Affine, Transformer
@@ -166,6 +167,36 @@ class MaskedAutoregressive(RowwiseBijection):
                 max(256, ROW_BUDGET // self._width),
             )
         return super().forward(x, context)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if (
+            not torch.is_grad_enabled()
+            and self._fusable()
+            and z.dim() == 2
+            and (context is None or context.shape == (z.shape[0], self.made.context))
+            and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active()
+        ):
+            # Eager D-pass inversion of an affine layer without gradients (MAF sampling,
+            # IAF density): weights formed once per call, x updated in place.
+            batch_shape_of(z, self.event_shape)
+            return made_affine_inverse_inference(
+                z,
+                context,
+                self._spec(),
+                self.made.flat,
+                self._order(),
+                max(256, ROW_BUDGET // self._width),
+            )
+        return super().inverse(z, context)
+
+    def _order(self) -> list[int]:
+        """Dimensions in increasing degree (the order the ``D`` passes fix them in)."""
+        cached = self.__dict__.get("_order_cache")
+        if cached is None:
+            cached = self.made.degrees.argsort().tolist()
+            self.__dict__["_order_cache"] = cached
+        return cached
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self._fused(x, context):
