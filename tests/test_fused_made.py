@@ -116,3 +116,36 @@ def test_mlp_flat_parameter_matches_plain_layers(activation: type[nn.Module]) ->
     torch.testing.assert_close(got[0], h.detach(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got[1], x.grad, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got[2], torch.cat(grads), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.Tanh])
+@pytest.mark.parametrize("context", [0, 2])
+@pytest.mark.parametrize("hidden", [(16, 12), (3,), (9, 4, 11)])
+def test_forward_dim_computes_only_what_each_dimension_needs(
+    activation: type[nn.Module], context: int, hidden: tuple[int, ...]
+) -> None:
+    torch.manual_seed(1)
+    made = MADE(5, 3, hidden=hidden, context=context, activation=activation, order=[2, 5, 1, 4, 3])
+    made.double()
+    with torch.no_grad():
+        made.flat.normal_(0.0, 0.5)
+    x = torch.randn(7, 5, dtype=torch.float64)
+    c = torch.randn(7, context, dtype=torch.float64) if context else None
+    layers = made.sorted_layers()
+    orders, needed = made.unit_plan()
+    for i in range(5):
+        want = made(x, c, dim=i)
+        got = made.forward_dim(x, c, i, layers)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        # The gradients reach the parameters the same way too.
+        gw = torch.autograd.grad(want.square().sum(), made.flat)[0]
+        gg = torch.autograd.grad(got.square().sum(), made.flat, retain_graph=True)[0]
+        torch.testing.assert_close(gg, gw, rtol=1e-12, atol=1e-12)
+    # The dimension of degree 1 needs no hidden unit but the context-only ones; the
+    # last degree the most.
+    degrees = made.degrees.tolist()
+    first, last = needed[degrees.index(1)], needed[degrees.index(5)]
+    assert all(a <= b for a, b in zip(first, last))
+    if not context:
+        assert first == (0,) * len(hidden)
+    assert [len(o) for o in orders] == list(hidden)

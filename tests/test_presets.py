@@ -185,7 +185,8 @@ def test_missing_direction_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_maf_samples_in_d_passes_iaf_in_one(grad: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Count the network passes at each path's entry: the plain module call, the fused
+    # Count the network passes at each path's entry: the plain module call (and its
+    # one-dimension form in D-pass inversions), the fused
     # training chain (one pass per layer), the inference kernel (one) and the inverse
     # inference kernel (one per dimension it fixes).
     import flowforge.transforms.autoregressive as ar
@@ -194,12 +195,17 @@ def test_maf_samples_in_d_passes_iaf_in_one(grad: bool, monkeypatch: pytest.Monk
     maf, iaf = make("maf").eval(), make("iaf").eval()
     calls = {"n": 0}
     made_forward, inference = ff.nn.MADE.forward, ar.made_affine_inference
+    forward_dim = ff.nn.MADE.forward_dim
     inverse_inference = ar.made_affine_inverse_inference
     chain_forward = MadeAffineChain.forward
 
     def count_made(self: ff.nn.MADE, *args: Any, **kw: Any) -> torch.Tensor:
         calls["n"] += 1
         return made_forward(self, *args, **kw)
+
+    def count_dim(self: ff.nn.MADE, *args: Any, **kw: Any) -> torch.Tensor:
+        calls["n"] += 1
+        return forward_dim(self, *args, **kw)
 
     def count_inference(*args: Any, **kw: Any) -> Any:
         calls["n"] += 1
@@ -214,6 +220,7 @@ def test_maf_samples_in_d_passes_iaf_in_one(grad: bool, monkeypatch: pytest.Monk
         return chain_forward(ctx, x, context, specs, *flats)
 
     monkeypatch.setattr(ff.nn.MADE, "forward", count_made)
+    monkeypatch.setattr(ff.nn.MADE, "forward_dim", count_dim)
     monkeypatch.setattr(ar, "made_affine_inference", count_inference)
     monkeypatch.setattr(ar, "made_affine_inverse_inference", count_inverse)
     monkeypatch.setattr(MadeAffineChain, "forward", staticmethod(count_chain))

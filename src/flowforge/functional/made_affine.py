@@ -150,29 +150,10 @@ class AffineLayerSpec:
         self._plan_inverse(made)
 
     def _plan_inverse(self, made: Any) -> None:
-        """Which hidden units each pass of the ``D``-pass inversion needs.
-
-        A unit's effective degree is the highest input degree it sees (0: context only).
-        The parameters of the dimension of degree ``k`` depend only on units of effective
-        degree below ``k``, and those only on such units of the layer before; with the
-        units sorted by effective degree (``unit_order``), pass ``k`` needs a prefix of
-        each hidden layer: ``needed[i]`` holds the prefix lengths for dimension ``i``. The
-        early passes skip most of the network (about half of the work in all).
-        """
-        eff = torch.cat([torch.zeros(self.context, dtype=torch.long), made.degrees.cpu()])
-        self.unit_order: list[Tensor] = []
-        sorted_effs = []
-        for m in self.made_masks[:-1]:
-            seen = m.cpu() != 0
-            e = torch.where(seen, eff[None, :], -1).amax(1).clamp(min=0)
-            order = torch.sort(e, stable=True).indices
-            self.unit_order.append(order.to(m.device))
-            sorted_effs.append(e[order])
-            eff = e
-        degrees = made.degrees.tolist()
-        self.needed = [
-            tuple(int((es < degrees[i]).sum()) for es in sorted_effs) for i in range(self.features)
-        ]
+        """:meth:`flowforge.nn.MADE.unit_plan`: hidden units sorted by effective degree
+        (``unit_order``) and the prefix of each layer dimension ``i`` needs (``needed[i]``)."""
+        orders, self.needed = made.unit_plan()
+        self.unit_order = [o.to(self.out_scale.device) for o in orders]
 
     def split(self, flat: Tensor) -> list[tuple[Tensor, Tensor]]:
         """``(weight, bias)`` views of each layer of a flat parameter vector."""

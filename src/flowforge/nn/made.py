@@ -143,6 +143,76 @@ class MADE(nn.Module):
         """The binary ``(out, in)`` masks of the linear layers."""
         return [getattr(self, f"mask{k}") for k in range(len(self.shapes))]
 
+    def unit_plan(self) -> tuple[list[Tensor], list[tuple[int, ...]]]:
+        """Which hidden units the outputs of each input dimension depend on.
+
+        A unit's effective degree is the highest input degree it sees (0: context only).
+        The outputs of the dimension of degree ``k`` depend only on units of effective degree
+        below ``k``, and those only on such units of the layer before. Returns the units of
+        each hidden layer sorted by effective degree (``orders``) and, per dimension ``i``,
+        how many of them (a prefix of each layer) its outputs need (``needed[i]``): what a
+        ``D``-pass inversion that fixes one dimension per pass computes (about half of the
+        network over all passes). Cached; it depends on the masks and degrees only.
+        """
+        cached = self.__dict__.get("_unit_plan")
+        if cached is not None:
+            return cached
+        eff = torch.cat([torch.zeros(self.context, dtype=torch.long), self.degrees.cpu()])
+        orders: list[Tensor] = []
+        sorted_effs = []
+        for m in self.masks()[:-1]:
+            seen = m.cpu() != 0
+            e = torch.where(seen, eff[None, :], -1).amax(1).clamp(min=0)
+            order = torch.sort(e, stable=True).indices
+            orders.append(order)
+            sorted_effs.append(e[order])
+            eff = e
+        degrees = self.degrees.tolist()
+        needed = [tuple(int((es < deg).sum()) for es in sorted_effs) for deg in degrees]
+        self.__dict__["_unit_plan"] = (orders, needed)
+        return orders, needed
+
+    def sorted_layers(self) -> list[tuple[Tensor, Tensor]]:
+        """Masked ``(weight, bias)`` of each layer, hidden units in :meth:`unit_plan` order.
+
+        Rows of hidden layers and the columns that read them are permuted alike (the same
+        network); the output layer's rows keep their ``(D, P)`` order. For
+        :meth:`forward_dim`; formed once per ``D``-pass inversion, not per pass.
+        """
+        orders, _ = self.unit_plan()
+        out: list[tuple[Tensor, Tensor]] = []
+        prev: Tensor | None = None
+        for k, (w, b, m) in enumerate(self.layers()):
+            wm = w * m
+            if k < len(orders):
+                order = orders[k].to(w.device)
+                wm, b = wm[order], b[order]
+            if prev is not None:
+                wm = wm[:, prev]
+            out.append((wm, b))
+            prev = orders[k].to(w.device) if k < len(orders) else None
+        return out
+
+    def forward_dim(
+        self, x: Tensor, context: Tensor | None, dim: int, layers: list[tuple[Tensor, Tensor]]
+    ) -> Tensor:
+        """``forward(x, context, dim=dim)`` computing only the hidden units ``dim`` needs.
+
+        ``layers`` from :meth:`sorted_layers`. Same values (to rounding) as
+        ``forward(x, context, dim=dim)``, shape ``(*, P)``.
+        """
+        h = self._inputs(x, context)
+        _, needed = self.unit_plan()
+        width = h.shape[-1]
+        inplace = not torch.compiler.is_compiling()
+        for (w, b), act, n in zip(layers, self.activations, needed[dim]):
+            h = F.linear(h, w[:n, :width], b[:n])
+            h = torch.relu_(h) if inplace and type(act) is nn.ReLU else act(h)
+            width = n
+        w, b = layers[-1]
+        p = self.params_per_dim
+        return F.linear(h, w[dim * p : (dim + 1) * p, :width], b[dim * p : (dim + 1) * p])
+
     def layers(self) -> list[tuple[Tensor, Tensor, Tensor]]:
         """``(weight, bias, mask)`` of each linear layer; weight and bias are views of ``flat``."""
         pieces = self.flat.split(self._sizes)

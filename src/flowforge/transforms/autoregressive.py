@@ -212,8 +212,10 @@ class MaskedAutoregressive(RowwiseBijection):
         # of lower degree, already exact, so x is exact after D passes. Each pass computes
         # the parameters of that one dimension only (the MADE's output layer is the bulk of
         # the work for splines), and inserts the column out of place, so gradients flow.
-        for i in self.made.degrees.argsort().tolist():
-            params = self.made(x, context, dim=i).unsqueeze(-2)  # (*, 1, P)
+        # Each pass computes only the hidden units its dimension depends on (MADE.unit_plan).
+        layers = self.made.sorted_layers()
+        for i in self._order():
+            params = self.made.forward_dim(x, context, i, layers).unsqueeze(-2)  # (*, 1, P)
             xi, ladj[i] = self.transformer.inverse(z[..., i : i + 1], params)  # (*, 1)
             x = torch.cat([x[..., :i], xi, x[..., i + 1 :]], dim=-1)
         return x, torch.cat(ladj, dim=-1).sum(-1)
