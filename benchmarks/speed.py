@@ -11,7 +11,9 @@ each repetition (so machine noise hits all of them alike), after a warm-up:
 * ``sample``: 8192 samples without gradient.
 
 It prints medians, parameter counts (they must agree within a few percent, or the
-comparison is void) and each peer's time divided by ours (``> 1``: we are faster).
+comparison is void) and each peer's time divided by ours (``> 1``: we are faster), as the
+median of the per-repetition ratios (the machine's speed drifts between repetitions; the
+libraries of one repetition run seconds apart).
 Options add peak memory (each library in its own subprocess), the achieved GFLOP/s of
 the log_prob pass against a measured float32 matmul of the same shapes, and compiled
 (``torch.compile``) timings.
@@ -344,12 +346,16 @@ def _timed(fn: Callable[[], Any], number: int) -> float:
 
 
 def time_interleaved(
-    ops: dict[str, Callable[[], Any]], repeats: int, min_time: float = 0.05
+    ops: dict[str, Callable[[], Any]],
+    repeats: int,
+    min_time: float = 0.05,
+    samples: dict[str, list[float]] | None = None,
 ) -> dict[str, float]:
     """Median seconds per call of each op, interleaved round-robin after a warm-up.
 
     Each measurement runs enough calls to last at least ``min_time`` seconds; the order
-    of the libraries is shuffled in each repetition.
+    of the libraries is shuffled in each repetition. ``samples``, if given, receives every
+    repetition's time of each op (for paired ratios).
     """
     number = {}
     for name, fn in ops.items():
@@ -363,7 +369,19 @@ def time_interleaved(
         rng.shuffle(names)
         for name in names:
             times[name].append(_timed(ops[name], number[name]))
+    if samples is not None:
+        samples.update(times)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def paired_ratio(peer: list[float], ours: list[float]) -> float:
+    """Median over repetitions of ``peer / ours`` timed in the same repetition.
+
+    The machine's speed drifts between repetitions (other jobs); within one repetition the
+    libraries run seconds apart, so per-repetition ratios cancel most of the drift that a
+    ratio of the two medians keeps.
+    """
+    return statistics.median(p / o for p, o in zip(peer, ours, strict=True))
 
 
 # ------------------------------------------------------------------ flops and peak
@@ -459,6 +477,8 @@ class Results:
     params: dict[str, dict[str, int]] = field(default_factory=dict)
     times: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # key/op/lib
     compiled: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # Per-repetition times (key/op/lib), for paired ratios; "compiled/" + key for compiled.
+    samples: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
     memory: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     flops: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
@@ -470,16 +490,16 @@ def _fmt_t(t: float | None) -> str:
     return f"{t * 1e3:.2f}" if t < 10 else f"{t:.1f}s"
 
 
-def _ratio(peers: dict[str, float], ours: float | None) -> str:
-    vals = [v for k, v in peers.items() if k != "flowforge" and not math.isnan(v)]
-    if not vals or ours is None or math.isnan(ours):
-        return "n/a"
-    return f"{min(vals) / ours:.2f}x"
-
-
-def _time_table(title: str, table: dict[str, dict[str, dict[str, float]]], libs: list[str]) -> str:
+def _time_table(
+    title: str,
+    table: dict[str, dict[str, dict[str, float]]],
+    libs: list[str],
+    samples: dict[str, dict[str, dict[str, list[float]]]] | None = None,
+    prefix: str = "",
+) -> str:
     lines = [
-        f"### {title} (median ms; ratio = fastest peer / flowforge, > 1 means we are faster)",
+        f"### {title} (median ms; ratio = fastest peer / flowforge, > 1 means we are faster;",
+        "each peer's ratio is the median of its per-repetition ratios, see `paired_ratio`)",
         "",
         "| flow | D | op | " + " | ".join(libs) + " | fastest peer / ours |",
         "|---|---|---|" + "---|" * len(libs) + "---|",
@@ -488,15 +508,19 @@ def _time_table(title: str, table: dict[str, dict[str, dict[str, float]]], libs:
         flow, d = key.split("/")
         for op, by_lib in ops.items():
             cells = [_fmt_t(by_lib.get(lib)) for lib in libs]
-            peer_ratios = ", ".join(
-                f"{lib} {by_lib[lib] / by_lib['flowforge']:.2f}"
-                for lib in libs[1:]
-                if lib in by_lib and "flowforge" in by_lib and not math.isnan(by_lib[lib])
-            )
+            reps = (samples or {}).get(prefix + key, {}).get(op, {})
+            ratios: dict[str, float] = {}
+            for lib in libs[1:]:
+                if lib not in by_lib or "flowforge" not in by_lib or math.isnan(by_lib[lib]):
+                    continue
+                if lib in reps and "flowforge" in reps:
+                    ratios[lib] = paired_ratio(reps[lib], reps["flowforge"])
+                else:
+                    ratios[lib] = by_lib[lib] / by_lib["flowforge"]
+            best = f"{min(ratios.values()):.2f}x" if ratios else "n/a"
+            peer_ratios = ", ".join(f"{lib} {r:.2f}" for lib, r in ratios.items())
             lines.append(
-                f"| {flow} | {d} | {op} | "
-                + " | ".join(cells)
-                + f" | **{_ratio(by_lib, by_lib.get('flowforge'))}** ({peer_ratios}) |"
+                f"| {flow} | {d} | {op} | " + " | ".join(cells) + f" | **{best}** ({peer_ratios}) |"
             )
     return "\n".join(lines)
 
@@ -529,9 +553,9 @@ def markdown(res: Results) -> str:
                 flag = "" if abs(dev) < 3 else " (VOID)"
                 cells.append(f"{n:,} ({dev:+.1f}%){flag}" if lib != "flowforge" else f"{n:,}")
         out.append(f"| {flow} | {d} | " + " | ".join(cells) + " |")
-    out += ["", _time_table("Eager", res.times, libs)]
+    out += ["", _time_table("Eager", res.times, libs, res.samples)]
     if res.compiled:
-        out += ["", _time_table("torch.compile", res.compiled, libs)]
+        out += ["", _time_table("torch.compile", res.compiled, libs, res.samples, "compiled/")]
     if res.memory:
         out += [
             "",
@@ -624,11 +648,14 @@ def run(args: argparse.Namespace) -> Results:
                         continue
                     all_ops[f"{lib}|{op}"] = fn
             t0 = time.perf_counter()
-            med = time_interleaved(all_ops, args.repeats)
+            reps: dict[str, list[float]] = {}
+            med = time_interleaved(all_ops, args.repeats, samples=reps)
             res.times[key] = {}
+            res.samples[key] = {}
             for name, t in med.items():
                 lib, op = name.split("|")
                 res.times[key].setdefault(op, {})[lib] = t
+                res.samples[key].setdefault(op, {})[lib] = reps[name]
             print(f"# {key}: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
             if args.flops:
                 gflop = log_prob_flops(flow, d, args.batch) / 1e9
@@ -654,11 +681,14 @@ def run(args: argparse.Namespace) -> Results:
                     assert cm is not None
                     for op, fn in make_ops(cm, d, sizes, compiled=True).items():
                         cops[f"{lib}|{op}"] = fn
-                cmed = time_interleaved(cops, args.repeats)
+                creps: dict[str, list[float]] = {}
+                cmed = time_interleaved(cops, args.repeats, samples=creps)
                 res.compiled[key] = {}
+                res.samples["compiled/" + key] = {}
                 for name, t in cmed.items():
                     lib, op = name.split("|")
                     res.compiled[key].setdefault(op, {})[lib] = t
+                    res.samples["compiled/" + key].setdefault(op, {})[lib] = creps[name]
                 torch._dynamo.reset()
             if args.memory:
                 res.memory[key] = {
