@@ -14,6 +14,7 @@ composition in differentiable ops, so higher derivatives are exact too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -161,6 +162,124 @@ class AffineLayerSpec:
         return [(pieces[2 * k].view(s), pieces[2 * k + 1]) for k, s in enumerate(self.shapes)]
 
 
+def _chain_forward(
+    x: Tensor, context: Tensor | None, specs: list[Any], flats: Sequence[Tensor]
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """The chain's forward: ``(z, ladj, saved)``, ``saved`` what :func:`_chain_backward` reads
+    (per layer: input, network input, hidden activations, log-scale, scale, masked weights)."""
+    saved: list[Tensor] = []
+    total: Tensor | None = None
+    for s, flat in zip(specs, flats):
+        n_layers = len(s.shapes)
+        # The cached views, unless called with other parameters than the spec's.
+        views = s.views if flat.data_ptr() == s.flat_ptr else s.split(flat)
+        wm = [w * m for (w, _), m in zip(views[:-1], s.masks[:-1])]
+        w_out, b_out = views[-1]
+        if s.rows is None:
+            wm.append(w_out * s.masks[-1])
+            b = b_out * s.out_scale
+        else:
+            wm.append(w_out.index_select(0, s.rows).mul_(s.masks[-1]))
+            b = b_out.index_select(0, s.rows).mul_(s.out_scale)
+        h = x if context is None else torch.cat([context, x], -1)
+        saved += [x, h]
+        for k in range(n_layers - 1):
+            h = torch.addmm(views[k][1], h, wm[k].T).relu_()
+            saved.append(h)
+        out = torch.addmm(b, h, wm[-1].T)  # (N, 2D): u = 2 raw / bound, and shifts
+        d = s.features
+        if s.rows is None:
+            u, shift = out[:, 0::2], out[:, 1::2]
+        else:
+            u, shift = out[:, :d], out[:, d:]
+        # bound (2 sigmoid(u) - 1), in a buffer of its own (saving a view of ``out``
+        # would keep the shifts alive too); 0-dim tensors (Python floats get wrapped).
+        log_scale = torch.sigmoid(u).mul_(s.ls_scale[0]).sub_(s.ls_scale[1])
+        scale = log_scale.exp()
+        x = torch.addcmul(shift, x, scale)
+        ladj = log_scale.sum(-1)
+        total = ladj if total is None else total.add_(ladj)
+        saved += [log_scale, scale, *wm]
+    assert total is not None
+    return x, total, saved
+
+
+def _chain_backward(
+    specs: list[Any],
+    saved: Sequence[Tensor],
+    grad_z: Tensor | None,
+    grad_ladj: Tensor | None,
+    need_x: bool,
+    need_c: bool,
+    need_flats: list[bool],
+) -> tuple[Tensor | None, Tensor | None, list[Tensor | None]]:
+    """The chain's backward written out: gradients of ``x``, the context and each ``flat``."""
+    x0 = saved[0]
+    if grad_z is None:
+        grad_z = torch.zeros_like(x0)
+    if grad_ladj is None:
+        grad_ladj = x0.new_zeros(x0.shape[0])
+    # Unpack the saved intermediates layer by layer.
+    layers = []
+    pos = 0
+    for s in specs:
+        n_layers = len(s.shapes)
+        x, *acts = saved[pos : pos + 1 + n_layers]
+        pos += 1 + n_layers
+        log_scale, scale = saved[pos], saved[pos + 1]
+        wm = saved[pos + 2 : pos + 2 + n_layers]
+        pos += 2 + n_layers
+        layers.append((x, acts, log_scale, scale, wm))
+    grad_flats: list[Tensor | None] = [None] * len(specs)
+    grad_c: Tensor | None = None
+    gl = grad_ladj.unsqueeze(-1)
+    for i in range(len(specs) - 1, -1, -1):
+        s = specs[i]
+        x, acts, log_scale, scale, wm = layers[i]
+        d, bound, c = s.features, s.bound, s.context
+        n_layers = len(s.shapes)
+        grad_xe = grad_z * scale  # through z = x * scale + shift directly
+        # dL/du = dL/dlog_scale * (bound / 2) * (1 - (log_scale / bound)^2)
+        ds = torch.addcmul(gl * (0.5 * bound), grad_xe, x, value=0.5 * bound)
+        go = x.new_empty(x.shape[0], 2 * d)
+        if s.rows is None:
+            go_u, go_shift = go[:, 0::2], go[:, 1::2]
+        else:
+            go_u, go_shift = go[:, :d], go[:, d:]
+        torch.addcmul(ds, ds * log_scale, log_scale, value=-1.0 / (bound * bound), out=go_u)
+        go_shift.copy_(grad_z)
+        grad_flat = None
+        if need_flats[i]:
+            grad_flat = x.new_empty(sum(s.sizes))
+            pieces = grad_flat.split(s.sizes)
+        deeper = i > 0 or need_x or (c > 0 and need_c)
+        g = go
+        for k in range(n_layers - 1, -1, -1):
+            h = acts[k]
+            if grad_flat is not None:
+                gw, gb = pieces[2 * k].view(s.shapes[k]), pieces[2 * k + 1]
+                if k == n_layers - 1 and s.rows is not None:
+                    # Rows were computed in (raw, shift) order: put them back.
+                    gw.index_copy_(0, s.rows, torch.mm(g.T, h))
+                    gb.index_copy_(0, s.rows, g.sum(0))
+                else:
+                    _mm_t(g.T, h, out=gw)
+                    torch.sum(g, 0, out=gb)
+            if k > 0:
+                g = torch.mm(g, wm[k])
+                torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=g)
+            elif deeper:
+                g = _mm_t(g, wm[0])  # (N, C + D)
+        if grad_flat is not None:
+            grad_flat.mul_(s.grad_scale)  # masks, and the u rows' 2 / bound
+        grad_flats[i] = grad_flat
+        if deeper:
+            grad_z = grad_xe.add_(g[:, c:] if c else g)
+            if c and need_c:
+                grad_c = g[:, :c] if grad_c is None else grad_c + g[:, :c]
+    return (grad_z if need_x else None), grad_c, grad_flats
+
+
 class MadeAffineChain(torch.autograd.Function):
     """``(z, ladj)`` of a chain of masked autoregressive affine layers as one autograd node.
 
@@ -176,43 +295,10 @@ class MadeAffineChain(torch.autograd.Function):
     def forward(
         ctx: Any, x: Tensor, context: Tensor | None, specs: list[AffineLayerSpec], *flats: Tensor
     ) -> tuple[Tensor, Tensor]:
-        saved: list[Tensor] = []
-        total: Tensor | None = None
-        for s, flat in zip(specs, flats):
-            n_layers = len(s.shapes)
-            # The cached views, unless called with other parameters than the spec's.
-            views = s.views if flat.data_ptr() == s.flat_ptr else s.split(flat)
-            wm = [w * m for (w, _), m in zip(views[:-1], s.masks[:-1])]
-            w_out, b_out = views[-1]
-            if s.rows is None:
-                wm.append(w_out * s.masks[-1])
-                b = b_out * s.out_scale
-            else:
-                wm.append(w_out.index_select(0, s.rows).mul_(s.masks[-1]))
-                b = b_out.index_select(0, s.rows).mul_(s.out_scale)
-            h = x if context is None else torch.cat([context, x], -1)
-            saved += [x, h]
-            for k in range(n_layers - 1):
-                h = torch.addmm(views[k][1], h, wm[k].T).relu_()
-                saved.append(h)
-            out = torch.addmm(b, h, wm[-1].T)  # (N, 2D): u = 2 raw / bound, and shifts
-            d = s.features
-            if s.rows is None:
-                u, shift = out[:, 0::2], out[:, 1::2]
-            else:
-                u, shift = out[:, :d], out[:, d:]
-            # bound (2 sigmoid(u) - 1), in a buffer of its own (saving a view of ``out``
-            # would keep the shifts alive too); 0-dim tensors (Python floats get wrapped).
-            log_scale = torch.sigmoid(u).mul_(s.ls_scale[0]).sub_(s.ls_scale[1])
-            scale = log_scale.exp()
-            x = torch.addcmul(shift, x, scale)
-            ladj = log_scale.sum(-1)
-            total = ladj if total is None else total.add_(ladj)
-            saved += [log_scale, scale, *wm]
-        assert total is not None
+        z, total, saved = _chain_forward(x, context, specs, flats)
         ctx.save_for_backward(context, *flats, *saved)
         ctx.specs = specs
-        return x, total
+        return z, total
 
     @staticmethod
     def backward(ctx: Any, grad_z: Tensor | None, grad_ladj: Tensor | None) -> tuple[Any, ...]:
@@ -220,72 +306,17 @@ class MadeAffineChain(torch.autograd.Function):
         if torch.is_grad_enabled():
             return MadeAffineChain._differentiable_backward(ctx, grad_z, grad_ladj)
         saved = ctx.saved_tensors
-        x0 = saved[1 + len(specs)]
-        if grad_z is None:
-            grad_z = torch.zeros_like(x0)
-        if grad_ladj is None:
-            grad_ladj = x0.new_zeros(x0.shape[0])
         needs = ctx.needs_input_grad
-        need_x, need_c = needs[0], needs[1]
-        # Unpack the saved intermediates layer by layer.
-        layers = []
-        pos = 1 + len(specs)
-        for s in specs:
-            n_layers = len(s.shapes)
-            x, *acts = saved[pos : pos + 1 + n_layers]
-            pos += 1 + n_layers
-            log_scale, scale = saved[pos], saved[pos + 1]
-            wm = saved[pos + 2 : pos + 2 + n_layers]
-            pos += 2 + n_layers
-            layers.append((x, acts, log_scale, scale, wm))
-        grad_flats: list[Tensor | None] = [None] * len(specs)
-        grad_c: Tensor | None = None
-        gl = grad_ladj.unsqueeze(-1)
-        for i in range(len(specs) - 1, -1, -1):
-            s = specs[i]
-            x, acts, log_scale, scale, wm = layers[i]
-            d, bound, c = s.features, s.bound, s.context
-            n_layers = len(s.shapes)
-            grad_xe = grad_z * scale  # through z = x * scale + shift directly
-            # dL/du = dL/dlog_scale * (bound / 2) * (1 - (log_scale / bound)^2)
-            ds = torch.addcmul(gl * (0.5 * bound), grad_xe, x, value=0.5 * bound)
-            go = x.new_empty(x.shape[0], 2 * d)
-            if s.rows is None:
-                go_u, go_shift = go[:, 0::2], go[:, 1::2]
-            else:
-                go_u, go_shift = go[:, :d], go[:, d:]
-            torch.addcmul(ds, ds * log_scale, log_scale, value=-1.0 / (bound * bound), out=go_u)
-            go_shift.copy_(grad_z)
-            grad_flat = None
-            if needs[3 + i]:
-                grad_flat = x.new_empty(sum(s.sizes))
-                pieces = grad_flat.split(s.sizes)
-            deeper = i > 0 or need_x or (c > 0 and need_c)
-            g = go
-            for k in range(n_layers - 1, -1, -1):
-                h = acts[k]
-                if grad_flat is not None:
-                    gw, gb = pieces[2 * k].view(s.shapes[k]), pieces[2 * k + 1]
-                    if k == n_layers - 1 and s.rows is not None:
-                        # Rows were computed in (raw, shift) order: put them back.
-                        gw.index_copy_(0, s.rows, torch.mm(g.T, h))
-                        gb.index_copy_(0, s.rows, g.sum(0))
-                    else:
-                        _mm_t(g.T, h, out=gw)
-                        torch.sum(g, 0, out=gb)
-                if k > 0:
-                    g = torch.mm(g, wm[k])
-                    torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=g)
-                elif deeper:
-                    g = _mm_t(g, wm[0])  # (N, C + D)
-            if grad_flat is not None:
-                grad_flat.mul_(s.grad_scale)  # masks, and the u rows' 2 / bound
-            grad_flats[i] = grad_flat
-            if deeper:
-                grad_z = grad_xe.add_(g[:, c:] if c else g)
-                if c and need_c:
-                    grad_c = g[:, :c] if grad_c is None else grad_c + g[:, :c]
-        return (grad_z if need_x else None, grad_c, None, *grad_flats)
+        grad_x, grad_c, grad_flats = _chain_backward(
+            specs,
+            saved[1 + len(specs) :],
+            grad_z,
+            grad_ladj,
+            needs[0],
+            needs[1],
+            list(needs[3:]),
+        )
+        return (grad_x, grad_c, None, *grad_flats)
 
     @staticmethod
     def _differentiable_backward(
