@@ -20,7 +20,6 @@ from flowforge.functional.made_affine import (
     made_affine_inference,
     made_affine_inverse_inference,
 )
-from flowforge.functional.made_affine_op import made_affine_chain_op
 from flowforge.nn.made import MADE
 from flowforge.transforms.elementwise import Affine, Transformer
 from flowforge.transforms.rows import ROW_BUDGET, RowwiseBijection, widest
@@ -87,42 +86,6 @@ class MaskedAutoregressive(RowwiseBijection):
             and not torch._C._are_functorch_transforms_active()
         )
 
-    def _fused_compiled(self, x: Tensor, context: Tensor | None) -> bool:
-        """Whether this call, being compiled, takes the fused chain as one custom op."""
-        return (
-            torch.compiler.is_compiling()
-            and self._fusable()
-            and torch.is_grad_enabled()
-            and x.dim() == 2
-            and (context is None or context.shape == (x.shape[0], self.made.context))
-        )
-
-    def _op_inputs(self) -> tuple[list[Tensor], Tensor, Tensor, Tensor, list[int], float]:
-        """This layer's tensors and metadata for :func:`made_affine_chain_op`: the masks (the
-        output one scaled and in layout order), output scale, gradient multiplier, row
-        order and dimensions, as :class:`AffineLayerSpec` has them. Traced ops on the
-        buffers (exact in any dtype), for the compiled graph."""
-        made = self.made
-        assert isinstance(self.transformer, Affine)
-        bound = self.transformer.bound
-        masks = made.masks()
-        d = made.features
-        u_rows = torch.arange(2 * d, device=masks[-1].device) % 2 == 0
-        ref = masks[-1]
-        scale = torch.where(u_rows, ref.new_tensor(2.0 / bound), ref.new_tensor(1.0))
-        out_mask = masks[-1] * scale[:, None]
-        grad_scale = torch.cat(
-            [t for m in masks[:-1] for t in (m.flatten(), torch.ones_like(m[:, 0]))]
-            + [out_mask.flatten(), scale]
-        )
-        blocked = d >= 32  # as AffineLayerSpec
-        rows = made.param_major_rows if blocked else made.param_major_rows[:0]
-        if blocked:
-            out_mask, scale = out_mask[rows], scale[rows]
-        dims = [d, made.context, len(made.shapes), int(blocked)]
-        dims += [n for shape in made.shapes for n in shape]
-        return [*masks[:-1], out_mask], scale, grad_scale, rows, dims, bound
-
     def _fusable(self) -> bool:
         """An affine transformer on a ReLU MADE: what the fused kernels implement."""
         return type(self.transformer) is Affine and self.made.all_relu
@@ -163,8 +126,7 @@ class MaskedAutoregressive(RowwiseBijection):
         affine layer of this kind and the call trains (eager, with gradients), the whole
         chain is one autograd node; otherwise ``None`` (the chain runs layer by layer).
         """
-        compiled = self._fused_compiled(x, context)
-        if not (compiled or self._fused(x, context)):
+        if not self._fused(x, context):
             return None
         for b in chain:
             if not (
@@ -176,8 +138,6 @@ class MaskedAutoregressive(RowwiseBijection):
                 return None
         batch_shape_of(x, self.event_shape)
         layers: list[MaskedAutoregressive] = chain  # type: ignore[assignment]
-        if compiled:
-            return _compiled_chain(x, context, layers)
         return made_affine_chain(
             x, context, [b._spec() for b in layers], [b.made.flat for b in layers]
         )
@@ -239,8 +199,6 @@ class MaskedAutoregressive(RowwiseBijection):
         return cached
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        if self._fused_compiled(x, context):
-            return _compiled_chain(x, context, [self])
         if self._fused(x, context):
             return made_affine_chain(x, context, [self._spec()], [self.made.flat])
         z, ladj = self.transformer(x, self._params(x, context))
@@ -261,28 +219,6 @@ class MaskedAutoregressive(RowwiseBijection):
             xi, ladj[i] = self.transformer.inverse(z[..., i : i + 1], params)  # (*, 1)
             x = torch.cat([x[..., :i], xi, x[..., i + 1 :]], dim=-1)
         return x, torch.cat(ladj, dim=-1).sum(-1)
-
-
-def _compiled_chain(
-    x: Tensor, context: Tensor | None, layers: list[MaskedAutoregressive]
-) -> tuple[Tensor, Tensor]:
-    """The fused chain as one custom op of a compiled graph (forward and backward)."""
-    masks: list[Tensor] = []
-    scales, grad_scales, rows = [], [], []
-    meta: list[int] = [len(layers)]
-    bounds: list[float] = []
-    for b in layers:
-        m, scale, grad_scale, r, dims, bound = b._op_inputs()
-        masks += m
-        scales.append(scale)
-        grad_scales.append(grad_scale)
-        rows.append(r)
-        meta += dims
-        bounds.append(bound)
-    out = made_affine_chain_op(
-        x, context, [b.made.flat for b in layers], masks, scales, grad_scales, rows, meta, bounds
-    )
-    return out[0], out[1]
 
 
 __all__ = ["MaskedAutoregressive"]
