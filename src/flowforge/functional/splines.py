@@ -7,6 +7,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,11 +36,47 @@ def _knots(raw: Tensor, bound: float, minimum: float) -> Tensor:
     # The shift cancels in the softmax, so it needs no gradient (and no amax backward).
     e = torch.exp(raw - raw.amax(dim=1, keepdim=True).detach())
     frac = minimum + (1.0 - minimum * k) * (e / e.sum(dim=1, keepdim=True))
-    cum = torch.cumsum(frac, dim=1)
-    # Pin both ends exactly to the bounds (cumsum may round): sizes derived from the knots
-    # then satisfy knots[k] + sizes[k] == knots[k + 1] exactly.
+    cum = _partial_sums(frac)
+    # Pin both ends exactly to the bounds: sizes derived from the knots then satisfy
+    # knots[k] + sizes[k] == knots[k + 1] exactly.
     ends = raw.new_full((raw.shape[0], 1, *raw.shape[2:]), bound)
-    return torch.cat([-ends, 2.0 * bound * cum[:, :-1] - bound, ends], dim=1)
+    return torch.cat([-ends, 2.0 * bound * cum - bound, ends], dim=1)
+
+
+def _partial_sums(frac: Tensor) -> Tensor:
+    """The ``K - 1`` interior partial sums ``(S, K - 1, *)`` of ``frac`` ``(S, K, *)``.
+
+    Without autograd, ``K - 2`` slab additions into one buffer: torch.cumsum over a short
+    inner dimension is 2-4x slower (and a product with a triangular matrix of ones slower
+    still inside a flow, where its packing buffers are fresh allocations).
+    """
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and frac.requires_grad):
+        return torch.cumsum(frac, dim=1)[:, :-1]
+    k = frac.shape[1]
+    out = torch.empty_like(frac[:, :-1])
+    if k == 1:
+        return out
+    out[:, 0] = frac[:, 0]
+    for i in range(1, k - 1):
+        torch.add(out[:, i - 1], frac[:, i], out=out[:, i])
+    return out
+
+
+def _suffix_sums(g: Tensor) -> Tensor:
+    """The backward of :func:`_partial_sums`: ``(S, K, *)`` from ``g`` ``(S, K - 1, *)``.
+
+    Entry ``l`` is the sum of ``g[:, i]`` over ``i >= l``; the last entry is zero (the last
+    fraction enters no interior partial sum).
+    """
+    k = g.shape[1] + 1
+    out = g.new_empty((g.shape[0], k, *g.shape[2:]))
+    out[:, k - 1] = 0.0
+    if k == 1:
+        return out
+    out[:, k - 2] = g[:, k - 2]
+    for i in range(k - 3, -1, -1):
+        torch.add(out[:, i + 1], g[:, i], out=out[:, i])
+    return out
 
 
 def _derivatives(raw: Tensor, minimum: float) -> Tensor:
@@ -127,19 +164,57 @@ def _chunked(
     min_height: float,
     min_derivative: float,
 ) -> tuple[Tensor, Tensor]:
-    """The spline of contiguous ``x`` ``(*)`` and ``p`` ``(3K - 1, *)``, chunk by chunk."""
+    """The spline of contiguous ``x`` ``(*)`` and ``p`` ``(3K - 1, *)``, chunk by chunk.
+
+    With gradients (outside ``torch.compile``) each chunk is one :class:`_SplineFunction`
+    node; without, or when compiling (inductor fuses the plain composition), the plain ops.
+    """
     args = (k, bound, inverse, min_width, min_height, min_derivative)
-    n = x.numel()
-    if n <= 2 * CHUNK or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():
         return _spline(x, p, *args)
+    fn = _spline
+    if torch.is_grad_enabled() and (x.requires_grad or p.requires_grad):
+        fn = _SplineFunction.apply  # type: ignore[assignment]
+    n = x.numel()
+    if n <= 2 * CHUNK:
+        return fn(x, p, *args)
     # Large inputs in chunks (every op is elementwise over the batch): several times faster.
     ys, ladjs = zip(
         *(
-            _spline(xc, pc, *args)
+            fn(xc, pc, *args)
             for xc, pc in zip(x.reshape(n).split(CHUNK), p.reshape(p.shape[0], n).split(CHUNK, 1))
         )
     )
     return torch.cat(ys).view(x.shape), torch.cat(ladjs).view(x.shape)
+
+
+def _table(
+    p: Tensor, k: int, bound: float, min_width: float, min_height: float, min_derivative: float
+) -> Tensor:
+    """``(3, K + 1, *)``: x knots, y knots and knot derivatives from ``p`` ``(3K - 1, *)``."""
+    batch = p.shape[1:]
+    # split, not slicing: its backward is one cat, not zero-filled copies of all parameters.
+    raw_wh, raw_d = p.split([2 * k, k - 1])
+    if min_width == min_height:
+        wh = _knots(raw_wh.reshape(2, k, *batch), bound, min_width)  # (2, K+1, *)
+    else:
+        wh = torch.cat(
+            [
+                _knots(r.unsqueeze(0), bound, m)
+                for r, m in zip(raw_wh.split(k), (min_width, min_height))
+            ]
+        )
+    deriv = _derivatives(raw_d, min_derivative)  # (K+1, *)
+    return torch.cat([wh, deriv.unsqueeze(0)])
+
+
+def _bin(x: Tensor, table: Tensor, bound: float, inverse: bool) -> tuple[Tensor, Tensor]:
+    """Bin index ``(1, *)`` of each input and the ``(3, 2, *)`` gather index of its ends."""
+    knots_in = table[1 if inverse else 0, 1:-1]  # (K-1, *)
+    # Bin index in [0, K-1]: the number of interior knots at or below the (clamped) input.
+    idx = (x.clamp(-bound, bound).unsqueeze(0) >= knots_in).sum(dim=0, keepdim=True)
+    # One gather of both ends of the bin, for the x knots, y knots and derivatives.
+    return idx, torch.cat([idx, idx + 1]).unsqueeze(0).expand(3, 2, *x.shape)
 
 
 def _spline(
@@ -153,29 +228,17 @@ def _spline(
     min_derivative: float,
 ) -> tuple[Tensor, Tensor]:
     """The spline of :func:`rational_quadratic_spline` on one chunk; ``p`` is ``(3K - 1, *)``."""
-    batch = x.shape
-    # split, not slicing: its backward is one cat, not zero-filled copies of all parameters.
-    raw_wh, raw_d = p.split([2 * k, k - 1])
-    if min_width == min_height:
-        wh = _knots(raw_wh.reshape(2, k, *batch), bound, min_width)  # (2, K+1, *)
-    else:
-        wh = torch.cat(
-            [
-                _knots(r.unsqueeze(0), bound, m)
-                for r, m in zip(raw_wh.split(k), (min_width, min_height))
-            ]
-        )
-    deriv = _derivatives(raw_d, min_derivative)  # (K+1, *)
-    table = torch.cat([wh, deriv.unsqueeze(0)])  # (3, K+1, *): x knots, y knots, derivatives
+    table = _table(p, k, bound, min_width, min_height, min_derivative)
+    _, both = _bin(x, table, bound, inverse)
+    ends = table.gather(1, both)  # (3, 2, *): x0, x1, y0, y1, d0, d1
+    return _in_bin(x, ends, bound, inverse)
 
+
+def _in_bin(x: Tensor, ends: Tensor, bound: float, inverse: bool) -> tuple[Tensor, Tensor]:
+    """The spline of ``x`` given the ends ``(3, 2, *)`` of its bin: ``(y, ladj)``."""
+    x0, x1, y0, y1, d0, d1 = ends.flatten(0, 1).unbind(0)  # each (*)
     inside = (x >= -bound) & (x <= bound)
     xc = x.clamp(-bound, bound)
-    knots_in = table[1 if inverse else 0, 1:-1]  # (K-1, *)
-    # Bin index in [0, K-1]: the number of interior knots at or below the input.
-    idx = (xc.unsqueeze(0) >= knots_in).sum(dim=0, keepdim=True)  # (1, *)
-    # One gather of both ends of the bin, for the x knots, y knots and derivatives.
-    both = torch.cat([idx, idx + 1]).unsqueeze(0).expand(3, 2, *batch)  # (3, 2, *)
-    x0, x1, y0, y1, d0, d1 = table.gather(1, both).flatten(0, 1).unbind(0)  # each (*)
     w, h = x1 - x0, y1 - y0
     s = h / w
     curv = d0 + d1 - 2.0 * s
@@ -211,6 +274,140 @@ def _spline(
     y = torch.where(inside, out, x)
     ladj = torch.where(inside, ladj, torch.zeros_like(ladj))
     return y, ladj
+
+
+def _in_bin_backward(
+    x: Tensor, ends: Tensor, bound: float, gy: Tensor, gl: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Gradients of the forward :func:`_in_bin` w.r.t. ``x`` and ``ends``, written out.
+
+    With ``theta = (x - x0) / w``, ``s = h / w``, ``t = theta (1 - theta)``,
+    ``den = s + (d0 + d1 - 2 s) t``, ``num = s theta^2 + d0 t`` and
+    ``m = d1 theta^2 + 2 s t + d0 (1 - theta)^2``: ``y = y0 + h num / den`` and
+    ``ladj = 2 log s + log m - 2 log den``.
+    """
+    x0, x1, y0, y1, d0, d1 = ends.flatten(0, 1).unbind(0)
+    inside = (x >= -bound) & (x <= bound)
+    zero = gy.new_zeros(())
+    gyi = torch.where(inside, gy, zero)
+    gli = torch.where(inside, gl, zero)
+    w, h = x1 - x0, y1 - y0
+    s = h / w
+    raw = (x.clamp(-bound, bound) - x0) / w
+    theta = raw.clamp(0.0, 1.0)
+    omt = 1.0 - theta
+    t = theta * omt
+    curv = d0 + d1 - 2.0 * s
+    den = s + curv * t
+    num = s * theta.square() + d0 * t
+    m = d1 * theta.square() + 2.0 * s * t + d0 * omt.square()
+    r = 1.0 / den
+    g_num = gyi * h * r
+    g_den = -(g_num * num + 2.0 * gli) * r
+    g_m = gli / m
+    dt = omt - theta  # dt / dtheta
+    g_theta = (
+        g_num * (2.0 * s * theta + d0 * dt)
+        + g_den * curv * dt
+        + 2.0 * g_m * (d1 * theta + s * dt - d0 * omt)
+    )
+    # clamp(0, 1) passes the gradient only inside [0, 1] (rounding can step just outside).
+    g_theta = torch.where((raw >= 0.0) & (raw <= 1.0), g_theta, zero)
+    g_s = g_num * theta.square() + g_den * (1.0 - 2.0 * t) + 2.0 * (g_m * t + gli / s)
+    g_d0 = (g_num + g_den) * t + g_m * omt.square()
+    g_d1 = g_den * t + g_m * theta.square()
+    g_h = gyi * num * r + g_s / w
+    g_w = -(g_s * s + g_theta * theta) / w
+    g_x0 = -g_theta / w - g_w
+    g_ends = torch.stack([g_x0, g_w, gyi - g_h, g_h, g_d0, g_d1]).view(ends.shape)
+    gx = torch.where(inside, g_theta / w, gy)
+    return gx, g_ends
+
+
+class _SplineFunction(torch.autograd.Function):
+    """One chunk of the spline as one autograd node that saves little.
+
+    Through plain autograd the spline keeps ~30 intermediates alive until the backward, many
+    of them ``K + 1`` floats per element. This node saves ``x``, the raw parameters, each
+    input's bin and the six values at its ends. The backward differentiates the in-bin part
+    (recomputed from those six values, a few elementwise ops) by autograd and writes the rest
+    out: the ends' gradients scattered to their knots, the cumulative sum's backward (a
+    reversed cumulative sum), the softmax's and the softplus's. Under ``create_graph`` it
+    differentiates the whole composition instead, so higher derivatives stay exact.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        p: Tensor,
+        k: int,
+        bound: float,
+        inverse: bool,
+        min_width: float,
+        min_height: float,
+        min_derivative: float,
+    ) -> tuple[Tensor, Tensor]:
+        table = _table(p, k, bound, min_width, min_height, min_derivative)
+        idx, both = _bin(x, table, bound, inverse)
+        ends = table.gather(1, both)
+        del table
+        ctx.args = (k, bound, inverse, min_width, min_height, min_derivative)
+        ctx.save_for_backward(x, p, idx, ends)
+        return _in_bin(x, ends, bound, inverse)
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor, gl: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, p, idx, ends = ctx.saved_tensors
+        k, bound, inverse, min_width, min_height, min_derivative = ctx.args
+        need_x, need_p = ctx.needs_input_grad[:2]
+        none = (None,) * len(ctx.args)
+        if torch.is_grad_enabled():  # create_graph: differentiate the whole composition
+            with torch.enable_grad():
+                inputs = [t for t, need in ((x, need_x), (p, need_p)) if need]
+                out = _spline(x, p, *ctx.args)
+                grads = iter(torch.autograd.grad(out, inputs, (gy, gl), create_graph=True))
+            return (next(grads) if need_x else None, next(grads) if need_p else None, *none)
+        if inverse:
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(need_x)
+                eg = ends.detach().requires_grad_(need_p)
+                inputs = [t for t, need in ((xg, need_x), (eg, need_p)) if need]
+                grads = iter(torch.autograd.grad(_in_bin(xg, eg, bound, inverse), inputs, (gy, gl)))
+            gx = next(grads) if need_x else None
+            g_ends = next(grads) if need_p else None
+        else:
+            gx, g_ends = _in_bin_backward(x, ends, bound, gy, gl)
+        if not need_p:
+            return (gx if need_x else None, None, *none)
+        assert g_ends is not None
+        batch = x.shape
+        # Scatter the ends' gradients to their knots; the outer knots and end derivatives are
+        # constants, so only the K - 1 interior entries of each row carry gradient.
+        g_table = g_ends.new_zeros((3, k + 1, *batch))
+        g_table.scatter_add_(1, torch.cat([idx, idx + 1]).unsqueeze(0).expand(3, 2, *batch), g_ends)
+        g_inner = g_table[:, 1:k]  # (3, K-1, *)
+        raw_wh, raw_d = p.split([2 * k, k - 1])
+        # Derivatives: minimum + softplus(raw + shift); softplus' = sigmoid.
+        shift = math.log(math.expm1(1.0 - min_derivative))
+        g_d = g_inner[2] * torch.sigmoid(raw_d + shift)
+        # Knots: knot j (1 <= j < K) = 2 bound cumsum(frac)[j - 1] - bound, so the fractions'
+        # gradient is 2 bound times the reversed cumulative sum of the interior knots'
+        # gradients (the last fraction only moves the pinned end: no gradient).
+        g_wh_frac = _suffix_sums(g_inner[:2])  # (2, K, *)
+        raw2 = raw_wh.reshape(2, k, *batch)
+        e = torch.exp(raw2 - raw2.amax(dim=1, keepdim=True))
+        sm = e.div_(e.sum(dim=1, keepdim=True))  # (2, K, *)
+        # frac = minimum + (1 - minimum K) softmax; softmax backward: sm (g - <g, sm>).
+        scale = [2.0 * bound * (1.0 - m * k) for m in (min_width, min_height)]
+        if scale[0] == scale[1]:
+            g_frac = g_wh_frac * scale[0]
+        else:
+            g_frac = g_wh_frac * g_wh_frac.new_tensor(scale).view(2, 1, *([1] * len(batch)))
+        dot = (g_frac * sm).sum(dim=1, keepdim=True)
+        g_raw = sm.mul_(g_frac.sub_(dot))
+        gp = torch.cat([g_raw.reshape(2 * k, *batch), g_d])
+        return (gx, gp, *none)
 
 
 __all__ = ["rational_quadratic_spline"]
