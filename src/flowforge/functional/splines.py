@@ -174,7 +174,7 @@ def _chunked(
         return _spline(x, p, *args)
     fn = _spline
     if torch.is_grad_enabled() and (x.requires_grad or p.requires_grad):
-        fn = _SplineFunction.apply  # type: ignore[assignment]
+        fn = _SplineFunction.apply
     n = x.numel()
     if n <= 2 * CHUNK:
         return fn(x, p, *args)
@@ -337,7 +337,7 @@ class _SplineFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         x: Tensor,
         p: Tensor,
@@ -357,7 +357,7 @@ class _SplineFunction(torch.autograd.Function):
         return _in_bin(x, ends, bound, inverse)
 
     @staticmethod
-    def backward(ctx: Any, gy: Tensor, gl: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, gy: Tensor, gl: Tensor) -> tuple[Tensor | None, ...]:
         x, p, idx, ends = ctx.saved_tensors
         k, bound, inverse, min_width, min_height, min_derivative = ctx.args
         need_x, need_p = ctx.needs_input_grad[:2]
