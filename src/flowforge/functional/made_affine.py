@@ -71,15 +71,15 @@ def made_affine_reference(
     return x * torch.exp(log_scale) + h[:, d:], log_scale.sum(-1)
 
 
-def _mm_t(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+def _mm_t(a: Tensor, b: Tensor, out: Tensor | None = None, narrow: int = 64) -> Tensor:
     """``a @ b``, computed as ``(b.T @ a.T).T`` when the result has few columns.
 
     BLAS products whose output has a handful of columns (the gradients of a MADE's first
     layer: ``D`` columns) run several times below peak; the transposed product is the same
-    arithmetic with a wide output (4x faster at ``D = 8``). Without ``out`` the result may
-    be a transposed view.
+    arithmetic with a wide output (4x faster at ``D = 8``). "Few" is fewer than ``narrow``.
+    Without ``out`` the result may be a transposed view.
     """
-    if b.shape[1] < a.shape[0] and b.shape[1] < 64:
+    if b.shape[1] < a.shape[0] and b.shape[1] < narrow:
         if out is None:
             return torch.mm(b.T, a.T).T
         out.copy_(torch.mm(b.T, a.T).T)

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowforge.core.bijection import batch_shape_of
+from flowforge.core.bijection import Bijection, batch_shape_of
+from flowforge.functional.coupling_chain import CouplingStep, Step, coupling_chain
 from flowforge.functional.coupling_inference import coupling_inference
 from flowforge.nn.mlp import MLP
 from flowforge.transforms.elementwise import Additive, Affine, Transformer
+from flowforge.transforms.permutation import Permutation
 from flowforge.transforms.rows import ROW_BUDGET, RowwiseBijection, widest
 
 
@@ -91,6 +93,79 @@ class Coupling(RowwiseBijection):
         nb = self.idx_b.numel()
         return self.net(h).unflatten(-1, (nb, self.transformer.params_per_dim))  # (*, |B|, P)
 
+    def _fusable(self) -> bool:
+        """What the fused kernels implement: a prefix identity part, a ReLU
+        :class:`~flowforge.nn.MLP` and an affine or additive transformer."""
+        net = self.net
+        return (
+            self.split is not None
+            and type(self.transformer) in (Affine, Additive)
+            and isinstance(net, MLP)
+            and all(type(a) is nn.ReLU for a in net.activations)
+        )
+
+    def _step(self) -> CouplingStep:
+        """This layer as a step of the fused chain (its parameters: ``net.flat``)."""
+        assert self.split is not None and isinstance(self.net, MLP)
+        t = self.transformer
+        return CouplingStep(
+            self.split,
+            self.context,
+            tuple(self.net.shapes),
+            t.bound if isinstance(t, Affine) else None,
+        )
+
+    def _fused(self, x: Tensor, context: Tensor | None) -> bool:
+        """Whether this call trains through the fused chain (eager, with gradients).
+
+        Inductor fuses the composition by itself, and without gradients the inference
+        kernel applies instead.
+        """
+        return (
+            torch.is_grad_enabled()
+            and self._fusable()
+            and x.dim() == 2
+            and (context is None or context.shape == (x.shape[0], self.context))
+            and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active()
+        )
+
+    def chain_forward(
+        self, chain: list[Bijection], x: Tensor, context: Tensor | None
+    ) -> tuple[Tensor, Tensor] | None:
+        """``forward`` of a chain starting with this layer, its fusable run as one node.
+
+        Called by :class:`~flowforge.Compose` when training (eager, with gradients): the
+        longest run of fusable coupling layers (same size and context) and permutations
+        from the start of ``chain`` is one autograd node (:class:`CouplingChain`); the
+        bijections after it (a NICE's final scaling, say) run one by one. ``None`` when
+        this call does not train through the fused chain.
+        """
+        if not self._fused(x, context):
+            return None
+        d = self.event_shape[0]
+        steps: list[Step] = []
+        flats: list[Tensor] = []
+        for b in chain:
+            if (
+                type(b) is Coupling
+                and b._fusable()
+                and b.event_shape == self.event_shape
+                and b.context == self.context
+            ):
+                steps.append(b._step())
+                flats.append(b.net.flat)  # type: ignore[arg-type]
+            elif isinstance(b, Permutation) and b.perm.shape == (d,):
+                steps.append((b.perm, b.inv_perm))
+            else:
+                break
+        batch_shape_of(x, self.event_shape)
+        z, total = coupling_chain(x, context, steps, flats)
+        for b in chain[len(steps) :]:
+            z, ladj = b(z, context)
+            total = total + ladj
+        return z, total
+
     def _inference(
         self, x: Tensor, context: Tensor | None, inverse: bool
     ) -> tuple[Tensor, Tensor] | None:
@@ -100,10 +175,7 @@ class Coupling(RowwiseBijection):
         net = self.net
         if (
             torch.is_grad_enabled()
-            or self.split is None
-            or type(t) not in (Affine, Additive)
-            or not isinstance(net, MLP)
-            or not all(type(a) is nn.ReLU for a in net.activations)
+            or not self._fusable()
             or x.dim() != 2
             or (context is not None and context.shape != (x.shape[0], self.context))
             or torch.compiler.is_compiling()
@@ -111,6 +183,7 @@ class Coupling(RowwiseBijection):
         ):
             return None
         batch_shape_of(x, self.event_shape)
+        assert self.split is not None and isinstance(net, MLP)
         bound = t.bound if isinstance(t, Affine) else None
         chunk = max(256, ROW_BUDGET // self._width)
         return coupling_inference(x, context, self.split, net.layers(), bound, inverse, chunk)
@@ -124,6 +197,8 @@ class Coupling(RowwiseBijection):
         return out if out is not None else super().inverse(z, context)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        if self._fused(x, context):
+            return coupling_chain(x, context, [self._step()], [self.net.flat])  # type: ignore[list-item]
         a, b = self._parts(x)
         zb, ladj = self.transformer(b, self._params(a, context))
         return self._join(a, zb), ladj.sum(-1)
