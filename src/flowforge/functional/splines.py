@@ -1,5 +1,10 @@
 """Monotonic rational-quadratic splines with identity (linear) tails.
 
+With gradients (eager), each chunk of the spline is one autograd node with a written-out
+backward that keeps ~33 floats per element at 8 bins (the plain composition keeps several
+times more until the backward); without gradients, or under ``torch.compile`` (inductor fuses
+the composition), the plain ops. Both give the same values and gradients (tested in float64).
+
 References:
     Durkan, Bekasov, Murray, Papamakarios (2019). Neural Spline Flows. arXiv:1906.04032.
 """
