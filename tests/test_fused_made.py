@@ -149,3 +149,23 @@ def test_forward_dim_computes_only_what_each_dimension_needs(
     if not context:
         assert first == (0,) * len(hidden)
     assert [len(o) for o in orders] == list(hidden)
+
+
+@pytest.mark.parametrize("inputs", [3, 8, 40])
+@pytest.mark.parametrize("bias", [True, False])
+def test_compiled_linear_equals_linear(inputs: int, bias: bool) -> None:
+    # The compiled graph's form of a linear layer (a transposed contiguous weight for narrow
+    # layers): same values and gradients as F.linear, in float64.
+    from flowforge.nn.mlp import compiled_linear
+
+    torch.manual_seed(inputs)
+    x = torch.randn(7, inputs, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, inputs, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True) if bias else None
+    ins = [t for t in (x, w, b) if t is not None]
+    got = compiled_linear(x, w, b)
+    want = torch.nn.functional.linear(x, w, b)
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(got)
+    for a, c in zip(torch.autograd.grad(got, ins, g), torch.autograd.grad(want, ins, g)):
+        torch.testing.assert_close(a, c)

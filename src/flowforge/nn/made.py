@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowforge.nn.mlp import compiled_linear
+
 
 class MaskedLinear(nn.Linear):
     """A linear layer whose weight is multiplied by a fixed binary mask.
@@ -275,7 +277,7 @@ class MADE(nn.Module):
         """The hidden layers: ``h`` ``(*, C + D)`` to the last hidden activations."""
         inplace = not torch.compiler.is_compiling()
         for (w, b, m), act in zip(layers, self.activations):
-            h = F.linear(h, w * m, b)
+            h = compiled_linear(h, w * m, b) if not inplace else F.linear(h, w * m, b)
             # ReLU in place on the linear layer's fresh output (its backward does not need
             # it): no new buffer, and the write stays in cache.
             h = torch.relu_(h) if inplace and type(act) is nn.ReLU else act(h)

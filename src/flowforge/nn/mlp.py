@@ -10,6 +10,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def compiled_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """``F.linear(x, w, b)`` as traced under ``torch.compile``.
+
+    A layer with few inputs (a MADE's or coupling network's first layer at small ``D``)
+    gets its weight as a contiguous transposed copy: the weight's gradient is then the
+    product ``x.T @ grad``, with a wide output, instead of ``grad.T @ x``, whose output has
+    a handful of columns and runs several times below the matmul rate in BLAS (the
+    compiled graph otherwise computes the latter).
+    """
+    if w.shape[1] >= 16:
+        return F.linear(x, w, b)
+    out = x @ w.t().contiguous()
+    return out if b is None else out + b
+
+
 class MLP(nn.Module):
     """A fully connected network ``in -> hidden... -> out``.
 
@@ -70,7 +85,7 @@ class MLP(nn.Module):
         layers = self.layers()
         inplace = not torch.compiler.is_compiling()
         for (w, b), act in zip(layers, self.activations):
-            h = F.linear(x, w, b)
+            h = F.linear(x, w, b) if inplace else compiled_linear(x, w, b)
             # ReLU in place on the linear layer's fresh output (its backward does not need it).
             x = torch.relu_(h) if inplace and type(act) is nn.ReLU else act(h)
         w, b = layers[-1]
