@@ -11,6 +11,7 @@ References:
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -56,7 +57,11 @@ def _partial_sums(frac: Tensor) -> Tensor:
     still inside a flow, where its packing buffers are fresh allocations).
     """
     if torch.compiler.is_compiling() or (torch.is_grad_enabled() and frac.requires_grad):
-        return torch.cumsum(frac, dim=1)[:, :-1]
+        # Differentiable: a chain of slab additions, which inductor fuses into one kernel
+        # (an extern cumsum would be two calls per layer in the compiled step).
+        if frac.shape[1] == 1:
+            return frac[:, :0]
+        return torch.stack(list(itertools.accumulate(frac[:, :-1].unbind(1))), dim=1)
     k = frac.shape[1]
     out = torch.empty_like(frac[:, :-1])
     if k == 1:
