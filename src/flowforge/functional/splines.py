@@ -183,7 +183,11 @@ def _chunked(
     if torch.compiler.is_compiling():
         return _spline(x, p, *args)
     fn = _spline
-    if torch.is_grad_enabled() and (x.requires_grad or p.requires_grad):
+    if (
+        torch.is_grad_enabled()
+        and (x.requires_grad or p.requires_grad)
+        and not torch._C._are_functorch_transforms_active()  # torch.func: plain ops
+    ):
         fn = _SplineFunction.apply
     n = x.numel()
     if n <= 2 * CHUNK:
