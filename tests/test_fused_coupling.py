@@ -191,3 +191,20 @@ def test_extreme_inputs_stay_finite() -> None:
     lp.sum().backward()
     assert torch.isfinite(lp).all()
     assert all(torch.isfinite(p.grad).all() for p in flow.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("name", ["RealNVP", "NICE", "MAF", "NSF"])
+def test_torch_func_through_a_preset(name: str) -> None:
+    # torch.func cannot trace the fused autograd nodes; under its transforms every preset
+    # takes its plain ops, with the same derivatives as autograd.
+    torch.manual_seed(0)
+    flow = getattr(ff.flows, name)(features=3, transforms=2, hidden=(8,)).double()
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.normal_(0.0, 0.3)
+    x = torch.randn(3, dtype=torch.float64)
+
+    def lp(x: torch.Tensor) -> torch.Tensor:
+        return flow.log_prob(x.unsqueeze(0))[0]
+
+    torch.testing.assert_close(torch.func.jacrev(lp)(x), torch.autograd.functional.jacobian(lp, x))
