@@ -47,7 +47,7 @@ class Flow(nn.Module):
             )
         self.bijection = bijection
         self.base = base
-        self.context_features = int(context)
+        self.context = int(context)
 
     @property
     def event_shape(self) -> Shape:
@@ -56,7 +56,7 @@ class Flow(nn.Module):
 
     # ------------------------------------------------------------------ checks
     def _check_context(self, context: Tensor | None) -> None:
-        c = self.context_features
+        c = self.context
         if c == 0 and context is not None:
             raise ValueError(
                 f"this flow is unconditional (context=0) but got a context of shape "

@@ -152,7 +152,7 @@ class ConditionalDiagNormal(BaseDistribution):
             nn.init.zeros_(lin.bias)
             net = lin
         self.net = net
-        self.context_features = context
+        self.context = int(context)
 
     def _ref(self) -> Tensor:
         return next(self.net.parameters())
