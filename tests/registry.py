@@ -98,6 +98,18 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "logit-image": lambda: Case(T.Logit(1e-6, (1, 3, 3)), sample=lambda n: _unit(n, (1, 3, 3))),
     "standardize": lambda: Case(T.Standardize(torch.randn(D), torch.rand(D) + 0.5)),
     "compose": lambda: Case(ff.Compose([T.LULinear(D), _ma(T.Affine()), T.ReversePermutation(D)])),
+    "reshape": lambda: Case(T.Reshape((2, 3, 2), (3, 4))),
+    "compose-reshaping": lambda: Case(
+        ff.Compose(
+            [
+                T.ActNorm((2, 3, 2)),
+                T.Reshape((2, 3, 2), (12,)),
+                T.LULinear(12),
+                T.Reshape((12,), (3, 4)),
+                T.ActNorm((3, 4)),
+            ]
+        )
+    ),
     "preset-nice": lambda: Case(ff.flows.NICE(D, context=C, transforms=2, hidden=H).bijection, C),
     "preset-realnvp": lambda: Case(
         ff.flows.RealNVP(D, context=C, transforms=2, hidden=H).bijection, C

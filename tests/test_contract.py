@@ -86,6 +86,25 @@ def test_dtype_kept(name: str, inverted: bool, dtype: torch.dtype) -> None:
     assert z.device == x.device
 
 
+@pytest.mark.parametrize(("name", "inverted"), PARAMS, ids=IDS)
+def test_shapes_match_the_tensors(name: str, inverted: bool) -> None:
+    b, x, c = _setup(name, inverted, n=4)
+    data, latent = b.event_shape, b.forward_shape(b.event_shape)
+    assert tuple(x.shape[1:]) == data
+    assert b.inverse_shape(latent) == data
+    assert b.inv.event_shape == latent
+    assert b.inv.forward_shape(latent) == data and b.inv.inverse_shape(data) == latent
+    with torch.no_grad():
+        z, ladj = b(x, c)
+        x2, ladj2 = b.inverse(z, c)
+    assert tuple(z.shape) == (4, *latent), (tuple(z.shape), latent)
+    assert tuple(x2.shape) == (4, *data) and ladj.shape == ladj2.shape == (4,)
+    # Inputs of the wrong event shape are refused, naming the expected shape.
+    wrong = torch.zeros(4, *data[:-1], data[-1] + 1, dtype=x.dtype)
+    with pytest.raises(ValueError, match="expected"):
+        b(wrong, c)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_inverse_of_inverse_is_self(name: str) -> None:
     b = REGISTRY[name]().bijection

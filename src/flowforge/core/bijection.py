@@ -102,7 +102,8 @@ class Inverse(Bijection):
     """
 
     def __init__(self, bijection: Bijection) -> None:
-        super().__init__(bijection.inverse_shape(bijection.event_shape))
+        # The data of the inverse is the latent of the bijection.
+        super().__init__(bijection.forward_shape(bijection.event_shape))
         self.bijection = bijection
         self.__dict__["_inverse_wrapper"] = bijection
 
@@ -152,7 +153,11 @@ class Compose(Bijection):
     a MAF's affine layers train as one autograd node).
 
     Args:
-        bijections: the bijections, first applied first in ``forward``.
+        bijections: the bijections, first applied first in ``forward``; each one's
+            ``event_shape`` must be the previous one's output shape (``forward_shape``).
+
+    Raises:
+        ValueError: if the chain is empty or two neighbours' shapes do not match.
 
     Example:
         >>> import torch, flowforge as ff
@@ -165,6 +170,15 @@ class Compose(Bijection):
     def __init__(self, bijections: Sequence[Bijection]) -> None:
         if len(bijections) == 0:
             raise ValueError("Compose needs at least one bijection, got none")
+        for i in range(1, len(bijections)):
+            prev, b = bijections[i - 1], bijections[i]
+            out = tuple(prev.forward_shape(prev.event_shape))
+            if tuple(b.event_shape) != out:
+                raise ValueError(
+                    f"Compose: bijection {i} ({type(b).__name__}) takes events of shape "
+                    f"{tuple(b.event_shape)}, but bijection {i - 1} ({type(prev).__name__}) "
+                    f"outputs events of shape {out}"
+                )
         super().__init__(bijections[0].event_shape)
         self.bijections = nn.ModuleList(bijections)
 

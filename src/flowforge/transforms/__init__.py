@@ -7,6 +7,7 @@ from flowforge.transforms.logit import Logit
 from flowforge.transforms.lu import LULinear
 from flowforge.transforms.normalization import ActNorm, BatchNorm
 from flowforge.transforms.permutation import Permutation, RandomPermutation, ReversePermutation
+from flowforge.transforms.reshape import Reshape
 from flowforge.transforms.standardize import Standardize
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Permutation",
     "RandomPermutation",
     "RationalQuadraticSpline",
+    "Reshape",
     "ReversePermutation",
     "Standardize",
     "Transformer",

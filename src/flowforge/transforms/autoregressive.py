@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from flowforge.core.bijection import Bijection, batch_shape_of
+from flowforge.functional.dispatch import eager_kernels_allowed
 from flowforge.functional.made_affine import (
     AffineLayerSpec,
     made_affine_chain,
@@ -49,6 +50,10 @@ class MaskedAutoregressive(RowwiseBijection):
     """
 
     def __init__(self, transformer: Transformer, made: MADE) -> None:
+        if not isinstance(made, MADE):
+            raise TypeError(
+                f"expected made to be a flowforge.nn.MADE (or a subclass), got {type(made).__name__}"
+            )
         if made.params_per_dim != transformer.params_per_dim:
             raise ValueError(
                 f"the MADE outputs {made.params_per_dim} parameters per dimension but the "
@@ -60,6 +65,11 @@ class MaskedAutoregressive(RowwiseBijection):
         self._width = widest(made, made.features * made.params_per_dim)
 
     def _params(self, x: Tensor, context: Tensor | None) -> Tensor:
+        if type(self.made) is not MADE:
+            # A subclass may override forward: only its documented interface is used.
+            return self.made(x, context).unflatten(
+                -1, (self.made.features, self.made.params_per_dim)
+            )
         if self.transformer.param_major:
             return self.made(x, context, param_major=True)
         if self.transformer.param_blocked and torch.compiler.is_compiling():
@@ -82,13 +92,14 @@ class MaskedAutoregressive(RowwiseBijection):
             and torch.is_grad_enabled()
             and x.dim() == 2
             and (context is None or context.shape == (x.shape[0], self.made.context))
-            and not torch.compiler.is_compiling()
-            and not torch._C._are_functorch_transforms_active()
+            and eager_kernels_allowed()
         )
 
     def _fusable(self) -> bool:
-        """An affine transformer on a ReLU MADE: what the fused kernels implement."""
-        return type(self.transformer) is Affine and self.made.all_relu
+        """Exactly an affine transformer on exactly a ReLU :class:`~flowforge.nn.MADE`: what
+        the fused kernels implement (a subclass may override ``forward``, so it runs as a
+        module)."""
+        return type(self.transformer) is Affine and type(self.made) is MADE and self.made.all_relu
 
     def _spec(self) -> AffineLayerSpec:
         """The fused layer's constants (views of the parameters, scaled masks), cached.
@@ -145,12 +156,10 @@ class MaskedAutoregressive(RowwiseBijection):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if (
             not torch.is_grad_enabled()
-            and type(self.transformer) is Affine
-            and self.made.all_relu
+            and self._fusable()
             and x.dim() == 2
             and (context is None or context.shape == (x.shape[0], self.made.context))
-            and not torch.compiler.is_compiling()
-            and not torch._C._are_functorch_transforms_active()
+            and eager_kernels_allowed()
         ):
             # Eager inference of an affine layer: masked weights formed once, row chunks
             # through reused cache-sized buffers, in-place elementwise work.
@@ -174,8 +183,7 @@ class MaskedAutoregressive(RowwiseBijection):
             and self._fusable()
             and z.dim() == 2
             and (context is None or context.shape == (z.shape[0], self.made.context))
-            and not torch.compiler.is_compiling()
-            and not torch._C._are_functorch_transforms_active()
+            and eager_kernels_allowed()
         ):
             # Eager D-pass inversion of an affine layer without gradients (MAF sampling,
             # IAF density): weights formed once per call, x updated in place.
@@ -213,9 +221,13 @@ class MaskedAutoregressive(RowwiseBijection):
         # the parameters of that one dimension only (the MADE's output layer is the bulk of
         # the work for splines), and inserts the column out of place, so gradients flow.
         # Each pass computes only the hidden units its dimension depends on (MADE.unit_plan).
-        layers = self.made.sorted_layers()
+        exact = type(self.made) is MADE  # a subclass runs its own forward, whole
+        layers = self.made.sorted_layers() if exact else []
         for i in self._order():
-            params = self.made.forward_dim(x, context, i, layers).unsqueeze(-2)  # (*, 1, P)
+            if exact:
+                params = self.made.forward_dim(x, context, i, layers).unsqueeze(-2)  # (*, 1, P)
+            else:
+                params = self._params(x, context)[..., i : i + 1, :]  # (*, 1, P)
             xi, ladj[i] = self.transformer.inverse(z[..., i : i + 1], params)  # (*, 1)
             x = torch.cat([x[..., :i], xi, x[..., i + 1 :]], dim=-1)
         return x, torch.cat(ladj, dim=-1).sum(-1)

@@ -15,10 +15,18 @@ from torch import Tensor, nn
 from flowforge.core.bijection import Bijection, batch_shape_of
 from flowforge.functional.coupling_chain import CouplingStep, Step, coupling_chain
 from flowforge.functional.coupling_inference import coupling_inference
+from flowforge.functional.dispatch import eager_kernels_allowed
 from flowforge.nn.mlp import MLP
 from flowforge.transforms.elementwise import Additive, Affine, Transformer
-from flowforge.transforms.permutation import Permutation
+from flowforge.transforms.permutation import (
+    Permutation,
+    RandomPermutation,
+    ReversePermutation,
+)
 from flowforge.transforms.rows import ROW_BUDGET, RowwiseBijection, widest
+
+# The permutations the fused chain implements (exact types: a subclass may override forward).
+KERNEL_PERMUTATIONS = (Permutation, ReversePermutation, RandomPermutation)
 
 
 class Coupling(RowwiseBijection):
@@ -94,13 +102,15 @@ class Coupling(RowwiseBijection):
         return self.net(h).unflatten(-1, (nb, self.transformer.params_per_dim))  # (*, |B|, P)
 
     def _fusable(self) -> bool:
-        """What the fused kernels implement: a prefix identity part, a ReLU
-        :class:`~flowforge.nn.MLP` and an affine or additive transformer."""
+        """Whether the fused kernels implement this layer exactly: a prefix identity part,
+        a network that is exactly a ReLU :class:`~flowforge.nn.MLP` (a subclass may
+        override ``forward``, so it runs as a module) and exactly an affine or additive
+        transformer. Anything else runs the plain module path."""
         net = self.net
         return (
             self.split is not None
             and type(self.transformer) in (Affine, Additive)
-            and isinstance(net, MLP)
+            and type(net) is MLP
             and all(type(a) is nn.ReLU for a in net.activations)
         )
 
@@ -126,8 +136,7 @@ class Coupling(RowwiseBijection):
             and self._fusable()
             and x.dim() == 2
             and (context is None or context.shape == (x.shape[0], self.context))
-            and not torch.compiler.is_compiling()
-            and not torch._C._are_functorch_transforms_active()
+            and eager_kernels_allowed()
         )
 
     def chain_forward(
@@ -155,7 +164,7 @@ class Coupling(RowwiseBijection):
             ):
                 steps.append(b._step())
                 flats.append(b.net.flat)  # type: ignore[arg-type]
-            elif isinstance(b, Permutation) and b.perm.shape == (d,):
+            elif type(b) in KERNEL_PERMUTATIONS and b.perm.shape == (d,):  # type: ignore[union-attr]
                 steps.append((b.perm, b.inv_perm))
             else:
                 break
@@ -178,8 +187,7 @@ class Coupling(RowwiseBijection):
             or not self._fusable()
             or x.dim() != 2
             or (context is not None and context.shape != (x.shape[0], self.context))
-            or torch.compiler.is_compiling()
-            or torch._C._are_functorch_transforms_active()
+            or not eager_kernels_allowed()
         ):
             return None
         batch_shape_of(x, self.event_shape)

@@ -43,10 +43,12 @@ class Standardize(Bijection):
         return (-torch.log(self.std.to(x)).sum()).expand(batch)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return (x - self.mean.to(x)) / self.std.to(x), self._ladj(x)
+        ladj = self._ladj(x)  # checks the shape first
+        return (x - self.mean.to(x)) / self.std.to(x), ladj
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return z * self.std.to(z) + self.mean.to(z), -self._ladj(z)
+        ladj = -self._ladj(z)
+        return z * self.std.to(z) + self.mean.to(z), ladj
 
 
 __all__ = ["Standardize"]
