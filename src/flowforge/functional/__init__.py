@@ -1,6 +1,22 @@
 """Pure numeric kernels used by the transforms, and the switch that decides when they run."""
 
+from flowforge.functional.affine import (
+    AffineFunction,
+    bounded_log_scale,
+    bounded_log_scale_backward,
+)
 from flowforge.functional.dispatch import eager_kernels_allowed, plain_modules
+from flowforge.functional.flat import join_layers, layer_sizes, split_layers
 from flowforge.functional.splines import rational_quadratic_spline
 
-__all__ = ["eager_kernels_allowed", "plain_modules", "rational_quadratic_spline"]
+__all__ = [
+    "AffineFunction",
+    "bounded_log_scale",
+    "bounded_log_scale_backward",
+    "eager_kernels_allowed",
+    "join_layers",
+    "layer_sizes",
+    "plain_modules",
+    "rational_quadratic_spline",
+    "split_layers",
+]

@@ -4,7 +4,7 @@ A RealNVP or NICE layer run through autograd records ~15 nodes (slices, three li
 layers, two ReLUs, the transformer's ops, the join, the permutation after it), each with
 its bookkeeping, in the forward and again in the backward. :class:`CouplingChain` runs a
 whole run of such layers as one node: the forward keeps what the backward needs (each
-layer's input, the post-ReLU activations, the transformer's ``tanh`` and scale), and the
+layer's input, the post-ReLU activations, the transformer's log-scale and scale), and the
 backward is the chain rule written out in matrix products that write each layer's
 parameter gradient straight into one flat buffer (an :class:`~flowforge.nn.MLP`'s
 parameters are one flat tensor). Values and gradients equal the composition's (tested in
@@ -19,13 +19,16 @@ permutation (an index tensor).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flowforge.functional.made_affine import _mm_t, tanh_via_sigmoid_
+from flowforge.functional.affine import bounded_log_scale, bounded_log_scale_backward
+from flowforge.functional.flat import layer_sizes, split_layers
+from flowforge.functional.matmul import mm_narrow
 
 
 @dataclass(frozen=True)
@@ -47,19 +50,49 @@ class CouplingStep:
     shapes: tuple[tuple[int, int], ...]
     bound: float | None
 
-    @property
+    @cached_property
     def sizes(self) -> list[int]:
-        return [n for o, i in self.shapes for n in (o * i, o)]
+        """Sizes of the pieces of the flat parameter (:func:`~flowforge.functional.flat.layer_sizes`)."""
+        return layer_sizes(self.shapes)
 
     def layers(self, flat: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """``(weight, bias)`` views of ``flat``."""
-        pieces = flat.split(self.sizes)
-        return [(pieces[2 * k].view(s), pieces[2 * k + 1]) for k, s in enumerate(self.shapes)]
+        """``(weight, bias)`` views of ``flat`` (parameters or a gradient buffer)."""
+        return split_layers(flat, self.shapes, self.sizes)
 
 
-# Products with fewer output columns than this run transposed (see ``_mm_t``); from 16 on,
-# the direct product is as fast, and its output needs no strided copy after.
+# Products with fewer output columns than this run transposed (see ``mm_narrow``); from 16
+# on, the direct product is as fast, and its output needs no strided copy after.
 NARROW = 16
+
+
+class _Saved(NamedTuple):
+    """What the backward reads of one coupling layer (saved flat, in this order)."""
+
+    x: Tensor  # the layer's input, (N, D)
+    acts: list[Tensor]  # post-ReLU activations of each hidden layer, (N, H_k)
+    log_scale: Tensor | None  # affine: s = bounded_log_scale(raw), (N, D - split)
+    scale: Tensor | None  # affine: exp(s), (N, D - split)
+
+    def tensors(self) -> list[Tensor]:
+        extra = [] if self.log_scale is None or self.scale is None else [self.log_scale, self.scale]
+        return [self.x, *self.acts, *extra]
+
+    @staticmethod
+    def unpack(steps: list[CouplingStep], tensors: list[Tensor]) -> list[_Saved]:
+        """The inverse of ``tensors()`` over the coupling layers ``steps``."""
+        out = []
+        pos = 0
+        for step in steps:
+            n_hidden = len(step.shapes) - 1
+            x, acts = tensors[pos], tensors[pos + 1 : pos + 1 + n_hidden]
+            pos += 1 + n_hidden
+            if step.bound is None:
+                out.append(_Saved(x, acts, None, None))
+            else:
+                out.append(_Saved(x, acts, tensors[pos], tensors[pos + 1]))
+                pos += 2
+        return out
+
 
 # A step of the chain: a coupling layer (with its flat parameter) or a permutation, given as
 # (perm, inverse perm) index tensors.
@@ -81,7 +114,7 @@ def coupling_reference(
     if step.bound is None:
         return torch.cat([a, xb + h], -1), x.new_zeros(x.shape[0])
     raw, shift = h[:, 0::2], h[:, 1::2]
-    log_scale = step.bound * torch.tanh(raw / step.bound)
+    log_scale = bounded_log_scale(raw, step.bound)
     return torch.cat([a, xb * torch.exp(log_scale) + shift], -1), log_scale.sum(-1)
 
 
@@ -100,25 +133,27 @@ def _chain_forward(
         s = step.split
         a, xb = x[:, :s], x[:, s:]
         h = a if context is None else torch.cat([a, context], -1)
-        saved.append(x)
         layers = step.layers(flat)
         last = len(layers) - 1
+        acts = []
         for k, (w, b) in enumerate(layers):
             h = torch.addmm(b, h, w.T)
             if k < last:
                 h = h.relu_()
-                saved.append(h)
+                acts.append(h)
         z = torch.empty_like(x)
         z[:, :s] = a
         if step.bound is None:
             torch.add(xb, h, out=z[:, s:])
+            saved += _Saved(x, acts, None, None).tensors()
         else:
             raw, shift = h[:, 0::2], h[:, 1::2]
-            th = tanh_via_sigmoid_(raw * (2.0 / step.bound))  # tanh(raw / bound)
-            scale = torch.exp(th * step.bound)
+            # In a buffer of its own (a view of h would keep the shifts alive too).
+            log_scale = bounded_log_scale(raw, step.bound, out=raw.new_empty(raw.shape))
+            scale = torch.exp(log_scale)
             torch.addcmul(shift, xb, scale, out=z[:, s:])
-            total.add_(th.sum(-1), alpha=step.bound)
-            saved += [th, scale]
+            total.add_(log_scale.sum(-1))
+            saved += _Saved(x, acts, log_scale, scale).tensors()
         x = z
     return x, total, saved
 
@@ -136,14 +171,7 @@ def _chain_backward(
 ) -> tuple[Tensor | None, Tensor | None, list[Tensor | None]]:
     """The chain's backward written out: gradients of ``x``, the context and each ``flat``."""
     couplings = [s for s in steps if isinstance(s, CouplingStep)]
-    # Unpack the saved intermediates layer by layer.
-    per_layer = []
-    pos = 0
-    for step in couplings:
-        n_hidden = len(step.shapes) - 1
-        extra = 0 if step.bound is None else 2
-        per_layer.append(saved[pos : pos + 1 + n_hidden + extra])
-        pos += 1 + n_hidden + extra
+    per_layer = _Saved.unpack(couplings, saved)
     x0 = saved[0]
     n, d = x0.shape
     g = grad_z if grad_z is not None else x0.new_zeros(n, d)
@@ -160,43 +188,41 @@ def _chain_backward(
             continue
         step = any_step
         li -= 1
-        x, *rest = per_layer[li]
+        x, acts, log_scale, scale = per_layer[li]
         flat = flats[li]
         s, c = step.split, step.context
-        n_hidden = len(step.shapes) - 1
-        acts = rest[:n_hidden]
         g_b = g[:, s:]
-        if step.bound is None:
+        if step.bound is None or log_scale is None or scale is None:
             go = g_b
             g_xb = g_b
         else:
-            th, scale = rest[n_hidden:]
             g_xb = g_b * scale
-            # dL/dlog_scale = dL/dz x e + dL/dladj; dlog_scale/draw = 1 - tanh^2.
+            # dL/dlog_scale = dL/dz x e + dL/dladj, then through the bound's derivative.
             ds = g_xb * x[:, s:]
             if gl is not None:
                 ds.add_(gl)
             go = x.new_empty(n, 2 * (d - s))
-            torch.addcmul(ds, ds * th, th, value=-1.0, out=go[:, 0::2])
+            bounded_log_scale_backward(ds, log_scale, step.bound, out=go[:, 0::2])
             go[:, 1::2] = g_b
         deeper = si > first or need_x or (c > 0 and need_c)
         layers = step.layers(flat)
         grad_flat = None
         if need_flats[li]:
             grad_flat = x.new_empty(sum(step.sizes))
-            pieces = grad_flat.split(step.sizes)
+            grad_layers = step.layers(grad_flat)
         h_in = x[:, :s] if c == 0 else torch.cat([x[:, :s], context], -1)  # type: ignore[list-item]
         gh = go
         for k in range(len(layers) - 1, -1, -1):
             h = acts[k - 1] if k > 0 else h_in
             if grad_flat is not None:
-                _mm_t(gh.T, h, out=pieces[2 * k].view(step.shapes[k]), narrow=NARROW)
-                torch.sum(gh, 0, out=pieces[2 * k + 1])
+                gw, gb = grad_layers[k]
+                mm_narrow(gh.T, h, out=gw, narrow=NARROW)
+                torch.sum(gh, 0, out=gb)
             if k > 0:
                 gh = torch.mm(gh, layers[k][0])
                 torch.ops.aten.threshold_backward.grad_input(gh, h, 0, grad_input=gh)
             elif deeper:
-                gh = _mm_t(gh, layers[0][0], narrow=NARROW)  # (N, split + C)
+                gh = mm_narrow(gh, layers[0][0], narrow=NARROW)  # (N, split + C)
         grad_flats[li] = grad_flat
         if not deeper:
             g = None  # type: ignore[assignment]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from flowforge.functional.affine import bounded_log_scale
+
 
 def coupling_inference(
     x: Tensor,
@@ -69,9 +71,7 @@ def coupling_inference(
             raw, shift = h[:, :nb], h[:, nb:]
         else:
             raw, shift = h[:, 0 : 2 * nb : 2], h[:, 1 : 2 * nb : 2]
-        # bound * tanh(raw / bound), as bound * (2 sigmoid(2 raw / bound) - 1), in place.
-        bound = affine_bound
-        log_scale = raw.mul_(2.0 / bound).sigmoid_().mul_(2.0 * bound).sub_(bound)
+        log_scale = bounded_log_scale(raw, affine_bound, out=raw)  # in place
         torch.sum(log_scale, -1, out=ladj[start:stop])
         if inverse:
             ladj[start:stop].neg_()

@@ -20,28 +20,41 @@ form the masked weights once per call and work through cache-sized row chunks.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from flowforge.functional.affine import bounded_log_scale, bounded_log_scale_backward
+from flowforge.functional.flat import join_layers, layer_sizes, split_layers
+from flowforge.functional.matmul import mm_narrow
 
-def tanh_via_sigmoid_(u2: Tensor) -> Tensor:
-    """``tanh(u)`` from ``u2 = 2 u``, as ``2 sigmoid(2 u) - 1``, overwriting ``u2``.
 
-    The same function (to rounding: an absolute error of a few ulps of 1); torch's CPU
-    ``tanh`` kernel is 4-6x slower than its ``sigmoid``, and the affine log-scale is a
-    visible part of a MAF layer's time at ``D = 64``.
+class MadeLike(Protocol):
+    """What :class:`AffineLayerSpec` reads of a MADE (:class:`~flowforge.nn.MADE` is one).
+
+    Kernels know no modules: this names the attributes, it imports nothing.
     """
-    return u2.sigmoid_().mul_(2.0).sub_(1.0)
 
+    @property
+    def features(self) -> int: ...
 
-def _split(flat: Tensor, shapes: list[tuple[int, int]]) -> list[tuple[Tensor, Tensor]]:
-    """``(weight, bias)`` views of each layer in the flat layout of :class:`~flowforge.nn.MADE`."""
-    sizes = [n for o, i in shapes for n in (o * i, o)]
-    pieces = flat.split(sizes)
-    return [(pieces[2 * k].view(shape), pieces[2 * k + 1]) for k, shape in enumerate(shapes)]
+    @property
+    def context(self) -> int: ...
+
+    @property
+    def flat(self) -> Tensor: ...
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]: ...
+
+    @property
+    def param_major_rows(self) -> Tensor: ...
+
+    def masks(self) -> list[Tensor]: ...
+
+    def unit_plan(self) -> tuple[list[Tensor], list[tuple[int, ...]]]: ...
 
 
 def made_affine_reference(
@@ -59,7 +72,7 @@ def made_affine_reference(
     masks, ReLU between layers; the output layer's rows ``rows`` are the raw log-scales then
     the shifts of dimensions ``0..D-1``. Returns ``(z, ladj)``, ``(N, D)`` and ``(N,)``.
     """
-    layers = _split(flat, shapes)
+    layers = split_layers(flat, shapes)
     h = x if context is None else torch.cat([context, x], -1)
     for k, ((w, b), m) in enumerate(zip(layers, masks)):
         if k == len(layers) - 1:
@@ -67,40 +80,20 @@ def made_affine_reference(
         else:
             h = torch.relu(F.linear(h, w * m, b))
     d = x.shape[-1]
-    log_scale = bound * torch.tanh(h[:, :d] / bound)
+    log_scale = bounded_log_scale(h[:, :d], bound)
     return x * torch.exp(log_scale) + h[:, d:], log_scale.sum(-1)
-
-
-def _mm_t(a: Tensor, b: Tensor, out: Tensor | None = None, narrow: int = 64) -> Tensor:
-    """``a @ b``, computed as ``(b.T @ a.T).T`` when the result has few columns.
-
-    BLAS products whose output has a handful of columns (the gradients of a MADE's first
-    layer: ``D`` columns) run several times below peak; the transposed product is the same
-    arithmetic with a wide output (4x faster at ``D = 8``). "Few" is fewer than ``narrow``.
-    Without ``out`` the result may be a transposed view.
-    """
-    if b.shape[1] < a.shape[0] and b.shape[1] < narrow:
-        if out is None:
-            return torch.mm(b.T, a.T).T
-        out.copy_(torch.mm(b.T, a.T).T)
-        return out
-    if out is None:
-        return torch.mm(a, b)
-    return torch.mm(a, b, out=out)
 
 
 class AffineLayerSpec:
     """The constants a fused masked autoregressive affine layer needs, prepared once.
 
-    Built from a :class:`~flowforge.nn.MADE` (ReLU hidden layers, two outputs per dimension)
+    Built from a MADE (:class:`MadeLike`: ReLU hidden layers, two outputs per dimension)
     and the affine transformer's ``bound``; ``views`` are ``(weight, bias)`` views of the
     MADE's ``flat`` parameter (they follow its in-place updates). The output layer runs
     in ``layout``: interleaved ``(D, 2)`` rows below 32 dimensions (a stride-2 slice is one
     long loop for the elementwise kernels), raw log-scales then shifts above (unit-stride
-    slices, vectorised). Its mask is pre-multiplied by ``2 / bound`` on the raw log-scale
-    rows, so the layer outputs ``u = 2 raw / bound`` directly and
-    ``log_scale = bound (2 sigmoid(u) - 1) = bound tanh(raw / bound)``; the gradient of
-    the raw weights is then the gradient of ``u``'s weights times that same mask.
+    slices, vectorised): ``rows`` is then the output rows in that order (``None``: as
+    stored), and ``masks[-1]`` the output mask in that order.
     """
 
     __slots__ = (
@@ -109,11 +102,9 @@ class AffineLayerSpec:
         "features",
         "flat_ptr",
         "grad_scale",
-        "ls_scale",
         "made_masks",
         "masks",
         "needed",
-        "out_scale",
         "param_rows",
         "rows",
         "shapes",
@@ -122,11 +113,11 @@ class AffineLayerSpec:
         "views",
     )
 
-    def __init__(self, made: Any, bound: float) -> None:
+    def __init__(self, made: MadeLike, bound: float) -> None:
         d = made.features
         flat = made.flat.detach()
         self.shapes = list(made.shapes)
-        self.sizes = list(made._sizes)
+        self.sizes = layer_sizes(self.shapes)
         self.flat_ptr = flat.data_ptr()
         self.views = self.split(flat)
         self.bound = float(bound)
@@ -135,43 +126,59 @@ class AffineLayerSpec:
         masks = list(made.masks())
         self.made_masks = list(masks)
         self.param_rows = made.param_major_rows
-        scale = torch.ones(2 * d, dtype=flat.dtype, device=flat.device)
-        scale[0::2] = 2.0 / bound
-        out_mask = masks[-1] * scale[:, None]
-        # What the gradients of u's weights and biases are multiplied by, in flat's
-        # order: the masks (the output layer's scaled) and the output biases' scale.
-        grad_scale = [
-            t for m in [*masks[:-1], out_mask] for t in (m.flatten(), torch.ones_like(m[:, 0]))
-        ]
-        grad_scale[-1] = scale.clone()
-        self.grad_scale = torch.cat(grad_scale)
-        self.ls_scale = (flat.new_tensor(2.0 * bound), flat.new_tensor(float(bound)))
+        # What the gradients of the masked weights are multiplied by, in flat's order: the
+        # masks (biases: 1).
+        self.grad_scale = join_layers([(m, torch.ones_like(m[:, 0])) for m in masks])
         self.rows: Tensor | None = None
         if d >= 32:
             self.rows = made.param_major_rows
-            out_mask, scale = out_mask[self.rows], scale[self.rows]
-        masks[-1] = out_mask
+            masks[-1] = masks[-1][self.rows]
         self.masks = masks
-        self.out_scale = scale
         self._plan_inverse(made)
 
-    def _plan_inverse(self, made: Any) -> None:
+    def _plan_inverse(self, made: MadeLike) -> None:
         """:meth:`flowforge.nn.MADE.unit_plan`: hidden units sorted by effective degree
         (``unit_order``) and the prefix of each layer dimension ``i`` needs (``needed[i]``)."""
         orders, self.needed = made.unit_plan()
-        self.unit_order = [o.to(self.out_scale.device) for o in orders]
+        self.unit_order = [o.to(self.grad_scale.device) for o in orders]
 
     def split(self, flat: Tensor) -> list[tuple[Tensor, Tensor]]:
         """``(weight, bias)`` views of each layer of a flat parameter vector."""
-        pieces = flat.split(self.sizes)
-        return [(pieces[2 * k].view(s), pieces[2 * k + 1]) for k, s in enumerate(self.shapes)]
+        return split_layers(flat, self.shapes, self.sizes)
+
+
+class _Saved(NamedTuple):
+    """What the backward reads of one layer of the chain (saved flat, in this order)."""
+
+    x: Tensor  # the layer's input, (N, D)
+    acts: list[Tensor]  # the input of each linear layer: network input, post-ReLU activations
+    log_scale: Tensor  # s = bounded_log_scale(raw), (N, D)
+    scale: Tensor  # exp(s), (N, D)
+    wm: list[Tensor]  # masked weights of each linear layer (the output layer's in layout)
+
+    def tensors(self) -> list[Tensor]:
+        return [self.x, *self.acts, self.log_scale, self.scale, *self.wm]
+
+    @staticmethod
+    def unpack(specs: list[AffineLayerSpec], tensors: Sequence[Tensor]) -> list[_Saved]:
+        """The inverse of ``tensors()`` over the layers ``specs``."""
+        out = []
+        pos = 0
+        for s in specs:
+            n = len(s.shapes)
+            x, acts = tensors[pos], list(tensors[pos + 1 : pos + 1 + n])
+            log_scale, scale = tensors[pos + 1 + n], tensors[pos + 2 + n]
+            wm = list(tensors[pos + 3 + n : pos + 3 + 2 * n])
+            out.append(_Saved(x, acts, log_scale, scale, wm))
+            pos += 3 + 2 * n
+        return out
 
 
 def _chain_forward(
-    x: Tensor, context: Tensor | None, specs: list[Any], flats: Sequence[Tensor]
+    x: Tensor, context: Tensor | None, specs: list[AffineLayerSpec], flats: Sequence[Tensor]
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """The chain's forward: ``(z, ladj, saved)``, ``saved`` what :func:`_chain_backward` reads
-    (per layer: input, network input, hidden activations, log-scale, scale, masked weights)."""
+    (each layer's :class:`_Saved`, flattened)."""
     saved: list[Tensor] = []
     total: Tensor | None = None
     for s, flat in zip(specs, flats):
@@ -182,35 +189,34 @@ def _chain_forward(
         w_out, b_out = views[-1]
         if s.rows is None:
             wm.append(w_out * s.masks[-1])
-            b = b_out * s.out_scale
+            b = b_out
         else:
             wm.append(w_out.index_select(0, s.rows).mul_(s.masks[-1]))
-            b = b_out.index_select(0, s.rows).mul_(s.out_scale)
+            b = b_out.index_select(0, s.rows)
         h = x if context is None else torch.cat([context, x], -1)
-        saved += [x, h]
+        acts = [h]
         for k in range(n_layers - 1):
             h = torch.addmm(views[k][1], h, wm[k].T).relu_()
-            saved.append(h)
-        out = torch.addmm(b, h, wm[-1].T)  # (N, 2D): u = 2 raw / bound, and shifts
+            acts.append(h)
+        out = torch.addmm(b, h, wm[-1].T)  # (N, 2D): raw log-scales and shifts
         d = s.features
         if s.rows is None:
-            u, shift = out[:, 0::2], out[:, 1::2]
+            raw, shift = out[:, 0::2], out[:, 1::2]
         else:
-            u, shift = out[:, :d], out[:, d:]
-        # bound (2 sigmoid(u) - 1), in a buffer of its own (saving a view of ``out``
-        # would keep the shifts alive too); 0-dim tensors (Python floats get wrapped).
-        log_scale = torch.sigmoid(u).mul_(s.ls_scale[0]).sub_(s.ls_scale[1])
+            raw, shift = out[:, :d], out[:, d:]
+        # In a buffer of its own (saving a view of ``out`` would keep the shifts alive too).
+        log_scale = bounded_log_scale(raw, s.bound, out=raw.new_empty(raw.shape))
         scale = log_scale.exp()
+        saved += _Saved(x, acts, log_scale, scale, wm).tensors()
         x = torch.addcmul(shift, x, scale)
         ladj = log_scale.sum(-1)
         total = ladj if total is None else total.add_(ladj)
-        saved += [log_scale, scale, *wm]
     assert total is not None
     return x, total, saved
 
 
 def _chain_backward(
-    specs: list[Any],
+    specs: list[AffineLayerSpec],
     saved: Sequence[Tensor],
     grad_z: Tensor | None,
     grad_ladj: Tensor | None,
@@ -224,17 +230,7 @@ def _chain_backward(
         grad_z = torch.zeros_like(x0)
     if grad_ladj is None:
         grad_ladj = x0.new_zeros(x0.shape[0])
-    # Unpack the saved intermediates layer by layer.
-    layers = []
-    pos = 0
-    for s in specs:
-        n_layers = len(s.shapes)
-        x, *acts = saved[pos : pos + 1 + n_layers]
-        pos += 1 + n_layers
-        log_scale, scale = saved[pos], saved[pos + 1]
-        wm = saved[pos + 2 : pos + 2 + n_layers]
-        pos += 2 + n_layers
-        layers.append((x, acts, log_scale, scale, wm))
+    layers = _Saved.unpack(specs, saved)
     grad_flats: list[Tensor | None] = [None] * len(specs)
     grad_c: Tensor | None = None
     gl = grad_ladj.unsqueeze(-1)
@@ -244,39 +240,38 @@ def _chain_backward(
         d, bound, c = s.features, s.bound, s.context
         n_layers = len(s.shapes)
         grad_xe = grad_z * scale  # through z = x * scale + shift directly
-        # dL/du = dL/dlog_scale * (bound / 2) * (1 - (log_scale / bound)^2)
-        ds = torch.addcmul(gl * (0.5 * bound), grad_xe, x, value=0.5 * bound)
+        ds = torch.addcmul(gl, grad_xe, x)  # dL/dlog_scale
         go = x.new_empty(x.shape[0], 2 * d)
         if s.rows is None:
-            go_u, go_shift = go[:, 0::2], go[:, 1::2]
+            go_raw, go_shift = go[:, 0::2], go[:, 1::2]
         else:
-            go_u, go_shift = go[:, :d], go[:, d:]
-        torch.addcmul(ds, ds * log_scale, log_scale, value=-1.0 / (bound * bound), out=go_u)
+            go_raw, go_shift = go[:, :d], go[:, d:]
+        bounded_log_scale_backward(ds, log_scale, bound, out=go_raw)
         go_shift.copy_(grad_z)
         grad_flat = None
         if need_flats[i]:
             grad_flat = x.new_empty(sum(s.sizes))
-            pieces = grad_flat.split(s.sizes)
+            grad_layers = s.split(grad_flat)
         deeper = i > 0 or need_x or (c > 0 and need_c)
         g = go
         for k in range(n_layers - 1, -1, -1):
             h = acts[k]
             if grad_flat is not None:
-                gw, gb = pieces[2 * k].view(s.shapes[k]), pieces[2 * k + 1]
+                gw, gb = grad_layers[k]
                 if k == n_layers - 1 and s.rows is not None:
                     # Rows were computed in (raw, shift) order: put them back.
                     gw.index_copy_(0, s.rows, torch.mm(g.T, h))
                     gb.index_copy_(0, s.rows, g.sum(0))
                 else:
-                    _mm_t(g.T, h, out=gw)
+                    mm_narrow(g.T, h, out=gw)
                     torch.sum(g, 0, out=gb)
             if k > 0:
                 g = torch.mm(g, wm[k])
                 torch.ops.aten.threshold_backward.grad_input(g, h, 0, grad_input=g)
             elif deeper:
-                g = _mm_t(g, wm[0])  # (N, C + D)
+                g = mm_narrow(g, wm[0])  # (N, C + D)
         if grad_flat is not None:
-            grad_flat.mul_(s.grad_scale)  # masks, and the u rows' 2 / bound
+            grad_flat.mul_(s.grad_scale)  # the masks
         grad_flats[i] = grad_flat
         if deeper:
             grad_z = grad_xe.add_(g[:, c:] if c else g)
@@ -399,22 +394,22 @@ def made_affine_inverse_inference(
     # layer's columns), transposed for addmm.
     wt, biases = [], []
     prev = None
-    for (w, b), m, perm in zip(views[:-1], spec.masks[:-1], spec.unit_order):
-        wm = (w * m)[perm]
+    for (w, b), mask, perm in zip(views[:-1], spec.masks[:-1], spec.unit_order):
+        wm = (w * mask)[perm]
         wt.append((wm if prev is None else wm[:, prev]).T)
         biases.append(b[perm])
         prev = perm
     w_out, b_out = views[-1]
     if spec.rows is None:
-        w_f, b_f = w_out * spec.masks[-1], b_out * spec.out_scale
+        w_f, b_f = w_out * spec.masks[-1], b_out
         pick = [(2 * i, 2 * i + 1) for i in range(d)]
     else:
         w_f = w_out.index_select(0, spec.rows).mul_(spec.masks[-1])
-        b_f = b_out.index_select(0, spec.rows).mul_(spec.out_scale)
+        b_f = b_out.index_select(0, spec.rows)
         pick = [(i, d + i) for i in range(d)]
     if prev is not None:
         w_f = w_f[:, prev]
-    # Dimension i's (u, shift) rows: (D, H, 2) and (D, 2).
+    # Dimension i's (raw log-scale, shift) rows: (D, H, 2) and (D, 2).
     index = torch.tensor(pick, device=z.device)
     w_dim = w_f[index].transpose(1, 2)
     b_dim = b_f[index]
@@ -425,7 +420,6 @@ def made_affine_inverse_inference(
     bufs = [z.new_empty(rows * w.shape[1]) for w in wt]
     out = z.new_empty(rows, 2)
     lsum = z.new_empty(rows)
-    two_bound, bound = spec.ls_scale
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         m = stop - start
@@ -445,7 +439,7 @@ def made_affine_inverse_inference(
                 h = torch.addmm(biases[k][:units], h, wt[k][:width, :units], out=h_out).relu_()
                 width = units
             o = torch.addmm(b_dim[i], h, w_dim[i][:width], out=out[:m])
-            log_scale = o[:, 0].sigmoid_().mul_(two_bound).sub_(bound)
+            log_scale = bounded_log_scale(o[:, 0], spec.bound, out=o[:, 0])
             ls_acc.add_(log_scale)
             # x_i = (z_i - shift_i) * exp(-log_scale_i), written into the input buffer.
             torch.mul(zc[:, i] - o[:, 1], log_scale.neg_().exp_(), out=xc[:, i])
@@ -469,9 +463,9 @@ def made_affine_inference(
     ``rows`` is only used for ``D >= 32`` (below, the output stays in its interleaved
     order). The masked weights are formed once; rows are processed ``chunk`` at a time through
     activation buffers reused from chunk to chunk (they stay in cache), with the bias added
-    by ``addmm`` and ReLU, ``tanh``, ``exp`` applied in place. Same values as the reference.
+    by ``addmm`` and ReLU, the bounded log-scale, ``exp`` applied in place. Same values as the reference.
     """
-    layers = _split(flat, shapes)
+    layers = split_layers(flat, shapes)
     last = len(layers) - 1
     n, d = x.shape
     wt = [(w * m).T for (w, _), m in zip(layers, masks)]
@@ -495,8 +489,7 @@ def made_affine_inference(
             torch.addmm(biases[k], h, wt[k], out=out)
             h = out.relu_() if k < last else out
         raw, shift = (h[:, :d], h[:, d:]) if blocked else (h[:, 0::2], h[:, 1::2])
-        # bound * tanh(raw / bound), as bound * (2 sigmoid(2 raw / bound) - 1), in place.
-        log_scale = raw.mul_(2.0 / bound).sigmoid_().mul_(2.0 * bound).sub_(bound)
+        log_scale = bounded_log_scale(raw, bound, out=raw)  # in place
         torch.sum(log_scale, -1, out=ladj[start:stop])
         torch.addcmul(shift, xc, log_scale.exp_(), out=z[start:stop])
     return z, ladj
@@ -510,5 +503,4 @@ __all__ = [
     "made_affine_inverse_inference",
     "made_affine_reference",
     "made_affine_reference_spec",
-    "tanh_via_sigmoid_",
 ]

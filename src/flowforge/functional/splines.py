@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from flowforge.functional.dispatch import eager_kernels_allowed
+
 DEFAULT_MIN_WIDTH = 1e-3
 DEFAULT_MIN_HEIGHT = 1e-3
 DEFAULT_MIN_DERIVATIVE = 1e-3
@@ -176,19 +178,16 @@ def _chunked(
 ) -> tuple[Tensor, Tensor]:
     """The spline of contiguous ``x`` ``(*)`` and ``p`` ``(3K - 1, *)``, chunk by chunk.
 
-    With gradients (outside ``torch.compile``) each chunk is one :class:`_SplineFunction`
-    node; without, or when compiling (inductor fuses the plain composition), the plain ops.
+    With gradients each chunk is one :class:`_SplineFunction` node where
+    :func:`~flowforge.functional.dispatch.eager_kernels_allowed`; without, when compiling
+    (inductor fuses the plain composition) or under ``torch.func``, the plain ops.
     """
     args = (k, bound, inverse, min_width, min_height, min_derivative)
     if torch.compiler.is_compiling():
         return _spline(x, p, *args)
     fn = _spline
-    if (
-        torch.is_grad_enabled()
-        and (x.requires_grad or p.requires_grad)
-        and not torch._C._are_functorch_transforms_active()  # torch.func: plain ops
-    ):
-        fn = _SplineFunction.apply
+    if torch.is_grad_enabled() and (x.requires_grad or p.requires_grad) and eager_kernels_allowed():
+        fn = _SplineFunction.apply  # not under torch.func or plain_modules(): the plain ops
     n = x.numel()
     if n <= 2 * CHUNK:
         return fn(x, p, *args)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowforge.functional.flat import join_layers, layer_sizes, split_layers
 from flowforge.nn.mlp import compiled_linear
 
 
@@ -123,7 +124,7 @@ class MADE(nn.Module):
         # Rows of the output layer in (P, D) order, for the parameter-major layout.
         d_p = torch.arange(features * self.params_per_dim).view(features, self.params_per_dim)
         self.register_buffer("param_major_rows", d_p.T.flatten(), persistent=False)
-        pieces: list[Tensor] = []
+        layers: list[tuple[Tensor, Tensor]] = []
         for k, mask in enumerate(masks):
             # nn.Linear's initialisation, weights scaled up to the fan-in each unit really has.
             linear = nn.Linear(mask.shape[1], mask.shape[0])
@@ -132,11 +133,11 @@ class MADE(nn.Module):
             bias = linear.bias.detach()
             if zero_last and k == len(masks) - 1:
                 weight, bias = torch.zeros_like(weight), torch.zeros_like(bias)
-            pieces += [weight.flatten(), bias]
+            layers.append((weight, bias))
             self.register_buffer(f"mask{k}", mask.float(), persistent=False)
-        self.flat = nn.Parameter(torch.cat(pieces))
+        self.flat = nn.Parameter(join_layers(layers))
         self.shapes = [(int(m.shape[0]), int(m.shape[1])) for m in masks]
-        self._sizes = [p.numel() for p in pieces]
+        self._sizes = layer_sizes(self.shapes)
         self.layer_widths = tuple(o for o, _ in self.shapes)
         self.activations = nn.ModuleList(activation() for _ in hidden)
         self.all_relu = all(type(a) is nn.ReLU for a in self.activations)
@@ -217,11 +218,8 @@ class MADE(nn.Module):
 
     def layers(self) -> list[tuple[Tensor, Tensor, Tensor]]:
         """``(weight, bias, mask)`` of each linear layer; weight and bias are views of ``flat``."""
-        pieces = self.flat.split(self._sizes)
-        return [
-            (pieces[2 * k].view(shape), pieces[2 * k + 1], mask)
-            for k, (shape, mask) in enumerate(zip(self.shapes, self.masks()))
-        ]
+        views = split_layers(self.flat, self.shapes, self._sizes)
+        return [(w, b, mask) for (w, b), mask in zip(views, self.masks())]
 
     def _inputs(self, x: Tensor, context: Tensor | None) -> Tensor:
         if self.context:

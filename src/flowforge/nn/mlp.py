@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowforge.functional.flat import join_layers, layer_sizes, split_layers
+
 
 def compiled_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     """``F.linear(x, w, b)`` as traced under ``torch.compile``.
@@ -61,25 +63,22 @@ class MLP(nn.Module):
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         sizes = [self.in_features, *hidden, self.out_features]
-        pieces: list[Tensor] = []
+        layers: list[tuple[Tensor, Tensor]] = []
         for k, (a, b) in enumerate(itertools.pairwise(sizes)):
             linear = nn.Linear(a, b)  # nn.Linear's initialisation
             weight, bias = linear.weight.detach(), linear.bias.detach()
             if zero_last and k == len(sizes) - 2:
                 weight, bias = torch.zeros_like(weight), torch.zeros_like(bias)
-            pieces += [weight.flatten(), bias]
-        self.flat = nn.Parameter(torch.cat(pieces))
+            layers.append((weight, bias))
+        self.flat = nn.Parameter(join_layers(layers))
         self.shapes = [(b, a) for a, b in itertools.pairwise(sizes)]
-        self._sizes = [p.numel() for p in pieces]
+        self._sizes = layer_sizes(self.shapes)
         self.layer_widths = tuple(o for o, _ in self.shapes)
         self.activations = nn.ModuleList(activation() for _ in hidden)
 
     def layers(self) -> list[tuple[Tensor, Tensor]]:
         """``(weight, bias)`` of each linear layer, views of ``flat``."""
-        pieces = self.flat.split(self._sizes)
-        return [
-            (pieces[2 * k].view(shape), pieces[2 * k + 1]) for k, shape in enumerate(self.shapes)
-        ]
+        return split_layers(self.flat, self.shapes, self._sizes)
 
     def forward(self, x: Tensor) -> Tensor:
         layers = self.layers()
