@@ -28,6 +28,9 @@ class Flow(nn.Module):
         base: the latent distribution; its event shape must be the bijection's output shape.
         context: size ``C`` of the conditioning vector (0 for an unconditional flow).
 
+    Attributes:
+        context: that size ``C``, named as the presets and ``MADE`` name it.
+
     Example:
         >>> import torch, flowforge as ff
         >>> flow = ff.flows.MAF(features=3, transforms=2, hidden=(16, 16))

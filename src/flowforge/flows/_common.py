@@ -1,50 +1,291 @@
-"""Argument checks and the base choice shared by the preset files."""
+"""What the presets share: the common arguments' docs and checks, ``hparams``, the base.
+
+A preset is a short file that only wires a stack of bijections:
+
+- an explicit signature (no ``**kwargs``), so configs and the command line see its options;
+- a docstring whose ``Args:`` hold the preset's own arguments (and any common one it words
+  differently); :func:`preset_docs` rebuilds ``Args:`` in signature order, filling each common
+  argument (:data:`COMMON_ARGS`: ``features``, ``shape``, ``context``, ``transforms``,
+  ``steps``, ``hidden``, ``scale_bound``, ``base``) with its one wording;
+- an ``__init__`` that calls :func:`preset_hparams` first (checks the common arguments, keeps
+  the JSON-able constructor arguments), builds its stack and hands both to :class:`Preset`.
+
+Presets with the very same arguments share one signature: :class:`AffinePreset` (MAF, IAF,
+RealNVP) differ only in their stack.
+
+Example:
+    >>> from flowforge.flows._common import Preset, preset_docs, preset_hparams
+    >>> from flowforge.transforms import ActNorm
+    >>> @preset_docs
+    ... class Scaling(Preset):
+    ...     '''Learned per-dimension affine scalings.
+    ...
+    ...     Args:
+    ...         transforms: number of scalings.
+    ...
+    ...     References:
+    ...         None: an example.
+    ...     '''
+    ...
+    ...     def __init__(self, features: int, context: int = 0, transforms: int = 1, base=None):
+    ...         hparams = preset_hparams(locals())
+    ...         super().__init__(hparams, [ActNorm(features) for _ in range(transforms)], base)
+    >>> flow = Scaling(features=3)
+    >>> flow.hparams, flow.context, flow.event_shape
+    ({'features': 3, 'context': 0, 'transforms': 1}, 0, (3,))
+    >>> import inspect
+    >>> doc = inspect.cleandoc(Scaling.__doc__)
+    >>> print(doc[doc.index("Args:") : doc.index("References:")].rstrip())
+    Args:
+        features: dimension ``D`` of the data, which has shape ``(*, D)``.
+        context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
+        transforms: number of scalings.
+        base: latent distribution, whose event shape is the stack's output shape; default a
+            standard normal.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import inspect
+import re
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
+from flowforge.core.bijection import Bijection, Compose
+from flowforge.core.flow import Flow
 from flowforge.distributions.base import BaseDistribution, StandardNormal
+from flowforge.transforms.elementwise import Affine, Transformer
 
 
-def check_args(
-    name: str, features: int, context: int, transforms: int, hidden: Sequence[int]
-) -> None:
-    """Raise ``ValueError`` naming the bad argument of a preset."""
-    if not isinstance(features, int) or features < 1:
-        raise ValueError(f"{name}: expected features >= 1, got {features!r}")
-    if not isinstance(context, int) or context < 0:
-        raise ValueError(f"{name}: expected context >= 0, got {context!r}")
-    if not isinstance(transforms, int) or transforms < 1:
-        raise ValueError(f"{name}: expected transforms >= 1, got {transforms!r}")
-    if any(int(h) < 1 for h in hidden):
-        raise ValueError(f"{name}: expected positive hidden sizes, got {tuple(hidden)!r}")
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def preset_hparams(name: str, args: dict[str, Any]) -> dict[str, Any]:
+def _positive_int(v: Any) -> bool:
+    return _is_int(v) and v >= 1
+
+
+def _sizes(v: Any) -> bool:
+    return isinstance(v, Sequence) and all(_positive_int(s) for s in v)
+
+
+@dataclass(frozen=True)
+class CommonArg:
+    """An argument that several presets take: one wording of its doc, one check.
+
+    Attributes:
+        doc: the text after ``name:`` in a docstring's ``Args:``.
+        valid: whether a value is acceptable.
+        expected: what a valid value is, for the error message (``"features >= 1"``).
+    """
+
+    doc: str
+    valid: Callable[[Any], bool]
+    expected: str
+
+
+COMMON_ARGS: dict[str, CommonArg] = {
+    "features": CommonArg(
+        "dimension ``D`` of the data, which has shape ``(*, D)``.", _positive_int, "features >= 1"
+    ),
+    "shape": CommonArg(
+        "event shape of the data, e.g. ``(C, H, W)`` for images; the data have shape "
+        "``(*, *shape)``.",
+        lambda v: _sizes(v) and len(v) > 0,
+        "shape: a non-empty sequence of positive sizes",
+    ),
+    "context": CommonArg(
+        "size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).",
+        lambda v: _is_int(v) and v >= 0,
+        "context >= 0",
+    ),
+    "transforms": CommonArg("number of transforms in the stack.", _positive_int, "transforms >= 1"),
+    "steps": CommonArg("number of flow steps per level.", _positive_int, "steps >= 1"),
+    "hidden": CommonArg(
+        "hidden sizes ``(H_1, ..., H_k)`` of each conditioner network.",
+        lambda v: _positive_int(v) or _sizes(v),
+        "hidden: positive sizes",
+    ),
+    "scale_bound": CommonArg(
+        "bound ``B`` on each absolute log-scale, ``log s = B tanh(raw / B)``.",
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+        "scale_bound > 0",
+    ),
+    "base": CommonArg(
+        "latent distribution, whose event shape is the stack's output shape; default a "
+        "standard normal.",
+        lambda v: v is None or isinstance(v, BaseDistribution),
+        "base: None or a BaseDistribution",
+    ),
+}
+
+_NOT_HPARAMS = {"self", "__class__", "base"}
+_ENTRY = re.compile(r"(\w+)\s*(\(.*?\))?:")
+
+_Cls = TypeVar("_Cls", bound=type)
+
+
+def _own_entries(lines: list[str], indent: str) -> dict[str, list[str]]:
+    """The ``Args:`` entries in ``lines`` (one entry: its line and deeper-indented ones)."""
+    entries: dict[str, list[str]] = {}
+    name = None
+    for line in lines:
+        top = len(line) > len(indent) and line.startswith(indent) and line[len(indent)] != " "
+        m = _ENTRY.match(line[len(indent) :]) if top else None
+        if m is not None:
+            name = m.group(1)
+            entries[name] = [line]
+        elif name is not None:
+            entries[name].append(line)
+    return entries
+
+
+def preset_docs(cls: _Cls) -> _Cls:
+    """Rebuild the ``Args:`` of ``cls``'s docstring from the signature of ``cls.__init__``.
+
+    Each parameter gets the docstring's own entry where it has one, else its
+    :data:`COMMON_ARGS` doc; one that has neither is left out (and the preset API test fails).
+    ``Args:`` goes where the docstring has it, else before its ``References:``.
+    """
+    lines = (cls.__doc__ or "").split("\n")
+
+    def heads() -> list[int]:
+        return [i for i, line in enumerate(lines) if re.fullmatch(r"\s*[A-Z]\w*:", line)]
+
+    at = next((i for i in heads() if lines[i].strip() == "Args:"), None)
+    if at is None:  # no argument of its own: ``Args:`` goes before ``References:``
+        at = next((i for i in heads() if lines[i].strip() == "References:"), None)
+        if at is None:
+            raise ValueError(f"{cls.__name__}: a preset's docstring needs Args: or References:")
+        lines[at:at] = [lines[at].replace("References:", "Args:"), ""]
+    head = lines[at]
+    end = next((i for i in heads() if i > at), len(lines))
+    while end > at + 1 and not lines[end - 1].strip():
+        end -= 1
+    indent = head[: len(head) - len(head.lstrip())] + "    "
+    own = _own_entries(lines[at + 1 : end], indent)
+    params = [p for p in inspect.signature(cls).parameters]
+    body: list[str] = []
+    for name in params + [n for n in own if n not in params]:  # stale entries stay visible
+        if name in own:
+            body += own[name]
+        elif name in COMMON_ARGS:
+            text = f"{name}: {COMMON_ARGS[name].doc}"
+            body += textwrap.wrap(
+                text, 96, initial_indent=indent, subsequent_indent=indent + "    "
+            )
+    lines[at + 1 : end] = body
+    cls.__doc__ = "\n".join(lines)
+    return cls
+
+
+def preset_hparams(args: dict[str, Any]) -> dict[str, Any]:
     """Check a preset's common arguments; return its hyper-parameters as a JSON-able dict.
 
     Args:
-        name: the preset's name, for error messages.
         args: the constructor's ``locals()``, taken before it defines anything else.
+
+    Returns:
+        Every argument but ``self`` and ``base``, sequences as lists, in signature order:
+        ``type(flow)(**flow.hparams)`` rebuilds the architecture.
+
+    Raises:
+        ValueError: naming the preset and the first common argument out of range.
     """
-    check_args(name, args["features"], args["context"], args["transforms"], args["hidden"])
-    skip = {"self", "base", "__class__"}
+    name = type(args["self"]).__name__
+    for key, value in args.items():
+        arg = COMMON_ARGS.get(key)
+        if arg is not None and not arg.valid(value):
+            raise ValueError(f"{name}: expected {arg.expected}, got {value!r}")
     return {
-        k: list(v) if isinstance(v, tuple | list) else v for k, v in args.items() if k not in skip
+        k: list(v) if isinstance(v, tuple | list) else v
+        for k, v in args.items()
+        if k not in _NOT_HPARAMS
     }
 
 
-def default_base(features: int, base: BaseDistribution | None) -> BaseDistribution:
-    """The given base, or a standard normal over ``features``."""
-    if base is None:
-        return StandardNormal(features)
-    if tuple(base.event_shape) != (features,):
-        raise ValueError(
-            f"expected a base with event shape ({features},), got {tuple(base.event_shape)}"
-        )
-    return base
+class Preset(Flow):
+    """A flow that a preset assembled: its stack, its base and its constructor arguments.
+
+    Args:
+        hparams: the output of :func:`preset_hparams` (it holds ``context``).
+        layers: the stack of bijections, data -> latent, chained by ``Compose``.
+        base: the latent distribution; ``None``: a standard normal over the stack's output
+            shape (``(D,)`` for a vector flow).
+
+    Attributes:
+        hparams: the preset's constructor arguments but ``base``, JSON-able.
+    """
+
+    def __init__(
+        self,
+        hparams: dict[str, Any],
+        layers: Sequence[Bijection],
+        base: BaseDistribution | None = None,
+    ) -> None:
+        bijection = Compose(list(layers))
+        if base is None:
+            base = StandardNormal(bijection.forward_shape(bijection.event_shape))
+        super().__init__(bijection, base, hparams["context"])
+        self.hparams = hparams
 
 
-__all__ = ["check_args", "default_base", "preset_hparams"]
+@dataclass(frozen=True)
+class StackArgs:
+    """The common arguments a vector stack is built from.
+
+    Attributes:
+        features: dimension ``D`` of the data.
+        context: size ``C`` of the context (0: unconditional).
+        transforms: number of conditioned layers.
+        hidden: hidden sizes of each conditioner network.
+    """
+
+    features: int
+    context: int
+    transforms: int
+    hidden: Sequence[int]
+
+
+class AffinePreset(Preset):
+    """The vector presets of bounded affine layers (MAF, IAF, RealNVP): one signature.
+
+    A subclass names its stack builder ``stack(args, make_transformer)``, sets ``inverted``
+    to use each layer inverted (IAF: MAF's layers run in the sampling direction), and
+    documents itself with :func:`preset_docs`.
+    """
+
+    inverted: ClassVar[bool] = False
+
+    @staticmethod
+    def stack(args: StackArgs, make_transformer: Callable[[], Transformer]) -> Sequence[Bijection]:
+        """The layers, data -> latent, each with a transformer from ``make_transformer``."""
+        raise NotImplementedError("an AffinePreset subclass names its stack builder")
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 5,
+        hidden: Sequence[int] = (128, 128),
+        scale_bound: float = 3.0,
+        base: BaseDistribution | None = None,
+    ) -> None:
+        hparams = preset_hparams(locals())
+        args = StackArgs(features, context, transforms, hidden)
+        stack = self.stack(args, lambda: Affine(scale_bound))
+        layers = [layer.inv for layer in stack] if self.inverted else stack
+        super().__init__(hparams, layers, base)
+
+
+__all__ = [
+    "COMMON_ARGS",
+    "AffinePreset",
+    "CommonArg",
+    "Preset",
+    "StackArgs",
+    "preset_docs",
+    "preset_hparams",
+]

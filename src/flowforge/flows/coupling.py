@@ -4,28 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from flowforge.core.bijection import Bijection, Compose
-from flowforge.core.flow import Flow
+from flowforge.core.bijection import Bijection
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import default_base, preset_hparams
+from flowforge.flows._common import AffinePreset, Preset, StackArgs, preset_docs, preset_hparams
 from flowforge.nn.mlp import MLP
 from flowforge.transforms.coupling import Coupling, half_mask
-from flowforge.transforms.elementwise import Additive, Affine, Transformer
+from flowforge.transforms.elementwise import Additive, Transformer
 from flowforge.transforms.normalization import ActNorm
 from flowforge.transforms.permutation import ReversePermutation
 
 
-def coupling_stack(
-    features: int,
-    context: int,
-    transforms: int,
-    hidden: Sequence[int],
-    make_transformer: Callable[[], Transformer],
-) -> list[Bijection]:
-    """``transforms`` half-mask couplings with a reverse permutation between each two."""
+def coupling_stack(args: StackArgs, make_transformer: Callable[[], Transformer]) -> list[Bijection]:
+    """``args.transforms`` half-mask couplings with a reverse permutation between each two.
+
+    Raises:
+        ValueError: if ``features < 2`` (one half of the features conditions the other).
+    """
+    features, context, hidden = args.features, args.context, args.hidden
+    if features < 2:
+        raise ValueError(f"a coupling flow needs features >= 2, got {features}")
     layers: list[Bijection] = []
     n_a = (features + 1) // 2
-    for i in range(transforms):
+    for i in range(args.transforms):
         if i > 0:
             layers.append(ReversePermutation(features))
         t = make_transformer()
@@ -34,23 +34,17 @@ def coupling_stack(
     return layers
 
 
-def _check_coupling(name: str, features: int) -> None:
-    if features < 2:
-        raise ValueError(f"{name}: coupling needs features >= 2, got {features}")
-
-
-class NICE(Flow):
+@preset_docs
+class NICE(Preset):
     """NICE: additive couplings (volume preserving) and a final learned diagonal scaling.
 
     Args:
-        features: data dimension ``D`` (at least 2).
-        context: context size ``C`` (0: unconditional).
-        transforms: number of coupling layers.
-        hidden: hidden sizes of each coupling network.
-        base: base distribution (default standard normal).
+        features: dimension ``D >= 2`` of the data, which has shape ``(*, D)``.
+        transforms: number of additive coupling layers.
 
     References:
-        Dinh, Krueger, Bengio (2014). NICE. arXiv:1410.8516.
+        Dinh, Krueger, Bengio (2014). NICE: Non-linear Independent Components Estimation.
+        arXiv:1410.8516.
 
     Example:
         >>> import torch, flowforge as ff
@@ -67,24 +61,18 @@ class NICE(Flow):
         hidden: Sequence[int] = (128, 128),
         base: BaseDistribution | None = None,
     ) -> None:
-        hparams = preset_hparams("NICE", locals())
-        _check_coupling("NICE", features)
-        layers = coupling_stack(features, context, transforms, hidden, Additive)
-        layers.append(ActNorm(features))
-        super().__init__(Compose(layers), default_base(features, base), context)
-        self.hparams = hparams
+        hparams = preset_hparams(locals())
+        stack = coupling_stack(StackArgs(features, context, transforms, hidden), Additive)
+        super().__init__(hparams, [*stack, ActNorm(features)], base)
 
 
-class RealNVP(Flow):
+@preset_docs
+class RealNVP(AffinePreset):
     """RealNVP for vectors: affine couplings with smoothly bounded log-scales.
 
     Args:
-        features: data dimension ``D`` (at least 2).
-        context: context size ``C`` (0: unconditional).
-        transforms: number of coupling layers.
-        hidden: hidden sizes of each coupling network.
-        scale_bound: bound on each absolute log-scale.
-        base: base distribution (default standard normal).
+        features: dimension ``D >= 2`` of the data, which has shape ``(*, D)``.
+        transforms: number of affine coupling layers, a reverse permutation between each two.
 
     References:
         Dinh, Sohl-Dickstein, Bengio (2017). Density estimation using Real NVP.
@@ -97,20 +85,7 @@ class RealNVP(Flow):
         torch.Size([5, 3, 4])
     """
 
-    def __init__(
-        self,
-        features: int,
-        context: int = 0,
-        transforms: int = 5,
-        hidden: Sequence[int] = (128, 128),
-        scale_bound: float = 3.0,
-        base: BaseDistribution | None = None,
-    ) -> None:
-        hparams = preset_hparams("RealNVP", locals())
-        _check_coupling("RealNVP", features)
-        layers = coupling_stack(features, context, transforms, hidden, lambda: Affine(scale_bound))
-        super().__init__(Compose(layers), default_base(features, base), context)
-        self.hparams = hparams
+    stack = staticmethod(coupling_stack)
 
 
 __all__ = ["NICE", "RealNVP", "coupling_stack"]

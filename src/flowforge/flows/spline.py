@@ -4,30 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from flowforge.core.bijection import Bijection, Compose
-from flowforge.core.flow import Flow
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import default_base, preset_hparams
+from flowforge.flows._common import Preset, StackArgs, preset_docs, preset_hparams
 from flowforge.flows.autoregressive import autoregressive_stack
 from flowforge.flows.coupling import coupling_stack
 from flowforge.transforms.elementwise import RationalQuadraticSpline
 
 
-class NSF(Flow):
+@preset_docs
+class NSF(Preset):
     """Neural spline flow (RQ-NSF): monotonic rational-quadratic splines with identity tails.
 
     Autoregressive (one pass for the density, ``D`` to sample) by default; with
     ``coupling=True`` a coupling flow (one pass both ways, needs ``features >= 2``).
 
     Args:
-        features: data dimension ``D``.
-        context: context size ``C`` (0: unconditional).
         transforms: number of spline layers.
-        bins: spline bins ``K`` per dimension.
-        hidden: hidden sizes of each conditioner network.
+        bins: number ``K`` of spline bins per dimension.
         bound: the splines act on ``[-bound, bound]``, the identity outside.
-        coupling: coupling instead of autoregressive conditioners.
-        base: base distribution (default standard normal).
+        coupling: coupling instead of autoregressive conditioners (needs ``D >= 2``).
 
     References:
         Durkan, Bekasov, Murray, Papamakarios (2019). Neural Spline Flows. arXiv:1906.04032.
@@ -51,22 +46,16 @@ class NSF(Flow):
         coupling: bool = False,
         base: BaseDistribution | None = None,
     ) -> None:
-        hparams = preset_hparams("NSF", locals())
+        hparams = preset_hparams(locals())
         if bins < 1:
             raise ValueError(f"NSF: expected bins >= 1, got {bins}")
-        if coupling and features < 2:
-            raise ValueError(f"NSF: coupling needs features >= 2, got {features}")
 
         def make() -> RationalQuadraticSpline:
             return RationalQuadraticSpline(bins, bound)
 
-        layers: list[Bijection]
-        if coupling:
-            layers = coupling_stack(features, context, transforms, hidden, make)
-        else:
-            layers = list(autoregressive_stack(features, context, transforms, hidden, make))
-        super().__init__(Compose(layers), default_base(features, base), context)
-        self.hparams = hparams
+        build = coupling_stack if coupling else autoregressive_stack
+        stack = build(StackArgs(features, context, transforms, hidden), make)
+        super().__init__(hparams, stack, base)
 
 
 __all__ = ["NSF"]

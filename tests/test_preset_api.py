@@ -1,0 +1,168 @@
+"""The preset API: explicit signatures, docs that match them, ``hparams``, ``context``."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+
+import pytest
+
+import flowforge as ff
+from flowforge.flows._common import COMMON_ARGS, Preset, preset_docs, preset_hparams
+
+PRESETS = sorted(ff.flows.PRESETS)
+D, C = 4, 3
+
+
+def args_entries(doc: str | None) -> list[str]:
+    """The argument names of a Google-style ``Args:`` section, in order."""
+    lines = inspect.cleandoc(doc or "").splitlines()
+    if "Args:" not in lines:
+        return []
+    names = []
+    for line in lines[lines.index("Args:") + 1 :]:
+        if not line.strip() or not line.startswith("    "):
+            break
+        m = re.match(r"    (\w+)( \(.*\))?: \S", line)
+        if m:
+            names.append(m.group(1))
+        elif not line.startswith("        "):
+            raise AssertionError(f"not an Args entry: {line!r}")
+    return names
+
+
+def parameters(cls: type) -> list[str]:
+    return list(inspect.signature(cls).parameters)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_signature_is_explicit_and_takes_context(name: str) -> None:
+    params = inspect.signature(ff.flows.PRESETS[name]).parameters
+    kinds = {p.kind for p in params.values()}
+    assert inspect.Parameter.VAR_KEYWORD not in kinds, name
+    assert inspect.Parameter.VAR_POSITIONAL not in kinds, name
+    assert "context" in params and params["context"].default == 0, name
+    assert "features" in params or "shape" in params, name
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_docstring_documents_every_argument_in_order(name: str) -> None:
+    cls = ff.flows.PRESETS[name]
+    assert args_entries(cls.__doc__) == parameters(cls), name
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_docstring_has_references_and_an_example(name: str) -> None:
+    doc = inspect.cleandoc(ff.flows.PRESETS[name].__doc__ or "")
+    refs = doc.split("References:\n", 1)
+    assert len(refs) == 2 and "arXiv:" in refs[1].split("\n\n")[0], name
+    assert "Example:\n" in doc and ">>> " in doc.split("Example:\n", 1)[1], name
+    assert "{" not in doc.split("Example:\n", 1)[0], f"{name}: an unfilled placeholder"
+
+
+def architecture(flow: ff.Flow) -> dict[str, tuple[int, ...]]:
+    state = flow.state_dict()
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("context", [0, C])
+def test_hparams_round_trip_rebuilds_the_architecture(name: str, context: int) -> None:
+    cls = ff.flows.PRESETS[name]
+    flow = cls(features=D, context=context, transforms=3, hidden=(8, 6))
+    assert list(flow.hparams) == [p for p in parameters(cls) if p != "base"]
+    assert flow.hparams["features"] == D and flow.hparams["context"] == context
+    assert flow.hparams["hidden"] == [8, 6] and flow.hparams["transforms"] == 3
+    saved = json.loads(json.dumps(flow.hparams))  # as a run's config.json keeps them
+    for rebuilt in (type(flow)(**flow.hparams), type(flow)(**saved)):
+        assert rebuilt.hparams == flow.hparams
+        assert architecture(rebuilt) == architecture(flow)
+    assert architecture(cls(features=D, context=context, transforms=2)) != architecture(flow)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("context", [0, C])
+def test_flow_context_is_the_context_passed(name: str, context: int) -> None:
+    flow = ff.flows.PRESETS[name](features=D, context=context, transforms=1, hidden=(8,))
+    assert flow.context == context
+    assert not hasattr(flow, "context_features")
+
+
+def test_conditional_base_names_its_context_size_context() -> None:
+    base = ff.distributions.ConditionalDiagNormal(D, C)
+    assert base.context == C and not hasattr(base, "context_features")
+    flow = ff.flows.MAF(features=D, context=C, transforms=1, hidden=(8,), base=base)
+    assert flow.context == C and flow.base is base
+
+
+@pytest.mark.parametrize(
+    ("arg", "value"),
+    [
+        ("features", 0),
+        ("features", 2.0),
+        ("context", -1),
+        ("context", True),
+        ("transforms", 0),
+        ("hidden", (8, 0)),
+        ("hidden", "8"),
+        ("scale_bound", 0.0),
+        ("base", "normal"),
+    ],
+)
+def test_common_arguments_are_checked_by_name(arg: str, value: object) -> None:
+    kwargs = {"features": D, arg: value}
+    with pytest.raises(
+        ValueError, match=rf"^RealNVP: expected {arg}\b.*got {re.escape(repr(value))}"
+    ):
+        ff.flows.RealNVP(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("arg", "value"), [("shape", ()), ("shape", (1, 0, 8)), ("steps", 0)])
+def test_image_arguments_are_checked_by_name(arg: str, value: object) -> None:
+    class Image(Preset):
+        pass
+
+    with pytest.raises(ValueError, match=rf"^Image: expected {arg}\b"):
+        preset_hparams({"self": Image.__new__(Image), "context": 0, arg: value})
+
+
+def test_preset_docs_fills_common_arguments_and_keeps_own_and_stale_ones() -> None:
+    @preset_docs
+    class Toy(Preset):
+        """A toy.
+
+        Args:
+            transforms: my own wording,
+                on two lines.
+            stale: an argument the signature no longer has.
+
+        References:
+            Nobody (2024). arXiv:0000.00000.
+        """
+
+        def __init__(self, features: int, context: int = 0, transforms: int = 1) -> None:
+            raise NotImplementedError
+
+    doc = inspect.cleandoc(Toy.__doc__ or "")
+    assert args_entries(doc) == ["features", "context", "transforms", "stale"]
+    assert f"    features: {COMMON_ARGS['features'].doc}" in doc
+    assert "    transforms: my own wording,\n        on two lines." in doc
+    assert args_entries(doc) != parameters(Toy)  # the stale entry fails the docs test
+
+
+def test_preset_docs_leaves_an_undocumented_argument_out() -> None:
+    @preset_docs
+    class Toy(Preset):
+        """A toy.
+
+        References:
+            Nobody (2024). arXiv:0000.00000.
+        """
+
+        def __init__(self, features: int, context: int = 0, knob: float = 1.0) -> None:
+            raise NotImplementedError
+
+    doc = inspect.cleandoc(Toy.__doc__ or "")
+    assert args_entries(doc) == ["features", "context"]  # the docs test fails on it
+    assert doc.index("Args:") < doc.index("References:")
