@@ -70,6 +70,40 @@ def _unit(n: int, shape: tuple[int, ...] = (D,)) -> Tensor:
     return torch.rand(n, *shape) * 0.98 + 0.01
 
 
+IMG = (2, 4, 4)
+
+
+def _channel(
+    t: T.Transformer, shape: tuple[int, int, int] = IMG, context: int = 0, flip: bool = False
+) -> Bijection:
+    c = shape[0]
+    a = c - c // 2 if not flip else c // 2
+    net = ff.nn.ConvNet(a + context, (c - a) * t.params_per_dim, hidden=8)
+    return T.ChannelCoupling(shape, t, net, context, flip=flip)
+
+
+def _checker(t: T.Transformer, context: int = 0, parity: int = 0) -> Bijection:
+    net = ff.nn.ConvNet(IMG[0] + context, IMG[0] * t.params_per_dim, hidden=8)
+    return T.CheckerboardCoupling(IMG, t, net, context, parity)
+
+
+def _multiscale(context: int = 0) -> Bijection:
+    """Two levels on (1, 4, 4): squeeze, steps, split prior; squeeze, steps."""
+    level0 = ff.Compose(
+        [
+            T.Squeeze((1, 4, 4)),
+            T.ActNorm((4, 2, 2)),
+            T.LUConv1x1((4, 2, 2)),
+            _channel(T.SigmoidAffine(), (4, 2, 2), context),
+            _channel(T.Affine(), (4, 2, 2), context),  # the split prior: factored | kept
+        ]
+    )
+    level1 = ff.Compose(
+        [T.Squeeze((2, 2, 2)), T.Conv1x1((8, 1, 1)), _channel(T.Additive(), (8, 1, 1), context)]
+    )
+    return T.Multiscale([level0, level1])
+
+
 REGISTRY: dict[str, Callable[[], Case]] = {
     "coupling-additive": lambda: Case(_coupling(T.Additive(), [True, True, True, False, False])),
     "coupling-affine": lambda: Case(_coupling(T.Affine(), [True, False, True, False, True])),
@@ -99,6 +133,20 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "standardize": lambda: Case(T.Standardize(torch.randn(D), torch.rand(D) + 0.5)),
     "compose": lambda: Case(ff.Compose([T.LULinear(D), _ma(T.Affine()), T.ReversePermutation(D)])),
     "reshape": lambda: Case(T.Reshape((2, 3, 2), (3, 4))),
+    "squeeze": lambda: Case(T.Squeeze(IMG)),
+    "squeeze-3": lambda: Case(T.Squeeze((1, 3, 6), factor=3)),
+    "conv1x1": lambda: Case(T.Conv1x1((3, 2, 2))),
+    "lu-conv1x1": lambda: Case(T.LUConv1x1((3, 2, 2))),
+    "channel-affine": lambda: Case(_channel(T.Affine())),
+    "channel-sigmoid-affine-flip": lambda: Case(_channel(T.SigmoidAffine(), flip=True)),
+    "channel-additive-odd": lambda: Case(_channel(T.Additive(), (3, 2, 2))),
+    "channel-spline-context": lambda: Case(
+        _channel(T.RationalQuadraticSpline(4, 3.0), context=C), C
+    ),
+    "checkerboard-affine": lambda: Case(_checker(T.Affine())),
+    "checkerboard-sigmoid-context": lambda: Case(_checker(T.SigmoidAffine(), C, parity=1), C),
+    "multiscale": lambda: Case(_multiscale()),
+    "multiscale-context": lambda: Case(_multiscale(C), C),
     "compose-reshaping": lambda: Case(
         ff.Compose(
             [

@@ -1,30 +1,45 @@
 """Bijections and elementwise transformers."""
 
+from flowforge.transforms.additive import Additive
+from flowforge.transforms.affine import Affine
 from flowforge.transforms.autoregressive import MaskedAutoregressive
+from flowforge.transforms.conv1x1 import Conv1x1, LUConv1x1
 from flowforge.transforms.coupling import Coupling, half_mask
-from flowforge.transforms.elementwise import Additive, Affine, RationalQuadraticSpline, Transformer
+from flowforge.transforms.image_coupling import ChannelCoupling, CheckerboardCoupling, checkerboard
 from flowforge.transforms.logit import Logit
 from flowforge.transforms.lu import LULinear
+from flowforge.transforms.multiscale import Multiscale
 from flowforge.transforms.normalization import ActNorm, BatchNorm
 from flowforge.transforms.permutation import Permutation, RandomPermutation, ReversePermutation
-from flowforge.transforms.reshape import Reshape
+from flowforge.transforms.reshape import Reshape, Squeeze
+from flowforge.transforms.sigmoid_affine import SigmoidAffine
+from flowforge.transforms.spline import RationalQuadraticSpline
 from flowforge.transforms.standardize import Standardize
+from flowforge.transforms.transformer import Transformer
 
 __all__ = [
     "ActNorm",
     "Additive",
     "Affine",
     "BatchNorm",
+    "ChannelCoupling",
+    "CheckerboardCoupling",
+    "Conv1x1",
     "Coupling",
+    "LUConv1x1",
     "LULinear",
     "Logit",
     "MaskedAutoregressive",
+    "Multiscale",
     "Permutation",
     "RandomPermutation",
     "RationalQuadraticSpline",
     "Reshape",
     "ReversePermutation",
+    "SigmoidAffine",
+    "Squeeze",
     "Standardize",
     "Transformer",
+    "checkerboard",
     "half_mask",
 ]

@@ -165,6 +165,7 @@ class MaskedAutoregressive(RowwiseBijection):
             # through reused cache-sized buffers, in-place elementwise work.
             batch_shape_of(x, self.event_shape)
             made = self.made
+            assert isinstance(self.transformer, Affine)
             return made_affine_inference(
                 x,
                 context,

@@ -164,7 +164,9 @@ class Coupling(RowwiseBijection):
             ):
                 steps.append(b._step())
                 flats.append(b.net.flat)  # type: ignore[arg-type]
-            elif type(b) in KERNEL_PERMUTATIONS and b.perm.shape == (d,):  # type: ignore[union-attr]
+            elif isinstance(b, KERNEL_PERMUTATIONS) and type(b) in KERNEL_PERMUTATIONS:
+                if b.perm.shape != (d,):
+                    break
                 steps.append((b.perm, b.inv_perm))
             else:
                 break

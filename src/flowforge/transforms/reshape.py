@@ -63,4 +63,72 @@ class Reshape(Bijection):
         return f"{self.event_shape} -> {self.latent_shape}"
 
 
-__all__ = ["Reshape"]
+class Squeeze(Bijection):
+    """Space to depth: each ``factor x factor`` block of pixels becomes ``factor^2`` channels.
+
+    ``(C, H, W) -> (C f^2, H / f, W / f)``. Output channel ``c f^2 + i f + j`` holds the
+    input channel ``c`` at offset ``(i, j)`` within each block (row-major within the block),
+    so the ``f^2`` positions of one input channel are neighbours. The log-determinant is
+    zero; ``Squeeze(...).inv`` is depth to space.
+
+    Args:
+        shape: the image event shape ``(C, H, W)``; ``H`` and ``W`` divisible by ``factor``.
+        factor: the block size ``f``.
+
+    References:
+        Dinh, Sohl-Dickstein, Bengio (2017). Density estimation using Real NVP.
+        arXiv:1605.08803.
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> squeeze = ff.transforms.Squeeze((1, 2, 2))
+        >>> z, _ = squeeze(torch.arange(4.0).reshape(1, 1, 2, 2))
+        >>> z.flatten().tolist(), squeeze.forward_shape((1, 2, 2))
+        ([0.0, 1.0, 2.0, 3.0], (4, 1, 1))
+    """
+
+    def __init__(self, shape: Sequence[int], factor: int = 2) -> None:
+        super().__init__(shape)
+        if len(self.event_shape) != 3:
+            raise ValueError(f"Squeeze: expected an image event shape (C, H, W), got {shape}")
+        c, h, w = self.event_shape
+        if factor < 1 or h % factor or w % factor:
+            raise ValueError(
+                f"Squeeze: height and width must be divisible by factor {factor}, got {h}x{w}"
+            )
+        self.factor = int(factor)
+        self.latent_shape = (c * factor * factor, h // factor, w // factor)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch = batch_shape_of(x, self.event_shape)
+        c, h, w = self.event_shape
+        f, n = self.factor, len(batch)
+        y = x.reshape(*batch, c, h // f, f, w // f, f)  # (*, C, H/f, i, W/f, j)
+        order = [*range(n), n, n + 2, n + 4, n + 1, n + 3]  # (*, C, i, j, H/f, W/f)
+        return y.permute(order).reshape(*batch, *self.latent_shape), x.new_zeros(batch)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch = batch_shape_of(z, self.latent_shape)
+        c, h, w = self.event_shape
+        f, n = self.factor, len(batch)
+        y = z.reshape(*batch, c, f, f, h // f, w // f)  # (*, C, i, j, H/f, W/f)
+        order = [*range(n), n, n + 3, n + 1, n + 4, n + 2]  # (*, C, H/f, i, W/f, j)
+        return y.permute(order).reshape(*batch, *self.event_shape), z.new_zeros(batch)
+
+    def forward_shape(self, shape: Shape) -> Shape:
+        if tuple(shape) != self.event_shape:
+            raise ValueError(f"Squeeze takes events of shape {self.event_shape}, got {shape}")
+        return self.latent_shape
+
+    def inverse_shape(self, shape: Shape) -> Shape:
+        if tuple(shape) != self.latent_shape:
+            raise ValueError(
+                f"Squeeze.inverse takes events of shape {self.latent_shape}, got {shape}"
+            )
+        return self.event_shape
+
+    def extra_repr(self) -> str:
+        return f"{self.event_shape} -> {self.latent_shape}"
+
+
+__all__ = ["Reshape", "Squeeze"]

@@ -1,0 +1,113 @@
+"""Invertible 1x1 convolutions: one learned ``C x C`` matrix applied to every pixel's channels.
+
+References:
+    Kingma, Dhariwal (2018). Glow: Generative Flow with Invertible 1x1 Convolutions.
+    arXiv:1807.03039.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from flowforge.core.bijection import Bijection, batch_shape_of
+from flowforge.transforms.lu import LULinear
+
+
+def _image_shape(shape: int | Sequence[int], name: str) -> tuple[int, int, int]:
+    dims = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+    if len(dims) != 3 or min(dims) < 1:
+        raise ValueError(f"{name}: expected an image event shape (C, H, W), got {dims}")
+    return dims
+
+
+class Conv1x1(Bijection):
+    """``z[:, h, w] = W x[:, h, w]`` with a free ``(C, C)`` weight, on ``(C, H, W)`` events.
+
+    ``log|det| = H W log|det W|``, computed in float64 (``slogdet``); the inverse applies
+    ``W^-1`` solved in float64 too, so a badly conditioned weight loses no precision in
+    float32. A weight that has become singular (``det W = 0``, or not finite) raises a
+    ``ValueError`` instead of returning ``inf``. Initialised at a random rotation.
+    :class:`LUConv1x1` cannot become singular and costs ``O(C)`` for the log-determinant.
+
+    Args:
+        shape: the image event shape ``(C, H, W)``.
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> conv = ff.transforms.Conv1x1((3, 4, 4))
+        >>> z, ladj = conv(torch.randn(2, 3, 4, 4))
+        >>> z.shape, bool(ladj.abs().max() < 1e-5)  # a rotation at initialisation
+        (torch.Size([2, 3, 4, 4]), True)
+    """
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__(_image_shape(shape, "Conv1x1"))
+        c = self.event_shape[0]
+        q, _ = torch.linalg.qr(torch.randn(c, c, dtype=torch.float64))
+        self.weight = nn.Parameter(q.float())
+
+    def _logdet(self) -> Tensor:
+        sign, logabsdet = torch.linalg.slogdet(self.weight.double())
+        if bool(sign == 0) or not bool(torch.isfinite(logabsdet)):
+            raise ValueError(
+                "Conv1x1: the weight has become singular (det W = 0 or not finite); lower the "
+                "learning rate, or use LUConv1x1, whose weight stays invertible"
+            )
+        h, w = self.event_shape[1:]
+        return logabsdet * (h * w)
+
+    def _mix(self, x: Tensor, weight: Tensor) -> Tensor:
+        return torch.einsum("ij,...jhw->...ihw", weight, x)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch = batch_shape_of(x, self.event_shape)
+        ladj = self._logdet().to(x.dtype).expand(batch)
+        return self._mix(x, self.weight.to(x.dtype)), ladj
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch = batch_shape_of(z, self.event_shape)
+        ladj = -self._logdet().to(z.dtype).expand(batch)
+        inv = torch.linalg.inv(self.weight.double()).to(z.dtype)
+        return self._mix(z, inv), ladj
+
+
+class LUConv1x1(Bijection):
+    """A 1x1 convolution whose weight is ``W = P L U`` (Glow's LU parameterisation).
+
+    ``P`` is a fixed permutation, ``L`` unit lower triangular and ``U`` upper triangular with
+    the diagonal ``sign * exp(log_diag)``, so ``W`` stays invertible whatever the optimiser
+    does and ``log|det| = H W sum(log_diag)``. It is :class:`~flowforge.transforms.LULinear`
+    over the channels, applied at every pixel (with its bias, initially zero).
+
+    Args:
+        shape: the image event shape ``(C, H, W)``.
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> conv = ff.transforms.LUConv1x1((3, 4, 4))
+        >>> x = torch.randn(2, 3, 4, 4)
+        >>> z, ladj = conv(x)
+        >>> torch.allclose(conv.inverse(z)[0], x, atol=1e-5)
+        True
+    """
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__(_image_shape(shape, "LUConv1x1"))
+        self.linear = LULinear(self.event_shape[0])
+
+    def _pixels(self, x: Tensor, fn: str) -> tuple[Tensor, Tensor]:
+        batch = batch_shape_of(x, self.event_shape)
+        y, ladj = getattr(self.linear, fn)(x.movedim(-3, -1))  # (*, H, W, C), (*, H, W)
+        return y.movedim(-1, -3), ladj.flatten(len(batch)).sum(-1)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._pixels(x, "forward")
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._pixels(z, "inverse")
+
+
+__all__ = ["Conv1x1", "LUConv1x1"]

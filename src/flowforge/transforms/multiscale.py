@@ -1,0 +1,127 @@
+"""Multiscale factor-out: after each level, half of the channels leave for the latent.
+
+References:
+    Dinh, Sohl-Dickstein, Bengio (2017). Density estimation using Real NVP. arXiv:1605.08803.
+    Kingma, Dhariwal (2018). Glow. arXiv:1807.03039.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from flowforge.core.bijection import Bijection, Shape, batch_shape_of
+
+
+class Multiscale(Bijection):
+    """Levels of an image flow, each factoring out half of its output channels.
+
+    Level ``l`` maps its input ``(C_l, H_l, W_l)`` to ``(C'_l, H'_l, W'_l)`` (a Squeeze, steps
+    of flow, and typically, last, Glow's learned split prior: a
+    :class:`~flowforge.transforms.ChannelCoupling` of the factored channels given the kept
+    ones, so the base stays a standard normal). After every level but the last, the *last*
+    ``C'_l // 2`` channels are factored out: they are final latent values and skip the
+    levels after. The next level takes the first ``C'_l - C'_l // 2`` channels.
+
+    The latent is one vector of ``C H W`` values, in this documented order: the factored
+    channels of level 0 flattened ``(c, h, w)`` row-major, then those of level 1, ..., then
+    the output of the last level flattened the same way.
+
+    Args:
+        levels: the levels, in the forward (data -> latent) order; each level's
+            ``event_shape`` must be the kept part of the previous level's output.
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> T = ff.transforms
+        >>> ms = T.Multiscale([T.Squeeze((1, 4, 4)), T.Squeeze((2, 2, 2))])
+        >>> z, ladj = ms(torch.randn(3, 1, 4, 4))
+        >>> z.shape, ms.forward_shape((1, 4, 4)), ms.parts
+        (torch.Size([3, 16]), (16,), [(2, 2, 2), (8, 1, 1)])
+    """
+
+    def __init__(self, levels: Sequence[Bijection]) -> None:
+        if len(levels) == 0:
+            raise ValueError("Multiscale needs at least one level, got none")
+        super().__init__(levels[0].event_shape)
+        if len(self.event_shape) != 3:
+            raise ValueError(
+                f"Multiscale: expected levels on images (C, H, W), got {self.event_shape}"
+            )
+        self.levels = nn.ModuleList(levels)
+        self.parts: list[Shape] = []  # the latent's parts, in order
+        self.kept: list[int] = []  # channels that go on after each level but the last
+        for i, level in enumerate(levels):
+            out = tuple(level.forward_shape(level.event_shape))
+            if len(out) != 3:
+                raise ValueError(f"Multiscale: level {i} outputs {out}, not an image (C, H, W)")
+            if i == len(levels) - 1:
+                self.parts.append(out)
+                break
+            c, h, w = out
+            if c < 2:
+                raise ValueError(f"Multiscale: level {i} outputs {c} channel; cannot factor out")
+            kept = c - c // 2
+            self.kept.append(kept)
+            self.parts.append((c // 2, h, w))
+            following = tuple(levels[i + 1].event_shape)
+            if following != (kept, h, w):
+                raise ValueError(
+                    f"Multiscale: level {i + 1} takes events of shape {following}, but level "
+                    f"{i} keeps {(kept, h, w)} (the first {kept} of its {c} output channels)"
+                )
+        self.sizes = [math.prod(p) for p in self.parts]
+        self.latent_size = sum(self.sizes)
+        if self.latent_size != math.prod(self.event_shape):
+            raise ValueError(
+                f"Multiscale: the levels turn {math.prod(self.event_shape)} values into "
+                f"{self.latent_size}; every level must keep the number of values"
+            )
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch = batch_shape_of(x, self.event_shape)
+        n = len(batch)
+        h = x
+        total = x.new_zeros(batch)
+        pieces: list[Tensor] = []
+        for i, level in enumerate(self.levels):
+            h, ladj = level(h, context)
+            total = total + ladj
+            if i < len(self.kept):
+                h, out = h.split([self.kept[i], h.shape[n] - self.kept[i]], dim=n)
+                pieces.append(out.flatten(n))  # (*, C_l // 2 * H_l * W_l)
+        pieces.append(h.flatten(n))
+        return torch.cat(pieces, dim=-1), total  # (*, C H W)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch = batch_shape_of(z, (self.latent_size,))
+        n = len(batch)
+        pieces = z.split(self.sizes, dim=-1)
+        total = z.new_zeros(batch)
+        h = pieces[-1].unflatten(-1, self.parts[-1])
+        for i in reversed(range(len(self.levels))):
+            if i < len(self.kept):
+                out = pieces[i].unflatten(-1, self.parts[i])
+                h = torch.cat([h, out], dim=n)
+            level: Bijection = self.levels[i]  # type: ignore[assignment]
+            h, ladj = level.inverse(h, context)
+            total = total + ladj
+        return h, total
+
+    def forward_shape(self, shape: Shape) -> Shape:
+        if tuple(shape) != self.event_shape:
+            raise ValueError(f"Multiscale takes events of shape {self.event_shape}, got {shape}")
+        return (self.latent_size,)
+
+    def inverse_shape(self, shape: Shape) -> Shape:
+        if tuple(shape) != (self.latent_size,):
+            raise ValueError(
+                f"Multiscale.inverse takes latents of shape ({self.latent_size},), got {shape}"
+            )
+        return self.event_shape
+
+
+__all__ = ["Multiscale"]
