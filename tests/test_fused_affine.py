@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import flowforge as ff
 from flowforge.transforms.elementwise import Affine, AffineFunction
 
 
@@ -73,6 +74,18 @@ def test_affine_under_torch_func_grad_and_vmap() -> None:
         loss(a, b).backward()
         torch.testing.assert_close(got, (a, b)[argnums].grad)
     z, s = torch.func.vmap(t)(x, params)
+    z_ref, s_ref = reference(x, params, t.bound)
+    torch.testing.assert_close(z, z_ref)
+    torch.testing.assert_close(s, s_ref)
+
+
+def test_plain_modules_switch_takes_the_composition() -> None:
+    t = Affine()
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    params = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
+    with ff.functional.plain_modules():
+        z, s = t(x, params)
+    assert type(z.grad_fn).__name__ != "AffineFunctionBackward"
     z_ref, s_ref = reference(x, params, t.bound)
     torch.testing.assert_close(z, z_ref)
     torch.testing.assert_close(s, s_ref)

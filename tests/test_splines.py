@@ -194,3 +194,19 @@ def test_torch_func_transforms_take_the_plain_ops(inverse: bool) -> None:
     pr = p.clone().requires_grad_(True)
     ladj_sum(pr).backward()
     torch.testing.assert_close(gp, pr.grad)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_plain_modules_switch_takes_the_plain_ops(inverse: bool) -> None:
+    # Inside ff.functional.plain_modules() no fused node runs: the spline's neither.
+    from flowforge.functional import plain_modules
+
+    torch.manual_seed(1)
+    x = (torch.randn(7, dtype=torch.float64) * 3).requires_grad_(True)
+    p = torch.randn(7, 3 * K - 1, dtype=torch.float64, requires_grad=True)
+    y, ladj = rqs(x, p, BOUND, inverse=inverse)
+    assert type(y.grad_fn).__name__ == "_SplineFunctionBackward"
+    with plain_modules():
+        y_plain, ladj_plain = rqs(x, p, BOUND, inverse=inverse)
+    assert "SplineFunction" not in type(y_plain.grad_fn).__name__
+    torch.testing.assert_close((y_plain, ladj_plain), (y, ladj))

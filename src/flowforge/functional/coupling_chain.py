@@ -29,6 +29,7 @@ from torch import Tensor
 from flowforge.functional.affine import bounded_log_scale, bounded_log_scale_backward
 from flowforge.functional.flat import layer_sizes, split_layers
 from flowforge.functional.matmul import mm_narrow
+from flowforge.functional.recompute import recomputed_grads
 
 
 @dataclass(frozen=True)
@@ -280,12 +281,9 @@ class CouplingChain(torch.autograd.Function):
         grad_ladj: Tensor | None,
         needs: tuple[bool, ...],
     ) -> tuple[Any, ...]:
-        # create_graph=True: recompute the composition from the saved inputs (they carry
-        # their own history) and differentiate it, so higher derivatives are exact.
-        inputs = [x, context, *flats]
-        flags = [needs[0], needs[1], *needs[3:]]
-        wanted = [t for t, f in zip(inputs, flags) if f and t is not None]
-        with torch.enable_grad():
+        # create_graph=True: differentiate the recomputed composition (exact higher
+        # derivatives).
+        def composition() -> tuple[Tensor, Tensor]:
             z, total = x, x.new_zeros(x.shape[0])
             flat_iter = iter(flats)
             for step in steps:
@@ -294,15 +292,11 @@ class CouplingChain(torch.autograd.Function):
                     total = total + ladj
                 else:
                     z = z.index_select(1, step[0])
-            outs, grads = [], []
-            for o, g in ((z, grad_z), (total, grad_ladj)):
-                if g is not None and o.requires_grad:  # an additive chain's ladj is constant
-                    outs.append(o)
-                    grads.append(g)
-            got = iter(
-                torch.autograd.grad(outs, wanted, grads, create_graph=True, allow_unused=True)
-            )
-        out = [next(got) if f else None for f in flags]
+            return z, total
+
+        out = recomputed_grads(
+            composition, (grad_z, grad_ladj), [x, context, *flats], [needs[0], needs[1], *needs[3:]]
+        )
         return (out[0], out[1], None, *out[2:])
 
 

@@ -29,6 +29,7 @@ from torch import Tensor
 from flowforge.functional.affine import bounded_log_scale, bounded_log_scale_backward
 from flowforge.functional.flat import join_layers, layer_sizes, split_layers
 from flowforge.functional.matmul import mm_narrow
+from flowforge.functional.recompute import recomputed_grads
 
 
 class MadeLike(Protocol):
@@ -322,31 +323,25 @@ class MadeAffineChain(torch.autograd.Function):
     def _differentiable_backward(
         ctx: Any, grad_z: Tensor | None, grad_ladj: Tensor | None
     ) -> tuple[Any, ...]:
-        # create_graph=True: recompute the composition from the saved inputs (they carry
-        # their own history) and differentiate it, so higher derivatives are exact.
+        # create_graph=True: differentiate the recomputed composition (exact higher
+        # derivatives).
         specs: list[AffineLayerSpec] = ctx.specs
         saved = ctx.saved_tensors
         context = saved[0]
         flats = saved[1 : 1 + len(specs)]
         x = saved[1 + len(specs)]
         needs = ctx.needs_input_grad
-        inputs = [x, context, *flats]
-        flags = [needs[0], needs[1], *needs[3:]]
-        wanted = [t for t, f in zip(inputs, flags) if f]
-        with torch.enable_grad():
+
+        def composition() -> tuple[Tensor, Tensor]:
             z, total = x, x.new_zeros(x.shape[0])
             for s, flat in zip(specs, flats):
                 z, ladj = made_affine_reference_spec(z, context, s, flat)
                 total = total + ladj
-            outs, grads = [], []
-            for o, g in ((z, grad_z), (total, grad_ladj)):
-                if g is not None:
-                    outs.append(o)
-                    grads.append(g)
-            got = iter(
-                torch.autograd.grad(outs, wanted, grads, create_graph=True, allow_unused=True)
-            )
-        out = [next(got) if f else None for f in flags]
+            return z, total
+
+        out = recomputed_grads(
+            composition, (grad_z, grad_ladj), [x, context, *flats], [needs[0], needs[1], *needs[3:]]
+        )
         return (out[0], out[1], None, *out[2:])
 
 
