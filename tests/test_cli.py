@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from cli_util import TINY, assert_bad_input, assert_ok, flowforge
-from flowforge.io import load
+from flowforge.runs import load
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 
 from cli_util import TINY, assert_ok, flowforge
 from flowforge.data import load_dataset
-from flowforge.io import open_run
+from flowforge.runs import open_run
 
 
 def test_user_csv_is_scored_in_its_original_units(tmp_path: Path) -> None:

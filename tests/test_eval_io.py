@@ -10,10 +10,10 @@ import torch
 
 from flowforge.data import load_dataset
 from flowforge.eval.likelihood import bits_per_dim, summarize
-from flowforge.io import RunError, check_output, read_run_record
+from flowforge.runs import ModelSpec, RunError, build_flow, check_output, read_run_record
 from flowforge.train.batches import steps_per_epoch
 from flowforge.train.config import ConfigError, TrainConfig
-from flowforge.train.model import ModelSpec, build_flow, spec_for
+from flowforge.train.model import spec_for
 from flowforge.train.run import resolve_device
 from flowforge.transforms import Standardize
 

@@ -9,16 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from flowforge.train.atomic import atomic_write_bytes
-from flowforge.train.checkpoint import (
-    RunError,
-    decode_state,
-    encode_state,
-    load_checkpoint,
-    load_weights,
-    save_checkpoint,
-    save_weights,
-)
+from flowforge.runs import RunError, atomic_write_bytes, load_weights, save_weights
+from flowforge.train.checkpoint import decode_state, encode_state, load_checkpoint, save_checkpoint
 
 
 def _optimizer_with_state() -> torch.optim.Optimizer:

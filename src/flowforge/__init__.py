@@ -9,7 +9,7 @@ Example:
 
 from flowforge import data, distributions, eval, flows, functional, nn, transforms
 from flowforge.core import Bijection, Compose, Flow, FlowDistribution, Inverse
-from flowforge.io import load
+from flowforge.runs import load
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
 """The ``flowforge`` command line: ``train``, ``eval``, ``sample``, ``score``, ``datasets``.
 
-A thin layer over :mod:`flowforge.train`, :mod:`flowforge.eval`, :mod:`flowforge.io` and
+A thin layer over :mod:`flowforge.train`, :mod:`flowforge.eval`, :mod:`flowforge.runs` and
 :mod:`flowforge.data`. Bad input (missing file, unknown dataset or flow, bad values, wrong
 dimension, bad option) is reported as one line on stderr with exit status 2 and no traceback;
 a training run stopped by a non-finite loss exits with status 1.
@@ -153,11 +153,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from flowforge.io import open_run
-    from flowforge.train.run import load_data, resolve_device, test_summary
+    from flowforge.runs import open_run
+    from flowforge.train.run import load_data, resolve_device, run_config, test_summary
 
     run = open_run(args.run, resolve_device(args.device))
-    cfg = run.config.replace(data_dir=args.data_dir) if args.data_dir else run.config
+    cfg = run_config(run.record, str(run.files.config))
+    if args.data_dir:
+        cfg = cfg.replace(data_dir=args.data_dir)
     ds = load_data(cfg, run.spec)
     s = test_summary(run.flow, ds, cfg, args.split)
     if args.json:
@@ -175,7 +177,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from flowforge.eval.score import sample_rows
-    from flowforge.io import RunError, check_output, open_run, write_table
+    from flowforge.runs import RunError, check_output, open_run, write_table
     from flowforge.train.run import resolve_device
 
     out = Path(args.output)
@@ -202,14 +204,15 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     from flowforge.data import read_table
     from flowforge.eval.score import score_rows
-    from flowforge.io import check_output, open_run, write_table
-    from flowforge.train.run import resolve_device
+    from flowforge.runs import check_output, open_run, write_table
+    from flowforge.train.run import resolve_device, run_config
 
     out = Path(args.output) if args.output else None
     if out is not None:
         check_output(out, (".npy", ".csv"))
     run = open_run(args.run, resolve_device(args.device))
-    x, _ = read_table(args.input, columns=run.config.column_list())  # as in training
+    columns = run_config(run.record, str(run.files.config)).column_list()
+    x, _ = read_table(args.input, columns=columns)  # as in training
     ll = score_rows(run, x, origin=str(args.input), seed=args.seed).numpy()
     if out is None:
         sys.stdout.write("log_likelihood\n" + "".join(f"{v:.9g}\n" for v in ll))
@@ -271,8 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     from flowforge.data import DataError
-    from flowforge.io import RunError
-    from flowforge.train.config import ConfigError
+    from flowforge.runs import ConfigError, RunError
     from flowforge.train.loop import NonFiniteLoss
 
     prog = f"flowforge {args.command}"

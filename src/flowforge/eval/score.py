@@ -15,7 +15,7 @@ from torch import Tensor
 
 from flowforge.data import DataError, dequantize
 from flowforge.eval.likelihood import log_likelihoods
-from flowforge.io import Run
+from flowforge.runs import Run
 
 __all__ = ["sample_rows", "score_rows"]
 

@@ -1,6 +1,6 @@
 """Training batches and evaluation splits, in the units the trained flow takes.
 
-The trained flow (see :mod:`flowforge.train.model`) reads toy and on-disk tabular rows as they
+The trained flow (see :mod:`flowforge.runs.recipe`) reads toy and on-disk tabular rows as they
 are, user/scikit-learn tabular rows in their original units (the flow standardises them itself)
 and images as flattened, uniformly dequantized values ``u`` in ``[0, 1)``. This module turns a
 :class:`flowforge.data.Dataset` into exactly that, with random state that a checkpoint can save,

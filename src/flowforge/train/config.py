@@ -34,6 +34,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+from flowforge.runs.errors import ConfigError
+
 __all__ = [
     "RESUME_KEYS",
     "ConfigError",
@@ -43,10 +45,6 @@ __all__ = [
     "parse_flag_value",
     "read_toml",
 ]
-
-
-class ConfigError(ValueError):
-    """A bad option: unknown key, wrong type or a value outside its valid range (one line)."""
 
 
 def _doc(help: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:

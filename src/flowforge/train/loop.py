@@ -1,4 +1,8 @@
-"""The fit loop: maximum likelihood with validation, early stopping, checkpoints and NaN recovery.
+"""The fit loop: an objective (maximum likelihood by default) with validation, early stopping,
+checkpoints and NaN recovery.
+
+The loop minimises whatever :class:`~flowforge.train.losses.Objective` it is given and logs
+the objective's extra terms; validation is always the NLL of the validation rows.
 
 Every ``eval_every`` steps (and at the last step) the loop computes the validation NLL, appends a
 record to ``metrics.jsonl``, keeps the best weights, and writes a checkpoint holding everything
@@ -24,9 +28,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from flowforge.eval.likelihood import log_likelihoods, summarize
+from flowforge.runs import load_state, save_weights
 from flowforge.train.batches import TrainStream
-from flowforge.train.checkpoint import load_state, save_checkpoint, save_weights
+from flowforge.train.checkpoint import save_checkpoint
 from flowforge.train.config import TrainConfig
+from flowforge.train.losses import Loss, MaximumLikelihood, Objective
 from flowforge.train.metrics import MetricsLog
 from flowforge.train.schedule import LRSchedule
 
@@ -60,7 +66,7 @@ def _stderr(msg: str) -> None:
 
 
 class Trainer:
-    """Trains a flow by maximum likelihood; its whole state round-trips through a checkpoint.
+    """Trains a flow by minimising an objective; its whole state round-trips through a checkpoint.
 
     Args:
         model: the flow (already on ``device``).
@@ -73,6 +79,9 @@ class Trainer:
         checkpoint: the checkpoint file to write at every evaluation (``None``: none).
         weights: the file that always holds the best weights so far (``None``: none).
         log: where to send messages (stderr by default).
+        objective: what a training step minimises, ``objective(model, batch) -> Loss``
+            (default: :class:`~flowforge.train.losses.MaximumLikelihood`). Its extra terms
+            are averaged between evaluations and logged as ``train_<name>``.
     """
 
     def __init__(
@@ -88,10 +97,12 @@ class Trainer:
         checkpoint: Path | None = None,
         weights: Path | None = None,
         log: Callable[[str], None] = _stderr,
+        objective: Objective | None = None,
     ) -> None:
         self.model, self.stream, self.val, self.cfg = model, stream, val, cfg
         self.total_steps, self.device = total_steps, device
         self.metrics, self.checkpoint, self.weights, self.log = metrics, checkpoint, weights, log
+        self.objective: Objective = MaximumLikelihood() if objective is None else objective
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -108,6 +119,8 @@ class Trainer:
         self.elapsed = 0.0
         self.stopped_early = False
         self._loss_sum, self._loss_count = 0.0, 0
+        self._term_sums: dict[str, float] = {}
+        self.last_terms: dict[str, float] = {}
         self._last_good = self._snapshot()
 
     # -- state --------------------------------------------------------------------------------
@@ -180,10 +193,31 @@ class Trainer:
             f"(recovery {self.nan_streak} of {self.cfg.max_nan_recoveries})"
         )
 
+    def _loss(self, x: Tensor) -> Loss:
+        """The objective on batch ``x``, checked: a :class:`Loss` with a scalar value."""
+        out = self.objective(self.model, x)
+        if not isinstance(out, Loss):
+            raise TypeError(
+                f"the objective {self.objective!r} returned a {type(out).__name__}; "
+                "expected a flowforge.train.losses.Loss"
+            )
+        if out.value.dim() != 0:
+            raise ValueError(
+                f"the objective {self.objective!r} returned a loss of shape "
+                f"{tuple(out.value.shape)}; expected a scalar (shape ())"
+            )
+        return out
+
     def train_step(self, x: Tensor) -> float | None:
-        """One optimizer step on batch ``x``; returns the loss, or ``None`` if it was skipped."""
+        """One optimizer step on batch ``x``; returns the loss, or ``None`` if it was skipped.
+
+        The objective's extra terms of the step are left in :attr:`last_terms` (empty when the
+        step was skipped).
+        """
         self.optimizer.zero_grad(set_to_none=True)
-        loss = -self.model.log_prob(x).mean()  # type: ignore[operator]
+        self.last_terms = {}
+        out = self._loss(x)
+        loss = out.value
         if not bool(torch.isfinite(loss)):
             self._non_finite("loss")
             return None
@@ -197,6 +231,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
+        self.last_terms = {name: float(t.detach()) for name, t in out.terms.items()}
         return float(loss.detach())
 
     def evaluate(self) -> float:
@@ -227,7 +262,10 @@ class Trainer:
             "best_val_nll": self.best_val_nll,
             "nan_total": self.nan_total,
         }
+        for name, total in self._term_sums.items():
+            record[f"train_{name}"] = total / max(self._loss_count, 1)
         self._loss_sum, self._loss_count = 0.0, 0
+        self._term_sums = {}
         self.nan_streak = 0
         if self.metrics is not None:
             self.metrics.append(record)
@@ -264,6 +302,8 @@ class Trainer:
                 if loss is not None:
                     self._loss_sum += loss
                     self._loss_count += 1
+                    for name, value in self.last_terms.items():
+                        self._term_sums[name] = self._term_sums.get(name, 0.0) + value
                     postfix["loss"] = f"{loss:.4f}"
                 if self.step % self.cfg.eval_every == 0 or self.step == self.total_steps:
                     self.elapsed += time.perf_counter() - start

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flowforge.train.atomic import atomic_write_text
+from flowforge.runs.atomic import atomic_write_text
 
 __all__ = ["MetricsLog"]
 

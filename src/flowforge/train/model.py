@@ -1,85 +1,19 @@
-"""What a run trains: a preset flow plus the fixed pre-transforms of its data, from a JSON spec.
+"""Which flow a training run asks for: its options and dataset turned into a :class:`ModelSpec`.
 
-The trained model is a genuine :class:`flowforge.Flow` over the data as the user knows it:
-
-- 2-D toy and on-disk tabular data: the preset itself;
-- user and scikit-learn tabular data: ``Standardize`` (training statistics) then the preset, so
-  ``log_prob`` is the log-density of the data in its original units;
-- images: flattened to ``D = C*H*W`` values ``u`` in ``[0, 1)`` (uniformly dequantized pixels),
-  ``Logit(alpha)`` then the preset, so ``log_prob(u)`` includes the logit's log-Jacobian, as
-  bits/dim requires.
-
-:class:`ModelSpec` holds everything needed to rebuild that flow; it is saved in ``config.json``.
+The spec itself (and rebuilding a flow from it) is :mod:`flowforge.runs.recipe`, so that loading a
+run needs nothing from training.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-
-from flowforge.core import Bijection, Compose, Flow
 from flowforge.flows import PRESETS
+from flowforge.runs.recipe import ModelSpec, check_flow_name
 from flowforge.train.config import ConfigError, TrainConfig
-from flowforge.transforms import Logit
-from flowforge.transforms.standardize import Standardize
 
-__all__ = ["ModelSpec", "build_flow", "check_flow_name", "spec_for"]
-
-
-@dataclass
-class ModelSpec:
-    """The recipe of a trained flow (JSON-able through :meth:`to_dict`).
-
-    Attributes:
-        preset: a key of :data:`flowforge.flows.PRESETS`.
-        kwargs: the preset's keyword arguments (``features``, ``transforms``, ``hidden``, ...).
-        kind: the data kind, ``"toy"``, ``"tabular"`` or ``"image"``.
-        data_shape: the event shape of one example as the dataset stores it (``(1, 8, 8)``);
-            the flow itself works on the flattened ``(D,)`` vector.
-        levels: images: quantisation levels ``K`` per value.
-        logit_alpha: images: the logit pre-transform constant.
-        standardizer: ``Standardizer.to_dict()`` when the data were standardised, else ``None``.
-        columns: user data: the column names, in order.
-    """
-
-    preset: str
-    kwargs: dict[str, Any]
-    kind: str
-    data_shape: tuple[int, ...]
-    levels: int | None = None
-    logit_alpha: float | None = None
-    standardizer: dict[str, Any] | None = None
-    columns: list[str] | None = field(default=None)
-
-    @property
-    def features(self) -> int:
-        """``D``, the number of values of one example."""
-        return math.prod(self.data_shape)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dictionary."""
-        d = asdict(self)
-        d["data_shape"] = list(self.data_shape)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        """Rebuild from :meth:`to_dict` output."""
-        d = dict(d)
-        d["data_shape"] = tuple(d["data_shape"])
-        if isinstance(d["kwargs"].get("hidden"), list):
-            d["kwargs"] = {**d["kwargs"], "hidden": tuple(d["kwargs"]["hidden"])}
-        return cls(**d)
-
-
-def check_flow_name(name: str) -> None:
-    """Raise :class:`ConfigError` unless ``name`` is a preset."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown flow {name!r}; valid flows: {', '.join(sorted(PRESETS))}")
+__all__ = ["spec_for"]
 
 
 def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
@@ -122,26 +56,3 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         standardizer=ds.standardizer.to_dict() if ds.standardizer is not None else None,
         columns=list(ds.columns) if getattr(ds, "columns", None) else None,
     )
-
-
-def build_flow(spec: ModelSpec) -> Flow:
-    """Build the (untrained) flow of ``spec``; seed torch first for a reproducible init.
-
-    Raises:
-        ConfigError: if the preset rejects its options.
-    """
-    check_flow_name(spec.preset)
-    try:
-        preset = PRESETS[spec.preset](**spec.kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"cannot build flow {spec.preset!r}: {e}") from None
-    pre: list[Bijection] = []
-    if spec.standardizer is not None:
-        mean = torch.tensor(spec.standardizer["mean"], dtype=torch.float64)
-        std = torch.tensor(spec.standardizer["std"], dtype=torch.float64)
-        pre.append(Standardize(mean.reshape(-1), std.reshape(-1)))
-    if spec.kind == "image":
-        pre.append(Logit(float(spec.logit_alpha or 0.0), (spec.features,)))
-    if not pre:
-        return preset
-    return Flow(Compose([*pre, preset.bijection]), preset.base)

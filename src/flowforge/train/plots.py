@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from flowforge.train.atomic import atomic_write_bytes
+from flowforge.runs.atomic import atomic_write_bytes
 from flowforge.train.batches import model_input
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from flowforge.data import Dataset
-    from flowforge.train.model import ModelSpec
+    from flowforge.runs.recipe import ModelSpec
 
 __all__ = [
     "image_grid",

@@ -21,27 +21,32 @@ import flowforge
 from flowforge.core import Flow
 from flowforge.data import Dataset, load_dataset
 from flowforge.eval.likelihood import NLLSummary, log_likelihoods, summarize
-from flowforge.io import (
+from flowforge.runs import (
     RUN_FORMAT,
+    ModelSpec,
     RunError,
     RunFiles,
-    parse_run_record,
+    atomic_write_json,
+    build_flow,
+    check_flow_name,
+    parse_spec,
     read_run_record,
     run_files,
+    save_weights,
 )
-from flowforge.train.atomic import atomic_write_json
 from flowforge.train.batches import TrainStream, prepare_split, steps_per_epoch
-from flowforge.train.checkpoint import load_checkpoint, save_weights
+from flowforge.train.checkpoint import load_checkpoint
 from flowforge.train.config import RESUME_KEYS, ConfigError, TrainConfig
 from flowforge.train.loop import FitOutcome, Trainer
 from flowforge.train.metrics import MetricsLog
-from flowforge.train.model import ModelSpec, build_flow, check_flow_name, spec_for
+from flowforge.train.model import spec_for
 
 __all__ = [
     "TrainResult",
     "load_data",
     "resolve_device",
     "resume_run",
+    "run_config",
     "set_threads",
     "start_run",
     "test_summary",
@@ -63,6 +68,23 @@ class TrainResult:
     outcome: FitOutcome
     test: NLLSummary
     plots: list[Path]
+
+
+def run_config(record: dict[str, Any], origin: str) -> TrainConfig:
+    """The training options of a run record (its ``"config"`` entry).
+
+    Args:
+        record: a record from :func:`flowforge.runs.read_run_record` (or ``Run.record``).
+        origin: the file the record came from, for the message.
+
+    Raises:
+        RunError: if the options are missing or malformed.
+    """
+    try:
+        return TrainConfig.from_dict(record["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        msg = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+        raise RunError(f"{origin} has a malformed run record ({msg})") from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -222,7 +244,8 @@ def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult:
     """
     files = run_files(path)
     record = read_run_record(files.root)
-    saved, spec = parse_run_record(record, str(files.config))
+    saved = run_config(record, str(files.config))
+    spec = parse_spec(record, str(files.config))
     fixed = sorted(k for k in overrides if k not in RESUME_KEYS)
     if fixed:
         flag = "--" + fixed[0].replace("_", "-")
