@@ -118,8 +118,20 @@ def test_objectives_that_return_the_wrong_thing_are_named(tmp_path: Path) -> Non
     def per_row(model: nn.Module, batch: Tensor) -> Loss:
         return Loss(-model.log_prob(batch))  # type: ignore[operator]
 
+    def clashing(model: nn.Module, batch: Tensor) -> Loss:
+        nll = MaximumLikelihood()(model, batch).value
+        return Loss(nll, {"loss": nll})
+
+    def row_term(model: nn.Module, batch: Tensor) -> Loss:
+        lp = model.log_prob(batch)  # type: ignore[operator]
+        return Loss(-lp.mean(), {"rows": lp})
+
     x = torch.randn(8, 2)
     with pytest.raises(TypeError, match=r"returned a Tensor; expected a flowforge\.train\.losses"):
         _trainer(tmp_path, bare).train_step(x)
     with pytest.raises(ValueError, match=r"loss of shape \(8,\); expected a scalar"):
         _trainer(tmp_path, per_row).train_step(x)
+    with pytest.raises(ValueError, match=r"term 'loss' .*the name 'loss' is the value's"):
+        _trainer(tmp_path, clashing).train_step(x)
+    with pytest.raises(ValueError, match=r"term 'rows' .*not a scalar"):
+        _trainer(tmp_path, row_term).train_step(x)

@@ -206,6 +206,13 @@ class Trainer:
                 f"the objective {self.objective!r} returned a loss of shape "
                 f"{tuple(out.value.shape)}; expected a scalar (shape ())"
             )
+        for name, term in out.terms.items():
+            if name == "loss" or term.dim() != 0:
+                why = "the name 'loss' is the value's" if name == "loss" else "not a scalar"
+                raise ValueError(
+                    f"the objective {self.objective!r} returned a term {name!r} that cannot be "
+                    f"logged ({why}); expected scalar terms under other names"
+                )
         return out
 
     def train_step(self, x: Tensor) -> float | None:
