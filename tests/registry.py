@@ -167,6 +167,16 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "preset-nsf": lambda: Case(
         ff.flows.NSF(D, context=C, transforms=2, bins=4, hidden=H).bijection, C
     ),
+    "preset-glow": lambda: Case(
+        ff.flows.Glow((1, 4, 4), context=C, levels=2, steps=1, hidden=4).bijection, C
+    ),
+    "preset-glow-plain-conv": lambda: Case(
+        ff.flows.Glow((2, 4, 4), levels=1, steps=2, hidden=4, lu=False).bijection
+    ),
+    "preset-multiscale-realnvp": lambda: Case(
+        ff.flows.MultiscaleRealNVP((1, 4, 4), context=C, levels=2, steps=1, hidden=4).bijection,
+        C,
+    ),
     "preset-nsf-coupling": lambda: Case(
         ff.flows.NSF(D, transforms=2, bins=4, hidden=H, coupling=True).bijection
     ),

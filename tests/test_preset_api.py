@@ -13,6 +13,18 @@ from flowforge.flows._common import COMMON_ARGS, Preset, preset_docs, preset_hpa
 
 PRESETS = sorted(ff.flows.PRESETS)
 D, C = 4, 3
+IMAGE = (1, 4, 4)
+
+
+def is_image(name: str) -> bool:
+    return "shape" in inspect.signature(ff.flows.PRESETS[name]).parameters
+
+
+def small(name: str, context: int, size: int = 3, width: int = 8) -> dict[str, object]:
+    """Arguments of a small instance of a preset (``size`` layers or steps)."""
+    if is_image(name):
+        return {"shape": IMAGE, "context": context, "levels": 2, "steps": size, "hidden": width}
+    return {"features": D, "context": context, "transforms": size, "hidden": (width, 6)}
 
 
 def args_entries(doc: str | None) -> list[str]:
@@ -70,21 +82,22 @@ def architecture(flow: ff.Flow) -> dict[str, tuple[int, ...]]:
 @pytest.mark.parametrize("context", [0, C])
 def test_hparams_round_trip_rebuilds_the_architecture(name: str, context: int) -> None:
     cls = ff.flows.PRESETS[name]
-    flow = cls(features=D, context=context, transforms=3, hidden=(8, 6))
+    args = small(name, context)
+    flow = cls(**args)
     assert list(flow.hparams) == [p for p in parameters(cls) if p != "base"]
-    assert flow.hparams["features"] == D and flow.hparams["context"] == context
-    assert flow.hparams["hidden"] == [8, 6] and flow.hparams["transforms"] == 3
+    expected = json.loads(json.dumps(args))
+    assert {k: flow.hparams[k] for k in expected} == expected
     saved = json.loads(json.dumps(flow.hparams))  # as a run's config.json keeps them
     for rebuilt in (type(flow)(**flow.hparams), type(flow)(**saved)):
         assert rebuilt.hparams == flow.hparams
         assert architecture(rebuilt) == architecture(flow)
-    assert architecture(cls(features=D, context=context, transforms=2)) != architecture(flow)
+    assert architecture(cls(**small(name, context, size=2))) != architecture(flow)
 
 
 @pytest.mark.parametrize("name", PRESETS)
 @pytest.mark.parametrize("context", [0, C])
 def test_flow_context_is_the_context_passed(name: str, context: int) -> None:
-    flow = ff.flows.PRESETS[name](features=D, context=context, transforms=1, hidden=(8,))
+    flow = ff.flows.PRESETS[name](**small(name, context, size=1))
     assert flow.context == context
     assert not hasattr(flow, "context_features")
 

@@ -6,6 +6,8 @@
 from flowforge.core.flow import Flow
 from flowforge.flows.autoregressive import IAF, MAF
 from flowforge.flows.coupling import NICE, RealNVP
+from flowforge.flows.glow import Glow
+from flowforge.flows.multiscale_realnvp import MultiscaleRealNVP
 from flowforge.flows.spline import NSF
 
 PRESETS: dict[str, type[Flow]] = {
@@ -14,6 +16,8 @@ PRESETS: dict[str, type[Flow]] = {
     "maf": MAF,
     "iaf": IAF,
     "nsf": NSF,
+    "glow": Glow,
+    "multiscale_realnvp": MultiscaleRealNVP,
 }
 
-__all__ = ["IAF", "MAF", "NICE", "NSF", "PRESETS", "RealNVP"]
+__all__ = ["IAF", "MAF", "NICE", "NSF", "PRESETS", "Glow", "MultiscaleRealNVP", "RealNVP"]
