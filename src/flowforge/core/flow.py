@@ -116,32 +116,61 @@ class Flow(nn.Module):
             flat_ctx = context.expand(*sample_shape, context.shape[-1]).reshape(total, -1)
         return sample_shape, total, flat_ctx
 
-    def rsample(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> Tensor:
-        """Reparameterised samples, shape ``(n, *context_batch, *event_shape)``."""
-        shape, total, ctx = self._sample_setup(n, context)
+    def _latent(self, total: int, ctx: Tensor | None, temperature: float) -> Tensor:
+        """``total`` base samples, scaled by ``temperature`` (standard normal base only)."""
         z = self.base.rsample((total,), ctx)
+        if temperature == 1.0:
+            return z
+        from flowforge.distributions.base import StandardNormal
+
+        if not isinstance(self.base, StandardNormal) or temperature <= 0:
+            raise ValueError(
+                "sampling at a temperature T != 1 draws z ~ N(0, T^2 I): it needs T > 0 and a "
+                f"StandardNormal base; got T = {temperature} and a {type(self.base).__name__}"
+            )
+        return z * temperature
+
+    def rsample(
+        self, n: int | Sequence[int] = 1, context: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        """Reparameterised samples, shape ``(n, *context_batch, *event_shape)``.
+
+        Args:
+            n: number (or shape) of samples.
+            context: ``(*context_batch, C)`` for a conditional flow.
+            temperature: Glow's reduced-temperature sampling: ``z ~ N(0, T^2 I)`` (needs a
+                standard normal base); ``T < 1`` trades diversity for typical samples.
+        """
+        shape, total, ctx = self._sample_setup(n, context)
+        z = self._latent(total, ctx, temperature)
         x, _ = self.bijection.inverse(z, ctx)
         return x.reshape(*shape, *self.event_shape)
 
     @torch.no_grad()
-    def sample(self, n: int | Sequence[int] = 1, context: Tensor | None = None) -> Tensor:
+    def sample(
+        self, n: int | Sequence[int] = 1, context: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
         """Samples without gradient, shape ``(n, *context_batch, *event_shape)``.
 
-        With a context of shape ``(B, C)`` the result has shape ``(n, B, *event_shape)``.
+        With a context of shape ``(B, C)`` the result has shape ``(n, B, *event_shape)``;
+        ``temperature`` as in :meth:`rsample`.
         """
-        return self.rsample(n, context)
+        return self.rsample(n, context, temperature)
 
     def sample_and_log_prob(
-        self, n: int | Sequence[int] = 1, context: Tensor | None = None
+        self, n: int | Sequence[int] = 1, context: Tensor | None = None, temperature: float = 1.0
     ) -> tuple[Tensor, Tensor]:
         """Reparameterised samples and their log-density, in one sampling-direction pass.
+
+        With ``temperature`` (see :meth:`rsample`) the log-density is still the flow's own
+        density at the returned samples.
 
         Returns:
             ``(x, log_prob)`` with shapes ``(n, *context_batch, *event_shape)`` and
             ``(n, *context_batch)``.
         """
         shape, total, ctx = self._sample_setup(n, context)
-        z = self.base.rsample((total,), ctx)
+        z = self._latent(total, ctx, temperature)
         log_pz = self.base.log_prob(z, ctx)
         x, ladj = self.bijection.inverse(z, ctx)
         return x.reshape(*shape, *self.event_shape), (log_pz - ladj).reshape(shape)
