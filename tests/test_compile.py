@@ -83,7 +83,10 @@ def test_compiled_training_step_matches_eager(name: str) -> None:
 def test_compiling_before_the_first_batch_gives_one_graph(name: str) -> None:
     # ActNorm (NICE) initialises on the first training batch; when that batch already runs
     # compiled, the step must still be one graph (a break there would split it for good).
+    # Random parameters (ActNorm still uninitialised): at init MAF, RealNVP and NSF are the
+    # identity, and compiled would equal eager whatever the compiled graph computes.
     flow = PRESETS[name]().float().train()
+    _randomize(flow)
     reference = copy.deepcopy(flow)
     explained = copy.deepcopy(flow)
     x = torch.randn(16, 4)
@@ -93,9 +96,18 @@ def test_compiling_before_the_first_batch_gives_one_graph(name: str) -> None:
     compiled = torch.compile(lambda b: -flow.log_prob(b).mean(), fullgraph=True)
     first = compiled(x)
     first.backward()
-    torch.testing.assert_close(first, -reference.log_prob(x).mean(), rtol=1e-5, atol=1e-5)
+    expected = -reference.log_prob(x).mean()
+    expected.backward()
+    # Not the standard normal's density: the flow does something to compare.
+    standard = -ff.distributions.StandardNormal(4).log_prob(x).mean()
+    assert (expected - standard).abs() > 1e-2
+    torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-5)
+    for (pname, p), ref_p in zip(flow.named_parameters(), reference.parameters()):
+        assert p.grad is not None and ref_p.grad is not None, pname
+        torch.testing.assert_close(p.grad, ref_p.grad, rtol=1e-4, atol=1e-5, msg=pname)
     acts = [m for m in flow.modules() if isinstance(m, ff.transforms.ActNorm)]
     ref_acts = [m for m in reference.modules() if isinstance(m, ff.transforms.ActNorm)]
+    assert len(acts) == len(ref_acts) == (1 if name == "NICE" else 0)
     for act, ref in zip(acts, ref_acts):
         # The data initialisation ran inside the compiled call, as in eager ...
         assert act.initialized.item() == 1.0
@@ -107,16 +119,51 @@ def test_compiling_before_the_first_batch_gives_one_graph(name: str) -> None:
         torch.testing.assert_close(act.loc.detach(), loc)
 
 
-@pytest.mark.parametrize("name", ["MAF", "NSF"])
-def test_compiled_chunked_inference_is_one_graph_and_exact(name: str) -> None:
-    # Large enough that compiled inference runs in row chunks (and that eager does too).
-    flow = PRESETS[name]().float()
+# Row chunks: a conditioner of widest layer W runs in chunks of ROW_BUDGET // W rows (4,096
+# at W = 64) when a batch has more than two chunks' rows; compiled, in at most
+# COMPILED_CHUNKS chunks. One layer each keeps the unrolled graph (a copy per chunk) small.
+CHUNKED = {
+    "MAF": lambda: ff.flows.MAF(features=4, context=3, transforms=1, hidden=(64,)),
+    "NSF": lambda: ff.flows.NSF(features=4, context=3, transforms=1, bins=4, hidden=(64,)),
+}
+
+
+@pytest.mark.parametrize("name", list(CHUNKED))
+def test_compiled_chunked_inference_is_one_graph_and_exact(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Compiled inference splits a large batch into row chunks (the loop unrolled into the
+    # graph). A counter on the chunking function records the rows of each chunk that runs,
+    # so the test sees that the chunked path is taken; the reference is the same flow
+    # evaluated eagerly on slices small enough to run whole, so a chunk lost, reordered or
+    # given another chunk's context shows.
+    from flowforge.transforms import rows as rows_module
+
+    chunk_rows: list[int] = []
+    by_row_chunks = rows_module.by_row_chunks
+
+    def counting(fn, x, context, width):  # type: ignore[no-untyped-def]
+        def counted(xc, cc):  # type: ignore[no-untyped-def]
+            chunk_rows.append(xc.shape[0])
+            return fn(xc, cc)
+
+        return by_row_chunks(counted, x, context, width)
+
+    monkeypatch.setattr(rows_module, "by_row_chunks", counting)
+    flow = CHUNKED[name]().double()
     _randomize(flow)
-    x = torch.randn(4096, 4)
+    chunk = rows_module.ROW_BUDGET // 64
+    assert chunk == 4096
+    n = 3 * chunk - 100  # three chunks, the last one shorter
+    x = torch.randn(n, 4, dtype=torch.float64)
+    c = torch.randn(n, 3, dtype=torch.float64)
     with torch.no_grad():
-        eager = flow.log_prob(x)
-        explanation = torch._dynamo.explain(flow.log_prob)(x)
-        assert explanation.graph_break_count == 0, explanation.break_reasons
-        assert explanation.graph_count == 1
-        compiled = torch.compile(flow.log_prob, fullgraph=True)(x)
-    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+        sliced = [flow.log_prob(xs, cs) for xs, cs in zip(x.split(1000), c.split(1000))]
+        reference = torch.cat(sliced)
+        assert all(r <= 1000 for r in chunk_rows)  # the reference ran unchunked
+        chunk_rows.clear()
+        compiled = torch.compile(flow.log_prob, fullgraph=True)  # fullgraph: one graph
+        out = compiled(x, c)
+    assert chunk_rows == [chunk, chunk, n - 2 * chunk], chunk_rows
+    assert out.shape == (n,)
+    torch.testing.assert_close(out, reference, rtol=1e-10, atol=1e-10)
