@@ -414,7 +414,7 @@ def made_affine_inverse_inference(
     inp = z.new_empty(rows, c + d)
     bufs = [z.new_empty(rows * w.shape[1]) for w in wt]
     out = z.new_empty(rows, 2)
-    lsum = z.new_empty(rows)
+    log_scales = z.new_empty(rows, d)  # each pass writes its dimension's column
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         m = stop - start
@@ -425,7 +425,7 @@ def made_affine_inverse_inference(
         xc = h_in[:, c:]
         xc.zero_()
         zc = z[start:stop]
-        ls_acc = lsum[:m].zero_()
+        ls = log_scales[:m]
         for i in order:
             h, width = h_in, c + d
             for k, units in enumerate(spec.needed[i]):
@@ -434,12 +434,11 @@ def made_affine_inverse_inference(
                 h = torch.addmm(biases[k][:units], h, wt[k][:width, :units], out=h_out).relu_()
                 width = units
             o = torch.addmm(b_dim[i], h, w_dim[i][:width], out=out[:m])
-            log_scale = bounded_log_scale(o[:, 0], spec.bound, out=o[:, 0])
-            ls_acc.add_(log_scale)
-            # x_i = (z_i - shift_i) * exp(-log_scale_i), written into the input buffer.
-            torch.mul(zc[:, i] - o[:, 1], log_scale.neg_().exp_(), out=xc[:, i])
+            log_scale = bounded_log_scale(o[:, 0], spec.bound, out=ls[:, i])
+            # x_i = (z_i - shift_i) / exp(log_scale_i), written into the input buffer.
+            torch.div(zc[:, i] - o[:, 1], log_scale.exp(), out=xc[:, i])
         x[start:stop].copy_(xc)
-        torch.neg(ls_acc, out=ladj[start:stop])
+        torch.sum(ls, -1, out=ladj[start:stop]).neg_()
     return x, ladj
 
 
