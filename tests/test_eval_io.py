@@ -55,8 +55,8 @@ def test_spec_errors_name_the_option() -> None:
     ds = load_dataset("moons", n_val=10, n_test=10)
     with pytest.raises(ConfigError, match="flow 'maf' takes no option 'bins'; valid: features"):
         spec_for(TrainConfig(flow="maf", bins=4), ds)
-    with pytest.raises(ConfigError, match="unknown flow 'glow'; valid flows: iaf, maf"):
-        spec_for(TrainConfig(flow="glow"), ds)
+    with pytest.raises(ConfigError, match=r"unknown flow 'nope'; valid flows: (\w+, )*maf, "):
+        spec_for(TrainConfig(flow="nope"), ds)
     with pytest.raises(ConfigError, match="no epochs; use --steps"):
         steps_per_epoch(ds, 64)
     spec = spec_for(TrainConfig(flow="nsf", flow_options={"coupling": True}), ds)
