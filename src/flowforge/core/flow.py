@@ -121,9 +121,7 @@ class Flow(nn.Module):
         z = self.base.rsample((total,), ctx)
         if temperature == 1.0:
             return z
-        from flowforge.distributions.base import StandardNormal
-
-        if not isinstance(self.base, StandardNormal) or temperature <= 0:
+        if not getattr(self.base, "tempered_by_scaling", False) or temperature <= 0:
             raise ValueError(
                 "sampling at a temperature T != 1 draws z ~ N(0, T^2 I): it needs T > 0 and a "
                 f"StandardNormal base; got T = {temperature} and a {type(self.base).__name__}"

@@ -21,7 +21,11 @@ class BaseDistribution(nn.Module):
 
     Attributes:
         event_shape: shape of one latent event.
+        tempered_by_scaling: whether ``T * rsample(...)`` is exactly a draw at temperature
+            ``T`` (density proportional to ``p(z)^(1/T^2)``): true for the standard normal only.
     """
+
+    tempered_by_scaling: bool = False
 
     def __init__(self, event_shape: int | Sequence[int]) -> None:
         super().__init__()
@@ -55,6 +59,8 @@ class StandardNormal(BaseDistribution):
         >>> round(base.log_prob(torch.zeros(1, 2)).item(), 4)  # -log(2 pi)
         -1.8379
     """
+
+    tempered_by_scaling = True
 
     def __init__(self, event_shape: int | Sequence[int]) -> None:
         super().__init__(event_shape)
