@@ -408,6 +408,16 @@ def made_affine_inverse_inference(
     index = torch.tensor(pick, device=z.device)
     w_dim = w_f[index].transpose(1, 2)
     b_dim = b_f[index]
+    # Each pass's weight and bias slices (only the units its dimension needs), sliced once
+    # per call: a pass works on (chunk, units) blocks, where each view costs as much as a
+    # small op.
+    plans = []
+    for i in order:
+        hidden, width = [], c + d
+        for k, units in enumerate(spec.needed[i]):
+            hidden.append((units, biases[k][:units], wt[k][:width, :units]))
+            width = units
+        plans.append((i, hidden, b_dim[i], w_dim[i][:width]))
     x = torch.empty_like(z)
     ladj = z.new_empty(n)
     rows = min(n, chunk)
@@ -424,19 +434,19 @@ def made_affine_inverse_inference(
             h_in[:, :c].copy_(context[start:stop])
         xc = h_in[:, c:]
         xc.zero_()
-        zc = z[start:stop]
         ls = log_scales[:m]
-        for i in order:
-            h, width = h_in, c + d
-            for k, units in enumerate(spec.needed[i]):
+        o = out[:m]
+        raw, shift = o.unbind(1)
+        z_cols, x_cols, ls_cols = z[start:stop].unbind(1), xc.unbind(1), ls.unbind(1)
+        for i, hidden, b_i, w_i in plans:
+            h = h_in
+            for k, (units, b_k, w_k) in enumerate(hidden):
                 # Only the first `units` units (by effective degree) of this layer.
-                h_out = bufs[k][: m * units].view(m, units)
-                h = torch.addmm(biases[k][:units], h, wt[k][:width, :units], out=h_out).relu_()
-                width = units
-            o = torch.addmm(b_dim[i], h, w_dim[i][:width], out=out[:m])
-            log_scale = bounded_log_scale(o[:, 0], spec.bound, out=ls[:, i])
+                h = torch.addmm(b_k, h, w_k, out=bufs[k][: m * units].view(m, units)).relu_()
+            torch.addmm(b_i, h, w_i, out=o)
+            log_scale = bounded_log_scale(raw, spec.bound, out=ls_cols[i])
             # x_i = (z_i - shift_i) / exp(log_scale_i), written into the input buffer.
-            torch.div(zc[:, i] - o[:, 1], log_scale.exp(), out=xc[:, i])
+            torch.div(z_cols[i] - shift, log_scale.exp(), out=x_cols[i])
         x[start:stop].copy_(xc)
         torch.sum(ls, -1, out=ladj[start:stop]).neg_()
     return x, ladj
