@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import flowforge as ff
-from flowforge.transforms.elementwise import Affine, AffineFunction
+from flowforge.functional.affine import AffineFunction
+from flowforge.transforms.affine import Affine
 
 
 def reference(x: torch.Tensor, params: torch.Tensor, bound: float):

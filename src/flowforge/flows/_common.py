@@ -56,7 +56,8 @@ from typing import Any, ClassVar, TypeVar
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.core.flow import Flow
 from flowforge.distributions.base import BaseDistribution, StandardNormal
-from flowforge.transforms.elementwise import Affine, Transformer
+from flowforge.transforms.affine import Affine
+from flowforge.transforms.transformer import Transformer
 
 
 def _is_int(v: Any) -> bool:

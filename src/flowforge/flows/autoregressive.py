@@ -9,7 +9,7 @@ import torch
 from flowforge.flows._common import AffinePreset, StackArgs, preset_docs
 from flowforge.nn.made import MADE
 from flowforge.transforms.autoregressive import MaskedAutoregressive
-from flowforge.transforms.elementwise import Transformer
+from flowforge.transforms.transformer import Transformer
 
 
 def autoregressive_stack(

@@ -8,10 +8,11 @@ from flowforge.core.bijection import Bijection
 from flowforge.distributions.base import BaseDistribution
 from flowforge.flows._common import AffinePreset, Preset, StackArgs, preset_docs, preset_hparams
 from flowforge.nn.mlp import MLP
+from flowforge.transforms.additive import Additive
 from flowforge.transforms.coupling import Coupling, half_mask
-from flowforge.transforms.elementwise import Additive, Transformer
 from flowforge.transforms.normalization import ActNorm
 from flowforge.transforms.permutation import ReversePermutation
+from flowforge.transforms.transformer import Transformer
 
 
 def coupling_stack(args: StackArgs, make_transformer: Callable[[], Transformer]) -> list[Bijection]:

@@ -8,7 +8,7 @@ from flowforge.distributions.base import BaseDistribution
 from flowforge.flows._common import Preset, StackArgs, preset_docs, preset_hparams
 from flowforge.flows.autoregressive import autoregressive_stack
 from flowforge.flows.coupling import coupling_stack
-from flowforge.transforms.elementwise import RationalQuadraticSpline
+from flowforge.transforms.spline import RationalQuadraticSpline
 
 
 @preset_docs

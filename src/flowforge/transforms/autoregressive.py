@@ -22,8 +22,9 @@ from flowforge.functional.made_affine import (
     made_affine_inverse_inference,
 )
 from flowforge.nn.made import MADE
-from flowforge.transforms.elementwise import Affine, Transformer
+from flowforge.transforms.affine import Affine
 from flowforge.transforms.rows import ROW_BUDGET, RowwiseBijection, widest
+from flowforge.transforms.transformer import Transformer
 
 
 class MaskedAutoregressive(RowwiseBijection):

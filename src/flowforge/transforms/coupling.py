@@ -17,13 +17,15 @@ from flowforge.functional.coupling_chain import CouplingStep, Step, coupling_cha
 from flowforge.functional.coupling_inference import coupling_inference
 from flowforge.functional.dispatch import eager_kernels_allowed
 from flowforge.nn.mlp import MLP
-from flowforge.transforms.elementwise import Additive, Affine, Transformer
+from flowforge.transforms.additive import Additive
+from flowforge.transforms.affine import Affine
 from flowforge.transforms.permutation import (
     Permutation,
     RandomPermutation,
     ReversePermutation,
 )
 from flowforge.transforms.rows import ROW_BUDGET, RowwiseBijection, widest
+from flowforge.transforms.transformer import Transformer
 
 # The permutations the fused chain implements (exact types: a subclass may override forward).
 KERNEL_PERMUTATIONS = (Permutation, ReversePermutation, RandomPermutation)
