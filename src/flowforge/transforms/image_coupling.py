@@ -67,6 +67,15 @@ class _ImageCoupling(Bijection):
             )
         return out.unflatten(1, (p, channels)).movedim(1, -1)
 
+    def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._couple(x, context, inverse=False)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._couple(z, context, inverse=True)
+
     def _flat(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor | None, tuple]:
         batch = batch_shape_of(x, self.event_shape)
         flat = x.reshape(-1, *self.event_shape)
@@ -131,12 +140,6 @@ class ChannelCoupling(_ImageCoupling):
         y = self._join(a, yb).reshape(*batch, *self.event_shape)
         return y, sum_event(ladj, 3).reshape(batch)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._couple(x, context, inverse=False)
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._couple(z, context, inverse=True)
-
 
 def checkerboard(height: int, width: int, parity: int = 0) -> Tensor:
     """Boolean ``(H, W)`` checkerboard, ``True`` where ``(h + w + parity)`` is even."""
@@ -194,12 +197,6 @@ class CheckerboardCoupling(_ImageCoupling):
         y = torch.where(keep, flat, y)
         ladj = torch.where(keep, ladj.new_zeros(()), ladj)
         return y.reshape(*batch, *self.event_shape), sum_event(ladj, 3).reshape(batch)
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._couple(x, context, inverse=False)
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._couple(z, context, inverse=True)
 
 
 __all__ = ["ChannelCoupling", "CheckerboardCoupling", "checkerboard"]
