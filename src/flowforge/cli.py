@@ -3,7 +3,8 @@
 A thin layer over :mod:`flowforge.train`, :mod:`flowforge.eval`, :mod:`flowforge.runs` and
 :mod:`flowforge.data`. Bad input (missing file, unknown dataset or flow, bad values, wrong
 dimension, bad option) is reported as one line on stderr with exit status 2 and no traceback;
-a training run stopped by a non-finite loss exits with status 1.
+a training run stopped by a non-finite loss, and an evaluation that meets a non-finite
+log-likelihood (the rows are named, never skipped), exit with status 1.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Train a flow by maximum likelihood and write a run directory (config.json, "
             "model.safetensors, checkpoint.safetensors, metrics.jsonl, results.json, plots). "
-            "With no options: NSF on 8gaussians, well under a minute on 2 CPU cores. Every "
+            "With no options: NSF on 8gaussians, well under a minute on 2 CPU cores. Image "
+            "presets (glow, multiscale_realnvp) on image data (digits, mnist, cifar10) train "
+            "with their own defaults: 400 epochs, batch 64, lr 1e-3 after a 200-step warmup, "
+            "clip 50, logit alpha 0.05, weight average 0.999 (flags override them). Every "
             "option can also be a key of --config FILE.toml; flags override the file."
         ),
     )
@@ -126,6 +130,7 @@ def _version() -> str:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from flowforge.train.config import ConfigError, TrainConfig, flags_to_dict, read_toml
+    from flowforge.train.model import preset_defaults
     from flowforge.train.run import resume_run, start_run
 
     flags = flags_to_dict(args)
@@ -134,10 +139,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--config cannot be used with --resume (the run has its config)")
         result = resume_run(args.resume, flags)
     else:
-        cfg = TrainConfig()
-        if args.config:
-            cfg = TrainConfig.from_layers(read_toml(args.config), source=f"{args.config}: ")
-        cfg = cfg.updated(flags)
+        toml = read_toml(args.config) if args.config else {}
+        source = f"{args.config}: " if args.config else ""
+        flow = TrainConfig.from_layers(toml, source=source).updated(flags).flow
+        # the preset's own defaults go under the file and the flags
+        cfg = TrainConfig.from_layers(preset_defaults(flow), toml, source=source).updated(flags)
         result = start_run(cfg)
     out = result.outcome
     print(
@@ -167,11 +173,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.split} NLL: {s.nll:.4f} ± {s.nll_err:.4f} nats ({s.n} rows, 2 standard errors)")
     if s.bpd is not None:
-        print(f"{args.split} bits/dim: {s.bpd:.4f} ± {s.bpd_err:.4f}")
-    if s.non_finite:
-        print(
-            f"warning: {s.non_finite} rows with non-finite log-likelihood left out", file=sys.stderr
-        )
+        print(f"{args.split} bits/dim: {s.bpd:.4f} ± {s.bpd_err:.4f} (2 standard errors)")
     return 0
 
 
@@ -202,8 +204,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from flowforge.data import read_table
-    from flowforge.eval.score import score_rows
+    from flowforge.eval.score import read_rows, score_rows
     from flowforge.runs import check_output, open_run, write_table
     from flowforge.train.run import resolve_device, run_config
 
@@ -212,7 +213,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         check_output(out, (".npy", ".csv"))
     run = open_run(args.run, resolve_device(args.device))
     columns = run_config(run.record, str(run.files.config)).column_list()
-    x, _ = read_table(args.input, columns=columns)  # as in training
+    x = read_rows(run, args.input, columns)  # the columns of training
     ll = score_rows(run, x, origin=str(args.input), seed=args.seed).numpy()
     if out is None:
         sys.stdout.write("log_likelihood\n" + "".join(f"{v:.9g}\n" for v in ll))
@@ -274,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     from flowforge.data import DataError
+    from flowforge.eval.likelihood import NonFiniteLikelihood
     from flowforge.runs import ConfigError, RunError
     from flowforge.train.loop import NonFiniteLoss
 
@@ -283,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ConfigError, RunError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except NonFiniteLoss as e:
+    except (NonFiniteLoss, NonFiniteLikelihood) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
     except KeyboardInterrupt as e:

@@ -7,11 +7,13 @@ from flowforge.distributions.base import (
     GaussianMixture,
     StandardNormal,
 )
+from flowforge.distributions.logistic import StandardLogistic
 
 __all__ = [
     "BaseDistribution",
     "ConditionalDiagNormal",
     "DiagNormal",
     "GaussianMixture",
+    "StandardLogistic",
     "StandardNormal",
 ]

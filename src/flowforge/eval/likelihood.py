@@ -1,20 +1,36 @@
 """Test log-likelihoods the way the literature reports them: nats with 2 standard errors, bits/dim.
 
+A non-finite log-likelihood is never averaged away: :func:`summarize` (and so ``flowforge eval``
+and the test numbers of ``flowforge train``) raises :class:`NonFiniteLikelihood` naming the rows.
+
 References:
     Papamakarios, Pavlakou, Murray (2017). Masked Autoregressive Flow for Density Estimation.
     arXiv:1705.07057 (mean test log-likelihood, error bar of two standard errors).
+    Theis, van den Oord, Bethge (2016). A note on the evaluation of generative models.
+    arXiv:1511.01844 (bits/dim of discrete data from a dequantized density).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["NLLSummary", "bits_per_dim", "log_likelihoods", "summarize"]
+__all__ = [
+    "NLLSummary",
+    "NonFiniteLikelihood",
+    "bits_per_dim",
+    "check_finite",
+    "log_likelihoods",
+    "summarize",
+]
+
+
+class NonFiniteLikelihood(ValueError):
+    """Some rows have a NaN or infinite log-likelihood (the message names them; one line)."""
 
 
 @torch.no_grad()
@@ -46,6 +62,54 @@ def log_likelihoods(
     return torch.cat(parts) if parts else x.new_zeros(0, dtype=torch.float64)
 
 
+@overload
+def bits_per_dim(log_prob: float, dim: int, levels: int) -> float: ...
+@overload
+def bits_per_dim(log_prob: Tensor, dim: int, levels: int) -> Tensor: ...
+def bits_per_dim(log_prob: Tensor | float, dim: int, levels: int) -> Tensor | float:
+    """Bits/dim of discrete data from the log-density of its dequantized version, per example.
+
+    ``bpd = (-log p(u) + D log K) / (D log 2)`` for each example: ``u`` holds the ``D`` values of
+    one example dequantized and scaled to ``[0, 1)`` (``u = (v + noise) / K``), and ``log p(u)``
+    includes every pre-transform's log-Jacobian. The ``D log K`` term is the log-Jacobian of the
+    scaling by ``1 / K``, once per example: the density of ``v + noise`` on ``[0, K)^D`` is
+    ``p(u) / K^D``, and its negative log in bits per value is a bound on the discrete model's.
+
+    Args:
+        log_prob: ``log p(u)`` in nats, a number or a ``(*)`` tensor (one per example).
+        dim: ``D``, values per example (``C * H * W``).
+        levels: ``K``, levels per value (17 for scikit-learn's digits, ``2^bits`` = 256 for
+            8-bit images).
+
+    Returns:
+        Bits/dim, of the same type and shape as ``log_prob``.
+
+    Example:
+        >>> round(bits_per_dim(0.0, 64, 17), 4)  # the uniform density on [0, 1)^64: log2(17)
+        4.0875
+    """
+    if dim < 1 or levels < 2:
+        raise ValueError(f"bits/dim needs dim >= 1 and levels >= 2, got {dim} and {levels}")
+    return (-log_prob + dim * math.log(levels)) / (dim * math.log(2))
+
+
+def check_finite(ll: Tensor, what: str = "log-likelihood") -> None:
+    """Raise :class:`NonFiniteLikelihood` naming the rows (0-based) where ``ll`` is not finite.
+
+    Example:
+        >>> check_finite(torch.tensor([0.0, float("nan"), -float("inf")]))
+        Traceback (most recent call last):
+        ...
+        flowforge.eval.likelihood.NonFiniteLikelihood: non-finite log-likelihood in 2 of 3 rows (rows 1, 2; 0-based)
+    """
+    bad = (~torch.isfinite(ll)).nonzero().flatten().tolist()
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+        raise NonFiniteLikelihood(
+            f"non-finite {what} in {len(bad)} of {ll.numel()} rows (rows {shown}; 0-based)"
+        )
+
+
 @dataclass
 class NLLSummary:
     """Mean negative log-likelihood over rows with its error bar.
@@ -54,9 +118,8 @@ class NLLSummary:
         nll: mean ``-log p`` in nats.
         nll_err: two standard errors of the mean, ``2 * std / sqrt(N)``.
         n: number of rows.
-        bpd: bits/dim (images), else ``None``.
+        bpd: mean bits/dim (images), else ``None``.
         bpd_err: two standard errors of the bits/dim, else ``None``.
-        non_finite: rows whose log-likelihood was not finite (left out of the mean).
     """
 
     nll: float
@@ -64,7 +127,6 @@ class NLLSummary:
     n: int
     bpd: float | None = None
     bpd_err: float | None = None
-    non_finite: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dictionary."""
@@ -74,9 +136,14 @@ class NLLSummary:
         text = f"NLL {self.nll:.4f} ± {self.nll_err:.4f} nats ({self.n} rows)"
         if self.bpd is not None:
             text += f", {self.bpd:.4f} ± {self.bpd_err:.4f} bits/dim"
-        if self.non_finite:
-            text += f", {self.non_finite} non-finite rows left out"
         return text
+
+
+def _mean_and_err(v: Tensor) -> tuple[float, float]:
+    n = v.numel()
+    mean = float(v.mean()) if n else math.nan
+    err = float(2 * v.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.nan
+    return mean, err
 
 
 def summarize(ll: Tensor, dim: int | None = None, levels: int | None = None) -> NLLSummary:
@@ -88,33 +155,20 @@ def summarize(ll: Tensor, dim: int | None = None, levels: int | None = None) -> 
         dim: ``D``, values per row (needed with ``levels``).
         levels: ``K``, quantisation levels per value (images).
 
+    Raises:
+        NonFiniteLikelihood: if any row's log-likelihood is NaN or infinite (never skipped).
+
     Example:
         >>> s = summarize(torch.tensor([-1.0, -3.0]))  # std 1.414, 2 * std / sqrt(2) = 2
         >>> s.nll, round(s.nll_err, 4)
         (2.0, 2.0)
     """
-    finite = torch.isfinite(ll)
-    good = ll[finite].double()
-    n = int(good.numel())
-    nll = float(-good.mean()) if n else math.nan
-    err = float(2 * good.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.nan
-    out = NLLSummary(nll=nll, nll_err=err, n=n, non_finite=int((~finite).sum()))
+    ll = ll.double().flatten()
+    check_finite(ll)
+    nll, err = _mean_and_err(-ll)
+    out = NLLSummary(nll=nll, nll_err=err, n=int(ll.numel()))
     if levels is not None:
         if dim is None:
             raise ValueError("bits/dim needs dim together with levels")
-        out.bpd = bits_per_dim(nll, dim, levels)
-        out.bpd_err = err / (dim * math.log(2))
+        out.bpd, out.bpd_err = _mean_and_err(bits_per_dim(ll, dim, levels))
     return out
-
-
-def bits_per_dim(nll: float, dim: int, levels: int) -> float:
-    """``(nll + D log K) / (D log 2)``: bits/dim of discrete data from the dequantized density.
-
-    ``nll`` is ``-log p(u)`` of the dequantized data scaled to ``[0, 1)``, every pre-transform's
-    log-Jacobian included.
-
-    Example:
-        >>> round(bits_per_dim(0.0, 64, 17), 4)  # a uniform density on [0, 1)^64
-        4.0875
-    """
-    return (nll + dim * math.log(levels)) / (dim * math.log(2))

@@ -14,7 +14,13 @@ neither), so that loading a trained flow needs no training code. It holds:
 
 from flowforge.runs.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from flowforge.runs.errors import ConfigError, RunError
-from flowforge.runs.layout import RUN_FORMAT, RunFiles, read_run_record, run_files
+from flowforge.runs.layout import (
+    RUN_FORMAT,
+    RUN_FORMAT_VERSION,
+    RunFiles,
+    read_run_record,
+    run_files,
+)
 from flowforge.runs.recipe import ModelSpec, build_flow, check_flow_name
 from flowforge.runs.run import Run, load, open_run, parse_spec
 from flowforge.runs.tables import TABLE_SUFFIXES, check_output, write_table
@@ -22,6 +28,7 @@ from flowforge.runs.weights import load_state, load_weights, read_safetensors, s
 
 __all__ = [
     "RUN_FORMAT",
+    "RUN_FORMAT_VERSION",
     "TABLE_SUFFIXES",
     "ConfigError",
     "ModelSpec",

@@ -15,9 +15,15 @@ from typing import Any
 
 from flowforge.runs.errors import RunError
 
-__all__ = ["RUN_FORMAT", "RunFiles", "read_run_record", "run_files"]
+__all__ = ["RUN_FORMAT", "RUN_FORMAT_VERSION", "RunFiles", "read_run_record", "run_files"]
 
 RUN_FORMAT = "flowforge-run"
+
+#: The version of the run directory layout this flowforge writes (``format_version`` in
+#: ``config.json``). 2: image flows take ``(N, C, H, W)`` batches (format 1 flattened them to
+#: ``(N, D)``; its image runs are refused, its other runs read as before); the checkpoint may
+#: hold an exponential moving average of the weights.
+RUN_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -85,4 +91,17 @@ def read_run_record(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise RunError(f"{files.config} is corrupted: not valid JSON ({e})") from None
     if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
         raise RunError(f"{files.config} is not a flowforge run record (no format {RUN_FORMAT!r})")
+    version = record.get("format_version", 1)
+    if not isinstance(version, int) or version > RUN_FORMAT_VERSION:
+        raise RunError(
+            f"{files.config} has run format version {version!r}; this flowforge reads versions "
+            f"up to {RUN_FORMAT_VERSION}: upgrade flowforge"
+        )
+    model = record.get("model")
+    if version < 2 and isinstance(model, dict) and model.get("kind") == "image":
+        raise RunError(
+            f"{files.config} is an image run of run format 1, whose flow took flattened (N, D) "
+            f"rows; this flowforge (format {RUN_FORMAT_VERSION}) builds image flows on "
+            f"(N, C, H, W) batches, so the run cannot be read: train it again"
+        )
     return record

@@ -5,9 +5,11 @@ The trained model is a genuine :class:`flowforge.Flow` over the data as the user
 - 2-D toy and on-disk tabular data: the preset itself;
 - user and scikit-learn tabular data: ``Standardize`` (training statistics) then the preset, so
   ``log_prob`` is the log-density of the data in its original units;
-- images: flattened to ``D = C*H*W`` values ``u`` in ``[0, 1)`` (uniformly dequantized pixels),
-  ``Logit(alpha)`` then the preset, so ``log_prob(u)`` includes the logit's log-Jacobian, as
-  bits/dim requires.
+- images: ``(*, C, H, W)`` values ``u`` in ``[0, 1)`` (dequantized pixels, the dataset's own
+  event shape), ``Logit(alpha, (C, H, W))`` then the preset, so ``log_prob(u)`` includes the
+  logit's log-Jacobian, as bits/dim requires. An image preset (Glow, multiscale RealNVP) takes
+  the ``(C, H, W)`` logits as they are; a vector preset (MAF, NSF, ...) gets them through
+  ``Reshape((C, H, W), (D,))``, so the flow's event shape is the image's either way.
 
 :class:`ModelSpec` holds everything needed to rebuild that flow; it is saved in ``config.json``
 and :func:`build_flow` rebuilds it. Which spec a training run asks for is decided by
@@ -30,7 +32,7 @@ import torch
 from flowforge.core import Bijection, Compose, Flow
 from flowforge.flows import PRESETS
 from flowforge.runs.errors import ConfigError
-from flowforge.transforms import Logit
+from flowforge.transforms import Logit, Reshape
 from flowforge.transforms.standardize import Standardize
 
 __all__ = ["ModelSpec", "build_flow", "check_flow_name"]
@@ -44,8 +46,8 @@ class ModelSpec:
         preset: a key of :data:`flowforge.flows.PRESETS`.
         kwargs: the preset's keyword arguments (``features``, ``transforms``, ``hidden``, ...).
         kind: the data kind, ``"toy"``, ``"tabular"`` or ``"image"``.
-        data_shape: the event shape of one example as the dataset stores it (``(1, 8, 8)``);
-            the flow itself works on the flattened ``(D,)`` vector.
+        data_shape: the event shape of one example as the dataset stores it (``(1, 8, 8)``),
+            which is the event shape of the flow (run format 2; format 1 flattened images).
         levels: images: quantisation levels ``K`` per value.
         logit_alpha: images: the logit pre-transform constant.
         standardizer: ``Standardizer.to_dict()`` when the data were standardised, else ``None``.
@@ -105,7 +107,9 @@ def build_flow(spec: ModelSpec) -> Flow:
         std = torch.tensor(spec.standardizer["std"], dtype=torch.float64)
         pre.append(Standardize(mean.reshape(-1), std.reshape(-1)))
     if spec.kind == "image":
-        pre.append(Logit(float(spec.logit_alpha or 0.0), (spec.features,)))
+        pre.append(Logit(float(spec.logit_alpha or 0.0), spec.data_shape))
+        if tuple(preset.event_shape) != spec.data_shape:  # a vector preset on images
+            pre.append(Reshape(spec.data_shape, preset.event_shape))
     if not pre:
         return preset
     return Flow(Compose([*pre, preset.bijection]), preset.base)

@@ -87,8 +87,11 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Fl
 
     The flow is a :class:`flowforge.Flow` over the data in its original units: user and
     scikit-learn tabular data unstandardised (the run's training statistics are inside the
-    flow), images as flattened values in ``[0, 1)`` (dequantized pixels; the logit
-    pre-transform is inside the flow).
+    flow); images in the dataset's own event shape, ``(N, C, H, W)`` values in ``[0, 1)``
+    (dequantized pixels ``(v + noise) / K``; the logit pre-transform is inside the flow, and
+    ``flow.sample(n)`` returns ``(n, C, H, W)`` in ``[0, 1)``), whatever the preset: a vector
+    preset sees the image through a ``Reshape`` inside the flow. Run format 2: an image run
+    of format 1 (which took flattened ``(N, D)`` rows) is refused with a :class:`RunError`.
 
     Args:
         path: a run directory written by ``flowforge train``.

@@ -2,7 +2,8 @@
 
 The trained flow (see :mod:`flowforge.runs.recipe`) reads toy and on-disk tabular rows as they
 are, user/scikit-learn tabular rows in their original units (the flow standardises them itself)
-and images as flattened, uniformly dequantized values ``u`` in ``[0, 1)``. This module turns a
+and images in their own shape ``(N, C, H, W)`` as uniformly dequantized values ``u`` in
+``[0, 1)``, the noise drawn once per batch (never again inside the flow). This module turns a
 :class:`flowforge.data.Dataset` into exactly that, with random state that a checkpoint can save,
 so a resumed run draws the same batches as an uninterrupted one.
 """
@@ -34,10 +35,9 @@ def model_input(ds: Dataset, x: Tensor, generator: torch.Generator | None) -> Te
         generator: the dequantization noise for images.
 
     Returns:
-        ``(N, D)``: images flattened and dequantized to ``[0, 1)``; standardised rows mapped
+        ``(N, *event_shape)``: images dequantized to ``[0, 1)``; standardised rows mapped
         back to the original units; anything else as is.
     """
-    x = x.reshape(x.shape[0], -1)  # (N, D)
     if ds.kind == "image":
         assert ds.levels is not None
         return dequantize(x, ds.levels, generator)
@@ -101,7 +101,7 @@ class TrainStream:
         return self.ds.iter_epoch(self.batch_size, g)
 
     def next(self) -> Tensor:
-        """The next ``(B, D)`` batch in the flow's input units."""
+        """The next ``(B, *event_shape)`` batch in the flow's input units."""
         if self.ds.train is None:
             x = self.ds.sample_train(self.batch_size, self.draws)
         else:

@@ -85,15 +85,26 @@ class TrainConfig:
     )
     # flow
     flow: str = field(default="nsf", metadata=_doc("flow preset"))
-    transforms: int = field(default=5, metadata=_doc("number of transforms of the preset"))
-    hidden: tuple[int, ...] = field(
-        default=(64, 64), metadata=_doc("hidden layer widths, e.g. 64,64")
+    transforms: int | None = field(
+        default=None,
+        metadata=_doc("vector presets: number of transforms (default: the preset's CLI default)"),
+    )
+    hidden: tuple[int, ...] | None = field(
+        default=None,
+        metadata=_doc(
+            "hidden layer widths, e.g. 64,64 (image presets: one number of channels; default: "
+            "the preset's CLI default)"
+        ),
     )
     bins: int | None = field(
         default=None, metadata=_doc("spline bins (NSF only; default the preset's)")
     )
     flow_options: dict[str, Any] = field(
-        default_factory=dict, metadata=_doc("other preset keyword arguments, as a JSON/TOML table")
+        default_factory=dict,
+        metadata=_doc(
+            "other preset keyword arguments, as a JSON/TOML table, e.g. "
+            '\'{"levels": 2, "steps": 8}\' for glow'
+        ),
     )
     # optimisation
     steps: int = field(default=1500, metadata=_doc("gradient steps (excludes --epochs)"))
@@ -113,6 +124,17 @@ class TrainConfig:
     )
     lr_patience: int = field(
         default=3, metadata=_doc("plateau: evaluations without improvement before lowering")
+    )
+    warmup_steps: int = field(
+        default=0,
+        metadata=_doc("linear learning-rate warmup over the first N steps, before the schedule"),
+    )
+    ema_decay: float = field(
+        default=0.0,
+        metadata=_doc(
+            "exponential moving average of the weights (e.g. 0.999; 0 disables): the average is "
+            "what is validated, kept as best and saved"
+        ),
     )
     clip_grad: float = field(
         default=5.0, metadata=_doc("gradient-norm clipping threshold (0 disables)")
@@ -205,7 +227,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dictionary of every option (tuples become lists)."""
         d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
+        d["hidden"] = None if self.hidden is None else list(self.hidden)
         return d
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -225,17 +247,19 @@ class TrainConfig:
         positive = ["n_val", "n_test", "transforms", "steps", "batch_size", "eval_every"]
         positive += ["eval_batch_size", "lr"]
         for key in positive:
-            if getattr(self, key) <= 0:
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ConfigError(f"{source}{key} must be positive, got {getattr(self, key)}")
         non_negative = ["weight_decay", "min_lr", "clip_grad", "patience", "lr_patience"]
-        non_negative += ["max_nan_recoveries", "threads"]
+        non_negative += ["max_nan_recoveries", "threads", "warmup_steps"]
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise ConfigError(f"{source}{key} must be >= 0, got {getattr(self, key)}")
         if self.epochs is not None and self.epochs <= 0:
             raise ConfigError(f"{source}epochs must be positive, got {self.epochs}")
-        if not all(h > 0 for h in self.hidden):
+        if self.hidden is not None and not (self.hidden and all(h > 0 for h in self.hidden)):
             raise ConfigError(f"{source}hidden widths must be positive, got {list(self.hidden)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"{source}ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.bins is not None and self.bins < 1:
             raise ConfigError(f"{source}bins must be positive, got {self.bins}")
         for key in ("lr_factor", "nan_lr_factor"):

@@ -2,7 +2,12 @@
 checkpoints and NaN recovery.
 
 The loop minimises whatever :class:`~flowforge.train.losses.Objective` it is given and logs
-the objective's extra terms; validation is always the NLL of the validation rows.
+the objective's extra terms; validation is always the NLL of the validation rows (and their
+bits/dim for images). With ``ema_decay > 0`` the loop keeps a moving average of the weights
+(:mod:`.ema`): the average is what is validated, kept as the best weights, written to the
+weights file and left in the model at the end; the raw weights keep training, and both are in
+the checkpoint. A validation row with a non-finite log-likelihood makes the validation NLL
+non-finite (never averaged away), which the NaN policy below handles.
 
 Every ``eval_every`` steps (and at the last step) the loop computes the validation NLL, appends a
 record to ``metrics.jsonl``, keeps the best weights, and writes a checkpoint holding everything
@@ -27,11 +32,17 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from flowforge.eval.likelihood import log_likelihoods, summarize
-from flowforge.runs import load_state, save_weights
+from flowforge.eval.likelihood import (
+    NonFiniteLikelihood,
+    bits_per_dim,
+    check_finite,
+    log_likelihoods,
+)
+from flowforge.runs import RunError, load_state, save_weights
 from flowforge.train.batches import TrainStream
 from flowforge.train.checkpoint import save_checkpoint
 from flowforge.train.config import TrainConfig
+from flowforge.train.ema import WeightAverage
 from flowforge.train.losses import Loss, MaximumLikelihood, Objective
 from flowforge.train.metrics import MetricsLog
 from flowforge.train.schedule import LRSchedule
@@ -71,7 +82,7 @@ class Trainer:
     Args:
         model: the flow (already on ``device``).
         stream: the training batches.
-        val: ``(N, D)`` validation rows in the flow's input units.
+        val: ``(N, *event_shape)`` validation rows in the flow's input units.
         cfg: the options (optimizer, schedule, clipping, validation, patience, NaN policy).
         total_steps: the step to train up to.
         device: where batches go.
@@ -82,6 +93,8 @@ class Trainer:
         objective: what a training step minimises, ``objective(model, batch) -> Loss``
             (default: :class:`~flowforge.train.losses.MaximumLikelihood`). Its extra terms
             are averaged between evaluations and logged as ``train_<name>``.
+        levels: images: ``K`` levels per value; the validation bits/dim is then logged as
+            ``val_bpd`` (:func:`~flowforge.eval.likelihood.bits_per_dim`).
     """
 
     def __init__(
@@ -98,6 +111,7 @@ class Trainer:
         weights: Path | None = None,
         log: Callable[[str], None] = _stderr,
         objective: Objective | None = None,
+        levels: int | None = None,
     ) -> None:
         self.model, self.stream, self.val, self.cfg = model, stream, val, cfg
         self.total_steps, self.device = total_steps, device
@@ -107,8 +121,17 @@ class Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.schedule = LRSchedule(
-            cfg.schedule, cfg.lr, total_steps, cfg.min_lr, cfg.lr_factor, cfg.lr_patience
+            cfg.schedule,
+            cfg.lr,
+            total_steps,
+            cfg.min_lr,
+            cfg.lr_factor,
+            cfg.lr_patience,
+            cfg.warmup_steps,
         )
+        self.levels = levels
+        self.ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.last_val_bpd: float | None = None
         self.step = 0
         self.best_val_nll = math.inf
         self.best_step = 0
@@ -125,11 +148,12 @@ class Trainer:
 
     # -- state --------------------------------------------------------------------------------
 
-    def _snapshot(self) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    def _snapshot(self) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, Any] | None]:
         return (
             self.step,
             copy.deepcopy(self.model.state_dict()),
             copy.deepcopy(self.optimizer.state_dict()),
+            None if self.ema is None else copy.deepcopy(self.ema.state_dict()),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -141,6 +165,7 @@ class Trainer:
             "stream": self.stream.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "best_state": self.best_state,
+            "ema": None if self.ema is None else self.ema.state_dict(),
             "counters": {
                 "step": self.step,
                 "best_val_nll": self.best_val_nll,
@@ -161,6 +186,14 @@ class Trainer:
         self.stream.load_state_dict(state["stream"])
         torch.set_rng_state(state["torch_rng"])
         self.best_state = state["best_state"]
+        if self.ema is not None:
+            saved = state.get("ema")
+            if saved is None:
+                raise RunError(
+                    f"{origin} holds no average of the weights, but ema_decay = "
+                    f"{self.cfg.ema_decay}: it was written by another configuration"
+                )
+            self.ema.load_state_dict(saved, self.model)
         for key, value in state["counters"].items():
             setattr(self, key, value)
         self._last_good = self._snapshot()
@@ -184,6 +217,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         load_state(self.model, self._last_good[1], "the last good state")
         self.optimizer.load_state_dict(copy.deepcopy(self._last_good[2]))
+        if self.ema is not None and self._last_good[3] is not None:
+            self.ema.load_state_dict(copy.deepcopy(self._last_good[3]), self.model)
         self.schedule.cut(self.cfg.nan_lr_factor)
         self.nan_streak += 1
         self.nan_total += 1
@@ -238,13 +273,44 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.last_terms = {name: float(t.detach()) for name, t in out.terms.items()}
         return float(loss.detach())
 
+    def evaluated_state(self) -> dict[str, Tensor]:
+        """The weights that are validated and saved: the average, else the current weights."""
+        if self.ema is not None and self.ema.state is not None:
+            return self.ema.state
+        return self.model.state_dict()
+
     def evaluate(self) -> float:
-        """Validation NLL (nats) of the current weights."""
-        ll = log_likelihoods(self.model, self.val, self.cfg.eval_batch_size, self.device)
-        return summarize(ll).nll
+        """Validation NLL (nats) of the evaluated weights (:meth:`evaluated_state`).
+
+        Any non-finite row makes the result NaN; :attr:`last_val_bpd` gets the bits/dim for
+        images.
+        """
+        swap = self.ema is not None and self.ema.state is not None
+        raw = copy.deepcopy(self.model.state_dict()) if swap else None
+        try:
+            if swap:
+                load_state(self.model, self.evaluated_state(), "the average of the weights")
+            ll = log_likelihoods(self.model, self.val, self.cfg.eval_batch_size, self.device)
+        finally:
+            if raw is not None:
+                load_state(self.model, raw, "the current weights")
+        finite = bool(torch.isfinite(ll).all()) and ll.numel() > 0
+        if not finite:
+            try:
+                check_finite(ll, "validation log-likelihood")
+            except NonFiniteLikelihood as e:
+                self.log(f"step {self.step}: {e}")
+        nll = float(-ll.mean()) if finite else math.nan
+        self.last_val_bpd = None
+        if self.levels is not None and finite:
+            dim = math.prod(self.val.shape[1:])
+            self.last_val_bpd = float(bits_per_dim(ll, dim, self.levels).mean())
+        return nll
 
     def _after_eval(self, val_nll: float) -> dict[str, Any]:
         if not math.isfinite(val_nll):
@@ -253,7 +319,7 @@ class Trainer:
         self.schedule.observe(val_nll)
         if val_nll < self.best_val_nll:
             self.best_val_nll, self.best_step, self.bad_evals = val_nll, self.step, 0
-            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.best_state = copy.deepcopy(self.evaluated_state())
             if self.weights is not None:
                 save_weights(self.weights, self.best_state)
         else:
@@ -264,6 +330,7 @@ class Trainer:
             "step": self.step,
             "train_loss": self._loss_sum / max(self._loss_count, 1),
             "val_nll": val_nll,
+            **({} if self.last_val_bpd is None else {"val_bpd": self.last_val_bpd}),
             "lr": self.schedule.lr_at(self.step),
             "seconds": round(self.elapsed, 3),
             "best_val_nll": self.best_val_nll,
@@ -318,6 +385,8 @@ class Trainer:
                     record = self._after_eval(self.evaluate())
                     if record:
                         postfix["val_nll"] = f"{record['val_nll']:.4f}"
+                        if "val_bpd" in record:
+                            postfix["val_bpd"] = f"{record['val_bpd']:.4f}"
                 self.elapsed += time.perf_counter() - start
                 if progress and (self.step % 10 == 0 or self.step == self.total_steps):
                     bar.set_postfix(postfix, refresh=False)
@@ -327,5 +396,7 @@ class Trainer:
             self.log = log
         if self.cfg.restore_best and self.best_state is not None:
             load_state(self.model, self.best_state, "the best state")
+        elif self.ema is not None and self.ema.state is not None:
+            load_state(self.model, self.ema.state, "the average of the weights")
         reason = "early stopping" if self.stopped_early else "completed"
         return FitOutcome(self.step, reason, self.best_step, self.best_val_nll)

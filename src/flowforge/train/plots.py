@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "image_grid",
+    "image_samples_figure",
     "plot_density_2d",
     "plot_losses",
     "scatter",
@@ -113,15 +114,9 @@ def image_grid(images: Tensor, path: str | Path, title: str | None = None) -> Pa
     n = images.shape[0]
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    c, h, w = images.shape[1:]
-    canvas = torch.ones(c, rows * (h + 1) - 1, cols * (w + 1) - 1)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        canvas[:, r * (h + 1) : r * (h + 1) + h, k * (w + 1) : k * (w + 1) + w] = images[i]
     fig = _figure(0.6 * cols + 0.4, 0.6 * rows + (0.7 if title else 0.4))
     ax = fig.add_subplot()
-    pixels = canvas.clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, C)
-    ax.imshow(pixels[..., 0] if c == 1 else pixels, cmap="gray", vmin=0, vmax=1)
+    ax.imshow(_canvas(images, cols), cmap="gray", vmin=0, vmax=1)
     ax.axis("off")
     if title:
         ax.set_title(title)
@@ -138,6 +133,69 @@ def scatter(points: Tensor, path: str | Path, title: str | None = None) -> Path:
     return write_png(fig, path)
 
 
+def _quantized(u: Tensor, levels: int) -> Tensor:
+    """Dequantized values ``u`` in ``[0, 1)`` back to their levels, scaled to ``[0, 1]``."""
+    return (u * levels).floor().clamp(0, levels - 1) / max(levels - 1, 1)
+
+
+@torch.no_grad()
+def image_samples_figure(
+    flow: torch.nn.Module,
+    real: Tensor,
+    levels: int,
+    path: str | Path,
+    temperatures: Sequence[float] = (1.0, 0.8, 0.6),
+    n: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Real images next to flow samples at a few temperatures, one grid per panel.
+
+    Args:
+        flow: an image flow (``sample(n, temperature=T)`` returns ``(n, C, H, W)`` in
+            ``[0, 1)``).
+        real: ``(N, C, H, W)`` real images as levels ``0 .. K-1`` (the test split).
+        levels: ``K``.
+        path: the PNG file.
+        temperatures: sampling temperatures; only 1 when the base cannot be tempered.
+        n: images per panel.
+        seed: seed of the samples.
+    """
+    base = getattr(flow, "base", None)
+    if not getattr(base, "tempered_by_scaling", False):
+        temperatures = [1.0]
+    panels = [("test data", real[:n].cpu() / max(levels - 1, 1))]
+    was_training = flow.training
+    flow.eval()
+    try:
+        for t in temperatures:
+            torch.manual_seed(seed)
+            u = flow.sample(n, temperature=t).cpu()  # type: ignore[operator]
+            panels.append((f"samples, T = {t:g}", _quantized(u, levels)))
+    finally:
+        flow.train(was_training)
+    cols = math.ceil(math.sqrt(n))
+    fig = _figure(2.6 * len(panels), 2.9)
+    axes = fig.subplots(1, len(panels))
+    for ax, (title, images) in zip(axes, panels, strict=True):
+        ax.imshow(_canvas(images, cols), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    return write_png(fig, path)
+
+
+def _canvas(images: Tensor, cols: int) -> Any:
+    """``(N, C, H, W)`` images in ``[0, 1]`` tiled into one ``(rows, cols)`` picture (numpy)."""
+    n = images.shape[0]
+    rows = math.ceil(n / cols)
+    c, h, w = images.shape[1:]
+    canvas = torch.ones(c, rows * (h + 1) - 1, cols * (w + 1) - 1)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        canvas[:, r * (h + 1) : r * (h + 1) + h, k * (w + 1) : k * (w + 1) + w] = images[i]
+    pixels = canvas.clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, C)
+    return pixels[..., 0] if c == 1 else pixels
+
+
 def write_run_plots(
     out: Path,
     flow: torch.nn.Module,
@@ -146,7 +204,7 @@ def write_run_plots(
     records: Sequence[dict[str, Any]],
 ) -> list[Path]:
     """The plots of a finished run: ``loss.png``, plus ``density.png`` (2-D data) or
-    ``samples.png`` (images)."""
+    ``samples.png`` (images: test images next to samples at temperatures 1, 0.8, 0.6)."""
     written = []
     if records:
         written.append(plot_losses(records, out / "loss.png"))
@@ -154,8 +212,6 @@ def write_run_plots(
         test = model_input(ds, ds.test, None)  # (N, 2) in the data's own units
         written.append(plot_density_2d(flow, test, out / "density.png"))
     elif spec.kind == "image":
-        with torch.no_grad():
-            u = flow.sample(64).cpu()  # type: ignore[operator]  # (64, D)
-        images = u.reshape(64, *spec.data_shape).clamp(0, 1)
-        written.append(image_grid(images, out / "samples.png", "flow samples"))
+        levels = int(spec.levels or 2)
+        written.append(image_samples_figure(flow, ds.test, levels, out / "samples.png"))
     return written

@@ -23,6 +23,7 @@ from flowforge.data import Dataset, load_dataset
 from flowforge.eval.likelihood import NLLSummary, log_likelihoods, summarize
 from flowforge.runs import (
     RUN_FORMAT,
+    RUN_FORMAT_VERSION,
     ModelSpec,
     RunError,
     RunFiles,
@@ -100,18 +101,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_threads(cfg: TrainConfig, device: torch.device) -> None:
+def set_threads(cfg: TrainConfig, device: torch.device, spec: ModelSpec) -> None:
     """Set torch's CPU threads for this process (the ``flowforge`` program, never on import).
 
-    ``threads = 0`` picks one thread per 64k activations of a hidden layer (batch x width), at
-    least 1 and at most torch's default: small flows run fastest on one thread, and spare cores
-    then serve other processes instead of spinning.
+    ``threads = 0`` picks one thread per 64k activations of a hidden layer (batch x width, times
+    the pixels of the first squeezed level for image presets), at least 1 and at most torch's
+    default: small flows run fastest on one thread, and spare cores then serve other processes
+    instead of spinning.
     """
     if device.type != "cpu":
         return
     n = cfg.threads
     if n == 0:
-        n = min(torch.get_num_threads(), max(1, cfg.batch_size * max(cfg.hidden) // 65536))
+        hidden = spec.kwargs.get("hidden", 64)
+        width = max(hidden) if isinstance(hidden, (list, tuple)) else int(hidden)
+        if "shape" in spec.kwargs:  # conv nets: every pixel of the squeezed image is a row
+            width *= max(1, math.prod(spec.data_shape[1:]) // 4)
+        n = min(torch.get_num_threads(), max(1, cfg.batch_size * width // 65536))
     torch.set_num_threads(n)
 
 
@@ -156,7 +162,7 @@ def _total_steps(cfg: TrainConfig, ds: Dataset) -> int:
 def _record(cfg: TrainConfig, spec: ModelSpec, ds: Dataset, total: int) -> dict[str, Any]:
     return {
         "format": RUN_FORMAT,
-        "format_version": 1,
+        "format_version": RUN_FORMAT_VERSION,
         "config": cfg.to_dict(),
         "model": spec.to_dict(),
         "data": {
@@ -179,7 +185,12 @@ def _record(cfg: TrainConfig, spec: ModelSpec, ds: Dataset, total: int) -> dict[
 
 
 def test_summary(flow: torch.nn.Module, ds: Dataset, cfg: TrainConfig, split: str) -> NLLSummary:
-    """NLL (nats, 2 standard errors) of ``flow`` on a split, with bits/dim for images."""
+    """NLL (nats, 2 standard errors) of ``flow`` on a split, with bits/dim for images.
+
+    Raises:
+        flowforge.eval.likelihood.NonFiniteLikelihood: naming the rows whose log-likelihood
+            is NaN or infinite (they are never left out).
+    """
     x = prepare_split(ds, split, cfg.seed)
     ll = log_likelihoods(flow, x, cfg.eval_batch_size)
     return summarize(ll, ds.dim, ds.levels if ds.kind == "image" else None)
@@ -199,13 +210,13 @@ def start_run(cfg: TrainConfig) -> TrainResult:
         hint = f"; continue it with --resume {out}" if (out / "config.json").exists() else ""
         raise ConfigError(f"output folder {out} already exists and is not empty{hint}")
     device = resolve_device(cfg.device)
-    set_threads(cfg, device)
     if Path(cfg.data).suffix:
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
     ds = load_data(cfg)
     total = _total_steps(cfg, ds)
-    torch.manual_seed(cfg.seed)
     spec = spec_for(cfg, ds)
+    set_threads(cfg, device, spec)
+    torch.manual_seed(cfg.seed)
     flow = build_flow(spec).to(device)
     cfg = cfg.replace(out=str(out))
     files = run_files(out)
@@ -231,6 +242,7 @@ def _trainer(
         metrics=MetricsLog(files.metrics),
         checkpoint=files.checkpoint,
         weights=files.weights,
+        levels=ds.levels if ds.kind == "image" else None,
     )
 
 
@@ -256,7 +268,7 @@ def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult:
     cfg = saved.updated(overrides)
     state = load_checkpoint(files.checkpoint)
     device = resolve_device(cfg.device)
-    set_threads(cfg, device)
+    set_threads(cfg, device, spec)
     ds = load_data(cfg)
     if ds.dim != spec.features:
         raise RunError(

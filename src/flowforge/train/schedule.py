@@ -1,4 +1,5 @@
-"""Learning-rate schedules: cosine decay, reduce-on-plateau, constant, plus the non-finite cut.
+"""Learning-rate schedules: cosine decay, reduce-on-plateau, constant; linear warmup in front of
+any of them; the non-finite cut.
 
 The schedule is a pure function of the step and a small JSON-able state, so a resumed run gets
 the same learning rate at every step as an uninterrupted one, and extending ``--steps`` on resume
@@ -25,6 +26,9 @@ class LRSchedule:
         min_lr: cosine only: the final learning rate.
         factor: plateau only: the reduction factor.
         patience: plateau only: evaluations without improvement before a reduction.
+        warmup_steps: ``W``: the updates at steps ``0 .. W-1`` use ``(step + 1) / W`` times the
+            rate the schedule has at step ``W``, a linear ramp up to the peak; the cosine then
+            decays from ``W`` to ``total_steps`` (0: no warmup).
 
     Every kind is further multiplied by :attr:`scale`, which :meth:`cut` lowers after a
     non-finite loss.
@@ -33,6 +37,9 @@ class LRSchedule:
         >>> s = LRSchedule("cosine", lr=1.0, total_steps=10)
         >>> s.lr_at(0), round(s.lr_at(5), 6), s.lr_at(10)
         (1.0, 0.5, 0.0)
+        >>> w = LRSchedule("cosine", lr=1.0, total_steps=14, warmup_steps=4)
+        >>> [w.lr_at(i) for i in range(5)], round(w.lr_at(9), 6), w.lr_at(14)
+        ([0.25, 0.5, 0.75, 1.0, 1.0], 0.5, 0.0)
     """
 
     def __init__(
@@ -43,6 +50,7 @@ class LRSchedule:
         min_lr: float = 0.0,
         factor: float = 0.5,
         patience: int = 3,
+        warmup_steps: int = 0,
     ) -> None:
         if kind not in ("cosine", "plateau", "constant"):
             raise ValueError(f"unknown schedule {kind!r}; valid: cosine, plateau, constant")
@@ -52,6 +60,9 @@ class LRSchedule:
         self.min_lr = min_lr
         self.factor = factor
         self.patience = patience
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        self.warmup_steps = int(warmup_steps)
         self.scale = 1.0
         self.plateau_scale = 1.0
         self.best = math.inf
@@ -59,11 +70,15 @@ class LRSchedule:
 
     def lr_at(self, step: int) -> float:
         """The learning rate for the update made at ``step`` (0-based)."""
+        w = self.warmup_steps
         if self.kind == "cosine":
-            t = min(step, self.total_steps) / max(self.total_steps, 1)
+            span = max(self.total_steps - w, 1)
+            t = min(max(step - w, 0), span) / span
             lr = self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
         else:
             lr = self.base_lr * self.plateau_scale
+        if step < w:
+            lr *= (step + 1) / w
         return lr * self.scale
 
     def observe(self, val_nll: float) -> None:
