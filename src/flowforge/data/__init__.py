@@ -7,6 +7,13 @@
 """
 
 from .base import DataError, Dataset, DatasetInfo, Standardizer, default_data_dir, dequantize
+from .dequantization import (
+    DequantizedLikelihood,
+    Dequantizer,
+    UniformDequantizer,
+    VariationalDequantizer,
+    dequantized_log_likelihood,
+)
 from .registry import dataset_names, list_datasets, load_dataset
 from .toy import EXACT_TOY_DATASETS, TOY_DATASETS, sample_toy, toy_log_prob
 from .user import read_table
@@ -17,10 +24,15 @@ __all__ = [
     "DataError",
     "Dataset",
     "DatasetInfo",
+    "DequantizedLikelihood",
+    "Dequantizer",
     "Standardizer",
+    "UniformDequantizer",
+    "VariationalDequantizer",
     "dataset_names",
     "default_data_dir",
     "dequantize",
+    "dequantized_log_likelihood",
     "list_datasets",
     "load_dataset",
     "read_table",
