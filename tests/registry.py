@@ -18,19 +18,36 @@ from torch import Tensor
 import flowforge as ff
 from flowforge.core.bijection import Bijection
 
+BOTH = frozenset({"forward", "inverse"})
+
 
 @dataclass
 class Case:
-    """A bijection under test and the inputs it accepts."""
+    """A bijection under test and the inputs it accepts.
+
+    ``directions`` says which of ``forward`` (data -> latent) and ``inverse`` (latent -> data)
+    the bijection has; the contract checks the missing one raises ``NotImplementedError``.
+    ``latent`` draws valid inverse inputs when there is no forward to map data to latents.
+    ``init`` runs after :func:`randomize` to put parameters in a branch worth covering.
+    """
 
     bijection: Bijection
     context: int = 0
     sample: Callable[[int], Tensor] | None = None  # draws valid forward inputs, (n, *event)
+    directions: frozenset[str] = BOTH
+    latent: Callable[[int], Tensor] | None = None  # draws valid inverse inputs, (n, *latent)
+    init: Callable[[Bijection], None] | None = None
 
     def draw(self, n: int) -> Tensor:
         if self.sample is not None:
             return self.sample(n)
         return torch.randn(n, *self.bijection.event_shape)
+
+    def draw_latent(self, n: int) -> Tensor:
+        if self.latent is not None:
+            return self.latent(n)
+        b = self.bijection
+        return torch.randn(n, *b.forward_shape(b.event_shape))
 
 
 def randomize(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
@@ -102,6 +119,45 @@ def _multiscale(context: int = 0) -> Bijection:
         [T.Squeeze((2, 2, 2)), T.Conv1x1((8, 1, 1)), _channel(T.Additive(), (8, 1, 1), context)]
     )
     return T.Multiscale([level0, level1])
+
+
+class SamplingOnly(Bijection):
+    """A bijection with its sampling direction only (the contract's direction-only case)."""
+
+    def __init__(self, inner: Bijection) -> None:
+        super().__init__(inner.event_shape)
+        self.inner = inner
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.inner.inverse(z, context)
+
+
+def _planar(layer: T.Planar) -> Case:
+    """A planar layer with inputs on both sides of its hyperplane: ``w.x + b`` alternates in
+    sign, which is the sign of ``w.z + b`` too (every branch of the activation, both ways)."""
+
+    def draw(n: int) -> Tensor:
+        with torch.no_grad():
+            p = layer.params()
+            w, b = p["w"], p["b"]
+            x = torch.randn(n, D, dtype=w.dtype)
+            side = torch.tensor([(-1.0) ** i for i in range(n)], dtype=w.dtype)
+            t = (0.2 + 2 * torch.rand(n, dtype=w.dtype)) * side  # w.x + b, |t| >= 0.2
+            return x - ((x @ w) + b - t).unsqueeze(-1) * w / (w @ w)
+
+    return Case(layer, sample=draw)
+
+
+def _radial_beta(fraction: float) -> Callable[[Bijection], None]:
+    """Set a radial layer's ``beta = fraction * alpha`` (> 0 expands, < 0 contracts)."""
+
+    def init(b: Bijection) -> None:
+        assert isinstance(b, T.Radial)
+        p = b.params
+        alpha = torch.nn.functional.softplus(p.raw[p.slot("alpha")])
+        p.raw[p.slot("beta")] = torch.log(torch.expm1(alpha * (1 + fraction)))
+
+    return init
 
 
 REGISTRY: dict[str, Callable[[], Case]] = {
@@ -180,6 +236,21 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "preset-nsf-coupling": lambda: Case(
         ff.flows.NSF(D, transforms=2, bins=4, hidden=H, coupling=True).bijection
     ),
+    "planar-tanh": lambda: _planar(T.Planar(D)),
+    "planar-leaky-relu": lambda: _planar(T.Planar(D, activation="leaky_relu", slope=0.3)),
+    "planar-context": lambda: Case(T.Planar(D, C, hidden=(8,)), C),
+    "radial-expanding": lambda: Case(T.Radial(D), init=_radial_beta(1.5)),
+    "radial-contracting": lambda: Case(T.Radial(D), init=_radial_beta(-0.8)),
+    "radial-context": lambda: Case(T.Radial(D, C, hidden=(8,)), C),
+    "sylvester-orthogonal": lambda: Case(T.Sylvester(D, "orthogonal", rank=3)),
+    "sylvester-householder": lambda: Case(T.Sylvester(D, "householder", reflections=3)),
+    "sylvester-triangular-flip": lambda: Case(T.Sylvester(D, "triangular", flip=True)),
+    "sylvester-leaky-relu": lambda: Case(
+        T.Sylvester(D, "triangular", activation="leaky_relu"),
+        sample=lambda n: 2 * torch.randn(n, D),
+    ),
+    "sylvester-context": lambda: Case(T.Sylvester(D, rank=2, context=C, hidden=(8,)), C),
+    "sampling-only": lambda: Case(SamplingOnly(T.Planar(D)), directions=frozenset({"inverse"})),
 }
 
 
@@ -187,9 +258,16 @@ def build(name: str, dtype: torch.dtype = torch.float64) -> Case:
     """Build a registry entry with random parameters, in eval mode, in ``dtype``."""
     case = REGISTRY[name]()
     randomize(case.bijection)
+    if case.init is not None:
+        with torch.no_grad():
+            case.init(case.bijection)
     case.bijection.to(dtype).eval()
     sample = case.sample
     case.sample = lambda n: (
         sample(n) if sample else torch.randn(n, *case.bijection.event_shape)
+    ).to(dtype)
+    latent, b = case.latent, case.bijection
+    case.latent = lambda n: (
+        latent(n) if latent else torch.randn(n, *b.forward_shape(b.event_shape))
     ).to(dtype)
     return case

@@ -11,10 +11,13 @@ from flowforge.transforms.lu import LULinear
 from flowforge.transforms.multiscale import Multiscale
 from flowforge.transforms.normalization import ActNorm, BatchNorm
 from flowforge.transforms.permutation import Permutation, RandomPermutation, ReversePermutation
+from flowforge.transforms.planar import Planar
+from flowforge.transforms.radial import Radial
 from flowforge.transforms.reshape import Reshape, Squeeze
 from flowforge.transforms.sigmoid_affine import SigmoidAffine
 from flowforge.transforms.spline import RationalQuadraticSpline
 from flowforge.transforms.standardize import Standardize
+from flowforge.transforms.sylvester import Sylvester
 from flowforge.transforms.transformer import Transformer
 
 __all__ = [
@@ -32,6 +35,8 @@ __all__ = [
     "MaskedAutoregressive",
     "Multiscale",
     "Permutation",
+    "Planar",
+    "Radial",
     "RandomPermutation",
     "RationalQuadraticSpline",
     "Reshape",
@@ -39,6 +44,7 @@ __all__ = [
     "SigmoidAffine",
     "Squeeze",
     "Standardize",
+    "Sylvester",
     "Transformer",
     "checkerboard",
     "half_mask",
