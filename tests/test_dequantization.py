@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 import flowforge as ff
@@ -19,7 +18,6 @@ from flowforge.data import (
     dequantized_log_likelihood,
 )
 from flowforge.data.dequantization import conv_encoder
-from flowforge.distributions.base import BaseDistribution
 from flowforge.train.losses import MaximumLikelihood, VariationalDequantization
 
 K = 17
@@ -61,24 +59,9 @@ def _levels(n: int, features: int, seed: int = 0) -> Tensor:
     return v
 
 
-class Logistic(BaseDistribution):
-    """The standard logistic density, so that ``Flow(Logit(0), Logistic)`` is ``U(0, 1)^D``."""
-
-    def __init__(self, event_shape: Sequence[int]) -> None:
-        super().__init__(event_shape)
-        self.register_buffer("_anchor", torch.zeros((), dtype=torch.float64), persistent=False)
-
-    _anchor: Tensor
-
-    def _ref(self) -> Tensor:
-        return self._anchor
-
-    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        elem = -F.softplus(z) - F.softplus(-z)
-        return elem.flatten(-len(self.event_shape)).sum(-1)
-
-    def rsample(self, shape: Sequence[int], context: Tensor | None = None) -> Tensor:
-        return torch.logit(torch.rand((*shape, *self.event_shape), dtype=self._anchor.dtype))
+def _uniform_model(shape: Sequence[int]) -> ff.Flow:
+    """Exactly the uniform density on ``[0, 1)^D``: ``Logit(0)`` and a standard logistic base."""
+    return ff.Flow(ff.transforms.Logit(0.0, shape), ff.distributions.StandardLogistic(shape))
 
 
 # --- uniform -------------------------------------------------------------------------------
@@ -110,7 +93,7 @@ def test_uniform_bound_is_the_standard_estimate_for_the_same_noise() -> None:
 
 @pytest.mark.parametrize("shape", [(3,), (1, 2, 2)])
 def test_a_uniform_model_scores_minus_d_log_k_exactly(shape: tuple[int, ...]) -> None:
-    flow = ff.Flow(ff.transforms.Logit(0.0, shape), Logistic(shape))
+    flow = _uniform_model(shape).double()
     d = math.prod(shape)
     v = torch.randint(0, K, (50, *shape)).double()
     v[0], v[1] = 0.0, K - 1.0
@@ -230,7 +213,7 @@ def test_no_nan_at_boundaries_and_extreme_outputs(dtype: torch.dtype, loc: float
     assert isinstance(base, ff.distributions.ConditionalDiagNormal)
     with torch.no_grad():
         base.net.bias[:d] = loc  # the base mean: a saturated sigmoid when |loc| is large
-    flow = ff.Flow(ff.transforms.Logit(0.0, (d,)), Logistic((d,))).to(dtype)
+    flow = _uniform_model((d,)).to(dtype)
     inner = _model(d).to(dtype)
     for v in (torch.zeros(16, d), torch.full((16, d), K - 1.0), _levels(16, d).float()):
         v = v.to(dtype)
