@@ -6,6 +6,7 @@
 from flowforge.core.flow import Flow
 from flowforge.flows.autoregressive import IAF, MAF
 from flowforge.flows.coupling import NICE, RealNVP
+from flowforge.flows.ffjord import FFJORD
 from flowforge.flows.glow import Glow
 from flowforge.flows.multiscale_realnvp import MultiscaleRealNVP
 from flowforge.flows.spline import NSF
@@ -18,6 +19,7 @@ PRESETS: dict[str, type[Flow]] = {
     "nsf": NSF,
     "glow": Glow,
     "multiscale_realnvp": MultiscaleRealNVP,
+    "ffjord": FFJORD,
 }
 
-__all__ = ["IAF", "MAF", "NICE", "NSF", "PRESETS", "Glow", "MultiscaleRealNVP", "RealNVP"]
+__all__ = ["FFJORD", "IAF", "MAF", "NICE", "NSF", "PRESETS", "Glow", "MultiscaleRealNVP", "RealNVP"]

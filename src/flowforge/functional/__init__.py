@@ -8,15 +8,25 @@ from flowforge.functional.affine import (
 from flowforge.functional.dispatch import eager_kernels_allowed, plain_modules
 from flowforge.functional.flat import join_layers, layer_sizes, split_layers
 from flowforge.functional.splines import rational_quadratic_spline
+from flowforge.functional.trace import (
+    TraceEstimate,
+    exact_trace,
+    hutchinson_trace,
+    trace_noise,
+)
 
 __all__ = [
     "AffineFunction",
+    "TraceEstimate",
     "bounded_log_scale",
     "bounded_log_scale_backward",
     "eager_kernels_allowed",
+    "exact_trace",
+    "hutchinson_trace",
     "join_layers",
     "layer_sizes",
     "plain_modules",
     "rational_quadratic_spline",
     "split_layers",
+    "trace_noise",
 ]

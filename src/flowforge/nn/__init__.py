@@ -1,7 +1,8 @@
-"""Networks that conditioners use: MLP, MADE and convolutional nets."""
+"""Networks that conditioners use: MLP, MADE, convolutional nets and ODE dynamics."""
 
 from flowforge.nn.conv import ConvNet
 from flowforge.nn.made import MADE, MaskedLinear
 from flowforge.nn.mlp import MLP
+from flowforge.nn.ode import ODENet
 
-__all__ = ["MADE", "MLP", "ConvNet", "MaskedLinear"]
+__all__ = ["MADE", "MLP", "ConvNet", "MaskedLinear", "ODENet"]

@@ -3,6 +3,7 @@
 from flowforge.transforms.additive import Additive
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.autoregressive import MaskedAutoregressive
+from flowforge.transforms.continuous import CNF, SolverError
 from flowforge.transforms.conv1x1 import Conv1x1, LUConv1x1
 from flowforge.transforms.coupling import Coupling, half_mask
 from flowforge.transforms.image_coupling import ChannelCoupling, CheckerboardCoupling, checkerboard
@@ -21,6 +22,7 @@ from flowforge.transforms.sylvester import Sylvester
 from flowforge.transforms.transformer import Transformer
 
 __all__ = [
+    "CNF",
     "ActNorm",
     "Additive",
     "Affine",
@@ -42,6 +44,7 @@ __all__ = [
     "Reshape",
     "ReversePermutation",
     "SigmoidAffine",
+    "SolverError",
     "Squeeze",
     "Standardize",
     "Sylvester",

@@ -1,0 +1,412 @@
+"""Continuous normalizing flows: a bijection that is the solution map of a neural ODE.
+
+Time convention: the state moves along ``dz/dt = f(z, t, c)`` for ``t`` in ``[0, T]``, with
+**the data at t = 0 and the latent at t = T**. :meth:`CNF.forward` (data -> latent, the
+density direction) integrates from ``0`` to ``T``, :meth:`CNF.inverse` from ``T`` to ``0``.
+Along the way ``d/dt log|det dz(t)/dz(0)| = tr(df/dz)``, so the forward ``ladj`` is
+``∫_0^T tr(df/dz) dt`` and the inverse's its negative, accumulated by the same solve. Flow
+matching (:class:`flowforge.train.losses.FlowMatching`) learns the same field on the straight
+paths ``x_t = (1 - t/T) x + (t/T) z`` from data ``x`` to base samples ``z``.
+
+The solver runs in normalised time ``s = t / T`` in ``[0, 1]`` on ``dz/ds = T f(z, sT, c)``,
+so a learned ``T`` is an ordinary parameter of the dynamics (exact gradients with and without
+the adjoint). Solves are torchdiffeq's (``pip install 'flowforge[ode]'``), imported on the
+first solve only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from flowforge.core.bijection import Bijection, batch_shape_of
+from flowforge.functional.dispatch import eager_kernels_allowed
+from flowforge.functional.trace import (
+    Noise,
+    TraceEstimate,
+    exact_trace,
+    hutchinson_trace,
+    jacobian_autograd,
+    jvp_autograd,
+    trace_noise,
+)
+from flowforge.nn.ode import ODENet
+
+Method = Literal["dopri5", "rk4", "euler"]
+Trace = Literal["auto", "exact", "hutchinson"]
+ADAPTIVE = ("dopri5",)
+FIXED_STEP = ("rk4", "euler")
+#: Largest ``D`` at which ``trace="auto"`` trains with the exact trace.
+EXACT_MAX_FEATURES = 16
+
+
+class SolverError(RuntimeError):
+    """An ODE solve that failed (step size underflow, too many evaluations); one line."""
+
+
+@dataclass
+class SolveRecord:
+    """What one solve of a :class:`CNF` did (the latest is ``cnf.last_solve``).
+
+    Attributes:
+        direction: ``"forward"`` (data -> latent) or ``"inverse"``.
+        nfe_forward: evaluations of the dynamics in the solve itself.
+        nfe_backward: evaluations in the adjoint's backward solve (0 until backpropagation,
+            always 0 without the adjoint: direct backpropagation solves nothing).
+        t_reached: the last time ``t`` at which the dynamics was evaluated.
+        kinetic: ``(N,)`` ``∫_0^T ||f||^2 dt`` per row, when regularisers were tracked.
+        jacobian: ``(N,)`` ``∫_0^T ||df/dz||_F^2 dt`` per row (Hutchinson's estimate when the
+            trace is), when regularisers were tracked.
+        backward_counter: a 0-dim tensor that counts the backward evaluations in place
+            during backpropagation (so a loss term logged after ``backward()`` holds them).
+    """
+
+    direction: str
+    nfe_forward: int = 0
+    nfe_backward: int = 0
+    t_reached: float = 0.0
+    kinetic: Tensor | None = None
+    jacobian: Tensor | None = None
+    backward_counter: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
+
+
+def _torchdiffeq() -> Any:
+    try:
+        import torchdiffeq
+    except ImportError as e:  # pragma: no cover - the ode extra is in the test environment
+        raise ImportError(
+            "flowforge's CNF solves ODEs with torchdiffeq, which is not installed: "
+            "pip install 'flowforge[ode]' (or pip install torchdiffeq)"
+        ) from e
+    return torchdiffeq
+
+
+class _Dynamics:
+    """The augmented right-hand side of one solve, in normalised time ``s``.
+
+    State: ``(z, ladj[, kinetic, jacobian][, context])``; the trace noise is drawn once
+    before the solve and held fixed through it (and through its adjoint).
+    """
+
+    def __init__(
+        self,
+        cnf: CNF,
+        record: SolveRecord,
+        context: Tensor | None,
+        noise: Tensor | None,
+        regularize: bool,
+        sign: float,
+        context_in_state: bool,
+    ) -> None:
+        self.cnf, self.record, self.context, self.noise = cnf, record, context, noise
+        self.regularize, self.sign, self.context_in_state = regularize, sign, context_in_state
+        self.fused = type(cnf.net) is ODENet and eager_kernels_allowed()
+        self.backward = False
+
+    def _count(self, s: Tensor) -> None:
+        r, cnf = self.record, self.cnf
+        if self.backward:
+            r.nfe_backward += 1
+            r.backward_counter += 1
+            n, phase = r.nfe_backward, "backward (adjoint)"
+        else:
+            r.nfe_forward += 1
+            n, phase = r.nfe_forward, r.direction
+        T = float(cnf.time_length().detach())
+        r.t_reached = float(s.detach()) * T
+        if n > cnf.max_nfe:
+            raise SolverError(
+                f"CNF {phase} solve stopped after {n} function evaluations (max_nfe = "
+                f"{cnf.max_nfe}) at t = {r.t_reached:.6g} of [0, {T:.6g}]"
+                "; the dynamics is too stiff for rtol/atol: lower the tolerances' demands, add "
+                "regularisers, or raise max_nfe"
+            )
+
+    def _estimate(self, t: Tensor, z: Tensor, ctx: Tensor | None) -> tuple[Tensor, TraceEstimate]:
+        cnf, noise, exact = self.cnf, self.noise, self.noise is None
+        net = cnf.net
+        if self.fused:
+            tangents = (
+                torch.eye(z.shape[-1], dtype=z.dtype, device=z.device).expand(z.shape[0], -1, -1)
+                if exact
+                else noise.unsqueeze(-1)  # type: ignore[union-attr]
+            )
+            f, jv = net.forward_and_jvp(t, z, tangents, ctx)
+            return f, exact_trace(jv) if exact else hutchinson_trace(noise, jv[..., 0])  # type: ignore[arg-type]
+        graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            zz = z if z.requires_grad else z.detach().requires_grad_(True)
+            f = net(t, zz, ctx)
+            if exact:
+                est = exact_trace(jacobian_autograd(f, zz, graph))
+            elif self.regularize:  # ||J e||^2 as in the fused path
+                est = hutchinson_trace(noise, jvp_autograd(f, zz, noise, graph))  # type: ignore[arg-type]
+            else:  # e^T J e from one vector-Jacobian product
+                (vjp,) = torch.autograd.grad(f, zz, noise, create_graph=graph)
+                est = hutchinson_trace(noise, vjp)  # type: ignore[arg-type]
+        if not graph:
+            f, est = f.detach(), TraceEstimate(est.trace.detach(), est.frobenius.detach())
+        return f, est
+
+    def __call__(self, s: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        self._count(s)
+        z = state[0]
+        ctx = state[-1] if self.context_in_state else self.context
+        T = self.cnf.time_length().to(z)
+        f, est = self._estimate(s * T, z, ctx)
+        out = [T * f, T * est.trace]
+        if self.regularize:
+            out += [self.sign * T * f.square().sum(-1), self.sign * T * est.frobenius]
+        if self.context_in_state:
+            out.append(torch.zeros_like(state[-1]))
+        return tuple(out)
+
+
+class CNF(Bijection):
+    """A continuous normalizing flow: ``z = x + ∫_0^T f(z(t), t, c) dt`` on vectors ``(*, D)``.
+
+    ``forward`` integrates data -> latent (``t`` from 0 to ``T``), ``inverse`` latent -> data,
+    each with the exact change of log-density (up to the solver's tolerance) or Hutchinson's
+    unbiased estimate of it. The trace of ``df/dz``:
+
+    - ``"exact"``: the whole Jacobian; with an :class:`~flowforge.nn.ODENet` it is propagated
+      forward through the network's layers in the same pass (no double backward), otherwise
+      ``D`` backward passes. Needed gradients are computed inside ``no_grad`` callers too.
+    - ``"hutchinson"``: ``e^T (df/dz) e`` with one probe ``e`` per row, drawn once per solve
+      (``noise``) and held fixed along it and its adjoint.
+    - ``"auto"`` (default): exact for ``D <= 16``, Hutchinson above.
+
+    Evaluation (``cnf.eval()``) always uses the exact trace unless ``eval_trace="hutchinson"``.
+    Every solve counts its function evaluations (:attr:`last_solve`, :attr:`nfe_forward`,
+    :attr:`nfe_backward`) and stops with a :class:`SolverError` naming them and the time
+    reached when they exceed ``max_nfe`` or the step size underflows: never a hang.
+
+    Args:
+        net: the dynamics ``f(t, z, context) -> (N, D)`` (``t`` a scalar tensor or ``(N,)``),
+            e.g. :class:`~flowforge.nn.ODENet`.
+        features: dimension ``D``.
+        context: size ``C`` of the context passed to ``net`` (0: none).
+        time: the integration time ``T > 0``.
+        learn_time: train ``T`` (kept positive as ``exp(log_time)``).
+        method: ``"dopri5"`` (adaptive, default), ``"rk4"`` or ``"euler"`` (fixed steps).
+        rtol: relative tolerance of the adaptive solver (also of its adjoint). Tolerances
+            below what the dtype resolves are raised to ``32 eps`` (``3.8e-6`` in float32).
+        atol: absolute tolerance, likewise.
+        steps: number of steps of a fixed-step method over ``[0, T]``.
+        adjoint: backpropagate by solving the adjoint ODE backwards (memory independent of
+            the number of steps) instead of through the solver's operations.
+        trace: ``"auto"``, ``"exact"`` or ``"hutchinson"`` in training.
+        noise: Hutchinson probes, ``"rademacher"`` or ``"gaussian"``.
+        eval_trace: the trace in evaluation mode, ``"exact"`` or ``"hutchinson"``.
+        max_nfe: the most evaluations of the dynamics one solve may take.
+
+    References:
+        Chen, Rubanova, Bettencourt, Duvenaud (2018). Neural Ordinary Differential
+        Equations. arXiv:1806.07366.
+
+        Grathwohl, Chen, Bettencourt, Sutskever, Duvenaud (2019). FFJORD: Free-form
+        Continuous Dynamics for Scalable Reversible Generative Models. arXiv:1810.01367.
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> cnf = ff.transforms.CNF(ff.nn.ODENet(2, hidden=(16,), zero_last=False), 2)
+        >>> x = torch.randn(4, 2)
+        >>> z, ladj = cnf(x)
+        >>> x2, ladj2 = cnf.inverse(z)
+        >>> torch.allclose(x2, x, atol=1e-4), torch.allclose(ladj2, -ladj, atol=1e-4)
+        (True, True)
+        >>> cnf.last_solve.direction, cnf.nfe_forward > 0
+        ('inverse', True)
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        features: int,
+        context: int = 0,
+        time: float = 1.0,
+        learn_time: bool = False,
+        method: Method = "dopri5",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        steps: int = 20,
+        adjoint: bool = True,
+        trace: Trace = "auto",
+        noise: Noise = "rademacher",
+        eval_trace: Literal["exact", "hutchinson"] = "exact",
+        max_nfe: int = 10_000,
+    ) -> None:
+        super().__init__((features,))
+        checks = [
+            (method in ADAPTIVE + FIXED_STEP, f"method in {ADAPTIVE + FIXED_STEP}", method),
+            (trace in ("auto", "exact", "hutchinson"), "trace in auto/exact/hutchinson", trace),
+            (noise in ("rademacher", "gaussian"), "noise rademacher or gaussian", noise),
+            (eval_trace in ("exact", "hutchinson"), "eval_trace exact or hutchinson", eval_trace),
+            (time > 0, "time > 0", time),
+            (rtol > 0 and atol > 0, "rtol > 0 and atol > 0", (rtol, atol)),
+            (steps >= 1, "steps >= 1", steps),
+            (max_nfe >= 1, "max_nfe >= 1", max_nfe),
+        ]
+        for ok, expected, got in checks:
+            if not ok:
+                raise ValueError(f"CNF: expected {expected}, got {got!r}")
+        self.net, self.features, self.context = net, int(features), int(context)
+        self.method, self.rtol, self.atol, self.steps = method, float(rtol), float(atol), steps
+        self.adjoint, self.trace, self.noise, self.eval_trace = adjoint, trace, noise, eval_trace
+        self.max_nfe = int(max_nfe)
+        log_time = torch.tensor(math.log(time))
+        if learn_time:
+            self.log_time = nn.Parameter(log_time)
+        else:
+            self.register_buffer("log_time", log_time)
+        self.last_solve: SolveRecord | None = None
+        self._regularize = False
+
+    # ------------------------------------------------------------------ state
+    def time_length(self) -> Tensor:
+        """The integration time ``T``, a scalar tensor (differentiable when learned)."""
+        return self.log_time.exp()
+
+    @property
+    def nfe_forward(self) -> int:
+        """Evaluations of the dynamics in the latest solve (0 before any)."""
+        return 0 if self.last_solve is None else self.last_solve.nfe_forward
+
+    @property
+    def nfe_backward(self) -> int:
+        """Evaluations in the latest solve's adjoint backward solve (0 before it ran)."""
+        return 0 if self.last_solve is None else self.last_solve.nfe_backward
+
+    @contextmanager
+    def regularizing(self) -> Iterator[None]:
+        """Within this block, forward solves also integrate the RNODE regularisers.
+
+        ``∫ ||f||^2 dt`` and ``∫ ||df/dz||_F^2 dt`` per row land in :attr:`last_solve`
+        (``kinetic``, ``jacobian``); see :class:`flowforge.train.losses.CNFLikelihood`.
+        """
+        previous, self._regularize = self._regularize, True
+        try:
+            yield
+        finally:
+            self._regularize = previous
+
+    def uses_exact_trace(self) -> bool:
+        """Whether a solve now would take the exact trace (mode and ``D`` decide)."""
+        if not self.training:
+            return self.eval_trace == "exact"
+        if self.trace == "auto":
+            return self.features <= EXACT_MAX_FEATURES
+        return self.trace == "exact"
+
+    def velocity(self, s: Tensor, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """The velocity in normalised time, ``dx/ds = T f(x, sT, c)`` (flow matching's).
+
+        ``T`` enters as a constant: flow matching trains the field, not the time.
+
+        Args:
+            s: ``(N,)`` times in ``[0, 1]`` (0: data, 1: latent), or a scalar.
+            x: ``(N, D)`` states.
+            context: ``(N, C)`` or ``None``.
+
+        Returns:
+            ``(N, D)``.
+        """
+        T = self.time_length().detach().to(x)
+        return T * self.net(s * T, x, context)
+
+    # ------------------------------------------------------------------ solves
+    def _options(self, dtype: torch.dtype) -> dict[str, Any]:
+        floor = 32 * torch.finfo(dtype).eps
+        if self.method in FIXED_STEP:
+            return {"method": self.method, "options": {"step_size": 1.0 / self.steps}}
+        return {"method": self.method, "rtol": max(self.rtol, floor), "atol": max(self.atol, floor)}
+
+    def _solve(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        batch = batch_shape_of(x, self.event_shape)
+        flat = x.reshape(-1, self.features)  # (N, D)
+        ctx = None
+        if self.context:
+            if context is None or context.shape[-1] != self.context:
+                got = None if context is None else tuple(context.shape)
+                raise ValueError(f"expected a context of shape (*, {self.context}), got {got}")
+            ctx = context.expand(*batch, self.context).reshape(-1, self.context)  # (N, C)
+        record = SolveRecord("inverse" if inverse else "forward")
+        self.last_solve = record
+        if flat.shape[0] == 0:
+            return x.clone(), x.new_zeros(batch)
+        regularize = self._regularize and not inverse
+        noise = None if self.uses_exact_trace() else trace_noise(flat, self.noise)
+        params = tuple(p for p in self.parameters() if p.requires_grad)
+        grad = torch.is_grad_enabled() and (
+            bool(params) or flat.requires_grad or (ctx is not None and ctx.requires_grad)
+        )
+        adjoint = self.adjoint and grad
+        context_in_state = adjoint and ctx is not None and ctx.requires_grad
+        dyn = _Dynamics(
+            self, record, ctx, noise, regularize, -1.0 if inverse else 1.0, context_in_state
+        )
+        zeros = flat.new_zeros(flat.shape[0])
+        state = [flat, zeros] + ([zeros, zeros] if regularize else [])
+        if context_in_state:
+            state.append(ctx)  # type: ignore[arg-type]
+        s = torch.tensor([1.0, 0.0] if inverse else [0.0, 1.0], dtype=x.dtype, device=x.device)
+        tde = _torchdiffeq()
+        opts = self._options(x.dtype)
+        try:
+            if adjoint:
+                adj_opts = {"adjoint_params": params}
+                if self.method in ADAPTIVE:  # error control on the state, not the parameters
+                    adj_opts["adjoint_options"] = {"norm": "seminorm"}
+                out = tde.odeint_adjoint(dyn, tuple(state), s, **opts, **adj_opts)
+            else:
+                out = tde.odeint(dyn, tuple(state), s, **opts)
+        except AssertionError as e:  # torchdiffeq's "underflow in dt", non-finite state
+            raise SolverError(
+                f"CNF {record.direction} solve failed after {record.nfe_forward} function "
+                f"evaluations at t = {record.t_reached:.6g} of "
+                f"[0, {float(self.time_length().detach()):.6g}]: {e}"
+            ) from None
+        dyn.backward = True  # evaluations from now on are the adjoint's
+        y, ladj = out[0][-1], out[1][-1]
+        if regularize:
+            record.kinetic, record.jacobian = out[2][-1], out[3][-1]
+        return y.reshape(x.shape), ladj.reshape(batch)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Data -> latent: integrate from ``t = 0`` to ``T``.
+
+        Args:
+            x: ``(*, D)``.
+            context: ``(*, C)`` for a conditional CNF.
+
+        Returns:
+            ``(z, log|det dz/dx|)`` of shapes ``(*, D)`` and ``(*)``.
+        """
+        return self._solve(x, context, inverse=False)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Latent -> data: integrate from ``t = T`` to ``0``.
+
+        Args:
+            z: ``(*, D)``.
+            context: ``(*, C)`` for a conditional CNF.
+
+        Returns:
+            ``(x, log|det dx/dz|)`` of shapes ``(*, D)`` and ``(*)``.
+        """
+        return self._solve(z, context, inverse=True)
+
+    def extra_repr(self) -> str:
+        return (
+            f"features={self.features}, context={self.context}, method={self.method!r}, "
+            f"rtol={self.rtol}, atol={self.atol}, adjoint={self.adjoint}, trace={self.trace!r}"
+        )
+
+
+__all__ = ["CNF", "EXACT_MAX_FEATURES", "SolveRecord", "SolverError"]
