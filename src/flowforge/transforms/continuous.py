@@ -17,6 +17,7 @@ first solve only.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -137,11 +138,12 @@ class _Dynamics:
                 if exact
                 else noise.unsqueeze(-1)  # type: ignore[union-attr]
             )
-            f, jv = net.forward_and_jvp(t, z, tangents, ctx)
+            f, jv = typing.cast(ODENet, net).forward_and_jvp(t, z, tangents, ctx)
             return f, exact_trace(jv) if exact else hutchinson_trace(noise, jv[..., 0])  # type: ignore[arg-type]
         graph = torch.is_grad_enabled()
         with torch.enable_grad():
-            zz = z if z.requires_grad else z.detach().requires_grad_(True)
+            # Differentiate through z when the caller's graph continues through it.
+            zz = z if graph and z.requires_grad else z.detach().requires_grad_(True)
             f = net(t, zz, ctx)
             if exact:
                 est = exact_trace(jacobian_autograd(f, zz, graph))
@@ -360,7 +362,7 @@ class CNF(Bijection):
         opts = self._options(x.dtype)
         try:
             if adjoint:
-                adj_opts = {"adjoint_params": params}
+                adj_opts: dict[str, Any] = {"adjoint_params": params}
                 if self.method in ADAPTIVE:  # error control on the state, not the parameters
                     adj_opts["adjoint_options"] = {"norm": "seminorm"}
                 out = tde.odeint_adjoint(dyn, tuple(state), s, **opts, **adj_opts)
