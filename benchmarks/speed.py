@@ -10,6 +10,16 @@ each repetition (so machine noise hits all of them alike), after a warm-up:
 * ``log_prob``: the density of a batch of 8192 without gradient;
 * ``sample``: 8192 samples without gradient.
 
+``Glow`` is the image flow: ``--image`` ``(C, H, W)`` (default ``(1, 8, 8)``; it ignores
+``--dims``), ``--glow-levels`` levels of ``--glow-steps`` steps (ActNorm, LU 1x1
+convolution, channel affine coupling with Glow's ``sigmoid(h + 2)`` scale and a conv net
+``3x3 -> 1x1 -> 3x3`` of ``--glow-hidden`` channels), a learned split prior (an affine
+coupling of the factored half given the kept half) after each level but the last, a
+standard normal base. normflows and nflows build it from their Glow parts (see
+:func:`build_normflows_glow`, :func:`build_nflows_glow`); zuko has no image flows. Its own
+batches: ``--glow-train-batch`` (64) and ``--glow-batch`` (1024, log_prob and sample), on
+standard normal images; each timed measurement lasts at least ``--glow-min-time`` seconds.
+
 It prints medians, parameter counts (they must agree within a few percent, or the
 comparison is void) and each peer's time divided by ours (``> 1``: we are faster), as the
 median of the per-repetition ratios (the machine's speed drifts between repetitions; the
@@ -23,6 +33,7 @@ Usage::
     python benchmarks/speed.py                      # full run (about 15-25 min on 2 cores)
     python benchmarks/speed.py --quick              # smoke check, about 1-2 min
     python benchmarks/speed.py --flows MAF NSF --dims 64 --memory --compile --json out.json
+    python benchmarks/speed.py --flows Glow --repeats 5     # Glow on (1, 8, 8), about 1 min
 
 Peers come from the ``bench`` extra: ``pip install flowforge[bench]``. A peer that is not
 installed, or lacks a flow, is reported as ``n/a``.
@@ -43,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,14 +63,26 @@ import torch
 from torch import Tensor, nn
 
 LIBS = ("flowforge", "zuko", "nflows", "normflows")
-FLOWS = ("MAF", "NSF", "RealNVP", "NICE")
+FLOWS = ("MAF", "NSF", "RealNVP", "NICE")  # vector flows, one run per --dims entry
+IMAGE_FLOWS = ("Glow",)  # image flows, one run on --image
 TRANSFORMS = 5
 HIDDEN = (128, 128)
 BINS = 8
 BOUND = 5.0
+# Glow's size (set from --glow-levels/--glow-steps/--glow-hidden; passed to memory children).
+GLOW = {"levels": 2, "steps": 8, "hidden": 64}
+IMAGE = (1, 8, 8)
+
+# A vector flow's dimension D, or an image flow's event shape (C, H, W).
+Dim = int | tuple[int, ...]
 
 # Why a peer has no entry for a flow (shown under the table).
 NOT_AVAILABLE: dict[tuple[str, str], str] = {}
+# Flows a peer lacks whatever is installed.
+MISSING: dict[tuple[str, str], str] = {
+    ("zuko", "Glow"): "zuko has no image flows (no squeeze, 1x1 convolution, conv coupling "
+    "or multiscale factor-out); it models vectors only",
+}
 
 
 # --------------------------------------------------------------------------- models
@@ -81,9 +105,16 @@ def _half_masks(features: int) -> tuple[int, int]:
     return n_a, features - n_a
 
 
-def build_flowforge(flow: str, d: int) -> Model:
+def build_flowforge(flow: str, d: Dim) -> Model:
     import flowforge as ff
 
+    if flow == "Glow":
+        assert isinstance(d, tuple)
+        g: Any = ff.flows.Glow(
+            shape=d, levels=GLOW["levels"], steps=GLOW["steps"], hidden=GLOW["hidden"]
+        )
+        return Model(g, g.log_prob, g.sample)
+    assert isinstance(d, int)
     h = HIDDEN
     if flow == "MAF":
         m: Any = ff.flows.MAF(features=d, transforms=TRANSFORMS, hidden=h)
@@ -98,9 +129,10 @@ def build_flowforge(flow: str, d: int) -> Model:
     return Model(m, m.log_prob, m.sample)
 
 
-def build_zuko(flow: str, d: int) -> Model:
+def build_zuko(flow: str, d: Dim) -> Model:
     import zuko
 
+    assert isinstance(d, int)
     h = HIDDEN
     if flow == "MAF":
         m: Any = zuko.flows.MAF(d, transforms=TRANSFORMS, hidden_features=h)
@@ -144,7 +176,75 @@ class _IgnoreContext(nn.Module):
         return self.net(x)
 
 
-def build_nflows(flow: str, d: int) -> Model:
+def _conv_net(in_channels: int, out_channels: int) -> nn.Module:
+    """Glow's coupling network ``3x3 -> ReLU -> 1x1 -> ReLU -> 3x3`` (the peers' own nets
+    have other shapes: nflows ships residual conv nets only)."""
+    w = GLOW["hidden"]
+    net = nn.Sequential(
+        nn.Conv2d(in_channels, w, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(w, w, 1),
+        nn.ReLU(),
+        nn.Conv2d(w, out_channels, 3, padding=1),
+    )
+    return net
+
+
+def _glow_levels(shape: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """The squeezed shape ``(4C, H/2, W/2)`` at which each level's steps run."""
+    c, h, w = shape
+    out = []
+    for _ in range(GLOW["levels"]):
+        c, h, w = 4 * c, h // 2, w // 2
+        out.append((c, h, w))
+        c = c - c // 2  # the kept channels go on
+    return out
+
+
+def build_nflows_glow(shape: tuple[int, ...]) -> Model:
+    """Glow from nflows' parts: per level a ``SqueezeTransform``, ``K`` x [``ActNorm``,
+    ``OneByOneConvolution`` (LU), ``AffineCouplingTransform`` (its scale is Glow's
+    ``sigmoid(h + 2) + 1e-3``)] and, but for the last level, the split prior as one more
+    affine coupling of the factored half given the kept half; ``MultiscaleCompositeTransform``
+    factors out the *first* half of the channels (flowforge the last: same cost)."""
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow
+    from nflows.transforms.base import CompositeTransform, MultiscaleCompositeTransform
+    from nflows.transforms.conv import OneByOneConvolution
+    from nflows.transforms.coupling import AffineCouplingTransform
+    from nflows.transforms.normalization import ActNorm
+    from nflows.transforms.reshape import SqueezeTransform
+
+    def net(i: int, o: int) -> nn.Module:
+        return _IgnoreContext(_conv_net(i, o))
+
+    levels = _glow_levels(shape)
+    ms = MultiscaleCompositeTransform(len(levels), split_dim=1)
+    for i, sq in enumerate(levels):
+        c = sq[0]
+        step_mask = torch.where(torch.arange(c) < c - c // 2, -1, 1)  # > 0: transformed
+        layers: list[Any] = [SqueezeTransform()]
+        for _ in range(GLOW["steps"]):
+            layers += [ActNorm(c), OneByOneConvolution(c), AffineCouplingTransform(step_mask, net)]
+        if i < len(levels) - 1:
+            prior_mask = torch.where(torch.arange(c) < c // 2, 1, -1)  # the factored half
+            layers.append(AffineCouplingTransform(prior_mask, net))
+        ms.add_transform(CompositeTransform(layers), sq)
+    m = Flow(ms, StandardNormal([math.prod(shape)]))
+
+    def sample(n: int) -> Tensor:
+        with warnings.catch_warnings():  # its LU inverse calls torch.triangular_solve
+            warnings.filterwarnings("ignore", message=".*triangular_solve is deprecated")
+            return m.sample(n)
+
+    return Model(m, m.log_prob, sample)
+
+
+def build_nflows(flow: str, d: Dim) -> Model:
+    if flow == "Glow":
+        assert isinstance(d, tuple)
+        return build_nflows_glow(d)
+    assert isinstance(d, int)
     from nflows.distributions.normal import StandardNormal
     from nflows.flows.base import Flow
     from nflows.nn.nets import MLP
@@ -192,8 +292,55 @@ def build_nflows(flow: str, d: int) -> Model:
     return Model(m, m.log_prob, m.sample)
 
 
-def build_normflows(flow: str, d: int) -> Model:
+def build_normflows_glow(shape: tuple[int, ...]) -> Model:
+    """Glow from normflows' parts, after its multiscale Glow example: ``MultiscaleFlow`` over
+    levels of ``K`` x ``GlowBlock`` (ActNorm, LU ``Invertible1x1Conv``, channel
+    ``AffineCouplingBlock`` with the ``sigmoid`` scale map and its ``ConvNet2d`` of kernels
+    ``(3, 1, 3)``) and a ``Squeeze``, ``Merge`` between levels.
+
+    Two changes to the example, so that it is the same model as ours: its learned bases
+    (``GlowBase``, a mean and scale per channel, not conditioned on the kept half) become
+    fixed standard normals (``DiagGaussian(trainable=False)``), and the split prior is one
+    more ``AffineCouplingBlock`` (``exp`` scale map) of the factored half given the kept half,
+    the last layer of each level but the last (in the density direction). normflows'
+    levels run coarsest first in ``MultiscaleFlow`` (index 0 is the last level of the
+    density direction), each level's flows in the sampling direction.
+    """
     import normflows as nf
+
+    w = GLOW["hidden"]
+    levels = _glow_levels(shape)
+    q0: list[Any] = []
+    merges: list[Any] = []
+    flows: list[list[Any]] = []
+    for lvl in reversed(range(len(levels))):  # coarsest first
+        c, h, wd = levels[lvl]
+        last = lvl == len(levels) - 1
+        fl: list[Any] = []
+        if not last:  # the split prior: first in the sampling direction
+            net = nf.nets.ConvNet2d([c - c // 2, w, w, 2 * (c // 2)], (3, 1, 3), 0.0, True)
+            fl.append(nf.flows.AffineCouplingBlock(net, True, "exp", "channel"))
+        fl += [
+            nf.flows.GlowBlock(c, w, scale=True, scale_map="sigmoid", split_mode="channel")
+            for _ in range(GLOW["steps"])
+        ]
+        fl.append(nf.flows.Squeeze())
+        flows.append(fl)
+        factored = (c, h, wd) if last else (c // 2, h, wd)
+        q0.append(nf.distributions.DiagGaussian(factored, trainable=False))
+        if not last:
+            merges.append(nf.flows.Merge())
+    m = nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
+    return Model(m, lambda x: m.log_prob(x, None), lambda n: m.sample(n)[0])
+
+
+def build_normflows(flow: str, d: Dim) -> Model:
+    import normflows as nf
+
+    if flow == "Glow":
+        assert isinstance(d, tuple)
+        return build_normflows_glow(d)
+    assert isinstance(d, int)
 
     class Swap(nf.flows.Flow):
         """normflows' autoregressive layer is one pass when sampling (IAF-like); swapped,
@@ -258,7 +405,7 @@ def build_normflows(flow: str, d: int) -> Model:
     return Model(m, m.log_prob, lambda n: m.sample(n)[0])
 
 
-BUILDERS: dict[str, Callable[[str, int], Model]] = {
+BUILDERS: dict[str, Callable[[str, Dim], Model]] = {
     "flowforge": build_flowforge,
     "zuko": build_zuko,
     "nflows": build_nflows,
@@ -266,15 +413,21 @@ BUILDERS: dict[str, Callable[[str, int], Model]] = {
 }
 
 
-def build(lib: str, flow: str, d: int, seed: int = 0) -> Model | None:
-    """The model of ``lib`` for ``flow`` at dimension ``d`` (float32), or ``None``."""
+def build(lib: str, flow: str, d: Dim, seed: int = 0) -> Model | None:
+    """The model of ``lib`` for ``flow`` at dimension (or image shape) ``d`` (float32), or
+    ``None``."""
     if not available(lib):
         NOT_AVAILABLE[(lib, flow)] = "not installed"
         return None
+    if (lib, flow) in MISSING:
+        NOT_AVAILABLE[(lib, flow)] = MISSING[(lib, flow)]
     if (lib, flow) in NOT_AVAILABLE:
         return None
     torch.manual_seed(seed)
-    model = BUILDERS[lib](flow, d)
+    with warnings.catch_warnings():
+        # normflows' LU 1x1 convolution calls the deprecated torch.lu once per layer.
+        warnings.filterwarnings("ignore", message=".*torch.lu is deprecated")
+        model = BUILDERS[lib](flow, d)
     model.module.float()
     # Random non-zero last layers, so no library gets a shortcut from zero weights: every
     # all-zero weight matrix, and the zero entries of flat parameter vectors (flowforge's
@@ -295,13 +448,24 @@ def n_params(module: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------ workloads
+def event_of(d: Dim) -> tuple[int, ...]:
+    """The event shape of dimension ``D`` or image shape ``(C, H, W)``."""
+    return (d,) if isinstance(d, int) else tuple(d)
+
+
+def dim_label(d: Dim) -> str:
+    """``D`` as a table cell, an image shape as ``CxHxW``."""
+    return str(d) if isinstance(d, int) else "x".join(map(str, d))
+
+
 def make_ops(
-    model: Model, d: int, sizes: dict[str, int], compiled: bool = False
+    model: Model, d: Dim, sizes: dict[str, int], compiled: bool = False
 ) -> dict[str, Callable[[], Any]]:
-    """Closures for the timed operations of one model."""
+    """Closures for the timed operations of one model (standard normal inputs)."""
     gen = torch.Generator().manual_seed(1)
-    x_train = torch.randn(sizes["train"], d, generator=gen, dtype=torch.float32)
-    x_lp = torch.randn(sizes["log_prob"], d, generator=gen, dtype=torch.float32)
+    event = event_of(d)
+    x_train = torch.randn(sizes["train"], *event, generator=gen, dtype=torch.float32)
+    x_lp = torch.randn(sizes["log_prob"], *event, generator=gen, dtype=torch.float32)
     opt = torch.optim.Adam(model.module.parameters(), lr=1e-4)
 
     def loss_fn(x: Tensor) -> Tensor:
@@ -426,7 +590,7 @@ def _rss_kib(field_name: str) -> int:
     raise RuntimeError(f"{field_name} not in /proc/self/status")
 
 
-def memory_child(lib: str, flow: str, d: int, op: str, sizes: dict[str, int]) -> float:
+def memory_child(lib: str, flow: str, d: Dim, op: str, sizes: dict[str, int]) -> float:
     """Peak resident memory (MiB) of one op above the resident memory just before it.
 
     Runs in a fresh process; the kernel's peak counter (VmHWM) is reset just before the
@@ -453,14 +617,10 @@ def memory_child(lib: str, flow: str, d: int, op: str, sizes: dict[str, int]) ->
     return (peak - before) / 1024.0
 
 
-def memory_of(lib: str, flow: str, d: int, op: str, sizes: dict[str, int]) -> float:
+def memory_of(lib: str, flow: str, d: Dim, op: str, sizes: dict[str, int]) -> float:
     """Run :func:`memory_child` in a subprocess, so libraries do not share a heap."""
-    cmd = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--_memory-child",
-        json.dumps({"lib": lib, "flow": flow, "d": d, "op": op, "sizes": sizes}),
-    ]
+    spec = {"lib": lib, "flow": flow, "d": d, "op": op, "sizes": sizes, "glow": GLOW}
+    cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", json.dumps(spec)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         print(out.stderr[-2000:], file=sys.stderr)
@@ -532,8 +692,20 @@ def markdown(res: Results) -> str:
         "## flowforge speed benchmark",
         "",
         "Machine: "
-        + ", ".join(f"{k}={v}" for k, v in res.meta.items() if k not in ("libs", "sizes")),
+        + ", ".join(
+            f"{k}={v}"
+            for k, v in res.meta.items()
+            if k not in ("libs", "sizes", "image_sizes", "glow")
+        ),
         f"Batch sizes: {res.meta['sizes']}. K={TRANSFORMS} transforms, hidden {HIDDEN}, float32.",
+    ]
+    if "glow" in res.meta:
+        g = res.meta["glow"]
+        out.append(
+            f"Glow: image {tuple(g['image'])}, {g['levels']} levels x {g['steps']} steps, conv "
+            f"width {g['hidden']}, batch sizes {res.meta['image_sizes']}, float32."
+        )
+    out += [
         "",
         "### Parameters (must match within a few percent)",
         "",
@@ -621,6 +793,14 @@ def run(args: argparse.Namespace) -> Results:
         "log_prob": args.batch,
         "sample": args.sample_batch or args.batch,
     }
+    image_sizes = {
+        "train": args.glow_train_batch,
+        "log_prob": args.glow_batch,
+        "sample": args.glow_sample_batch or args.glow_batch,
+    }
+    GLOW.update(levels=args.glow_levels, steps=args.glow_steps, hidden=args.glow_hidden)
+    cases: list[tuple[str, Dim]] = [(f, d) for d in args.dims for f in args.flows if f in FLOWS]
+    cases += [(f, tuple(args.image)) for f in args.flows if f in IMAGE_FLOWS]
     res = Results()
     res.meta = {
         "torch": torch.__version__,
@@ -631,70 +811,79 @@ def run(args: argparse.Namespace) -> Results:
         "libs": libs,
         "sizes": sizes,
     }
+    if any(f in IMAGE_FLOWS for f, _ in cases):
+        res.meta["image_sizes"] = image_sizes
+        res.meta["glow"] = dict(GLOW, image=list(args.image))
     for lib in libs:
         if lib != "flowforge":
             res.meta[lib] = getattr(__import__(lib), "__version__", "?")
     print(f"# threads={torch.get_num_threads()} torch={torch.__version__}", file=sys.stderr)
-    for d in args.dims:
-        for flow in args.flows:
-            key = f"{flow}/{d}"
-            built = {lib: build(lib, flow, d) for lib in libs}
-            models = {k: v for k, v in built.items() if v is not None}
-            res.params[key] = {lib: n_params(m.module) for lib, m in models.items()}
-            all_ops: dict[str, Callable[[], Any]] = {}
-            for lib, m in models.items():
-                for op, fn in make_ops(m, d, sizes).items():
-                    if op not in args.ops or (op == "sample" and args.no_sample):
-                        continue
-                    all_ops[f"{lib}|{op}"] = fn
-            t0 = time.perf_counter()
-            reps: dict[str, list[float]] = {}
-            med = time_interleaved(all_ops, args.repeats, samples=reps)
-            res.times[key] = {}
-            res.samples[key] = {}
-            for name, t in med.items():
+    vector_sizes = sizes
+    for flow, d in cases:
+        image = flow in IMAGE_FLOWS
+        sizes = image_sizes if image else vector_sizes
+        min_time = args.glow_min_time if image else args.min_time
+        key = f"{flow}/{dim_label(d)}"
+        built = {lib: build(lib, flow, d) for lib in libs}
+        models = {k: v for k, v in built.items() if v is not None}
+        res.params[key] = {lib: n_params(m.module) for lib, m in models.items()}
+        all_ops: dict[str, Callable[[], Any]] = {}
+        for lib, m in models.items():
+            for op, fn in make_ops(m, d, sizes).items():
+                if op not in args.ops or (op == "sample" and args.no_sample):
+                    continue
+                all_ops[f"{lib}|{op}"] = fn
+        t0 = time.perf_counter()
+        reps: dict[str, list[float]] = {}
+        med = time_interleaved(all_ops, args.repeats, min_time, samples=reps)
+        res.times[key] = {}
+        res.samples[key] = {}
+        for name, t in med.items():
+            lib, op = name.split("|")
+            res.times[key].setdefault(op, {})[lib] = t
+            res.samples[key].setdefault(op, {})[lib] = reps[name]
+        print(f"# {key}: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        if args.flops and image:
+            res.notes[f"flops {flow}"] = "--flops counts linear layers: vector flows only"
+        elif args.flops:
+            assert isinstance(d, int)
+            gflop = log_prob_flops(flow, d, args.batch) / 1e9
+            peak = gflop / matmul_seconds(flow, d, args.batch, args.repeats)
+            # A training step: the forward pass and, per layer, two backward matmuls
+            # (input and weight gradients) of the same size.
+            train_gflop = 3 * log_prob_flops(flow, d, args.train_batch) / 1e9
+            train_peak = (
+                log_prob_flops(flow, d, args.train_batch)
+                / 1e9
+                / matmul_seconds(flow, d, args.train_batch, args.repeats)
+            )
+            res.flops[key] = {
+                "gflop": gflop,
+                "peak": peak,
+                "train_gflop": train_gflop,
+                "train_peak": train_peak,
+            }
+        if args.compile:
+            cops: dict[str, Callable[[], Any]] = {}
+            for lib in models:
+                cm = build(lib, flow, d)
+                assert cm is not None
+                for op, fn in make_ops(cm, d, sizes, compiled=True).items():
+                    cops[f"{lib}|{op}"] = fn
+            creps: dict[str, list[float]] = {}
+            cmed = time_interleaved(cops, args.repeats, min_time, samples=creps)
+            res.compiled[key] = {}
+            res.samples["compiled/" + key] = {}
+            for name, t in cmed.items():
                 lib, op = name.split("|")
-                res.times[key].setdefault(op, {})[lib] = t
-                res.samples[key].setdefault(op, {})[lib] = reps[name]
-            print(f"# {key}: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-            if args.flops:
-                gflop = log_prob_flops(flow, d, args.batch) / 1e9
-                peak = gflop / matmul_seconds(flow, d, args.batch, args.repeats)
-                # A training step: the forward pass and, per layer, two backward matmuls
-                # (input and weight gradients) of the same size.
-                train_gflop = 3 * log_prob_flops(flow, d, args.train_batch) / 1e9
-                train_peak = (
-                    log_prob_flops(flow, d, args.train_batch)
-                    / 1e9
-                    / matmul_seconds(flow, d, args.train_batch, args.repeats)
-                )
-                res.flops[key] = {
-                    "gflop": gflop,
-                    "peak": peak,
-                    "train_gflop": train_gflop,
-                    "train_peak": train_peak,
-                }
-            if args.compile:
-                cops: dict[str, Callable[[], Any]] = {}
-                for lib in models:
-                    cm = build(lib, flow, d)
-                    assert cm is not None
-                    for op, fn in make_ops(cm, d, sizes, compiled=True).items():
-                        cops[f"{lib}|{op}"] = fn
-                creps: dict[str, list[float]] = {}
-                cmed = time_interleaved(cops, args.repeats, samples=creps)
-                res.compiled[key] = {}
-                res.samples["compiled/" + key] = {}
-                for name, t in cmed.items():
-                    lib, op = name.split("|")
-                    res.compiled[key].setdefault(op, {})[lib] = t
-                    res.samples["compiled/" + key].setdefault(op, {})[lib] = creps[name]
-                torch._dynamo.reset()
-            if args.memory:
-                res.memory[key] = {
-                    op: {lib: memory_of(lib, flow, d, op, sizes) for lib in models}
-                    for op in ("log_prob", "train")
-                }
+                res.compiled[key].setdefault(op, {})[lib] = t
+                res.samples["compiled/" + key].setdefault(op, {})[lib] = creps[name]
+            torch._dynamo.reset()
+        if args.memory:
+            res.memory[key] = {
+                op: {lib: memory_of(lib, flow, d, op, sizes) for lib in models}
+                for op in ("log_prob", "train")
+            }
     for (lib, flow), why in NOT_AVAILABLE.items():
         res.notes[f"{lib} {flow}"] = why
     return res
@@ -703,7 +892,9 @@ def run(args: argparse.Namespace) -> Results:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--flows", nargs="+", default=list(FLOWS), choices=FLOWS)
+    p.add_argument(
+        "--flows", nargs="+", default=[*FLOWS, *IMAGE_FLOWS], choices=FLOWS + IMAGE_FLOWS
+    )
     p.add_argument("--dims", nargs="+", type=int, default=[8, 64])
     p.add_argument("--libs", nargs="+", default=list(LIBS), choices=LIBS)
     p.add_argument("--repeats", type=int, default=7, help="timed repetitions (median)")
@@ -716,7 +907,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="torch threads (1 is the stable choice on a shared machine)",
     )
-    p.add_argument("--quick", action="store_true", help="D=8, small batches, 3 repeats")
+    p.add_argument(
+        "--min-time", type=float, default=0.05, help="seconds per timed measurement (at least)"
+    )
+    g = p.add_argument_group("Glow (the image flow; it ignores --dims and the batches above)")
+    g.add_argument("--image", nargs=3, type=int, default=list(IMAGE), metavar=("C", "H", "W"))
+    g.add_argument("--glow-levels", type=int, default=GLOW["levels"])
+    g.add_argument("--glow-steps", type=int, default=GLOW["steps"], help="steps per level K")
+    g.add_argument("--glow-hidden", type=int, default=GLOW["hidden"], help="conv net width")
+    g.add_argument("--glow-train-batch", type=int, default=64)
+    g.add_argument("--glow-batch", type=int, default=1024, help="log_prob and sample batch")
+    g.add_argument("--glow-sample-batch", type=int, default=None, help="default: --glow-batch")
+    g.add_argument(
+        "--glow-min-time",
+        type=float,
+        default=1.0,
+        help="seconds per timed Glow measurement (a Glow call lasts 10-300 ms)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="D=8, small batches, 3 repeats (Glow: 0.2 s each)"
+    )
     p.add_argument("--no-sample", action="store_true", help="skip sampling")
     p.add_argument("--ops", nargs="+", default=["train", "log_prob", "sample"])
     p.add_argument("--memory", action="store_true", help="peak memory, one process each")
@@ -732,6 +942,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.batch = min(args.batch, 1024)
         args.train_batch = min(args.train_batch, 256)
         args.sample_batch = min(args.sample_batch or args.batch, 256)
+        args.glow_batch = min(args.glow_batch, 256)
+        args.glow_train_batch = min(args.glow_train_batch, 32)
+        args.glow_min_time = min(args.glow_min_time, 0.2)
     return args
 
 
@@ -740,7 +953,9 @@ def main(argv: list[str] | None = None) -> Results | None:
     args = parse_args(argv)
     if args.memory_child:
         spec = json.loads(args.memory_child)
-        print(memory_child(spec["lib"], spec["flow"], spec["d"], spec["op"], spec["sizes"]))
+        GLOW.update(spec["glow"])
+        d = spec["d"] if isinstance(spec["d"], int) else tuple(spec["d"])
+        print(memory_child(spec["lib"], spec["flow"], d, spec["op"], spec["sizes"]))
         return None
     res = run(args)
     text = markdown(res)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -24,14 +25,32 @@ def _load() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def speed() -> ModuleType:
-    return _load()
+def speed() -> Iterator[ModuleType]:
+    module = _load()
+    glow = dict(module.GLOW)
+    yield module
+    module.GLOW.update(glow)
 
 
+@pytest.fixture
+def tiny_glow(speed: ModuleType) -> Iterator[None]:
+    """``speed.GLOW`` (which ``main`` sets from its arguments) at the tiny size, restored after."""
+    glow = dict(speed.GLOW)
+    speed.GLOW.update(levels=2, steps=2, hidden=16)
+    yield
+    speed.GLOW.update(glow)
+
+
+# A small Glow: 2 levels x 2 steps, conv width 16, on (1, 8, 8); every measurement one call.
+TINY_GLOW = ["--glow-steps", "2", "--glow-hidden", "16", "--glow-batch", "16"]
+TINY_GLOW += ["--glow-train-batch", "4", "--glow-min-time", "0"]
 TINY = ["--dims", "4", "--repeats", "1", "--batch", "32", "--train-batch", "16", "--threads", "1"]
+TINY += TINY_GLOW
 
 
-def test_flowforge_alone(speed: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+def test_flowforge_alone(
+    speed: ModuleType, tiny_glow: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     threads = torch.get_num_threads()
     try:
         res = speed.main([*TINY, "--libs", "flowforge", "--flops"])
@@ -44,8 +63,11 @@ def test_flowforge_alone(speed: ModuleType, capsys: pytest.CaptureFixture[str]) 
         for op in ("train", "log_prob", "sample"):
             assert res.times[key][op]["flowforge"] > 0
         assert res.flops[key]["gflop"] == pytest.approx(speed.log_prob_flops(flow, 4, 32) / 1e9)
+    assert res.params["Glow/1x8x8"]["flowforge"] > 0
+    assert res.times["Glow/1x8x8"]["train"]["flowforge"] > 0
     out = capsys.readouterr().out
     assert "| MAF | 4 | train |" in out
+    assert "| Glow | 1x8x8 | train |" in out
     assert len(res.samples["MAF/4"]["train"]["flowforge"]) == 1
 
 
@@ -82,3 +104,43 @@ def test_peer_builds_same_architecture(speed: ModuleType, lib: str) -> None:
         x = torch.randn(5, 6)
         assert peer.log_prob(x).shape == (5,)
         assert peer.sample(3).shape == (3, 6)
+
+
+def test_glow_in_every_library(speed: ModuleType, tiny_glow: None) -> None:
+    threads = torch.get_num_threads()
+    try:
+        res = speed.main([*TINY, "--flows", "Glow"])
+    finally:
+        torch.set_num_threads(threads)
+    assert res is not None
+    key = "Glow/1x8x8"
+    ours = res.params[key]["flowforge"]
+    assert ours > 0
+    for lib, n in res.params[key].items():
+        assert abs(n - ours) / ours < 0.03, (lib, n, ours)  # matched within 3%
+        for op in ("train", "log_prob", "sample"):
+            assert res.times[key][op][lib] > 0
+    assert "zuko" not in res.params[key]  # zuko has no image flows: n/a with the reason
+    assert "zuko Glow" in res.notes
+
+
+@pytest.mark.parametrize("lib", ["nflows", "normflows"])
+def test_peer_glow_same_architecture(speed: ModuleType, tiny_glow: None, lib: str) -> None:
+    pytest.importorskip(lib)
+    ours = speed.build("flowforge", "Glow", (1, 8, 8))
+    peer = speed.build(lib, "Glow", (1, 8, 8))
+    assert ours is not None and peer is not None
+    n_ours, n_peer = speed.n_params(ours.module), speed.n_params(peer.module)
+    assert abs(n_peer - n_ours) / n_ours < 0.03
+
+    # The same layers: conv weights of the same shapes, in the same number.
+    def convs(m: torch.nn.Module) -> list[tuple[int, ...]]:
+        return sorted(tuple(c.weight.shape) for c in m.modules() if isinstance(c, torch.nn.Conv2d))
+
+    assert convs(peer.module) == convs(ours.module)
+    x = torch.randn(6, 1, 8, 8)
+    for model in (ours, peer):
+        ops = speed.make_ops(model, (1, 8, 8), {"train": 4, "log_prob": 6, "sample": 3})
+        assert torch.isfinite(ops["train"]())
+        assert model.log_prob(x).shape == (6,)
+        assert ops["sample"]().shape == (3, 1, 8, 8)
