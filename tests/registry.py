@@ -251,6 +251,13 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     ),
     "sylvester-context": lambda: Case(T.Sylvester(D, rank=2, context=C, hidden=(8,)), C),
     "sampling-only": lambda: Case(SamplingOnly(T.Planar(D)), directions=frozenset({"inverse"})),
+    "preset-planar": lambda: Case(
+        ff.flows.Planar(D, context=C, transforms=2, hidden=H).bijection, C
+    ),
+    "preset-radial": lambda: Case(ff.flows.Radial(D, transforms=2).bijection),
+    "preset-sylvester": lambda: Case(
+        ff.flows.Sylvester(D, context=C, transforms=2, kind="householder", hidden=H).bijection, C
+    ),
     "cnf": lambda: Case(T.CNF(ff.nn.ODENet(D, (8,)), D, time=0.5, rtol=1e-12, atol=1e-12)),
     "cnf-context-learned-time": lambda: Case(
         T.CNF(ff.nn.ODENet(D, (8,), C, "tanh"), D, C, 0.5, True, rtol=1e-12, atol=1e-12), C

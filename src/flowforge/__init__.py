@@ -7,7 +7,7 @@ Example:
     torch.Size([5])
 """
 
-from flowforge import data, distributions, eval, flows, functional, nn, transforms
+from flowforge import data, distributions, eval, flows, functional, nn, transforms, vi
 from flowforge.core import Bijection, Compose, Flow, FlowDistribution, Inverse
 from flowforge.runs import load
 
@@ -28,4 +28,5 @@ __all__ = [
     "load",
     "nn",
     "transforms",
+    "vi",
 ]

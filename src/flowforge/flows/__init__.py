@@ -10,6 +10,7 @@ from flowforge.flows.ffjord import FFJORD
 from flowforge.flows.glow import Glow
 from flowforge.flows.multiscale_realnvp import MultiscaleRealNVP
 from flowforge.flows.spline import NSF
+from flowforge.flows.vi import Planar, Radial, Sylvester
 
 PRESETS: dict[str, type[Flow]] = {
     "nice": NICE,
@@ -19,7 +20,23 @@ PRESETS: dict[str, type[Flow]] = {
     "nsf": NSF,
     "glow": Glow,
     "multiscale_realnvp": MultiscaleRealNVP,
+    "planar": Planar,
+    "radial": Radial,
+    "sylvester": Sylvester,
     "ffjord": FFJORD,
 }
 
-__all__ = ["FFJORD", "IAF", "MAF", "NICE", "NSF", "PRESETS", "Glow", "MultiscaleRealNVP", "RealNVP"]
+__all__ = [
+    "FFJORD",
+    "IAF",
+    "MAF",
+    "NICE",
+    "NSF",
+    "PRESETS",
+    "Glow",
+    "MultiscaleRealNVP",
+    "Planar",
+    "Radial",
+    "RealNVP",
+    "Sylvester",
+]
