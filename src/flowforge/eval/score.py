@@ -78,7 +78,9 @@ def score_rows(
         if image:
             want += f" (images {spec.data_shape}, or {spec.features} columns)"
         raise DataError(f"{origin} has {found}; the run was trained on {want}")
-    t = torch.as_tensor(x, dtype=torch.float32)
+    tensors = [*run.flow.parameters(), *run.flow.buffers()]
+    ref = next((v for v in tensors if v.is_floating_point()), torch.zeros(()))
+    t = torch.as_tensor(x, dtype=ref.dtype)
     if image:
         levels = int(spec.levels or 0)
         bad = np.argwhere(~((x >= 0) & (x <= levels - 1)))  # NaN fails both comparisons
@@ -90,8 +92,7 @@ def score_rows(
             )
         t = t.floor().reshape(t.shape[0], *spec.data_shape)
         t = dequantize(t, levels, torch.Generator().manual_seed(seed))
-    device = next(iter(run.flow.parameters()), t).device
-    return log_likelihoods(run.flow, t, batch_size, device)
+    return log_likelihoods(run.flow, t, batch_size, ref.device)
 
 
 @torch.no_grad()

@@ -213,8 +213,8 @@ def start_run(cfg: TrainConfig) -> TrainResult:
     if Path(cfg.data).suffix:
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
     ds = load_data(cfg)
-    total = _total_steps(cfg, ds)
     spec = spec_for(cfg, ds)
+    total = _total_steps(cfg, ds)
     set_threads(cfg, device, spec)
     torch.manual_seed(cfg.seed)
     flow = build_flow(spec).to(device)
