@@ -2,7 +2,8 @@
 
 Writes ``docs/vi_energies.png``: for each of U1-U4, the true density ``exp(-U) / Z`` (``Z`` on
 a grid) and the fitted flow's density ``q``, with the KL(q || p) = log Z - ELBO in the title.
-About 3 minutes on one CPU core.
+About 4-5 minutes on one CPU core (measured on a shared 2-core machine: KL 0.006, 0.011,
+0.043, 0.105 nats for U1-U4).
 
     python examples/vi_energies.py [--steps 2000] [--transforms 32] [--out docs/vi_energies.png]
 """
