@@ -77,6 +77,8 @@ def ours(name: str, objective: object, args: argparse.Namespace, test: torch.Ten
     def step(x: torch.Tensor) -> float:
         loss = objective(flow, x)  # type: ignore[operator]
         loss.value.backward()
+        if isinstance(objective, FlowMatching):
+            return 0.0  # no solve in training (cnf.last_solve is the last evaluation's)
         return float(cnf.nfe_forward + cnf.nfe_backward)
 
     def test_nll() -> float:
