@@ -94,12 +94,12 @@ def test_weight_average_update_rule() -> None:
             net[1].running_mean.normal_()
         values.append({k: v.clone() for k, v in net.state_dict().items()})
         ema.update(net)
-    expected = dict(values[0])
-    for t, state in enumerate(values[1:], start=1):
-        d = min(0.9, (1 + t) / (10 + t))  # update t (0-based); update 0 copies
-        expected = {
-            k: d * expected[k] + (1 - d) * v if k in ema.params else v for k, v in state.items()
-        }
+    weights = torch.tensor([0.9 ** (29 - i) for i in range(30)], dtype=torch.float64)
+    weights /= weights.sum()  # the bias-corrected exponential average of every update
+    expected = {
+        k: sum(w * s[k] for w, s in zip(weights, values)) if k in ema.params else values[-1][k]
+        for k in values[0]
+    }
     assert ema.state is not None and ema.updates == 30
     for k, v in expected.items():
         torch.testing.assert_close(ema.state[k], v.to(ema.state[k].dtype), msg=k)

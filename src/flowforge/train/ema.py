@@ -1,23 +1,23 @@
 """An exponential moving average of a model's weights, for evaluation in place of the raw ones.
 
-After each optimizer step, every floating-point parameter's average moves towards its current
-value: ``avg <- d avg + (1 - d) w`` with ``d = min(decay, (1 + t) / (10 + t))`` at update ``t``
-(0-based), so the first updates follow the weights closely instead of remembering the random
-initialisation (and ActNorm's data-dependent start). Buffers (ActNorm's initialised flag,
-running statistics) are copied as they are. The average starts at the first update.
+After each optimizer step, every floating-point parameter's average is the bias-corrected
+exponential average of its values so far, ``avg_n = sum_i decay^(n-i) w_i / sum_i decay^(n-i)``
+over the updates ``i = 0 .. n``: recursively ``avg <- d avg + (1 - d) w`` with
+``d = decay (1 - decay^n) / (1 - decay^(n+1))`` at update ``n`` (0-based), so the first
+update copies the weights and the random initialisation (and ActNorm's data-dependent start)
+is never part of it, while ``decay`` sets the window (about ``1 / (1 - decay)`` steps) from
+the start. Buffers (ActNorm's initialised flag, running statistics) are copied as they are.
 
 Example:
     >>> import torch
     >>> net = torch.nn.Linear(1, 1)
     >>> ema = WeightAverage(net, decay=0.5)
-    >>> with torch.no_grad():
-    ...     _ = net.weight.fill_(1.0)
-    >>> ema.update(net)
-    >>> with torch.no_grad():
-    ...     _ = net.weight.fill_(3.0)
-    >>> ema.update(net)  # d = min(0.5, 2 / 11)
-    >>> round(ema.state["weight"].item(), 4)
-    2.6364
+    >>> for value in (1.0, 3.0):
+    ...     with torch.no_grad():
+    ...         _ = net.weight.fill_(value)
+    ...     ema.update(net)
+    >>> round(ema.state["weight"].item(), 4)  # (0.5 * 1 + 3) / 1.5
+    2.3333
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class WeightAverage:
         if self.state is None:
             self.state = {k: v.detach().clone() for k, v in current.items()}
         else:
-            d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+            n, b = self.updates, self.decay
+            d = b * (1 - b**n) / (1 - b ** (n + 1))
             for k, v in current.items():
                 avg = self.state[k]
                 if k in self.params and avg.is_floating_point():
