@@ -11,6 +11,7 @@ import pytest
 
 from cli_util import assert_bad_input, assert_ok, flowforge
 from flowforge.runs import open_run
+from flowforge.train.model import IMAGE_TRAINING_DEFAULTS
 
 SMALL = ["--quiet", "--hidden", "8", "--flow-options", '{"steps": 1}']
 
@@ -30,9 +31,11 @@ def test_image_presets_bring_their_training_defaults(glow_run: Path) -> None:
     record = json.loads((glow_run / "config.json").read_text())
     cfg, model = record["config"], record["model"]
     assert record["format_version"] == 2
-    assert (cfg["warmup_steps"], cfg["ema_decay"], cfg["batch_size"]) == (200, 0.999, 64)
-    assert (cfg["logit_alpha"], cfg["clip_grad"], cfg["lr"]) == (0.05, 50.0, 1e-3)
-    assert (cfg["steps"], cfg["epochs"]) == (30, None)  # --steps overrides the default epochs
+    for key, value in IMAGE_TRAINING_DEFAULTS.items():
+        if key not in ("epochs", "eval_every"):  # the flags of the fixture set these
+            assert cfg[key] == value, key
+    assert (cfg["steps"], cfg["epochs"], cfg["eval_every"]) == (30, None, 15)
+    assert cfg["warmup_steps"] > 0 and cfg["ema_decay"] > 0  # on by default for images
     assert model["kwargs"] == {
         "shape": [1, 8, 8],
         "context": 0,
@@ -43,8 +46,9 @@ def test_image_presets_bring_their_training_defaults(glow_run: Path) -> None:
     assert model["data_shape"] == [1, 8, 8]
     rows = [json.loads(line) for line in (glow_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [15, 30] and all("val_bpd" in r for r in rows)
-    # the learning rate is still warming up: step 30 of 200
-    assert rows[-1]["lr"] == pytest.approx(1e-3 * 31 / 200)
+    # the learning rate is still warming up at step 30
+    warmup, lr = IMAGE_TRAINING_DEFAULTS["warmup_steps"], IMAGE_TRAINING_DEFAULTS["lr"]
+    assert rows[-1]["lr"] == pytest.approx(lr * 31 / warmup)
 
 
 def test_eval_reports_bits_per_dim(glow_run: Path) -> None:

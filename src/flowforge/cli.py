@@ -33,6 +33,11 @@ class _Parser(argparse.ArgumentParser):
 def _build_parser() -> argparse.ArgumentParser:
     from flowforge.flows import PRESETS
     from flowforge.train.config import add_arguments
+    from flowforge.train.model import IMAGE_TRAINING_DEFAULTS
+
+    image_defaults = ", ".join(
+        f"--{k.replace('_', '-')} {v:g}" for k, v in IMAGE_TRAINING_DEFAULTS.items()
+    )
 
     parser = _Parser(prog="flowforge", description="Normalizing flows: train, evaluate, sample.")
     parser.add_argument("--version", action="version", version=_version())
@@ -46,8 +51,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "model.safetensors, checkpoint.safetensors, metrics.jsonl, results.json, plots). "
             "With no options: NSF on 8gaussians, well under a minute on 2 CPU cores. Image "
             "presets (glow, multiscale_realnvp) on image data (digits, mnist, cifar10) train "
-            "with their own defaults: 400 epochs, batch 64, lr 1e-3 after a 200-step warmup, "
-            "clip 50, logit alpha 0.05, weight average 0.999 (flags override them). Every "
+            f"with their own defaults ({image_defaults}; flags override them). Every "
             "option can also be a key of --config FILE.toml; flags override the file."
         ),
     )

@@ -50,12 +50,12 @@ PRESET_SIZES: dict[str, dict[str, Any]] = {
 #: Training defaults of the image presets (Glow diverges without warmup on some seeds; the
 #: average of the weights generalises better than the last weights on small image sets).
 IMAGE_TRAINING_DEFAULTS: dict[str, Any] = {
-    "epochs": 400.0,
+    "epochs": 150.0,
     "batch_size": 64,
     "lr": 1e-3,
     "warmup_steps": 200,
     "clip_grad": 50.0,
-    "logit_alpha": 0.05,
+    "logit_alpha": 1e-3,
     "ema_decay": 0.999,
     "eval_every": 250,
 }
