@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_util import TINY, assert_ok, flowforge
+from cli_util import TINY_TABLE, assert_ok, flowforge
 from flowforge.data import load_dataset
 from flowforge.runs import open_run
 
@@ -22,7 +22,17 @@ def test_user_csv_is_scored_in_its_original_units(tmp_path: Path) -> None:
     (tmp_path / "data.csv").write_text(
         "speed,load,temp\n" + "".join(f"{a:.6f},{b:.6f},{c:.6f}\n" for a, b, c in x)
     )
-    args = [*TINY, "--data", "data.csv", "--flow", "maf", "--steps", "30", "--eval-every", "15"]
+    args = [
+        *TINY_TABLE,
+        "--data",
+        "data.csv",
+        "--flow",
+        "maf",
+        "--steps",
+        "30",
+        "--eval-every",
+        "15",
+    ]
     assert_ok(flowforge("train", *args, "--out", "run", cwd=tmp_path))
     run = open_run(tmp_path / "run")
     assert run.spec.standardizer is not None and run.spec.columns == ["speed", "load", "temp"]
@@ -59,7 +69,7 @@ def test_columns_select_the_same_features_at_train_and_score_time(tmp_path: Path
     rng = np.random.default_rng(1)
     rows = "".join(f"{a:.5f},{b:.5f},{c:.5f}\n" for a, b, c in rng.standard_normal((300, 3)))
     (tmp_path / "d.csv").write_text("a,b,c\n" + rows)
-    args = [*TINY, "--data", "d.csv", "--columns", "c,a", "--steps", "4", "--eval-every", "2"]
+    args = [*TINY_TABLE, "--data", "d.csv", "--columns", "c,a", "--steps", "4", "--eval-every", "2"]
     assert_ok(flowforge("train", *args, "--out", "run", cwd=tmp_path))
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     assert record["model"]["columns"] == ["c", "a"] and record["model"]["kwargs"]["features"] == 2
@@ -68,7 +78,17 @@ def test_columns_select_the_same_features_at_train_and_score_time(tmp_path: Path
 
 
 def test_digits_reports_bits_per_dim_and_samples_images(tmp_path: Path) -> None:
-    args = [*TINY, "--data", "digits", "--flow", "realnvp", "--epochs", "1", "--batch-size", "128"]
+    args = [
+        *TINY_TABLE,
+        "--data",
+        "digits",
+        "--flow",
+        "realnvp",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+    ]
     proc = flowforge("train", *args, "--logit-alpha", "0.05", "--out", "run", cwd=tmp_path)
     assert_ok(proc)
     assert "test bits/dim:" in proc.stdout

@@ -40,7 +40,9 @@ def test_digits_split_depends_on_seed_only() -> None:
     [("breast_cancer", 30, 569), ("wine", 13, 178), ("iris", 4, 150), ("diabetes", 10, 442)],
 )
 def test_tabular_sets_are_standardised_with_train_statistics(name: str, dim: int, n: int) -> None:
-    ds = load_dataset(name, seed=0, n_val=3, n_test=3)  # n_val / n_test do not apply
+    small = load_dataset(name, seed=0, n_val=3, n_test=0.2)  # a count and a fraction
+    assert (small.val.shape[0], small.test.shape[0]) == (3, round(0.2 * n))
+    ds = load_dataset(name, seed=0)  # 10% each by default
     assert ds.kind == "tabular" and ds.event_shape == (dim,) and ds.levels is None
     assert ds.train is not None and ds.standardizer is not None
     n_hold = round(0.1 * n)

@@ -3,14 +3,16 @@
 A thin layer over :mod:`flowforge.train`, :mod:`flowforge.eval`, :mod:`flowforge.runs` and
 :mod:`flowforge.data`. Bad input (missing file, unknown dataset or flow, bad values, wrong
 dimension, bad option) is reported as one line on stderr with exit status 2 and no traceback;
-a training run stopped by a non-finite loss, and an evaluation that meets a non-finite
-log-likelihood (the rows are named, never skipped), exit with status 1.
+a training run stopped by a non-finite loss, an evaluation that meets a non-finite
+log-likelihood (the rows are named, never skipped), and a ``score`` whose output holds a
+non-finite row (written as ``nan`` / ``-inf``, named in a warning on stderr) exit with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -108,6 +110,15 @@ def _build_parser() -> argparse.ArgumentParser:
         required=True,
         help="rows to score: .csv or .npy (a run trained with --columns takes the same columns)",
     )
+    sc.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CSV input: the first row is column names (--header) or data (--no-header); "
+        "default: a header when a cell is not a number, the row is the column numbers, or it "
+        "equals the run's column names. With a header, columns are matched to the run's by "
+        "name (in any order; missing or extra names are an error); without, by position",
+    )
     sc.add_argument("-o", "--output", help="output file (.csv or .npy); default: stdout")
     sc.add_argument("--seed", type=int, default=0, help="image runs: dequantization seed")
     sc.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
@@ -170,7 +181,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = run_config(run.record, str(run.files.config))
     if args.data_dir:
         cfg = cfg.replace(data_dir=args.data_dir)
-    ds = load_data(cfg, run.spec)
+    ds = load_data(cfg, run.spec, run.record)  # refuses a data file changed since training
     s = test_summary(run.flow, ds, cfg, args.split)
     if args.json:
         print(json.dumps({"run": str(args.run), "split": args.split, **s.to_dict()}))
@@ -217,13 +228,23 @@ def _cmd_score(args: argparse.Namespace) -> int:
         check_output(out, (".npy", ".csv"))
     run = open_run(args.run, resolve_device(args.device))
     columns = run_config(run.record, str(run.files.config)).column_list()
-    x = read_rows(run, args.input, columns)  # the columns of training
+    x = read_rows(run, args.input, columns, args.header)  # the columns of training, by name
     ll = score_rows(run, x, origin=str(args.input), seed=args.seed).numpy()
     if out is None:
         sys.stdout.write("log_likelihood\n" + "".join(f"{v:.9g}\n" for v in ll))
     else:
         write_table(out, ll, ["log_likelihood"])
         print(f"wrote {ll.shape[0]} log-likelihoods to {out}", file=sys.stderr)
+    bad = [i + 1 for i in range(ll.shape[0]) if not math.isfinite(float(ll[i]))]
+    if bad:  # written as nan / -inf, never dropped; a warning and exit status 1
+        shown = ", ".join(map(str, bad[:20])) + (" ..." if len(bad) > 20 else "")
+        print(
+            f"flowforge score: warning: {len(bad)} of {ll.shape[0]} rows have a non-finite "
+            f"log-likelihood (data rows {shown}; 1-based, header not counted); their scores "
+            f"are nan or -inf",
+            file=sys.stderr,
+        )
+        return EXIT_TRAINING_FAILED
     return 0
 
 

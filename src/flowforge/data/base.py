@@ -27,6 +27,7 @@ __all__ = [
     "dequantize",
     "fit_standardize",
     "random_split",
+    "split_size",
 ]
 
 #: Relative standard deviation below which a column counts as constant (see :meth:`Standardizer.fit`).
@@ -173,25 +174,66 @@ def dequantize(v: Tensor, levels: int, generator: torch.Generator | None = None)
     return u.clamp_max(1.0 - torch.finfo(dtype).eps / 2)
 
 
+def split_size(n: int, size: float | None, what: str) -> int:
+    """Rows of a held-out split of ``n`` rows: ``size`` rows, or a fraction of ``n``.
+
+    Args:
+        n: rows in the whole table.
+        size: ``None`` for 10%; a number in ``(0, 1)`` for that fraction; an integer ``>= 1``
+            for that many rows. A fraction keeps at least one row.
+        what: the option's name, for the message (``"n_val"``).
+
+    Raises:
+        DataError: a size that is not positive, a non-integer count, or more rows than ``n``.
+
+    Example:
+        >>> split_size(200, None, "n_val"), split_size(200, 0.25, "n_val"), split_size(200, 30, "n_val")
+        (20, 50, 30)
+    """
+    if size is None:
+        size = 0.1
+    if not (isinstance(size, (int, float)) and math.isfinite(size) and size > 0):
+        raise DataError(f"{what} must be a count >= 1 or a fraction in (0, 1), got {size}")
+    if size < 1:
+        return max(1, round(size * n))
+    if size != int(size):
+        raise DataError(f"{what} must be a whole number of rows or a fraction below 1, got {size}")
+    if size >= n:
+        raise DataError(f"{what} {int(size)} is not below the table's {n} rows")
+    return int(size)
+
+
 def random_split(
-    x: np.ndarray, seed: int, frac_val: float = 0.1, frac_test: float = 0.1
+    x: np.ndarray,
+    seed: int,
+    frac_val: float | None = 0.1,
+    frac_test: float | None = 0.1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shuffle rows with ``torch.Generator().manual_seed(seed)`` and split train/val/test.
 
-    Validation and test each get ``max(1, round(frac * N))`` rows, train the rest.
+    Validation and test each get :func:`split_size` rows (a fraction below 1: at least one row;
+    a count ``>= 1``: that many), train the rest.
 
     Args:
         x: ``(N, ...)`` rows.
         seed: the split seed.
+        frac_val: validation fraction or count (``None``: 10%).
+        frac_test: test fraction or count (``None``: 10%).
 
     Returns:
         ``(train, val, test)`` views of ``x`` in shuffled order.
+
+    Raises:
+        DataError: bad sizes, or no training row left.
     """
     n = x.shape[0]
-    n_val = max(1, round(frac_val * n))
-    n_test = max(1, round(frac_test * n))
+    n_val = split_size(n, frac_val, "n_val")
+    n_test = split_size(n, frac_test, "n_test")
     if n - n_val - n_test < 1:
-        raise DataError(f"too few rows to split: {n} (need at least 3)")
+        raise DataError(
+            f"too few rows to split: {n} rows leave no training row after {n_val} validation "
+            f"and {n_test} test rows"
+        )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
     x = x[perm]
     return x[: n - n_val - n_test], x[n - n_val - n_test : n - n_test], x[n - n_test :]
@@ -255,6 +297,9 @@ class Dataset:
             already standardised with it (fitted on the training rows).
         sampler: toy sets only: ``sampler(n, generator) -> (n, 2)`` fresh draws.
         columns: user CSV/NPY data: the names of the selected columns, in order.
+        source: user files: the data file's fingerprint (``file``, ``rows``, ``columns``,
+            ``sha256`` of its bytes, ``header``: whether the first CSV row was a header), which
+            a run stores so that evaluating against a changed file is refused.
     """
 
     name: str
@@ -269,6 +314,7 @@ class Dataset:
         default=None, repr=False, compare=False
     )
     columns: list[str] | None = None
+    source: dict[str, Any] | None = None
 
     @property
     def dim(self) -> int:

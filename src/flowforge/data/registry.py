@@ -57,8 +57,9 @@ def load_dataset(
     data_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
     columns: Sequence[str | int] | None = None,
-    n_val: int = 10_000,
-    n_test: int = 10_000,
+    n_val: float | None = None,
+    n_test: float | None = None,
+    header: bool | None = None,
 ) -> Dataset:
     """Load a built-in dataset by name (case-insensitive) or a user ``.csv``/``.npy`` file.
 
@@ -69,8 +70,13 @@ def load_dataset(
         seed: seed of the split (user files, scikit-learn sets) or of the validation and test
             samples (toy sets); the published splits of on-disk sets do not depend on it.
         columns: user files only: columns to use, by header name or 0-based index.
-        n_val: toy sets only: number of fresh validation samples.
-        n_test: toy sets only: number of fresh test samples.
+        n_val: validation rows. Toy sets: a count of fresh samples (default 10,000); user
+            files and scikit-learn sets: a count, or a fraction below 1 (default 10%); on-disk
+            benchmark sets and MNIST / CIFAR-10 keep their published splits and refuse it.
+        n_test: test rows, like ``n_val``.
+        header: user CSV files only: whether the first row is a header (``None``: a header
+            when a cell is not a number or the row is the column numbers; see
+            :mod:`flowforge.data.user`).
 
     Returns:
         The :class:`Dataset`.
@@ -90,10 +96,20 @@ def load_dataset(
     builtin = key in dataset_names()
     if columns is not None and builtin:
         raise DataError(f"columns= applies to user .csv/.npy files, not to the built-in {key!r}")
+    if header is not None and builtin:
+        raise DataError(f"header= applies to user .csv files, not to the built-in {key!r}")
+    fixed = key in TABULAR_DATASETS or key in ("mnist", "cifar10")
+    if fixed and (n_val is not None or n_test is not None):
+        raise DataError(f"n_val / n_test do not apply to {key!r}, which keeps its published splits")
     if key in TOY_DATASETS:
-        return _load_toy(key, seed, n_val, n_test)
+        counts = []
+        for what, n in (("n_val", n_val), ("n_test", n_test)):
+            if n is not None and (n < 1 or n != int(n)):
+                raise DataError(f"{what} for {key!r} is a count of fresh samples >= 1, got {n}")
+            counts.append(10_000 if n is None else int(n))
+        return _load_toy(key, seed, counts[0], counts[1])
     if key in SKLEARN_DATASETS:
-        return load_sklearn_dataset(key, seed)
+        return load_sklearn_dataset(key, seed, n_val, n_test)
     if key in TABULAR_DATASETS:
         return load_tabular(key, default_data_dir(data_dir))
     if key == "mnist":
@@ -101,7 +117,9 @@ def load_dataset(
     if key == "cifar10":
         return load_cifar10(default_data_dir(data_dir))
     if key.endswith((".csv", ".npy")) or Path(text).expanduser().exists():
-        return load_user_file(text, seed=seed, columns=columns)
+        return load_user_file(
+            text, seed=seed, columns=columns, header=header, n_val=n_val, n_test=n_test
+        )
     raise DataError(
         f"unknown dataset {text!r}: not a built-in name and not a .csv/.npy file; valid names: "
         f"{', '.join(dataset_names())}"

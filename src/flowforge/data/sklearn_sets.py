@@ -65,12 +65,16 @@ def _features(name: str) -> np.ndarray:
     return np.asarray(loaders[name](), dtype=np.float64)
 
 
-def load_sklearn_dataset(name: str, seed: int = 0) -> Dataset:
-    """Load one of :data:`SKLEARN_DATASETS`, split 80/10/10 by ``seed``.
+def load_sklearn_dataset(
+    name: str, seed: int = 0, n_val: float | None = None, n_test: float | None = None
+) -> Dataset:
+    """Load one of :data:`SKLEARN_DATASETS`, split by ``seed`` (80/10/10 by default).
 
     Args:
         name: dataset name (lower case).
         seed: seed of the shuffle before the split.
+        n_val: validation rows, a count or a fraction below 1 (``None``: 10%).
+        n_test: test rows, a count or a fraction below 1 (``None``: 10%).
 
     Returns:
         A :class:`Dataset`; ``digits`` holds integer levels ``(N, 1, 8, 8)`` with ``levels=17``,
@@ -82,7 +86,7 @@ def load_sklearn_dataset(name: str, seed: int = 0) -> Dataset:
         )
     kind, event_shape, _ = SKLEARN_DATASETS[name]
     x = _features(name).reshape(-1, *event_shape)
-    train, val, test = random_split(x, seed)
+    train, val, test = random_split(x, seed, n_val, n_test)
     if kind == "image":
         return Dataset(
             name=name,

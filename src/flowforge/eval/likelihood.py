@@ -25,7 +25,9 @@ __all__ = [
     "bits_per_dim",
     "check_finite",
     "log_likelihoods",
+    "standardized_log_likelihoods",
     "summarize",
+    "without_standardize",
 ]
 
 
@@ -60,6 +62,52 @@ def log_likelihoods(
     finally:
         flow.train(was_training)
     return torch.cat(parts) if parts else x.new_zeros(0, dtype=torch.float64)
+
+
+def without_standardize(flow: nn.Module) -> nn.Module | None:
+    """The flow after its leading ``Standardize`` pre-transform, or ``None`` if it has none.
+
+    A run's flow takes rows in the data's units and standardises them first, in its own dtype
+    (float32): a column near 1.7e9 that varies by ±100 has float32 spacing 128 there. Scoring
+    standardises in float64 instead, casts, and evaluates this rest of the flow
+    (:func:`standardized_log_likelihoods`).
+    """
+    from flowforge.core import Flow
+    from flowforge.core.bijection import Compose
+    from flowforge.transforms.standardize import Standardize
+
+    bij = getattr(flow, "bijection", None)
+    if not isinstance(flow, Flow) or not isinstance(bij, Compose):
+        return None
+    members = list(bij.bijections)
+    if len(members) < 2 or not isinstance(members[0], Standardize):
+        return None
+    rest = members[1] if len(members) == 2 else Compose(members[1:])  # type: ignore[arg-type]
+    return Flow(rest, flow.base)  # type: ignore[arg-type]
+
+
+def standardized_log_likelihoods(
+    flow: nn.Module,
+    z: Tensor,
+    log_abs_det: Tensor | float,
+    batch_size: int = 4096,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """``log p(x)`` of rows given already standardised (``z = (x - mean) / std``, in float64).
+
+    ``flow`` is the run's whole flow; when it starts with a ``Standardize`` pre-transform, ``z``
+    (cast to the flow's dtype) goes through the rest and ``log_abs_det = -sum(log std)`` (the
+    float64 log-Jacobian of the standardisation) is added; otherwise this raises.
+
+    Returns:
+        ``(N,)`` float64 on the CPU.
+    """
+    rest = without_standardize(flow)
+    if rest is None:
+        raise ValueError("the flow has no leading Standardize pre-transform")
+    ref = next((v for v in flow.parameters() if v.is_floating_point()), z)
+    ll = log_likelihoods(rest, z.to(ref.dtype), batch_size, device)
+    return ll + float(log_abs_det)
 
 
 @overload

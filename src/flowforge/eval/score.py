@@ -18,20 +18,74 @@ import torch
 from torch import Tensor
 
 from flowforge.data import DataError, dequantize, read_table
-from flowforge.eval.likelihood import log_likelihoods
+from flowforge.data.base import Standardizer
+from flowforge.data.user import read_header
+from flowforge.eval.likelihood import (
+    log_likelihoods,
+    standardized_log_likelihoods,
+    without_standardize,
+)
 from flowforge.runs import Run
 
 __all__ = ["read_rows", "sample_rows", "score_rows"]
 
 
-def read_rows(run: Run, path: str | os.PathLike[str], columns: list[str] | None) -> np.ndarray:
+def _run_names(run: Run) -> list[str] | None:
+    """The column names a run was trained on, or ``None`` when its file had no header."""
+    data = run.record.get("data") or {}
+    names = data.get("columns") or run.spec.columns
+    if not names:
+        return None
+    source = data.get("source")
+    if isinstance(source, dict):
+        return list(names) if source.get("header") else None
+    # a run written before fingerprints: index names mean the file had no header
+    return None if all(n.isdigit() for n in names) else list(names)
+
+
+def _match_columns(
+    run: Run, names: list[str], got: list[str], selected: bool, origin: str
+) -> list[str]:
+    """The input's columns, by the run's names, in the run's order (see :func:`read_rows`)."""
+    missing = [n for n in names if n not in got]
+    extra = [n for n in got if n not in names]
+    if missing or (extra and not selected):
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(map(repr, missing))}")
+        if extra and not selected:
+            parts.append(f"extra {', '.join(map(repr, extra))}")
+        raise DataError(
+            f"{origin}: its columns do not match the run's ({'; '.join(parts)}); the run was "
+            f"trained on {', '.join(map(repr, names))}"
+        )
+    return names
+
+
+def read_rows(
+    run: Run,
+    path: str | os.PathLike[str],
+    columns: list[str] | None,
+    header: bool | None = None,
+) -> np.ndarray:
     """The rows of a ``.csv`` / ``.npy`` file to score with ``run`` (see :func:`score_rows`).
 
-    An image run also takes a ``.npy`` array of shape ``(N, C, H, W)``; everything else goes
-    through :func:`flowforge.data.read_table` (with the run's ``columns``).
+    Columns are matched by name when both the run's training file and this file have a header:
+    they are taken in the run's order whatever their order here; a missing name is an error, and
+    so is an extra one unless the run was trained on a selection (``--columns``), whose other
+    columns are ignored. A file without a header (``.npy``, ``--no-header``) is taken by
+    position (the run's ``columns`` indices when the run was trained on a selection of a file
+    without header). An image run also takes a ``.npy`` array of shape ``(N, C, H, W)``.
+
+    Args:
+        run: an opened run.
+        path: the file.
+        columns: the run's ``--columns`` selection (``None``: all columns).
+        header: CSV only: whether the first row is a header (``None``: the rule of
+            :mod:`flowforge.data.user`, and a first row equal to the run's column names).
 
     Raises:
-        DataError: a missing or malformed file.
+        DataError: a missing or malformed file, duplicate names, or names that do not match.
     """
     p = Path(path).expanduser()
     if run.spec.kind == "image" and p.suffix.lower() == ".npy" and p.is_file():
@@ -44,7 +98,24 @@ def read_rows(run: Run, path: str | os.PathLike[str], columns: list[str] | None)
             if x.dtype.kind not in "biuf":
                 raise DataError(f"{p}: expected a numeric array, got dtype {x.dtype}")
             return np.asarray(x, dtype=np.float64)
-    x, _ = read_table(p, columns=columns)
+    names = _run_names(run)
+    stored = (run.record.get("data") or {}).get("columns") or run.spec.columns
+    if header is None and stored and p.suffix.lower() == ".csv" and p.is_file():
+        try:  # a first row of exactly the run's names (``0,1`` that ``sample`` wrote) is a header
+            first = read_header(p, header=True)
+        except DataError:
+            first = None
+        if first is not None and sorted(first) == sorted(stored):
+            header = True
+    got = read_header(p, header)
+    if got is None:  # no header: by position, as the run's selection of indices says
+        x, _ = read_table(p, columns=None if names else columns, header=False)
+        return x
+    if names is None:  # the run has no names to match: by position
+        x, _ = read_table(p, columns=columns, header=True)
+        return x
+    picked = _match_columns(run, names, got, columns is not None, str(path))
+    x, _ = read_table(p, columns=picked, header=True)
     return x
 
 
@@ -80,6 +151,11 @@ def score_rows(
         raise DataError(f"{origin} has {found}; the run was trained on {want}")
     tensors = [*run.flow.parameters(), *run.flow.buffers()]
     ref = next((v for v in tensors if v.is_floating_point()), torch.zeros(()))
+    if spec.standardizer is not None and not image and without_standardize(run.flow) is not None:
+        # standardise in float64 with the stored statistics, then cast (never raw float32)
+        std = Standardizer.from_dict(spec.standardizer)
+        z = std.transform(torch.as_tensor(x, dtype=torch.float64).reshape(x.shape[0], -1))
+        return standardized_log_likelihoods(run.flow, z, std.log_abs_det(), batch_size, ref.device)
     t = torch.as_tensor(x, dtype=ref.dtype)
     if image:
         levels = int(spec.levels or 0)

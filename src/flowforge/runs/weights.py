@@ -4,10 +4,17 @@
 Every file flowforge writes carries a ``format`` in its metadata (``flowforge-weights`` here,
 ``flowforge-checkpoint`` for :mod:`flowforge.train.checkpoint`), so a foreign or swapped file
 is named as such instead of loading into the wrong place.
+
+Every file also gets a checksum beside it, ``<file>.sha256`` (``sha256sum`` format, so
+``sha256sum -c model.safetensors.sha256`` checks it by hand), and its metadata says so
+(``checksum: sha256``); reading such a file verifies the digest first, so flipped bytes are a
+clear :class:`RunError` naming the file instead of weights that score NaN. The checksum is
+written right after the file's atomic rename.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -15,11 +22,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from flowforge.runs.atomic import atomic_write_bytes
+from flowforge.runs.atomic import atomic_write_bytes, atomic_write_text
 from flowforge.runs.errors import RunError
 
 __all__ = [
+    "CHECKSUM_SUFFIX",
     "WEIGHTS_FORMAT",
+    "checksum_path",
     "load_state",
     "load_weights",
     "read_safetensors",
@@ -29,6 +38,35 @@ __all__ = [
 
 WEIGHTS_FORMAT = "flowforge-weights"
 
+#: The checksum written beside every weights file: ``model.safetensors.sha256``.
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def checksum_path(path: str | os.PathLike[str]) -> Path:
+    """The checksum file beside a weights file (``model.safetensors.sha256``)."""
+    p = Path(path)
+    return p.with_name(p.name + CHECKSUM_SUFFIX)
+
+
+def _verify_checksum(p: Path, data: bytes) -> None:
+    side = checksum_path(p)
+    try:
+        text = side.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunError(
+            f"{p}: its checksum file {side.name} is missing; the weights cannot be verified "
+            f"(restore it, or train the run again)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunError(f"cannot read the checksum file {side}: {e}") from None
+    expected = text.split()[0].lower() if text.split() else ""
+    actual = hashlib.sha256(data).hexdigest()
+    if expected != actual:
+        raise RunError(
+            f"{p} is corrupted: its SHA-256 {actual[:16]}... does not match the checksum "
+            f"{expected[:16] or '(empty)'}... in {side.name}; restore the file or train again"
+        )
+
 
 def write_safetensors(
     path: str | os.PathLike[str], tensors: dict[str, Tensor], metadata: dict[str, str]
@@ -36,7 +74,10 @@ def write_safetensors(
     """Write ``tensors`` (CPU, contiguous) and string ``metadata`` to ``path`` atomically."""
     from safetensors.torch import save as save_bytes
 
-    atomic_write_bytes(path, save_bytes(tensors, metadata=metadata))
+    data = save_bytes(tensors, metadata={**metadata, "checksum": "sha256"})
+    atomic_write_bytes(path, data)
+    name = Path(path).name
+    atomic_write_text(checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {name}\n")
 
 
 def read_safetensors(
@@ -49,8 +90,8 @@ def read_safetensors(
         expected_format: the ``format`` its metadata must declare.
 
     Raises:
-        RunError: if the file is missing, is not a safetensors file, or was not written by
-            flowforge as ``expected_format``.
+        RunError: if the file is missing, is not a safetensors file, was not written by
+            flowforge as ``expected_format``, or does not match its checksum file.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load as load_bytes
@@ -62,6 +103,9 @@ def read_safetensors(
         raise RunError(f"missing file: {p}") from None
     except OSError as e:
         raise RunError(f"cannot read {p}: {e.strerror}") from None
+    has_checksum = checksum_path(p).exists()
+    if has_checksum:  # before parsing: flipped bytes are named as such, not as a bad format
+        _verify_checksum(p, data)
     try:
         tensors = load_bytes(data)
         header_len = int.from_bytes(data[:8], "little")
@@ -69,6 +113,8 @@ def read_safetensors(
     except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as e:
         raise RunError(f"{p} is corrupted or not a safetensors file ({e})") from None
     metadata = header.get("__metadata__") or {}
+    if metadata.get("checksum") == "sha256" and not has_checksum:
+        _verify_checksum(p, data)  # raises: the checksum file is missing
     found = metadata.get("format")
     if found != expected_format:
         what = f"a {found!r} file" if found else "a file without flowforge metadata"

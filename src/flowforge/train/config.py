@@ -73,12 +73,24 @@ class TrainConfig:
         default=None,
         metadata=_doc("user files: columns to use, names or 0-based indices, e.g. a,b,7"),
     )
-    n_val: int = field(
-        default=10_000,
-        metadata=_doc("validation rows (fresh samples for 2-D data, held out otherwise)"),
+    header: bool | None = field(
+        default=None,
+        metadata=_doc(
+            "user CSV files: the first row is column names (--header) or data (--no-header); "
+            "default: a header when any cell is not a number or the row is the column numbers "
+            "0..D-1 or 1..D (D >= 3); the run records which was used"
+        ),
     )
-    n_test: int = field(
-        default=10_000, metadata=_doc("test rows (fresh samples for 2-D data, held out otherwise)")
+    n_val: float | None = field(
+        default=None,
+        metadata=_doc(
+            "validation rows: user files and scikit-learn tables: a count or a fraction below 1 "
+            "of the rows (default 0.1); 2-D toy data: fresh samples (default 10000); refused "
+            "for the on-disk benchmark and image sets, which keep their published splits"
+        ),
+    )
+    n_test: float | None = field(
+        default=None, metadata=_doc("test rows: like --n-val (default 0.1, toy data 10000)")
     )
     logit_alpha: float = field(
         default=1e-6, metadata=_doc("images: logit pre-transform constant a in s = a + (1-2a)u")

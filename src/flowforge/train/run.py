@@ -20,7 +20,14 @@ import torch
 import flowforge
 from flowforge.core import Flow
 from flowforge.data import Dataset, load_dataset
-from flowforge.eval.likelihood import NLLSummary, log_likelihoods, summarize
+from flowforge.data.user import check_source
+from flowforge.eval.likelihood import (
+    NLLSummary,
+    log_likelihoods,
+    standardized_log_likelihoods,
+    summarize,
+    without_standardize,
+)
 from flowforge.runs import (
     RUN_FORMAT,
     RUN_FORMAT_VERSION,
@@ -133,23 +140,42 @@ def _default_out(cfg: TrainConfig) -> Path:
     return out
 
 
-def load_data(cfg: TrainConfig, spec: ModelSpec | None = None) -> Dataset:
+def load_data(
+    cfg: TrainConfig, spec: ModelSpec | None = None, record: dict[str, Any] | None = None
+) -> Dataset:
     """The dataset of a run's options (the same splits every time for the same options).
 
+    Args:
+        cfg: the run's options.
+        spec: the run's flow recipe, to check the dimension.
+        record: the run's record: a user file must still have the fingerprint stored there
+            (rows, columns, SHA-256, header), so that a changed file is refused.
+
     Raises:
-        flowforge.data.DataError: the dataset cannot be loaded.
+        flowforge.data.DataError: the dataset cannot be loaded, or the file changed.
         RunError: its dimension differs from the one the run's flow was built for.
     """
+    data = (record or {}).get("data") or {}
+    n_val, n_test, header = cfg.n_val, cfg.n_test, cfg.header
+    if record is not None and "split" not in data:
+        # a run written before --n-val/--n-test applied to tables: its 10000 was ignored there
+        n_val = None if n_val == 10_000 else n_val
+        n_test = None if n_test == 10_000 else n_test
+    if isinstance(data.get("source"), dict):
+        header = data["source"].get("header", header)  # the header rule's choice of training
     ds = load_dataset(
         cfg.data,
         data_dir=cfg.data_dir,
         seed=cfg.seed,
-        n_val=cfg.n_val,
-        n_test=cfg.n_test,
+        n_val=n_val,
+        n_test=n_test,
         columns=cfg.column_list(),
+        header=header,
     )
     if spec is not None and ds.dim != spec.features:
         raise RunError(f"{cfg.data} has dimension {ds.dim}; the run was trained on {spec.features}")
+    if record is not None:
+        check_source(data.get("source"), ds.source, cfg.data)
     return ds
 
 
@@ -172,6 +198,11 @@ def _record(cfg: TrainConfig, spec: ModelSpec, ds: Dataset, total: int) -> dict[
             "dim": ds.dim,
             "levels": ds.levels,
             "columns": ds.columns,
+            "source": ds.source,  # user files: rows, columns, sha256, header
+            "split": {
+                k: (None if t is None else int(t.shape[0]))
+                for k, t in (("train", ds.train), ("val", ds.val), ("test", ds.test))
+            },
         },
         "total_steps": total,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -191,8 +222,15 @@ def test_summary(flow: torch.nn.Module, ds: Dataset, cfg: TrainConfig, split: st
         flowforge.eval.likelihood.NonFiniteLikelihood: naming the rows whose log-likelihood
             is NaN or infinite (they are never left out).
     """
-    x = prepare_split(ds, split, cfg.seed)
-    ll = log_likelihoods(flow, x, cfg.eval_batch_size)
+    z = getattr(ds, split) if split in ("train", "val", "test") else None
+    if ds.standardizer is not None and z is not None and without_standardize(flow) is not None:
+        # rows standardised in float64 then cast: not unstandardised to float32 and back
+        ll = standardized_log_likelihoods(
+            flow, z, ds.standardizer.log_abs_det(), cfg.eval_batch_size
+        )
+    else:
+        x = prepare_split(ds, split, cfg.seed)
+        ll = log_likelihoods(flow, x, cfg.eval_batch_size)
     return summarize(ll, ds.dim, ds.levels if ds.kind == "image" else None)
 
 
@@ -269,7 +307,7 @@ def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult:
     state = load_checkpoint(files.checkpoint)
     device = resolve_device(cfg.device)
     set_threads(cfg, device, spec)
-    ds = load_data(cfg)
+    ds = load_data(cfg, record=record)
     if ds.dim != spec.features:
         raise RunError(
             f"{cfg.data} now has dimension {ds.dim}, the run was trained on {spec.features}"
