@@ -77,6 +77,12 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--data-dir", help="folder of the on-disk datasets (default: the run's)")
     ev.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    ev.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=16,
+        help="image runs: noise samples per image of the importance-sampled estimate (default 16)",
+    )
 
     sa = sub.add_parser(
         "sample",
@@ -134,6 +140,16 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _version() -> str:
     from flowforge import __version__
 
@@ -175,20 +191,49 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from flowforge.runs import open_run
-    from flowforge.train.run import load_data, resolve_device, run_config, test_summary
+    from flowforge.train.run import (
+        dequantized_summary,
+        load_data,
+        load_dequantizer,
+        resolve_device,
+        run_config,
+        test_summary,
+    )
 
     run = open_run(args.run, resolve_device(args.device))
     cfg = run_config(run.record, str(run.files.config))
     if args.data_dir:
         cfg = cfg.replace(data_dir=args.data_dir)
     ds = load_data(cfg, run.spec, run.record)  # refuses a data file changed since training
-    s = test_summary(run.flow, ds, cfg, args.split)
+    deq = load_dequantizer(run.record, run.files.root)  # variational dequantization runs
+    s = test_summary(run.flow, ds, cfg, args.split, deq)
+    extra: dict[str, object] = {}
+    if ds.kind == "image":  # the bound and the importance-sampled estimate of log P(levels)
+        d = dequantized_summary(run.flow, ds, cfg, args.split, deq, args.samples)
+        extra = {
+            "dequantization": "uniform" if deq is None else "variational",
+            "samples": d.samples,
+            "bound_bpd": d.bound_bpd,
+            "bound_bpd_err": d.bound_bpd_err,
+            "importance_bpd": d.importance_bpd,
+            "importance_bpd_err": d.importance_bpd_err,
+        }
     if args.json:
-        print(json.dumps({"run": str(args.run), "split": args.split, **s.to_dict()}))
+        print(json.dumps({"run": str(args.run), "split": args.split, **s.to_dict(), **extra}))
         return 0
     print(f"{args.split} NLL: {s.nll:.4f} ± {s.nll_err:.4f} nats ({s.n} rows, 2 standard errors)")
     if s.bpd is not None:
         print(f"{args.split} bits/dim: {s.bpd:.4f} ± {s.bpd_err:.4f} (2 standard errors)")
+    if extra:
+        how = f"{extra['dequantization']} dequantization, {extra['samples']} samples per image"
+        print(
+            f"{args.split} bits/dim, bound ({how}): "
+            f"{extra['bound_bpd']:.4f} ± {extra['bound_bpd_err']:.4f}"
+        )
+        print(
+            f"{args.split} bits/dim, importance-sampled ({how}): "
+            f"{extra['importance_bpd']:.4f} ± {extra['importance_bpd_err']:.4f}"
+        )
     return 0
 
 
@@ -303,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flowforge.eval.likelihood import NonFiniteLikelihood
     from flowforge.runs import ConfigError, RunError
     from flowforge.train.loop import NonFiniteLoss
+    from flowforge.transforms.continuous import SolverError
 
     prog = f"flowforge {args.command}"
     try:
@@ -310,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ConfigError, RunError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (NonFiniteLoss, NonFiniteLikelihood) as e:
+    except (NonFiniteLoss, NonFiniteLikelihood, SolverError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
     except KeyboardInterrupt as e:

@@ -30,12 +30,16 @@ from typing import Any
 import torch
 
 from flowforge.core import Bijection, Compose, Flow
+from flowforge.data.dequantization import VariationalDequantizer
 from flowforge.flows import PRESETS
 from flowforge.runs.errors import ConfigError
 from flowforge.transforms import Logit, Reshape
 from flowforge.transforms.standardize import Standardize
 
-__all__ = ["ModelSpec", "build_flow", "check_flow_name"]
+__all__ = ["DEQUANTIZER_FILE", "ModelSpec", "build_dequantizer", "build_flow", "check_flow_name"]
+
+#: The weights of a run's learned dequantizer (variational dequantization), next to the flow's.
+DEQUANTIZER_FILE = "dequantizer.safetensors"
 
 
 @dataclass
@@ -113,3 +117,31 @@ def build_flow(spec: ModelSpec) -> Flow:
     if not pre:
         return preset
     return Flow(Compose([*pre, preset.bijection]), preset.base)
+
+
+def build_dequantizer(spec: dict[str, Any]) -> VariationalDequantizer:
+    """Build the (untrained) dequantizer of a run record's ``"dequantizer"`` entry.
+
+    The entry is JSON: ``{"kind": "variational", "shape": [C, H, W], "levels": K,
+    "transforms": T, "hidden": [H, ...]}``; the weights are in :data:`DEQUANTIZER_FILE`.
+
+    Example:
+        >>> spec = {"kind": "variational", "shape": [1, 2, 2], "levels": 17,
+        ...         "transforms": 1, "hidden": [8]}
+        >>> build_dequantizer(spec).levels
+        17
+
+    Raises:
+        ConfigError: if the entry is malformed.
+    """
+    try:
+        if spec["kind"] != "variational":
+            raise ValueError(f"unknown dequantizer kind {spec['kind']!r}")
+        return VariationalDequantizer(
+            tuple(int(s) for s in spec["shape"]),
+            int(spec["levels"]),
+            transforms=int(spec["transforms"]),
+            hidden=tuple(int(h) for h in spec["hidden"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"cannot build the dequantizer {spec!r}: {type(e).__name__}: {e}") from e

@@ -5,7 +5,9 @@ are, user/scikit-learn tabular rows in their original units (the flow standardis
 and images in their own shape ``(N, C, H, W)`` as uniformly dequantized values ``u`` in
 ``[0, 1)``, the noise drawn once per batch (never again inside the flow). This module turns a
 :class:`flowforge.data.Dataset` into exactly that, with random state that a checkpoint can save,
-so a resumed run draws the same batches as an uninterrupted one.
+so a resumed run draws the same batches as an uninterrupted one. A run that learns its
+dequantization (:class:`~flowforge.train.losses.VariationalDequantization`) gets the images'
+integer levels instead (``raw=True``, as floats): its objective draws the noise itself.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import Tensor
 from flowforge.data.base import Dataset, dequantize
 from flowforge.train.config import ConfigError
 
-__all__ = ["TrainStream", "model_input", "prepare_split", "steps_per_epoch"]
+__all__ = ["TrainStream", "level_split", "model_input", "prepare_split", "steps_per_epoch"]
 
 _SPLITS = ("train", "val", "test")
 
@@ -61,6 +63,20 @@ def prepare_split(ds: Dataset, split: str, seed: int) -> Tensor:
     return model_input(ds, x, g)
 
 
+def level_split(ds: Dataset, split: str) -> Tensor:
+    """An image split's integer levels ``0 .. K-1`` as float32 ``(N, C, H, W)`` (no noise).
+
+    Raises:
+        ConfigError: for an unknown split or data that are not images.
+    """
+    if split not in _SPLITS:
+        raise ConfigError(f"unknown split {split!r}; valid: {', '.join(_SPLITS)}")
+    x = getattr(ds, split)
+    if ds.kind != "image" or x is None:
+        raise ConfigError(f"dataset {ds.name!r} has no image levels to dequantize")
+    return x.to(torch.float32)
+
+
 def steps_per_epoch(ds: Dataset, batch_size: int) -> int:
     """Batches in one pass over the training rows.
 
@@ -84,10 +100,12 @@ class TrainStream:
         ds: the dataset.
         batch_size: rows per batch (the last batch of an epoch may be smaller).
         seed: seed of the sampling and of the dequantization noise.
+        raw: images: yield the integer levels as floats, not dequantized values.
     """
 
-    def __init__(self, ds: Dataset, batch_size: int, seed: int) -> None:
+    def __init__(self, ds: Dataset, batch_size: int, seed: int, raw: bool = False) -> None:
         self.ds = ds
+        self.raw = raw
         self.batch_size = batch_size
         self.seed = seed
         self.draws = torch.Generator().manual_seed(seed)
@@ -115,6 +133,8 @@ class TrainStream:
                     break
                 self.epoch, self.position, self._epoch_iter = self.epoch + 1, 0, None
             self.position += 1
+        if self.raw and self.ds.kind == "image":
+            return x.to(torch.float32)
         return model_input(self.ds, x, self.noise)
 
     def state_dict(self) -> dict[str, Any]:

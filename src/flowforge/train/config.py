@@ -118,6 +118,45 @@ class TrainConfig:
             '\'{"levels": 2, "steps": 8}\' for glow'
         ),
     )
+    # objective
+    objective: str = field(
+        default="likelihood",
+        metadata=_doc(
+            "what training minimises: maximum likelihood, or flow matching (ffjord with one "
+            "block: the CNF's velocity regressed on straight paths, no ODE solve in training)",
+            ("likelihood", "flow-matching"),
+        ),
+    )
+    kinetic: float = field(
+        default=0.0,
+        metadata=_doc("ffjord, likelihood: RNODE weight of the kinetic energy (0: off)"),
+    )
+    jacobian: float = field(
+        default=0.0,
+        metadata=_doc("ffjord, likelihood: RNODE weight of the Jacobian Frobenius norm (0: off)"),
+    )
+    ot: bool = field(
+        default=False,
+        metadata=_doc("flow matching: pair data and base samples by mini-batch optimal transport"),
+    )
+    fm_sigma: float = field(
+        default=0.0, metadata=_doc("flow matching: noise around the straight paths (0: none)")
+    )
+    dequantization: str = field(
+        default="uniform",
+        metadata=_doc(
+            "images: uniform noise, or a learned noise flow q(u | x) trained jointly "
+            "(variational; validated by the variational bound)",
+            ("uniform", "variational"),
+        ),
+    )
+    dequantizer_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "variational dequantization: the noise flow's options, e.g. "
+            '\'{"transforms": 2, "hidden": [64, 64]}\''
+        ),
+    )
     # optimisation
     steps: int = field(default=1500, metadata=_doc("gradient steps (excludes --epochs)"))
     epochs: float | None = field(
@@ -263,6 +302,7 @@ class TrainConfig:
                 raise ConfigError(f"{source}{key} must be positive, got {getattr(self, key)}")
         non_negative = ["weight_decay", "min_lr", "clip_grad", "patience", "lr_patience"]
         non_negative += ["max_nan_recoveries", "threads", "warmup_steps"]
+        non_negative += ["kinetic", "jacobian", "fm_sigma"]
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise ConfigError(f"{source}{key} must be >= 0, got {getattr(self, key)}")

@@ -9,6 +9,18 @@ weights file and left in the model at the end; the raw weights keep training, an
 the checkpoint. A validation row with a non-finite log-likelihood makes the validation NLL
 non-finite (never averaged away), which the NaN policy below handles.
 
+An objective that is an ``nn.Module`` with parameters (variational dequantization's noise flow)
+is trained jointly: its parameters join the optimizer, its state is in the checkpoint, in the
+NaN-recovery snapshot and in the best state (written to ``objective_weights``). With such an
+objective the validation rows are the images' integer levels and the validation NLL is the
+variational bound ``-E_q[log p(u) - log q(e | v)]`` (one noise sample per row, seeded), in the
+units of the uniform runs' NLL of ``u``. The moving average covers the flow's weights only.
+
+An ODE solve that fails (:class:`~flowforge.transforms.continuous.SolverError`, or torchdiffeq's
+``AssertionError`` from an adjoint's backward solve) stops training with a
+:class:`~flowforge.transforms.continuous.SolverError` of one line naming the step; the last good
+checkpoint and the best weights are kept.
+
 Every ``eval_every`` steps (and at the last step) the loop computes the validation NLL, appends a
 record to ``metrics.jsonl``, keeps the best weights, and writes a checkpoint holding everything
 needed to continue exactly (model, optimizer, schedule, batch stream, random states, best
@@ -32,6 +44,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from flowforge.data.dequantization import dequantized_log_likelihood
 from flowforge.eval.likelihood import (
     NonFiniteLikelihood,
     bits_per_dim,
@@ -43,9 +56,10 @@ from flowforge.train.batches import TrainStream
 from flowforge.train.checkpoint import save_checkpoint
 from flowforge.train.config import TrainConfig
 from flowforge.train.ema import WeightAverage
-from flowforge.train.losses import Loss, MaximumLikelihood, Objective
+from flowforge.train.losses import Loss, MaximumLikelihood, Objective, VariationalDequantization
 from flowforge.train.metrics import MetricsLog
 from flowforge.train.schedule import LRSchedule
+from flowforge.transforms.continuous import SolverError
 
 __all__ = ["FitOutcome", "NonFiniteLoss", "Trainer"]
 
@@ -95,6 +109,8 @@ class Trainer:
             are averaged between evaluations and logged as ``train_<name>``.
         levels: images: ``K`` levels per value; the validation bits/dim is then logged as
             ``val_bpd`` (:func:`~flowforge.eval.likelihood.bits_per_dim`).
+        objective_weights: the file that holds the objective's parameters of the best state
+            (an ``nn.Module`` objective only; ``None``: none).
     """
 
     def __init__(
@@ -112,13 +128,18 @@ class Trainer:
         log: Callable[[str], None] = _stderr,
         objective: Objective | None = None,
         levels: int | None = None,
+        objective_weights: Path | None = None,
     ) -> None:
         self.model, self.stream, self.val, self.cfg = model, stream, val, cfg
         self.total_steps, self.device = total_steps, device
         self.metrics, self.checkpoint, self.weights, self.log = metrics, checkpoint, weights, log
         self.objective: Objective = MaximumLikelihood() if objective is None else objective
+        self.objective_module = self.objective if isinstance(self.objective, nn.Module) else None
+        self.objective_weights = objective_weights
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.params = [p for p in model.parameters() if p.requires_grad]
+        if self.objective_module is not None:  # trained jointly (a learned dequantizer)
+            self.params += [p for p in self.objective_module.parameters() if p.requires_grad]
         self.optimizer = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.schedule = LRSchedule(
             cfg.schedule,
@@ -136,6 +157,7 @@ class Trainer:
         self.best_val_nll = math.inf
         self.best_step = 0
         self.best_state: dict[str, Tensor] | None = None
+        self.best_objective_state: dict[str, Tensor] | None = None
         self.bad_evals = 0
         self.nan_streak = 0
         self.nan_total = 0
@@ -148,12 +170,20 @@ class Trainer:
 
     # -- state --------------------------------------------------------------------------------
 
-    def _snapshot(self) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    def _objective_state(self) -> dict[str, Tensor] | None:
+        """The objective's own state (``None`` unless it is an ``nn.Module``)."""
+        module = self.objective_module
+        return None if module is None else module.state_dict()
+
+    def _snapshot(
+        self,
+    ) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
         return (
             self.step,
             copy.deepcopy(self.model.state_dict()),
             copy.deepcopy(self.optimizer.state_dict()),
             None if self.ema is None else copy.deepcopy(self.ema.state_dict()),
+            copy.deepcopy(self._objective_state()),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -166,6 +196,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "best_state": self.best_state,
             "ema": None if self.ema is None else self.ema.state_dict(),
+            "objective": self._objective_state(),
+            "best_objective_state": self.best_objective_state,
             "counters": {
                 "step": self.step,
                 "best_val_nll": self.best_val_nll,
@@ -194,6 +226,15 @@ class Trainer:
                     f"{self.cfg.ema_decay}: it was written by another configuration"
                 )
             self.ema.load_state_dict(saved, self.model)
+        if self.objective_module is not None:
+            objective = state.get("objective")
+            if objective is None:
+                raise RunError(
+                    f"{origin} holds no state of the objective {self.objective!r}: it was "
+                    "written by another configuration"
+                )
+            load_state(self.objective_module, objective, origin)
+            self.best_objective_state = state.get("best_objective_state")
         for key, value in state["counters"].items():
             setattr(self, key, value)
         self._last_good = self._snapshot()
@@ -219,6 +260,8 @@ class Trainer:
         self.optimizer.load_state_dict(copy.deepcopy(self._last_good[2]))
         if self.ema is not None and self._last_good[3] is not None:
             self.ema.load_state_dict(copy.deepcopy(self._last_good[3]), self.model)
+        if self.objective_module is not None and self._last_good[4] is not None:
+            load_state(self.objective_module, self._last_good[4], "the last good state")
         self.schedule.cut(self.cfg.nan_lr_factor)
         self.nan_streak += 1
         self.nan_total += 1
@@ -263,7 +306,10 @@ class Trainer:
         if not bool(torch.isfinite(loss)):
             self._non_finite("loss")
             return None
-        loss.backward()
+        try:
+            loss.backward()
+        except AssertionError as e:  # torchdiffeq's checks in an adjoint's backward solve
+            raise SolverError(f"the backward (adjoint) ODE solve failed: {e}") from None
         max_norm = self.cfg.clip_grad if self.cfg.clip_grad > 0 else math.inf
         norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         if not bool(torch.isfinite(norm)):
@@ -295,7 +341,7 @@ class Trainer:
         try:
             if swap:
                 load_state(self.model, self.evaluated_state(), "the average of the weights")
-            ll = log_likelihoods(self.model, self.val, self.cfg.eval_batch_size, self.device)
+            ll = self._val_log_likelihoods()
         finally:
             if raw is not None:
                 load_state(self.model, raw, "the current weights")
@@ -312,6 +358,28 @@ class Trainer:
             self.last_val_bpd = float(bits_per_dim(ll, dim, self.levels).mean())
         return nll
 
+    def _val_log_likelihoods(self) -> Tensor:
+        """``(N,)`` validation log-likelihoods of ``u`` (a learned dequantizer: its bound)."""
+        if not isinstance(self.objective, VariationalDequantization):
+            return log_likelihoods(self.model, self.val, self.cfg.eval_batch_size, self.device)
+        deq = self.objective.dequantizer
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.seed + 104_729)  # the same noise at every evaluation
+            try:
+                res = dequantized_log_likelihood(
+                    self.model, deq, self.val.to(self.device), 1, self.cfg.eval_batch_size
+                )
+            except FloatingPointError:
+                return torch.full((self.val.shape[0],), math.nan, dtype=torch.float64)
+        return res.bound + deq.dim * math.log(deq.levels)  # E_q[log p(u) - log q(e | v)]
+
+    def _solver_failed(self, e: SolverError) -> SolverError:
+        """The error that stops training on a failed ODE solve (one line)."""
+        return SolverError(
+            f"step {self.step + 1}: {e}; training stopped; the last good checkpoint (step "
+            f"{self._last_good[0]}) is kept and the weights file holds the best validated weights"
+        )
+
     def _after_eval(self, val_nll: float) -> dict[str, Any]:
         if not math.isfinite(val_nll):
             self._non_finite("validation NLL")
@@ -322,6 +390,10 @@ class Trainer:
             self.best_state = copy.deepcopy(self.evaluated_state())
             if self.weights is not None:
                 save_weights(self.weights, self.best_state)
+            if self.objective_module is not None:
+                self.best_objective_state = copy.deepcopy(self.objective_module.state_dict())
+                if self.objective_weights is not None:
+                    save_weights(self.objective_weights, self.best_objective_state)
         else:
             self.bad_evals += 1
         if self.cfg.patience and self.bad_evals >= self.cfg.patience:
@@ -371,7 +443,10 @@ class Trainer:
         try:
             while self.step < self.total_steps and not self.stopped_early:
                 start = time.perf_counter()
-                loss = self.train_step(self.stream.next().to(self.device))
+                try:
+                    loss = self.train_step(self.stream.next().to(self.device))
+                except SolverError as e:
+                    raise self._solver_failed(e) from None
                 self.step += 1
                 if loss is not None:
                     self._loss_sum += loss
@@ -379,10 +454,18 @@ class Trainer:
                     for name, value in self.last_terms.items():
                         self._term_sums[name] = self._term_sums.get(name, 0.0) + value
                     postfix["loss"] = f"{loss:.4f}"
+                    if "nfe_forward" in self.last_terms:  # a continuous flow's solves
+                        nfe = (self.last_terms["nfe_forward"], self.last_terms["nfe_backward"])
+                        postfix["nfe"] = f"{nfe[0]:.0f}/{nfe[1]:.0f}"
                 if self.step % self.cfg.eval_every == 0 or self.step == self.total_steps:
                     self.elapsed += time.perf_counter() - start
                     start = time.perf_counter()
-                    record = self._after_eval(self.evaluate())
+                    try:
+                        val_nll = self.evaluate()
+                    except SolverError as e:
+                        self.step -= 1  # the step is not validated
+                        raise self._solver_failed(e) from None
+                    record = self._after_eval(val_nll)
                     if record:
                         postfix["val_nll"] = f"{record['val_nll']:.4f}"
                         if "val_bpd" in record:
@@ -396,6 +479,8 @@ class Trainer:
             self.log = log
         if self.cfg.restore_best and self.best_state is not None:
             load_state(self.model, self.best_state, "the best state")
+            if self.objective_module is not None and self.best_objective_state is not None:
+                load_state(self.objective_module, self.best_objective_state, "the best state")
         elif self.ema is not None and self.ema.state is not None:
             load_state(self.model, self.ema.state, "the average of the weights")
         reason = "early stopping" if self.stopped_early else "completed"

@@ -20,14 +20,28 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from torch import nn
+
+from flowforge.data.dequantization import Dequantizer
 from flowforge.flows import PRESETS
 from flowforge.runs.recipe import ModelSpec, check_flow_name
 from flowforge.train.config import ConfigError, TrainConfig
+from flowforge.train.losses import (
+    CNFLikelihood,
+    FlowMatching,
+    MaximumLikelihood,
+    Objective,
+    VariationalDequantization,
+)
+from flowforge.transforms.continuous import CNF
 
 __all__ = [
+    "DEQUANTIZER_SIZE",
     "IMAGE_TRAINING_DEFAULTS",
     "PRESET_SIZES",
+    "dequantizer_spec_for",
     "is_image_preset",
+    "objective_for",
     "preset_defaults",
     "preset_options",
     "spec_for",
@@ -45,7 +59,12 @@ PRESET_SIZES: dict[str, dict[str, Any]] = {
     "nsf": _VECTOR_SIZE,
     "glow": {"levels": 2, "steps": 4, "hidden": 64},
     "multiscale_realnvp": {"levels": 2, "steps": 3, "hidden": 64},
+    "ffjord": {"transforms": 1, "hidden": (64, 64, 64)},
 }
+
+#: The command line's default noise flow of variational dequantization (a conditional RealNVP
+#: given the image's levels; sized for 8x8 digits on 2 CPU cores).
+DEQUANTIZER_SIZE: dict[str, Any] = {"transforms": 2, "hidden": (64, 64)}
 
 #: Training defaults of the image presets (Glow diverges without warmup on some seeds; the
 #: average of the weights generalises better than the last weights on small image sets).
@@ -159,3 +178,98 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         standardizer=ds.standardizer.to_dict() if ds.standardizer is not None else None,
         columns=list(ds.columns) if getattr(ds, "columns", None) else None,
     )
+
+
+def dequantizer_spec_for(cfg: TrainConfig, ds: Any) -> dict[str, Any] | None:
+    """The recipe of the learned dequantizer that ``cfg`` asks for (``None``: uniform noise).
+
+    The recipe is JSON (saved in ``config.json``, rebuilt by
+    :func:`flowforge.runs.recipe.build_dequantizer`): :data:`DEQUANTIZER_SIZE` updated by
+    ``dequantizer_options``.
+
+    Raises:
+        ConfigError: variational dequantization of data that are not images, an unknown or
+            invalid option, or options without ``dequantization = variational``.
+    """
+    if cfg.dequantization != "variational":
+        if cfg.dequantizer_options:
+            raise ConfigError("dequantizer_options need --dequantization variational")
+        return None
+    if ds.kind != "image" or ds.levels is None:
+        raise ConfigError(
+            f"--dequantization variational is for images of integer levels; {ds.name!r} is "
+            f"{ds.kind} data"
+        )
+    opts = {**DEQUANTIZER_SIZE, **cfg.dequantizer_options}
+    unknown = sorted(set(opts) - set(DEQUANTIZER_SIZE))
+    if unknown:
+        raise ConfigError(
+            f"the dequantizer takes no option {unknown[0]!r}; valid: {', '.join(DEQUANTIZER_SIZE)}"
+        )
+    transforms, hidden = opts["transforms"], opts["hidden"]
+    hidden = [hidden] if isinstance(hidden, int) and not isinstance(hidden, bool) else hidden
+    if not (isinstance(transforms, int) and not isinstance(transforms, bool) and transforms > 0):
+        raise ConfigError(f"dequantizer transforms must be a positive integer, got {transforms!r}")
+    ok = isinstance(hidden, (list, tuple)) and len(hidden) > 0
+    if not ok or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
+        raise ConfigError(f"dequantizer hidden must be positive integers, got {hidden!r}")
+    return {
+        "kind": "variational",
+        "shape": list(ds.event_shape),
+        "levels": int(ds.levels),
+        "transforms": transforms,
+        "hidden": list(hidden),
+    }
+
+
+def objective_for(cfg: TrainConfig, flow: nn.Module, dequantizer: Dequantizer | None) -> Objective:
+    """What a run of ``cfg`` minimises, for its built ``flow`` (and learned dequantizer).
+
+    Maximum likelihood (:class:`CNFLikelihood` with the RNODE weights for a continuous flow,
+    :class:`VariationalDequantization` with a learned dequantizer) or :class:`FlowMatching`.
+
+    Raises:
+        ConfigError: an objective or option that does not apply to the flow (flow matching of a
+            flow that is not one CNF, RNODE weights of a discrete flow, ``ot`` without flow
+            matching, variational dequantization with flow matching or RNODE weights).
+    """
+    cnf = any(isinstance(m, CNF) for m in flow.modules())
+    rnode = cfg.kinetic > 0 or cfg.jacobian > 0
+    if cfg.objective == "flow-matching":
+        if not cnf:
+            raise ConfigError(
+                f"--objective flow-matching trains a continuous flow (ffjord); flow {cfg.flow!r} "
+                "is not one: train it with --objective likelihood"
+            )
+        if rnode:
+            raise ConfigError(
+                "--kinetic / --jacobian regularise the ODE solves of likelihood training; flow "
+                "matching solves none (use --objective likelihood)"
+            )
+        if dequantizer is not None:
+            raise ConfigError(
+                "--dequantization variational trains the dequantizer by likelihood; it cannot "
+                "be combined with --objective flow-matching"
+            )
+        fm = FlowMatching(ot=cfg.ot, sigma=cfg.fm_sigma)
+        try:
+            fm.split(flow)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"--objective flow-matching: {e}") from None
+        return fm
+    if cfg.ot or cfg.fm_sigma > 0:
+        raise ConfigError("--ot and --fm-sigma are options of --objective flow-matching")
+    if rnode and not cnf:
+        raise ConfigError(
+            f"--kinetic / --jacobian regularise a continuous flow (ffjord); flow {cfg.flow!r} "
+            "is not one"
+        )
+    if dequantizer is not None:
+        if rnode:
+            raise ConfigError(
+                "--kinetic / --jacobian cannot be combined with --dequantization variational"
+            )
+        return VariationalDequantization(dequantizer)
+    if cnf:
+        return CNFLikelihood(kinetic=cfg.kinetic, jacobian=cfg.jacobian)
+    return MaximumLikelihood()

@@ -1,7 +1,13 @@
 """``flowforge train``: start or resume a run directory, fit, evaluate on the test split, plot.
 
-Every check that can fail on the user's input (options, dataset, flow, output folder) runs
-before the run directory is created, so a bad command leaves nothing half-written.
+Every check that can fail on the user's input (options, dataset, flow, objective, output
+folder) runs before the run directory is created, so a bad command leaves nothing half-written.
+
+A run with ``dequantization = "variational"`` also holds its learned dequantizer: the recipe
+under ``"dequantizer"`` in ``config.json`` and the weights in ``dequantizer.safetensors``
+(written atomically, the best validated ones, like ``model.safetensors``; the state dict of
+:class:`~flowforge.train.losses.VariationalDequantization`). ``ff.load`` still returns the flow
+over ``u``.
 """
 
 from __future__ import annotations
@@ -20,9 +26,16 @@ import torch
 import flowforge
 from flowforge.core import Flow
 from flowforge.data import Dataset, load_dataset
+from flowforge.data.dequantization import (
+    DequantizedLikelihood,
+    Dequantizer,
+    UniformDequantizer,
+    dequantized_log_likelihood,
+)
 from flowforge.data.user import check_source
 from flowforge.eval.likelihood import (
     NLLSummary,
+    NonFiniteLikelihood,
     log_likelihoods,
     standardized_log_likelihoods,
     summarize,
@@ -37,21 +50,26 @@ from flowforge.runs import (
     atomic_write_json,
     build_flow,
     check_flow_name,
+    load_weights,
     parse_spec,
     read_run_record,
     run_files,
     save_weights,
 )
-from flowforge.train.batches import TrainStream, prepare_split, steps_per_epoch
+from flowforge.runs.recipe import DEQUANTIZER_FILE, build_dequantizer
+from flowforge.train.batches import TrainStream, level_split, prepare_split, steps_per_epoch
 from flowforge.train.checkpoint import load_checkpoint
 from flowforge.train.config import RESUME_KEYS, ConfigError, TrainConfig
 from flowforge.train.loop import FitOutcome, Trainer
+from flowforge.train.losses import Objective, VariationalDequantization
 from flowforge.train.metrics import MetricsLog
-from flowforge.train.model import spec_for
+from flowforge.train.model import dequantizer_spec_for, objective_for, spec_for
 
 __all__ = [
     "TrainResult",
+    "dequantized_summary",
     "load_data",
+    "load_dequantizer",
     "resolve_device",
     "resume_run",
     "run_config",
@@ -185,12 +203,15 @@ def _total_steps(cfg: TrainConfig, ds: Dataset) -> int:
     return max(1, math.ceil(cfg.epochs * steps_per_epoch(ds, cfg.batch_size)))
 
 
-def _record(cfg: TrainConfig, spec: ModelSpec, ds: Dataset, total: int) -> dict[str, Any]:
+def _record(
+    cfg: TrainConfig, spec: ModelSpec, ds: Dataset, total: int, deq: dict[str, Any] | None
+) -> dict[str, Any]:
     return {
         "format": RUN_FORMAT,
         "format_version": RUN_FORMAT_VERSION,
         "config": cfg.to_dict(),
         "model": spec.to_dict(),
+        **({} if deq is None else {"dequantizer": deq}),
         "data": {
             "name": ds.name,
             "kind": ds.kind,
@@ -215,15 +236,78 @@ def _record(cfg: TrainConfig, spec: ModelSpec, ds: Dataset, total: int) -> dict[
     }
 
 
-def test_summary(flow: torch.nn.Module, ds: Dataset, cfg: TrainConfig, split: str) -> NLLSummary:
+def load_dequantizer(record: dict[str, Any], root: Path) -> Dequantizer | None:
+    """A run's learned dequantizer (its recipe in the record, its weights in
+    ``dequantizer.safetensors``), in evaluation mode; ``None`` for a run without one.
+
+    Raises:
+        RunError: the recipe or the weights are missing, corrupted or do not fit.
+    """
+    spec = record.get("dequantizer")
+    if spec is None:
+        return None
+    try:
+        deq = build_dequantizer(spec)
+    except ConfigError as e:
+        raise RunError(f"{root / 'config.json'}: {e}") from None
+    load_weights(root / DEQUANTIZER_FILE, VariationalDequantization(deq))
+    return deq.eval()
+
+
+def _dequantizer_of(ds: Dataset, dequantizer: Dequantizer | None) -> Dequantizer:
+    assert ds.levels is not None
+    return dequantizer or UniformDequantizer(tuple(ds.event_shape), int(ds.levels))
+
+
+def dequantized_summary(
+    flow: torch.nn.Module,
+    ds: Dataset,
+    cfg: TrainConfig,
+    split: str,
+    dequantizer: Dequantizer | None,
+    samples: int,
+) -> DequantizedLikelihood:
+    """The dequantization bound of an image split's levels and its importance-sampled estimate
+    with ``samples`` noises per image (uniform noise when ``dequantizer`` is ``None``), seeded
+    by the run's seed.
+
+    Raises:
+        flowforge.eval.likelihood.NonFiniteLikelihood: a non-finite log-likelihood.
+    """
+    deq = _dequantizer_of(ds, dequantizer)
+    device = next(iter(flow.parameters())).device
+    v = level_split(ds, split).to(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed + 15_485_863)
+        try:
+            return dequantized_log_likelihood(
+                flow, deq.to(device), v, samples, max(1, cfg.eval_batch_size // samples)
+            )
+        except FloatingPointError as e:
+            raise NonFiniteLikelihood(str(e)) from None
+
+
+def test_summary(
+    flow: torch.nn.Module,
+    ds: Dataset,
+    cfg: TrainConfig,
+    split: str,
+    dequantizer: Dequantizer | None = None,
+) -> NLLSummary:
     """NLL (nats, 2 standard errors) of ``flow`` on a split, with bits/dim for images.
+
+    With a learned ``dequantizer`` the NLL is its variational bound on the levels (one noise
+    per image, seeded), in the units of the NLL of ``u``: ``-E_q[log p(u) - log q(e | v)]``.
 
     Raises:
         flowforge.eval.likelihood.NonFiniteLikelihood: naming the rows whose log-likelihood
             is NaN or infinite (they are never left out).
     """
     z = getattr(ds, split) if split in ("train", "val", "test") else None
-    if ds.standardizer is not None and z is not None and without_standardize(flow) is not None:
+    if dequantizer is not None:
+        res = dequantized_summary(flow, ds, cfg, split, dequantizer, 1)
+        ll = res.bound + res.dim * math.log(res.levels)
+    elif ds.standardizer is not None and z is not None and without_standardize(flow) is not None:
         # rows standardised in float64 then cast: not unstandardised to float32 and back
         ll = standardized_log_likelihoods(
             flow, z, ds.standardizer.log_abs_det(), cfg.eval_batch_size
@@ -252,28 +336,41 @@ def start_run(cfg: TrainConfig) -> TrainResult:
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
     ds = load_data(cfg)
     spec = spec_for(cfg, ds)
+    deq_spec = dequantizer_spec_for(cfg, ds)
     total = _total_steps(cfg, ds)
     set_threads(cfg, device, spec)
     torch.manual_seed(cfg.seed)
     flow = build_flow(spec).to(device)
+    deq = None if deq_spec is None else build_dequantizer(deq_spec).to(device)
+    objective = objective_for(cfg, flow, deq)
     cfg = cfg.replace(out=str(out))
     files = run_files(out)
-    trainer = _trainer(flow, ds, cfg, total, device, files)
+    trainer = _trainer(flow, ds, cfg, total, device, files, objective)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(files.config, _record(cfg, spec, ds, total))
+    atomic_write_json(files.config, _record(cfg, spec, ds, total, deq_spec))
     save_weights(files.weights, flow)
+    if trainer.objective_module is not None:
+        save_weights(out / DEQUANTIZER_FILE, trainer.objective_module)
     trainer.save()
     return _finish(trainer, ds, cfg, spec, out)
 
 
 def _trainer(
-    flow: Flow, ds: Dataset, cfg: TrainConfig, total: int, device: torch.device, files: RunFiles
+    flow: Flow,
+    ds: Dataset,
+    cfg: TrainConfig,
+    total: int,
+    device: torch.device,
+    files: RunFiles,
+    objective: Objective,
 ) -> Trainer:
-    """The trainer of a run: its data stream, validation split, metrics log and checkpoints."""
+    """The trainer of a run: its objective, data stream, validation split, metrics log and
+    checkpoints (a learned dequantizer gets the images' levels, not dequantized values)."""
+    levels = isinstance(objective, VariationalDequantization)
     return Trainer(
         flow,
-        TrainStream(ds, cfg.batch_size, cfg.seed),
-        prepare_split(ds, "val", cfg.seed),
+        TrainStream(ds, cfg.batch_size, cfg.seed, raw=levels),
+        level_split(ds, "val") if levels else prepare_split(ds, "val", cfg.seed),
         cfg,
         total,
         device,
@@ -281,6 +378,8 @@ def _trainer(
         checkpoint=files.checkpoint,
         weights=files.weights,
         levels=ds.levels if ds.kind == "image" else None,
+        objective=objective,
+        objective_weights=files.root / DEQUANTIZER_FILE if levels else None,
     )
 
 
@@ -315,7 +414,12 @@ def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult:
     total = _total_steps(cfg, ds) if {"steps", "epochs"} & set(overrides) else record["total_steps"]
     torch.manual_seed(cfg.seed)
     flow = build_flow(spec).to(device)
-    trainer = _trainer(flow, ds, cfg, total, device, files)
+    deq_spec = record.get("dequantizer")
+    try:
+        deq = None if deq_spec is None else build_dequantizer(deq_spec).to(device)
+    except ConfigError as e:
+        raise RunError(f"{files.config}: {e}") from None
+    trainer = _trainer(flow, ds, cfg, total, device, files, objective_for(cfg, flow, deq))
     trainer.load_state_dict(state, str(files.checkpoint))
     for stale in files.root.glob(".*.tmp"):  # half-written files of a killed run
         stale.unlink(missing_ok=True)
@@ -335,7 +439,12 @@ def _finish(
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"continue with: flowforge train --resume {out}") from None
     save_weights(files.weights, trainer.model)
-    test = test_summary(trainer.model, ds, cfg, "test")
+    objective = trainer.objective
+    deq = None
+    if isinstance(objective, VariationalDequantization):
+        save_weights(out / DEQUANTIZER_FILE, objective)
+        deq = objective.dequantizer
+    test = test_summary(trainer.model, ds, cfg, "test", deq)
     results = {"test": test.to_dict(), "steps": outcome.step, "stop_reason": outcome.reason}
     results |= {"best_step": outcome.best_step, "best_val_nll": outcome.best_val_nll}
     results["seconds"] = round(trainer.elapsed, 3)
