@@ -13,10 +13,26 @@ from flowforge.runs import load
 
 __version__ = "0.1.0"
 
+#: Names loaded on first access, so that ``import flowforge`` imports no scikit-learn.
+_LAZY = {"FlowAnomalyDetector": "flowforge.sklearn", "FlowDensity": "flowforge.sklearn"}
+
+
+def __getattr__(name: str) -> object:
+    """``ff.FlowDensity`` and ``ff.FlowAnomalyDetector``: imported from :mod:`flowforge.sklearn`
+    (which needs scikit-learn) on first access."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'flowforge' has no attribute {name!r}")
+
+
 __all__ = [
     "Bijection",
     "Compose",
     "Flow",
+    "FlowAnomalyDetector",
+    "FlowDensity",
     "FlowDistribution",
     "Inverse",
     "__version__",

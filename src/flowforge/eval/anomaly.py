@@ -50,4 +50,69 @@ def auroc(normal_log_prob: Tensor | np.ndarray, anomaly_log_prob: Tensor | np.nd
     return float(roc_auc_score(labels, scores))
 
 
-__all__ = ["auroc"]
+def typicality_scores(
+    log_prob: Tensor | np.ndarray, entropy: float, batch_size: int = 1
+) -> np.ndarray:
+    """The typicality test statistic of rows or of small batches of rows.
+
+    A model's typical set holds the samples whose NLL is close to its entropy ``H``; a batch
+    of ``m`` in-distribution rows has a mean NLL within a few ``std(NLL) / sqrt(m)`` of ``H``.
+    The statistic ``|mean NLL of the batch - H|`` flags batches that are *too likely* as well
+    as too unlikely, which raw likelihood cannot: flows give some out-of-distribution data
+    (simpler, lower-variance images) a higher likelihood than their training data.
+
+    Args:
+        log_prob: ``(N,)`` log-likelihoods.
+        entropy: the entropy estimate ``H``: the mean NLL of held-out in-distribution rows.
+        batch_size: rows per batch, taken consecutively (the last batch may be smaller).
+
+    Returns:
+        ``(ceil(N / batch_size),)`` non-negative statistics; large is atypical.
+
+    Example:
+        >>> typicality_scores(np.array([-1.0, -3.0, -2.0, -2.0]), 2.0, batch_size=2).tolist()
+        [0.0, 0.0]
+
+    References:
+        Nalisnick et al., "Detecting Out-of-Distribution Inputs to Deep Generative Models
+        Using Typicality", arXiv:1906.02994, 2019.
+    """
+    lp = _as_numpy(log_prob)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    starts = np.arange(0, lp.size, batch_size)
+    means = np.add.reduceat(-lp, starts) / np.diff(np.append(starts, lp.size)) if lp.size else lp
+    return np.abs(means - float(entropy))
+
+
+def fpr_threshold(normal_scores: Tensor | np.ndarray, target_fpr: float) -> float:
+    """The threshold that flags a share ``target_fpr`` of normal rows (scores below it).
+
+    Scores follow scikit-learn's convention: higher is more normal (``log p(x)``). A row is
+    flagged when its score is *below* the returned value, so on the given normal rows the
+    false-positive rate is ``target_fpr`` up to one row (``floor`` of ``target_fpr * N`` rows
+    when the scores have no ties). On new normal rows it is ``target_fpr`` up to the sampling
+    error of a quantile, about ``sqrt(target_fpr * (1 - target_fpr) / N)``.
+
+    Args:
+        normal_scores: ``(N,)`` scores of held-out normal rows.
+        target_fpr: the false-positive rate, in ``[0, 1]``.
+
+    Example:
+        >>> fpr_threshold(np.arange(10.0), 0.2)
+        2.0
+    """
+    s = np.sort(_as_numpy(normal_scores))
+    if s.size == 0:
+        raise ValueError("need at least one normal score")
+    if not 0.0 <= target_fpr <= 1.0:
+        raise ValueError(f"target_fpr must be in [0, 1], got {target_fpr}")
+    k = int(np.floor(target_fpr * s.size + 1e-9))
+    if k == 0:
+        return float(s[0])  # nothing strictly below the smallest score
+    if k >= s.size:
+        return float(np.nextafter(s[-1], np.inf))
+    return float(s[k])
+
+
+__all__ = ["auroc", "fpr_threshold", "typicality_scores"]

@@ -1,0 +1,196 @@
+"""The torch side of the estimators: build a flow with standardisation inside, fit it with
+early stopping on a validation split, score and sample it. No scikit-learn import here."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from flowforge.core import Flow
+from flowforge.runs.errors import ConfigError
+from flowforge.runs.recipe import ModelSpec, build_flow
+
+__all__ = ["FitResult", "fit_flow", "log_prob_rows", "make_spec", "sample_rows", "seeded"]
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch's CPU generator seeded, restoring the caller's state after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def make_spec(
+    preset: str, kwargs: dict[str, Any], mean: np.ndarray, std: np.ndarray | None
+) -> ModelSpec:
+    """The recipe of a tabular flow over ``D = mean.size`` features.
+
+    With ``std`` given, ``Standardize(mean, std)`` is the flow's first bijection, so its
+    log-Jacobian ``-sum(log std)`` is part of every ``log_prob``.
+    """
+    d = int(mean.size)
+    standardizer = None
+    if std is not None:
+        standardizer = {"mean": mean.tolist(), "std": std.tolist(), "shape": [d]}
+    return ModelSpec(preset, {**kwargs, "features": d}, "tabular", (d,), standardizer=standardizer)
+
+
+def _tensor(x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """A tensor copy of ``x`` (read-only and memory-mapped arrays included)."""
+    return torch.from_numpy(np.array(x, dtype=np.float64, copy=True)).to(dtype)
+
+
+def log_prob_rows(flow: Flow, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """``log p(x)`` of every row of ``x`` ``(N, D)`` as float64 ``(N,)``, in evaluation mode."""
+    was_training = flow.training
+    flow.eval()
+    out = []
+    dtype = next(iter(flow.parameters())).dtype
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            xb = _tensor(x[i : i + batch_size], dtype)
+            out.append(flow.log_prob(xb).double().numpy())
+    flow.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def sample_rows(flow: Flow, n: int, seed: int) -> np.ndarray:
+    """``n`` samples ``(n, D)`` as float64, drawn with torch seeded by ``seed``."""
+    flow.eval()
+    with seeded(seed), torch.no_grad():
+        return flow.sample(n).double().numpy()
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_flow` returns.
+
+    Attributes:
+        flow: the fitted flow (best validation weights when there was a validation split).
+        epochs: epochs run.
+        best_epoch: the epoch whose weights were kept (1-based).
+        val_nll: per-epoch mean validation NLL (empty without a validation split).
+        train_nll: per-epoch mean training NLL.
+        stopped_early: whether patience ran out before ``max_epochs``.
+    """
+
+    flow: Flow
+    epochs: int
+    best_epoch: int
+    val_nll: list[float]
+    train_nll: list[float]
+    stopped_early: bool
+
+
+def fit_flow(
+    spec: ModelSpec,
+    x_train: np.ndarray,
+    x_val: np.ndarray | None,
+    *,
+    seed: int,
+    max_epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    patience: int,
+    noise: np.ndarray | None = None,
+    clip_grad: float = 5.0,
+    verbose: bool = False,
+) -> FitResult:
+    """Maximum likelihood fit of the flow of ``spec`` with Adam and early stopping.
+
+    Args:
+        spec: the recipe (its ``Standardize`` statistics come from ``x_train``).
+        x_train: ``(N, D)`` training rows.
+        x_val: ``(M, D)`` validation rows, or ``None`` to train ``max_epochs`` epochs.
+        seed: seeds the initial weights and the minibatch order (torch's global state is left
+            as it was).
+        max_epochs: most passes over ``x_train``.
+        batch_size: minibatch size (at most ``N``).
+        lr: Adam learning rate (cosine-decayed to zero over ``max_epochs``).
+        weight_decay: decoupled weight decay (AdamW).
+        patience: epochs without a better validation NLL before stopping.
+        clip_grad: gradient norm clip.
+        noise: ``(D,)`` standard deviations of Gaussian noise added to each training batch (a
+            smoothing regulariser, like a kernel bandwidth); ``None`` for none.
+        verbose: one progress line per epoch on stderr.
+    """
+    with seeded(seed):
+        try:
+            flow = build_flow(spec)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        flow.train()
+        data = _tensor(x_train, torch.float32)
+        val = None if x_val is None else _tensor(x_val, torch.float32)
+        params = [p for p in flow.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        n = data.shape[0]
+        bs = max(1, min(batch_size, n))
+        steps_per_epoch = math.ceil(n / bs)
+        total = max(1, max_epochs * steps_per_epoch)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        )
+        gen = torch.Generator().manual_seed(seed)
+        sigma = None if noise is None else torch.tensor(noise, dtype=torch.float32)
+        best, best_state, best_epoch, bad = math.inf, None, 0, 0
+        val_hist: list[float] = []
+        train_hist: list[float] = []
+        stopped = False
+        start = time.perf_counter()
+        epoch = 0
+        for epoch in range(1, max_epochs + 1):
+            flow.train()
+            perm = torch.randperm(n, generator=gen)
+            total_loss = 0.0
+            for i in range(0, n, bs):
+                xb = data[perm[i : i + bs]]
+                if sigma is not None:
+                    xb = xb + sigma * torch.randn(xb.shape, generator=gen)
+                loss = -flow.log_prob(xb).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the training NLL became {loss.item()} at epoch {epoch}; lower lr or "
+                        f"use a smaller flow"
+                    )
+                torch.nn.utils.clip_grad_norm_(params, clip_grad)
+                opt.step()
+                sched.step()
+                total_loss += loss.item() * xb.shape[0]
+            train_hist.append(total_loss / n)
+            msg = f"epoch {epoch}/{max_epochs} train NLL {train_hist[-1]:.4f}"
+            if val is not None:
+                flow.eval()
+                with torch.no_grad():
+                    v = float(-flow.log_prob(val).double().mean())
+                val_hist.append(v)
+                msg += f" val NLL {v:.4f}"
+                if v < best - 1e-4 * max(1.0, abs(best) if math.isfinite(best) else 1.0):
+                    best, best_epoch, bad = v, epoch, 0
+                    best_state = copy.deepcopy(flow.state_dict())
+                else:
+                    bad += 1
+            if verbose:
+                print(f"{msg} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+            if val is not None and bad >= patience:
+                stopped = True
+                break
+        if best_state is not None:
+            flow.load_state_dict(best_state)
+        else:
+            best_epoch = epoch
+        flow.eval()
+    return FitResult(flow, epoch, best_epoch, val_hist, train_hist, stopped)

@@ -1,0 +1,229 @@
+"""The scikit-learn estimators: estimator checks, the density in X's units, pickling, pipelines,
+threshold calibration, and (slow) anomaly detection on digits and breast cancer."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+
+from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.decomposition import PCA
+from sklearn.metrics import average_precision_score
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import flowforge as ff
+from flowforge.eval.anomaly import auroc, fpr_threshold, typicality_scores
+from flowforge.sklearn import FlowAnomalyDetector, FlowDensity
+
+TINY = dict(transforms=1, hidden=(8,), bins=4, max_epochs=3, patience=2)
+
+#: Checks that do not apply to a flow, and why (also in the report).
+EXPECTED_FAILED: dict[str, str] = {}
+
+
+@parametrize_with_checks(
+    [FlowDensity(**TINY), FlowAnomalyDetector(**TINY)],
+    expected_failed_checks=lambda est: EXPECTED_FAILED,
+)
+def test_sklearn_estimator_checks(estimator, check) -> None:  # type: ignore[no-untyped-def]
+    check(estimator)
+
+
+def _gauss(n: int = 400, d: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) * np.array([100.0, 0.01, 1.0])[:d] + 5.0
+
+
+def test_lazy_export() -> None:
+    assert ff.FlowDensity is FlowDensity and ff.FlowAnomalyDetector is FlowAnomalyDetector
+    with pytest.raises(AttributeError):
+        _ = ff.NoSuchThing  # type: ignore[attr-defined]
+
+
+def test_density_is_in_the_units_of_x() -> None:
+    """Scaling X by s shifts log p by -D log s: the standardisation's Jacobian is counted."""
+    x = _gauss()
+    a = FlowDensity(**TINY, random_state=0).fit(x)
+    b = FlowDensity(**TINY, random_state=0).fit(x * 10.0)
+    np.testing.assert_allclose(
+        b.score_samples(x[:20] * 10.0), a.score_samples(x[:20]) - 3 * np.log(10.0), atol=1e-3
+    )
+    # and it is a density: a 1-D flow integrates to about one over a wide grid
+    one = FlowDensity(**TINY, random_state=0).fit(x[:, :1])
+    grid = np.linspace(x[:, 0].min() - 500, x[:, 0].max() + 500, 20001)[:, None]
+    mass = np.exp(one.score_samples(grid)).sum() * (grid[1, 0] - grid[0, 0])
+    assert abs(mass - 1.0) < 0.02
+
+
+def test_score_is_mean_log_likelihood_and_sample_shape() -> None:
+    x = _gauss()
+    est = FlowDensity(**TINY, random_state=0).fit(x)
+    assert est.score(x) == pytest.approx(est.score_samples(x).mean())
+    s1, s2 = est.sample(50, random_state=1), est.sample(50, random_state=1)
+    assert s1.shape == (50, 3) and np.array_equal(s1, s2)
+    assert not np.array_equal(s1, est.sample(50, random_state=2))
+    assert abs(s1[:, 0].mean() - 5.0) < 60  # in X's units, not standardised
+
+
+def test_random_state_reproducible_and_global_rng_untouched() -> None:
+    x = _gauss()
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = FlowDensity(**TINY, random_state=3).fit(x).score_samples(x[:5])
+    assert torch.equal(before, torch.get_rng_state())
+    b = FlowDensity(**TINY, random_state=3).fit(x).score_samples(x[:5])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_early_stopping_keeps_best_epoch() -> None:
+    x = _gauss(300)
+    est = FlowDensity(**{**TINY, "max_epochs": 60, "patience": 3, "lr": 0.05}, random_state=0)
+    est.fit(x)
+    assert len(est.validation_nll_) == est.n_epochs_
+    assert est.best_epoch_ == int(np.argmin(est.validation_nll_)) + 1
+    held = -est.score_samples(est.X_val_).mean()
+    assert held == pytest.approx(min(est.validation_nll_), rel=1e-4)
+
+
+def test_verbose_prints_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    x = _gauss(100)
+    FlowDensity(**TINY, random_state=0).fit(x)
+    assert capsys.readouterr().err == ""
+    FlowDensity(**TINY, random_state=0, verbose=True).fit(x)
+    assert "epoch 1/3" in capsys.readouterr().err
+
+
+def test_pickle_round_trip_and_joblib(tmp_path: Path) -> None:
+    import joblib
+
+    x = _gauss()
+    det = FlowAnomalyDetector(**TINY, random_state=0).fit(x)
+    back = pickle.loads(pickle.dumps(det))
+    np.testing.assert_array_equal(back.score_samples(x), det.score_samples(x))
+    np.testing.assert_array_equal(back.predict(x), det.predict(x))
+    joblib.dump(det, tmp_path / "det.joblib")
+    again = joblib.load(tmp_path / "det.joblib")
+    np.testing.assert_array_equal(again.decision_function(x), det.decision_function(x))
+
+
+def test_save_is_a_run_that_load_and_eval_read(tmp_path: Path) -> None:
+    x = _gauss(300)
+    est = FlowDensity(**TINY, random_state=0).fit(x)
+    run = est.save(tmp_path / "run")
+    flow = ff.load(run)
+    with torch.no_grad():
+        lp = flow.log_prob(torch.as_tensor(x[:10], dtype=torch.float32)).double().numpy()
+    np.testing.assert_allclose(lp, est.score_samples(x[:10]), rtol=1e-4, atol=1e-4)
+    done = subprocess.run(
+        [sys.executable, "-m", "flowforge", "eval", str(run), "--json", "--split", "train"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    nll = json.loads(done.stdout)["nll"]
+    assert np.isfinite(nll) and abs(nll - est.entropy_) < 1.0
+
+
+def test_pipeline_and_grid_search() -> None:
+    x = _gauss(300)
+    pipe = make_pipeline(StandardScaler(), PCA(n_components=2), FlowDensity(**TINY, random_state=0))
+    pipe.fit(x)
+    assert pipe.score_samples(x[:7]).shape == (7,)
+    assert np.isfinite(pipe.score(x))
+    grid = GridSearchCV(FlowDensity(**TINY, random_state=0), {"transforms": [1, 2]}, cv=2)
+    grid.fit(x)
+    assert grid.best_params_["transforms"] in (1, 2)
+    assert np.isfinite(grid.best_score_)
+
+
+def test_threshold_hits_target_fpr_on_held_out_normals() -> None:
+    """With contamination="auto" the threshold flags target_fpr of the held-out rows up to one
+    row, and of fresh normal rows within 3 binomial standard errors plus the quantile's own
+    sampling error."""
+    x = _gauss(2000)
+    fresh = _gauss(4000, seed=1)
+    for fpr in (0.05, 0.2):
+        det = FlowAnomalyDetector(**TINY, target_fpr=fpr, validation_fraction=0.25, random_state=0)
+        det.fit(x)
+        n_cal = det.X_val_.shape[0]
+        on_cal = np.mean(det.predict(det.X_val_) == -1)
+        assert abs(on_cal - fpr) <= 1.0 / n_cal
+        rate = np.mean(det.predict(fresh) == -1)
+        tol = 3 * np.sqrt(fpr * (1 - fpr)) * (1 / np.sqrt(n_cal) + 1 / np.sqrt(fresh.shape[0]))
+        assert abs(rate - fpr) < tol, (fpr, rate, tol)
+
+
+def test_contamination_flags_that_share_and_predict_sign() -> None:
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(size=(380, 2)), rng.normal(size=(20, 2)) + 8.0]
+    det = FlowAnomalyDetector(**{**TINY, "max_epochs": 20}, contamination=0.05, random_state=0)
+    pred = det.fit(x).predict(x)
+    assert np.sum(pred == -1) == 20
+    assert (pred[380:] == -1).mean() >= 0.9  # the planted anomalies are the flagged ones
+    assert det.predict(np.array([[0.0, 0.0]]))[0] == 1
+
+
+def test_typicality_flags_too_likely_rows() -> None:
+    """Rows at the mode are more likely than any training row: likelihood calls them normal,
+    typicality calls them atypical."""
+    x = np.random.default_rng(0).normal(size=(1000, 8))
+    det = FlowAnomalyDetector(
+        **{**TINY, "max_epochs": 10}, criterion="typicality", target_fpr=0.05, random_state=0
+    )
+    det.fit(x)
+    mode = np.random.default_rng(1).normal(size=(50, 8)) * 0.05
+    assert (det.predict(mode) == -1).mean() > 0.9
+    lik = FlowAnomalyDetector(**{**TINY, "max_epochs": 10}, random_state=0).fit(x)
+    assert (lik.predict(mode) == 1).all()
+    batch = det.typicality(x[:100], batch_size=10)
+    assert batch.shape == (10,) and (det.typicality(mode, batch_size=10) > batch.max()).all()
+
+
+def test_typicality_and_threshold_functions() -> None:
+    lp = np.array([-1.0, -2.0, -3.0, -10.0, -2.0])
+    np.testing.assert_allclose(typicality_scores(lp, 2.0), [1.0, 0.0, 1.0, 8.0, 0.0])
+    np.testing.assert_allclose(typicality_scores(lp, 2.0, batch_size=2), [0.5, 4.5, 0.0])
+    s = np.random.default_rng(0).normal(size=1000)
+    for fpr in (0.0, 0.01, 0.1, 0.5, 1.0):
+        assert np.mean(s < fpr_threshold(s, fpr)) == pytest.approx(fpr, abs=1e-3)
+
+
+def _digits_auroc(held_out: int, **options: object) -> tuple[float, float]:
+    x, y = load_digits(return_X_y=True)
+    normal, anomalies = x[y != held_out], x[y == held_out]
+    train, test = train_test_split(normal, test_size=0.2, random_state=0)
+    est = FlowDensity(random_state=0, **options).fit(train)  # type: ignore[arg-type]
+    s_n, s_a = est.score_samples(test), est.score_samples(anomalies)
+    labels = np.r_[np.zeros(len(s_n)), np.ones(len(s_a))]
+    return auroc(s_n, s_a), float(average_precision_score(labels, -np.r_[s_n, s_a]))
+
+
+@pytest.mark.slow
+def test_digits_held_out_class_is_anomalous() -> None:
+    roc, ap = _digits_auroc(0, max_epochs=40, noise=0.5)
+    print(f"digits, held-out 0: AUROC {roc:.3f}, AP {ap:.3f}")
+    assert roc > 0.8
+
+
+@pytest.mark.slow
+def test_breast_cancer_malignant_rows_are_anomalous() -> None:
+    x, y = load_breast_cancer(return_X_y=True)  # y == 1: benign
+    benign, malignant = x[y == 1], x[y == 0]
+    train, test = train_test_split(benign, test_size=0.3, random_state=0)
+    est = FlowDensity(random_state=0, max_epochs=60).fit(train)
+    roc = auroc(est.score_samples(test), est.score_samples(malignant))
+    print(f"breast cancer, malignant as anomalies: AUROC {roc:.3f}")
+    assert roc > 0.85
