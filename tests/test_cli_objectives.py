@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+import safetensors.torch
+import torch
 
 from cli_util import assert_bad_input, assert_ok, flowforge
 from flowforge.train.checkpoint import load_checkpoint
@@ -138,7 +140,11 @@ def test_variational_dequantization_run_writes_the_dequantizer(vd_run: Path) -> 
     assert not list(vd_run.glob("*.pt")) and not list(vd_run.glob("*.pkl"))
     rows = _metrics(vd_run)
     assert all("train_log_q" in r and "val_bpd" in r for r in rows)
-    assert load_checkpoint(vd_run / "checkpoint.safetensors")["objective"] is not None
+    state = load_checkpoint(vd_run / "checkpoint.safetensors")
+    assert state["objective"] is not None
+    saved = safetensors.torch.load_file(vd_run / "dequantizer.safetensors")
+    best = state["best_objective_state"]  # the weights file holds the best validated state
+    assert set(saved) == set(best) and all(torch.equal(saved[k], best[k]) for k in saved)
 
 
 def test_variational_dequantization_evaluates_both_estimates(vd_run: Path) -> None:
