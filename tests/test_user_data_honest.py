@@ -343,3 +343,35 @@ def test_numeric_header_is_recorded(tmp_path: Path) -> None:
     assert h["source"]["header"] is True and h["source"]["rows"] == 60
     assert nh["source"]["header"] is False and nh["source"]["rows"] == 61
     assert_ok(flowforge("eval", "nh", cwd=tmp_path))  # eval re-reads with the recorded choice
+
+
+# -- the Gaussian baseline --------------------------------------------------------------------
+
+
+def test_gaussian_baseline_matches_the_closed_form() -> None:
+    from flowforge.eval.baseline import gaussian_baseline
+
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(400, 3, generator=g, dtype=torch.float64) @ torch.tensor(
+        [[2.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 0.3, 1.0]], dtype=torch.float64
+    )
+    b = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    mean, cov = a.mean(0), torch.cov(a.T, correction=0)
+    ref = torch.distributions.MultivariateNormal(mean, cov).log_prob(b)
+    s = gaussian_baseline(a, b, log_abs_det=-0.7)
+    assert s.n == 50
+    assert math.isclose(s.nll, float(-(ref - 0.7).mean()), rel_tol=1e-5)
+    const = torch.cat([a, torch.ones(400, 1, dtype=torch.float64)], 1)  # a constant column
+    assert math.isfinite(gaussian_baseline(const, const[:10]).nll)
+
+
+def test_eval_reports_the_gaussian_baseline(table_run: Path) -> None:
+    proc = flowforge("eval", "run", "--json", cwd=table_run)
+    assert_ok(proc)
+    out = json.loads(proc.stdout)
+    assert out["gaussian_baseline"]["n"] == out["n"] == 50
+    proc = flowforge("eval", "run", cwd=table_run)
+    assert_ok(proc)
+    assert f"Gaussian baseline {out['gaussian_baseline']['nll']:.4f}" in proc.stdout
+    worse = out["nll"] > out["gaussian_baseline"]["nll"]
+    assert ("worse than a full-covariance Gaussian" in proc.stderr) == worse

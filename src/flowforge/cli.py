@@ -218,10 +218,30 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             "importance_bpd": d.importance_bpd,
             "importance_bpd_err": d.importance_bpd_err,
         }
+    base = None  # tables: a full-covariance Gaussian of the training rows, the baseline
+    if ds.kind == "tabular" and ds.train is not None and ds.train.shape[0] >= 2:
+        from flowforge.eval.baseline import gaussian_baseline
+
+        log_det = 0.0 if ds.standardizer is None else ds.standardizer.log_abs_det()
+        base = gaussian_baseline(ds.train, getattr(ds, args.split), log_det)
     if args.json:
-        print(json.dumps({"run": str(args.run), "split": args.split, **s.to_dict(), **extra}))
+        gauss = {} if base is None else {"gaussian_baseline": base.to_dict()}
+        print(
+            json.dumps({"run": str(args.run), "split": args.split, **s.to_dict(), **extra, **gauss})
+        )
         return 0
-    print(f"{args.split} NLL: {s.nll:.4f} ± {s.nll_err:.4f} nats ({s.n} rows, 2 standard errors)")
+    line = f"{args.split} NLL: {s.nll:.4f} ± {s.nll_err:.4f} nats ({s.n} rows, 2 standard errors)"
+    print(
+        line if base is None else f"{line}; Gaussian baseline {base.nll:.4f} ± {base.nll_err:.4f}"
+    )
+    if base is not None and s.nll > base.nll:
+        print(
+            f"flowforge eval: warning: the flow's {args.split} NLL {s.nll:.4f} is worse than a "
+            f"full-covariance Gaussian fitted to the training rows ({base.nll:.4f}): it has "
+            f"likely overfitted (fewer steps, --patience, a smaller --hidden or --weight-decay "
+            f"help on small tables)",
+            file=sys.stderr,
+        )
     if s.bpd is not None:
         print(f"{args.split} bits/dim: {s.bpd:.4f} ± {s.bpd_err:.4f} (2 standard errors)")
     if extra:
