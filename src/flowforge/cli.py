@@ -1,4 +1,4 @@
-"""The ``flowforge`` command line: ``train``, ``eval``, ``sample``, ``score``, ``datasets``.
+"""The ``flowforge`` command line: ``train``, ``eval``, ``sample``, ``score``, ``datasets``, ``vi``.
 
 A thin layer over :mod:`flowforge.train`, :mod:`flowforge.eval`, :mod:`flowforge.runs` and
 :mod:`flowforge.data`. Bad input (missing file, unknown dataset or flow, bad values, wrong
@@ -49,8 +49,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a flow and write a run directory",
         description=(
-            "Train a flow by maximum likelihood and write a run directory (config.json, "
-            "model.safetensors, checkpoint.safetensors, metrics.jsonl, results.json, plots). "
+            "Train a flow and write a run directory (config.json, model.safetensors, "
+            "checkpoint.safetensors, metrics.jsonl, results.json, plots). Maximum likelihood by "
+            "default (ffjord: with the RNODE weights --kinetic / --jacobian and the solves' NFE "
+            "in the metrics), or --objective flow-matching for ffjord; image runs can learn "
+            "their dequantization (--dequantization variational). "
             "With no options: NSF on 8gaussians, well under a minute on 2 CPU cores. Image "
             "presets (glow, multiscale_realnvp) on image data (digits, mnist, cifar10) train "
             f"with their own defaults ({image_defaults}; flags override them). Every "
@@ -80,8 +83,9 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--samples",
         type=_positive_int,
-        default=16,
-        help="image runs: noise samples per image of the importance-sampled estimate (default 16)",
+        default=None,
+        help="image runs: noise samples per image of the importance-sampled estimate (default "
+        "16); VI runs: draws from q for the diagnostics (default: as in the run's results)",
     )
 
     sa = sub.add_parser(
@@ -137,7 +141,73 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     ds.add_argument("--data-dir", help="folder of the on-disk datasets (default $FLOWFORGE_DATA)")
     ds.add_argument("--json", action="store_true", help="print a JSON list")
+    _add_vi_parser(sub)
     return parser
+
+
+def _add_vi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    from flowforge.flows import PRESETS
+    from flowforge.vi.run import OBJECTIVES
+    from flowforge.vi.targets import TARGETS
+
+    vi = sub.add_parser(
+        "vi",
+        help="fit a flow to a target density (variational inference) and write a run",
+        description=(
+            "Fit a flow q to an unnormalised target density by maximising the ELBO (or the "
+            "path-derivative ELBO, or the IWAE bound) and write a run directory: config.json, "
+            "model.safetensors, metrics.jsonl (the ELBO per step), results.json (ELBO ± "
+            "standard error, importance-sampled log Z, ESS, Pareto-k; the KL to the target by "
+            "a grid for 2-D targets), density.png and elbo.png. `flowforge eval RUN` "
+            "recomputes the diagnostics, `flowforge sample RUN` draws from q. Every option "
+            "can also be a key of --config FILE.toml (underscores); flags override the file."
+        ),
+    )
+    vi.add_argument("--config", metavar="FILE.toml", help="options from a TOML file")
+    vi.add_argument("--target", choices=list(TARGETS), help="target density (default u1)")
+    vi.add_argument(
+        "--target-options", type=_json_object, metavar="JSON", help="the target's options"
+    )
+    vi.add_argument("--flow", choices=sorted(PRESETS), help="flow preset (default planar)")
+    vi.add_argument("--transforms", type=int, help="number of transforms (default 32)")
+    vi.add_argument("--hidden", type=_int_tuple, help="hidden sizes, e.g. 64,64")
+    vi.add_argument("--flow-options", type=_json_object, metavar="JSON", help="preset options")
+    vi.add_argument("--steps", type=int, help="optimisation steps (default 2000)")
+    vi.add_argument("--samples", type=int, help="samples per step (default 256)")
+    vi.add_argument("--lr", type=float, help="Adam learning rate, cosine decay (default 1e-2)")
+    vi.add_argument("--objective", choices=OBJECTIVES, help="elbo (default), stl or iwae")
+    vi.add_argument("--iwae-k", type=int, help="importance samples per IWAE estimate (8)")
+    vi.add_argument("--anneal", type=int, help="steps of annealing the target (default: a quarter)")
+    vi.add_argument("--eval-samples", type=int, help="draws for the diagnostics (4096)")
+    vi.add_argument("--seed", type=int, help="random seed (default 0)")
+    vi.add_argument("--out", help="run directory (default runs/vi-TARGET-FLOW-TIME)")
+    vi.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="replace an existing, non-empty output folder",
+    )
+    vi.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None)
+    vi.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+
+
+def _json_object(text: str) -> dict[str, object]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
 
 
 def _positive_int(text: str) -> int:
@@ -190,7 +260,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from flowforge.runs import open_run
+    from flowforge.runs import open_run, read_run_record
+    from flowforge.vi.run import is_vi_record
+
+    if is_vi_record(read_run_record(args.run)):
+        return _cmd_eval_vi(args)
     from flowforge.train.run import (
         dequantized_summary,
         load_data,
@@ -209,7 +283,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     s = test_summary(run.flow, ds, cfg, args.split, deq)
     extra: dict[str, object] = {}
     if ds.kind == "image":  # the bound and the importance-sampled estimate of log P(levels)
-        d = dequantized_summary(run.flow, ds, cfg, args.split, deq, args.samples)
+        d = dequantized_summary(run.flow, ds, cfg, args.split, deq, args.samples or 16)
         extra = {
             "dequantization": "uniform" if deq is None else "variational",
             "samples": d.samples,
@@ -254,6 +328,49 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"{args.split} bits/dim, importance-sampled ({how}): "
             f"{extra['importance_bpd']:.4f} ± {extra['importance_bpd_err']:.4f}"
         )
+    return 0
+
+
+def _cmd_eval_vi(args: argparse.Namespace) -> int:
+    from flowforge.runs import open_run
+    from flowforge.train.run import resolve_device
+    from flowforge.vi.run import diagnostics_dict, format_diagnostics, vi_config_of
+
+    run = open_run(args.run, resolve_device(args.device))
+    cfg, target = vi_config_of(run)
+    d = diagnostics_dict(
+        run.flow, target.to(resolve_device(args.device)), args.samples or cfg.eval_samples, cfg.seed
+    )
+    if args.json:
+        print(json.dumps({"run": str(args.run), "target": cfg.target, **d}))
+        return 0
+    print(f"{cfg.flow} fitted to {cfg.target} ({cfg.objective}, {cfg.steps} steps)")
+    print("\n".join(format_diagnostics(d)))
+    return 0
+
+
+def _cmd_vi(args: argparse.Namespace) -> int:
+    from flowforge.vi.run import VIConfig, format_diagnostics, read_vi_toml, run_vi
+
+    options = read_vi_toml(args.config) if args.config else {}
+    source = f"{args.config}: " if args.config else ""
+    flags = {
+        k: v for k, v in vars(args).items() if k not in ("command", "config") and v is not None
+    }
+    if options:
+        VIConfig.from_dict(options, source=source)  # the file's own mistakes, named as its
+    cfg = VIConfig.from_dict({**options, **flags})
+    try:
+        result = run_vi(cfg)
+    except FloatingPointError as e:
+        print(f"flowforge vi: {e}; nothing was written", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
+    r = result.results
+    print(
+        f"fitted {r['flow']} to {r['target']} for {r['steps']} steps ({r['objective']}) in {r['seconds']:.1f} s"
+    )
+    print("\n".join(format_diagnostics(r["diagnostics"])))
+    print(f"run directory: {result.run_dir}")
     return 0
 
 
@@ -353,6 +470,7 @@ _COMMANDS = {
     "sample": _cmd_sample,
     "score": _cmd_score,
     "datasets": _cmd_datasets,
+    "vi": _cmd_vi,
 }
 
 
