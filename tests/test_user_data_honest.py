@@ -254,7 +254,9 @@ def table_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     args = [*TINY_TABLE, "--data", "data.csv", "--flow", "maf", "--steps", "20"]
     args += ["--eval-every", "10", "--n-val", "30", "--n-test", "0.25"]
-    assert_ok(flowforge("train", *args, "--out", "run", cwd=root))
+    proc = flowforge("train", *args, "--out", "run", cwd=root)
+    assert_ok(proc)
+    (root / "train.out").write_text(proc.stdout + "\n--stderr--\n" + proc.stderr)
     return root
 
 
@@ -375,3 +377,15 @@ def test_eval_reports_the_gaussian_baseline(table_run: Path) -> None:
     assert f"Gaussian baseline {out['gaussian_baseline']['nll']:.4f}" in proc.stdout
     worse = out["nll"] > out["gaussian_baseline"]["nll"]
     assert ("worse than a full-covariance Gaussian" in proc.stderr) == worse
+
+
+def test_train_reports_the_gaussian_baseline(table_run: Path) -> None:
+    results = json.loads((table_run / "run" / "results.json").read_text())
+    base, test = results["gaussian_baseline"], results["test"]
+    assert base["n"] == test["n"] == 50 and math.isfinite(base["nll"])
+    out = (table_run / "train.out").read_text()
+    assert f"; Gaussian baseline {base['nll']:.4f}" in out
+    assert ("worse than a full-covariance Gaussian" in out) == (test["nll"] > base["nll"])
+    proc = flowforge("eval", "run", "--json", cwd=table_run)
+    assert_ok(proc)  # eval's baseline is the same number
+    assert math.isclose(json.loads(proc.stdout)["gaussian_baseline"]["nll"], base["nll"])

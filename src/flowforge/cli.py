@@ -252,11 +252,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"{out.best_val_nll:.4f} at step {out.best_step}"
     )
     test = result.test
-    print(f"test NLL: {test.nll:.4f} ± {test.nll_err:.4f} nats ({test.n} rows)")
+    line = f"test NLL: {test.nll:.4f} ± {test.nll_err:.4f} nats ({test.n} rows)"
+    base = result.baseline
+    print(
+        line if base is None else f"{line}; Gaussian baseline {base.nll:.4f} ± {base.nll_err:.4f}"
+    )
+    _warn_worse_than_gaussian("flowforge train", "test", test.nll, base)
     if test.bpd is not None:
         print(f"test bits/dim: {test.bpd:.4f} ± {test.bpd_err:.4f}")
     print(f"run directory: {result.run_dir}")
     return 0
+
+
+def _warn_worse_than_gaussian(prog: str, split: str, nll: float, base: object) -> None:
+    """Warn on stderr when a flow's NLL is above the Gaussian baseline (an ``NLLSummary``)."""
+    base_nll = getattr(base, "nll", None)
+    if base_nll is not None and nll > base_nll:
+        print(
+            f"{prog}: warning: the flow's {split} NLL {nll:.4f} is worse than a "
+            f"full-covariance Gaussian fitted to the training rows ({base_nll:.4f}): it has "
+            f"likely overfitted (fewer steps, --patience, a smaller --hidden or --weight-decay "
+            f"help on small tables)",
+            file=sys.stderr,
+        )
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -292,12 +310,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             "importance_bpd": d.importance_bpd,
             "importance_bpd_err": d.importance_bpd_err,
         }
-    base = None  # tables: a full-covariance Gaussian of the training rows, the baseline
-    if ds.kind == "tabular" and ds.train is not None and ds.train.shape[0] >= 2:
-        from flowforge.eval.baseline import gaussian_baseline
+    from flowforge.eval.baseline import dataset_baseline
 
-        log_det = 0.0 if ds.standardizer is None else ds.standardizer.log_abs_det()
-        base = gaussian_baseline(ds.train, getattr(ds, args.split), log_det)
+    base = dataset_baseline(ds, args.split)  # tables: a Gaussian of the training rows
     if args.json:
         gauss = {} if base is None else {"gaussian_baseline": base.to_dict()}
         print(
@@ -308,14 +323,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(
         line if base is None else f"{line}; Gaussian baseline {base.nll:.4f} ± {base.nll_err:.4f}"
     )
-    if base is not None and s.nll > base.nll:
-        print(
-            f"flowforge eval: warning: the flow's {args.split} NLL {s.nll:.4f} is worse than a "
-            f"full-covariance Gaussian fitted to the training rows ({base.nll:.4f}): it has "
-            f"likely overfitted (fewer steps, --patience, a smaller --hidden or --weight-decay "
-            f"help on small tables)",
-            file=sys.stderr,
-        )
+    _warn_worse_than_gaussian("flowforge eval", args.split, s.nll, base)
     if s.bpd is not None:
         print(f"{args.split} bits/dim: {s.bpd:.4f} ± {s.bpd_err:.4f} (2 standard errors)")
     if extra:

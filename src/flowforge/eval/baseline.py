@@ -12,9 +12,10 @@ import math
 import torch
 from torch import Tensor
 
+from flowforge.data.base import Dataset
 from flowforge.eval.likelihood import NLLSummary, summarize
 
-__all__ = ["RIDGE", "gaussian_baseline"]
+__all__ = ["RIDGE", "dataset_baseline", "gaussian_baseline"]
 
 #: Added to the diagonal of the covariance (in standardised units), so that a constant or
 #: collinear column gives a finite baseline instead of a singular matrix.
@@ -52,3 +53,17 @@ def gaussian_baseline(train: Tensor, test: Tensor, log_abs_det: float | Tensor =
     half_logdet = torch.log(torch.diagonal(chol)).sum()
     ll = -0.5 * (sol**2).sum(0) - half_logdet - 0.5 * d * math.log(2 * math.pi)
     return summarize(ll + float(log_abs_det))
+
+
+def dataset_baseline(ds: Dataset, split: str = "test") -> NLLSummary | None:
+    """The Gaussian baseline of a tabular dataset's split, in the data's own units.
+
+    Returns:
+        The NLL of a full-covariance Gaussian fitted to ``ds.train`` on ``split``; ``None``
+        for datasets that are not tables with at least 2 training rows (toy sets, images).
+    """
+    rows = getattr(ds, split) if split in ("train", "val", "test") else None
+    if ds.kind != "tabular" or ds.train is None or ds.train.shape[0] < 2 or rows is None:
+        return None
+    log_det = 0.0 if ds.standardizer is None else ds.standardizer.log_abs_det()
+    return gaussian_baseline(ds.train, rows, log_det)

@@ -33,6 +33,7 @@ from flowforge.data.dequantization import (
     dequantized_log_likelihood,
 )
 from flowforge.data.user import check_source
+from flowforge.eval.baseline import dataset_baseline
 from flowforge.eval.likelihood import (
     NLLSummary,
     NonFiniteLikelihood,
@@ -88,12 +89,15 @@ class TrainResult:
         outcome: how the fit ended.
         test: the test-split NLL (and bits/dim for images) of the final weights.
         plots: the PNG files written.
+        baseline: tables: the test NLL of a full-covariance Gaussian fitted to the training
+            rows (:func:`flowforge.eval.baseline.dataset_baseline`); else ``None``.
     """
 
     run_dir: Path
     outcome: FitOutcome
     test: NLLSummary
     plots: list[Path]
+    baseline: NLLSummary | None = None
 
 
 def run_config(record: dict[str, Any], origin: str) -> TrainConfig:
@@ -446,6 +450,9 @@ def _finish(
         deq = objective.dequantizer
     test = test_summary(trainer.model, ds, cfg, "test", deq)
     results = {"test": test.to_dict(), "steps": outcome.step, "stop_reason": outcome.reason}
+    baseline = dataset_baseline(ds, "test")  # tables: a Gaussian fitted to the training rows
+    if baseline is not None:
+        results["gaussian_baseline"] = baseline.to_dict()
     results |= {"best_step": outcome.best_step, "best_val_nll": outcome.best_val_nll}
     results["seconds"] = round(trainer.elapsed, 3)
     atomic_write_json(files.results, results)
@@ -454,4 +461,4 @@ def _finish(
         from flowforge.train.plots import write_run_plots
 
         plots = write_run_plots(out, trainer.model, spec, ds, MetricsLog(files.metrics).read())
-    return TrainResult(out, outcome, test, plots)
+    return TrainResult(out, outcome, test, plots, baseline)
