@@ -389,3 +389,16 @@ def test_train_reports_the_gaussian_baseline(table_run: Path) -> None:
     proc = flowforge("eval", "run", "--json", cwd=table_run)
     assert_ok(proc)  # eval's baseline is the same number
     assert math.isclose(json.loads(proc.stdout)["gaussian_baseline"]["nll"], base["nll"])
+
+
+def test_test_summary_standardises_in_float64(tmp_path: Path) -> None:
+    p = _csv(tmp_path / "big.csv", "big,b", _big_column())
+    ds = load_user_file(p)
+    assert ds.standardizer is not None
+    flow = _flow(ds.standardizer.mean.numpy(), ds.standardizer.std.numpy())
+    s = train_run.test_summary(flow, ds, TrainConfig(), "test")
+    ll = standardized_log_likelihoods(flow, ds.test, ds.standardizer.log_abs_det())
+    assert s.n == ds.test.shape[0] and math.isclose(s.nll, float(-ll.mean()), rel_tol=1e-9)
+    with torch.no_grad():  # float32 in raw units, the old path
+        raw = flow.log_prob(ds.standardizer.inverse(ds.test)).double()
+    assert abs(float(-raw.mean()) - s.nll) > 1e-3
