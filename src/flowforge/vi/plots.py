@@ -1,0 +1,107 @@
+"""The pictures of a VI run: q's samples over the true density, and the ELBO curve.
+
+matplotlib (the ``cli`` extra) is imported when a plot is drawn, and only its object-oriented
+API with the Agg canvas is used (no pyplot, no global backend); files are written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from flowforge.runs import atomic_write_bytes
+from flowforge.vi.targets import Target
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_elbo", "plot_samples_over_density"]
+
+
+def _figure(width: float, height: float) -> Figure:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("plots need matplotlib: pip install 'flowforge[cli]'") from None
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _write(fig: Figure, path: str | Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def plot_elbo(history: Sequence[dict[str, Any]], log_z: float | None, path: str | Path) -> Path:
+    """The per-step ELBO estimate, its running mean over 50 steps, and ``log Z`` if known."""
+    steps = [int(r["step"]) for r in history]
+    values = [float(r.get("elbo", -r["loss"])) for r in history]
+    window = 50
+    smooth, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        smooth.append(total / min(i + 1, window))
+    fig = _figure(6, 4)
+    ax = fig.add_subplot()
+    ax.plot(steps, values, lw=0.5, alpha=0.4, label="ELBO (per step)")
+    ax.plot(steps, smooth, lw=1.5, label=f"running mean ({window} steps)")
+    annealed = [s for s, r in zip(steps, history) if float(r.get("beta", 1.0)) < 1.0]
+    if annealed:  # the ELBO of the tempered target beta log p~ there
+        ax.axvspan(0, max(annealed), color="0.85", label="annealing (tempered target)")
+    if log_z is not None and math.isfinite(log_z):
+        ax.axhline(log_z, color="k", ls="--", lw=1, label="log Z")
+    tail = sorted(values[len(annealed) + (len(values) - len(annealed)) // 10 :]) or values
+    lo = tail[max(0, len(tail) // 100)]
+    hi = max(max(tail), log_z if log_z is not None else -math.inf)
+    if math.isfinite(lo) and math.isfinite(hi) and hi > lo:  # hide the first steps' plunge
+        ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
+    ax.set_xlabel("step")
+    ax.set_ylabel("nats")
+    ax.legend()
+    return _write(fig, path)
+
+
+@torch.no_grad()
+def plot_samples_over_density(
+    samples: Tensor, target: Target, path: str | Path, target_name: str, flow_name: str
+) -> Path:
+    """``samples`` of ``q`` (``(n, D)``) as points over ``exp(target)`` for a 2-D target with
+    bounds; otherwise the samples' first two coordinates alone."""
+    x = samples.detach().cpu().to(torch.float64)
+    fig = _figure(5, 5)
+    ax = fig.add_subplot()
+    if target.features == 2 and target.bounds is not None:
+        (x0, x1), (y0, y1) = target.bounds
+        gx = torch.linspace(x0, x1, 300, dtype=torch.float64)
+        gy = torch.linspace(y0, y1, 300, dtype=torch.float64)
+        grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1)
+        logp = target(grid)
+        ax.imshow(
+            torch.exp(logp - logp.max()).numpy(),
+            origin="lower",
+            extent=(x0, x1, y0, y1),
+            cmap="magma",
+            aspect="auto",
+        )
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        ax.set_title(f"{flow_name}: samples of q over the {target_name} density")
+    else:
+        ax.set_title(f"{flow_name}: samples of q on {target_name} (first two coordinates)")
+    if x.shape[-1] >= 2:
+        ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.35, color="c", lw=0)
+    else:
+        ax.hist(x[:, 0].numpy(), bins=60, density=True)
+    return _write(fig, path)
