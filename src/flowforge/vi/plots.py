@@ -101,7 +101,7 @@ def plot_samples_over_density(
     else:
         ax.set_title(f"{flow_name}: samples of q on {target_name} (first two coordinates)")
     if x.shape[-1] >= 2:
-        ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.35, color="c", lw=0)
+        ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=4, alpha=0.6, color="#7fdbff", lw=0)
     else:
         ax.hist(x[:, 0].numpy(), bins=60, density=True)
     return _write(fig, path)
