@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -183,3 +184,23 @@ def test_interrupted_run_leaves_no_partial_folder(
     with pytest.raises(ConfigError, match="objective"):
         run_vi(VIConfig(objective="kl", out=str(tmp_path / "x")))
     torch.manual_seed(0)  # leave the global generator as other tests expect
+
+
+def _readme_vi_block() -> list[str]:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    marker = "<!-- the vi commands below are run by tests/test_cli_vi.py -->"
+    block = text.split(marker, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_readme_vi_commands_run(tmp_path: Path) -> None:
+    lines = _readme_vi_block()
+    assert lines and all(line.startswith("flowforge ") for line in lines)
+    for line in lines:
+        args = shlex.split(line)[1:]
+        quiet = ["--quiet"] if args[0] == "vi" else []
+        assert_ok(flowforge(*args, *quiet, cwd=tmp_path, timeout=300))
+    results = json.loads((tmp_path / "runs" / "u1" / "results.json").read_text())
+    assert results["diagnostics"]["kl_grid"] < 0.3  # 1,000 steps of planar-32 fit U1
+    assert (tmp_path / "u1.png").read_bytes()[:8] == PNG
