@@ -9,7 +9,9 @@
 - targets (:mod:`.targets`): Rezende and Mohamed's energies, Neal's funnel, a banana, a
   logistic-regression posterior, or any callable.
 
-Importing it loads neither tqdm (only when ``fit_vi(progress=True)``) nor scikit-learn (only
+:mod:`flowforge.vi.run` (``flowforge vi``: a fit written as a run directory that ``eval``,
+``sample`` and :func:`flowforge.load` read) and :mod:`flowforge.vi.plots` are not imported
+here. Importing it loads neither tqdm (only when ``fit_vi(progress=True)``) nor scikit-learn (only
 for the logistic-regression data).
 
 Example:
