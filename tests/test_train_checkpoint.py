@@ -111,7 +111,8 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, {"w": torch.ones(3)})
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["ck.safetensors"]  # no temp file left
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["ck.safetensors", "ck.safetensors.sha256"]  # no temp file left
 
 
 def test_atomic_write_gives_ordinary_permissions(tmp_path: Path) -> None:

@@ -233,9 +233,17 @@ def test_flipped_weight_bytes_are_refused(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(RunError, match=r"model\.safetensors is corrupted: its SHA-256"):
         load_weights(path, nn.Linear(4, 3))
+    # The digest lives in the file: a stale or missing copy beside it (a run killed between
+    # the two writes) does not make intact weights unreadable.
     save_weights(path, module)
+    side.write_text("0" * 64 + "  model.safetensors\n")
+    load_weights(path, nn.Linear(4, 3))
     side.unlink()
-    with pytest.raises(RunError, match=r"checksum file model\.safetensors\.sha256 is missing"):
+    load_weights(path, nn.Linear(4, 3))
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(RunError, match=r"model\.safetensors is corrupted: its SHA-256"):
         load_weights(path, nn.Linear(4, 3))
 
 

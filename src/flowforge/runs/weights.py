@@ -5,11 +5,13 @@ Every file flowforge writes carries a ``format`` in its metadata (``flowforge-we
 ``flowforge-checkpoint`` for :mod:`flowforge.train.checkpoint`), so a foreign or swapped file
 is named as such instead of loading into the wrong place.
 
-Every file also gets a checksum beside it, ``<file>.sha256`` (``sha256sum`` format, so
-``sha256sum -c model.safetensors.sha256`` checks it by hand), and its metadata says so
-(``checksum: sha256``); reading such a file verifies the digest first, so flipped bytes are a
-clear :class:`RunError` naming the file instead of weights that score NaN. The checksum is
-written right after the file's atomic rename.
+Every file carries the SHA-256 of its tensor bytes in its own metadata (``sha256``), so the
+digest and the data are replaced together by one atomic rename: a run killed at any instant
+never has a digest that disagrees with its file. Reading verifies it, so flipped bytes are a
+clear :class:`RunError` naming the file instead of weights that score NaN. A copy of the whole
+file's digest is written beside it, ``<file>.sha256`` (``sha256sum -c model.safetensors.sha256``
+checks it by hand); it is a convenience, not what loading trusts (files written before the
+embedded digest are still checked against it).
 """
 
 from __future__ import annotations
@@ -68,13 +70,20 @@ def _verify_checksum(p: Path, data: bytes) -> None:
         )
 
 
+def _payload(data: bytes) -> bytes:
+    """The tensor bytes of a safetensors file (everything after its JSON header)."""
+    return data[8 + int.from_bytes(data[:8], "little") :]
+
+
 def write_safetensors(
     path: str | os.PathLike[str], tensors: dict[str, Tensor], metadata: dict[str, str]
 ) -> None:
     """Write ``tensors`` (CPU, contiguous) and string ``metadata`` to ``path`` atomically."""
     from safetensors.torch import save as save_bytes
 
-    data = save_bytes(tensors, metadata={**metadata, "checksum": "sha256"})
+    plain = save_bytes(tensors, metadata=metadata)
+    digest = hashlib.sha256(_payload(plain)).hexdigest()  # the tensor bytes, header aside
+    data = save_bytes(tensors, metadata={**metadata, "checksum": "sha256", "sha256": digest})
     atomic_write_bytes(path, data)
     name = Path(path).name
     atomic_write_text(checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {name}\n")
@@ -103,9 +112,6 @@ def read_safetensors(
         raise RunError(f"missing file: {p}") from None
     except OSError as e:
         raise RunError(f"cannot read {p}: {e.strerror}") from None
-    has_checksum = checksum_path(p).exists()
-    if has_checksum:  # before parsing: flipped bytes are named as such, not as a bad format
-        _verify_checksum(p, data)
     try:
         tensors = load_bytes(data)
         header_len = int.from_bytes(data[:8], "little")
@@ -113,8 +119,15 @@ def read_safetensors(
     except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as e:
         raise RunError(f"{p} is corrupted or not a safetensors file ({e})") from None
     metadata = header.get("__metadata__") or {}
-    if metadata.get("checksum") == "sha256" and not has_checksum:
-        _verify_checksum(p, data)  # raises: the checksum file is missing
+    if "sha256" in metadata:
+        actual = hashlib.sha256(_payload(data)).hexdigest()
+        if actual != metadata["sha256"]:
+            raise RunError(
+                f"{p} is corrupted: its SHA-256 {actual[:16]}... does not match the digest "
+                f"{metadata['sha256'][:16]}... it was written with; restore the file or train again"
+            )
+    elif metadata.get("checksum") == "sha256":  # written before the embedded digest
+        _verify_checksum(p, data)
     found = metadata.get("format")
     if found != expected_format:
         what = f"a {found!r} file" if found else "a file without flowforge metadata"
