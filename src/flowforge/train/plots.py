@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "image_grid",
     "image_samples_figure",
+    "new_figure",
     "plot_density_2d",
     "plot_losses",
     "scatter",
@@ -35,7 +36,8 @@ __all__ = [
 ]
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A matplotlib figure of ``width`` x ``height`` inches on an Agg canvas (no display)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -56,7 +58,7 @@ def write_png(fig: Figure, path: str | Path) -> Path:
 
 def plot_losses(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Training loss and validation NLL against the step."""
-    fig = _figure(6, 4)
+    fig = new_figure(6, 4)
     ax = fig.add_subplot()
     steps = [r["step"] for r in records]
     ax.plot(steps, [r["train_loss"] for r in records], label="train loss", marker=".")
@@ -94,7 +96,7 @@ def plot_density_2d(
     logp = torch.cat([flow.log_prob(p.to(device)).cpu() for p in points.split(8192)])  # type: ignore[operator]
     density = torch.nan_to_num(logp.exp(), nan=0.0, posinf=0.0).reshape(grid, grid)
     samples = flow.sample(n_samples).cpu()  # type: ignore[operator]
-    fig = _figure(12, 4)
+    fig = new_figure(12, 4)
     axes = fig.subplots(1, 3, sharex=True, sharey=True)
     extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
     axes[0].scatter(data[:, 0], data[:, 1], s=2, alpha=0.5)
@@ -114,7 +116,7 @@ def image_grid(images: Tensor, path: str | Path, title: str | None = None) -> Pa
     n = images.shape[0]
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    fig = _figure(0.6 * cols + 0.4, 0.6 * rows + (0.7 if title else 0.4))
+    fig = new_figure(0.6 * cols + 0.4, 0.6 * rows + (0.7 if title else 0.4))
     ax = fig.add_subplot()
     ax.imshow(_canvas(images, cols), cmap="gray", vmin=0, vmax=1)
     ax.axis("off")
@@ -125,7 +127,7 @@ def image_grid(images: Tensor, path: str | Path, title: str | None = None) -> Pa
 
 def scatter(points: Tensor, path: str | Path, title: str | None = None) -> Path:
     """Save a scatter plot of ``(N, 2)`` points."""
-    fig = _figure(5, 5)
+    fig = new_figure(5, 5)
     ax = fig.add_subplot()
     ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5)
     if title:
@@ -174,7 +176,7 @@ def image_samples_figure(
     finally:
         flow.train(was_training)
     cols = math.ceil(math.sqrt(n))
-    fig = _figure(2.6 * len(panels), 2.9)
+    fig = new_figure(2.6 * len(panels), 2.9)
     axes = fig.subplots(1, len(panels))
     for ax, (title, images) in zip(axes, panels, strict=True):
         ax.imshow(_canvas(images, cols), cmap="gray", vmin=0, vmax=1)

@@ -6,7 +6,6 @@ API with the Agg canvas is used (no pyplot, no global backend); files are writte
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,31 +14,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from flowforge.runs import atomic_write_bytes
+from flowforge.train.plots import new_figure, write_png
 from flowforge.vi.targets import Target
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 __all__ = ["plot_elbo", "plot_samples_over_density"]
-
-
-def _figure(width: float, height: float) -> Figure:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("plots need matplotlib: pip install 'flowforge[cli]'") from None
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _write(fig: Figure, path: str | Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
 
 
 def plot_elbo(history: Sequence[dict[str, Any]], log_z: float | None, path: str | Path) -> Path:
@@ -53,7 +34,7 @@ def plot_elbo(history: Sequence[dict[str, Any]], log_z: float | None, path: str 
         if i >= window:
             total -= values[i - window]
         smooth.append(total / min(i + 1, window))
-    fig = _figure(6, 4)
+    fig = new_figure(6, 4)
     ax = fig.add_subplot()
     ax.plot(steps, values, lw=0.5, alpha=0.4, label="ELBO (per step)")
     ax.plot(steps, smooth, lw=1.5, label=f"running mean ({window} steps)")
@@ -70,7 +51,7 @@ def plot_elbo(history: Sequence[dict[str, Any]], log_z: float | None, path: str 
     ax.set_xlabel("step")
     ax.set_ylabel("nats")
     ax.legend()
-    return _write(fig, path)
+    return write_png(fig, path)
 
 
 @torch.no_grad()
@@ -80,7 +61,7 @@ def plot_samples_over_density(
     """``samples`` of ``q`` (``(n, D)``) as points over ``exp(target)`` for a 2-D target with
     bounds; otherwise the samples' first two coordinates alone."""
     x = samples.detach().cpu().to(torch.float64)
-    fig = _figure(5, 5)
+    fig = new_figure(5, 5)
     ax = fig.add_subplot()
     if target.features == 2 and target.bounds is not None:
         (x0, x1), (y0, y1) = target.bounds
@@ -104,4 +85,4 @@ def plot_samples_over_density(
         ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=4, alpha=0.6, color="#7fdbff", lw=0)
     else:
         ax.hist(x[:, 0].numpy(), bins=60, density=True)
-    return _write(fig, path)
+    return write_png(fig, path)
