@@ -1,0 +1,66 @@
+"""Pieces the subcommands share: the one-line-error parser, exit codes, argument types."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import NoReturn
+
+EXIT_BAD_INPUT = 2
+EXIT_TRAINING_FAILED = 1
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``flowforge train: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def json_object(text: str) -> dict[str, object]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def version() -> str:
+    from flowforge import __version__
+
+    return f"flowforge {__version__}"
+
+
+def warn_worse_than_gaussian(prog: str, split: str, nll: float, base: object) -> None:
+    """Warn on stderr when a flow's NLL is above the Gaussian baseline (an ``NLLSummary``)."""
+    base_nll = getattr(base, "nll", None)
+    if base_nll is not None and nll > base_nll:
+        print(
+            f"{prog}: warning: the flow's {split} NLL {nll:.4f} is worse than a "
+            f"full-covariance Gaussian fitted to the training rows ({base_nll:.4f}): it has "
+            f"likely overfitted (fewer steps, --patience, a smaller --hidden or --weight-decay "
+            f"help on small tables)",
+            file=sys.stderr,
+        )

@@ -1,0 +1,73 @@
+"""``flowforge train``: train a flow and write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+
+from flowforge.cli._common import warn_worse_than_gaussian
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from flowforge.flows import PRESETS
+    from flowforge.train.config import add_arguments
+    from flowforge.train.model import IMAGE_TRAINING_DEFAULTS
+
+    image_defaults = ", ".join(
+        f"--{k.replace('_', '-')} {v:g}" for k, v in IMAGE_TRAINING_DEFAULTS.items()
+    )
+
+    train = sub.add_parser(
+        "train",
+        help="train a flow and write a run directory",
+        description=(
+            "Train a flow and write a run directory (config.json, model.safetensors, "
+            "checkpoint.safetensors, metrics.jsonl, results.json, plots). Maximum likelihood by "
+            "default (ffjord: with the RNODE weights --kinetic / --jacobian and the solves' NFE "
+            "in the metrics), or --objective flow-matching for ffjord; image runs can learn "
+            "their dequantization (--dequantization variational). "
+            "With no options: NSF on 8gaussians, well under a minute on 2 CPU cores. Image "
+            "presets (glow, multiscale_realnvp) on image data (digits, mnist, cifar10) train "
+            f"with their own defaults ({image_defaults}; flags override them). Every "
+            "option can also be a key of --config FILE.toml; flags override the file."
+        ),
+    )
+    train.add_argument("--config", metavar="FILE.toml", help="options from a TOML file")
+    train.add_argument(
+        "--resume", metavar="RUN", help="continue a run directory from its last checkpoint"
+    )
+    add_arguments(train, choices={"flow": sorted(PRESETS)})
+
+
+def run(args: argparse.Namespace) -> int:
+    from flowforge.train.config import ConfigError, TrainConfig, flags_to_dict, read_toml
+    from flowforge.train.model import preset_defaults
+    from flowforge.train.run import resume_run, start_run
+
+    flags = flags_to_dict(args)
+    if args.resume:
+        if args.config:
+            raise ConfigError("--config cannot be used with --resume (the run has its config)")
+        result = resume_run(args.resume, flags)
+    else:
+        toml = read_toml(args.config) if args.config else {}
+        source = f"{args.config}: " if args.config else ""
+        flow = TrainConfig.from_layers(toml, source=source).updated(flags).flow
+        # the preset's own defaults go under the file and the flags
+        cfg = TrainConfig.from_layers(preset_defaults(flow), toml, source=source).updated(flags)
+        result = start_run(cfg)
+    out = result.outcome
+    print(
+        f"trained for {out.step} steps ({out.reason}); best validation NLL "
+        f"{out.best_val_nll:.4f} at step {out.best_step}"
+    )
+    test = result.test
+    line = f"test NLL: {test.nll:.4f} ± {test.nll_err:.4f} nats ({test.n} rows)"
+    base = result.baseline
+    print(
+        line if base is None else f"{line}; Gaussian baseline {base.nll:.4f} ± {base.nll_err:.4f}"
+    )
+    warn_worse_than_gaussian("flowforge train", "test", test.nll, base)
+    if test.bpd is not None:
+        print(f"test bits/dim: {test.bpd:.4f} ± {test.bpd_err:.4f}")
+    print(f"run directory: {result.run_dir}")
+    return 0
