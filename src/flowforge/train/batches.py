@@ -8,6 +8,15 @@ and images in their own shape ``(N, C, H, W)`` as uniformly dequantized values `
 so a resumed run draws the same batches as an uninterrupted one. A run that learns its
 dequantization (:class:`~flowforge.train.losses.VariationalDequantization`) gets the images'
 integer levels instead (``raw=True``, as floats): its objective draws the noise itself.
+
+Standardised tables train in standardised units: the data were standardised in float64 and
+only then cast to float32 (:mod:`flowforge.data.user`), and casting rows back to their own
+units in float32 would lose the detail of a column with a large offset (near 1.7e9, float32
+values are 128 apart). :func:`training_flow` gives the Trainer a view of the run's flow whose
+leading ``Standardize`` takes such rows as they are (an identity with the same log-Jacobian,
+``-sum(log std)``, and the same buffers): the same parameters and state-dict keys, the same
+log-density, in nats of the data's own units. ``TrainStream(..., standardized=True)`` and
+``prepare_split(..., standardized=True)`` give it the rows.
 """
 
 from __future__ import annotations
@@ -20,10 +29,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowforge.core import Flow
+from flowforge.core.bijection import Bijection, Compose, batch_shape_of
 from flowforge.data.base import Dataset, dequantize
 from flowforge.train.config import ConfigError
+from flowforge.transforms.standardize import Standardize
 
-__all__ = ["TrainStream", "level_split", "model_input", "prepare_split", "steps_per_epoch"]
+__all__ = [
+    "TrainStream",
+    "level_split",
+    "model_input",
+    "prepare_split",
+    "steps_per_epoch",
+    "training_flow",
+]
 
 _SPLITS = ("train", "val", "test")
 
@@ -48,8 +67,65 @@ def model_input(ds: Dataset, x: Tensor, generator: torch.Generator | None) -> Te
     return x
 
 
-def prepare_split(ds: Dataset, split: str, seed: int) -> Tensor:
+class _Standardized(Bijection):
+    """A ``Standardize`` whose input is already standardised: the identity, with the
+    log-Jacobian ``-sum(log std)`` of the standardisation and the same buffers (shared)."""
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, standardize: Standardize) -> None:
+        super().__init__(standardize.event_shape)
+        self.register_buffer("mean", standardize.mean)
+        self.register_buffer("std", standardize.std)
+
+    def _ladj(self, x: Tensor) -> Tensor:
+        batch = batch_shape_of(x, self.event_shape)
+        return (-torch.log(self.std.to(x)).sum()).expand(batch)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return x, self._ladj(x)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return z, -self._ladj(z)
+
+
+def training_flow(flow: torch.nn.Module, ds: Dataset) -> torch.nn.Module:
+    """The module a Trainer fits for ``flow`` on ``ds``: ``flow`` itself, or for standardised
+    tables a view that takes standardised rows (see the module docstring).
+
+    The view shares every parameter and buffer with ``flow`` and has the same state-dict keys,
+    so weights and checkpoints written from one load into the other.
+
+    Raises:
+        ConfigError: a standardised table and a flow that does not start with ``Standardize``.
+    """
+    if ds.standardizer is None or ds.kind == "image":
+        return flow
+    bij = getattr(flow, "bijection", None)
+    members: list[Bijection] = list(bij.chain()) if isinstance(bij, Compose) else []
+    if not isinstance(flow, Flow) or len(members) < 2 or not isinstance(members[0], Standardize):
+        raise ConfigError(
+            f"dataset {ds.name!r} is standardised: its flow must start with a Standardize "
+            "pre-transform (build it with flowforge.runs.build_flow)"
+        )
+    view = Compose([_Standardized(members[0]), *members[1:]])
+    return Flow(view, flow.base, context=flow.context)
+
+
+def _standardized(ds: Dataset, standardized: bool) -> bool:
+    return standardized and ds.standardizer is not None and ds.kind != "image"
+
+
+def prepare_split(ds: Dataset, split: str, seed: int, standardized: bool = False) -> Tensor:
     """A fixed evaluation split in the flow's input units (images: noise seeded by ``seed``).
+
+    Args:
+        ds: the dataset.
+        split: ``train``, ``val`` or ``test``.
+        seed: the run's seed.
+        standardized: standardised tables: the rows as stored (standardised in float64, then
+            cast), for :func:`training_flow`; otherwise in the data's own units.
 
     Raises:
         ConfigError: for an unknown split, or ``train`` on a dataset that samples fresh data.
@@ -59,6 +135,8 @@ def prepare_split(ds: Dataset, split: str, seed: int) -> Tensor:
     x = getattr(ds, split)
     if x is None:
         raise ConfigError(f"dataset {ds.name!r} draws fresh training samples; use val or test")
+    if _standardized(ds, standardized):
+        return x
     g = torch.Generator().manual_seed(seed + 7919 * (1 + _SPLITS.index(split)))
     return model_input(ds, x, g)
 
@@ -101,11 +179,21 @@ class TrainStream:
         batch_size: rows per batch (the last batch of an epoch may be smaller).
         seed: seed of the sampling and of the dequantization noise.
         raw: images: yield the integer levels as floats, not dequantized values.
+        standardized: standardised tables: yield the rows as stored (standardised in float64,
+            then cast), for :func:`training_flow`; otherwise in the data's own units.
     """
 
-    def __init__(self, ds: Dataset, batch_size: int, seed: int, raw: bool = False) -> None:
+    def __init__(
+        self,
+        ds: Dataset,
+        batch_size: int,
+        seed: int,
+        raw: bool = False,
+        standardized: bool = False,
+    ) -> None:
         self.ds = ds
         self.raw = raw
+        self.standardized = _standardized(ds, standardized)
         self.batch_size = batch_size
         self.seed = seed
         self.draws = torch.Generator().manual_seed(seed)
@@ -135,6 +223,8 @@ class TrainStream:
             self.position += 1
         if self.raw and self.ds.kind == "image":
             return x.to(torch.float32)
+        if self.standardized:
+            return x
         return model_input(self.ds, x, self.noise)
 
     def state_dict(self) -> dict[str, Any]:
