@@ -3,9 +3,11 @@ genuine :class:`torch.distributions.Distribution`."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -80,6 +82,49 @@ class Flow(nn.Module):
             expected = ", ".join(["*", *(str(s) for s in self.event_shape)])
             raise ValueError(f"expected x of shape ({expected}), got {tuple(x.shape)}") from None
 
+    def _as_input(self, value: Any, name: str) -> Tensor:
+        """``value`` as a tensor of this flow's dtype and device.
+
+        Arrays and lists (numpy's float64 included) are converted, as users of a density
+        model expect; a tensor of another dtype is refused with the fix named, never
+        silently rounded (a float64 tensor into a float32 flow would lose precision).
+        """
+        ref = next(itertools.chain(self.parameters(), self.buffers()), None)
+        if not isinstance(value, Tensor):
+            try:
+                value = torch.as_tensor(value, dtype=None if ref is None else ref.dtype)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise ValueError(
+                    f"expected {name} as a tensor or an array of numbers, got "
+                    f"{type(value).__name__} ({e})"
+                ) from None
+            return value if ref is None else value.to(ref.device)
+        if ref is not None and value.dtype != ref.dtype:
+            fix = (
+                f"convert it with {name}.to({ref.dtype}) or the flow with flow.to({value.dtype})"
+                if value.is_floating_point()
+                else f"convert it with {name}.to({ref.dtype})"
+            )
+            raise ValueError(
+                f"expected {name} of dtype {ref.dtype} (the flow's parameters), got "
+                f"{value.dtype}: {fix}"
+            )
+        return value
+
+    @staticmethod
+    def _check_n(n: int | Sequence[int]) -> Shape:
+        try:
+            shape = (operator.index(n),) if not isinstance(n, Sequence) else tuple(n)
+            shape = tuple(operator.index(s) for s in shape)
+        except TypeError:
+            shape = (-1,)
+        if any(s < 0 for s in shape):
+            raise ValueError(
+                f"expected a number of samples (or a sample shape) of non-negative integers, "
+                f"got {n!r}"
+            )
+        return shape
+
     # ----------------------------------------------------------------- density
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Exact log-density of ``x``.
@@ -90,30 +135,46 @@ class Flow(nn.Module):
                 shape broadcasts with that of ``x``.
 
         Returns:
-            The log-density, shape ``(*)``.
+            The log-density, shape ``(*)``. A row with an infinite value has density zero
+            and gets ``-inf`` from every flow (a NaN in the row gives NaN).
+
+        Raises:
+            ValueError: ``x`` or ``context`` of the wrong shape, or a tensor of another dtype
+                than the flow's (numpy arrays and lists are converted).
         """
+        x = self._as_input(x, "x")
         batch = self._check_x(x)
+        if context is not None:
+            context = self._as_input(context, "context")
         self._check_context(context)
         if context is not None:
             batch = torch.broadcast_shapes(batch, context.shape[:-1])
             x = x.expand(*batch, *self.event_shape)
             context = context.expand(*batch, context.shape[-1]).reshape(-1, context.shape[-1])
         flat = x.reshape(-1, *self.event_shape)  # (N, *event)
+        # rows at infinity: computed at 0 (so no inf - inf reaches a gradient), then -inf
+        infinite = torch.isinf(flat).flatten(1).any(1)
+        flat = flat.masked_fill(infinite.view(-1, *(1,) * len(self.event_shape)), 0.0)
         z, ladj = self.bijection(flat, context)
-        return (self.base.log_prob(z, context) + ladj).reshape(batch)
+        lp = (self.base.log_prob(z, context) + ladj).masked_fill(infinite, -math.inf)
+        return lp.reshape(batch)
 
     # ---------------------------------------------------------------- sampling
     def _sample_setup(
         self, n: int | Sequence[int], context: Tensor | None
     ) -> tuple[Shape, int, Tensor | None]:
+        sample_shape = self._check_n(n)
+        if context is not None:
+            context = self._as_input(context, "context")
         self._check_context(context)
-        sample_shape = (int(n),) if isinstance(n, int) else tuple(int(s) for s in n)
         if context is not None:
             sample_shape = (*sample_shape, *context.shape[:-1])
         total = math.prod(sample_shape)
         flat_ctx = None
         if context is not None:
-            flat_ctx = context.expand(*sample_shape, context.shape[-1]).reshape(total, -1)
+            flat_ctx = context.expand(*sample_shape, context.shape[-1]).reshape(
+                total, context.shape[-1]
+            )
         return sample_shape, total, flat_ctx
 
     def _latent(self, total: int, ctx: Tensor | None, temperature: float) -> Tensor:
@@ -140,9 +201,17 @@ class Flow(nn.Module):
                 standard normal base); ``T < 1`` trades diversity for typical samples.
         """
         shape, total, ctx = self._sample_setup(n, context)
+        if total == 0:  # an empty sample keeps its shape: (0, *context_batch, *event)
+            return self._empty(shape)
         z = self._latent(total, ctx, temperature)
         x, _ = self.bijection.inverse(z, ctx)
         return x.reshape(*shape, *self.event_shape)
+
+    def _empty(self, shape: Shape) -> Tensor:
+        ref = next(itertools.chain(self.parameters(), self.buffers()), None)
+        if ref is None:
+            return torch.empty((*shape, *self.event_shape))
+        return ref.new_empty((*shape, *self.event_shape))
 
     @torch.no_grad()
     def sample(
@@ -168,6 +237,9 @@ class Flow(nn.Module):
             ``(n, *context_batch)``.
         """
         shape, total, ctx = self._sample_setup(n, context)
+        if total == 0:
+            x = self._empty(shape)
+            return x, x.new_empty(shape)
         z = self._latent(total, ctx, temperature)
         log_pz = self.base.log_prob(z, ctx)
         x, ladj = self.bijection.inverse(z, ctx)
