@@ -23,6 +23,8 @@ from flowforge.functional.coupling_inference import coupling_inference
 from flowforge.functional.made_affine import (
     AffineLayerSpec,
     made_affine_chain,
+)
+from flowforge.functional.made_affine_inference import (
     made_affine_inference,
     made_affine_inverse_inference,
 )

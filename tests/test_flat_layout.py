@@ -21,9 +21,11 @@ from flowforge.functional.coupling_inference import coupling_inference
 from flowforge.functional.made_affine import (
     AffineLayerSpec,
     made_affine_chain,
+    made_affine_reference,
+)
+from flowforge.functional.made_affine_inference import (
     made_affine_inference,
     made_affine_inverse_inference,
-    made_affine_reference,
 )
 
 BOUND = 2.0

@@ -11,8 +11,10 @@ import flowforge as ff
 from flowforge.functional.made_affine import (
     AffineLayerSpec,
     MadeAffineChain,
-    made_affine_inference,
     made_affine_reference,
+)
+from flowforge.functional.made_affine_inference import (
+    made_affine_inference,
 )
 from flowforge.nn.made import MADE
 from flowforge.transforms.autoregressive import MaskedAutoregressive

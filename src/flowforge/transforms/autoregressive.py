@@ -15,9 +15,8 @@ from torch import Tensor
 
 from flowforge.core.bijection import Bijection, batch_shape_of
 from flowforge.functional.dispatch import eager_kernels_allowed
-from flowforge.functional.made_affine import (
-    AffineLayerSpec,
-    made_affine_chain,
+from flowforge.functional.made_affine import AffineLayerSpec, made_affine_chain
+from flowforge.functional.made_affine_inference import (
     made_affine_inference,
     made_affine_inverse_inference,
 )
