@@ -18,33 +18,40 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
+import math
 import types
 import typing
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+from typing import TYPE_CHECKING, Any
 
 from flowforge.runs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from flowforge.train.flags import add_arguments, flags_to_dict, parse_flag_value, read_toml
 
 __all__ = [
     "RESUME_KEYS",
     "ConfigError",
     "TrainConfig",
     "add_arguments",
+    "field_type",
     "flags_to_dict",
     "parse_flag_value",
     "read_toml",
 ]
+
+_FLAG_HELPERS = ("add_arguments", "flags_to_dict", "parse_flag_value", "read_toml")
+
+
+def __getattr__(name: str) -> Any:
+    """The flag and TOML helpers, which live in :mod:`flowforge.train.flags` (imported on first
+    use, so that the dataclass needs neither argparse nor a TOML parser)."""
+    if name in _FLAG_HELPERS:
+        from flowforge.train import flags
+
+        return getattr(flags, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _doc(help: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -212,6 +219,14 @@ class TrainConfig:
         default=0, metadata=_doc("seed of everything random (data, initialisation, noise)")
     )
     device: str = field(default="auto", metadata=_doc("device", choices=("cpu", "cuda", "auto")))
+    precision: str = field(
+        default="float32",
+        metadata=_doc(
+            "training arithmetic of the networks: float32, or bf16 autocast (CUDA only; "
+            "log-dets, bases and log_prob stay float32)",
+            choices=("float32", "bf16"),
+        ),
+    )
     threads: int = field(
         default=0,
         metadata=_doc(
@@ -223,13 +238,26 @@ class TrainConfig:
     )
     plots: bool = field(default=True, metadata=_doc("write PNG plots at the end"))
     quiet: bool = field(default=False, metadata=_doc("no progress bar"))
+    size_from_data: bool = field(
+        default=True,
+        metadata=_doc(
+            "tables with a training set: choose the options you do not give (batch size, "
+            "validation frequency, early stopping, width, weight decay) from the rows and "
+            "columns, print the choice and save it in the run (--no-size-from-data: the fixed "
+            "defaults shown here)"
+        ),
+    )
+    given: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "the options set by a layer (TOML, flags), in order", "internal": True},
+    )
 
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
     def option_names(cls) -> list[str]:
-        """The valid option names, in declaration order."""
-        return [f.name for f in dataclasses.fields(cls)]
+        """The valid option names, in declaration order (not the bookkeeping of ``given``)."""
+        return [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
 
     @classmethod
     def from_layers(cls, *layers: dict[str, Any], source: str = "") -> TrainConfig:
@@ -257,10 +285,15 @@ class TrainConfig:
         """
         if "steps" in layer and layer.get("epochs") is not None:
             raise ConfigError(f"{source}give steps or epochs, not both")
+        if "given" in layer:  # bookkeeping of the layers, not an option a layer may set
+            raise ConfigError(
+                f"{source}unknown key 'given'; valid keys: {', '.join(self.option_names())}"
+            )
         values = self.to_dict()
         if "steps" in layer:
             values["epochs"] = None
         values.update(layer)
+        values["given"] = [*self.given, *(k for k in layer if k not in self.given)]
         return TrainConfig.from_dict(values, source)
 
     @classmethod
@@ -279,6 +312,7 @@ class TrainConfig:
         """A JSON-serialisable dictionary of every option (tuples become lists)."""
         d = dataclasses.asdict(self)
         d["hidden"] = None if self.hidden is None else list(self.hidden)
+        d["given"] = list(self.given)
         return d
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -295,6 +329,10 @@ class TrainConfig:
 
     def validate(self, source: str = "") -> None:
         """Check ranges and cross-field rules; raise :class:`ConfigError` on the first problem."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{source}{f.name} must be a finite number, got {value}")
         positive = ["n_val", "n_test", "transforms", "steps", "batch_size", "eval_every"]
         positive += ["eval_batch_size", "lr"]
         for key in positive:
@@ -321,13 +359,18 @@ class TrainConfig:
             raise ConfigError(f"{source}logit_alpha must be in (0, 0.5), got {self.logit_alpha}")
         if not self.data:
             raise ConfigError(f"{source}data must not be empty")
+        if self.min_lr > self.lr:
+            raise ConfigError(
+                f"{source}min_lr ({self.min_lr:g}) must not be above lr ({self.lr:g}): it is "
+                "the learning rate the cosine schedule ends at"
+            )
 
 
 RESUME_KEYS = ("steps", "epochs", "device", "quiet", "plots", "data_dir", "patience", "threads")
 """Options that ``--resume`` may change; every other one comes from the run's ``config.json``."""
 
 
-def _base_type(key: str) -> tuple[type, bool]:
+def field_type(key: str) -> tuple[type, bool]:
     """The plain type of field ``key`` (``int`` for ``int | None``) and whether None is allowed."""
     hint = typing.get_type_hints(TrainConfig)[key]
     optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
@@ -340,8 +383,13 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     """Check one option's value against its field's type and return it in canonical form."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     if key not in fields:
-        raise ConfigError(f"{source}unknown key {key!r}; valid keys: {', '.join(fields)}")
-    base, optional = _base_type(key)
+        valid = ", ".join(TrainConfig.option_names())
+        raise ConfigError(f"{source}unknown key {key!r}; valid keys: {valid}")
+    if key == "given":  # bookkeeping: the names of the options that layers set
+        if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{source}given must be a list of option names, got {value!r}")
+        return tuple(value)
+    base, optional = field_type(key)
     if value is None:
         if optional:
             return None
@@ -370,95 +418,3 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     if choices is not None and value not in choices:
         raise ConfigError(f"{source}{key} must be one of {', '.join(choices)}; got {value!r}")
     return value
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file into a flat option dictionary (keys are checked later).
-
-    Raises:
-        ConfigError: if the file is missing or is not valid TOML.
-    """
-    p = Path(path)
-    try:
-        with p.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {p}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
-
-
-def parse_flag_value(key: str, text: str) -> Any:
-    """Convert a command-line string to the Python value that field ``key`` expects.
-
-    Example:
-        >>> parse_flag_value("hidden", "64,64"), parse_flag_value("bins", "none")
-        ((64, 64), None)
-    """
-    base, optional = _base_type(key)
-    if optional and text.lower() in ("none", "null", ""):
-        return None
-    try:
-        if base is int:
-            return int(text)
-        if base is float:
-            return float(text)
-        if base is tuple:
-            return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
-        if base is dict:
-            value = json.loads(text)
-            if not isinstance(value, dict):
-                raise ValueError
-            return value
-    except ValueError:
-        kind = {int: "an integer", float: "a number", tuple: "integers separated by commas"}
-        kind[dict] = "a JSON object"
-        raise ConfigError(f"--{key.replace('_', '-')} expects {kind[base]}, got {text!r}") from None
-    return text
-
-
-def add_arguments(
-    parser: argparse.ArgumentParser, choices: dict[str, Sequence[str]] | None = None
-) -> None:
-    """Add one flag per :class:`TrainConfig` field to ``parser``.
-
-    Args:
-        parser: the parser of ``flowforge train``.
-        choices: valid values of string options known only at run time (``{"flow": [...]}``).
-
-    Flags default to ``argparse.SUPPRESS``, so the parsed namespace holds only the options the
-    user gave; :func:`flags_to_dict` turns it into a layer for :meth:`TrainConfig.from_layers`.
-    """
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        base, _ = _base_type(f.name)
-        default = getattr(TrainConfig(), f.name)
-        text = f.metadata["help"]
-        if base is bool:
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
-            )
-            continue
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        valid = (choices or {}).get(f.name, f.metadata.get("choices"))
-        parser.add_argument(
-            flag,
-            dest=f.name,
-            metavar=f.name.upper() if valid is None else None,
-            choices=valid,
-            default=argparse.SUPPRESS,
-            help=text if default is None else f"{text} (default: {shown})",
-        )
-
-
-def flags_to_dict(namespace: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`TrainConfig` options present in a parsed namespace, converted to values."""
-    given = vars(namespace)
-    out: dict[str, Any] = {}
-    for key in TrainConfig.option_names():
-        if key in given:
-            value = given[key]
-            out[key] = parse_flag_value(key, value) if isinstance(value, str) else value
-    return out

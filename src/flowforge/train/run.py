@@ -66,6 +66,7 @@ from flowforge.train.prepare import (
     test_summary,
     total_steps_of,
 )
+from flowforge.train.sizing import describe, size_for_data
 
 __all__ = [
     "TrainResult",
@@ -136,6 +137,9 @@ def start_run(cfg: TrainConfig) -> TrainResult | None:
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
     with main_first(world):  # rank 0 downloads, the others read its copy
         ds = load_data(cfg)
+    cfg, sized = size_for_data(cfg, ds)  # tables: the options not given, from rows and columns
+    if sized and world.is_main:
+        print(describe(sized, ds), flush=True)
     spec = spec_for(cfg, ds)
     deq_spec = dequantizer_spec_for(cfg, ds)
     total = total_steps_of(cfg, ds)
@@ -149,7 +153,8 @@ def start_run(cfg: TrainConfig) -> TrainResult | None:
     trainer = _trainer(flow, ds, cfg, total, device, files, objective, world)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(files.config, new_record(cfg, spec, ds, total, deq_spec))
+        record = new_record(cfg, spec, ds, total, deq_spec)
+        atomic_write_json(files.config, {**record, "sized_from_data": sized})
         save_weights(files.weights, flow)
         if trainer.objective_module is not None:
             save_weights(out / DEQUANTIZER_FILE, trainer.objective_module)
