@@ -13,7 +13,8 @@ training set :func:`size_for_data` chooses instead, for every option the user di
   validated weights), counted in evaluations: 50 when every epoch is validated, else 10;
 - small tables (under :data:`SMALL_ROWS` training rows), vector presets: ``hidden`` of
   :data:`SMALL_WIDTH` per column, at least 32 and at most 64, two layers; ``transforms`` 3;
-  ``lr`` 1e-3 (the smaller steps leave early stopping a finer choice of epoch).
+  ``lr`` 1e-3 (the smaller steps leave early stopping a finer choice of epoch); ``weight_decay``
+  1e-3. (The presets' conditioners have no dropout option to choose.)
 
 The choice is a layer of options (a dictionary), printed by ``flowforge train`` and saved in the
 run's ``config.json`` (the options themselves, and their names under ``"sized_from_data"``).
@@ -27,7 +28,7 @@ Example:
     ...              torch.zeros(18, 13))
     >>> cfg, chosen = size_for_data(TrainConfig.from_layers({"flow": "maf", "lr": 3e-3}), ds)
     >>> chosen
-    {'batch_size': 142, 'eval_every': 1, 'patience': 50, 'hidden': (32, 32), 'transforms': 3}
+    {'batch_size': 142, 'eval_every': 1, 'patience': 50, 'hidden': (32, 32), 'transforms': 3, 'weight_decay': 0.001}
     >>> cfg.batch_size, cfg.lr  # the user's lr wins
     (142, 0.003)
 """
@@ -64,7 +65,7 @@ def _choice(cfg: TrainConfig, rows: int, columns: int) -> dict[str, Any]:
     }
     if rows < SMALL_ROWS and cfg.flow in SIZED_PRESETS:
         width = min(64, max(32, SMALL_WIDTH * columns))
-        out |= {"hidden": (width, width), "transforms": 3, "lr": 1e-3}
+        out |= {"hidden": (width, width), "transforms": 3, "lr": 1e-3, "weight_decay": 1e-3}
     return out
 
 
