@@ -77,13 +77,22 @@ def test_fused_and_autograd_paths_agree_in_float64() -> None:
     t, c = torch.tensor(0.3, dtype=F64), torch.randn(6, 2, dtype=F64)
     z = torch.randn(6, 4, dtype=F64, requires_grad=True)
     e = trace_noise(z, "gaussian")
-    eye = torch.eye(4, dtype=F64).expand(6, 4, 4)
-    f, jac = net.forward_and_jvp(t, z, eye, c)
+    f, jac_t = net.forward_and_jvp(t, z, None, c)  # the Jacobian, transposed
     f2 = net(t, z, c)
+    jac = jacobian_autograd(f2, z, create_graph=False)
     assert torch.allclose(f, f2, atol=1e-12)
-    assert torch.allclose(jac, jacobian_autograd(f2, z, create_graph=False), atol=1e-12)
-    _, je = net.forward_and_jvp(t, z, e.unsqueeze(-1), c)
-    assert torch.allclose(je[..., 0], jvp_autograd(f2, z, e, create_graph=False), atol=1e-12)
+    assert torch.allclose(jac_t, jac.transpose(-1, -2), atol=1e-12)
+    eye = torch.eye(4, dtype=F64).expand(6, 4, 4)  # the same through explicit tangents
+    assert torch.allclose(net.forward_and_jvp(t, z, eye, c)[1], jac_t, atol=1e-12)
+    _, je = net.forward_and_jvp(t, z, e.unsqueeze(-2), c)
+    assert torch.allclose(je[:, 0], jvp_autograd(f2, z, e, create_graph=False), atol=1e-12)
+    # Without context and at one scalar time, gates are computed once and broadcast.
+    net0 = randomize(ff.nn.ODENet(3, (8,), 0, "tanh"), 0.5).to(F64)
+    z0 = torch.randn(5, 3, dtype=F64, requires_grad=True)
+    f0, jac0_t = net0.forward_and_jvp(t, z0)
+    jac0 = jacobian_autograd(net0(t, z0), z0, create_graph=False)
+    assert jac0_t.shape == (5, 3, 3) and torch.allclose(jac0_t, jac0.transpose(-1, -2), atol=1e-12)
+    assert torch.allclose(f0, net0(t.expand(5), z0), atol=1e-12)  # per-row times agree
     # Whole solves: density, regularisers and gradients through both paths.
     fused, plain = _cnf(3, 2), _cnf(3, 2, plain=True)
     plain.load_state_dict(fused.state_dict())

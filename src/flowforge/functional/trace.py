@@ -56,7 +56,8 @@ def exact_trace(jacobian: Tensor) -> TraceEstimate:
     """``tr J`` and ``||J||_F^2`` of whole Jacobians.
 
     Args:
-        jacobian: ``(N, D, D)``, ``jacobian[n, i, j] = d f_i / d z_j`` of row ``n``.
+        jacobian: ``(N, D, D)``, ``jacobian[n, i, j] = d f_i / d z_j`` of row ``n`` (or its
+            transpose: both quantities are the same).
 
     Returns:
         Both ``(N,)``.

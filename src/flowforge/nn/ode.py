@@ -56,9 +56,12 @@ class ODENet(nn.Module):
         >>> z, c = torch.randn(5, 2), torch.randn(5, 3)
         >>> net(torch.tensor(0.5), z, c).shape
         torch.Size([5, 2])
-        >>> f, jac = net.forward_and_jvp(torch.tensor(0.5), z, torch.eye(2).expand(5, 2, 2), c)
-        >>> jac.shape  # (N, D, K): the Jacobian times K tangents
+        >>> f, jt = net.forward_and_jvp(torch.tensor(0.5), z, context=c)  # the whole Jacobian
+        >>> jt.shape  # (N, D, D), transposed: jt[n, j, i] = d f_i / d z_j
         torch.Size([5, 2, 2])
+        >>> _, je = net.forward_and_jvp(torch.tensor(0.5), z, torch.randn(5, 1, 2), c)
+        >>> je.shape  # (N, K, D): the Jacobian times K = 1 tangent
+        torch.Size([5, 1, 2])
     """
 
     def __init__(
@@ -96,15 +99,21 @@ class ODENet(nn.Module):
         return [(*pieces[2 * k], *pieces[2 * k + 1]) for k in range(len(pieces) // 2)]
 
     def _conditioning(self, t: Tensor, z: Tensor, context: Tensor | None) -> Tensor:
-        """``[t, c]`` of shape ``(N, 1 + C)`` (``t``: a scalar or one time per row)."""
-        tt = t.to(z).reshape(-1, 1).expand(z.shape[0], 1)  # (N, 1)
+        """``[t, c]``: ``(N, 1 + C)``, or ``(1, 1)`` for one scalar time and no context.
+
+        The ``(1, 1)`` case (every ODE solve of an unconditional flow) lets each layer compute
+        its gate and shift once and broadcast them over the rows.
+        """
         if self.context == 0:
             if context is not None:
                 raise ValueError(f"ODENet has no context input, got {tuple(context.shape)}")
-            return tt
+            if t.dim() == 0:
+                return t.to(z).reshape(1, 1)
+            return t.to(z).reshape(-1, 1).expand(z.shape[0], 1)  # (N, 1)
         if context is None or context.shape[-1] != self.context:
             got = None if context is None else tuple(context.shape)
             raise ValueError(f"expected a context of shape (N, {self.context}), got {got}")
+        tt = t.to(z).reshape(-1, 1).expand(z.shape[0], 1)  # (N, 1)
         return torch.cat([tt, context.to(z)], dim=-1)  # (N, 1 + C)
 
     def forward(self, t: Tensor, z: Tensor, context: Tensor | None = None) -> Tensor:
@@ -123,47 +132,57 @@ class ODENet(nn.Module):
         layers = self.layers()
         h = z
         for k, (w, b, hw, hb) in enumerate(layers):
-            gate, shift = F.linear(tc, hw, hb).chunk(2, dim=-1)  # (N, out) each
+            gate, shift = F.linear(tc, hw, hb).chunk(2, dim=-1)  # (N or 1, out) each
             h = F.linear(h, w, b) * torch.sigmoid(gate) + shift
             if k < len(layers) - 1:
                 h = act(h)
         return h
 
     def forward_and_jvp(
-        self, t: Tensor, z: Tensor, tangents: Tensor, context: Tensor | None = None
+        self,
+        t: Tensor,
+        z: Tensor,
+        tangents: Tensor | None = None,
+        context: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """The velocity and its Jacobian times ``K`` tangent vectors, in one forward pass.
+        """The velocity and its Jacobian applied to ``K`` tangent vectors, in one forward pass.
 
         Forward-mode differentiation written out layer by layer: with ``J_k`` the Jacobian
-        of layer ``k``'s output, ``J_k = diag(act'(a_k) * gate_k) W_k J_{k-1}``. The result
-        is differentiable by ordinary backpropagation (no double backward): the CNF's fused
-        trace path (the exact Jacobian with ``K = D`` identity tangents, or a Hutchinson
-        product with ``K = 1``).
+        of layer ``k``'s output, ``J_k = diag(act'(a_k) * gate_k) W_k J_{k-1}``. The tangents
+        are rows, ``(N, K, D)``, so each layer's products are one matrix multiply of
+        ``(N K, in)`` by ``W_k^T``. The result is differentiable by ordinary backpropagation
+        (no double backward): the CNF's fused trace path (the exact Jacobian, or a
+        Hutchinson product with ``K = 1``).
 
         Args:
             t: time, a scalar tensor or ``(N,)``.
             z: state, ``(N, D)``.
-            tangents: ``(N, D, K)``.
+            tangents: ``(N, K, D)``, row ``k`` the tangent ``e_k``; ``None``: the ``D``
+                unit vectors (the whole Jacobian, with the first layer's product skipped).
             context: ``(N, C)`` or ``None``.
 
         Returns:
-            ``(f, J @ tangents)`` of shapes ``(N, D)`` and ``(N, D, K)``.
+            ``(f, v)`` of shapes ``(N, D)`` and ``(N, K, D)`` with ``v[:, k] = J e_k``; for
+            ``tangents=None``, ``v[n, j, i] = d f_i / d z_j`` (the Jacobian transposed).
         """
         act, dact = ACTIVATIONS[self.activation]
         tc = self._conditioning(t, z, context)
         layers = self.layers()
-        h, v = z, tangents
+        h = z
+        v = tangents
         for k, (w, b, hw, hb) in enumerate(layers):
             gate, shift = F.linear(tc, hw, hb).chunk(2, dim=-1)
-            g = torch.sigmoid(gate)  # (N, out)
+            g = torch.sigmoid(gate)  # (N or 1, out)
             a = F.linear(h, w, b) * g + shift
-            v = torch.matmul(w, v) * g.unsqueeze(-1)  # (out, in) @ (N, in, K) -> (N, out, K)
+            # (N, K, in) @ W^T -> (N, K, out); identity tangents: W^T itself, (1, in, out).
+            v = (w.T.unsqueeze(0) if v is None else F.linear(v, w)) * g.unsqueeze(-2)
             if k < len(layers) - 1:
                 h = act(a)
-                v = v * dact(a).unsqueeze(-1)
+                v = v * dact(a).unsqueeze(-2)
             else:
                 h = a
-        return h, v
+        assert v is not None  # at least one layer
+        return h, v.expand(z.shape[0], *v.shape[1:])  # (1, D, D) when nothing varied by row
 
 
 __all__ = ["ACTIVATIONS", "ODENet"]

@@ -17,157 +17,29 @@ first solve only.
 from __future__ import annotations
 
 import math
-import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from flowforge.core.bijection import Bijection, batch_shape_of
-from flowforge.functional.dispatch import eager_kernels_allowed
-from flowforge.functional.trace import (
-    Noise,
-    TraceEstimate,
-    exact_trace,
-    hutchinson_trace,
-    jacobian_autograd,
-    jvp_autograd,
-    trace_noise,
+from flowforge.functional.trace import Noise, trace_noise
+from flowforge.transforms.cnf_solve import (
+    ADAPTIVE,
+    FIXED_STEP,
+    Dynamics,
+    SolveRecord,
+    SolverError,
+    integrate,
+    solver_options,
 )
-from flowforge.nn.ode import ODENet
 
 Method = Literal["dopri5", "rk4", "euler"]
 Trace = Literal["auto", "exact", "hutchinson"]
-ADAPTIVE = ("dopri5",)
-FIXED_STEP = ("rk4", "euler")
 #: Largest ``D`` at which ``trace="auto"`` trains with the exact trace.
 EXACT_MAX_FEATURES = 16
-
-
-class SolverError(RuntimeError):
-    """An ODE solve that failed (step size underflow, too many evaluations); one line."""
-
-
-@dataclass
-class SolveRecord:
-    """What one solve of a :class:`CNF` did (the latest is ``cnf.last_solve``).
-
-    Attributes:
-        direction: ``"forward"`` (data -> latent) or ``"inverse"``.
-        nfe_forward: evaluations of the dynamics in the solve itself.
-        nfe_backward: evaluations in the adjoint's backward solve (0 until backpropagation,
-            always 0 without the adjoint: direct backpropagation solves nothing).
-        t_reached: the last time ``t`` at which the dynamics was evaluated.
-        kinetic: ``(N,)`` ``∫_0^T ||f||^2 dt`` per row, when regularisers were tracked.
-        jacobian: ``(N,)`` ``∫_0^T ||df/dz||_F^2 dt`` per row (Hutchinson's estimate when the
-            trace is), when regularisers were tracked.
-        backward_counter: a 0-dim tensor that counts the backward evaluations in place
-            during backpropagation (so a loss term logged after ``backward()`` holds them).
-    """
-
-    direction: str
-    nfe_forward: int = 0
-    nfe_backward: int = 0
-    t_reached: float = 0.0
-    kinetic: Tensor | None = None
-    jacobian: Tensor | None = None
-    backward_counter: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
-
-
-def _torchdiffeq() -> Any:
-    try:
-        import torchdiffeq
-    except ImportError as e:  # pragma: no cover - the ode extra is in the test environment
-        raise ImportError(
-            "flowforge's CNF solves ODEs with torchdiffeq, which is not installed: "
-            "pip install 'flowforge[ode]' (or pip install torchdiffeq)"
-        ) from e
-    return torchdiffeq
-
-
-class _Dynamics:
-    """The augmented right-hand side of one solve, in normalised time ``s``.
-
-    State: ``(z, ladj[, kinetic, jacobian][, context])``; the trace noise is drawn once
-    before the solve and held fixed through it (and through its adjoint).
-    """
-
-    def __init__(
-        self,
-        cnf: CNF,
-        record: SolveRecord,
-        context: Tensor | None,
-        noise: Tensor | None,
-        regularize: bool,
-        sign: float,
-        context_in_state: bool,
-    ) -> None:
-        self.cnf, self.record, self.context, self.noise = cnf, record, context, noise
-        self.regularize, self.sign, self.context_in_state = regularize, sign, context_in_state
-        self.fused = type(cnf.net) is ODENet and eager_kernels_allowed()
-        self.backward = False
-
-    def _count(self, s: Tensor) -> None:
-        r, cnf = self.record, self.cnf
-        if self.backward:
-            r.nfe_backward += 1
-            r.backward_counter += 1
-            n, phase = r.nfe_backward, "backward (adjoint)"
-        else:
-            r.nfe_forward += 1
-            n, phase = r.nfe_forward, r.direction
-        T = float(cnf.time_length().detach())
-        r.t_reached = float(s.detach()) * T
-        if n > cnf.max_nfe:
-            raise SolverError(
-                f"CNF {phase} solve stopped after {n} function evaluations (max_nfe = "
-                f"{cnf.max_nfe}) at t = {r.t_reached:.6g} of [0, {T:.6g}]"
-                "; the dynamics is too stiff for rtol/atol: lower the tolerances' demands, add "
-                "regularisers, or raise max_nfe"
-            )
-
-    def _estimate(self, t: Tensor, z: Tensor, ctx: Tensor | None) -> tuple[Tensor, TraceEstimate]:
-        cnf, noise, exact = self.cnf, self.noise, self.noise is None
-        net = cnf.net
-        if self.fused:
-            tangents = (
-                torch.eye(z.shape[-1], dtype=z.dtype, device=z.device).expand(z.shape[0], -1, -1)
-                if exact
-                else noise.unsqueeze(-1)  # type: ignore[union-attr]
-            )
-            f, jv = typing.cast(ODENet, net).forward_and_jvp(t, z, tangents, ctx)
-            return f, exact_trace(jv) if exact else hutchinson_trace(noise, jv[..., 0])  # type: ignore[arg-type]
-        graph = torch.is_grad_enabled()
-        with torch.enable_grad():
-            # Differentiate through z when the caller's graph continues through it.
-            zz = z if graph and z.requires_grad else z.detach().requires_grad_(True)
-            f = net(t, zz, ctx)
-            if exact:
-                est = exact_trace(jacobian_autograd(f, zz, graph))
-            elif self.regularize:  # ||J e||^2 as in the fused path
-                est = hutchinson_trace(noise, jvp_autograd(f, zz, noise, graph))  # type: ignore[arg-type]
-            else:  # e^T J e from one vector-Jacobian product
-                (vjp,) = torch.autograd.grad(f, zz, noise, create_graph=graph)
-                est = hutchinson_trace(noise, vjp)  # type: ignore[arg-type]
-        if not graph:
-            f, est = f.detach(), TraceEstimate(est.trace.detach(), est.frobenius.detach())
-        return f, est
-
-    def __call__(self, s: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        self._count(s)
-        z = state[0]
-        ctx = state[-1] if self.context_in_state else self.context
-        T = self.cnf.time_length().to(z)
-        f, est = self._estimate(s * T, z, ctx)
-        out = [T * f, T * est.trace]
-        if self.regularize:
-            out += [self.sign * T * f.square().sum(-1), self.sign * T * est.frobenius]
-        if self.context_in_state:
-            out.append(torch.zeros_like(state[-1]))
-        return tuple(out)
 
 
 class CNF(Bijection):
@@ -323,12 +195,6 @@ class CNF(Bijection):
         return T * self.net(s * T, x, context)
 
     # ------------------------------------------------------------------ solves
-    def _options(self, dtype: torch.dtype) -> dict[str, Any]:
-        floor = 32 * torch.finfo(dtype).eps
-        if self.method in FIXED_STEP:
-            return {"method": self.method, "options": {"step_size": 1.0 / self.steps}}
-        return {"method": self.method, "rtol": max(self.rtol, floor), "atol": max(self.atol, floor)}
-
     def _solve(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(x, self.event_shape)
         flat = x.reshape(-1, self.features)  # (N, D)
@@ -339,6 +205,7 @@ class CNF(Bijection):
                 raise ValueError(f"expected a context of shape (*, {self.context}), got {got}")
             ctx = context.expand(*batch, self.context).reshape(-1, self.context)  # (N, C)
         record = SolveRecord("inverse" if inverse else "forward")
+        record.time = self.time_length().detach()
         self.last_solve = record
         if flat.shape[0] == 0:
             return x.clone(), x.new_zeros(batch)
@@ -350,34 +217,18 @@ class CNF(Bijection):
         )
         adjoint = self.adjoint and grad
         context_in_state = adjoint and ctx is not None and ctx.requires_grad
-        dyn = _Dynamics(
+        dyn = Dynamics(
             self, record, ctx, noise, regularize, -1.0 if inverse else 1.0, context_in_state
         )
         zeros = flat.new_zeros(flat.shape[0])
         state = [flat, zeros] + ([zeros, zeros] if regularize else [])
         if context_in_state:
             state.append(ctx)  # type: ignore[arg-type]
-        s = torch.tensor([1.0, 0.0] if inverse else [0.0, 1.0], dtype=x.dtype, device=x.device)
-        tde = _torchdiffeq()
-        opts = self._options(x.dtype)
-        try:
-            if adjoint:
-                adj_opts: dict[str, Any] = {"adjoint_params": params}
-                if self.method in ADAPTIVE:  # error control on the state, not the parameters
-                    adj_opts["adjoint_options"] = {"norm": "seminorm"}
-                out = tde.odeint_adjoint(dyn, tuple(state), s, **opts, **adj_opts)
-            else:
-                out = tde.odeint(dyn, tuple(state), s, **opts)
-        except AssertionError as e:  # torchdiffeq's "underflow in dt", non-finite state
-            raise SolverError(
-                f"CNF {record.direction} solve failed after {record.nfe_forward} function "
-                f"evaluations at t = {record.t_reached:.6g} of "
-                f"[0, {float(self.time_length().detach()):.6g}]: {e}"
-            ) from None
-        dyn.backward = True  # evaluations from now on are the adjoint's
-        y, ladj = out[0][-1], out[1][-1]
+        opts = solver_options(self.method, self.rtol, self.atol, self.steps, x.dtype)
+        out = integrate(dyn, state, inverse, opts, params if adjoint else None)
+        y, ladj = out[0], out[1]
         if regularize:
-            record.kinetic, record.jacobian = out[2][-1], out[3][-1]
+            record.kinetic, record.jacobian = out[2], out[3]
         return y.reshape(x.shape), ladj.reshape(batch)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

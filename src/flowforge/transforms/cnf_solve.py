@@ -1,0 +1,232 @@
+"""The ODE solves of a :class:`~flowforge.transforms.CNF`: augmented dynamics and NFE records.
+
+One solve integrates the state ``(z, ladj[, kinetic, jacobian][, context])`` in normalised
+time ``s = t / T`` with torchdiffeq (``odeint``, or ``odeint_adjoint``), counting every
+evaluation of the dynamics in a :class:`SolveRecord` and stopping with a one-line
+:class:`SolverError` past the evaluation ceiling or on torchdiffeq's step-size underflow.
+The counters are Python integers and the time reached is kept as a tensor: an evaluation
+makes no host synchronisation of its own.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from flowforge.functional.dispatch import eager_kernels_allowed
+from flowforge.functional.trace import (
+    TraceEstimate,
+    exact_trace,
+    hutchinson_trace,
+    jacobian_autograd,
+    jvp_autograd,
+)
+from flowforge.nn.ode import ODENet
+
+if TYPE_CHECKING:
+    from flowforge.transforms.continuous import CNF
+
+ADAPTIVE = ("dopri5",)
+FIXED_STEP = ("rk4", "euler")
+
+
+class SolverError(RuntimeError):
+    """An ODE solve that failed (step size underflow, too many evaluations); one line."""
+
+
+@dataclass
+class SolveRecord:
+    """What one solve of a :class:`~flowforge.transforms.CNF` did (the latest: ``last_solve``).
+
+    Attributes:
+        direction: ``"forward"`` (data -> latent) or ``"inverse"``.
+        nfe_forward: evaluations of the dynamics in the solve itself.
+        nfe_backward: evaluations in the adjoint's backward solve (0 until backpropagation,
+            always 0 without the adjoint: direct backpropagation solves nothing).
+        kinetic: ``(N,)`` ``∫_0^T ||f||^2 dt`` per row, when regularisers were tracked.
+        jacobian: ``(N,)`` ``∫_0^T ||df/dz||_F^2 dt`` per row (Hutchinson's estimate when the
+            trace is), when regularisers were tracked.
+        backward_counter: a 0-dim tensor that counts the backward evaluations in place
+            during backpropagation (so a loss term logged after ``backward()`` holds them).
+        s_last: the normalised time ``s = t / T`` of the latest evaluation (a tensor).
+        time: the integration time ``T`` of the solve (a detached tensor).
+    """
+
+    direction: str
+    nfe_forward: int = 0
+    nfe_backward: int = 0
+    kinetic: Tensor | None = None
+    jacobian: Tensor | None = None
+    backward_counter: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
+    s_last: Tensor | None = None
+    time: Tensor = field(default_factory=lambda: torch.ones(()))
+
+    @property
+    def t_reached(self) -> float:
+        """The last time ``t`` at which the dynamics was evaluated (0 before any)."""
+        return 0.0 if self.s_last is None else float(self.s_last) * float(self.time)
+
+
+def torchdiffeq_module() -> Any:
+    """torchdiffeq, imported on the first solve; a clear ImportError without it."""
+    try:
+        import torchdiffeq
+    except ImportError as e:  # pragma: no cover - the ode extra is in the test environment
+        raise ImportError(
+            "flowforge's CNF solves ODEs with torchdiffeq, which is not installed: "
+            "pip install 'flowforge[ode]' (or pip install torchdiffeq)"
+        ) from e
+    return torchdiffeq
+
+
+class Dynamics:
+    """The augmented right-hand side of one solve, in normalised time ``s``.
+
+    State: ``(z, ladj[, kinetic, jacobian][, context])``; the trace noise (``None``: the
+    exact trace) is drawn once before the solve and held fixed through it and its adjoint.
+
+    Args:
+        cnf: the flow whose ``net`` is the velocity.
+        record: where the evaluations are counted.
+        context: ``(N, C)`` or ``None`` (when it is not part of the state).
+        noise: ``(N, D)`` Hutchinson probes, or ``None``.
+        regularize: also integrate the RNODE regularisers.
+        sign: ``+1`` forward, ``-1`` inverse (the regularisers are integrated forward).
+        context_in_state: the context is the state's last entry (adjoint gradients to it).
+    """
+
+    def __init__(
+        self,
+        cnf: CNF,
+        record: SolveRecord,
+        context: Tensor | None,
+        noise: Tensor | None,
+        regularize: bool,
+        sign: float,
+        context_in_state: bool,
+    ) -> None:
+        self.cnf, self.record, self.context, self.noise = cnf, record, context, noise
+        self.regularize, self.sign, self.context_in_state = regularize, sign, context_in_state
+        self.fused = type(cnf.net) is ODENet and eager_kernels_allowed()
+        self.backward = False
+
+    def _count(self, s: Tensor) -> None:
+        r, max_nfe = self.record, self.cnf.max_nfe
+        r.s_last = s.detach()
+        if self.backward:
+            r.nfe_backward += 1
+            r.backward_counter += 1
+            n, phase = r.nfe_backward, "backward (adjoint)"
+        else:
+            r.nfe_forward += 1
+            n, phase = r.nfe_forward, r.direction
+        if n > max_nfe:
+            raise SolverError(
+                f"CNF {phase} solve stopped after {n} function evaluations (max_nfe = "
+                f"{max_nfe}) at t = {r.t_reached:.6g} of [0, {float(r.time):.6g}]"
+                "; the dynamics is too stiff for rtol/atol: lower the tolerances' demands, add "
+                "regularisers, or raise max_nfe"
+            )
+
+    def _estimate(self, t: Tensor, z: Tensor, ctx: Tensor | None) -> tuple[Tensor, TraceEstimate]:
+        noise, exact, net = self.noise, self.noise is None, self.cnf.net
+        if self.fused:  # tangents as rows: None is the identity (the whole Jacobian)
+            tangents = None if exact else noise.unsqueeze(-2)  # type: ignore[union-attr]
+            f, jv = typing.cast(ODENet, net).forward_and_jvp(t, z, tangents, ctx)
+            return f, exact_trace(jv) if exact else hutchinson_trace(noise, jv[:, 0])  # type: ignore[arg-type]
+        graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            # Differentiate through z when the caller's graph continues through it.
+            zz = z if graph and z.requires_grad else z.detach().requires_grad_(True)
+            f = net(t, zz, ctx)
+            if exact:
+                est = exact_trace(jacobian_autograd(f, zz, graph))
+            elif self.regularize:  # ||J e||^2 as in the fused path
+                est = hutchinson_trace(noise, jvp_autograd(f, zz, noise, graph))  # type: ignore[arg-type]
+            else:  # e^T J e from one vector-Jacobian product
+                (vjp,) = torch.autograd.grad(f, zz, noise, create_graph=graph)
+                est = hutchinson_trace(noise, vjp)  # type: ignore[arg-type]
+        if not graph:
+            f, est = f.detach(), TraceEstimate(est.trace.detach(), est.frobenius.detach())
+        return f, est
+
+    def __call__(self, s: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        self._count(s)
+        z = state[0]
+        ctx = state[-1] if self.context_in_state else self.context
+        T = self.cnf.time_length().to(z)
+        f, est = self._estimate(s * T, z, ctx)
+        out = [T * f, T * est.trace]
+        if self.regularize:
+            out += [self.sign * T * f.square().sum(-1), self.sign * T * est.frobenius]
+        if self.context_in_state:
+            out.append(torch.zeros_like(state[-1]))
+        return tuple(out)
+
+
+def solver_options(
+    method: str, rtol: float, atol: float, steps: int, dtype: torch.dtype
+) -> dict[str, Any]:
+    """torchdiffeq's keyword arguments: tolerances floored at ``32 eps`` of ``dtype``."""
+    if method in FIXED_STEP:
+        return {"method": method, "options": {"step_size": 1.0 / steps}}
+    floor = 32 * torch.finfo(dtype).eps
+    return {"method": method, "rtol": max(rtol, floor), "atol": max(atol, floor)}
+
+
+def integrate(
+    dyn: Dynamics,
+    state: list[Tensor],
+    inverse: bool,
+    options: dict[str, Any],
+    adjoint_params: tuple[Tensor, ...] | None,
+) -> tuple[Tensor, ...]:
+    """Solve ``dyn`` over normalised time ``[0, 1]`` (``[1, 0]`` inverse); the final state.
+
+    Args:
+        dyn: the augmented dynamics (its record counts the evaluations).
+        state: the initial state.
+        inverse: integrate from ``s = 1`` to ``0``.
+        options: from :func:`solver_options`.
+        adjoint_params: the parameters of an adjoint solve, or ``None`` for direct
+            backpropagation through the solver.
+
+    Raises:
+        SolverError: on torchdiffeq's step-size underflow or a non-finite state (and, from
+            the dynamics, past ``max_nfe``).
+    """
+    z = state[0]
+    s = torch.tensor([1.0, 0.0] if inverse else [0.0, 1.0], dtype=z.dtype, device=z.device)
+    tde = torchdiffeq_module()
+    try:
+        if adjoint_params is not None:
+            adj: dict[str, Any] = {"adjoint_params": adjoint_params}
+            if options["method"] in ADAPTIVE:  # error control on the state, not the parameters
+                adj["adjoint_options"] = {"norm": "seminorm"}
+            out = tde.odeint_adjoint(dyn, tuple(state), s, **options, **adj)
+        else:
+            out = tde.odeint(dyn, tuple(state), s, **options)
+    except AssertionError as e:  # torchdiffeq's "underflow in dt", non-finite state
+        r = dyn.record
+        raise SolverError(
+            f"CNF {r.direction} solve failed after {r.nfe_forward} function evaluations at "
+            f"t = {r.t_reached:.6g} of [0, {float(r.time):.6g}]: {e}"
+        ) from None
+    dyn.backward = True  # evaluations from now on are the adjoint's
+    return tuple(o[-1] for o in out)
+
+
+__all__ = [
+    "ADAPTIVE",
+    "FIXED_STEP",
+    "Dynamics",
+    "SolveRecord",
+    "SolverError",
+    "integrate",
+    "solver_options",
+    "torchdiffeq_module",
+]
