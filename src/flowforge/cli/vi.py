@@ -10,7 +10,7 @@ from flowforge.cli._common import EXIT_TRAINING_FAILED, int_tuple, json_object
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from flowforge.flows import PRESETS
-    from flowforge.vi.run import OBJECTIVES
+    from flowforge.vi.config import DEVICES, OBJECTIVES, RESUME_KEYS
     from flowforge.vi.targets import TARGETS
 
     vi = sub.add_parser(
@@ -22,8 +22,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "model.safetensors, metrics.jsonl (the ELBO per step), results.json (ELBO ± "
             "standard error, importance-sampled log Z, ESS, Pareto-k; the KL to the target by "
             "a grid for 2-D targets), density.png and elbo.png. `flowforge eval RUN` "
-            "recomputes the diagnostics, `flowforge sample RUN` draws from q. Every option "
-            "can also be a key of --config FILE.toml (underscores); flags override the file."
+            "recomputes the diagnostics, `flowforge sample RUN` draws from q. A checkpoint is "
+            "written every --checkpoint-every steps; `flowforge vi --resume RUN` continues a "
+            "killed or interrupted run exactly. Every option can also be a key of --config "
+            "FILE.toml (underscores); flags override the file."
         ),
     )
     vi.add_argument("--config", metavar="FILE.toml", help="options from a TOML file")
@@ -37,12 +39,28 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     vi.add_argument("--flow-options", type=json_object, metavar="JSON", help="preset options")
     vi.add_argument("--steps", type=int, help="optimisation steps (default 2000)")
     vi.add_argument("--samples", type=int, help="samples per step (default 256)")
-    vi.add_argument("--lr", type=float, help="Adam learning rate, cosine decay (default 1e-2)")
+    vi.add_argument(
+        "--lr",
+        type=float,
+        help="Adam learning rate, cosine decay (default 1e-2 for planar, radial, sylvester; "
+        "1e-3 for network flows such as iaf, maf, nsf)",
+    )
     vi.add_argument("--objective", choices=OBJECTIVES, help="elbo (default), stl or iwae")
     vi.add_argument("--iwae-k", type=int, help="importance samples per IWAE estimate (8)")
     vi.add_argument("--anneal", type=int, help="steps of annealing the target (default: a quarter)")
     vi.add_argument("--eval-samples", type=int, help="draws for the diagnostics (4096)")
     vi.add_argument("--seed", type=int, help="random seed (default 0)")
+    vi.add_argument("--device", choices=DEVICES, help="where to fit (default cpu)")
+    vi.add_argument(
+        "--checkpoint-every", type=int, metavar="STEPS", help="steps between checkpoints (100)"
+    )
+    vi.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in RUN from its checkpoint (may change: "
+        + ", ".join("--" + k.replace("_", "-") for k in RESUME_KEYS)
+        + ")",
+    )
     vi.add_argument("--out", help="run directory (default runs/vi-TARGET-FLOW-TIME)")
     vi.add_argument(
         "--overwrite",
@@ -55,20 +73,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowforge.vi.run import VIConfig, format_diagnostics, read_vi_toml, run_vi
+    from flowforge.vi.run import VIConfig, format_diagnostics, read_vi_toml, resume_vi, run_vi
 
     options = read_vi_toml(args.config) if args.config else {}
     source = f"{args.config}: " if args.config else ""
     flags = {
-        k: v for k, v in vars(args).items() if k not in ("command", "config") and v is not None
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "config", "resume") and v is not None
     }
     if options:
         VIConfig.from_dict(options, source=source)  # the file's own mistakes, named as its
-    cfg = VIConfig.from_dict({**options, **flags})
     try:
-        result = run_vi(cfg)
+        if args.resume is not None:
+            result = resume_vi(args.resume, {**options, **flags})
+        else:
+            result = run_vi(VIConfig.from_dict({**options, **flags}))
     except FloatingPointError as e:
-        print(f"flowforge vi: {e}; nothing was written", file=sys.stderr)
+        kept = "the last checkpoint is kept" if args.resume else "nothing was written"
+        print(f"flowforge vi: {e}; {kept}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
     r = result.results
     print(

@@ -29,6 +29,7 @@ def fit_vi(
     clip: float | None = 100.0,
     optimizer: torch.optim.Optimizer | None = None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    start: int = 0,
 ) -> list[dict[str, float]]:
     """Fit ``flow`` to the unnormalised density ``exp(log_target)``.
 
@@ -51,11 +52,15 @@ def fit_vi(
         anneal: the first ``anneal`` steps fit ``beta_t log p~`` with ``beta_t`` rising
             linearly from 0.01 to 1 (Rezende and Mohamed's annealing); 0: none.
         clip: clip the gradient norm to this (``None``: no clipping).
-        optimizer: an optimizer over the flow's parameters, instead of Adam.
+        optimizer: an optimizer over the flow's parameters, instead of Adam. Its groups'
+            ``initial_lr`` (set from ``lr`` on first use) is the schedule's peak.
         callback: called as ``callback(step, record)`` after each step.
+        start: the first step to take (resuming: the flow, ``optimizer`` and the random
+            generator restored as they were after step ``start - 1``; the schedule and the
+            annealing continue where they were).
 
     Returns:
-        The history: one record per step, ``{"step", "loss", "beta", "lr", *terms}``
+        The history of steps ``start .. steps - 1``: ``{"step", "loss", "beta", "lr", *terms}``
         (floats; ``terms`` from the objective, e.g. ``elbo``).
 
     Raises:
@@ -72,22 +77,24 @@ def fit_vi(
     """
     if steps < 1 or samples < 1:
         raise ValueError(f"fit_vi: expected steps >= 1 and samples >= 1, got {steps}, {samples}")
+    if not 0 <= start <= steps:
+        raise ValueError(f"fit_vi: expected 0 <= start <= steps = {steps}, got {start}")
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"fit_vi: expected schedule 'cosine' or 'constant', got {schedule!r}")
     objective = objective if objective is not None else ELBO()
     opt = optimizer if optimizer is not None else torch.optim.Adam(flow.parameters(), lr=lr)
-    base_lrs = [g["lr"] for g in opt.param_groups]
+    base_lrs = [g.setdefault("initial_lr", g["lr"]) for g in opt.param_groups]
     params = [p for g in opt.param_groups for p in g["params"]]
     bar: Any = None
     if progress:
         from tqdm import tqdm  # lazily: import flowforge stays light
 
-        bar = tqdm(total=steps, desc="fit_vi", leave=False)
+        bar = tqdm(total=steps, initial=start, desc="fit_vi", leave=False)
     history: list[dict[str, float]] = []
     was_training = flow.training
     flow.train()
     try:
-        for step in range(steps):
+        for step in range(start, steps):
             factor = 0.5 * (1 + math.cos(math.pi * step / steps)) if schedule == "cosine" else 1.0
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base * factor
