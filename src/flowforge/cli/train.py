@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from flowforge.cli._common import warn_worse_than_gaussian
+
+if TYPE_CHECKING:
+    from flowforge.train.run import TrainResult
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,6 +43,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from flowforge.train.distributed import shutdown
+
+    try:
+        result = _train(args)
+    finally:
+        shutdown()  # leave a torchrun launch's process group (no-op otherwise)
+    if result is None:  # a rank other than 0: rank 0 reports
+        return 0
+    _report(result)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> TrainResult | None:
     from flowforge.train.config import ConfigError, TrainConfig, flags_to_dict, read_toml
     from flowforge.train.model import preset_defaults
     from flowforge.train.run import resume_run, start_run
@@ -55,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         # the preset's own defaults go under the file and the flags
         cfg = TrainConfig.from_layers(preset_defaults(flow), toml, source=source).updated(flags)
         result = start_run(cfg)
+    return result
+
+
+def _report(result: TrainResult) -> None:
     out = result.outcome
     print(
         f"trained for {out.step} steps ({out.reason}); best validation NLL "
@@ -70,4 +91,3 @@ def run(args: argparse.Namespace) -> int:
     if test.bpd is not None:
         print(f"test bits/dim: {test.bpd:.4f} ± {test.bpd_err:.4f}")
     print(f"run directory: {result.run_dir}")
-    return 0

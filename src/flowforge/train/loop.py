@@ -44,28 +44,28 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from flowforge.data.dequantization import dequantized_log_likelihood
-from flowforge.eval.likelihood import (
-    NonFiniteLikelihood,
-    bits_per_dim,
-    check_finite,
-    log_likelihoods,
-)
-from flowforge.runs import RunError, load_state, save_weights
+from flowforge.runs import load_state, save_weights
 from flowforge.train.batches import TrainStream
-from flowforge.train.checkpoint import save_checkpoint
 from flowforge.train.config import TrainConfig
+from flowforge.train.distributed import (
+    ObjectiveModule,
+    World,
+    all_sum,
+    check_in_sync,
+    initialize_from_batch,
+    shard,
+    wrap_ddp,
+)
 from flowforge.train.ema import WeightAverage
-from flowforge.train.losses import Loss, MaximumLikelihood, Objective, VariationalDequantization
+from flowforge.train.losses import Loss, MaximumLikelihood, Objective
 from flowforge.train.metrics import MetricsLog
+from flowforge.train.precision import precision_context
 from flowforge.train.schedule import LRSchedule
+from flowforge.train.state import NonFiniteLoss
+from flowforge.train.validation import TrainerValidation
 from flowforge.transforms.continuous import SolverError
 
 __all__ = ["FitOutcome", "NonFiniteLoss", "Trainer"]
-
-
-class NonFiniteLoss(RuntimeError):
-    """Training stopped on a non-finite loss; the last good checkpoint is kept (one line)."""
 
 
 @dataclass
@@ -90,7 +90,11 @@ def _stderr(msg: str) -> None:
     tqdm.write(msg, file=sys.stderr)
 
 
-class Trainer:
+def _silent(msg: str) -> None:
+    """The log of ranks other than 0."""
+
+
+class Trainer(TrainerValidation):
     """Trains a flow by minimising an objective; its whole state round-trips through a checkpoint.
 
     Args:
@@ -111,6 +115,10 @@ class Trainer:
             ``val_bpd`` (:func:`~flowforge.eval.likelihood.bits_per_dim`).
         objective_weights: the file that holds the objective's parameters of the best state
             (an ``nn.Module`` objective only; ``None``: none).
+        world: this process's place in a multi-process run (:mod:`.distributed`; default: the
+            only process). With several, ``stream`` yields the global batch, this rank trains
+            on its slice under DDP, validation is gathered from all ranks and only the files
+            given here are written (pass ``None`` for them on ranks other than 0).
     """
 
     def __init__(
@@ -129,6 +137,7 @@ class Trainer:
         objective: Objective | None = None,
         levels: int | None = None,
         objective_weights: Path | None = None,
+        world: World | None = None,
     ) -> None:
         self.model, self.stream, self.val, self.cfg = model, stream, val, cfg
         self.total_steps, self.device = total_steps, device
@@ -136,6 +145,10 @@ class Trainer:
         self.objective: Objective = MaximumLikelihood() if objective is None else objective
         self.objective_module = self.objective if isinstance(self.objective, nn.Module) else None
         self.objective_weights = objective_weights
+        self.world = World() if world is None else world
+        self._ddp: nn.Module | None = None  # DDP over ObjectiveModule, made at the first step
+        if not self.world.is_main:
+            self.log = _silent
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.params = [p for p in model.parameters() if p.requires_grad]
         if self.objective_module is not None:  # trained jointly (a learned dequantizer)
@@ -168,108 +181,7 @@ class Trainer:
         self.last_terms: dict[str, float] = {}
         self._last_good = self._snapshot()
 
-    # -- state --------------------------------------------------------------------------------
-
-    def _objective_state(self) -> dict[str, Tensor] | None:
-        """The objective's own state (``None`` unless it is an ``nn.Module``)."""
-        module = self.objective_module
-        return None if module is None else module.state_dict()
-
-    def _snapshot(
-        self,
-    ) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
-        return (
-            self.step,
-            copy.deepcopy(self.model.state_dict()),
-            copy.deepcopy(self.optimizer.state_dict()),
-            None if self.ema is None else copy.deepcopy(self.ema.state_dict()),
-            copy.deepcopy(self._objective_state()),
-        )
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs to continue exactly where this one is."""
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "stream": self.stream.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "best_state": self.best_state,
-            "ema": None if self.ema is None else self.ema.state_dict(),
-            "objective": self._objective_state(),
-            "best_objective_state": self.best_objective_state,
-            "counters": {
-                "step": self.step,
-                "best_val_nll": self.best_val_nll,
-                "best_step": self.best_step,
-                "bad_evals": self.bad_evals,
-                "nan_streak": self.nan_streak,
-                "nan_total": self.nan_total,
-                "elapsed": self.elapsed,
-                "stopped_early": self.stopped_early,
-            },
-        }
-
-    def load_state_dict(self, state: dict[str, Any], origin: str = "checkpoint") -> None:
-        """Restore :meth:`state_dict` output (for example from a checkpoint file)."""
-        load_state(self.model, state["model"], origin)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.stream.load_state_dict(state["stream"])
-        torch.set_rng_state(state["torch_rng"])
-        self.best_state = state["best_state"]
-        if self.ema is not None:
-            saved = state.get("ema")
-            if saved is None:
-                raise RunError(
-                    f"{origin} holds no average of the weights, but ema_decay = "
-                    f"{self.cfg.ema_decay}: it was written by another configuration"
-                )
-            self.ema.load_state_dict(saved, self.model)
-        if self.objective_module is not None:
-            objective = state.get("objective")
-            if objective is None:
-                raise RunError(
-                    f"{origin} holds no state of the objective {self.objective!r}: it was "
-                    "written by another configuration"
-                )
-            load_state(self.objective_module, objective, origin)
-            self.best_objective_state = state.get("best_objective_state")
-        for key, value in state["counters"].items():
-            setattr(self, key, value)
-        self._last_good = self._snapshot()
-
-    def save(self) -> None:
-        """Write the checkpoint file (atomically), if there is one."""
-        if self.checkpoint is not None:
-            save_checkpoint(self.checkpoint, self.state_dict())
-
     # -- training -----------------------------------------------------------------------------
-
-    def _non_finite(self, what: str) -> None:
-        where = f"step {self.step + 1}: non-finite {what}"
-        last = self._last_good[0]
-        if self.cfg.on_nan == "stop" or self.nan_streak >= self.cfg.max_nan_recoveries:
-            why = "on_nan = stop" if self.cfg.on_nan == "stop" else "too many in a row"
-            raise NonFiniteLoss(
-                f"{where}; training stopped ({why}); the last good checkpoint (step {last}) "
-                f"is kept and the weights file holds the best validated weights"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        load_state(self.model, self._last_good[1], "the last good state")
-        self.optimizer.load_state_dict(copy.deepcopy(self._last_good[2]))
-        if self.ema is not None and self._last_good[3] is not None:
-            self.ema.load_state_dict(copy.deepcopy(self._last_good[3]), self.model)
-        if self.objective_module is not None and self._last_good[4] is not None:
-            load_state(self.objective_module, self._last_good[4], "the last good state")
-        self.schedule.cut(self.cfg.nan_lr_factor)
-        self.nan_streak += 1
-        self.nan_total += 1
-        self.log(
-            f"{where}: skipped the batch, restored the state of step {last} and lowered the "
-            f"learning rate to {self.schedule.lr_at(self.step):.3g} "
-            f"(recovery {self.nan_streak} of {self.cfg.max_nan_recoveries})"
-        )
 
     def _loss(self, x: Tensor) -> Loss:
         """The objective on batch ``x``, checked: a :class:`Loss` with a scalar value."""
@@ -301,13 +213,13 @@ class Trainer:
         """
         self.optimizer.zero_grad(set_to_none=True)
         self.last_terms = {}
-        out = self._loss(x)
-        loss = out.value
-        if not bool(torch.isfinite(loss)):
+        with precision_context(self.cfg.precision, self.device, self.model, self.objective_module):
+            value, terms, loss = self._step_loss(x)
+        if not bool(torch.isfinite(loss)):  # summed over the ranks: the same on all of them
             self._non_finite("loss")
             return None
         try:
-            loss.backward()
+            value.backward()
         except AssertionError as e:  # torchdiffeq's checks in an adjoint's backward solve
             raise SolverError(f"the backward (adjoint) ODE solve failed: {e}") from None
         max_norm = self.cfg.clip_grad if self.cfg.clip_grad > 0 else math.inf
@@ -321,57 +233,38 @@ class Trainer:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        self.last_terms = {name: float(t.detach()) for name, t in out.terms.items()}
+        self.last_terms = {name: float(t.detach()) for name, t in terms.items()}
         return float(loss.detach())
 
-    def evaluated_state(self) -> dict[str, Tensor]:
-        """The weights that are validated and saved: the average, else the current weights."""
-        if self.ema is not None and self.ema.state is not None:
-            return self.ema.state
-        return self.model.state_dict()
+    def _step_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """``(what to backpropagate, the terms, the loss)`` of a step on the global batch ``x``.
 
-    def evaluate(self) -> float:
-        """Validation NLL (nats) of the evaluated weights (:meth:`evaluated_state`).
-
-        Any non-finite row makes the result NaN; :attr:`last_val_bpd` gets the bits/dim for
-        images.
+        Several ranks: this rank's weighted slice through DDP; the loss and the terms are the
+        global batch's, summed over the ranks.
         """
-        swap = self.ema is not None and self.ema.state is not None
-        raw = copy.deepcopy(self.model.state_dict()) if swap else None
-        try:
-            if swap:
-                load_state(self.model, self.evaluated_state(), "the average of the weights")
-            ll = self._val_log_likelihoods()
-        finally:
-            if raw is not None:
-                load_state(self.model, raw, "the current weights")
-        finite = bool(torch.isfinite(ll).all()) and ll.numel() > 0
-        if not finite:
-            try:
-                check_finite(ll, "validation log-likelihood")
-            except NonFiniteLikelihood as e:
-                self.log(f"step {self.step}: {e}")
-        nll = float(-ll.mean()) if finite else math.nan
-        self.last_val_bpd = None
-        if self.levels is not None and finite:
-            dim = math.prod(self.val.shape[1:])
-            self.last_val_bpd = float(bits_per_dim(ll, dim, self.levels).mean())
-        return nll
+        if not self.world.active:
+            out = self._loss(x)
+            return out.value, dict(out.terms), out.value.detach()
+        if self._ddp is None:
+            self._prepare_ranks(x)
+        assert self._ddp is not None
+        local, weight = shard(x, self.world)
+        value, terms = self._ddp(local, weight)
+        packed = torch.stack([value.detach().float(), *(t.float() for t in terms.values())])
+        total = all_sum(packed, self.world) / self.world.size
+        return value, dict(zip(terms, total[1:], strict=True)), total[0]
 
-    def _val_log_likelihoods(self) -> Tensor:
-        """``(N,)`` validation log-likelihoods of ``u`` (a learned dequantizer: its bound)."""
-        if not isinstance(self.objective, VariationalDequantization):
-            return log_likelihoods(self.model, self.val, self.cfg.eval_batch_size, self.device)
-        deq = self.objective.dequantizer
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(self.cfg.seed + 104_729)  # the same noise at every evaluation
-            try:
-                res = dequantized_log_likelihood(
-                    self.model, deq, self.val.to(self.device), 1, self.cfg.eval_batch_size
-                )
-            except FloatingPointError:
-                return torch.full((self.val.shape[0],), math.nan, dtype=torch.float64)
-        return res.bound + deq.dim * math.log(deq.levels)  # E_q[log p(u) - log q(e | v)]
+    def _prepare_ranks(self, x: Tensor) -> None:
+        """Before the first step of several ranks: ActNorm initialised on the global batch ``x``,
+        then DDP (which broadcasts rank 0's parameters and buffers), checked in sync."""
+        trained = nn.ModuleList([self.model, *filter(None, [self.objective_module])])
+        initialize_from_batch(trained, lambda: self._loss(x))
+        self._ddp = wrap_ddp(
+            ObjectiveModule(self.model, self.objective_module, self._loss), self.device
+        )
+        check_in_sync(list(trained), self.world, f"step {self.step}, after initialisation")
+        if self.world.rank > 0:  # the objective's own noise: its own stream on every rank
+            torch.manual_seed(self.cfg.seed + 7_919 * self.world.rank + 104_729 * self.step)
 
     def _solver_failed(self, e: SolverError) -> SolverError:
         """The error that stops training on a failed ODE solve (one line)."""
@@ -430,7 +323,7 @@ class Trainer:
         bar = tqdm(
             total=self.total_steps,
             initial=self.step,
-            disable=not progress,
+            disable=not progress or not self.world.is_main,
             unit="step",
             dynamic_ncols=True,
             mininterval=0.1 if sys.stderr.isatty() else 2.0,  # fewer lines in a log file
@@ -477,6 +370,7 @@ class Trainer:
         finally:
             bar.close()
             self.log = log
+        check_in_sync([self.model, *filter(None, [self.objective_module])], self.world, "the end")
         if self.cfg.restore_best and self.best_state is not None:
             load_state(self.model, self.best_state, "the best state")
             if self.objective_module is not None and self.best_objective_state is not None:

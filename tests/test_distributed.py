@@ -1,0 +1,383 @@
+"""Data-parallel training: torchrun with 2 CPU processes (gloo) against one process, the shard
+arithmetic, DDP over the fused kernels, bf16 autocast of the networks, a killed rank.
+
+The torchrun runs are real launches of ``python -m flowforge train`` (``torchrun`` started as a
+subprocess); CUDA paths (nccl, bf16 training) are skipped without a GPU, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import flowforge as ff
+from cli_util import TINY_TABLE, assert_ok, cli_env, flowforge
+from flowforge.data import load_dataset
+from flowforge.train.batches import TrainStream, prepare_split
+from flowforge.train.checkpoint import load_checkpoint
+from flowforge.train.config import ConfigError, TrainConfig
+from flowforge.train.distributed import (
+    ObjectiveModule,
+    World,
+    launch_from_env,
+    shard,
+    wrap_ddp,
+)
+from flowforge.train.loop import Trainer
+from flowforge.train.losses import MaximumLikelihood
+from flowforge.train.precision import network_autocast, networks_of
+from flowforge.train.run import start_run
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists(), reason="no torchrun next to python")
+# 2 ranks, 6 steps, global batch 32 (16 rows per rank); one process takes the same 32 rows
+RUN = [*TINY_TABLE, "--device", "cpu", "--steps", "6", "--eval-every", "3", "--batch-size", "32"]
+
+
+def torchrun(
+    *args: str | Path, cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``torchrun --nproc_per_node=2 -m flowforge ARGS`` (one node, a local rendezvous)."""
+    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "flowforge"]
+    return subprocess.run(
+        [*cmd, *map(str, args)],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_table(path: Path, rows: int = 600) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 3))
+    x[:, 1] += x[:, 0] ** 2  # not Gaussian: the flow has something to learn
+    np.save(path, x.astype(np.float32))
+    return path
+
+
+def model_state(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoint.safetensors")["model"]
+
+
+def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+# -- shards, environment ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 3, 32, 33])
+def test_shards_are_disjoint_cover_the_batch_and_weight_to_its_mean(n: int) -> None:
+    x = torch.randn(n, 2)
+    parts = [shard(x, World(rank, 3)) for rank in range(3)]
+    real = [p for p, w in parts if w > 0]
+    assert torch.equal(torch.cat(real), x)  # the union, in order, each row once
+    loss = (x**2).sum(1)
+    # DDP averages the weighted means of the 3 ranks: the mean of the whole batch
+    ddp = sum(w * float((p**2).sum(1).mean()) for p, w in parts) / 3
+    assert ddp == pytest.approx(float(loss.mean()), rel=1e-6)
+    assert all(p.shape[0] >= 1 for p, _ in parts)  # every rank takes part in the all-reduce
+
+
+def test_launch_env() -> None:
+    assert launch_from_env({}) is None
+    assert launch_from_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == (1, 2, 1)
+    with pytest.raises(ConfigError, match="RANK < WORLD_SIZE"):
+        launch_from_env({"RANK": "2", "WORLD_SIZE": "2"})
+    with pytest.raises(ConfigError, match="must be integers"):
+        launch_from_env({"RANK": "a", "WORLD_SIZE": "2"})
+
+
+# -- DDP over the fused kernels (one gloo process) ------------------------------------------------
+
+
+@pytest.fixture
+def gloo_group(tmp_path: Path):  # type: ignore[no-untyped-def]
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdv'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name", ["maf", "realnvp", "nsf"])
+def test_ddp_averages_the_fused_kernels_gradients_like_the_plain_modules(
+    name: str, gloo_group: None
+) -> None:
+    torch.manual_seed(1)
+    flow = ff.flows.PRESETS[name](features=4, transforms=2, hidden=(16,))
+    with torch.no_grad():  # random, not zero-initialised, output layers
+        for p in flow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(64, 4)
+    grads = []
+    for plain in (False, True):
+        module = ObjectiveModule(flow, None, lambda b: MaximumLikelihood()(flow, b))
+        ddp = wrap_ddp(module, torch.device("cpu"))
+        flow.zero_grad(set_to_none=True)
+        if plain:
+            with ff.functional.plain_modules():
+                value, _ = ddp(x, 1.0)
+        else:
+            value, _ = ddp(x, 1.0)
+        value.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in flow.parameters()]))  # type: ignore[union-attr]
+    assert grads[0].abs().max() > 1e-3
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+class _DtypeLog(TorchDispatchMode):
+    """The dtypes of the floating outputs of every op, inside the networks and outside."""
+
+    def __init__(self, inside: list[bool]) -> None:
+        super().__init__()
+        self.flag = inside
+        self.inside: set[torch.dtype] = set()
+        self.outside: set[torch.dtype] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                (self.inside if self.flag[0] else self.outside).add(t.dtype)
+        return out
+
+
+# -- a non-finite loss on one rank (2 processes, torch.multiprocessing) ---------------------------
+
+
+class _PoisonedStream(TrainStream):
+    """The 8gaussians stream with a NaN in the last row of the second global batch: in rank
+    1's slice only."""
+
+    def next(self) -> torch.Tensor:
+        x = super().next()
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 2:
+            x[-1, 0] = math.nan
+        return x
+
+
+def _nan_worker(rank: int, rdv: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=rdv, rank=rank, world_size=2, timeout=timedelta(seconds=20)
+    )
+    try:
+        cfg = TrainConfig.from_layers({"steps": 4, "eval_every": 2, "batch_size": 64})
+        ds = load_dataset("8gaussians", seed=1, n_val=128, n_test=128)
+        torch.manual_seed(0)
+        flow = ff.flows.RealNVP(features=2, transforms=2, hidden=(16,))
+        trainer = Trainer(
+            flow,
+            _PoisonedStream(ds, cfg.batch_size, cfg.seed),
+            prepare_split(ds, "val", cfg.seed),
+            cfg,
+            cfg.steps,
+            torch.device("cpu"),
+            world=World(rank, 2),
+        )
+        trainer.fit(progress=False)
+        torch.save({"model": flow.state_dict(), "nan_total": trainer.nan_total}, f"{out}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_is_skipped_on_every_rank(tmp_path: Path) -> None:
+    ctx = mp.start_processes(
+        _nan_worker,
+        args=(f"file://{tmp_path / 'rdv'}", str(tmp_path)),
+        nprocs=2,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + 60
+    while not ctx.join(timeout=1):
+        assert time.monotonic() < deadline, "the ranks hang"
+    a, b = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
+    assert a["nan_total"] == b["nan_total"] == 1  # rank 0's slice was finite: it skipped too
+    assert max_difference(a["model"], b["model"]) == 0.0
+
+
+# -- bf16 ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["maf", "nsf", "realnvp"])
+def test_bf16_autocast_runs_the_networks_in_bf16_and_keeps_log_prob_float32(name: str) -> None:
+    torch.manual_seed(0)
+    flow = ff.flows.PRESETS[name](features=4, transforms=2, hidden=(32,))
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(256, 4)
+    with ff.functional.plain_modules():
+        reference = flow.log_prob(x)
+    nets = networks_of(flow)
+    inside = [False]
+    for net in nets:  # mark the ops that run inside a network
+        net.register_forward_pre_hook(lambda m, i: inside.__setitem__(0, True))
+        net.register_forward_hook(lambda m, i, o: inside.__setitem__(0, False))
+    with _DtypeLog(inside) as log, network_autocast(flow, device_type="cpu"):
+        lp = flow.log_prob(x)
+    assert nets and torch.bfloat16 in log.inside  # the networks' matmuls ran in bf16
+    assert torch.bfloat16 not in log.outside  # log-dets, base, log_prob: float32 only
+    assert torch.float32 in log.outside
+    assert lp.dtype == torch.float32
+    diff = (lp - reference).detach().abs()
+    assert 0 < float(diff.max()) < 0.1  # bf16 networks: close, but not the same numbers
+    assert "forward" not in vars(networks_of(flow)[0])  # restored
+    assert float(flow.log_prob(x).sub(reference).detach().abs().max()) < 1e-4
+
+
+def test_bf16_is_refused_on_the_cpu(tmp_path: Path) -> None:
+    cfg = TrainConfig.from_layers(
+        {"precision": "bf16", "device": "cpu", "out": str(tmp_path / "r")}
+    )
+    with pytest.raises(ConfigError, match="--precision bf16 needs a CUDA device"):
+        start_run(cfg)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 training needs CUDA: no GPU here")
+def test_bf16_training_step_on_cuda(tmp_path: Path) -> None:  # pragma: no cover - GPU only
+    x = torch.randn(512, 4, device="cuda")
+    for name in ("maf", "nsf", "realnvp"):
+        flow = ff.flows.PRESETS[name](features=4, transforms=2, hidden=(64,)).cuda()
+        with network_autocast(flow, device_type="cuda"):
+            loss = -flow.log_prob(x).mean()
+        loss.backward()
+        assert loss.dtype == torch.float32 and torch.isfinite(loss)
+        ref = flow.log_prob(x).double().cpu()
+        assert torch.allclose(flow.cpu().log_prob(x.cpu()).double(), ref, atol=1e-4)
+
+
+# -- torchrun: 2 CPU ranks against one process --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A 2-rank torchrun run (default run directory, in its own folder) and a 1-process run."""
+    root = tmp_path_factory.mktemp("ddp")
+    table = write_table(root / "table.npy")
+    (root / "two").mkdir()
+    proc = torchrun("train", "--data", table, "--flow", "realnvp", *RUN, cwd=root / "two")
+    assert_ok(proc)
+    assert "run directory" in proc.stdout and proc.stdout.count("test NLL") == 1  # rank 0 only
+    one = flowforge("train", "--data", table, "--flow", "realnvp", *RUN, "--out", "one", cwd=root)
+    assert_ok(one)
+    return root, root / "two", root / "one"
+
+
+@needs_torchrun
+def test_two_ranks_train_like_one_process_with_the_global_batch(
+    pair: tuple[Path, Path, Path],
+) -> None:
+    _, two, one = pair
+    (run,) = (two / "runs").iterdir()
+    assert max_difference(model_state(run), model_state(one)) < 1e-6
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [3, 6]  # one record per evaluation: rank 0 alone
+    assert records[1]["train_loss"] < records[0]["train_loss"]  # it trained
+
+
+@needs_torchrun
+def test_exactly_one_run_directory_is_written(pair: tuple[Path, Path, Path]) -> None:
+    _, two, _ = pair
+    written = sorted(p.relative_to(two) for p in two.rglob("*"))
+    runs = [p for p in written if len(p.parts) == 2]
+    assert len(runs) == 1, written  # no second directory (another rank's timestamp)
+    assert all(p.parts[0] == "runs" for p in written), written
+
+
+@needs_torchrun
+@pytest.mark.slow
+def test_actnorm_starts_from_the_global_first_batch_on_every_rank(tmp_path: Path) -> None:
+    """NICE ends in an ActNorm: with a tiny learning rate the weights after one step are the
+    initialisation. Every rank must hold the same (the run checks it, else fails) and the same
+    as one process initialised on the 32 rows."""
+    table = write_table(tmp_path / "table.npy")
+    args = ["train", "--data", table, "--flow", "nice", *RUN, "--steps", "1", "--lr", "1e-9"]
+    assert_ok(torchrun(*args, "--out", "two", cwd=tmp_path))
+    assert_ok(flowforge(*args, "--out", "one", cwd=tmp_path))
+    a, b = model_state(tmp_path / "two"), model_state(tmp_path / "one")
+    act = [k for k in a if k.endswith((".loc", ".log_scale"))]
+    assert act and max(float(a[k].abs().max()) for k in act) > 1e-2  # data-initialised
+    assert max_difference(a, b) < 1e-6
+
+
+def _rank_pid(agent: int, rank: int) -> int | None:
+    """The pid of the torchrun worker with ``RANK=rank`` (a child of the agent)."""
+    for task in Path(f"/proc/{agent}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"RANK={rank}".encode() in env:
+                return int(pid)
+    return None
+
+
+@needs_torchrun
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_killed_rank_fails_the_job_and_resume_completes_at_another_world_size(
+    tmp_path: Path,
+) -> None:
+    table = write_table(tmp_path / "table.npy")
+    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "flowforge", "train"]
+    cmd += ["--data", str(table), "--flow", "realnvp", *TINY_TABLE, "--device", "cpu"]
+    cmd += ["--steps", "100000", "--eval-every", "5", "--batch-size", "32", "--out", "run"]
+    env = cli_env() | {"FLOWFORGE_DIST_TIMEOUT": "20"}
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 90
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.2)
+        victim = _rank_pid(proc.pid, 1)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        start = time.monotonic()
+        proc.communicate(timeout=60)  # no hang: the job ends well within the timeout
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert time.monotonic() - start < 60
+    step = int(load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")["counters"]["step"])
+    assert step >= 10
+    res = flowforge("train", "--resume", "run", "--steps", str(step + 5), "--quiet", cwd=tmp_path)
+    assert_ok(res)  # one process resumes the 2-rank checkpoint
+    assert f"trained for {step + 5} steps" in res.stdout
+
+
+@needs_torchrun
+@pytest.mark.slow
+def test_resume_across_world_sizes_continues_the_same_run(tmp_path: Path) -> None:
+    """1 process for 3 steps, then 2 ranks to 6: the same weights as 6 steps in one process."""
+    table = write_table(tmp_path / "table.npy")
+    base = ["train", "--data", table, "--flow", "realnvp", *RUN, "--schedule", "constant"]
+    assert_ok(flowforge(*base, "--steps", "3", "--out", "split", cwd=tmp_path))
+    assert_ok(torchrun("train", "--resume", "split", "--steps", "6", "--quiet", cwd=tmp_path))
+    assert_ok(flowforge(*base, "--out", "whole", cwd=tmp_path))
+    assert max_difference(model_state(tmp_path / "split"), model_state(tmp_path / "whole")) < 1e-6
