@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from flowforge.cli._common import positive_int, warn_worse_than_gaussian
 
@@ -66,14 +67,20 @@ def run(args: argparse.Namespace) -> int:
             "importance_bpd_err": d.importance_bpd_err,
         }
     from flowforge.eval.baseline import dataset_baseline
+    from flowforge.train.diagnose import diagnose
 
     base = dataset_baseline(ds, args.split)  # tables: a Gaussian of the training rows
+    unfinished, overfit = diagnose(run.files.root, run.record, ds.dim)
     if args.json:
         gauss = {} if base is None else {"gaussian_baseline": base.to_dict()}
-        print(
-            json.dumps({"run": str(args.run), "split": args.split, **s.to_dict(), **extra, **gauss})
-        )
+        notes = {"incomplete": unfinished, "overfitting": overfit}
+        out = {"run": str(args.run), "split": args.split, **s.to_dict(), **extra, **gauss}
+        print(json.dumps({**out, **notes}))
         return 0
+    if unfinished:
+        print(unfinished)
+    if overfit:
+        print(f"flowforge eval: warning: {overfit}", file=sys.stderr)
     line = f"{args.split} NLL: {s.nll:.4f} ± {s.nll_err:.4f} nats ({s.n} rows, 2 standard errors)"
     print(
         line if base is None else f"{line}; Gaussian baseline {base.nll:.4f} ± {base.nll_err:.4f}"

@@ -18,6 +18,7 @@ world size: the stream of global batches does not depend on it.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from flowforge.train.batches import (
 )
 from flowforge.train.checkpoint import load_checkpoint
 from flowforge.train.config import RESUME_KEYS, ConfigError, TrainConfig
+from flowforge.train.diagnose import overfitting
 from flowforge.train.distributed import World, from_main, init_world, main_first, rank_device
 from flowforge.train.loop import FitOutcome, Trainer
 from flowforge.train.losses import Objective, VariationalDequantization
@@ -277,10 +279,16 @@ def _finish(
         results["gaussian_baseline"] = baseline.to_dict()
     results |= {"best_step": outcome.best_step, "best_val_nll": outcome.best_val_nll}
     results["seconds"] = round(trainer.elapsed, 3)
+    records = MetricsLog(files.metrics).read()
+    kept = outcome.best_step if cfg.restore_best else outcome.step
+    overfit = overfitting(records, kept, ds.dim)  # the kept weights: validation far above training
+    if overfit:
+        results["warnings"] = [overfit]
+        print(f"flowforge train: warning: {overfit}", file=sys.stderr)
     atomic_write_json(files.results, results)
     plots: list[Path] = []
     if cfg.plots:
         from flowforge.train.plots import write_run_plots
 
-        plots = write_run_plots(out, flow, spec, ds, MetricsLog(files.metrics).read())
+        plots = write_run_plots(out, flow, spec, ds, records)
     return TrainResult(out, outcome, test, plots, baseline)
