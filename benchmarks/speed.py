@@ -10,6 +10,12 @@ each repetition (so machine noise hits all of them alike), after a warm-up:
 * ``log_prob``: the density of a batch of 8192 without gradient;
 * ``sample``: 8192 samples without gradient.
 
+``FFJORD`` is the continuous flow, on ``D = 2`` only (it ignores ``--dims``): one CNF with
+a ``3 x 64`` dynamics network against zuko's CNF of the same size (see
+``benchmarks/speed_cnf.py`` for how the two are matched); ``train`` and ``log_prob`` are
+timed, with the batches above, and the function evaluations (NFE) of each call are printed
+under the table. nflows and normflows have no continuous flows.
+
 ``Glow`` is the image flow: ``--image`` ``(C, H, W)`` (default ``(1, 8, 8)``; it ignores
 ``--dims``), ``--glow-levels`` levels of ``--glow-steps`` steps (ActNorm, LU 1x1
 convolution, channel affine coupling with Glow's ``sigmoid(h + 2)`` scale and a conv net
@@ -57,14 +63,30 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+
+def _sibling(name: str) -> Any:
+    """A module next to this file (this script is also loaded by path, not as a package)."""
+    path = Path(__file__).resolve().with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"flowforge_bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+speed_cnf = _sibling("speed_cnf")
+
 LIBS = ("flowforge", "zuko", "nflows", "normflows")
 FLOWS = ("MAF", "NSF", "RealNVP", "NICE")  # vector flows, one run per --dims entry
 IMAGE_FLOWS = ("Glow",)  # image flows, one run on --image
+CNF_FLOWS: tuple[str, ...] = speed_cnf.CNF_FLOWS  # continuous flows, one run on D = 2
 TRANSFORMS = 5
 HIDDEN = (128, 128)
 BINS = 8
@@ -82,6 +104,8 @@ NOT_AVAILABLE: dict[tuple[str, str], str] = {}
 MISSING: dict[tuple[str, str], str] = {
     ("zuko", "Glow"): "zuko has no image flows (no squeeze, 1x1 convolution, conv coupling "
     "or multiscale factor-out); it models vectors only",
+    ("nflows", "FFJORD"): "nflows has no continuous flows",
+    ("normflows", "FFJORD"): "normflows has no continuous flows",
 }
 
 
@@ -93,6 +117,8 @@ class Model:
     module: nn.Module
     log_prob: Callable[[Tensor], Tensor]
     sample: Callable[[int], Tensor]
+    # Continuous flows: the function evaluations since the last call (see speed_cnf).
+    nfe: Callable[[], int] | None = None
 
 
 def available(lib: str) -> bool:
@@ -108,6 +134,10 @@ def _half_masks(features: int) -> tuple[int, int]:
 def build_flowforge(flow: str, d: Dim) -> Model:
     import flowforge as ff
 
+    if flow in CNF_FLOWS:
+        assert isinstance(d, int)
+        c, nfe = speed_cnf.build_flowforge_cnf(d)
+        return Model(c, c.log_prob, c.sample, nfe)
     if flow == "Glow":
         assert isinstance(d, tuple)
         g: Any = ff.flows.Glow(
@@ -133,6 +163,9 @@ def build_zuko(flow: str, d: Dim) -> Model:
     import zuko
 
     assert isinstance(d, int)
+    if flow in CNF_FLOWS:
+        c, nfe = speed_cnf.build_zuko_cnf(d)
+        return Model(c, lambda x: c().log_prob(x), lambda n: c().sample((n,)), nfe)
     h = HIDDEN
     if flow == "MAF":
         m: Any = zuko.flows.MAF(d, transforms=TRANSFORMS, hidden_features=h)
@@ -699,6 +732,13 @@ def markdown(res: Results) -> str:
         ),
         f"Batch sizes: {res.meta['sizes']}. K={TRANSFORMS} transforms, hidden {HIDDEN}, float32.",
     ]
+    if res.meta.get("quick"):
+        out.insert(1, f"\n**{QUICK_NOTE}**\n")
+    if any(key.split("/")[0] in CNF_FLOWS for key in res.params):
+        out.append(
+            f"FFJORD: D={speed_cnf.CNF_DIM}, one CNF, dynamics hidden {speed_cnf.CNF_HIDDEN}, "
+            f"dopri5 rtol=atol={speed_cnf.TOL}, exact trace, batch sizes as above, float32."
+        )
     if "glow" in res.meta:
         g = res.meta["glow"]
         out.append(
@@ -801,6 +841,7 @@ def run(args: argparse.Namespace) -> Results:
     GLOW.update(levels=args.glow_levels, steps=args.glow_steps, hidden=args.glow_hidden)
     cases: list[tuple[str, Dim]] = [(f, d) for d in args.dims for f in args.flows if f in FLOWS]
     cases += [(f, tuple(args.image)) for f in args.flows if f in IMAGE_FLOWS]
+    cases += [(f, speed_cnf.CNF_DIM) for f in args.flows if f in CNF_FLOWS]
     res = Results()
     res.meta = {
         "torch": torch.__version__,
@@ -811,6 +852,9 @@ def run(args: argparse.Namespace) -> Results:
         "libs": libs,
         "sizes": sizes,
     }
+    if args.quick:
+        res.meta["quick"] = True
+        print(f"# {QUICK_NOTE}", file=sys.stderr)
     if any(f in IMAGE_FLOWS for f, _ in cases):
         res.meta["image_sizes"] = image_sizes
         res.meta["glow"] = dict(GLOW, image=list(args.image))
@@ -843,7 +887,10 @@ def run(args: argparse.Namespace) -> Results:
             res.times[key].setdefault(op, {})[lib] = t
             res.samples[key].setdefault(op, {})[lib] = reps[name]
         print(f"# {key}: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-        if args.flops and image:
+        cnf = flow in CNF_FLOWS
+        if cnf:
+            res.notes[f"NFE {flow}"] = _nfe_note(models, all_ops)
+        if args.flops and (image or cnf):
             res.notes[f"flops {flow}"] = "--flops counts linear layers: vector flows only"
         elif args.flops:
             assert isinstance(d, int)
@@ -863,7 +910,9 @@ def run(args: argparse.Namespace) -> Results:
                 "train_gflop": train_gflop,
                 "train_peak": train_peak,
             }
-        if args.compile:
+        if args.compile and cnf:
+            res.notes[f"compile {flow}"] = "not compiled: the adaptive solvers branch on values"
+        elif args.compile:
             cops: dict[str, Callable[[], Any]] = {}
             for lib in models:
                 cm = build(lib, flow, d)
@@ -889,11 +938,31 @@ def run(args: argparse.Namespace) -> Results:
     return res
 
 
+QUICK_NOTE = (
+    "--quick: a smoke run at small sizes that checks the machinery, not a comparison; "
+    "run without --quick for numbers"
+)
+
+
+def _nfe_note(models: dict[str, Model], ops: dict[str, Callable[[], Any]]) -> str:
+    """The function evaluations of one call of each timed op, per library."""
+    parts = []
+    for name, fn in ops.items():
+        lib, op = name.split("|")
+        counter = models[lib].nfe
+        if counter is not None:
+            parts.append(f"{lib} {op} {speed_cnf.measure_nfe(fn, counter)}")
+    return "function evaluations per call: " + ", ".join(parts)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--flows", nargs="+", default=[*FLOWS, *IMAGE_FLOWS], choices=FLOWS + IMAGE_FLOWS
+        "--flows",
+        nargs="+",
+        default=[*FLOWS, *IMAGE_FLOWS, *CNF_FLOWS],
+        choices=FLOWS + IMAGE_FLOWS + CNF_FLOWS,
     )
     p.add_argument("--dims", nargs="+", type=int, default=[8, 64])
     p.add_argument("--libs", nargs="+", default=list(LIBS), choices=LIBS)
@@ -925,7 +994,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds per timed Glow measurement (a Glow call lasts 10-300 ms)",
     )
     p.add_argument(
-        "--quick", action="store_true", help="D=8, small batches, 3 repeats (Glow: 0.2 s each)"
+        "--quick",
+        action="store_true",
+        help="a smoke run, not a comparison: D=8, small batches, 3 repeats (Glow: 0.2 s each)",
     )
     p.add_argument("--no-sample", action="store_true", help="skip sampling")
     p.add_argument("--ops", nargs="+", default=["train", "log_prob", "sample"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,3 +145,44 @@ def test_peer_glow_same_architecture(speed: ModuleType, tiny_glow: None, lib: st
         assert torch.isfinite(ops["train"]())
         assert model.log_prob(x).shape == (6,)
         assert ops["sample"]().shape == (3, 1, 8, 8)
+
+
+def test_ffjord_against_zuko_on_two_dimensions(
+    speed: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zuko = importlib.util.find_spec("zuko") is not None
+    libs = ["flowforge", "zuko"] if zuko else ["flowforge"]
+    threads = torch.get_num_threads()
+    try:
+        res = speed.main([*TINY, "--flows", "FFJORD", "--libs", *libs, "--no-sample"])
+    finally:
+        torch.set_num_threads(threads)
+    assert res is not None
+    key = "FFJORD/2"  # D = 2 whatever --dims says
+    ours = res.params[key]["flowforge"]
+    assert ours > 0
+    note = res.notes["NFE FFJORD"]
+    for lib in libs:
+        assert abs(res.params[key][lib] - ours) / ours < 0.03  # the same dynamics size
+        for op in ("train", "log_prob"):
+            assert res.times[key][op][lib] > 0
+            nfe = re.search(rf"{lib} {op} (\d+)", note)
+            assert nfe is not None and int(nfe.group(1)) >= 6  # at least one dopri5 step
+    out = capsys.readouterr().out
+    assert "| FFJORD | 2 | train |" in out and "FFJORD: D=2" in out
+    assert "smoke run" not in out  # only --quick says so
+
+
+def test_quick_mode_says_it_is_a_smoke_run(
+    speed: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    threads = torch.get_num_threads()
+    try:
+        args = ["--quick", "--flows", "NICE", "--libs", "flowforge", "--repeats", "1"]
+        res = speed.main([*args, "--batch", "32", "--train-batch", "16", "--ops", "log_prob"])
+    finally:
+        torch.set_num_threads(threads)
+    assert res is not None and res.meta["quick"] is True
+    captured = capsys.readouterr()
+    assert "smoke run" in captured.out and "not a comparison" in captured.out
+    assert "not a comparison" in captured.err  # also where the progress lines go
