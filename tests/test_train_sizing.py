@@ -24,8 +24,10 @@ def test_small_tables_get_a_batch_within_the_rows_and_early_stopping() -> None:
     cfg, chosen = size_for_data(TrainConfig.from_layers({"flow": "maf"}), _table(142, 13))
     assert (cfg.batch_size, cfg.eval_every, cfg.patience) == (142, 1, 50)
     assert cfg.restore_best
-    assert (cfg.hidden, cfg.transforms, cfg.lr, cfg.weight_decay) == ((32, 32), 3, 1e-3, 1e-3)
+    assert (cfg.hidden, cfg.transforms, cfg.lr, cfg.weight_decay) == ((32, 32), 1, 1e-3, 1e-3)
     assert chosen == {k: getattr(cfg, k) for k in chosen}
+    cfg, _ = size_for_data(TrainConfig.from_layers({"flow": "realnvp"}), _table(142, 13))
+    assert cfg.transforms == 3
     cfg, _ = size_for_data(TrainConfig.from_layers({"flow": "nsf"}), _table(1000, 30))
     assert (cfg.batch_size, cfg.eval_every, cfg.hidden) == (256, 4, (60, 60))
     # width from the columns, clipped to 64
