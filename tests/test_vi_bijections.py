@@ -157,3 +157,31 @@ def test_triangular_sylvester_preset_alternates_the_permutation() -> None:
     assert flips == [False, True, False]
     with pytest.raises(ValueError, match="Sylvester: expected kind"):
         ff.flows.Sylvester(3, kind="cayley")
+
+
+@pytest.mark.parametrize("kind", ["orthogonal", "householder", "triangular"])
+def test_sylvester_leaky_relu_log_det_in_both_branches(kind: str) -> None:
+    """Every row has pre-activations of both signs, so both slopes of the leaky ReLU enter
+    the analytic log-determinant, in the sampling pass and the back-substitution pass."""
+    torch.manual_seed(7)
+    layer = T.Sylvester(4, kind, activation="leaky_relu").double()
+    with torch.no_grad():
+        layer.params.raw.normal_(0, 0.7)
+    q, _, r_tilde, b = layer.matrices()
+    m = layer.rank
+    # choose y = Q^T z so that pre = R~ y + b alternates in sign, then z = Q y
+    pre = torch.tensor(
+        [[(-1.0) ** (i + j) * (0.3 + j) for j in range(m)] for i in range(4)], dtype=f64
+    )
+    y = torch.linalg.solve_triangular(r_tilde, (pre - b).unsqueeze(-1), upper=True).squeeze(-1)
+    z = layer._q(q, y)
+    got_pre = (r_tilde @ layer._q_t(q, z).unsqueeze(-1)).squeeze(-1) + b
+    assert bool((got_pre > 0).any(-1).all() and (got_pre < 0).any(-1).all())
+    x, ladj = layer.inverse(z)
+    z_back, ladj_back = layer(x)
+    torch.testing.assert_close(z_back, z)
+    for i in range(len(z)):
+        jac = torch.autograd.functional.jacobian(lambda v: layer.inverse(v[None])[0][0], z[i])
+        torch.testing.assert_close(ladj[i], torch.linalg.slogdet(jac).logabsdet)
+        jac_back = torch.autograd.functional.jacobian(lambda v: layer(v[None])[0][0], x[i])
+        torch.testing.assert_close(ladj_back[i], torch.linalg.slogdet(jac_back).logabsdet)
