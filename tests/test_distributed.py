@@ -245,13 +245,20 @@ def test_bf16_autocast_runs_the_networks_in_bf16_and_keeps_log_prob_float32(name
     assert float(flow.log_prob(x).sub(reference).detach().abs().max()) < 1e-4
 
 
-def test_bf16_is_refused_on_the_cpu(tmp_path: Path) -> None:
-    cfg = TrainConfig.from_layers(
-        {"precision": "bf16", "device": "cpu", "out": str(tmp_path / "r")}
-    )
-    with pytest.raises(ConfigError, match="--precision bf16 needs a CUDA device"):
-        start_run(cfg)
-    assert not (tmp_path / "r").exists()
+def test_bf16_training_runs_on_the_cpu_and_stays_close_to_float32(tmp_path: Path) -> None:
+    losses = {}
+    for precision in ("float32", "bf16"):
+        options = {"precision": precision, "device": "cpu", "steps": 3, "eval_every": 3}
+        options |= {"n_val": 256, "n_test": 256, "hidden": [32], "transforms": 2, "quiet": True}
+        options |= {"plots": False, "flow": "realnvp", "out": str(tmp_path / precision)}
+        result = start_run(TrainConfig.from_layers(options))
+        assert result is not None
+        record = json.loads((tmp_path / precision / "config.json").read_text())
+        assert record["config"]["precision"] == precision
+        (line,) = (tmp_path / precision / "metrics.jsonl").read_text().splitlines()
+        losses[precision] = json.loads(line)["train_loss"]
+    assert losses["bf16"] != losses["float32"]  # the networks did compute in bf16
+    assert losses["bf16"] == pytest.approx(losses["float32"], abs=0.05)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 training needs CUDA: no GPU here")
@@ -294,6 +301,10 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [3, 6]  # one record per evaluation: rank 0 alone
     assert records[1]["train_loss"] < records[0]["train_loss"]  # it trained
+    single = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    for r, s in zip(records, single, strict=True):  # validation over all rows, not a slice
+        assert r["val_nll"] == pytest.approx(s["val_nll"], abs=1e-5)
+        assert r["train_loss"] == pytest.approx(s["train_loss"], abs=1e-5)
 
 
 @needs_torchrun
