@@ -27,7 +27,7 @@ import flowforge as ff
 from flowforge.eval.anomaly import auroc, fpr_threshold, typicality_scores
 from flowforge.sklearn import FlowAnomalyDetector, FlowDensity
 
-TINY = dict(transforms=1, hidden=(8,), bins=4, max_epochs=3, patience=2)
+TINY = dict(transforms=1, hidden=(8,), max_epochs=3, patience=2)
 
 #: Checks that do not apply to a flow, and why (also in the report).
 EXPECTED_FAILED: dict[str, str] = {}
@@ -67,6 +67,37 @@ def test_density_is_in_the_units_of_x() -> None:
     assert abs(mass - 1.0) < 0.02
 
 
+def test_scales_are_floored_at_the_median_column() -> None:
+    """A near-constant column is scaled by the median std of the varying columns
+    (``min_scale=1``), by its own with ``min_scale=0``; a constant column gets the floor too.
+    The density stays in X's units: the floor is part of the Jacobian."""
+    rng = np.random.default_rng(0)
+    x = np.c_[
+        rng.normal(size=(300, 3)) * [2.0, 3.0, 4.0], np.zeros(300), rng.normal(size=300) * 0.01
+    ]
+    opts = {**TINY, "validation_fraction": 0.0}  # every row trains: the stds are np.std(x)
+    est = FlowDensity(**opts, random_state=0).fit(x)  # type: ignore[arg-type]
+    std = np.std(x, axis=0)
+    floor = np.median(std[[0, 1, 2, 4]])
+    np.testing.assert_allclose(est.scale_, np.maximum(np.where(std > 0, std, floor), floor))
+    assert est.scale_[4] == floor and est.scale_[2] == pytest.approx(std[2])
+    assert est.noise_ == pytest.approx(0.75 * 300 ** (-1 / (5 + 4)))
+    raw = FlowDensity(**opts, min_scale=0.0, noise=0.0, random_state=0).fit(x)  # type: ignore[arg-type]
+    np.testing.assert_allclose(raw.scale_, np.where(std > 0, std, 1.0))
+    assert raw.noise_ == 0.0
+    b = FlowDensity(**opts, random_state=0).fit(x * 10.0)  # type: ignore[arg-type]
+    np.testing.assert_allclose(
+        b.score_samples(x[:9] * 10.0), est.score_samples(x[:9]) - 5 * np.log(10.0), atol=1e-3
+    )
+
+
+def test_detector_and_density_are_the_same_model() -> None:
+    x = _gauss(300)
+    a = FlowDensity(**TINY, random_state=4).fit(x)
+    b = FlowAnomalyDetector(**TINY, random_state=4).fit(x)
+    np.testing.assert_array_equal(a.score_samples(x), b.score_samples(x))
+
+
 def test_score_is_mean_log_likelihood_and_sample_shape() -> None:
     x = _gauss()
     est = FlowDensity(**TINY, random_state=0).fit(x)
@@ -89,8 +120,8 @@ def test_random_state_reproducible_and_global_rng_untouched() -> None:
 
 def test_early_stopping_keeps_best_epoch() -> None:
     x = _gauss(300)
-    est = FlowDensity(**{**TINY, "max_epochs": 60, "patience": 3, "lr": 0.05}, random_state=0)
-    est.fit(x)
+    opts = {**TINY, "max_epochs": 60, "patience": 3, "lr": 0.05, "noise": 0.0}
+    est = FlowDensity(**opts, random_state=0).fit(x)  # type: ignore[arg-type]
     assert len(est.validation_nll_) == est.n_epochs_
     assert est.best_epoch_ == int(np.argmin(est.validation_nll_)) + 1
     held = -est.score_samples(est.X_val_).mean()
@@ -118,14 +149,7 @@ def test_pickle_round_trip_and_joblib(tmp_path: Path) -> None:
     np.testing.assert_array_equal(again.decision_function(x), det.decision_function(x))
 
 
-def test_save_is_a_run_that_load_and_eval_read(tmp_path: Path) -> None:
-    x = _gauss(300)
-    est = FlowDensity(**TINY, random_state=0).fit(x)
-    run = est.save(tmp_path / "run")
-    flow = ff.load(run)
-    with torch.no_grad():
-        lp = flow.log_prob(torch.as_tensor(x[:10], dtype=torch.float32)).double().numpy()
-    np.testing.assert_allclose(lp, est.score_samples(x[:10]), rtol=1e-4, atol=1e-4)
+def _eval_nll(run: Path) -> float:
     done = subprocess.run(
         [sys.executable, "-m", "flowforge", "eval", str(run), "--json", "--split", "train"],
         capture_output=True,
@@ -133,7 +157,31 @@ def test_save_is_a_run_that_load_and_eval_read(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    nll = json.loads(done.stdout)["nll"]
+    return float(json.loads(done.stdout)["nll"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="flowforge eval standardises table rows with the data file's own statistics "
+    "(train/prepare.py test_summary), not the flow's Standardize: wrong when they differ, as "
+    "for a floored near-constant column (reported to the lead)",
+)
+def test_eval_of_a_saved_run_uses_the_flows_own_scales(tmp_path: Path) -> None:
+    x = _gauss(300)  # its 0.01 column is floored to the median scale
+    est = FlowDensity(**TINY, random_state=0).fit(x)
+    assert abs(_eval_nll(est.save(tmp_path / "run")) - est.entropy_) < 1.0
+
+
+def test_save_is_a_run_that_load_and_eval_read(tmp_path: Path) -> None:
+    x = _gauss(300)
+    # min_scale=0: eval's standardisation then matches the flow's (see the test above)
+    est = FlowDensity(**TINY, min_scale=0.0, random_state=0).fit(x)
+    run = est.save(tmp_path / "run")
+    flow = ff.load(run)
+    with torch.no_grad():
+        lp = flow.log_prob(torch.as_tensor(x[:10], dtype=torch.float32)).double().numpy()
+    np.testing.assert_allclose(lp, est.score_samples(x[:10]), rtol=1e-4, atol=1e-4)
+    nll = _eval_nll(run)
     assert np.isfinite(nll) and abs(nll - est.entropy_) < 1.0
 
 
@@ -213,9 +261,9 @@ def _digits_auroc(held_out: int, **options: object) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_digits_held_out_class_is_anomalous() -> None:
-    roc, ap = _digits_auroc(0, max_epochs=40, noise=0.5)
+    roc, ap = _digits_auroc(1, max_epochs=40)  # the defaults but for a shorter fit
     print(f"digits, held-out 0: AUROC {roc:.3f}, AP {ap:.3f}")
-    assert roc > 0.8
+    assert roc > 0.85  # LocalOutlierFactor(novelty=True): 0.876 (benchmarks/anomaly.py)
 
 
 @pytest.mark.slow

@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from flowforge.cli._common import EXIT_TRAINING_FAILED
 
 
@@ -39,27 +41,100 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "name (in any order; missing or extra names are an error); without, by position",
     )
     sc.add_argument("-o", "--output", help="output file (.csv or .npy); default: stdout")
+    sc.add_argument(
+        "--labels",
+        metavar="COLUMN",
+        help="a column of the input that marks anomalies (0 normal / 1 anomaly, or 1 normal / "
+        "-1 anomaly): it is not a model input; prints AUROC and average precision of the "
+        "score. Its name with a header, else its 0-based index",
+    )
+    flag = sc.add_mutually_exclusive_group()
+    flag.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="add a column 'flag': -1 (anomaly) where log p(x) < T, else +1",
+    )
+    flag.add_argument(
+        "--contamination",
+        type=_share,
+        metavar="F",
+        help="add a column 'flag': -1 for the share F (0 < F < 1) of rows with the lowest "
+        "log p(x), else +1",
+    )
+    sc.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="a histogram of the scores (normal against anomalous rows with --labels)",
+    )
     sc.add_argument("--seed", type=int, default=0, help="image runs: dequantization seed")
     sc.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     from flowforge.eval.score import read_rows, score_rows
-    from flowforge.runs import check_output, open_run, write_table
+    from flowforge.runs import RunError, check_output, open_run, read_run_record, write_table
     from flowforge.train.run import resolve_device, run_config
+    from flowforge.vi.run import is_vi_record
 
     out = Path(args.output) if args.output else None
     if out is not None:
         check_output(out, (".npy", ".csv"))
+    if args.plot is not None:
+        check_output(Path(args.plot), (".png",))
+    if is_vi_record(read_run_record(args.run)):
+        raise RunError(
+            f"{args.run} is a variational-inference run (flowforge vi): it has no data to score "
+            f"against; score needs a density run trained on data (flowforge train), and a VI "
+            f"run is read with flowforge eval / sample"
+        )
     run = open_run(args.run, resolve_device(args.device))
     columns = run_config(run.record, str(run.files.config)).column_list()
-    x = read_rows(run, args.input, columns, args.header)  # the columns of training, by name
+    # the columns of training, by name; the label column is never a model input
+    x = read_rows(run, args.input, columns, args.header, exclude=args.labels)
     ll = score_rows(run, x, origin=str(args.input), seed=args.seed).numpy()
+    table, names, threshold = _with_flags(ll, args.threshold, args.contamination)
+    is_anomaly = None if args.labels is None else _labels(args, ll.shape[0])
     if out is None:
-        sys.stdout.write("log_likelihood\n" + "".join(f"{v:.9g}\n" for v in ll))
+        sys.stdout.write(
+            ",".join(names) + "\n" + "".join(",".join(f"{v:.9g}" for v in r) + "\n" for r in table)
+        )
     else:
-        write_table(out, ll, ["log_likelihood"])
+        write_table(out, table if len(names) > 1 else ll, names)
         print(f"wrote {ll.shape[0]} log-likelihoods to {out}", file=sys.stderr)
+    if threshold is not None:
+        n_flagged = int((table[:, 1] < 0).sum())
+        print(
+            f"flagged {n_flagged} of {ll.shape[0]} rows (log p(x) < {threshold:.9g})",
+            file=sys.stderr,
+        )
+    if is_anomaly is not None:
+        from flowforge.eval.anomaly import detection_metrics
+
+        roc, ap = detection_metrics(ll, is_anomaly)
+        print(  # the scores may be on stdout: the metrics go beside the other messages
+            f"{int(is_anomaly.sum())} anomalies in {ll.shape[0]} rows: AUROC {roc:.4f}, "
+            f"average precision {ap:.4f} (chance {is_anomaly.mean():.4f})",
+            file=sys.stderr if out is None else sys.stdout,
+        )
+    if args.plot is not None:
+        from flowforge.eval.anomaly import score_histogram
+
+        try:
+            score_histogram(ll, is_anomaly, args.plot, threshold)
+        except ValueError as e:
+            raise RunError(f"--plot {args.plot}: {e}") from None
+        print(f"wrote the score histogram to {args.plot}", file=sys.stderr)
     bad = [i + 1 for i in range(ll.shape[0]) if not math.isfinite(float(ll[i]))]
     if bad:  # written as nan / -inf, never dropped; a warning and exit status 1
         shown = ", ".join(map(str, bad[:20])) + (" ..." if len(bad) > 20 else "")
@@ -71,3 +146,35 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_TRAINING_FAILED
     return 0
+
+
+def _with_flags(
+    ll: np.ndarray, threshold: float | None, contamination: float | None
+) -> tuple[np.ndarray, list[str], float | None]:
+    """The output table (scores, and a flag column when a threshold is asked for), its column
+    names and the threshold. Non-finite scores rank lowest (flagged first)."""
+    if threshold is None and contamination is None:
+        return ll[:, None], ["log_likelihood"], None
+    ranked = np.where(np.isfinite(ll), ll, -np.inf)
+    if contamination is not None:
+        from flowforge.eval.anomaly import fpr_threshold
+
+        lowest = -np.finfo(np.float64).max  # fpr_threshold takes finite scores only
+        threshold = fpr_threshold(np.where(np.isfinite(ranked), ranked, lowest), contamination)
+    assert threshold is not None
+    flags = np.where(ranked < threshold, -1.0, 1.0)
+    return np.stack([ll, flags], axis=1), ["log_likelihood", "flag"], threshold
+
+
+def _labels(args: argparse.Namespace, n: int) -> np.ndarray:
+    from flowforge.data import DataError
+    from flowforge.eval.anomaly import anomaly_labels
+    from flowforge.eval.score import read_labels
+
+    values = read_labels(args.input, args.labels, args.header)
+    try:
+        flags = anomaly_labels(values)
+    except ValueError as e:
+        raise DataError(f"--labels {args.labels!r} in {args.input}: {e}") from None
+    assert flags.shape[0] == n
+    return flags

@@ -7,6 +7,9 @@ anomalies from normal rows, independently of any threshold.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 from torch import Tensor
 
@@ -115,4 +118,121 @@ def fpr_threshold(normal_scores: Tensor | np.ndarray, target_fpr: float) -> floa
     return float(s[k])
 
 
-__all__ = ["auroc", "fpr_threshold", "typicality_scores"]
+def anomaly_labels(values: np.ndarray) -> np.ndarray:
+    """Which rows a label column marks as anomalies, as a boolean ``(N,)`` array.
+
+    Two codings are understood: ``0`` normal / ``1`` anomaly, and scikit-learn's outlier
+    convention ``+1`` normal / ``-1`` anomaly.
+
+    Raises:
+        ValueError: other values, or labels of one kind only.
+
+    Example:
+        >>> anomaly_labels(np.array([1.0, -1.0, 1.0])).tolist()
+        [False, True, False]
+    """
+    v = np.asarray(values, dtype=np.float64)
+    kinds = set(np.unique(v).tolist())
+    if kinds <= {0.0, 1.0}:
+        flags = v == 1.0
+    elif kinds <= {-1.0, 1.0}:
+        flags = v == -1.0
+    else:
+        shown = ", ".join(f"{k:g}" for k in sorted(kinds)[:6])
+        raise ValueError(
+            f"labels must be 0 (normal) / 1 (anomaly) or 1 (normal) / -1 (anomaly); got {shown}"
+        )
+    if flags.all() or not flags.any():
+        raise ValueError("labels must mark both normal rows and anomalies; got only one kind")
+    return flags
+
+
+def detection_metrics(log_prob: np.ndarray, is_anomaly: np.ndarray) -> tuple[float, float]:
+    """AUROC and average precision of the anomaly score ``-log p(x)``.
+
+    Non-finite log-likelihoods (``nan``, ``-inf``) rank as the most anomalous rows.
+
+    Args:
+        log_prob: ``(N,)`` log-likelihoods (higher is more normal).
+        is_anomaly: ``(N,)`` booleans, from :func:`anomaly_labels`.
+
+    Returns:
+        ``(auroc, average_precision)``; chance is ``0.5`` and the share of anomalies.
+
+    Example:
+        >>> detection_metrics(np.array([-1.0, -9.0, -2.0]), np.array([False, True, False]))
+        (1.0, 1.0)
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    lp = np.asarray(log_prob, dtype=np.float64)
+    ranked = -np.where(np.isfinite(lp), lp, -np.finfo(np.float64).max)
+    y = np.asarray(is_anomaly, dtype=bool)
+    return float(roc_auc_score(y, ranked)), float(average_precision_score(y, ranked))
+
+
+def score_histogram(
+    log_prob: np.ndarray,
+    is_anomaly: np.ndarray | None,
+    path: str | Path,
+    threshold: float | None = None,
+    bins: int = 40,
+) -> Path:
+    """A PNG histogram of log-likelihoods: normal against anomalous rows when labels are given.
+
+    The range is the 1st percentile to the largest finite score (one far anomaly would
+    otherwise squash every bar into one); the legend counts the rows left of it and the
+    non-finite ones.
+
+    Args:
+        log_prob: ``(N,)`` log-likelihoods.
+        is_anomaly: ``(N,)`` booleans, or ``None`` for one histogram of every row.
+        path: the ``.png`` file.
+        threshold: drawn as a vertical line (rows left of it are flagged).
+        bins: bars over the range.
+    """
+    from flowforge.train.plots import new_figure, write_png
+
+    lp = np.asarray(log_prob, dtype=np.float64)
+    finite = np.isfinite(lp)
+    if not finite.any():
+        raise ValueError("no finite score to plot")
+    lo, hi = float(np.percentile(lp[finite], 1.0)), float(lp[finite].max())
+    if threshold is not None and math.isfinite(threshold):
+        lo, hi = min(lo, threshold), max(hi, threshold)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    fig = new_figure(6.4, 4.0)
+    ax = fig.add_subplot()
+    groups = [("all rows", np.ones(lp.size, dtype=bool), "tab:blue")]
+    if is_anomaly is not None:
+        flags = np.asarray(is_anomaly, dtype=bool)
+        groups = [("normal", ~flags, "tab:blue"), ("anomaly", flags, "tab:red")]
+    for name, rows, colour in groups:
+        v = lp[rows & finite]
+        shown = v[v >= lo]
+        label = f"{name} ({rows.sum()} rows"
+        if shown.size < v.size:
+            label += f"; {v.size - shown.size} below the range"
+        if (rows & ~finite).any():
+            label += f"; {(rows & ~finite).sum()} non-finite"
+        ax.hist(
+            shown, bins=edges.tolist(), color=colour, alpha=0.5, label=label + ")", density=True
+        )
+    if threshold is not None and math.isfinite(threshold):
+        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
+    ax.set_xlabel("log p(x) (nats); low is anomalous")
+    ax.set_ylabel("density of rows")
+    ax.legend(fontsize="small")
+    return write_png(fig, path)
+
+
+__all__ = [
+    "anomaly_labels",
+    "auroc",
+    "detection_metrics",
+    "fpr_threshold",
+    "score_histogram",
+    "typicality_scores",
+]

@@ -27,7 +27,7 @@ from flowforge.eval.likelihood import (
 )
 from flowforge.runs import Run
 
-__all__ = ["read_rows", "sample_rows", "score_rows"]
+__all__ = ["label_index", "read_labels", "read_rows", "sample_rows", "score_rows"]
 
 
 def _run_names(run: Run) -> list[str] | None:
@@ -67,6 +67,7 @@ def read_rows(
     path: str | os.PathLike[str],
     columns: list[str] | None,
     header: bool | None = None,
+    exclude: str | None = None,
 ) -> np.ndarray:
     """The rows of a ``.csv`` / ``.npy`` file to score with ``run`` (see :func:`score_rows`).
 
@@ -83,6 +84,8 @@ def read_rows(
         columns: the run's ``--columns`` selection (``None``: all columns).
         header: CSV only: whether the first row is a header (``None``: the rule of
             :mod:`flowforge.data.user`, and a first row equal to the run's column names).
+        exclude: a column that is not a model input (``--labels``): its name in a file with a
+            header, else its 0-based index.
 
     Raises:
         DataError: a missing or malformed file, duplicate names, or names that do not match.
@@ -97,6 +100,8 @@ def read_rows(
         if x.ndim > 2:
             if x.dtype.kind not in "biuf":
                 raise DataError(f"{p}: expected a numeric array, got dtype {x.dtype}")
+            if exclude is not None:
+                raise DataError(f"{p}: an array of images has no label column to take")
             return np.asarray(x, dtype=np.float64)
     names = _run_names(run)
     stored = (run.record.get("data") or {}).get("columns") or run.spec.columns
@@ -105,18 +110,69 @@ def read_rows(
             first = read_header(p, header=True)
         except DataError:
             first = None
-        if first is not None and sorted(first) == sorted(stored):
+        if first is not None and sorted(n for n in first if n != exclude) == sorted(stored):
             header = True
     got = read_header(p, header)
     if got is None:  # no header: by position, as the run's selection of indices says
-        x, _ = read_table(p, columns=None if names else columns, header=False)
-        return x
+        if exclude is None:
+            x, _ = read_table(p, columns=None if names else columns, header=False)
+            return x
+        x, _ = read_table(p, columns=None, header=False)
+        skip = label_index(exclude, x.shape[1], str(path))
+        if names is None and columns is not None:  # the run's indices are the file's
+            if str(skip) in columns:
+                raise DataError(f"--labels {exclude}: column {skip} is an input of the run")
+            return x[:, [int(c) for c in columns]]
+        return np.delete(x, skip, axis=1)
+    if exclude is not None:
+        if exclude not in got:
+            raise DataError(
+                f"--labels {exclude!r}: {path} has no such column (its columns: "
+                f"{', '.join(map(repr, got))})"
+            )
+        if exclude in (columns or []) or (columns is None and exclude in (names or [])):
+            raise DataError(f"--labels {exclude!r} is an input column of the run")
+        got = [n for n in got if n != exclude]
     if names is None:  # the run has no names to match: by position
-        x, _ = read_table(p, columns=columns, header=True)
+        x, _ = read_table(p, columns=columns or got, header=True)
         return x
     picked = _match_columns(run, names, got, columns is not None, str(path))
     x, _ = read_table(p, columns=picked, header=True)
     return x
+
+
+def label_index(label: str, width: int, origin: str) -> int:
+    """The 0-based index of the label column ``label`` in a file of ``width`` columns without a
+    header (``--labels`` then names a column by its index).
+
+    Raises:
+        DataError: ``label`` is not an index in ``0 .. width - 1``.
+    """
+    try:
+        index = int(label)
+    except ValueError:
+        index = -1
+    if not 0 <= index < width:
+        raise DataError(
+            f"--labels {label!r}: {origin} has no header, so the label column is given by its "
+            f"0-based index, 0..{width - 1}"
+        )
+    return index
+
+
+def read_labels(path: str | os.PathLike[str], label: str, header: bool | None) -> np.ndarray:
+    """The label column ``label`` of a ``.csv`` / ``.npy`` file (by name with a header, else
+    by 0-based index) as float64 ``(N,)``.
+
+    Raises:
+        DataError: a missing column or a value that is not a number.
+    """
+    names = read_header(path, header)
+    if names is not None:
+        x, _ = read_table(path, columns=[label], header=True)
+        return x[:, 0]
+    x, _ = read_table(path, columns=None, header=False)
+    return x[:, label_index(label, x.shape[1], str(path))]
 
 
 def score_rows(

@@ -16,7 +16,15 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from flowforge.eval.anomaly import typicality_scores
 from flowforge.flows import PRESETS
 from flowforge.runs.recipe import ModelSpec, build_flow
-from flowforge.sklearn._fit import fit_flow, log_prob_rows, make_spec, sample_rows, seeded
+from flowforge.sklearn._fit import (
+    column_scales,
+    fit_flow,
+    log_prob_rows,
+    make_spec,
+    sample_rows,
+    scott_factor,
+    seeded,
+)
 
 __all__ = ["FlowDensity"]
 
@@ -38,18 +46,27 @@ class FlowDensity(DensityMixin, BaseEstimator):
     ``patience`` epochs without improvement.
 
     Args:
-        flow: a vector preset of :data:`flowforge.flows.PRESETS` (``"nsf"``, ``"maf"``,
+        flow: a vector preset of :data:`flowforge.flows.PRESETS` (``"maf"``, ``"nsf"``,
             ``"realnvp"``, ...).
         transforms: the preset's number of transforms (``None``: 5).
         hidden: hidden layer sizes of its networks (``None``: ``(128, 128)``).
         bins: spline bins (``"nsf"`` only; ``None``: the preset's default).
         flow_options: further keyword arguments of the preset (``{"coupling": True}``).
         standardize: put ``Standardize`` (training statistics) first in the flow.
-        noise: standard deviation, in units of each column's std, of Gaussian noise added to
-            training batches: a smoothing regulariser (like a kernel bandwidth) that helps on
-            discrete or low-rank data (pixel counts, constant columns), where maximum
-            likelihood otherwise puts spikes on the training values. ``0`` is plain maximum
-            likelihood; the fitted density is then of the smoothed data.
+        min_scale: the least scale of a column, as a share of the median column standard
+            deviation: a near-constant column (a pixel that is almost always 0) is divided by
+            that instead of its own tiny std, so its rare values are not blown up into spikes
+            that dominate the density. ``0`` standardises every column by its own std.
+        noise: standard deviation, in units of each column's scale, of Gaussian noise added
+            to the training batches (and the validation rows): a smoothing regulariser, like a
+            kernel bandwidth, that keeps maximum likelihood from putting spikes on the training
+            values of small, discrete or low-rank data (pixel counts, constant columns).
+            ``"auto"``: ``0.75 * n ** (-1 / (D + 4))`` for ``n`` training rows of ``D``
+            columns, three quarters of Scott's rule (about 0.68 for 1,000 rows of 64 columns,
+            0.24 for 1,000 rows of 2; the 0.75 is from digits runs). ``0``
+            is plain maximum likelihood, the choice for the best held-out likelihood on
+            plentiful continuous data. With noise the fitted density is that of the smoothed
+            data (still a density in the units of ``X``).
         max_epochs: most passes over the training rows.
         batch_size: minibatch size.
         lr: peak learning rate.
@@ -64,7 +81,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
         flow_: the fitted :class:`flowforge.Flow` (float64, evaluation mode).
         spec_: its :class:`flowforge.runs.ModelSpec` (what :meth:`save` writes).
         n_features_in_: ``D``.
-        mean_, scale_: ``(D,)`` the standardisation (``scale_`` is 1 on constant columns).
+        mean_, scale_: ``(D,)`` the standardisation (``scale_`` is each column's std, at least
+            ``min_scale`` times the median one; 1 where every column is constant).
+        noise_: the noise factor used (``"auto"`` resolved).
         entropy_: the entropy estimate: mean NLL of the held-out rows (training rows when there
             were none).
         n_epochs_, best_epoch_: epochs run and the one whose weights were kept.
@@ -85,7 +104,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
     rows are batched (the subset and sample-order invariance checks).
 
     References:
-        Durkan et al., "Neural Spline Flows", NeurIPS 2019 (the default preset).
+        Papamakarios et al., "Masked Autoregressive Flow for Density Estimation", NeurIPS
+        2017 (the default preset); Scott, "Multivariate Density Estimation", 1992 (the
+        default noise).
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
@@ -95,7 +116,8 @@ class FlowDensity(DensityMixin, BaseEstimator):
         "bins": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "flow_options": [dict, None],
         "standardize": ["boolean"],
-        "noise": [Interval(numbers.Real, 0, None, closed="left")],
+        "min_scale": [Interval(numbers.Real, 0, None, closed="left")],
+        "noise": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="left")],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -108,14 +130,15 @@ class FlowDensity(DensityMixin, BaseEstimator):
 
     def __init__(
         self,
-        flow: str = "nsf",
+        flow: str = "maf",
         *,
         transforms: int | None = None,
         hidden: tuple[int, ...] | None = None,
         bins: int | None = None,
         flow_options: dict[str, Any] | None = None,
         standardize: bool = True,
-        noise: float = 0.0,
+        min_scale: float = 1.0,
+        noise: float | str = "auto",
         max_epochs: int = 200,
         batch_size: int = 128,
         lr: float = 1e-3,
@@ -131,6 +154,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.bins = bins
         self.flow_options = flow_options
         self.standardize = standardize
+        self.min_scale = min_scale
         self.noise = noise
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -176,12 +200,11 @@ class FlowDensity(DensityMixin, BaseEstimator):
             x_val, x_train = X[order[:n_val]], X[order[n_val:]]
         else:
             x_val, x_train = None, X
-        mean = x_train.mean(axis=0)
-        std = x_train.std(axis=0)
-        std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+        mean, std = column_scales(x_train, float(self.min_scale))
         spec = make_spec(self.flow, self._preset_kwargs(), mean, std if self.standardize else None)
         if not self.standardize:
             mean, std = np.zeros_like(mean), np.ones_like(std)
+        self.noise_ = scott_factor(*x_train.shape) if self.noise == "auto" else float(self.noise)
         result = fit_flow(
             spec,
             x_train,
@@ -192,7 +215,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             lr=self.lr,
             weight_decay=self.weight_decay,
             patience=self.patience,
-            noise=float(self.noise) * std if self.noise > 0 else None,
+            noise=self.noise_ * std if self.noise_ > 0 else None,
             verbose=bool(self.verbose),
         )
         self.flow_ = result.flow.double()

@@ -76,7 +76,7 @@ class FlowAnomalyDetector(OutlierMixin, FlowDensity):
 
     def __init__(
         self,
-        flow: str = "nsf",
+        flow: str = "maf",
         *,
         contamination: str | float = "auto",
         target_fpr: float = 0.05,
@@ -86,7 +86,8 @@ class FlowAnomalyDetector(OutlierMixin, FlowDensity):
         bins: int | None = None,
         flow_options: dict[str, Any] | None = None,
         standardize: bool = True,
-        noise: float = 0.0,
+        min_scale: float = 1.0,
+        noise: float | str = "auto",
         max_epochs: int = 200,
         batch_size: int = 128,
         lr: float = 1e-3,
@@ -103,6 +104,7 @@ class FlowAnomalyDetector(OutlierMixin, FlowDensity):
             bins=bins,
             flow_options=flow_options,
             standardize=standardize,
+            min_scale=min_scale,
             noise=noise,
             max_epochs=max_epochs,
             batch_size=batch_size,
@@ -131,18 +133,15 @@ class FlowAnomalyDetector(OutlierMixin, FlowDensity):
             y: ignored.
         """
         super().fit(X, y)
-        if self.contamination == "auto":
-            held_out = self.X_val_
-            if held_out is None:  # too few rows for a split: the training rows
-                held_out = validate_data(self, X, dtype=np.float64, reset=False)
-            self.calibration_scores_ = self._scores_of(log_prob_rows(self.flow_, held_out))
-            self.offset_ = fpr_threshold(self.calibration_scores_, float(self.target_fpr))
-        else:
+        auto = self.contamination == "auto"
+        # "auto": the held-out normal rows (the training rows when there were too few for a
+        # split); a contamination share: every fitted row, anomalies included
+        rows = self.X_val_ if auto else None
+        if rows is None:
             rows = validate_data(self, X, dtype=np.float64, reset=False)
-            self.calibration_scores_ = self._scores_of(log_prob_rows(self.flow_, rows))
-            self.offset_ = float(
-                np.percentile(self.calibration_scores_, 100.0 * float(self.contamination))
-            )
+        self.calibration_scores_ = self._scores_of(log_prob_rows(self.flow_, rows))
+        share = float(self.target_fpr) if auto else float(self.contamination)
+        self.offset_ = fpr_threshold(self.calibration_scores_, share)
         return self
 
     def score_samples(self, X: Any) -> np.ndarray:
