@@ -103,7 +103,17 @@ class TrainConfig:
         default=1e-6, metadata=_doc("images: logit pre-transform constant a in s = a + (1-2a)u")
     )
     # flow
-    flow: str = field(default="nsf", metadata=_doc("flow preset"))
+    flow: str = field(
+        default="nsf",
+        metadata=_doc(
+            "flow preset, or auto: try presets and sizes within --time-budget and keep the "
+            "one of the best validation NLL (the trials and their table under RUN/trials, "
+            "RUN/auto.json)"
+        ),
+    )
+    time_budget: float = field(
+        default=300.0, metadata=_doc("--flow auto: seconds the search may take")
+    )
     transforms: int | None = field(
         default=None,
         metadata=_doc("vector presets: number of transforms (default: the preset's CLI default)"),
@@ -161,7 +171,7 @@ class TrainConfig:
         default_factory=dict,
         metadata=_doc(
             "variational dequantization: the noise flow's options, e.g. "
-            '\'{"transforms": 2, "hidden": [64, 64]}\''
+            '\'{"noise": "conv", "transforms": 4, "hidden": 16}\''
         ),
     )
     # optimisation
@@ -222,8 +232,8 @@ class TrainConfig:
     precision: str = field(
         default="float32",
         metadata=_doc(
-            "training arithmetic of the networks: float32, or bf16 autocast (CUDA only; "
-            "log-dets, bases and log_prob stay float32)",
+            "training arithmetic of the networks: float32, or bf16 autocast (log-dets, bases "
+            "and log_prob stay float32; validation and test in float32)",
             choices=("float32", "bf16"),
         ),
     )
@@ -334,7 +344,7 @@ class TrainConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{source}{f.name} must be a finite number, got {value}")
         positive = ["n_val", "n_test", "transforms", "steps", "batch_size", "eval_every"]
-        positive += ["eval_batch_size", "lr"]
+        positive += ["eval_batch_size", "lr", "time_budget"]
         for key in positive:
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ConfigError(f"{source}{key} must be positive, got {getattr(self, key)}")

@@ -29,6 +29,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from flowforge.runs.errors import ConfigError
+from flowforge.train.auto import AUTO
 from flowforge.train.config import TrainConfig, field_type
 
 __all__ = ["add_arguments", "flags_to_dict", "parse_flag_value", "read_toml"]
@@ -101,6 +102,8 @@ def add_arguments(
             continue
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         valid = (choices or {}).get(f.name, f.metadata.get("choices"))
+        if f.name == "flow" and valid is not None:
+            valid = [*valid, AUTO]  # the search over presets (flowforge.train.auto)
         parser.add_argument(
             flag,
             dest=f.name,

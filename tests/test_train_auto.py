@@ -1,0 +1,63 @@
+"""Issue 11: ``flowforge train --flow auto`` (a search by validation NLL within a time budget)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cli_util import assert_bad_input, assert_ok, flowforge
+from flowforge.train.auto import candidates
+from flowforge.train.config import TrainConfig
+
+
+def test_candidates_respect_the_users_size() -> None:
+    wide = candidates(TrainConfig())
+    assert [p for p, _ in wide[:4]] == ["nsf", "realnvp", "maf", "nice"] and len(wide) > 4
+    fixed = candidates(TrainConfig.from_layers({"hidden": (8,)}))
+    assert all(opts == {} for _, opts in fixed)
+
+
+def _table(root: Path) -> None:
+    x = np.random.default_rng(2).normal(size=(80, 2)) * [1.0, 3.0]
+    (root / "t.csv").write_text("a,b\n" + "".join(f"{a:.5f},{b:.5f}\n" for a, b in x))
+
+
+ARGS = ["--data", "t.csv", "--flow", "auto", "--steps", "15", "--quiet", "--no-plots"]
+
+
+def test_auto_keeps_the_trial_of_the_best_validation_nll(tmp_path: Path) -> None:
+    _table(tmp_path)
+    proc = flowforge("train", *ARGS, "--time-budget", "600", "--out", "r", cwd=tmp_path)
+    assert_ok(proc)
+    assert "val NLL" in proc.stdout
+    table = json.loads((tmp_path / "r" / "auto.json").read_text())
+    done = [t for t in table["trials"] if t["val_nll"] is not None]
+    assert len(done) == len(table["trials"]) == len(candidates(TrainConfig()))
+    assert len({t["val_nll"] for t in done}) > 1
+    kept = [t for t in table["trials"] if t.get("kept")]
+    assert len(kept) == 1 and kept[0]["val_nll"] == min(t["val_nll"] for t in done)
+    record = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert record["config"]["flow"] == kept[0]["flow"] and record["auto"] == table
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["best_val_nll"] == kept[0]["val_nll"]
+    ev = flowforge("eval", "r", "--json", cwd=tmp_path)
+    assert_ok(ev)
+    assert json.loads(ev.stdout)["nll"] == results["test"]["nll"]
+
+
+def test_auto_stops_starting_trials_at_the_budget(tmp_path: Path) -> None:
+    _table(tmp_path)
+    proc = flowforge("train", *ARGS, "--time-budget", "0.001", "--out", "r", cwd=tmp_path)
+    assert_ok(proc)
+    table = json.loads((tmp_path / "r" / "auto.json").read_text())
+    status = [t["status"] for t in table["trials"]]
+    assert status[0] != "skipped (time budget)"  # the first trial always runs
+    assert status[1:] == ["skipped (time budget)"] * (len(status) - 1)
+    assert "skipped (time budget)" in proc.stdout
+
+
+def test_auto_budget_must_be_positive(tmp_path: Path) -> None:
+    proc = flowforge("train", "--flow", "auto", "--time-budget", "0", "--out", "r", cwd=tmp_path)
+    assert_bad_input(proc, "time_budget must be positive")
