@@ -261,6 +261,13 @@ def test_bf16_training_runs_on_the_cpu_and_stays_close_to_float32(tmp_path: Path
     assert losses["bf16"] == pytest.approx(losses["float32"], abs=0.05)
 
 
+def test_bf16_is_refused_for_a_flow_without_networks(tmp_path: Path) -> None:
+    options = {"precision": "bf16", "device": "cpu", "flow": "ffjord", "out": str(tmp_path / "r")}
+    with pytest.raises(ConfigError, match="casts MLP, MADE and ConvNet networks; this flow"):
+        start_run(TrainConfig.from_layers(options))
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 training needs CUDA: no GPU here")
 def test_bf16_training_step_on_cuda(tmp_path: Path) -> None:  # pragma: no cover - GPU only
     x = torch.randn(512, 4, device="cuda")

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from flowforge.runs import load_state, save_weights
 from flowforge.train.batches import TrainStream
-from flowforge.train.config import TrainConfig
+from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.distributed import (
     ObjectiveModule,
     World,
@@ -59,7 +59,7 @@ from flowforge.train.distributed import (
 from flowforge.train.ema import WeightAverage
 from flowforge.train.losses import Loss, MaximumLikelihood, Objective
 from flowforge.train.metrics import MetricsLog
-from flowforge.train.precision import precision_context
+from flowforge.train.precision import networks_of, precision_context
 from flowforge.train.schedule import LRSchedule
 from flowforge.train.state import NonFiniteLoss
 from flowforge.train.validation import TrainerValidation
@@ -145,6 +145,11 @@ class Trainer(TrainerValidation):
         self.objective: Objective = MaximumLikelihood() if objective is None else objective
         self.objective_module = self.objective if isinstance(self.objective, nn.Module) else None
         self.objective_weights = objective_weights
+        if cfg.precision != "float32" and not networks_of(model, self.objective_module):
+            raise ConfigError(
+                f"--precision {cfg.precision} casts MLP, MADE and ConvNet networks; this flow "
+                "has none (a CNF's ODE net stays float32: its trace is the log-determinant)"
+            )
         self.world = World() if world is None else world
         self._ddp: nn.Module | None = None  # DDP over ObjectiveModule, made at the first step
         if not self.world.is_main:
