@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -13,13 +14,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Draw samples in the data's units (.npy, .csv; .png for images and 2-D data).",
     )
     sa.add_argument("run", metavar="RUN", help="run directory")
-    sa.add_argument("-n", "--num", type=int, default=1000, help="number of samples")
-    sa.add_argument("-o", "--output", required=True, help="output file: .npy, .csv or .png")
+    sa.add_argument("-n", "--num", type=int, default=1000, help="number of samples (default: 1000)")
     sa.add_argument(
-        "--temperature", type=float, default=1.0, help="scale of the base samples (default 1)"
+        "-o",
+        "--output",
+        default="-",
+        help="output file: .npy, .csv or .png; - (the default) writes CSV to stdout, like score",
     )
-    sa.add_argument("--seed", type=int, default=0)
-    sa.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    sa.add_argument(
+        "--temperature", type=float, default=1.0, help="scale of the base samples (default: 1)"
+    )
+    sa.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the base samples: the same seed gives the same samples (default: 0)",
+    )
+    sa.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda", "auto"), help="device (default: cpu)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,13 +40,21 @@ def run(args: argparse.Namespace) -> int:
     from flowforge.runs import RunError, check_output, open_run, write_table
     from flowforge.train.run import resolve_device
 
-    out = Path(args.output)
-    check_output(out, (".npy", ".csv", ".png"))
+    out = None if args.output == "-" else Path(args.output)
+    if out is not None:
+        check_output(out, (".npy", ".csv", ".png"))
     run = open_run(args.run, resolve_device(args.device))
     image = run.spec.kind == "image"
-    if out.suffix.lower() == ".png" and not (image or run.spec.features == 2):
+    if out is not None and out.suffix.lower() == ".png" and not (image or run.spec.features == 2):
         raise RunError("PNG output needs image or 2-D data; use .npy or .csv")
     x = sample_rows(run, args.num, temperature=args.temperature, seed=args.seed)
+    names = run.spec.columns or [f"x{i}" for i in range(run.spec.features)]
+    if out is None:  # CSV on stdout (images flattened, as in a .csv file)
+        rows = x.reshape(x.shape[0], -1).tolist()
+        sys.stdout.write(
+            ",".join(names) + "\n" + "".join(",".join(f"{v:.9g}" for v in r) + "\n" for r in rows)
+        )
+        return 0
     if out.suffix.lower() == ".png":
         from flowforge.train.plots import image_grid, scatter
 
@@ -42,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             scatter(x, out)
     else:
-        names = run.spec.columns or [f"x{i}" for i in range(run.spec.features)]
         write_table(out, x.numpy(), names)
-    print(f"wrote {args.num} samples to {out}")
+    print(f"wrote {args.num} samples to {out}", file=sys.stderr)  # as score: beside messages
     return 0
