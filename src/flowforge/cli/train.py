@@ -69,8 +69,13 @@ def _train(args: argparse.Namespace) -> TrainResult | None:
         toml = read_toml(args.config) if args.config else {}
         source = f"{args.config}: " if args.config else ""
         flow = TrainConfig.from_layers(toml, source=source).updated(flags).flow
-        # the preset's own defaults go under the file and the flags
-        cfg = TrainConfig.from_layers(preset_defaults(flow), toml, source=source).updated(flags)
+        # the preset's own defaults go under the file and the flags (auto: each trial's own)
+        defaults = {} if flow == "auto" else preset_defaults(flow)
+        cfg = TrainConfig.from_layers(defaults, toml, source=source).updated(flags)
+        if flow == "auto":  # a search over presets and sizes by validation NLL
+            from flowforge.train.auto import auto_run
+
+            return auto_run(cfg)
         result = start_run(cfg)
     return result
 
