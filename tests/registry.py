@@ -104,6 +104,16 @@ def _checker(t: T.Transformer, context: int = 0, parity: int = 0) -> Bijection:
     return T.CheckerboardCoupling(IMG, t, net, context, parity)
 
 
+def _spatial(kind: str) -> Bijection:
+    """A coupling on IMG whose context is 2 feature maps of IMG's pixels (2 * 16 values)."""
+    c = IMG[0]
+    if kind == "channel":
+        net = ff.nn.ConvNet(c - c // 2 + 2, (c // 2) * 2, hidden=8)
+        return T.ChannelCoupling(IMG, T.Affine(), net, 2 * 16, spatial=True)
+    net = ff.nn.ConvNet(c + 2, c * 2, hidden=8)
+    return T.CheckerboardCoupling(IMG, T.Affine(), net, 2 * 16, parity=1, spatial=True)
+
+
 def _multiscale(context: int = 0) -> Bijection:
     """Two levels on (1, 4, 4): squeeze, steps, split prior; squeeze, steps."""
     level0 = ff.Compose(
@@ -201,6 +211,8 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     ),
     "checkerboard-affine": lambda: Case(_checker(T.Affine())),
     "checkerboard-sigmoid-context": lambda: Case(_checker(T.SigmoidAffine(), C, parity=1), C),
+    "channel-spatial-context": lambda: Case(_spatial("channel"), 2 * 16),
+    "checkerboard-spatial-context": lambda: Case(_spatial("checkerboard"), 2 * 16),
     "multiscale": lambda: Case(_multiscale()),
     "multiscale-context": lambda: Case(_multiscale(C), C),
     "compose-reshaping": lambda: Case(

@@ -131,6 +131,7 @@ def test_variational_dequantization_run_writes_the_dequantizer(vd_run: Path) -> 
     record = json.loads((vd_run / "config.json").read_text())
     assert record["dequantizer"] == {
         "kind": "variational",
+        "noise": "conv",
         "shape": [1, 8, 8],
         "levels": 17,
         "transforms": 1,

@@ -301,3 +301,87 @@ def test_variational_dequantization_training_on_digits_lowers_the_bound() -> Non
     assert start is not None and math.isfinite(end.bound_bpd)
     assert end.bound_bpd < start - 0.5, (start, end.bound_bpd)
     assert end.bound_bpd < uniform.bound_bpd, (end.bound_bpd, uniform.bound_bpd)
+
+
+# --- the conv noise flow -------------------------------------------------------------------
+
+DT = torch.float64
+
+
+def _images(n: int, shape: tuple[int, ...], dtype: torch.dtype = DT) -> Tensor:
+    gen = torch.Generator().manual_seed(n)
+    v = torch.randint(0, K, (n, *shape), generator=gen).to(dtype)
+    v.view(n, -1)[0, :2] = torch.tensor([0.0, K - 1.0])  # both boundaries
+    return v
+
+
+def test_conv_noise_flow_starts_as_uniform_noise() -> None:
+    """Zero last layers and a standard logistic base: ``sigmoid(y)`` is uniform, ``log q = 0``."""
+    torch.manual_seed(5)
+    deq = VariationalDequantizer((1, 4, 4), K, noise="conv", transforms=3, hidden=8)
+    v = _images(64, (1, 4, 4), torch.float32)
+    u, log_q = deq.sample(v)
+    assert torch.allclose(log_q, torch.zeros(64), atol=1e-5)
+    e = (u * K - v).flatten().detach()
+    assert abs(float(e.mean()) - 0.5) < 0.03 and abs(float(e.var()) - 1 / 12) < 0.01
+
+
+def test_conv_noise_density_matches_the_autograd_jacobian() -> None:
+    """``log q(e | v)`` against the density of ``e = sigmoid(T^-1(eps; v))`` written with the
+    autograd Jacobian of ``eps -> e`` (float64, random parameters)."""
+    torch.manual_seed(6)
+    shape = (2, 2, 2)
+    deq = _randomise(
+        VariationalDequantizer(shape, K, noise="conv", transforms=3, hidden=4, features=3), 0.15
+    ).double()
+    v = _images(1, shape)
+    context = deq.features(v)
+
+    def noise(eps: Tensor) -> Tensor:
+        y, _ = deq.flow.bijection.inverse(eps.reshape(1, *shape), context)
+        return torch.sigmoid(y).flatten()
+
+    for seed in range(3):
+        eps = torch.randn(8, generator=torch.Generator().manual_seed(seed), dtype=DT)
+        jac = torch.autograd.functional.jacobian(noise, eps)
+        e = noise(eps)
+        log_base = (-eps - 2 * torch.nn.functional.softplus(-eps)).sum()  # standard logistic
+        expected = log_base - torch.linalg.slogdet(jac)[1]
+        got = deq.log_prob(v, e.reshape(1, *shape))
+        assert torch.allclose(got, expected.reshape(1), atol=1e-8), (got, expected)
+        assert got.abs() > 0.1  # not the uniform density
+
+
+def test_conv_noise_flow_sees_the_image() -> None:
+    torch.manual_seed(7)
+    deq = _randomise(VariationalDequantizer((1, 4, 4), K, noise="conv", hidden=8), 0.3)
+    e = torch.rand(1, 1, 4, 4) * 0.9 + 0.05
+    v = _images(1, (1, 4, 4), torch.float32)
+    w = v.clone()
+    w[0, 0, 0, 0] = (w[0, 0, 0, 0] + 5) % K
+    assert not torch.allclose(deq.log_prob(v, e), deq.log_prob(w, e))
+
+
+def test_conv_noise_flow_is_small_and_checks_its_arguments() -> None:
+    deq = VariationalDequantizer((1, 8, 8), K, noise="conv", transforms=4, hidden=16)
+    assert 5_000 < sum(p.numel() for p in deq.parameters()) < 20_000
+    assert deq.noise == "conv" and deq.noise_shape == (1, 8, 8)
+    with pytest.raises(DataError, match="unknown noise flow 'maf'; valid: conv, realnvp"):
+        VariationalDequantizer((1, 4, 4), K, noise="maf")
+    with pytest.raises(DataError, match=r"noise='conv' is for images \(C, H, W\)"):
+        VariationalDequantizer(16, K, noise="conv")
+    with pytest.raises(DataError, match="builds its own encoder"):
+        VariationalDequantizer((1, 4, 4), K, noise="conv", encoder=nn.Flatten(), context=16)
+    with pytest.raises(DataError, match="hidden must be an integer >= 1"):
+        VariationalDequantizer((1, 4, 4), K, noise="conv", hidden=0)
+
+
+def test_run_recipes_rebuild_the_noise_flow() -> None:
+    from flowforge.runs.recipe import build_dequantizer
+
+    spec = {"kind": "variational", "noise": "conv", "shape": [1, 4, 4], "levels": K}
+    deq = build_dequantizer({**spec, "transforms": 3, "hidden": [8]})
+    assert deq.noise == "conv" and len(deq.flow.bijection.bijections) == 3
+    old = {k: spec[k] for k in ("kind", "shape", "levels")}  # written before "noise" existed
+    deq = build_dequantizer({**old, "transforms": 1, "hidden": [8]})
+    assert deq.noise == "realnvp"

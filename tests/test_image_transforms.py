@@ -150,3 +150,38 @@ def test_multiscale_checks_its_levels() -> None:
         T.Multiscale([T.Squeeze((1, 4, 4)), T.ActNorm((4, 2, 2))])
     ms = T.Multiscale([T.Squeeze((1, 4, 4)), T.ActNorm((2, 2, 2))])
     assert ms.inv.event_shape == (16,) and ms.parts == [(2, 2, 2), (2, 2, 2)]
+
+
+def test_spatial_context_enters_as_feature_maps() -> None:
+    torch.manual_seed(4)
+    layer = T.ChannelCoupling((2, 3, 4), T.Affine(3.0), _net(1 + 2, 2), 2 * 12, spatial=True)
+    layer.to(DT)
+    assert layer.context_channels == 2
+    x = torch.randn(5, 2, 3, 4, dtype=DT)
+    maps = torch.randn(5, 2, 3, 4, dtype=DT)  # F = 2 feature maps of the image's size
+    z, ladj = layer(x, maps.flatten(1))
+    out = layer.net(torch.cat([x[:, :1], maps], 1))  # the kept half, then the maps
+    s = 3.0 * torch.tanh(out[:, :1] / 3.0)
+    assert torch.allclose(z[:, 1:], x[:, 1:] * torch.exp(s) + out[:, 1:])
+    assert torch.allclose(ladj, s.sum((1, 2, 3)))
+    # A feature at one pixel moves the outputs near that pixel only (3x3 kernels, two of them).
+    bumped = maps.clone()
+    bumped[:, :, 0, 0] += 1.0
+    moved = (layer(x, bumped.flatten(1))[0] - z).abs().sum((0, 1)) > 0
+    assert moved[0, 0] and not moved[:, 3].any()
+
+
+def test_spatial_context_size_must_hold_whole_maps() -> None:
+    with pytest.raises(ValueError, match="positive multiple of 12"):
+        T.CheckerboardCoupling((1, 3, 4), T.Affine(), _net(1, 2), 13, spatial=True)
+
+
+def test_lu_conv1x1_output_is_channels_last_as_documented() -> None:
+    conv = randomize(T.LUConv1x1((3, 4, 5)))
+    x = torch.randn(2, 3, 4, 5)
+    for y in (conv(x)[0], conv.inverse(x)[0]):
+        assert y.shape == (2, 3, 4, 5)
+        assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    # Extra batch dimensions: memory ordered (*, H, W, C) too.
+    y = conv(torch.randn(2, 2, 3, 4, 5))[0]
+    assert y.shape == (2, 2, 3, 4, 5) and y.movedim(-3, -1).is_contiguous()

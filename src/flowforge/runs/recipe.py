@@ -122,8 +122,9 @@ def build_flow(spec: ModelSpec) -> Flow:
 def build_dequantizer(spec: dict[str, Any]) -> VariationalDequantizer:
     """Build the (untrained) dequantizer of a run record's ``"dequantizer"`` entry.
 
-    The entry is JSON: ``{"kind": "variational", "shape": [C, H, W], "levels": K,
-    "transforms": T, "hidden": [H, ...]}``; the weights are in :data:`DEQUANTIZER_FILE`.
+    The entry is JSON: ``{"kind": "variational", "noise": "conv" | "realnvp", "shape": [C, H,
+    W], "levels": K, "transforms": T, "hidden": [H, ...]}`` (no ``"noise"``: ``"realnvp"``);
+    the weights are in :data:`DEQUANTIZER_FILE`.
 
     Example:
         >>> spec = {"kind": "variational", "shape": [1, 2, 2], "levels": 17,
@@ -142,6 +143,7 @@ def build_dequantizer(spec: dict[str, Any]) -> VariationalDequantizer:
             int(spec["levels"]),
             transforms=int(spec["transforms"]),
             hidden=tuple(int(h) for h in spec["hidden"]),
+            noise=str(spec.get("noise", "realnvp")),  # runs written before "noise" existed
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"cannot build the dequantizer {spec!r}: {type(e).__name__}: {e}") from e

@@ -5,7 +5,10 @@ transformer is any elementwise one (Additive, Affine, SigmoidAffine, RationalQua
 applied to each value of the transformed part with its ``P`` parameters.
 
 A context vector ``(*, K)`` (a one-hot class label, say) enters the network as ``K`` extra
-constant input channels.
+constant input channels. With ``spatial=True`` the context is instead ``F`` feature maps of the
+image's size, flattened (``K = F H W``, read as ``(F, H, W)``), which enter as ``F`` input
+channels: the conditioner then sees a conditioning image pixel by pixel (variational
+dequantization's noise flow sees the image it dequantizes this way).
 
 References:
     Dinh, Sohl-Dickstein, Bengio (2017). Density estimation using Real NVP. arXiv:1605.08803.
@@ -34,21 +37,40 @@ class _ImageCoupling(Bijection):
     """Shared plumbing: flattening the batch, context channels, the parameter layout."""
 
     def __init__(
-        self, shape: Sequence[int], transformer: Transformer, net: nn.Module, context: int
+        self,
+        shape: Sequence[int],
+        transformer: Transformer,
+        net: nn.Module,
+        context: int,
+        spatial: bool = False,
     ) -> None:
         super().__init__(shape)
         self.transformer = transformer
         self.net = net
         self.context = int(context)
+        self.spatial = bool(spatial)
+        pixels = self.event_shape[1] * self.event_shape[2]
+        if self.spatial and (self.context < 1 or self.context % pixels):
+            raise ValueError(
+                f"{type(self).__name__}: a spatial context holds feature maps of "
+                f"{self.event_shape[1]}x{self.event_shape[2]} pixels, so its size must be a "
+                f"positive multiple of {pixels}; got context={self.context}"
+            )
+        #: channels the context adds to the network's input
+        self.context_channels = self.context // pixels if self.spatial else self.context
 
     def _net_input(self, h: Tensor, context: Tensor | None) -> Tensor:
-        """``h`` ``(N, c, H, W)`` with the context as constant channels, ``(N, c + K, H, W)``."""
+        """``h`` ``(N, c, H, W)`` with the context as extra channels, ``(N, c + K, H, W)``
+        (constant channels, or the ``F`` feature maps of a spatial context)."""
         if not self.context:
             return h
         if context is None:
             raise ValueError(f"expected a context of shape (*, {self.context}), got None")
         n, _, hh, ww = h.shape
-        ctx = context.reshape(n, self.context, 1, 1).expand(n, self.context, hh, ww)
+        if self.spatial:
+            ctx = context.reshape(n, self.context_channels, hh, ww)
+        else:
+            ctx = context.reshape(n, self.context, 1, 1).expand(n, self.context, hh, ww)
         return torch.cat([h, ctx.to(h.dtype)], dim=1)
 
     def _params(self, h: Tensor, context: Tensor | None, channels: int) -> Tensor:
@@ -98,6 +120,8 @@ class ChannelCoupling(_ImageCoupling):
         net: the conditioner network, e.g. :class:`flowforge.nn.ConvNet`.
         context: size ``K`` of the context vector (extra constant input channels).
         flip: condition on the last channels instead of the first.
+        spatial: the context is feature maps ``(F, H, W)`` flattened (``K = F H W``), entering
+            as ``F`` input channels.
 
     Example:
         >>> import torch, flowforge as ff
@@ -115,11 +139,12 @@ class ChannelCoupling(_ImageCoupling):
         net: nn.Module,
         context: int = 0,
         flip: bool = False,
+        spatial: bool = False,
     ) -> None:
         c, _, _ = _image_event(shape, "ChannelCoupling")
         if c < 2:
             raise ValueError(f"ChannelCoupling: expected at least 2 channels, got {c}")
-        super().__init__(shape, transformer, net, context)
+        super().__init__(shape, transformer, net, context, spatial)
         self.flip = bool(flip)
         keep = (c + 1) // 2
         self.sizes = (c - keep, keep) if self.flip else (keep, c - keep)  # channel split
@@ -159,9 +184,12 @@ class CheckerboardCoupling(_ImageCoupling):
     Args:
         shape: the image event shape ``(C, H, W)``.
         transformer: the elementwise transformer.
-        net: the conditioner network, ``C + K`` channels in and ``P C`` out.
+        net: the conditioner network, ``C + K`` channels in and ``P C`` out (``C + F`` in
+            with a spatial context).
         context: size ``K`` of the context vector.
         parity: which colour conditions (``0``: pixels where ``h + w`` is even).
+        spatial: the context is feature maps ``(F, H, W)`` flattened (``K = F H W``), entering
+            as ``F`` input channels.
 
     Example:
         >>> import torch, flowforge as ff
@@ -180,11 +208,12 @@ class CheckerboardCoupling(_ImageCoupling):
         net: nn.Module,
         context: int = 0,
         parity: int = 0,
+        spatial: bool = False,
     ) -> None:
         _, h, w = _image_event(shape, "CheckerboardCoupling")
         if h * w < 2:
             raise ValueError("CheckerboardCoupling: needs at least two pixels")
-        super().__init__(shape, transformer, net, context)
+        super().__init__(shape, transformer, net, context, spatial)
         self.parity = int(parity) % 2
         self.register_buffer("mask", checkerboard(h, w, self.parity), persistent=False)
 
