@@ -3,7 +3,6 @@ genuine :class:`torch.distributions.Distribution`."""
 
 from __future__ import annotations
 
-import itertools
 import math
 import operator
 from collections.abc import Sequence
@@ -82,6 +81,11 @@ class Flow(nn.Module):
             expected = ", ".join(["*", *(str(s) for s in self.event_shape)])
             raise ValueError(f"expected x of shape ({expected}), got {tuple(x.shape)}") from None
 
+    def _reference(self) -> Tensor | None:
+        """The first floating-point parameter: its dtype and device are the flow's. A flow
+        without parameters (fixed maps, constant buffers) takes any floating dtype."""
+        return next((p for p in self.parameters() if p.is_floating_point()), None)
+
     def _as_input(self, value: Any, name: str) -> Tensor:
         """``value`` as a tensor of this flow's dtype and device.
 
@@ -89,7 +93,7 @@ class Flow(nn.Module):
         model expect; a tensor of another dtype is refused with the fix named, never
         silently rounded (a float64 tensor into a float32 flow would lose precision).
         """
-        ref = next(itertools.chain(self.parameters(), self.buffers()), None)
+        ref = self._reference()
         if not isinstance(value, Tensor):
             try:
                 value = torch.as_tensor(value, dtype=None if ref is None else ref.dtype)
@@ -208,7 +212,7 @@ class Flow(nn.Module):
         return x.reshape(*shape, *self.event_shape)
 
     def _empty(self, shape: Shape) -> Tensor:
-        ref = next(itertools.chain(self.parameters(), self.buffers()), None)
+        ref = self._reference()
         if ref is None:
             return torch.empty((*shape, *self.event_shape))
         return ref.new_empty((*shape, *self.event_shape))
