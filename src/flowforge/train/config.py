@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowforge.runs.errors import ConfigError
+from flowforge.train.coerce import coerce, plain_type
 
 if TYPE_CHECKING:
     from flowforge.train.flags import add_arguments, flags_to_dict, parse_flag_value, read_toml
@@ -382,49 +381,13 @@ RESUME_KEYS = ("steps", "epochs", "device", "quiet", "plots", "data_dir", "patie
 
 def field_type(key: str) -> tuple[type, bool]:
     """The plain type of field ``key`` (``int`` for ``int | None``) and whether None is allowed."""
-    hint = typing.get_type_hints(TrainConfig)[key]
-    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
-    if optional:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    return typing.get_origin(hint) or hint, optional
+    return plain_type(TrainConfig, key)
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Check one option's value against its field's type and return it in canonical form."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    if key not in fields:
-        valid = ", ".join(TrainConfig.option_names())
-        raise ConfigError(f"{source}unknown key {key!r}; valid keys: {valid}")
     if key == "given":  # bookkeeping: the names of the options that layers set
         if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
             raise ConfigError(f"{source}given must be a list of option names, got {value!r}")
         return tuple(value)
-    base, optional = field_type(key)
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{source}{key} must not be empty")
-    choices = fields[key].metadata.get("choices")
-    if base is bool:
-        ok = isinstance(value, bool)
-    elif base is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif base is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif base is str:
-        ok = isinstance(value, str)
-    elif base is tuple:
-        ok = isinstance(value, (list, tuple)) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        )
-        value = tuple(value) if ok else value
-    else:  # dict
-        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    if not ok:
-        want = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-        want |= {tuple: "a list of integers", dict: "a table"}
-        raise ConfigError(f"{source}{key} must be {want[base]}, got {value!r}")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{source}{key} must be one of {', '.join(choices)}; got {value!r}")
-    return value
+    return coerce(TrainConfig, key, value, source, TrainConfig.option_names())
