@@ -79,7 +79,11 @@ def test_labels_by_index_without_header_and_sklearn_coding(run_dir: Path, tmp_pa
     x, y = _rows()
     _write(tmp_path / "plain.csv", x, None)
     pm = 1.0 - 2.0 * y  # +1 normal, -1 anomaly, as scikit-learn's predict
-    _write(tmp_path / "nohead.csv", x, pm, header=False)
+    # no header: columns by position, the run's a, b, c with the labels between a and b
+    cells = np.c_[x[:, 0], pm, x[:, 1:]]
+    (tmp_path / "nohead.csv").write_text(
+        "".join(",".join(repr(float(v)) for v in r) + "\n" for r in cells)
+    )
     assert_ok(flowforge("score", run_dir, "-i", "plain.csv", "-o", "p.csv", cwd=tmp_path))
     proc = flowforge(
         "score", run_dir, "-i", "nohead.csv", "--no-header", "--labels", "1", cwd=tmp_path
@@ -87,13 +91,12 @@ def test_labels_by_index_without_header_and_sklearn_coding(run_dir: Path, tmp_pa
     assert_ok(proc)
     # stdout holds the scores; the metrics go to stderr beside the other messages
     lines = proc.stdout.splitlines()
-    assert lines[0] == "log_likelihood"
-    ref = _scores(tmp_path / "p.csv")[:, 0]
-    # without a header the file is taken by position (c, a, b here): only the shape is the same
-    assert len(lines) == 101 and not np.allclose([float(v) for v in lines[1:]], ref)
+    assert lines[0] == "log_likelihood" and len(lines) == 101
     scores = np.array([float(v) for v in lines[1:]])
-    roc = float(re.search(r"AUROC ([\d.]+)", proc.stderr)[1])  # type: ignore[index]
-    assert roc == pytest.approx(roc_auc_score(y, -scores), abs=1e-4)
+    np.testing.assert_allclose(scores, _scores(tmp_path / "p.csv")[:, 0], rtol=1e-8)
+    m = re.search(r"20 anomalies in 100 rows: AUROC ([\d.]+)", proc.stderr)
+    assert m is not None, proc.stderr
+    assert float(m[1]) == pytest.approx(roc_auc_score(y, -scores), abs=1e-4)
 
 
 def test_threshold_and_contamination_write_flags(run_dir: Path, tmp_path: Path) -> None:

@@ -120,6 +120,18 @@ def sample_rows(flow: Flow, n: int, seed: int) -> np.ndarray:
         return flow.sample(n).double().numpy()
 
 
+def _kept_rows(flow: Flow, data: torch.Tensor, trim: float) -> torch.Tensor:
+    """The indices of the rows of ``data`` left after dropping the share ``trim`` of lowest
+    log-likelihood (non-finite ones first)."""
+    flow.eval()
+    with torch.no_grad():
+        lp = torch.cat([flow.log_prob(data[i : i + 4096]) for i in range(0, len(data), 4096)])
+    flow.train()
+    lp = torch.nan_to_num(lp, nan=-torch.inf)
+    n_drop = int(trim * lp.numel())
+    return torch.argsort(lp, descending=True)[: lp.numel() - n_drop]
+
+
 @dataclass
 class FitResult:
     """What :func:`fit_flow` returns.
@@ -154,6 +166,7 @@ def fit_flow(
     patience: int,
     noise: np.ndarray | None = None,
     clip_grad: float = 5.0,
+    trim: float = 0.0,
     verbose: bool = False,
 ) -> FitResult:
     """Maximum likelihood fit of the flow of ``spec`` with Adam and early stopping.
@@ -174,6 +187,9 @@ def fit_flow(
             smoothing regulariser, like a kernel bandwidth); ``None`` for none. The validation
             rows then get noise too (:data:`VAL_NOISE_COPIES` fixed draws of it), so early
             stopping watches the smoothed density that is being fitted.
+        trim: from the second epoch on, each epoch leaves out this share of the training rows
+            with the lowest likelihood under the current flow (a robust fit on data that hold
+            anomalies); ``0`` uses every row.
         verbose: one progress line per epoch on stderr.
     """
     with seeded(seed):
@@ -206,9 +222,12 @@ def fit_flow(
         epoch = 0
         for epoch in range(1, max_epochs + 1):
             flow.train()
+            rows = _kept_rows(flow, data, trim) if trim > 0 and epoch > 1 else None
             perm = torch.randperm(n, generator=gen)
+            if rows is not None:
+                perm = rows[torch.randperm(rows.numel(), generator=gen)]
             total_loss = 0.0
-            for i in range(0, n, bs):
+            for i in range(0, perm.numel(), bs):
                 xb = data[perm[i : i + bs]]
                 if sigma is not None:
                     xb = xb + sigma * torch.randn(xb.shape, generator=gen)
@@ -224,7 +243,7 @@ def fit_flow(
                 opt.step()
                 sched.step()
                 total_loss += loss.item() * xb.shape[0]
-            train_hist.append(total_loss / n)
+            train_hist.append(total_loss / perm.numel())
             msg = f"epoch {epoch}/{max_epochs} train NLL {train_hist[-1]:.4f}"
             if val is not None:
                 flow.eval()

@@ -74,6 +74,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
         validation_fraction: held-out share of the rows for early stopping (and the entropy
             estimate of :meth:`typicality`); ``0`` trains ``max_epochs`` on every row.
         patience: epochs without a better validation NLL before stopping.
+        trim: a robust fit on contaminated data: from the second epoch on, each epoch trains
+            on the rows left after dropping this share (``[0, 0.5)``) of lowest likelihood.
+            ``0``: every row.
         random_state: seed of the initial weights, split and minibatch order.
         verbose: print one progress line per epoch (stderr).
 
@@ -124,6 +127,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
         "patience": [Interval(numbers.Integral, 1, None, closed="left")],
+        "trim": [Interval(numbers.Real, 0, 0.5, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -145,6 +149,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
         patience: int = 15,
+        trim: float = 0.0,
         random_state: int | np.random.RandomState | None = None,
         verbose: bool | int = False,
     ) -> None:
@@ -162,6 +167,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.trim = trim
         self.random_state = random_state
         self.verbose = verbose
 
@@ -216,6 +222,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             weight_decay=self.weight_decay,
             patience=self.patience,
             noise=self.noise_ * std if self.noise_ > 0 else None,
+            trim=float(self.trim),
             verbose=bool(self.verbose),
         )
         self.flow_ = result.flow.double()

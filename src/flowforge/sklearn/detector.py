@@ -42,6 +42,12 @@ class FlowAnomalyDetector(OutlierMixin, FlowDensity):
       rate. Fit on normal rows only (semi-supervised novelty detection).
     - ``contamination=c`` (a share in ``(0, 0.5]``): the fit data hold that share of anomalies;
       the lowest-scoring ``c`` of all fitted rows are flagged, as ``IsolationForest`` does.
+      A flow can learn a compact cluster of anomalies as well as the normal data; ``trim=c``
+      leaves the least likely share ``c`` of rows out of each epoch after the first, which
+      keeps it from doing so (a 5% cluster of anomalies in 4-D: recall 0.02 without, 0.98
+      with); on anomalies that look like normal data it does not help (5% of a held-out
+      digit class in the fit rows: AUROC 0.580 / 0.581 without / with for class 1, 0.879 /
+      0.858 for class 8), so it is off by default.
 
     Args:
         contamination: ``"auto"`` or the share of anomalies in the fit data.
@@ -94,6 +100,7 @@ class FlowAnomalyDetector(OutlierMixin, FlowDensity):
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
         patience: int = 15,
+        trim: float = 0.0,
         random_state: int | np.random.RandomState | None = None,
         verbose: bool | int = False,
     ) -> None:
@@ -112,6 +119,7 @@ class FlowAnomalyDetector(OutlierMixin, FlowDensity):
             weight_decay=weight_decay,
             validation_fraction=validation_fraction,
             patience=patience,
+            trim=trim,
             random_state=random_state,
             verbose=verbose,
         )
