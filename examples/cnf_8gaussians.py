@@ -137,21 +137,35 @@ def main() -> None:
     parser.add_argument("--stop-below", type=float, default=None, help="default: ML's NLL")
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--no-zuko", action="store_true")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["ml", "direct", "rnode", "fm", "fm-ot", "zuko"],
+        help="which runs, in this order: ml direct rnode fm fm-ot zuko",
+    )
     parser.add_argument("--plot", default="docs/cnf_8gaussians.png")
     args = parser.parse_args()
     torch.set_num_threads(1)
     test = sample_toy("8gaussians", 4000, torch.Generator().manual_seed(123))
 
-    curves = [ours("ML (exact trace, adjoint)", CNFLikelihood(), args, test)]
-    if args.stop_below is None:
-        args.stop_below = curves[0].nll[-1]
-    curves.append(ours("ML, direct backprop", CNFLikelihood(), args, test, adjoint=False))
-    curves.append(ours("ML + RNODE (0.01, 0.01)", CNFLikelihood(0.01, 0.01), args, test))
-    curves.append(ours("flow matching", FlowMatching(), args, test))
-    curves.append(ours("flow matching (OT pairs)", FlowMatching(ot=True), args, test))
-    if not args.no_zuko:
-        curves.append(zuko_cnf(args, test))
-
+    runs: dict[str, Callable[[], Curve]] = {
+        "ml": lambda: ours("ML (exact trace, adjoint)", CNFLikelihood(), args, test),
+        "direct": lambda: ours("ML, direct backprop", CNFLikelihood(), args, test, adjoint=False),
+        "rnode": lambda: ours("ML + RNODE (0.01, 0.01)", CNFLikelihood(0.01, 0.01), args, test),
+        "fm": lambda: ours("flow matching", FlowMatching(), args, test),
+        "fm-ot": lambda: ours("flow matching (OT pairs)", FlowMatching(ot=True), args, test),
+        "zuko": lambda: zuko_cnf(args, test),
+    }
+    unknown = sorted(set(args.models) - set(runs))
+    if unknown:
+        parser.error(f"--models: expected names from {sorted(runs)}, got {unknown}")
+    curves = []
+    for name in runs:
+        if name not in args.models or (name == "zuko" and args.no_zuko):
+            continue
+        curves.append(runs[name]())
+        if name == "ml" and args.stop_below is None:
+            args.stop_below = curves[-1].nll[-1]  # flow matching stops at ML's NLL
     print()
     print(f"8gaussians, batch 512, hidden {HIDDEN}, lr {args.lr}; optimum NLL {OPTIMUM}")
     print(

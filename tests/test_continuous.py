@@ -247,6 +247,22 @@ def test_regularisers_equal_their_closed_form_on_a_linear_field() -> None:
     assert abs(jf.mean() - time * a.square().sum()) < 4 * jf.std() / math.sqrt(jf.numel())
 
 
+def test_regularisers_leave_the_adaptive_steps_unchanged() -> None:
+    """The error control looks at ``z`` and ``ladj`` only: integrating the regularisers too
+    takes the same steps (the same NFE and ``ladj``), though their integrands are large."""
+    cnf = _cnf(2, rtol=1e-5, atol=1e-5).to(torch.float32)
+    randomize(cnf, 1.5)  # a large Jacobian: its Frobenius integrand dominates the state
+    x = torch.randn(64, 2)
+    with torch.no_grad():
+        _, ladj = cnf(x)
+        plain = cnf.nfe_forward
+        with cnf.regularizing():
+            _, ladj_reg = cnf(x)
+    r = cnf.last_solve
+    assert r is not None and r.jacobian is not None and float(r.jacobian.mean()) > 2
+    assert r.nfe_forward == plain and torch.equal(ladj_reg, ladj)
+
+
 def test_cnf_likelihood_adds_weighted_regularisers_and_reports_nfe() -> None:
     flow = ff.flows.FFJORD(features=2, hidden=(8,)).to(F64)
     randomize(flow, 0.3)

@@ -5,7 +5,8 @@ time ``s = t / T`` with torchdiffeq (``odeint``, or ``odeint_adjoint``), countin
 evaluation of the dynamics in a :class:`SolveRecord` and stopping with a one-line
 :class:`SolverError` past the evaluation ceiling or on torchdiffeq's step-size underflow.
 The counters are Python integers and the time reached is kept as a tensor: an evaluation
-makes no host synchronisation of its own.
+makes no host synchronisation of its own. The adaptive solver's error control looks at ``z``
+and ``ladj`` only (:func:`state_norm`), not at the regulariser integrals.
 """
 
 from __future__ import annotations
@@ -178,6 +179,11 @@ def solver_options(
     return {"method": method, "rtol": max(rtol, floor), "atol": max(atol, floor)}
 
 
+def state_norm(state: tuple[Tensor, ...]) -> Tensor:
+    """The adaptive solver's error norm: the larger RMS of the ``z`` and ``ladj`` parts."""
+    return torch.maximum(state[0].square().mean().sqrt(), state[1].square().mean().sqrt())
+
+
 def integrate(
     dyn: Dynamics,
     state: list[Tensor],
@@ -202,6 +208,10 @@ def integrate(
     z = state[0]
     s = torch.tensor([1.0, 0.0] if inverse else [0.0, 1.0], dtype=z.dtype, device=z.device)
     tde = torchdiffeq_module()
+    if options["method"] in ADAPTIVE and len(state) > 2:
+        # Error control on (z, ladj) only: the regulariser integrals (and a constant context)
+        # feed nothing back, and their large integrands would otherwise shrink every step.
+        options = {**options, "options": {"norm": state_norm}}
     try:
         if adjoint_params is not None:
             adj: dict[str, Any] = {"adjoint_params": adjoint_params}
@@ -228,5 +238,6 @@ __all__ = [
     "SolverError",
     "integrate",
     "solver_options",
+    "state_norm",
     "torchdiffeq_module",
 ]
