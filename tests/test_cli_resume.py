@@ -66,6 +66,11 @@ def test_resume_extends_a_finished_run_and_refuses_other_changes(tmp_path: Path)
     assert [r["step"] for r in _metrics(tmp_path / "r")] == [10, 20, 30]
     assert json.loads((tmp_path / "r" / "config.json").read_text())["total_steps"] == 30
     assert_bad_input(flowforge("train", "--resume", "nowhere", cwd=tmp_path), "no run directory")
+    # fewer steps than done: refused, and the records stay as they were (they agree)
+    before = {f: (tmp_path / "r" / f).read_bytes() for f in ("config.json", "results.json")}
+    proc = flowforge("train", "--resume", "r", "--steps", "15", cwd=tmp_path)
+    assert_bad_input(proc, "has done 30 steps", "more than 30", "got 15")
+    assert {f: (tmp_path / "r" / f).read_bytes() for f in before} == before
 
 
 def test_non_finite_loss_stops_and_keeps_a_usable_run(tmp_path: Path) -> None:

@@ -241,6 +241,11 @@ def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult | Non
     objective = objective_for(cfg, flow, deq)
     trainer = _trainer(flow, ds, cfg, total, device, files, objective, world)
     trainer.load_state_dict(state, str(files.checkpoint))
+    if total < trainer.step:  # config.json would then disagree with the steps in results.json
+        raise ConfigError(
+            f"the run has done {trainer.step} steps; a resumed run continues, so --steps (or "
+            f"--epochs) must give more than {trainer.step} in total, got {total}"
+        )
     if world.is_main:
         for stale in files.root.glob(".*.tmp"):  # half-written files of a killed run
             stale.unlink(missing_ok=True)
