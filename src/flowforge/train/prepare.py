@@ -17,6 +17,7 @@ import torch
 
 import flowforge
 from flowforge.data import Dataset, load_dataset
+from flowforge.data.base import Standardizer
 from flowforge.data.dequantization import (
     DequantizedLikelihood,
     Dequantizer,
@@ -47,6 +48,7 @@ from flowforge.train.batches import (
 )
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.losses import VariationalDequantization
+from flowforge.transforms.standardize import Standardize
 
 __all__ = [
     "default_out_dir",
@@ -253,6 +255,21 @@ def dequantized_summary(
             raise NonFiniteLikelihood(str(e)) from None
 
 
+def _in_flow_units(
+    flow: torch.nn.Module, std: Standardizer, z: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``z`` standardised by ``std``, re-expressed in the statistics of the flow's own
+    leading ``Standardize`` (float64 throughout), and that standardisation's log-Jacobian."""
+    first = flow.bijection.bijections[0]  # type: ignore[union-attr,index]
+    assert isinstance(first, Standardize)  # without_standardize(flow) found it
+    mean, scale = first.mean.detach().cpu().double(), first.std.detach().cpu().double()
+    same = torch.allclose(mean.float().double(), std.mean.float().double(), rtol=0, atol=0)
+    if same and torch.allclose(scale.float().double(), std.std.float().double(), rtol=0, atol=0):
+        return z, std.log_abs_det()
+    raw = std.inverse(z.double())
+    return (raw - mean) / scale, -torch.log(scale).sum()
+
+
 def test_summary(
     flow: torch.nn.Module,
     ds: Dataset,
@@ -274,10 +291,11 @@ def test_summary(
         res = dequantized_summary(flow, ds, cfg, split, dequantizer, 1)
         ll = res.bound + res.dim * math.log(res.levels)
     elif ds.standardizer is not None and z is not None and without_standardize(flow) is not None:
-        # rows standardised in float64 then cast: not unstandardised to float32 and back
-        ll = standardized_log_likelihoods(
-            flow, z, ds.standardizer.log_abs_det(), cfg.eval_batch_size
-        )
+        # rows standardised in float64 then cast: not unstandardised to float32 and back;
+        # with the flow's own statistics (a saved estimator's floored scales differ from
+        # the file's), re-standardised in float64 where they are not the dataset's
+        z, log_abs_det = _in_flow_units(flow, ds.standardizer, z)
+        ll = standardized_log_likelihoods(flow, z, log_abs_det, cfg.eval_batch_size)
     else:
         x = prepare_split(ds, split, cfg.seed)
         ll = log_likelihoods(flow, x, cfg.eval_batch_size)
