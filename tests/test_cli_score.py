@@ -169,3 +169,15 @@ def test_score_on_a_vi_run_is_a_clear_error(tmp_path: Path) -> None:
     proc = flowforge("score", "vi", "-i", "x.csv", cwd=tmp_path)
     assert_bad_input(proc, "variational-inference run", "flowforge train", "eval / sample")
     assert "malformed" not in proc.stderr
+
+
+def test_dash_output_is_stdout_like_no_output(run_dir: Path, tmp_path: Path) -> None:
+    x, _ = _rows()
+    _write(tmp_path / "plain.csv", x, None)
+    dash = flowforge("score", run_dir, "-i", "plain.csv", "-o", "-", cwd=tmp_path)
+    none = flowforge("score", run_dir, "-i", "plain.csv", cwd=tmp_path)
+    assert_ok(dash)
+    assert_ok(none)
+    assert dash.stdout == none.stdout and dash.stdout.startswith("log_likelihood\n")
+    assert len(dash.stdout.splitlines()) == 101
+    assert not (tmp_path / "-").exists()

@@ -61,3 +61,13 @@ def test_auto_stops_starting_trials_at_the_budget(tmp_path: Path) -> None:
 def test_auto_budget_must_be_positive(tmp_path: Path) -> None:
     proc = flowforge("train", "--flow", "auto", "--time-budget", "0", "--out", "r", cwd=tmp_path)
     assert_bad_input(proc, "time_budget must be positive")
+
+
+def test_auto_refuses_a_multi_process_launch(tmp_path: Path, monkeypatch) -> None:
+    from flowforge import cli
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--flow", "auto", "--out", "r"]) == 2
+    assert not (tmp_path / "r").exists()

@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "equals the run's column names. With a header, columns are matched to the run's by "
         "name (in any order; missing or extra names are an error); without, by position",
     )
-    sc.add_argument("-o", "--output", help="output file (.csv or .npy); default: stdout")
+    sc.add_argument("-o", "--output", help="output file (.csv or .npy); - or none: CSV on stdout")
     sc.add_argument(
         "--labels",
         metavar="COLUMN",
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from flowforge.train.run import resolve_device, run_config
     from flowforge.vi.run import is_vi_record
 
-    out = Path(args.output) if args.output else None
+    out = Path(args.output) if args.output not in (None, "-") else None
     if out is not None:
         check_output(out, (".npy", ".csv"))
     if args.plot is not None:

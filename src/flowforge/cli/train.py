@@ -74,6 +74,15 @@ def _train(args: argparse.Namespace) -> TrainResult | None:
         cfg = TrainConfig.from_layers(defaults, toml, source=source).updated(flags)
         if flow == "auto":  # a search over presets and sizes by validation NLL
             from flowforge.train.auto import auto_run
+            from flowforge.train.distributed import launch_from_env
+
+            if (launch := launch_from_env()) is not None and launch[
+                1
+            ] > 1:  # each rank would search and write on its own
+                raise ConfigError(
+                    "--flow auto runs in one process, not under torchrun: search with "
+                    "`flowforge train --flow auto`, then train the chosen preset under torchrun"
+                )
 
             return auto_run(cfg)
         result = start_run(cfg)

@@ -158,7 +158,12 @@ class Trainer(TrainerValidation):
         self.params = [p for p in model.parameters() if p.requires_grad]
         if self.objective_module is not None:  # trained jointly (a learned dequantizer)
             self.params += [p for p in self.objective_module.parameters() if p.requires_grad]
-        self.optimizer = opt_cls(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # one fused kernel for every tensor (CPU and CUDA): Glow's ~100 tensors took ~35 ms per
+        # step in Adam's per-tensor loop on a CPU, ~1 ms fused (same values to 3e-8)
+        fused = bool(self.params) and all(p.device.type in ("cpu", "cuda") for p in self.params)
+        self.optimizer = opt_cls(
+            self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None
+        )
         self.schedule = LRSchedule(
             cfg.schedule,
             cfg.lr,
