@@ -85,6 +85,9 @@ def test_flow_matching_run(tmp_path: Path) -> None:
     assert rows[-1]["val_nll"] < rows[0]["val_nll"] + 0.5 and math.isfinite(rows[-1]["val_nll"])
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert (cfg["objective"], cfg["ot"]) == ("flow-matching", True)
+    # the objective's own defaults for what the user did not give (steps and eval_every given)
+    assert (cfg["lr"], cfg["batch_size"]) == (1e-2, 512)
+    assert (cfg["steps"], cfg["eval_every"]) == (40, 20)
     assert_ok(flowforge("eval", tmp_path / "run", cwd=tmp_path))
 
 

@@ -14,11 +14,12 @@ if TYPE_CHECKING:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from flowforge.flows import PRESETS
     from flowforge.train.config import add_arguments
-    from flowforge.train.model import IMAGE_TRAINING_DEFAULTS
+    from flowforge.train.model import FLOW_MATCHING_DEFAULTS, IMAGE_TRAINING_DEFAULTS
 
-    image_defaults = ", ".join(
-        f"--{k.replace('_', '-')} {v:g}" for k, v in IMAGE_TRAINING_DEFAULTS.items()
-    )
+    def listed(defaults: dict[str, float]) -> str:
+        return ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in defaults.items())
+
+    image_defaults = listed(IMAGE_TRAINING_DEFAULTS)
 
     train = sub.add_parser(
         "train",
@@ -31,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "their dequantization (--dequantization variational). "
             "With no options: NSF on 8gaussians, well under a minute on 2 CPU cores. Image "
             "presets (glow, multiscale_realnvp) on image data (digits, mnist, cifar10) train "
-            f"with their own defaults ({image_defaults}; flags override them). Every "
+            f"with their own defaults ({image_defaults}; flags override them), and so does "
+            f"flow matching ({listed(FLOW_MATCHING_DEFAULTS)}). Every "
             "option can also be a key of --config FILE.toml; flags override the file."
         ),
     )
@@ -68,9 +70,11 @@ def _train(args: argparse.Namespace) -> TrainResult | None:
     else:
         toml = read_toml(args.config) if args.config else {}
         source = f"{args.config}: " if args.config else ""
-        flow = TrainConfig.from_layers(toml, source=source).updated(flags).flow
-        # the preset's own defaults go under the file and the flags (auto: each trial's own)
-        defaults = {} if flow == "auto" else preset_defaults(flow)
+        asked = TrainConfig.from_layers(toml, source=source).updated(flags)
+        flow = asked.flow
+        # the preset's (and objective's) own defaults go under the file and the flags (auto:
+        # each trial's own)
+        defaults = {} if flow == "auto" else preset_defaults(flow, asked.objective)
         cfg = TrainConfig.from_layers(defaults, toml, source=source).updated(flags)
         if flow == "auto":  # a search over presets and sizes by validation NLL
             from flowforge.train.auto import auto_run

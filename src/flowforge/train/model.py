@@ -37,6 +37,7 @@ from flowforge.transforms.continuous import CNF
 
 __all__ = [
     "DEQUANTIZER_SIZE",
+    "FLOW_MATCHING_DEFAULTS",
     "IMAGE_TRAINING_DEFAULTS",
     "PRESET_SIZES",
     "dequantizer_spec_for",
@@ -82,6 +83,16 @@ IMAGE_TRAINING_DEFAULTS: dict[str, Any] = {
     "eval_every": 250,
 }
 
+# Flow matching regresses a velocity without solving an ODE: each step is cheap, so it wants
+# more, larger steps than maximum likelihood, and validation (exact ODE solves) less often.
+# Measured on 8gaussians: 2.860 test NLL in 46 s; with the shared defaults 3.363 in 8 min.
+FLOW_MATCHING_DEFAULTS: dict[str, Any] = {
+    "steps": 3000,
+    "lr": 1e-2,
+    "batch_size": 512,
+    "eval_every": 500,
+}
+
 _DATA_ARGS = ("features", "shape", "context")
 
 
@@ -106,9 +117,11 @@ def preset_options(name: str) -> list[str]:
     return [k for k in _signature(name) if k not in _DATA_ARGS]
 
 
-def preset_defaults(name: str) -> dict[str, Any]:
-    """Training options whose command-line default differs for preset ``name`` (a layer for
-    :meth:`TrainConfig.from_layers`, under the user's own)."""
+def preset_defaults(name: str, objective: str | None = None) -> dict[str, Any]:
+    """Training options whose command-line default differs for preset ``name`` trained with
+    ``objective`` (a layer for :meth:`TrainConfig.from_layers`, under the user's own)."""
+    if objective == "flow-matching":
+        return dict(FLOW_MATCHING_DEFAULTS)
     return dict(IMAGE_TRAINING_DEFAULTS) if is_image_preset(name) else {}
 
 
