@@ -406,3 +406,65 @@ def test_resume_across_world_sizes_continues_the_same_run(tmp_path: Path) -> Non
     assert_ok(torchrun("train", "--resume", "split", "--steps", "6", "--quiet", cwd=tmp_path))
     assert_ok(flowforge(*base, "--out", "whole", cwd=tmp_path))
     assert max_difference(model_state(tmp_path / "split"), model_state(tmp_path / "whole")) < 1e-6
+
+
+# -- BatchNorm across ranks ------------------------------------------------------------------------
+
+
+def _batchnorm_worker(rank: int, rdv: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=rdv, rank=rank, world_size=2, timeout=timedelta(seconds=20)
+    )
+    try:
+        torch.manual_seed(0)
+        bn = ff.transforms.BatchNorm((2, 3, 3))
+        with torch.no_grad():
+            bn.log_gamma.normal_()
+            bn.beta.normal_()
+        x = torch.randn(10, 2, 3, 3) * 3 + 1  # the same global batch on both ranks
+        mine = (x[:4] if rank == 0 else x[4:]).requires_grad_()  # uneven slices: 4 and 6 rows
+        z, ladj = bn(mine)
+        loss = (z.square().sum() - ladj.sum()) / 10  # this rank's share of the global mean
+        loss.backward()
+        grads = [p.grad.clone() for p in (bn.log_gamma, bn.beta)]
+        for g in grads:
+            dist.all_reduce(g)  # the sum over ranks, as DDP's mean times the world size
+        torch.save(
+            {"z": z, "ladj": ladj, "grads": grads, "x_grad": mine.grad, "running": bn.running_var},
+            f"{out}/{rank}.pt",
+        )
+        dist.barrier()  # neither rank tears gloo down while the other still talks to it
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_batchnorm_uses_the_statistics_and_gradient_of_the_global_batch(tmp_path: Path) -> None:
+    ctx = mp.start_processes(
+        _batchnorm_worker,
+        args=(f"file://{tmp_path / 'rdv'}", str(tmp_path)),
+        nprocs=2,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + 60
+    while not ctx.join(timeout=1):
+        assert time.monotonic() < deadline, "the ranks hang"
+    a, b = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
+    torch.manual_seed(0)
+    bn = ff.transforms.BatchNorm((2, 3, 3))
+    with torch.no_grad():
+        bn.log_gamma.normal_()
+        bn.beta.normal_()
+    x = (torch.randn(10, 2, 3, 3) * 3 + 1).requires_grad_()
+    z, ladj = bn(x)  # one process, the whole batch
+    ((z.square().sum() - ladj.sum()) / 10).backward()
+    torch.testing.assert_close(torch.cat([a["z"], b["z"]]), z, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat([a["ladj"], b["ladj"]]), ladj, rtol=1e-5, atol=1e-5)
+    # the gradient through the shared statistics reaches every rank's rows
+    torch.testing.assert_close(torch.cat([a["x_grad"], b["x_grad"]]), x.grad, rtol=1e-4, atol=1e-5)
+    for got in (a, b):
+        torch.testing.assert_close(got["grads"][0], bn.log_gamma.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got["grads"][1], bn.beta.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got["running"], bn.running_var, rtol=1e-5, atol=1e-6)

@@ -101,12 +101,47 @@ class ActNorm(_PerChannel):
         return x, ladj.expand(batch).to(z.dtype)
 
 
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """A sum over ranks whose gradient is the sum over ranks of the gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        out = x.clone()
+        torch.distributed.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
+def _global_stats(x: Tensor, dims: list[int], c: int) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and (biased) variance over every rank's rows, differentiable: the sums
+    are all-reduced with autograd, so each rank's gradient counts the others' use of its rows
+    (with DDP's average, the gradient of the global batch's loss)."""
+    sums = torch.cat([x.sum(dim=dims), (x * x).sum(dim=dims), x.new_full((1,), x.numel() / c)])
+    total = _AllReduceSum.apply(sums)
+    n = total[-1]
+    mean = total[:c] / n
+    var = (total[c : 2 * c] / n - mean * mean).clamp(min=0.0)
+    return mean, var
+
+
 class BatchNorm(_PerChannel):
     """Batch normalisation as a bijection, with a learned scale and shift.
 
     In training mode ``forward`` normalises with the batch statistics (and updates the
-    running ones); in eval mode, and always in ``inverse``, it uses the running statistics,
-    which makes it an ordinary elementwise affine map.
+    running ones); under data-parallel training (an initialised process group of several
+    ranks) those are the statistics of the global batch, all-reduced with their gradient. In
+    eval mode, and always in ``inverse``, it uses the running statistics, which makes it an
+    ordinary elementwise affine map.
 
     Args:
         shape: event shape, ``D`` or ``(C, H, W)``.
@@ -133,6 +168,12 @@ class BatchNorm(_PerChannel):
         self.register_buffer("running_var", torch.ones(self.channels))
 
     def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.training and _world_size() > 1:  # data-parallel: statistics of the global batch
+            mean, var = _global_stats(x, self._reduce_dims(x), self.channels)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach(), self.momentum)
+            return mean, var
         if self.training and x.numel() // self.channels > 1:
             dims = self._reduce_dims(x)
             mean = x.mean(dim=dims)
