@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -173,6 +174,20 @@ class _PoisonedStream(TrainStream):
         return x
 
 
+def _run_two(worker: Callable[[int, str, str], None], tmp_path: Path) -> None:
+    """``worker(rank, rendezvous, out)`` in 2 spawned processes; fails if they hang."""
+    ctx = mp.start_processes(
+        worker,
+        args=(f"file://{tmp_path / 'rdv'}", str(tmp_path)),
+        nprocs=2,
+        join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + 60
+    while not ctx.join(timeout=1):
+        assert time.monotonic() < deadline, "the ranks hang"
+
+
 def _nan_worker(rank: int, rdv: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -200,16 +215,7 @@ def _nan_worker(rank: int, rdv: str, out: str) -> None:
 
 @pytest.mark.slow
 def test_a_nan_on_one_rank_is_skipped_on_every_rank(tmp_path: Path) -> None:
-    ctx = mp.start_processes(
-        _nan_worker,
-        args=(f"file://{tmp_path / 'rdv'}", str(tmp_path)),
-        nprocs=2,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + 60
-    while not ctx.join(timeout=1):
-        assert time.monotonic() < deadline, "the ranks hang"
+    _run_two(_nan_worker, tmp_path)
     a, b = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
     assert a["nan_total"] == b["nan_total"] == 1  # rank 0's slice was finite: it skipped too
     assert max_difference(a["model"], b["model"]) == 0.0
@@ -441,16 +447,7 @@ def _batchnorm_worker(rank: int, rdv: str, out: str) -> None:
 
 @pytest.mark.slow
 def test_batchnorm_uses_the_statistics_and_gradient_of_the_global_batch(tmp_path: Path) -> None:
-    ctx = mp.start_processes(
-        _batchnorm_worker,
-        args=(f"file://{tmp_path / 'rdv'}", str(tmp_path)),
-        nprocs=2,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + 60
-    while not ctx.join(timeout=1):
-        assert time.monotonic() < deadline, "the ranks hang"
+    _run_two(_batchnorm_worker, tmp_path)
     a, b = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
     torch.manual_seed(0)
     bn = ff.transforms.BatchNorm((2, 3, 3))

@@ -13,7 +13,7 @@ neither), so that loading a trained flow needs no training code. It holds:
 """
 
 from flowforge.runs.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from flowforge.runs.errors import ConfigError, RunError
+from flowforge.runs.errors import ConfigError, RunError, refuse_fixed_options
 from flowforge.runs.layout import (
     RUN_FORMAT,
     RUN_FORMAT_VERSION,
@@ -48,6 +48,7 @@ __all__ = [
     "parse_spec",
     "read_run_record",
     "read_safetensors",
+    "refuse_fixed_options",
     "run_files",
     "save_weights",
     "write_table",

@@ -38,6 +38,7 @@ from flowforge.runs import (
     check_flow_name,
     parse_spec,
     read_run_record,
+    refuse_fixed_options,
     run_files,
     save_weights,
 )
@@ -212,13 +213,7 @@ def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult | Non
     record, state = from_main(lambda: _read_run(path), world, (RunError, ConfigError))
     saved = run_config(record, str(files.config))
     spec = parse_spec(record, str(files.config))
-    fixed = sorted(k for k in overrides if k not in RESUME_KEYS)
-    if fixed:
-        flag = "--" + fixed[0].replace("_", "-")
-        raise ConfigError(
-            f"{flag} cannot change when resuming (it comes from {files.config}); "
-            f"options that can: {', '.join('--' + k.replace('_', '-') for k in RESUME_KEYS)}"
-        )
+    refuse_fixed_options(overrides, RESUME_KEYS, files.config)
     cfg = saved.updated(overrides)
     device, world = _device(cfg, world)
     set_threads(cfg, device, spec)

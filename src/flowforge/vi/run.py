@@ -46,6 +46,7 @@ from flowforge.runs import (
     build_flow,
     parse_spec,
     read_run_record,
+    refuse_fixed_options,
     run_files,
     save_weights,
 )
@@ -175,13 +176,7 @@ def resume_vi(
         raise RunError(
             f"{files.config} is not a VI run (flowforge train --resume continues training runs)"
         )
-    fixed = sorted(k for k in overrides if k not in RESUME_KEYS)
-    if fixed:
-        flag = "--" + fixed[0].replace("_", "-")
-        raise ConfigError(
-            f"{flag} cannot change when resuming (it comes from {files.config}); "
-            f"options that can: {', '.join('--' + k.replace('_', '-') for k in RESUME_KEYS)}"
-        )
+    refuse_fixed_options(overrides, RESUME_KEYS, files.config)
     if files.results.exists():
         raise RunError(f"{files.root} is complete ({files.results.name} exists): nothing to resume")
     try:
