@@ -60,3 +60,17 @@ def test_batchnorm_uses_batch_statistics_in_training_and_running_ones_in_eval() 
     z_eval, _ = layer(x)
     assert torch.allclose(z_eval, z, atol=1e-4)
     assert torch.allclose(layer.inverse(z_eval)[0], x, atol=1e-4)
+
+
+def test_actnorm_leaves_the_scale_of_a_channel_constant_in_the_first_batch() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 3, 2, 2) * torch.tensor([2.0, 1.0, 0.5]).view(3, 1, 1)
+    x[:, 1] = 7.0  # constant in the first batch (a border pixel, zero-padded data ...)
+    layer = ff.transforms.ActNorm((3, 2, 2))
+    z, _ = layer(x)
+    assert layer.log_scale[1].item() == 0.0 and abs(layer.loc[1].item() - 7.0) < 1e-6
+    std = x.transpose(0, 1).reshape(3, -1).std(dim=1)
+    torch.testing.assert_close(layer.log_scale[[0, 2]], std[[0, 2]].log())
+    assert torch.isfinite(z).all() and z[:, 1].abs().max() == 0.0
+    later = torch.randn(8, 3, 2, 2) + 7.0  # the channel varies later: no 1e6 spike
+    assert layer(later)[0][:, 1].abs().max() < 10

@@ -38,7 +38,8 @@ class ActNorm(_PerChannel):
     """``z = (x - loc) * exp(-log_scale)`` per channel, initialised from data.
 
     On the first forward pass in training mode, ``loc`` and ``log_scale`` are set so that
-    this batch's output has zero mean and unit variance per channel; afterwards they are
+    this batch's output has zero mean and unit variance per channel (a channel that is
+    constant in the batch is only centred: its scale stays 1); afterwards they are
     ordinary parameters. The ``initialized`` flag is a buffer, so it survives saving
     (``load_state_dict`` restores it); the check itself is a Python attribute, so
     ``torch.compile`` sees no data-dependent branch, even when the first batch runs compiled.
@@ -82,7 +83,10 @@ class ActNorm(_PerChannel):
         mean = x.mean(dim=dims)
         std = x.std(dim=dims)
         self.loc.copy_(mean)
-        self.log_scale.copy_(torch.log(std.clamp(min=1e-6)))
+        # a channel constant in this batch tells nothing of its scale: keep it (log_scale 0)
+        # rather than blow it up by 1e6, which a later varying batch would meet as a spike
+        constant = std <= 1e-6 * mean.abs().clamp(min=1.0)
+        self.log_scale.copy_(torch.where(constant, torch.zeros_like(std), torch.log(std)))
         self.initialized.fill_(1.0)
         self._initialized_seen = True
 
