@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr if out is None else sys.stdout,
         )
     if args.plot is not None:
-        from flowforge.eval.anomaly import score_histogram
+        from flowforge.train.plots import score_histogram
 
         try:
             score_histogram(ll, is_anomaly, args.plot, threshold)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,6 +32,7 @@ __all__ = [
     "plot_density_2d",
     "plot_losses",
     "scatter",
+    "score_histogram",
     "write_png",
     "write_run_plots",
 ]
@@ -217,3 +219,58 @@ def write_run_plots(
         levels = int(spec.levels or 2)
         written.append(image_samples_figure(flow, ds.test, levels, out / "samples.png"))
     return written
+
+
+def score_histogram(
+    log_prob: np.ndarray,
+    is_anomaly: np.ndarray | None,
+    path: str | Path,
+    threshold: float | None = None,
+    bins: int = 40,
+) -> Path:
+    """A PNG histogram of log-likelihoods: normal against anomalous rows when labels are given.
+
+    The range is the 1st percentile to the largest finite score (one far anomaly would
+    otherwise squash every bar into one); the legend counts the rows left of it and the
+    non-finite ones.
+
+    Args:
+        log_prob: ``(N,)`` log-likelihoods.
+        is_anomaly: ``(N,)`` booleans, or ``None`` for one histogram of every row.
+        path: the ``.png`` file.
+        threshold: drawn as a vertical line (rows left of it are flagged).
+        bins: bars over the range.
+    """
+    lp = np.asarray(log_prob, dtype=np.float64)
+    finite = np.isfinite(lp)
+    if not finite.any():
+        raise ValueError("no finite score to plot")
+    lo, hi = float(np.percentile(lp[finite], 1.0)), float(lp[finite].max())
+    if threshold is not None and math.isfinite(threshold):
+        lo, hi = min(lo, threshold), max(hi, threshold)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    fig = new_figure(6.4, 4.0)
+    ax = fig.add_subplot()
+    groups = [("all rows", np.ones(lp.size, dtype=bool), "tab:blue")]
+    if is_anomaly is not None:
+        flags = np.asarray(is_anomaly, dtype=bool)
+        groups = [("normal", ~flags, "tab:blue"), ("anomaly", flags, "tab:red")]
+    for name, rows, colour in groups:
+        v = lp[rows & finite]
+        shown = v[v >= lo]
+        label = f"{name} ({rows.sum()} rows"
+        if shown.size < v.size:
+            label += f"; {v.size - shown.size} below the range"
+        if (rows & ~finite).any():
+            label += f"; {(rows & ~finite).sum()} non-finite"
+        ax.hist(
+            shown, bins=edges.tolist(), color=colour, alpha=0.5, label=label + ")", density=True
+        )
+    if threshold is not None and math.isfinite(threshold):
+        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
+    ax.set_xlabel("log p(x) (nats); low is anomalous")
+    ax.set_ylabel("density of rows")
+    ax.legend(fontsize="small")
+    return write_png(fig, path)
