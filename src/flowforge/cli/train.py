@@ -49,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = _train(args)
-    finally:
-        shutdown()  # leave a torchrun launch's process group (no-op otherwise)
+    except BaseException:
+        shutdown(finished=False)  # leave a torchrun launch's process group (no-op otherwise)
+        raise
+    shutdown()
     if result is None:  # a rank other than 0: rank 0 reports
         return 0
     _report(result)

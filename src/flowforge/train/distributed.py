@@ -189,9 +189,18 @@ def from_main(fn: Callable[[], T], world: World, errors: tuple[type[Exception], 
     return result  # type: ignore[return-value]
 
 
-def shutdown() -> None:
-    """Leave the process group (if this process joined one)."""
+def shutdown(finished: bool = True) -> None:
+    """Leave the process group (if this process joined one).
+
+    Args:
+        finished: the run ended normally on this rank: wait for every rank first, so none
+            tears gloo down while another still sends (a rank that exited early aborted with
+            "terminate called without an active exception"). After an error there is no
+            wait (the other ranks may be gone; their collectives time out instead).
+    """
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 
