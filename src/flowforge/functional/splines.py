@@ -11,99 +11,20 @@ References:
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from flowforge.functional.dispatch import eager_kernels_allowed
+from flowforge.functional.spline_knots import derivatives, knots, suffix_sums
 
 DEFAULT_MIN_WIDTH = 1e-3
 DEFAULT_MIN_HEIGHT = 1e-3
 DEFAULT_MIN_DERIVATIVE = 1e-3
 
 
-def _knots(raw: Tensor, bound: float, minimum: float) -> Tensor:
-    """Knot positions on ``[-bound, bound]`` from unnormalised bin logits, bins first.
-
-    Args:
-        raw: logits of shape ``(S, K, *)``: ``S`` stacked sets (widths and heights share
-            one softmax and one cumsum), bins in dimension 1.
-
-    Returns:
-        ``knots`` of shape ``(S, K + 1, *)``, starting at ``-bound`` and ending exactly at
-        ``bound``; every bin is at least ``2 * bound * minimum`` wide. Bin sizes are
-        ``knots[:, k + 1] - knots[:, k]``.
-    """
-    k = raw.shape[1]
-    # Bins lead, so each reduction over them is an elementwise op over contiguous slabs;
-    # over a short last dimension (torch.softmax, amax, cumsum) they are several times slower.
-    # The shift cancels in the softmax, so it needs no gradient (and no amax backward).
-    e = torch.exp(raw - raw.amax(dim=1, keepdim=True).detach())
-    frac = minimum + (1.0 - minimum * k) * (e / e.sum(dim=1, keepdim=True))
-    cum = _partial_sums(frac)
-    # Pin both ends exactly to the bounds: sizes derived from the knots then satisfy
-    # knots[k] + sizes[k] == knots[k + 1] exactly.
-    ends = raw.new_full((raw.shape[0], 1, *raw.shape[2:]), bound)
-    return torch.cat([-ends, 2.0 * bound * cum - bound, ends], dim=1)
-
-
-def _partial_sums(frac: Tensor) -> Tensor:
-    """The ``K - 1`` interior partial sums ``(S, K - 1, *)`` of ``frac`` ``(S, K, *)``.
-
-    Without autograd, ``K - 2`` slab additions into one buffer: torch.cumsum over a short
-    inner dimension is 2-4x slower (and a product with a triangular matrix of ones slower
-    still inside a flow, where its packing buffers are fresh allocations).
-    """
-    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and frac.requires_grad):
-        # Differentiable: a chain of slab additions, which inductor fuses into one kernel
-        # (an extern cumsum would be two calls per layer in the compiled step).
-        if frac.shape[1] == 1:
-            return frac[:, :0]
-        return torch.stack(list(itertools.accumulate(frac[:, :-1].unbind(1))), dim=1)
-    k = frac.shape[1]
-    out = torch.empty_like(frac[:, :-1])
-    if k == 1:
-        return out
-    out[:, 0] = frac[:, 0]
-    for i in range(1, k - 1):
-        torch.add(out[:, i - 1], frac[:, i], out=out[:, i])
-    return out
-
-
-def _suffix_sums(g: Tensor) -> Tensor:
-    """The backward of :func:`_partial_sums`: ``(S, K, *)`` from ``g`` ``(S, K - 1, *)``.
-
-    Entry ``l`` is the sum of ``g[:, i]`` over ``i >= l``; the last entry is zero (the last
-    fraction enters no interior partial sum).
-    """
-    k = g.shape[1] + 1
-    out = g.new_empty((g.shape[0], k, *g.shape[2:]))
-    out[:, k - 1] = 0.0
-    if k == 1:
-        return out
-    out[:, k - 2] = g[:, k - 2]
-    for i in range(k - 3, -1, -1):
-        torch.add(out[:, i + 1], g[:, i], out=out[:, i])
-    return out
-
-
-def _derivatives(raw: Tensor, minimum: float) -> Tensor:
-    """Knot derivatives ``(K + 1, *)``: interior from ``raw`` ``(K - 1, *)``, 1 at both ends.
-
-    A zero ``raw`` gives derivative 1, so zero parameters make the spline the identity.
-    """
-    shift = math.log(math.expm1(1.0 - minimum))
-    inner = minimum + F.softplus(raw + shift)
-    one = raw.new_ones((1, *raw.shape[1:]))
-    return torch.cat([one, inner, one], dim=0)
-
-
-# Elements per chunk: the ~30 temporaries of a chunk (each up to 3K + 3 floats per element)
-# stay in the CPU caches; whole batches of 10^5-10^6 elements stream through memory instead.
 CHUNK = 1 << 15
 
 
@@ -209,15 +130,15 @@ def _table(
     # split, not slicing: its backward is one cat, not zero-filled copies of all parameters.
     raw_wh, raw_d = p.split([2 * k, k - 1])
     if min_width == min_height:
-        wh = _knots(raw_wh.reshape(2, k, *batch), bound, min_width)  # (2, K+1, *)
+        wh = knots(raw_wh.reshape(2, k, *batch), bound, min_width)  # (2, K+1, *)
     else:
         wh = torch.cat(
             [
-                _knots(r.unsqueeze(0), bound, m)
+                knots(r.unsqueeze(0), bound, m)
                 for r, m in zip(raw_wh.split(k), (min_width, min_height))
             ]
         )
-    deriv = _derivatives(raw_d, min_derivative)  # (K+1, *)
+    deriv = derivatives(raw_d, min_derivative)  # (K+1, *)
     return torch.cat([wh, deriv.unsqueeze(0)])
 
 
@@ -407,7 +328,7 @@ class _SplineFunction(torch.autograd.Function):
         # Knots: knot j (1 <= j < K) = 2 bound cumsum(frac)[j - 1] - bound, so the fractions'
         # gradient is 2 bound times the reversed cumulative sum of the interior knots'
         # gradients (the last fraction only moves the pinned end: no gradient).
-        g_wh_frac = _suffix_sums(g_inner[:2])  # (2, K, *)
+        g_wh_frac = suffix_sums(g_inner[:2])  # (2, K, *)
         raw2 = raw_wh.reshape(2, k, *batch)
         e = torch.exp(raw2 - raw2.amax(dim=1, keepdim=True))
         sm = e.div_(e.sum(dim=1, keepdim=True))  # (2, K, *)
