@@ -83,6 +83,24 @@ def _ma(t: T.Transformer, context: int = 0, order: list[int] | None = None) -> B
     )
 
 
+def _residual_coupling(t: T.Transformer, context: int = 0) -> Bijection:
+    """A coupling whose network is a residual MLP (2 blocks of 2 tanh layers, dropout)."""
+    net = ff.nn.ResidualMLP(3 + context, 2 * t.params_per_dim, H, 2, "tanh", dropout=0.2)
+    return T.Coupling([True, False, True, False, True], t, net, context)
+
+
+def _residual_ma(t: T.Transformer, context: int = 0, order: list[int] | None = None) -> Bijection:
+    """An autoregressive layer on a masked residual MADE (2 blocks of 1 ELU layer, dropout)."""
+    made = ff.nn.ResidualMADE(
+        D, t.params_per_dim, (16,), 2, context, order, "elu", dropout=0.2, save_order=True
+    )
+    return T.MaskedAutoregressive(t, made)
+
+
+#: Every conditioner option of the vector presets at once (dropout is off: cases are in eval).
+OPTIONS = {"activation": "silu", "dropout": 0.2, "residual_blocks": 1, "permutation": "random"}
+
+
 def _unit(n: int, shape: tuple[int, ...] = (D,)) -> Tensor:
     return torch.rand(n, *shape) * 0.98 + 0.01
 
@@ -187,6 +205,12 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "ar-affine-context-order": lambda: Case(_ma(T.Affine(), C, [3, 1, 5, 2, 4]), C),
     "ar-spline": lambda: Case(_ma(T.RationalQuadraticSpline(5, 2.0))),
     "ar-spline-context": lambda: Case(_ma(T.RationalQuadraticSpline(8, 3.0), C), C),
+    "coupling-residual-affine-context": lambda: Case(_residual_coupling(T.Affine(), C), C),
+    "coupling-residual-spline": lambda: Case(_residual_coupling(T.RationalQuadraticSpline(4, 3.0))),
+    "ar-residual-affine-context-order": lambda: Case(
+        _residual_ma(T.Affine(), C, [2, 5, 1, 4, 3]), C
+    ),
+    "ar-residual-spline": lambda: Case(_residual_ma(T.RationalQuadraticSpline(5, 2.0))),
     "reverse-permutation": lambda: Case(T.ReversePermutation(D)),
     "random-permutation": lambda: Case(T.RandomPermutation(D)),
     "lu-linear": lambda: Case(T.LULinear(D)),
@@ -247,6 +271,24 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     ),
     "preset-nsf-coupling": lambda: Case(
         ff.flows.NSF(D, transforms=2, bins=4, hidden=H, coupling=True).bijection
+    ),
+    "preset-nice-options": lambda: Case(
+        ff.flows.NICE(D, context=C, transforms=2, hidden=H, **OPTIONS).bijection, C
+    ),
+    "preset-realnvp-options": lambda: Case(
+        ff.flows.RealNVP(D, context=C, transforms=3, hidden=H, **OPTIONS).bijection, C
+    ),
+    "preset-maf-options": lambda: Case(
+        ff.flows.MAF(D, context=C, transforms=2, hidden=H, **OPTIONS).bijection, C
+    ),
+    "preset-iaf-options": lambda: Case(
+        ff.flows.IAF(D, transforms=2, hidden=H, **OPTIONS).bijection
+    ),
+    "preset-nsf-options": lambda: Case(
+        ff.flows.NSF(D, context=C, transforms=2, bins=4, hidden=H, **OPTIONS).bijection, C
+    ),
+    "preset-nsf-coupling-options": lambda: Case(
+        ff.flows.NSF(D, transforms=3, bins=4, hidden=H, coupling=True, **OPTIONS).bijection
     ),
     "planar-tanh": lambda: _planar(T.Planar(D)),
     "planar-leaky-relu": lambda: _planar(T.Planar(D, activation="leaky_relu", slope=0.3)),

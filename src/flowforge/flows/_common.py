@@ -6,7 +6,8 @@ A preset is a short file that only wires a stack of bijections:
 - a docstring whose ``Args:`` hold the preset's own arguments (and any common one it words
   differently); :func:`preset_docs` rebuilds ``Args:`` in signature order, filling each common
   argument (:data:`COMMON_ARGS`: ``features``, ``shape``, ``context``, ``transforms``,
-  ``steps``, ``hidden``, ``scale_bound``, ``base``) with its one wording;
+  ``steps``, ``hidden``, ``scale_bound``, the conditioner options ``activation``,
+  ``dropout``, ``residual_blocks``, ``permutation``, and ``base``) with its one wording;
 - an ``__init__`` that calls :func:`preset_hparams` first (checks the common arguments, keeps
   the JSON-able constructor arguments), builds its stack and hands both to :class:`Preset`.
 
@@ -56,6 +57,10 @@ from typing import Any, ClassVar, TypeVar
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.core.flow import Flow
 from flowforge.distributions.base import BaseDistribution, StandardNormal
+from flowforge.nn.activations import ACTIVATIONS
+from flowforge.nn.made import MADE
+from flowforge.nn.mlp import MLP
+from flowforge.nn.residual import ResidualMADE, ResidualMLP
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.transformer import Transformer
 
@@ -70,6 +75,14 @@ def _positive_int(v: Any) -> bool:
 
 def _sizes(v: Any) -> bool:
     return isinstance(v, Sequence) and all(_positive_int(s) for s in v)
+
+
+def _probability(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1
+
+
+#: The orders a vector preset's layers may take (``permutation=``).
+PERMUTATIONS = ("reverse", "random")
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,34 @@ COMMON_ARGS: dict[str, CommonArg] = {
         "bound ``B`` on each absolute log-scale, ``log s = B tanh(raw / B)``.",
         lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
         "scale_bound > 0",
+    ),
+    "activation": CommonArg(
+        "activation of the conditioner networks' hidden layers, one of "
+        + ", ".join(f'``"{a}"``' for a in ACTIVATIONS)
+        + ".",
+        lambda v: isinstance(v, str) and v in ACTIVATIONS,
+        f"activation in {sorted(ACTIVATIONS)}",
+    ),
+    "dropout": CommonArg(
+        "probability in ``[0, 1)`` of zeroing each hidden activation of the conditioner "
+        "networks, in training mode only (``flow.train()``; ``flow.eval()`` is deterministic).",
+        _probability,
+        "dropout in [0, 1)",
+    ),
+    "residual_blocks": CommonArg(
+        "0: plain conditioner networks; ``k > 0``: residual ones (an input layer to width "
+        "``H``, ``k`` pre-activation residual blocks of ``len(hidden)`` layers of width ``H``, "
+        "an output layer; ``hidden`` then holds one width ``(H, ..., H)``).",
+        lambda v: _is_int(v) and v >= 0,
+        "residual_blocks >= 0",
+    ),
+    "permutation": CommonArg(
+        '``"reverse"``: the features reversed between each two layers (autoregressive layers: '
+        'alternately reversed input orders); ``"random"``: a fixed random permutation per '
+        "layer (a random input order per autoregressive layer), drawn from torch's random "
+        "generator at construction and saved with the weights.",
+        lambda v: v in PERMUTATIONS,
+        f"permutation in {list(PERMUTATIONS)}",
     ),
     "base": CommonArg(
         "latent distribution, whose event shape is the stack's output shape; default a "
@@ -193,13 +234,20 @@ def preset_hparams(args: dict[str, Any]) -> dict[str, Any]:
         ``type(flow)(**flow.hparams)`` rebuilds the architecture.
 
     Raises:
-        ValueError: naming the preset and the first common argument out of range.
+        ValueError: naming the preset and the first common argument out of range (or
+            ``residual_blocks > 0`` with hidden widths that differ).
     """
     name = type(args["self"]).__name__
     for key, value in args.items():
         arg = COMMON_ARGS.get(key)
         if arg is not None and not arg.valid(value):
             raise ValueError(f"{name}: expected {arg.expected}, got {value!r}")
+    hidden: Any = args.get("hidden", ())
+    if args.get("residual_blocks") and not _is_int(hidden) and len(set(hidden)) != 1:
+        raise ValueError(
+            f"{name}: residual_blocks needs hidden layers of one width (H, ..., H), "
+            f"got {tuple(hidden)}"
+        )
     return {
         k: list(v) if isinstance(v, tuple | list) else v
         for k, v in args.items()
@@ -242,12 +290,58 @@ class StackArgs:
         context: size ``C`` of the context (0: unconditional).
         transforms: number of conditioned layers.
         hidden: hidden sizes of each conditioner network.
+        activation: name of the networks' activation.
+        dropout: dropout probability after each hidden activation (training mode only).
+        residual_blocks: 0 (plain networks) or the number of residual blocks.
+        permutation: ``"reverse"`` or ``"random"`` (see :data:`COMMON_ARGS`).
     """
 
     features: int
     context: int
     transforms: int
     hidden: Sequence[int]
+    activation: str = "relu"
+    dropout: float = 0.0
+    residual_blocks: int = 0
+    permutation: str = "reverse"
+
+    def mlp(self, in_features: int, out_features: int) -> MLP:
+        """A coupling's network ``(*, in_features) -> (*, out_features)``."""
+        opts: dict[str, Any] = {"activation": self.activation, "dropout": self.dropout}
+        if self.residual_blocks:
+            return ResidualMLP(in_features, out_features, self.hidden, self.residual_blocks, **opts)
+        return MLP(in_features, out_features, self.hidden, **opts)
+
+    def made(self, params_per_dim: int, order: Any) -> MADE:
+        """An autoregressive layer's MADE over ``features`` inputs in ``order``; a random
+        order (``permutation="random"``) is kept in the state dict."""
+        opts: dict[str, Any] = {
+            "context": self.context,
+            "order": order,
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "save_order": self.permutation == "random",
+        }
+        if self.residual_blocks:
+            return ResidualMADE(
+                self.features, params_per_dim, self.hidden, self.residual_blocks, **opts
+            )
+        return MADE(self.features, params_per_dim, self.hidden, **opts)
+
+
+def stack_args(hparams: dict[str, Any]) -> StackArgs:
+    """The :class:`StackArgs` in a vector preset's ``hparams`` (from :func:`preset_hparams`)."""
+    hidden = hparams["hidden"]
+    return StackArgs(
+        hparams["features"],
+        hparams["context"],
+        hparams["transforms"],
+        [hidden] if _is_int(hidden) else list(hidden),
+        hparams.get("activation", "relu"),
+        float(hparams.get("dropout", 0.0)),
+        hparams.get("residual_blocks", 0),
+        hparams.get("permutation", "reverse"),
+    )
 
 
 class AffinePreset(Preset):
@@ -272,10 +366,14 @@ class AffinePreset(Preset):
         transforms: int = 5,
         hidden: Sequence[int] = (128, 128),
         scale_bound: float = 3.0,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        residual_blocks: int = 0,
+        permutation: str = "reverse",
         base: BaseDistribution | None = None,
     ) -> None:
         hparams = preset_hparams(locals())
-        args = StackArgs(features, context, transforms, hidden)
+        args = stack_args(hparams)
         stack = self.stack(args, lambda: Affine(scale_bound))
         layers = [layer.inv for layer in stack] if self.inverted else stack
         super().__init__(hparams, layers, base)
@@ -283,10 +381,12 @@ class AffinePreset(Preset):
 
 __all__ = [
     "COMMON_ARGS",
+    "PERMUTATIONS",
     "AffinePreset",
     "CommonArg",
     "Preset",
     "StackArgs",
     "preset_docs",
     "preset_hparams",
+    "stack_args",
 ]

@@ -7,7 +7,6 @@ from collections.abc import Callable
 import torch
 
 from flowforge.flows._common import AffinePreset, StackArgs, preset_docs
-from flowforge.nn.made import MADE
 from flowforge.transforms.autoregressive import MaskedAutoregressive
 from flowforge.transforms.transformer import Transformer
 
@@ -15,18 +14,22 @@ from flowforge.transforms.transformer import Transformer
 def autoregressive_stack(
     args: StackArgs, make_transformer: Callable[[], Transformer]
 ) -> list[MaskedAutoregressive]:
-    """``args.transforms`` masked autoregressive layers with alternately reversed orders.
+    """``args.transforms`` masked autoregressive layers with alternately reversed orders, or
+    (``args.permutation == "random"``) a random order per layer.
 
-    Reversing the MADE's input degrees replaces an explicit permutation layer.
+    The MADE's input degrees replace an explicit permutation layer; a random order is drawn
+    from torch's random generator and kept in the MADE's state dict.
     """
     layers = []
     for i in range(args.transforms):
-        order = torch.arange(1, args.features + 1)
-        if i % 2 == 1:
-            order = order.flip(0)
+        if args.permutation == "random":
+            order = torch.randperm(args.features) + 1
+        else:
+            order = torch.arange(1, args.features + 1)
+            if i % 2 == 1:
+                order = order.flip(0)
         t = make_transformer()
-        made = MADE(args.features, t.params_per_dim, args.hidden, context=args.context, order=order)
-        layers.append(MaskedAutoregressive(t, made))
+        layers.append(MaskedAutoregressive(t, args.made(t.params_per_dim, order)))
     return layers
 
 

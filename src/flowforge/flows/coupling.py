@@ -6,31 +6,44 @@ from collections.abc import Callable, Sequence
 
 from flowforge.core.bijection import Bijection
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import AffinePreset, Preset, StackArgs, preset_docs, preset_hparams
-from flowforge.nn.mlp import MLP
+from flowforge.flows._common import (
+    AffinePreset,
+    Preset,
+    StackArgs,
+    preset_docs,
+    preset_hparams,
+    stack_args,
+)
 from flowforge.transforms.additive import Additive
 from flowforge.transforms.coupling import Coupling, half_mask
 from flowforge.transforms.normalization import ActNorm
-from flowforge.transforms.permutation import ReversePermutation
+from flowforge.transforms.permutation import Permutation, RandomPermutation, ReversePermutation
 from flowforge.transforms.transformer import Transformer
 
 
 def coupling_stack(args: StackArgs, make_transformer: Callable[[], Transformer]) -> list[Bijection]:
-    """``args.transforms`` half-mask couplings with a reverse permutation between each two.
+    """``args.transforms`` half-mask couplings with a permutation between each two: the
+    reverse one, or (``args.permutation == "random"``) a random one per gap, drawn from
+    torch's random generator (a buffer: saved with the weights).
 
     Raises:
         ValueError: if ``features < 2`` (one half of the features conditions the other).
     """
-    features, context, hidden = args.features, args.context, args.hidden
+    features, context = args.features, args.context
     if features < 2:
         raise ValueError(f"a coupling flow needs features >= 2, got {features}")
     layers: list[Bijection] = []
     n_a = (features + 1) // 2
     for i in range(args.transforms):
         if i > 0:
-            layers.append(ReversePermutation(features))
+            perm: Permutation = (
+                RandomPermutation(features)
+                if args.permutation == "random"
+                else ReversePermutation(features)
+            )
+            layers.append(perm)
         t = make_transformer()
-        net = MLP(n_a + context, (features - n_a) * t.params_per_dim, hidden)
+        net = args.mlp(n_a + context, (features - n_a) * t.params_per_dim)
         layers.append(Coupling(half_mask(features), t, net, context))
     return layers
 
@@ -60,10 +73,14 @@ class NICE(Preset):
         context: int = 0,
         transforms: int = 4,
         hidden: Sequence[int] = (128, 128),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        residual_blocks: int = 0,
+        permutation: str = "reverse",
         base: BaseDistribution | None = None,
     ) -> None:
         hparams = preset_hparams(locals())
-        stack = coupling_stack(StackArgs(features, context, transforms, hidden), Additive)
+        stack = coupling_stack(stack_args(hparams), Additive)
         super().__init__(hparams, [*stack, ActNorm(features)], base)
 
 
@@ -73,7 +90,7 @@ class RealNVP(AffinePreset):
 
     Args:
         features: dimension ``D >= 2`` of the data, which has shape ``(*, D)``.
-        transforms: number of affine coupling layers, a reverse permutation between each two.
+        transforms: number of affine coupling layers, a permutation between each two.
 
     References:
         Dinh, Sohl-Dickstein, Bengio (2017). Density estimation using Real NVP.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, StackArgs, preset_docs, preset_hparams
+from flowforge.flows._common import Preset, preset_docs, preset_hparams, stack_args
 from flowforge.flows.autoregressive import autoregressive_stack
 from flowforge.flows.coupling import coupling_stack
 from flowforge.transforms.spline import RationalQuadraticSpline
@@ -44,6 +44,10 @@ class NSF(Preset):
         hidden: Sequence[int] = (128, 128),
         bound: float = 5.0,
         coupling: bool = False,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        residual_blocks: int = 0,
+        permutation: str = "reverse",
         base: BaseDistribution | None = None,
     ) -> None:
         hparams = preset_hparams(locals())
@@ -54,7 +58,7 @@ class NSF(Preset):
             return RationalQuadraticSpline(bins, bound)
 
         build = coupling_stack if coupling else autoregressive_stack
-        stack = build(StackArgs(features, context, transforms, hidden), make)
+        stack = build(stack_args(hparams), make)
         super().__init__(hparams, stack, base)
 
 

@@ -7,13 +7,15 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowforge.functional.flat import join_layers, layer_sizes, split_layers
+from flowforge.nn.activations import activation_factory, check_dropout
 from flowforge.nn.mlp import compiled_linear
 
 
@@ -55,6 +57,26 @@ def hidden_degrees(units: int, features: int, context: bool = False) -> Tensor:
     return torch.arange(units) % max(1, features - 1) + 1
 
 
+def made_masks(degrees: Tensor, hidden: Sequence[int], context: int) -> list[Tensor]:
+    """The boolean ``(out, in)`` masks of a MADE with input ``degrees`` (a permutation of
+    ``1..D``) after ``context`` inputs of degree 0; the output layer's rows are ``(D, P)``
+    blocks, one row per dimension here (repeat each row ``P`` times)."""
+    features = degrees.numel()
+    prev = torch.cat([torch.zeros(context, dtype=torch.long), degrees])
+    masks: list[Tensor] = []
+    for h in hidden:
+        deg = hidden_degrees(h, features, context=context > 0)
+        masks.append(deg[:, None] >= prev[None, :])
+        prev = deg
+    masks.append(degrees[:, None] > prev[None, :])
+    return masks
+
+
+def _check_order(order: Tensor, features: int) -> None:
+    if sorted(order.tolist()) != list(range(1, features + 1)):
+        raise ValueError(f"order must be a permutation of 1..{features}, got {order.tolist()}")
+
+
 class MADE(nn.Module):
     """A masked MLP whose ``i``-th output block depends only on inputs of lower degree.
 
@@ -72,8 +94,13 @@ class MADE(nn.Module):
         hidden: hidden layer sizes.
         context: size ``C`` of context inputs (degree 0, seen by every unit).
         order: degrees of the inputs, a permutation of ``1..D``; default ``1..D``.
-        activation: activation module factory.
+        activation: activation module factory, or a name in
+            :data:`~flowforge.nn.activations.ACTIVATIONS` (``"tanh"``).
         zero_last: zero-initialise the output layer (flow layers start as the identity).
+        dropout: probability of zeroing each hidden activation, in training mode only
+            (``made.train()``); ``made.eval()`` is deterministic.
+        save_order: keep the order (``degrees``) in the state dict, and rebuild the masks
+            from a loaded one: for a random order, so that a saved model reloads its own.
 
     Example:
         >>> import torch
@@ -96,31 +123,27 @@ class MADE(nn.Module):
         hidden: Sequence[int] = (128, 128),
         context: int = 0,
         order: Tensor | Sequence[int] | None = None,
-        activation: Callable[[], nn.Module] = nn.ReLU,
+        activation: str | Callable[[], nn.Module] = nn.ReLU,
         zero_last: bool = True,
+        dropout: float = 0.0,
+        save_order: bool = False,
     ) -> None:
         super().__init__()
         self.features = int(features)
         self.params_per_dim = int(params_per_dim)
         self.context = int(context)
+        self.dropout = check_dropout(dropout)
+        make_activation = activation_factory(activation)
         if order is None:
             degrees = torch.arange(1, features + 1)
         else:
             degrees = torch.as_tensor(order, dtype=torch.long)
-            if sorted(degrees.tolist()) != list(range(1, features + 1)):
-                raise ValueError(
-                    f"order must be a permutation of 1..{features}, got {degrees.tolist()}"
-                )
-        self.register_buffer("degrees", degrees, persistent=False)
-        in_deg = torch.cat([torch.zeros(self.context, dtype=torch.long), degrees])
-        masks: list[Tensor] = []
-        prev = in_deg
-        for h in hidden:
-            deg = hidden_degrees(h, features, context=self.context > 0)
-            masks.append(deg[:, None] >= prev[None, :])
-            prev = deg
-        out_deg = degrees.repeat_interleave(self.params_per_dim)
-        masks.append(out_deg[:, None] > prev[None, :])
+            _check_order(degrees, self.features)
+        self.save_order = bool(save_order)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.order_version = 0  # bumped when a loaded order replaces the masks
+        self.register_buffer("degrees", degrees, persistent=self.save_order)
+        masks = self._masks_for(degrees)
         # Rows of the output layer in (P, D) order, for the parameter-major layout.
         d_p = torch.arange(features * self.params_per_dim).view(features, self.params_per_dim)
         self.register_buffer("param_major_rows", d_p.T.flatten(), persistent=False)
@@ -139,8 +162,39 @@ class MADE(nn.Module):
         self.shapes = [(int(m.shape[0]), int(m.shape[1])) for m in masks]
         self._sizes = layer_sizes(self.shapes)
         self.layer_widths = tuple(o for o, _ in self.shapes)
-        self.activations = nn.ModuleList(activation() for _ in hidden)
+        self.activations = nn.ModuleList(make_activation() for _ in hidden)
         self.all_relu = all(type(a) is nn.ReLU for a in self.activations)
+
+    def _masks_for(self, degrees: Tensor) -> list[Tensor]:
+        masks = made_masks(degrees.cpu(), self.hidden, self.context)
+        masks[-1] = masks[-1].repeat_interleave(self.params_per_dim, dim=0)
+        return masks
+
+    def _load_from_state_dict(
+        self,
+        state_dict: Mapping[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        errors: list[str],
+    ) -> None:
+        """A saved order (``save_order``) replaces this one: the masks follow it."""
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+        )
+        if not self.save_order or prefix + "degrees" not in state_dict:
+            return
+        try:
+            _check_order(self.degrees.cpu(), self.features)
+        except ValueError as e:
+            errors.append(f"{prefix}degrees: {e}")
+            return
+        for k, mask in enumerate(self._masks_for(self.degrees)):
+            getattr(self, f"mask{k}").copy_(mask)
+        self.__dict__.pop("_unit_plan", None)
+        self.order_version += 1
 
     def masks(self) -> list[Tensor]:
         """The binary ``(out, in)`` masks of the linear layers."""
@@ -211,6 +265,8 @@ class MADE(nn.Module):
         for (w, b), act, n in zip(layers, self.activations, needed[dim]):
             h = F.linear(h, w[:n, :width], b[:n])
             h = torch.relu_(h) if inplace and type(act) is nn.ReLU else act(h)
+            if self.dropout:
+                h = F.dropout(h, self.dropout, self.training)
             width = n
         w, b = layers[-1]
         p = self.params_per_dim
@@ -279,7 +335,9 @@ class MADE(nn.Module):
             # ReLU in place on the linear layer's fresh output (its backward does not need
             # it): no new buffer, and the write stays in cache.
             h = torch.relu_(h) if inplace and type(act) is nn.ReLU else act(h)
+            if self.dropout:
+                h = F.dropout(h, self.dropout, self.training)
         return h
 
 
-__all__ = ["MADE", "MaskedLinear", "hidden_degrees"]
+__all__ = ["MADE", "MaskedLinear", "hidden_degrees", "made_masks"]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowforge.functional.flat import join_layers, layer_sizes, split_layers
+from flowforge.nn.activations import activation_factory, check_dropout
 
 
 def compiled_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
@@ -38,9 +39,12 @@ class MLP(nn.Module):
         in_features: input size.
         out_features: output size.
         hidden: sizes of the hidden layers.
-        activation: activation module factory.
+        activation: activation module factory, or a name in
+            :data:`~flowforge.nn.activations.ACTIVATIONS` (``"tanh"``).
         zero_last: initialise the last layer to zero, so that a flow layer whose parameters
             it outputs starts as the identity.
+        dropout: probability of zeroing each hidden activation, in training mode only
+            (``net.train()``); ``net.eval()`` is deterministic.
 
     Example:
         >>> import torch
@@ -56,10 +60,13 @@ class MLP(nn.Module):
         in_features: int,
         out_features: int,
         hidden: Sequence[int] = (128, 128),
-        activation: Callable[[], nn.Module] = nn.ReLU,
+        activation: str | Callable[[], nn.Module] = nn.ReLU,
         zero_last: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.dropout = check_dropout(dropout)
+        make_activation = activation_factory(activation)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         sizes = [self.in_features, *hidden, self.out_features]
@@ -74,7 +81,7 @@ class MLP(nn.Module):
         self.shapes = [(b, a) for a, b in itertools.pairwise(sizes)]
         self._sizes = layer_sizes(self.shapes)
         self.layer_widths = tuple(o for o, _ in self.shapes)
-        self.activations = nn.ModuleList(activation() for _ in hidden)
+        self.activations = nn.ModuleList(make_activation() for _ in hidden)
 
     def layers(self) -> list[tuple[Tensor, Tensor]]:
         """``(weight, bias)`` of each linear layer, views of ``flat``."""
@@ -87,6 +94,8 @@ class MLP(nn.Module):
             h = F.linear(x, w, b) if inplace else compiled_linear(x, w, b)
             # ReLU in place on the linear layer's fresh output (its backward does not need it).
             x = torch.relu_(h) if inplace and type(act) is nn.ReLU else act(h)
+            if self.dropout:
+                x = F.dropout(x, self.dropout, self.training)
         w, b = layers[-1]
         return F.linear(x, w, b)
 

@@ -96,10 +96,16 @@ class MaskedAutoregressive(RowwiseBijection):
         )
 
     def _fusable(self) -> bool:
-        """Exactly an affine transformer on exactly a ReLU :class:`~flowforge.nn.MADE`: what
-        the fused kernels implement (a subclass may override ``forward``, so it runs as a
-        module)."""
-        return type(self.transformer) is Affine and type(self.made) is MADE and self.made.all_relu
+        """Exactly an affine transformer on exactly a ReLU :class:`~flowforge.nn.MADE` without
+        active dropout (none, or the MADE in eval mode): what the fused kernels implement (a
+        subclass may override ``forward``, so it runs as a module; a residual MADE is one)."""
+        made = self.made
+        return (
+            type(self.transformer) is Affine
+            and type(made) is MADE
+            and made.all_relu
+            and (made.dropout == 0 or not made.training)
+        )
 
     def _spec(self) -> AffineLayerSpec:
         """The fused layer's constants (views of the parameters, scaled masks), cached.
@@ -115,6 +121,7 @@ class MaskedAutoregressive(RowwiseBijection):
             made.flat.dtype,
             made.flat.device,
             self.transformer.bound,
+            made.order_version,  # a loaded order (MADE(save_order=True)) has new masks
         )
         cached = self.__dict__.get("_spec_cache")
         if cached is None or cached[0] != key:
@@ -201,11 +208,12 @@ class MaskedAutoregressive(RowwiseBijection):
 
     def _order(self) -> list[int]:
         """Dimensions in increasing degree (the order the ``D`` passes fix them in)."""
+        version = self.made.order_version
         cached = self.__dict__.get("_order_cache")
-        if cached is None:
-            cached = self.made.degrees.argsort().tolist()
+        if cached is None or cached[0] != version:
+            cached = (version, self.made.degrees.argsort().tolist())
             self.__dict__["_order_cache"] = cached
-        return cached
+        return cached[1]
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self._fused(x, context):

@@ -106,7 +106,8 @@ class Coupling(RowwiseBijection):
     def _fusable(self) -> bool:
         """Whether the fused kernels implement this layer exactly: a prefix identity part,
         a network that is exactly a ReLU :class:`~flowforge.nn.MLP` (a subclass may
-        override ``forward``, so it runs as a module) and exactly an affine or additive
+        override ``forward``, so it runs as a module; a residual MLP is one) without active
+        dropout (none, or the network in eval mode) and exactly an affine or additive
         transformer. Anything else runs the plain module path."""
         net = self.net
         return (
@@ -114,6 +115,7 @@ class Coupling(RowwiseBijection):
             and type(self.transformer) in (Affine, Additive)
             and type(net) is MLP
             and all(type(a) is nn.ReLU for a in net.activations)
+            and (net.dropout == 0 or not net.training)
         )
 
     def _step(self) -> CouplingStep:
