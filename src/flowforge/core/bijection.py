@@ -46,6 +46,15 @@ class Bijection(nn.Module):
     root finding) or raises :class:`NotImplementedError` naming the missing direction;
     it is never silently wrong.
 
+    :meth:`inverse_value` and :meth:`forward_value` are the value-only directions (sampling
+    needs ``x``, not ``ladj``). They are optional: the defaults return ``inverse(z)[0]`` and
+    ``forward(x)[0]``, so a bijection with ``forward`` and ``inverse`` only works everywhere.
+    Override them where ``ladj`` is costly (a :class:`~flowforge.transforms.CNF` then
+    integrates the state without the Jacobian trace) or in a container of bijections
+    (:class:`Compose`, :class:`Inverse`, Multiscale), which pass the call on to their
+    members. An override returns the same value as the full direction (a CNF's to the
+    solver's tolerance) and is differentiable like it.
+
     Attributes:
         event_shape: the shape of one input event in the forward (data) direction,
             ``(D,)`` for vectors or ``(C, H, W)`` for images.
@@ -72,6 +81,31 @@ class Bijection(nn.Module):
         raise NotImplementedError(
             f"{type(self).__name__} has no inverse (latent -> data) direction"
         )
+
+    def forward_value(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Map data ``x`` to latent ``z`` without its ``ladj``; by default ``forward(x)[0]``.
+
+        Args:
+            x: ``(*, *event_shape)``.
+            context: ``(*, C)`` for a conditional bijection.
+
+        Returns:
+            ``z`` of shape ``(*, *forward_shape(event_shape))``, equal to ``forward(x)[0]``.
+        """
+        return self.forward(x, context)[0]
+
+    def inverse_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Map latent ``z`` to data ``x`` without its ``ladj`` (sampling); by default
+        ``inverse(z)[0]``.
+
+        Args:
+            z: ``(*, *forward_shape(event_shape))``.
+            context: ``(*, C)`` for a conditional bijection.
+
+        Returns:
+            ``x`` of shape ``(*, *event_shape)``, equal to ``inverse(z)[0]``.
+        """
+        return self.inverse(z, context)[0]
 
     def forward_shape(self, shape: Shape) -> Shape:
         """Event shape after :meth:`forward`, given the input event shape."""
@@ -113,6 +147,12 @@ class Inverse(Bijection):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.bijection.forward(z, context)
 
+    def forward_value(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.bijection.inverse_value(x, context)
+
+    def inverse_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.bijection.forward_value(z, context)
+
     def chain_forward(
         self, chain: list[Bijection], x: Tensor, context: Tensor | None
     ) -> tuple[Tensor, Tensor] | None:
@@ -150,7 +190,8 @@ class Compose(Bijection):
     the call) has a ``chain_forward(chain, x, context)`` (``chain_inverse(chain, z,
     context)`` for :meth:`inverse`, the chain then in the order applied) returning
     something other than ``None``, that result is the chain's (fused kernels use this:
-    a MAF's affine layers train as one autograd node).
+    a MAF's affine layers train as one autograd node). :meth:`forward_value` and
+    :meth:`inverse_value` try the same hooks, then chain the members' value-only maps.
 
     Args:
         bijections: the bijections, first applied first in ``forward``; each one's
@@ -186,13 +227,21 @@ class Compose(Bijection):
         """The bijections in forward order."""
         return list(self.bijections)  # type: ignore[arg-type]
 
+    def _hooked(
+        self, chain: list[Bijection], x: Tensor, context: Tensor | None, name: str
+    ) -> tuple[Tensor, Tensor] | None:
+        """The first member's chain hook ``name`` on ``chain`` (in the order applied), or
+        ``None`` when it has none or declines."""
+        hook = getattr(chain[0], name, None)
+        if hook is None or len(chain) == 1:
+            return None
+        return hook(chain, x, context)
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         chain = self.chain()
-        hook = getattr(chain[0], "chain_forward", None)
-        if hook is not None and len(chain) > 1:
-            fused = hook(chain, x, context)
-            if fused is not None:
-                return fused
+        fused = self._hooked(chain, x, context, "chain_forward")
+        if fused is not None:
+            return fused
         batch = batch_shape_of(x, self.event_shape)
         total = x.new_zeros(batch)
         for b in chain:
@@ -202,18 +251,40 @@ class Compose(Bijection):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         chain = self.chain()[::-1]
-        hook = getattr(chain[0], "chain_inverse", None)
-        if hook is not None and len(chain) > 1:
-            fused = hook(chain, z, context)
-            if fused is not None:
-                return fused
-        latent_shape = self.forward_shape(self.event_shape)
-        batch = batch_shape_of(z, latent_shape)
+        fused = self._hooked(chain, z, context, "chain_inverse")
+        if fused is not None:
+            return fused
+        batch = batch_shape_of(z, self.forward_shape(self.event_shape))
         total = z.new_zeros(batch)
         for b in chain:
             z, ladj = b.inverse(z, context)
             total = total + ladj
         return z, total
+
+    def forward_value(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """:meth:`forward` without ``ladj``: each member's :meth:`~Bijection.forward_value`
+        in order (a chain hook that fuses the run still applies; its ``ladj`` is dropped)."""
+        chain = self.chain()
+        fused = self._hooked(chain, x, context, "chain_forward")
+        if fused is not None:
+            return fused[0]
+        batch_shape_of(x, self.event_shape)
+        for b in chain:
+            x = b.forward_value(x, context)
+        return x
+
+    def inverse_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """:meth:`inverse` without ``ladj``: each member's :meth:`~Bijection.inverse_value`,
+        last member first (a chain hook that fuses the run still applies; its ``ladj`` is
+        dropped)."""
+        chain = self.chain()[::-1]
+        fused = self._hooked(chain, z, context, "chain_inverse")
+        if fused is not None:
+            return fused[0]
+        batch_shape_of(z, self.forward_shape(self.event_shape))
+        for b in chain:
+            z = b.inverse_value(z, context)
+        return z
 
     def forward_shape(self, shape: Shape) -> Shape:
         for b in self.chain():

@@ -203,12 +203,15 @@ class Flow(nn.Module):
             context: ``(*context_batch, C)`` for a conditional flow.
             temperature: Glow's reduced-temperature sampling: ``z ~ N(0, T^2 I)`` (needs a
                 standard normal base); ``T < 1`` trades diversity for typical samples.
+
+        Samples go through the bijection's value-only inverse
+        (:meth:`~flowforge.Bijection.inverse_value`): no log-determinant is computed.
         """
         shape, total, ctx = self._sample_setup(n, context)
         if total == 0:  # an empty sample keeps its shape: (0, *context_batch, *event)
             return self._empty(shape)
         z = self._latent(total, ctx, temperature)
-        x, _ = self.bijection.inverse(z, ctx)
+        x = self.bijection.inverse_value(z, ctx)  # no ladj: a CNF skips its trace
         return x.reshape(*shape, *self.event_shape)
 
     def _empty(self, shape: Shape) -> Tensor:

@@ -1,12 +1,13 @@
 """The ODE solves of a :class:`~flowforge.transforms.CNF`: augmented dynamics and NFE records.
 
-One solve integrates the state ``(z, ladj[, kinetic, jacobian][, context])`` in normalised
-time ``s = t / T`` with torchdiffeq (``odeint``, or ``odeint_adjoint``), counting every
+One solve integrates the state ``(z, ladj[, kinetic, jacobian][, context])`` (a value-only
+solve: ``(z[, context])``, no trace) in normalised time ``s = t / T`` with torchdiffeq (``odeint``, or ``odeint_adjoint``), counting every
 evaluation of the dynamics in a :class:`SolveRecord` and stopping with a one-line
 :class:`SolverError` past the evaluation ceiling or on torchdiffeq's step-size underflow.
 The counters are Python integers and the time reached is kept as a tensor: an evaluation
 makes no host synchronisation of its own. The adaptive solver's error control looks at ``z``
-and ``ladj`` only (:func:`state_norm`), not at the regulariser integrals.
+and ``ladj`` only (:func:`state_norm`), not at the regulariser integrals; a value-only solve's
+at ``z`` alone (:func:`value_norm`), at the same tolerances.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class SolveRecord:
             during backpropagation (so a loss term logged after ``backward()`` holds them).
         s_last: the normalised time ``s = t / T`` of the latest evaluation (a tensor).
         time: the integration time ``T`` of the solve (a detached tensor).
+        value_only: the solve integrated the state alone (no ``ladj``, no trace).
     """
 
     direction: str
@@ -65,6 +67,7 @@ class SolveRecord:
     backward_counter: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
     s_last: Tensor | None = None
     time: Tensor = field(default_factory=lambda: torch.ones(()))
+    value_only: bool = False
 
     @property
     def t_reached(self) -> float:
@@ -89,6 +92,8 @@ class Dynamics:
 
     State: ``(z, ladj[, kinetic, jacobian][, context])``; the trace noise (``None``: the
     exact trace) is drawn once before the solve and held fixed through it and its adjoint.
+    A value-only solve (``record.value_only``) has the state ``(z[, context])`` and
+    evaluates the velocity alone: no Jacobian, trace or regulariser.
 
     Args:
         cnf: the flow whose ``net`` is the velocity.
@@ -160,8 +165,11 @@ class Dynamics:
         z = state[0]
         ctx = state[-1] if self.context_in_state else self.context
         T = self.cnf.time_length().to(z)
-        f, est = self._estimate(s * T, z, ctx)
-        out = [T * f, T * est.trace]
+        if self.record.value_only:
+            out = [T * self.cnf.net(s * T, z, ctx)]
+        else:
+            f, est = self._estimate(s * T, z, ctx)
+            out = [T * f, T * est.trace]
         if self.regularize:
             out += [self.sign * T * f.square().sum(-1), self.sign * T * est.frobenius]
         if self.context_in_state:
@@ -182,6 +190,12 @@ def solver_options(
 def state_norm(state: tuple[Tensor, ...]) -> Tensor:
     """The adaptive solver's error norm: the larger RMS of the ``z`` and ``ladj`` parts."""
     return torch.maximum(state[0].square().mean().sqrt(), state[1].square().mean().sqrt())
+
+
+def value_norm(state: tuple[Tensor, ...]) -> Tensor:
+    """A value-only solve's error norm: the RMS of the ``z`` part (:func:`state_norm`'s
+    first term)."""
+    return state[0].square().mean().sqrt()
 
 
 def integrate(
@@ -208,7 +222,9 @@ def integrate(
     z = state[0]
     s = torch.tensor([1.0, 0.0] if inverse else [0.0, 1.0], dtype=z.dtype, device=z.device)
     tde = torchdiffeq_module()
-    if options["method"] in ADAPTIVE and len(state) > 2:
+    if options["method"] in ADAPTIVE and dyn.record.value_only:
+        options = {**options, "options": {"norm": value_norm}}  # z only, as state_norm's z
+    elif options["method"] in ADAPTIVE and len(state) > 2:
         # Error control on (z, ladj) only: the regulariser integrals (and a constant context)
         # feed nothing back, and their large integrands would otherwise shrink every step.
         options = {**options, "options": {"norm": state_norm}}
@@ -240,4 +256,5 @@ __all__ = [
     "solver_options",
     "state_norm",
     "torchdiffeq_module",
+    "value_norm",
 ]

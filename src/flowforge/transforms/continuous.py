@@ -57,6 +57,8 @@ class CNF(Bijection):
     - ``"auto"`` (default): exact for ``D <= 16``, Hutchinson above.
 
     Evaluation (``cnf.eval()``) always uses the exact trace unless ``eval_trace="hutchinson"``.
+    :meth:`inverse_value` (sampling) and :meth:`forward_value` integrate the state alone, with
+    no trace at all.
     Every solve counts its function evaluations (:attr:`last_solve`, :attr:`nfe_forward`,
     :attr:`nfe_backward`) and stops with a :class:`SolverError` naming them and the time
     reached when they exceed ``max_nfe`` or the step size underflows: never a hang.
@@ -97,6 +99,8 @@ class CNF(Bijection):
         (True, True)
         >>> cnf.last_solve.direction, cnf.nfe_forward > 0
         ('inverse', True)
+        >>> torch.allclose(cnf.inverse_value(z), x2, atol=1e-4), cnf.last_solve.value_only
+        (True, True)
     """
 
     def __init__(
@@ -195,7 +199,10 @@ class CNF(Bijection):
         return T * self.net(s * T, x, context)
 
     # ------------------------------------------------------------------ solves
-    def _solve(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+    def _solve(
+        self, x: Tensor, context: Tensor | None, inverse: bool, value_only: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """One solve: ``(y, ladj)``, or ``(y, None)`` integrating the state alone."""
         batch = batch_shape_of(x, self.event_shape)
         flat = x.reshape(-1, self.features)  # (N, D)
         ctx = None
@@ -204,13 +211,14 @@ class CNF(Bijection):
                 got = None if context is None else tuple(context.shape)
                 raise ValueError(f"expected a context of shape (*, {self.context}), got {got}")
             ctx = context.expand(*batch, self.context).reshape(-1, self.context)  # (N, C)
-        record = SolveRecord("inverse" if inverse else "forward")
+        record = SolveRecord("inverse" if inverse else "forward", value_only=value_only)
         record.time = self.time_length().detach()
         self.last_solve = record
         if flat.shape[0] == 0:
-            return x.clone(), x.new_zeros(batch)
-        regularize = self._regularize and not inverse
-        noise = None if self.uses_exact_trace() else trace_noise(flat, self.noise)
+            return x.clone(), None if value_only else x.new_zeros(batch)
+        regularize = self._regularize and not inverse and not value_only
+        exact = value_only or self.uses_exact_trace()  # a value-only solve draws no noise
+        noise = None if exact else trace_noise(flat, self.noise)
         params = tuple(p for p in self.parameters() if p.requires_grad)
         grad = torch.is_grad_enabled() and (
             bool(params) or flat.requires_grad or (ctx is not None and ctx.requires_grad)
@@ -221,15 +229,16 @@ class CNF(Bijection):
             self, record, ctx, noise, regularize, -1.0 if inverse else 1.0, context_in_state
         )
         zeros = flat.new_zeros(flat.shape[0])
-        state = [flat, zeros] + ([zeros, zeros] if regularize else [])
+        state = [flat] if value_only else [flat, zeros] + ([zeros, zeros] if regularize else [])
         if context_in_state:
             state.append(ctx)  # type: ignore[arg-type]
         opts = solver_options(self.method, self.rtol, self.atol, self.steps, x.dtype)
         out = integrate(dyn, state, inverse, opts, params if adjoint else None)
-        y, ladj = out[0], out[1]
+        if value_only:
+            return out[0].reshape(x.shape), None
         if regularize:
             record.kinetic, record.jacobian = out[2], out[3]
-        return y.reshape(x.shape), ladj.reshape(batch)
+        return out[0].reshape(x.shape), out[1].reshape(batch)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Data -> latent: integrate from ``t = 0`` to ``T``.
@@ -241,7 +250,9 @@ class CNF(Bijection):
         Returns:
             ``(z, log|det dz/dx|)`` of shapes ``(*, D)`` and ``(*)``.
         """
-        return self._solve(x, context, inverse=False)
+        z, ladj = self._solve(x, context, inverse=False)
+        assert ladj is not None
+        return z, ladj
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Latent -> data: integrate from ``t = T`` to ``0``.
@@ -253,7 +264,38 @@ class CNF(Bijection):
         Returns:
             ``(x, log|det dx/dz|)`` of shapes ``(*, D)`` and ``(*)``.
         """
-        return self._solve(z, context, inverse=True)
+        x, ladj = self._solve(z, context, inverse=True)
+        assert ladj is not None
+        return x, ladj
+
+    def forward_value(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Data -> latent without ``ladj``: the state alone is integrated (no trace, no
+        regularisers, even inside :meth:`regularizing`), at the same tolerances, so ``z``
+        equals ``forward(x)[0]`` to the solver's accuracy.
+
+        Args:
+            x: ``(*, D)``.
+            context: ``(*, C)`` for a conditional CNF.
+
+        Returns:
+            ``z``, ``(*, D)``.
+        """
+        return self._solve(x, context, inverse=False, value_only=True)[0]
+
+    def inverse_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Latent -> data without ``ladj`` (sampling): one velocity evaluation per step and no
+        trace (the exact one costs ``D`` Jacobian products per step); ``x`` equals
+        ``inverse(z)[0]`` to the solver's accuracy (same tolerances; the error control then
+        looks at the state alone, so the steps may differ).
+
+        Args:
+            z: ``(*, D)``.
+            context: ``(*, C)`` for a conditional CNF.
+
+        Returns:
+            ``x``, ``(*, D)``.
+        """
+        return self._solve(z, context, inverse=True, value_only=True)[0]
 
     def extra_repr(self) -> str:
         return (

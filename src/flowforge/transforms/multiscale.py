@@ -81,35 +81,64 @@ class Multiscale(Bijection):
                 f"{self.latent_size}; every level must keep the number of values"
             )
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _forward(
+        self, x: Tensor, context: Tensor | None, value_only: bool
+    ) -> tuple[Tensor, Tensor | None]:
         batch = batch_shape_of(x, self.event_shape)
         n = len(batch)
         h = x
-        total = x.new_zeros(batch)
+        total = None if value_only else x.new_zeros(batch)
         pieces: list[Tensor] = []
-        for i, level in enumerate(self.levels):
-            h, ladj = level(h, context)
-            total = total + ladj
+        levels: list[Bijection] = list(self.levels)  # type: ignore[arg-type]
+        for i, level in enumerate(levels):
+            if total is None:
+                h = level.forward_value(h, context)
+            else:
+                h, ladj = level(h, context)
+                total = total + ladj
             if i < len(self.kept):
                 h, out = h.split([self.kept[i], h.shape[n] - self.kept[i]], dim=n)
                 pieces.append(out.flatten(n))  # (*, C_l // 2 * H_l * W_l)
         pieces.append(h.flatten(n))
         return torch.cat(pieces, dim=-1), total  # (*, C H W)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _inverse(
+        self, z: Tensor, context: Tensor | None, value_only: bool
+    ) -> tuple[Tensor, Tensor | None]:
         batch = batch_shape_of(z, (self.latent_size,))
         n = len(batch)
         pieces = z.split(self.sizes, dim=-1)
-        total = z.new_zeros(batch)
+        total = None if value_only else z.new_zeros(batch)
         h = pieces[-1].unflatten(-1, self.parts[-1])
         for i in reversed(range(len(self.levels))):
             if i < len(self.kept):
                 out = pieces[i].unflatten(-1, self.parts[i])
                 h = torch.cat([h, out], dim=n)
             level: Bijection = self.levels[i]  # type: ignore[assignment]
-            h, ladj = level.inverse(h, context)
-            total = total + ladj
+            if total is None:
+                h = level.inverse_value(h, context)
+            else:
+                h, ladj = level.inverse(h, context)
+                total = total + ladj
         return h, total
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z, ladj = self._forward(x, context, value_only=False)
+        assert ladj is not None
+        return z, ladj
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x, ladj = self._inverse(z, context, value_only=False)
+        assert ladj is not None
+        return x, ladj
+
+    def forward_value(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """:meth:`forward` without ``ladj``: the levels' value-only forward maps."""
+        return self._forward(x, context, value_only=True)[0]
+
+    def inverse_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """:meth:`inverse` without ``ladj``: the levels' value-only inverse maps."""
+        return self._inverse(z, context, value_only=True)[0]
 
     def forward_shape(self, shape: Shape) -> Shape:
         if tuple(shape) != self.event_shape:
