@@ -15,8 +15,9 @@ between ``z_0 = mu + sigma eps`` and ``z`` differs:
 - ``planar``: planar layers whose ``w, u, b`` are amortised, ``raw + net(h)``;
 - ``sylvester``: Householder Sylvester layers whose reflections ``v`` (so ``Q``), ``R``,
   ``R~`` and ``b`` are all amortised, a linear function of ``h`` (van den Berg et al.: the
-  flow's parameters from the encoder). The orthogonal kind (``Q`` from a QR decomposition)
-  gave a NaN gradient at step 5,241 of 6,000 here, so the example uses the Householder kind;
+  flow's parameters from the encoder); ``--sylvester-kind orthogonal`` amortises a ``D x D``
+  matrix instead and orthonormalises it by Bjorck's iteration (before, by a QR decomposition,
+  whose gradient was NaN at step 5,241 of 6,000 here);
 - ``iaf``: IAF layers whose MADEs also read ``h`` (Kingma et al.: the context).
 
 Reported per held-out image, in nats: the ELBO (``--elbo-samples`` draws per image) and the
@@ -57,8 +58,9 @@ class Settings:
     hidden: int = 256
     context: int = 32
     planar: int = 16  # planar layers
-    sylvester: int = 4  # Householder Sylvester layers (M = latent)
+    sylvester: int = 4  # Sylvester layers (M = latent)
     reflections: int = 4  # Householder reflections per Sylvester layer
+    sylvester_kind: str = "householder"  # or "orthogonal" (Q by Bjorck's iteration)
     iaf: int = 4  # IAF layers
     iaf_hidden: int = 64
     steps: int = 6000
@@ -103,7 +105,7 @@ def make_flow(kind: str, s: Settings) -> Bijection | None:
             d,
             context=c,
             transforms=s.sylvester,
-            kind="householder",
+            kind=s.sylvester_kind,
             reflections=s.reflections,
             hidden=(),
             affine=False,
@@ -248,12 +250,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--k", type=int, help="importance samples per test image (default 500)")
     parser.add_argument("--elbo-samples", type=int, default=10)
+    parser.add_argument(
+        "--sylvester-kind", choices=("householder", "orthogonal"), default="householder"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     s = QUICK if args.quick else Settings()
     if args.steps is not None:
         s = Settings(**{**s.__dict__, "steps": args.steps, "warmup": args.steps // 4})
-    s = Settings(**{**s.__dict__, "seed": args.seed})
+    s = Settings(**{**s.__dict__, "seed": args.seed, "sylvester_kind": args.sylvester_kind})
     k = args.k if args.k is not None else (20 if args.quick else 500)
     rows = {}
     for kind in args.posteriors.split(","):
