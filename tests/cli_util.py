@@ -1,11 +1,27 @@
-"""Run the real command line as a subprocess (``python -m flowforge``), the way users do."""
+"""Run the real command line: as a subprocess (``python -m flowforge``), the way users do, or
+in this process (:func:`run_cli`), which skips the 2-3 s that a fresh interpreter spends
+importing torch.
+
+Both return a :class:`subprocess.CompletedProcess` with ``returncode``, ``stdout`` and
+``stderr``, so a test reads the same either way. Keep :func:`flowforge` for what only a real
+process shows (the ``python -m flowforge`` entry point, signals, what reaches the streams of a
+process); use :func:`run_cli` for what a command computes and writes.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import random
 import subprocess
 import sys
+import traceback
+import warnings
 from pathlib import Path
+
+import numpy as np
+import torch
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -66,3 +82,51 @@ def assert_bad_input(proc: subprocess.CompletedProcess[str], *fragments: str) ->
     for fragment in fragments:
         assert fragment in err, f"{fragment!r} not in {err!r}"
     return err
+
+
+def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``flowforge ARGS`` through ``flowforge.cli.main`` in this process, as a subprocess sees it.
+
+    It runs in ``cwd`` with its own stdout and stderr; the exit status is what ``main`` returns
+    or argparse exits with; an exception that escapes ``main`` gives status 1 and its traceback
+    on stderr, as the interpreter would. Warnings follow a fresh interpreter's default filters
+    (not pytest's ``error``) and are written to the captured stderr. The random generators,
+    torch's thread count and default dtype are restored afterwards, so the test process is left
+    as it was.
+    """
+    from flowforge.cli import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    state = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.chdir(cwd))
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        caught = stack.enter_context(warnings.catch_warnings(record=True))
+        warnings.resetwarnings()  # a fresh interpreter's defaults, in the order it lists them
+        for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+        try:
+            code: object = main(argv)
+        except SystemExit as e:  # argparse: --help, --version, bad flags
+            code = e.code
+        except Exception:
+            traceback.print_exc(file=err)
+            code = 1
+        for w in caught:
+            err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
+    torch.random.set_rng_state(state[0])
+    np.random.set_state(state[1])
+    random.setstate(state[2])
+    torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"): printed, status 1
+        err.write(f"{code}\n")
+        code = 1
+    return subprocess.CompletedProcess(["flowforge", *argv], code, out.getvalue(), err.getvalue())

@@ -1,4 +1,7 @@
-"""``flowforge train / eval / sample / score / datasets`` driven as subprocesses."""
+"""``flowforge train / eval / sample / score / datasets``: the fixture's training run and the
+non-finite data error go through ``python -m flowforge`` as subprocesses (the entry point, exit
+status 2, what reaches the process's streams); the other commands run ``cli.main`` in this
+process (:func:`cli_util.run_cli`), with the same exit status and output."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cli_util import TINY, assert_bad_input, assert_ok, flowforge
+from cli_util import TINY, assert_bad_input, assert_ok, flowforge, run_cli
 from flowforge.runs import load
 
 
@@ -54,12 +57,12 @@ def test_train_writes_a_complete_run_directory(toy_run: Path) -> None:
 
 
 def test_eval_text_and_json(toy_run: Path) -> None:
-    proc = flowforge("eval", toy_run, cwd=toy_run.parent)
+    proc = run_cli("eval", toy_run, cwd=toy_run.parent)
     assert_ok(proc)
     assert proc.stdout.startswith("test NLL: ") and "nats (500 rows" in proc.stdout
     results = json.loads((toy_run / "results.json").read_text())
     assert float(proc.stdout.split()[2]) == pytest.approx(results["test"]["nll"], abs=1e-4)
-    proc = flowforge("eval", toy_run, "--json", "--split", "val", cwd=toy_run.parent)
+    proc = run_cli("eval", toy_run, "--json", "--split", "val", cwd=toy_run.parent)
     assert_ok(proc)
     got = json.loads(proc.stdout)
     assert got["split"] == "val" and got["n"] == 500 and got["bpd"] is None
@@ -69,11 +72,11 @@ def test_eval_text_and_json(toy_run: Path) -> None:
 def test_sample_to_npy_and_png(toy_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "s.npy"
     assert_ok(
-        flowforge("sample", toy_run, "-n", "7", "-o", out, "--temperature", "0.5", cwd=tmp_path)
+        run_cli("sample", toy_run, "-n", "7", "-o", out, "--temperature", "0.5", cwd=tmp_path)
     )
     x = np.load(out)
     assert x.shape == (7, 2) and np.isfinite(x).all()
-    assert_ok(flowforge("sample", toy_run, "-n", "200", "-o", tmp_path / "s.png", cwd=tmp_path))
+    assert_ok(run_cli("sample", toy_run, "-n", "200", "-o", tmp_path / "s.png", cwd=tmp_path))
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -81,7 +84,7 @@ def test_score_matches_load_in_python(toy_run: Path, tmp_path: Path) -> None:
     rows = np.array([[0.0, 2.8], [2.0, 2.0], [0.0, 0.0]])
     np.savetxt(tmp_path / "in.csv", rows, delimiter=",")
     out = tmp_path / "scores.csv"
-    assert_ok(flowforge("score", toy_run, "--input", tmp_path / "in.csv", "-o", out, cwd=tmp_path))
+    assert_ok(run_cli("score", toy_run, "--input", tmp_path / "in.csv", "-o", out, cwd=tmp_path))
     lines = out.read_text().splitlines()
     assert lines[0] == "log_likelihood"
     scores = np.array([float(v) for v in lines[1:]])
@@ -91,14 +94,14 @@ def test_score_matches_load_in_python(toy_run: Path, tmp_path: Path) -> None:
 
 
 def test_datasets_lists_availability_and_expected_files(tmp_path: Path) -> None:
-    proc = flowforge("datasets", "--data-dir", tmp_path, "--json", cwd=tmp_path)
+    proc = run_cli("datasets", "--data-dir", tmp_path, "--json", cwd=tmp_path)
     assert_ok(proc)
     info = {d["name"]: d for d in json.loads(proc.stdout)}
     assert info["8gaussians"]["available"] and info["8gaussians"]["dim"] == 2
     assert info["digits"]["dim"] == 64
     assert not info["power"]["available"]
     assert str(tmp_path / "power" / "data.npy") in info["power"]["files"]
-    proc = flowforge("datasets", "--data-dir", tmp_path, cwd=tmp_path)
+    proc = run_cli("datasets", "--data-dir", tmp_path, cwd=tmp_path)
     assert_ok(proc)
     assert "expects: " + str(tmp_path / "miniboone" / "data.npy") in proc.stdout
 
@@ -116,7 +119,7 @@ def test_datasets_lists_availability_and_expected_files(tmp_path: Path) -> None:
     ],
 )
 def test_train_bad_input(args: list[str], fragments: list[str], tmp_path: Path) -> None:
-    assert_bad_input(flowforge("train", *TINY, "--steps", "5", *args, cwd=tmp_path), *fragments)
+    assert_bad_input(run_cli("train", *TINY, "--steps", "5", *args, cwd=tmp_path), *fragments)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -131,40 +134,40 @@ def test_train_nan_in_user_data_names_row_and_column(tmp_path: Path) -> None:
 
 def test_bad_config_key_names_it_and_the_valid_ones(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text('flow = "maf"\nlearning_rate = 0.1\n')
-    proc = flowforge("train", "--config", "c.toml", cwd=tmp_path)
+    proc = run_cli("train", "--config", "c.toml", cwd=tmp_path)
     assert_bad_input(proc, "c.toml", "unknown key 'learning_rate'", "valid keys:", "lr")
     (tmp_path / "d.toml").write_text("steps = 'many'\n")
-    assert_bad_input(flowforge("train", "--config", "d.toml", cwd=tmp_path), "steps must be")
+    assert_bad_input(run_cli("train", "--config", "d.toml", cwd=tmp_path), "steps must be")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "d.toml"]
 
 
 def test_existing_output_folder_is_not_overwritten(toy_run: Path) -> None:
-    proc = flowforge("train", *TINY, "--out", toy_run, cwd=toy_run.parent)
+    proc = run_cli("train", *TINY, "--out", toy_run, cwd=toy_run.parent)
     assert_bad_input(proc, "already exists", f"--resume {toy_run}")
 
 
 def test_score_bad_input(toy_run: Path, tmp_path: Path) -> None:
     np.savetxt(tmp_path / "three.csv", np.zeros((4, 3)), delimiter=",")
-    proc = flowforge("score", toy_run, "--input", "three.csv", "-o", "s.csv", cwd=tmp_path)
+    proc = run_cli("score", toy_run, "--input", "three.csv", "-o", "s.csv", cwd=tmp_path)
     assert_bad_input(proc, "3 columns", "trained on 2-dimensional data")
     (tmp_path / "text.csv").write_text("1,2\n3,four\n")
-    proc = flowforge("score", toy_run, "--input", "text.csv", "-o", "s.csv", cwd=tmp_path)
+    proc = run_cli("score", toy_run, "--input", "text.csv", "-o", "s.csv", cwd=tmp_path)
     assert_bad_input(proc, "text.csv", "row 2", "four")
-    proc = flowforge("score", toy_run, "--input", "none.csv", "-o", "s.csv", cwd=tmp_path)
+    proc = run_cli("score", toy_run, "--input", "none.csv", "-o", "s.csv", cwd=tmp_path)
     assert_bad_input(proc, "file not found", "none.csv")
     assert not (tmp_path / "s.csv").exists()
 
 
 def test_corrupted_or_foreign_runs_are_rejected(toy_run: Path, tmp_path: Path) -> None:
-    assert_bad_input(flowforge("eval", tmp_path / "nope", cwd=tmp_path), "no run directory")
+    assert_bad_input(run_cli("eval", tmp_path / "nope", cwd=tmp_path), "no run directory")
     bad = tmp_path / "bad"
     shutil.copytree(toy_run, bad)
     weights = bad / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    assert_bad_input(flowforge("eval", bad, cwd=tmp_path), "model.safetensors is corrupted")
+    assert_bad_input(run_cli("eval", bad, cwd=tmp_path), "model.safetensors is corrupted")
     save_file({"w": torch.ones(1)}, str(weights))  # somebody else's safetensors file
-    assert_bad_input(flowforge("eval", bad, cwd=tmp_path), "without flowforge metadata")
+    assert_bad_input(run_cli("eval", bad, cwd=tmp_path), "without flowforge metadata")
     (bad / "model.safetensors.sha256").unlink()  # the copy beside it is not what loading trusts
-    proc = flowforge("sample", bad, "-n", "3", "-o", "x.npy", cwd=tmp_path)
+    proc = run_cli("sample", bad, "-n", "3", "-o", "x.npy", cwd=tmp_path)
     assert_bad_input(proc, "model.safetensors", "without flowforge metadata")
     assert not (tmp_path / "x.npy").exists()

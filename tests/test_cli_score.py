@@ -1,6 +1,7 @@
-"""``flowforge score`` as an anomaly detector, driven as a subprocess: ``--labels`` (AUROC and
+"""``flowforge score`` as an anomaly detector: ``--labels`` (AUROC and
 average precision), ``--threshold`` / ``--contamination`` (a flag column), ``--plot`` (a
-histogram), and the error for a VI run."""
+histogram), and the error for a VI run. ``cli.main`` runs in this process
+(:func:`cli_util.run_cli`), except for the scores written to a real process's stdout."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cli_util import TINY_TABLE, assert_bad_input, assert_ok, flowforge
+from cli_util import TINY_TABLE, assert_bad_input, assert_ok, flowforge, run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -23,7 +24,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     x = np.random.default_rng(0).normal(size=(300, 3)) * [1.0, 3.0, 0.5] + [0.0, 10.0, -2.0]
     (cwd / "train.csv").write_text("a,b,c\n" + "".join(f"{a},{b},{c}\n" for a, b, c in x))
     args = [*TINY_TABLE, "--data", "train.csv", "--steps", "60", "--eval-every", "30"]
-    assert_ok(flowforge("train", *args, "--out", "run", cwd=cwd))
+    assert_ok(run_cli("train", *args, "--out", "run", cwd=cwd))
     return cwd / "run"
 
 
@@ -57,12 +58,12 @@ def test_labels_print_auroc_and_average_precision(run_dir: Path, tmp_path: Path)
     x, y = _rows()
     _write(tmp_path / "labelled.csv", x, y)
     _write(tmp_path / "plain.csv", x, None)
-    proc = flowforge(
+    proc = run_cli(
         "score", run_dir, "-i", "labelled.csv", "--labels", "is_anomaly", "-o", "s.csv",
         cwd=tmp_path,
     )  # fmt: skip
     assert_ok(proc)
-    assert_ok(flowforge("score", run_dir, "-i", "plain.csv", "-o", "p.csv", cwd=tmp_path))
+    assert_ok(run_cli("score", run_dir, "-i", "plain.csv", "-o", "p.csv", cwd=tmp_path))
     scores = _scores(tmp_path / "s.csv")[:, 0]
     # the label column is no model input: the same scores as the file without it
     np.testing.assert_allclose(scores, _scores(tmp_path / "p.csv")[:, 0], rtol=1e-12)
@@ -84,8 +85,8 @@ def test_labels_by_index_without_header_and_sklearn_coding(run_dir: Path, tmp_pa
     (tmp_path / "nohead.csv").write_text(
         "".join(",".join(repr(float(v)) for v in r) + "\n" for r in cells)
     )
-    assert_ok(flowforge("score", run_dir, "-i", "plain.csv", "-o", "p.csv", cwd=tmp_path))
-    proc = flowforge(
+    assert_ok(run_cli("score", run_dir, "-i", "plain.csv", "-o", "p.csv", cwd=tmp_path))
+    proc = run_cli(
         "score", run_dir, "-i", "nohead.csv", "--no-header", "--labels", "1", cwd=tmp_path
     )
     assert_ok(proc)
@@ -102,10 +103,10 @@ def test_labels_by_index_without_header_and_sklearn_coding(run_dir: Path, tmp_pa
 def test_threshold_and_contamination_write_flags(run_dir: Path, tmp_path: Path) -> None:
     x, _ = _rows()
     _write(tmp_path / "plain.csv", x, None)
-    assert_ok(flowforge("score", run_dir, "-i", "plain.csv", "-o", "p.csv", cwd=tmp_path))
+    assert_ok(run_cli("score", run_dir, "-i", "plain.csv", "-o", "p.csv", cwd=tmp_path))
     ll = _scores(tmp_path / "p.csv")[:, 0]
     t = float(np.median(ll))
-    proc = flowforge(
+    proc = run_cli(
         "score", run_dir, "-i", "plain.csv", "--threshold", repr(t), "-o", "t.csv", cwd=tmp_path
     )
     assert_ok(proc)
@@ -113,7 +114,7 @@ def test_threshold_and_contamination_write_flags(run_dir: Path, tmp_path: Path) 
     assert (tmp_path / "t.csv").read_text().splitlines()[0] == "log_likelihood,flag"
     np.testing.assert_array_equal(table[:, 1], np.where(ll < t, -1.0, 1.0))
     assert f"flagged {int((ll < t).sum())} of 100 rows" in proc.stderr
-    proc = flowforge(
+    proc = run_cli(
         "score", run_dir, "-i", "plain.csv", "--contamination", "0.15", "-o", "c.npy", cwd=tmp_path
     )
     assert_ok(proc)
@@ -128,7 +129,7 @@ def test_plot_writes_a_histogram(run_dir: Path, tmp_path: Path) -> None:
     x, y = _rows()
     _write(tmp_path / "labelled.csv", x, y)
     args = ["-i", "labelled.csv", "--labels", "is_anomaly", "--contamination", "0.2"]
-    proc = flowforge("score", run_dir, *args, "--plot", "h.png", "-o", "s.csv", cwd=tmp_path)
+    proc = run_cli("score", run_dir, *args, "--plot", "h.png", "-o", "s.csv", cwd=tmp_path)
     assert_ok(proc)
     png = (tmp_path / "h.png").read_bytes()
     assert png.startswith(PNG) and len(png) > 10_000
@@ -150,23 +151,23 @@ def test_bad_flags_are_one_line(
 ) -> None:
     x, y = _rows()
     _write(tmp_path / "labelled.csv", x, y)
-    proc = flowforge("score", run_dir, "-i", "labelled.csv", *extra, cwd=tmp_path)
+    proc = run_cli("score", run_dir, "-i", "labelled.csv", *extra, cwd=tmp_path)
     assert_bad_input(proc, *fragments)
 
 
 def test_labels_of_another_coding_are_refused(run_dir: Path, tmp_path: Path) -> None:
     x, y = _rows()
     _write(tmp_path / "labelled.csv", x, 2.0 * y + 3.0)
-    proc = flowforge("score", run_dir, "-i", "labelled.csv", "--labels", "is_anomaly", cwd=tmp_path)
+    proc = run_cli("score", run_dir, "-i", "labelled.csv", "--labels", "is_anomaly", cwd=tmp_path)
     assert_bad_input(proc, "labels must be 0 (normal) / 1 (anomaly)", "got 3, 5")
 
 
 def test_score_on_a_vi_run_is_a_clear_error(tmp_path: Path) -> None:
     args = ["--target", "u1", "--flow", "planar", "--transforms", "1", "--steps", "3"]
     args += ["--samples", "16", "--eval-samples", "64", "--out", "vi"]
-    assert_ok(flowforge("vi", *args, cwd=tmp_path))
+    assert_ok(run_cli("vi", *args, cwd=tmp_path))
     (tmp_path / "x.csv").write_text("a,b\n0,0\n")
-    proc = flowforge("score", "vi", "-i", "x.csv", cwd=tmp_path)
+    proc = run_cli("score", "vi", "-i", "x.csv", cwd=tmp_path)
     assert_bad_input(proc, "variational-inference run", "flowforge train", "eval / sample")
     assert "malformed" not in proc.stderr
 
@@ -174,8 +175,8 @@ def test_score_on_a_vi_run_is_a_clear_error(tmp_path: Path) -> None:
 def test_dash_output_is_stdout_like_no_output(run_dir: Path, tmp_path: Path) -> None:
     x, _ = _rows()
     _write(tmp_path / "plain.csv", x, None)
-    dash = flowforge("score", run_dir, "-i", "plain.csv", "-o", "-", cwd=tmp_path)
-    none = flowforge("score", run_dir, "-i", "plain.csv", cwd=tmp_path)
+    dash = run_cli("score", run_dir, "-i", "plain.csv", "-o", "-", cwd=tmp_path)
+    none = flowforge("score", run_dir, "-i", "plain.csv", cwd=tmp_path)  # a process's stdout
     assert_ok(dash)
     assert_ok(none)
     assert dash.stdout == none.stdout and dash.stdout.startswith("log_likelihood\n")
