@@ -113,6 +113,8 @@ def test_dropout_is_active_in_training_only(name: str) -> None:
     assert torch.allclose(lp, plain.log_prob(x, c), atol=1e-12)
     with torch.no_grad():
         assert torch.allclose(lp, flow.log_prob(x, c), atol=1e-12)
+    with ff.functional.plain_modules():  # the modules themselves, not a fused kernel
+        assert torch.allclose(lp, flow.log_prob(x, c), atol=1e-12)
 
 
 def _made_jacobian(made: ff.nn.MADE, x: Tensor, c: Tensor | None) -> Tensor:

@@ -130,7 +130,7 @@ COMMON_ARGS: dict[str, CommonArg] = {
     "activation": CommonArg(
         "activation of the conditioner networks' hidden layers, one of "
         + ", ".join(f'``"{a}"``' for a in ACTIVATIONS)
-        + ".",
+        + " (the first, the default, is the only one the fused kernels implement).",
         lambda v: isinstance(v, str) and v in ACTIVATIONS,
         f"activation in {sorted(ACTIVATIONS)}",
     ),
@@ -148,10 +148,10 @@ COMMON_ARGS: dict[str, CommonArg] = {
         "residual_blocks >= 0",
     ),
     "permutation": CommonArg(
-        '``"reverse"``: the features reversed between each two layers (autoregressive layers: '
-        'alternately reversed input orders); ``"random"``: a fixed random permutation per '
-        "layer (a random input order per autoregressive layer), drawn from torch's random "
-        "generator at construction and saved with the weights.",
+        '``"reverse"``: the features reversed between each two coupling layers (autoregressive '
+        'layers: alternately reversed input orders); ``"random"``: a fixed random permutation '
+        "in each of those places (autoregressive layers: a random input order each), drawn "
+        "from torch's random generator at construction and saved with the weights.",
         lambda v: v in PERMUTATIONS,
         f"permutation in {list(PERMUTATIONS)}",
     ),

@@ -50,6 +50,10 @@ class MAF(AffinePreset):
         >>> flow = ff.flows.MAF(features=8, context=3, transforms=2, hidden=(32,))
         >>> flow.log_prob(torch.randn(4, 8), torch.randn(4, 3)).shape
         torch.Size([4])
+        >>> flow = ff.flows.MAF(features=8, hidden=(32, 32), activation="tanh", dropout=0.1,
+        ...                     residual_blocks=2, permutation="random")
+        >>> flow.eval().log_prob(torch.randn(4, 8)).shape   # eval: dropout off
+        torch.Size([4])
     """
 
     stack = staticmethod(autoregressive_stack)
