@@ -1,4 +1,5 @@
-"""``flowforge train / eval / sample / score`` on image runs with an image preset (subprocesses)."""
+"""``flowforge train / eval / sample / score`` on image runs with an image preset (``cli.main`` in
+this process: :func:`cli_util.run_cli`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_util import assert_bad_input, assert_ok, flowforge
+from cli_util import assert_bad_input, assert_ok, run_cli
 from flowforge.runs import open_run
 from flowforge.train.model import IMAGE_TRAINING_DEFAULTS
 
@@ -20,8 +21,8 @@ SMALL = ["--quiet", "--hidden", "8", "--flow-options", '{"steps": 1}']
 def glow_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Glow on digits with the image presets' defaults (warmup, average, ...)."""
     cwd = tmp_path_factory.mktemp("glow")
-    args = ["--data", "digits", "--flow", "glow", *SMALL, "--steps", "30", "--eval-every", "15"]
-    proc = flowforge("train", *args, "--out", "run", cwd=cwd)
+    args = ["--data", "digits", "--flow", "glow", *SMALL, "--steps", "10", "--eval-every", "5"]
+    proc = run_cli("train", *args, "--out", "run", cwd=cwd)
     assert_ok(proc)
     assert "test bits/dim:" in proc.stdout
     return cwd / "run"
@@ -34,7 +35,7 @@ def test_image_presets_bring_their_training_defaults(glow_run: Path) -> None:
     for key, value in IMAGE_TRAINING_DEFAULTS.items():
         if key not in ("epochs", "eval_every"):  # the flags of the fixture set these
             assert cfg[key] == value, key
-    assert (cfg["steps"], cfg["epochs"], cfg["eval_every"]) == (30, None, 15)
+    assert (cfg["steps"], cfg["epochs"], cfg["eval_every"]) == (10, None, 5)
     assert cfg["warmup_steps"] > 0 and cfg["ema_decay"] > 0  # on by default for images
     assert model["kwargs"] == {
         "shape": [1, 8, 8],
@@ -45,14 +46,14 @@ def test_image_presets_bring_their_training_defaults(glow_run: Path) -> None:
     }
     assert model["data_shape"] == [1, 8, 8]
     rows = [json.loads(line) for line in (glow_run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [15, 30] and all("val_bpd" in r for r in rows)
-    # the learning rate is still warming up at step 30
+    assert [r["step"] for r in rows] == [5, 10] and all("val_bpd" in r for r in rows)
+    # the learning rate is still warming up at step 10
     warmup, lr = IMAGE_TRAINING_DEFAULTS["warmup_steps"], IMAGE_TRAINING_DEFAULTS["lr"]
-    assert rows[-1]["lr"] == pytest.approx(lr * 31 / warmup)
+    assert rows[-1]["lr"] == pytest.approx(lr * 11 / warmup)
 
 
 def test_eval_reports_bits_per_dim(glow_run: Path) -> None:
-    proc = flowforge("eval", glow_run, "--json", cwd=glow_run.parent)
+    proc = run_cli("eval", glow_run, "--json", cwd=glow_run.parent)
     assert_ok(proc)
     got = json.loads(proc.stdout)
     d, k = 64, 17
@@ -61,49 +62,47 @@ def test_eval_reports_bits_per_dim(glow_run: Path) -> None:
     assert got["bpd_err"] == pytest.approx(got["nll_err"] / (d * math.log(2)))
     results = json.loads((glow_run / "results.json").read_text())
     assert got["bpd"] == pytest.approx(results["test"]["bpd"], abs=1e-6)
-    text = flowforge("eval", glow_run, cwd=glow_run.parent).stdout
+    text = run_cli("eval", glow_run, cwd=glow_run.parent).stdout
     assert "test bits/dim: " in text and "(2 standard errors)" in text
 
 
 def test_sample_and_score_use_the_image_shape(glow_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "s.npy"
-    assert_ok(flowforge("sample", glow_run, "-n", "5", "-o", out, "--temperature", "0.7",
+    assert_ok(run_cli("sample", glow_run, "-n", "5", "-o", out, "--temperature", "0.7",
                         cwd=tmp_path))  # fmt: skip
     levels = np.load(out)
     assert levels.shape == (5, 1, 8, 8) and levels.min() >= 0 and levels.max() <= 16
     assert np.array_equal(levels, np.floor(levels))
-    assert_ok(flowforge("sample", glow_run, "-n", "16", "-o", tmp_path / "s.png", cwd=tmp_path))
+    assert_ok(run_cli("sample", glow_run, "-n", "16", "-o", tmp_path / "s.png", cwd=tmp_path))
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     # the samples scored as images (.npy) and as flattened rows (.csv) agree
-    assert_ok(flowforge("score", glow_run, "-i", out, "-o", tmp_path / "a.npy", cwd=tmp_path))
-    assert_ok(flowforge("sample", glow_run, "-n", "5", "-o", tmp_path / "s.csv",
+    assert_ok(run_cli("score", glow_run, "-i", out, "-o", tmp_path / "a.npy", cwd=tmp_path))
+    assert_ok(run_cli("sample", glow_run, "-n", "5", "-o", tmp_path / "s.csv",
                         "--temperature", "0.7", cwd=tmp_path))  # fmt: skip
-    assert_ok(flowforge("score", glow_run, "-i", "s.csv", "-o", tmp_path / "b.npy", cwd=tmp_path))
+    assert_ok(run_cli("score", glow_run, "-i", "s.csv", "-o", tmp_path / "b.npy", cwd=tmp_path))
     a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
     assert a.shape == (5,) and np.allclose(a, b) and np.isfinite(a).all()
     run = open_run(glow_run)
     assert run.flow.event_shape == (1, 8, 8)
     np.save(tmp_path / "bad.npy", np.zeros((2, 1, 4, 4)))
-    proc = flowforge("score", glow_run, "-i", "bad.npy", cwd=tmp_path)
+    proc = run_cli("score", glow_run, "-i", "bad.npy", cwd=tmp_path)
     assert_bad_input(proc, "shape (2, 1, 4, 4)", "images (1, 8, 8), or 64 columns")
 
 
 def test_the_run_has_a_picture_of_samples_at_temperatures(tmp_path: Path) -> None:
     args = ["--data", "digits", "--flow", "glow", *SMALL, "--steps", "2", "--plots"]
-    assert_ok(flowforge("train", *args, "--out", "run", cwd=tmp_path))
+    assert_ok(run_cli("train", *args, "--out", "run", cwd=tmp_path))
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert {"samples.png", "loss.png", "config.json", "model.safetensors"} <= names
     assert (tmp_path / "run" / "samples.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_image_preset_errors_are_one_line(tmp_path: Path) -> None:
-    proc = flowforge("train", "--data", "moons", "--flow", "glow", "--quiet", cwd=tmp_path)
+    proc = run_cli("train", "--data", "moons", "--flow", "glow", "--quiet", cwd=tmp_path)
     assert_bad_input(proc, "'glow' is an image flow", "(2,)")
-    proc = flowforge(
-        "train", "--data", "digits", "--flow", "glow", "--transforms", "3", cwd=tmp_path
-    )
+    proc = run_cli("train", "--data", "digits", "--flow", "glow", "--transforms", "3", cwd=tmp_path)
     assert_bad_input(proc, "takes no option 'transforms'", "valid: levels, steps, hidden, lu")
-    proc = flowforge("train", "--data", "digits", "--flow", "glow",
+    proc = run_cli("train", "--data", "digits", "--flow", "glow",
                      "--flow-options", '{"stepz": 3}', cwd=tmp_path)  # fmt: skip
     assert_bad_input(proc, "takes no option 'stepz'", "valid: levels, steps, hidden, lu")
     assert list(tmp_path.iterdir()) == []
