@@ -314,3 +314,30 @@ def test_residual_flows_start_as_the_identity(name: str) -> None:
     z, ladj = flow.bijection(x, c)
     assert torch.allclose(z, x, atol=1e-12) and torch.allclose(ladj, torch.zeros_like(ladj))
     assert any(p.abs().sum() > 0 for p in flow.parameters())
+
+
+@pytest.mark.parametrize("flow", ["nice", "realnvp", "maf", "iaf", "nsf"])
+def test_a_toml_flow_options_table_reaches_the_preset(flow: str, tmp_path: Path) -> None:
+    from flowforge.data import load_dataset
+    from flowforge.runs.recipe import build_flow
+    from flowforge.train.config import ConfigError, TrainConfig, read_toml
+    from flowforge.train.model import spec_for
+
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        f'flow = "{flow}"\n[flow_options]\nactivation = "elu"\ndropout = 0.25\n'
+        'residual_blocks = 2\npermutation = "random"\n'
+    )
+    ds = load_dataset("moons", n_val=10, n_test=10)
+    spec = spec_for(TrainConfig.from_layers(read_toml(toml)), ds)
+    built = build_flow(spec)
+    assert isinstance(built, ff.flows.PRESETS[flow])
+    assert {k: built.hparams[k] for k in OPTIONS["all"]} == {
+        "activation": "elu",
+        "dropout": 0.25,
+        "residual_blocks": 2,
+        "permutation": "random",
+    }
+    toml.write_text(f'flow = "{flow}"\n[flow_options]\nactivation = "nope"\n')
+    with pytest.raises(ConfigError, match=r"cannot build flow .*expected activation in \["):
+        build_flow(spec_for(TrainConfig.from_layers(read_toml(toml)), ds))
