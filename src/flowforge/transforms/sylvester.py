@@ -50,8 +50,9 @@ def orthonormal_columns(a: Tensor, max_steps: int | None = None) -> Tensor:
     convergence is quadratic, so that step takes the error down to rounding. Every step is a
     polynomial in ``a``, so the gradient through the steps is finite for any ``a``. A small
     singular value ``s`` of ``Q_0`` grows by at most 1.5 a step, so a near-singular ``a`` takes
-    about ``log(1/s) / log 1.5`` steps more, and its gradient is large (about ``1/s``, like the
-    exact polar factor's) but finite. A numerically rank-deficient ``a`` (a singular value
+    about ``log(1/s) / log 1.5`` steps more; its gradient is that of the exact polar factor,
+    large but finite (up to about ``1/s`` for ``M < D``; for ``M = D`` about
+    ``1/(s_i + s_j)`` over pairs, so one small ``s`` is harmless). A numerically rank-deficient ``a`` (a singular value
     below about ``eps |a|_F``, or ``|a|_F < eps``) has no continuous orthonormalisation: a
     matrix still unconverged after ``max_steps`` gets the polar factor of an SVD instead, so
     its columns are orthonormal all the same, and passes no gradient to ``a``.
