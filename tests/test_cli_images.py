@@ -1,5 +1,5 @@
-"""``flowforge train / eval / sample / score`` on image runs with an image preset (``cli.main`` in
-this process: :func:`cli_util.run_cli`)."""
+"""``flowforge train / eval / sample / score`` on image runs with an image preset: ``cli.main`` in
+this process (:func:`cli_util.run_cli`), except an image sample scored by real processes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_util import assert_bad_input, assert_ok, run_cli
+from cli_util import assert_bad_input, assert_ok, flowforge, run_cli
 from flowforge.runs import open_run
 from flowforge.train.model import IMAGE_TRAINING_DEFAULTS
 
@@ -67,8 +67,8 @@ def test_eval_reports_bits_per_dim(glow_run: Path) -> None:
 
 
 def test_sample_and_score_use_the_image_shape(glow_run: Path, tmp_path: Path) -> None:
-    out = tmp_path / "s.npy"
-    assert_ok(run_cli("sample", glow_run, "-n", "5", "-o", out, "--temperature", "0.7",
+    out = tmp_path / "s.npy"  # sampled and scored by real processes, the rest in this one
+    assert_ok(flowforge("sample", glow_run, "-n", "5", "-o", out, "--temperature", "0.7",
                         cwd=tmp_path))  # fmt: skip
     levels = np.load(out)
     assert levels.shape == (5, 1, 8, 8) and levels.min() >= 0 and levels.max() <= 16
@@ -76,9 +76,9 @@ def test_sample_and_score_use_the_image_shape(glow_run: Path, tmp_path: Path) ->
     assert_ok(run_cli("sample", glow_run, "-n", "16", "-o", tmp_path / "s.png", cwd=tmp_path))
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     # the samples scored as images (.npy) and as flattened rows (.csv) agree
-    assert_ok(run_cli("score", glow_run, "-i", out, "-o", tmp_path / "a.npy", cwd=tmp_path))
+    assert_ok(flowforge("score", glow_run, "-i", out, "-o", tmp_path / "a.npy", cwd=tmp_path))
     assert_ok(run_cli("sample", glow_run, "-n", "5", "-o", tmp_path / "s.csv",
-                        "--temperature", "0.7", cwd=tmp_path))  # fmt: skip
+                      "--temperature", "0.7", cwd=tmp_path))  # fmt: skip
     assert_ok(run_cli("score", glow_run, "-i", "s.csv", "-o", tmp_path / "b.npy", cwd=tmp_path))
     a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
     assert a.shape == (5,) and np.allclose(a, b) and np.isfinite(a).all()

@@ -1,7 +1,7 @@
 """Crash safety as users meet it: SIGKILL and --resume, longer runs, non-finite losses.
 
-The killed run is a real process (``python -m flowforge``); the other commands run ``cli.main``
-in this process (:func:`cli_util.run_cli`).
+The killed run and the refused resume with fewer steps are real processes (``python -m
+flowforge``); the other commands run ``cli.main`` in this process (:func:`cli_util.run_cli`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_util import TINY, assert_bad_input, assert_ok, run_cli, start
+from cli_util import TINY, assert_bad_input, assert_ok, flowforge, run_cli, start
 
 # Long enough to be killed in the middle, short enough for a test.
 RUN = [*TINY, "--steps", "160", "--eval-every", "20", "--seed", "3"]
@@ -72,7 +72,7 @@ def test_resume_extends_a_finished_run_and_refuses_other_changes(tmp_path: Path)
     assert_bad_input(run_cli("train", "--resume", "nowhere", cwd=tmp_path), "no run directory")
     # fewer steps than done: refused, and the records stay as they were (they agree)
     before = {f: (tmp_path / "r" / f).read_bytes() for f in ("config.json", "results.json")}
-    proc = run_cli("train", "--resume", "r", "--steps", "15", cwd=tmp_path)
+    proc = flowforge("train", "--resume", "r", "--steps", "15", cwd=tmp_path)  # a real process
     assert_bad_input(proc, "has done 30 steps", "more than 30", "got 15")
     assert {f: (tmp_path / "r" / f).read_bytes() for f in before} == before
 

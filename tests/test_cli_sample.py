@@ -1,7 +1,7 @@
 """Issue 11: ``flowforge sample`` writes to stdout like ``score``, messages on stderr.
 
-The default output is read from a ``python -m flowforge`` subprocess (what reaches the
-process's stdout); the other commands run ``cli.main`` in this process
+The default output and ``-o -`` are read from ``python -m flowforge`` subprocesses (what
+reaches a process's stdout); the other commands run ``cli.main`` in this process
 (:func:`cli_util.run_cli`).
 """
 
@@ -30,7 +30,7 @@ def _csv(text: str) -> tuple[list[str], np.ndarray]:
 
 def test_sample_to_stdout_by_default_and_with_dash(toy_run: Path) -> None:
     a = flowforge("sample", "run", "-n", "6", "--seed", "3", cwd=toy_run)
-    b = run_cli("sample", "run", "-n", "6", "--seed", "3", "-o", "-", cwd=toy_run)
+    b = flowforge("sample", "run", "-n", "6", "--seed", "3", "-o", "-", cwd=toy_run)
     assert_ok(a)
     assert_ok(b)
     names, rows = _csv(a.stdout)

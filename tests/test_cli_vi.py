@@ -1,4 +1,5 @@
-"""``flowforge vi``: a VI run directory that ``eval``, ``sample`` and ``ff.load`` understand."""
+"""``flowforge vi``: a VI run directory that ``eval``, ``sample`` and ``ff.load`` understand
+(``cli.main`` in this process: :func:`cli_util.run_cli`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 import flowforge as ff
-from cli_util import assert_bad_input, assert_ok, flowforge
+from cli_util import assert_bad_input, assert_ok, run_cli
 from flowforge import cli
 from flowforge.runs import ConfigError
 from flowforge.vi import targets
@@ -25,7 +26,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def vi_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("vi")
-    proc = flowforge("vi", "--target", "u1", "--flow", "planar", *SMALL, "--out", "run", cwd=cwd)
+    proc = run_cli("vi", "--target", "u1", "--flow", "planar", *SMALL, "--out", "run", cwd=cwd)
     assert_ok(proc)
     assert "ELBO:" in proc.stdout and "run directory: run" in proc.stdout
     assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr
@@ -65,26 +66,26 @@ def test_vi_writes_every_file(vi_run: Path) -> None:
 
 def test_eval_recomputes_the_diagnostics(vi_run: Path) -> None:
     results = json.loads((vi_run / "results.json").read_text())["diagnostics"]
-    proc = flowforge("eval", vi_run, "--json", cwd=vi_run.parent)
+    proc = run_cli("eval", vi_run, "--json", cwd=vi_run.parent)
     assert_ok(proc)
     got = json.loads(proc.stdout)
     for key, value in results.items():
         assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
-    text = flowforge("eval", vi_run, cwd=vi_run.parent)
+    text = run_cli("eval", vi_run, cwd=vi_run.parent)
     assert_ok(text)
     assert f"ELBO: {results['elbo']:.4f} ± {results['elbo_stderr']:.4f}" in text.stdout
     assert f"Pareto-k: {results['pareto_k']:.3f}" in text.stdout
     assert f"KL(q || p) = log Z - ELBO: {results['kl_grid']:.4f}" in text.stdout
-    more = json.loads(flowforge("eval", vi_run, "--json", "--samples", "500", cwd=vi_run).stdout)
+    more = json.loads(run_cli("eval", vi_run, "--json", "--samples", "500", cwd=vi_run).stdout)
     assert more["samples"] == 500 and more["elbo"] != results["elbo"]
 
 
 def test_sample_writes_samples_of_q(vi_run: Path, tmp_path: Path) -> None:
-    assert_ok(flowforge("sample", vi_run, "-n", "300", "-o", tmp_path / "s.npy", cwd=tmp_path))
+    assert_ok(run_cli("sample", vi_run, "-n", "300", "-o", tmp_path / "s.npy", cwd=tmp_path))
     x = np.load(tmp_path / "s.npy")
     assert x.shape == (300, 2) and np.isfinite(x).all()
     assert 1.0 < np.linalg.norm(x, axis=1).mean() < 3.0  # on U1's ring of radius 2
-    assert_ok(flowforge("sample", vi_run, "-n", "50", "-o", tmp_path / "s.png", cwd=tmp_path))
+    assert_ok(run_cli("sample", vi_run, "-n", "50", "-o", tmp_path / "s.png", cwd=tmp_path))
     assert (tmp_path / "s.png").read_bytes()[:8] == PNG
 
 
@@ -101,12 +102,10 @@ def test_existing_output_is_kept_unless_overwrite(vi_run: Path, tmp_path: Path) 
     shutil.copytree(vi_run, run)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     tiny = ["--transforms", "2", "--steps", "3", "--samples", "8", "--eval-samples", "50"]
-    proc = flowforge("vi", *tiny, "--quiet", "--no-plots", "--out", run, cwd=tmp_path)
+    proc = run_cli("vi", *tiny, "--quiet", "--no-plots", "--out", run, cwd=tmp_path)
     assert_bad_input(proc, "already exists", "--overwrite")
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
-    proc = flowforge(
-        "vi", *tiny, "--quiet", "--no-plots", "--overwrite", "--out", run, cwd=tmp_path
-    )
+    proc = run_cli("vi", *tiny, "--quiet", "--no-plots", "--overwrite", "--out", run, cwd=tmp_path)
     assert_ok(proc)
     assert json.loads((run / "config.json").read_text())["config"]["steps"] == 3
     assert "density.png" not in {p.name for p in run.iterdir()}  # replaced, not merged
@@ -129,7 +128,7 @@ def test_existing_output_is_kept_unless_overwrite(vi_run: Path, tmp_path: Path) 
     ],
 )
 def test_bad_input_is_one_line(args: list[str], fragments: list[str], tmp_path: Path) -> None:
-    proc = flowforge("vi", *args, "--out", "x", cwd=tmp_path)
+    proc = run_cli("vi", *args, "--out", "x", cwd=tmp_path)
     assert_bad_input(proc, *fragments)
     assert list(tmp_path.iterdir()) == []  # nothing written
 
@@ -139,7 +138,7 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
         'target = "banana"\nflow = "radial"\ntransforms = 2\nsteps = 9\nsamples = 8\n'
         'eval_samples = 100\nplots = false\nquiet = true\nobjective = "iwae"\niwae_k = 3\n'
     )
-    proc = flowforge("vi", "--config", "vi.toml", "--steps", "5", "--out", "r", cwd=tmp_path)
+    proc = run_cli("vi", "--config", "vi.toml", "--steps", "5", "--out", "r", cwd=tmp_path)
     assert_ok(proc)
     record = json.loads((tmp_path / "r" / "config.json").read_text())
     assert record["config"]["steps"] == 5 and record["config"]["iwae_k"] == 3
@@ -147,7 +146,7 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
     rows = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 5 and "iwae" in json.loads(rows[0])  # the IWAE objective ran
     (tmp_path / "bad.toml").write_text("stepz = 3\n")
-    bad = flowforge("vi", "--config", "bad.toml", "--out", "b", cwd=tmp_path)
+    bad = run_cli("vi", "--config", "bad.toml", "--out", "b", cwd=tmp_path)
     assert_bad_input(bad, "bad.toml", "unknown option 'stepz'")
 
 
@@ -187,7 +186,7 @@ def test_readme_vi_commands_run(tmp_path: Path) -> None:
     for line in lines:
         args = shlex.split(line)[1:]
         quiet = ["--quiet"] if args[0] == "vi" else []
-        assert_ok(flowforge(*args, *quiet, cwd=tmp_path, timeout=300))
+        assert_ok(run_cli(*args, *quiet, cwd=tmp_path))
     results = json.loads((tmp_path / "runs" / "u1" / "results.json").read_text())
     assert results["diagnostics"]["kl_grid"] < 0.3  # 1,000 steps of planar-32 fit U1
     assert (tmp_path / "u1.png").read_bytes()[:8] == PNG
