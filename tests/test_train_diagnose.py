@@ -1,4 +1,5 @@
-"""Issue 11: overfitting warnings, and eval naming a run that did not finish (subprocesses)."""
+"""Issue 11: overfitting warnings, and eval naming a run that did not finish (``cli.main`` in this
+process, :func:`cli_util.run_cli`; the text eval of the unfinished run is a real process)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_util import assert_ok, flowforge
+from cli_util import assert_ok, flowforge, run_cli
 from flowforge.train.diagnose import OVERFIT_MIN_NATS, incomplete, overfitting
 
 
@@ -54,7 +55,7 @@ def overfit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "t.csv").write_text("a,b,c\n" + rows)
     args = ["--data", "t.csv", "--flow", "maf", "--quiet", "--no-plots", "--no-size-from-data"]
     args += ["--no-restore-best", "--lr", "0.01", "--steps", "300", "--eval-every", "50"]
-    proc = flowforge("train", *args, "--out", "r", cwd=root)
+    proc = run_cli("train", *args, "--out", "r", cwd=root)
     assert_ok(proc)
     assert "warning: the validation NLL" in proc.stderr and "at step 300" in proc.stderr
     results = json.loads((root / "r" / "results.json").read_text())
@@ -63,11 +64,11 @@ def overfit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_eval_warns_about_overfitting(overfit_run: Path) -> None:
-    proc = flowforge("eval", "r", cwd=overfit_run)
+    proc = run_cli("eval", "r", cwd=overfit_run)
     assert_ok(proc)
     assert "flowforge eval: warning: the validation NLL" in proc.stderr
     assert "incomplete" not in proc.stdout
-    proc = flowforge("eval", "r", "--json", cwd=overfit_run)
+    proc = run_cli("eval", "r", "--json", cwd=overfit_run)
     out = json.loads(proc.stdout)
     assert out["incomplete"] is None and "overfitted" in out["overfitting"]
 
@@ -78,9 +79,9 @@ def test_eval_of_a_run_that_did_not_finish(overfit_run: Path) -> None:
     (run / "results.json").unlink()  # written only when training ends
     metrics = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join(metrics[:2]) + "\n")  # validated at 50, 100
-    proc = flowforge("eval", "killed", cwd=overfit_run)
+    proc = flowforge("eval", "killed", cwd=overfit_run)  # a real process
     assert_ok(proc)
     first, second = proc.stdout.splitlines()[:2]
     assert first.startswith("incomplete: step 100 of 300") and second.startswith("test NLL")
-    out = json.loads(flowforge("eval", "killed", "--json", cwd=overfit_run).stdout)
+    out = json.loads(run_cli("eval", "killed", "--json", cwd=overfit_run).stdout)
     assert out["incomplete"].startswith("incomplete: step 100 of 300")

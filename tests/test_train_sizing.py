@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_util import assert_bad_input, assert_ok, flowforge
+from cli_util import assert_bad_input, assert_ok, flowforge, run_cli
 from flowforge.data import Dataset, load_dataset
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.sizing import SMALL_ROWS, size_for_data
@@ -96,8 +96,8 @@ def _csv(path: Path, rows: int = 120) -> Path:
 
 def test_cli_prints_and_saves_the_sized_defaults(tmp_path: Path) -> None:
     _csv(tmp_path / "t.csv")
-    args = ["--data", "t.csv", "--flow", "maf", "--quiet", "--no-plots", "--steps", "300"]
-    proc = flowforge("train", *args, "--transforms", "1", "--out", "r", cwd=tmp_path)
+    args = ["--data", "t.csv", "--flow", "maf", "--quiet", "--no-plots", "--steps", "40"]
+    proc = run_cli("train", *args, "--transforms", "1", "--out", "r", cwd=tmp_path)
     assert_ok(proc)
     assert (
         "defaults for 96 training rows x 3 columns: --batch-size 96 --eval-every 1" in proc.stdout
@@ -110,8 +110,8 @@ def test_cli_prints_and_saves_the_sized_defaults(tmp_path: Path) -> None:
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == results["steps"]  # validated every epoch (one step each)
     # flags win, and the switch keeps the fixed defaults
-    proc = flowforge("train", *args, "--batch-size", "40", "--no-size-from-data", "--steps", "3",
-                     "--out", "r2", cwd=tmp_path)  # fmt: skip
+    proc = run_cli("train", *args, "--batch-size", "40", "--no-size-from-data", "--steps", "3",
+                   "--out", "r2", cwd=tmp_path)  # fmt: skip
     assert_ok(proc)
     assert "defaults for" not in proc.stdout
     record = json.loads((tmp_path / "r2" / "config.json").read_text())
@@ -119,25 +119,25 @@ def test_cli_prints_and_saves_the_sized_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("flags", "fragment"),
+    ("flags", "fragment", "real"),  # real: a python -m flowforge process, else cli.main here
     [
-        (["--lr", "nan"], "lr must be a finite number"),
-        (["--lr", "inf"], "lr must be a finite number"),
-        (["--weight-decay", "nan"], "weight_decay must be a finite number"),
-        (["--lr", "0.001", "--min-lr", "0.01"], "min_lr (0.01) must not be above lr (0.001)"),
-        (["--hidden", ""], "--hidden expects integers separated by commas, got ''"),
-        (["--hidden", ","], "--hidden expects integers separated by commas, got ','"),
+        (["--lr", "nan"], "lr must be a finite number", True),
+        (["--lr", "inf"], "lr must be a finite number", False),
+        (["--weight-decay", "nan"], "weight_decay must be a finite number", False),
+        (["--lr", "0.001", "--min-lr", "0.01"], "min_lr (0.01) must not be above lr (0.001)", True),
+        (["--hidden", ""], "--hidden expects integers separated by commas, got ''", True),
+        (["--hidden", ","], "--hidden expects integers separated by commas, got ','", False),
     ],
 )
 def test_cli_bad_numbers_exit_2_in_one_line(
-    tmp_path: Path, flags: list[str], fragment: str
+    tmp_path: Path, flags: list[str], fragment: str, real: bool
 ) -> None:
-    proc = flowforge("train", *flags, "--out", "r", cwd=tmp_path)
+    proc = (flowforge if real else run_cli)("train", *flags, "--out", "r", cwd=tmp_path)
     assert_bad_input(proc, fragment)
     assert not (tmp_path / "r").exists()
 
 
 def test_cli_empty_hidden_in_toml_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text("hidden = []\n")
-    proc = flowforge("train", "--config", "c.toml", "--out", "r", cwd=tmp_path)
+    proc = run_cli("train", "--config", "c.toml", "--out", "r", cwd=tmp_path)
     assert_bad_input(proc, "hidden widths must be positive, got []")
