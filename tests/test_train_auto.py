@@ -1,4 +1,5 @@
-"""Issue 11: ``flowforge train --flow auto`` (a search by validation NLL within a time budget)."""
+"""Issue 11: ``flowforge train --flow auto`` (a search by validation NLL within a time budget);
+``cli.main`` in this process (:func:`cli_util.run_cli`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cli_util import assert_bad_input, assert_ok, flowforge
+from cli_util import assert_bad_input, assert_ok, run_cli
 from flowforge.train.auto import candidates
 from flowforge.train.config import TrainConfig
 
@@ -29,7 +30,7 @@ ARGS = ["--data", "t.csv", "--flow", "auto", "--steps", "15", "--quiet", "--no-p
 
 def test_auto_keeps_the_trial_of_the_best_validation_nll(tmp_path: Path) -> None:
     _table(tmp_path)
-    proc = flowforge("train", *ARGS, "--time-budget", "600", "--out", "r", cwd=tmp_path)
+    proc = run_cli("train", *ARGS, "--time-budget", "600", "--out", "r", cwd=tmp_path)
     assert_ok(proc)
     assert "val NLL" in proc.stdout
     table = json.loads((tmp_path / "r" / "auto.json").read_text())
@@ -42,14 +43,14 @@ def test_auto_keeps_the_trial_of_the_best_validation_nll(tmp_path: Path) -> None
     assert record["config"]["flow"] == kept[0]["flow"] and record["auto"] == table
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["best_val_nll"] == kept[0]["val_nll"]
-    ev = flowforge("eval", "r", "--json", cwd=tmp_path)
+    ev = run_cli("eval", "r", "--json", cwd=tmp_path)
     assert_ok(ev)
     assert json.loads(ev.stdout)["nll"] == results["test"]["nll"]
 
 
 def test_auto_stops_starting_trials_at_the_budget(tmp_path: Path) -> None:
     _table(tmp_path)
-    proc = flowforge("train", *ARGS, "--time-budget", "0.001", "--out", "r", cwd=tmp_path)
+    proc = run_cli("train", *ARGS, "--time-budget", "0.001", "--out", "r", cwd=tmp_path)
     assert_ok(proc)
     table = json.loads((tmp_path / "r" / "auto.json").read_text())
     status = [t["status"] for t in table["trials"]]
@@ -59,7 +60,7 @@ def test_auto_stops_starting_trials_at_the_budget(tmp_path: Path) -> None:
 
 
 def test_auto_budget_must_be_positive(tmp_path: Path) -> None:
-    proc = flowforge("train", "--flow", "auto", "--time-budget", "0", "--out", "r", cwd=tmp_path)
+    proc = run_cli("train", "--flow", "auto", "--time-budget", "0", "--out", "r", cwd=tmp_path)
     assert_bad_input(proc, "time_budget must be positive")
 
 

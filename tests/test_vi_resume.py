@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cli_util import assert_bad_input, assert_ok, flowforge, start
+from cli_util import assert_bad_input, assert_ok, run_cli, start
 from flowforge.runs import ConfigError, RunError
 from flowforge.train.checkpoint import load_checkpoint
 from flowforge.vi.run import VIConfig, resume_vi, run_vi
@@ -135,7 +135,7 @@ def test_a_non_finite_fresh_run_leaves_nothing_and_default_lr(tmp_path: Path) ->
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
 def test_device_cuda_without_a_gpu_is_one_line(tmp_path: Path) -> None:
-    proc = flowforge("vi", "--device", "cuda", "--steps", "2", "--out", "r", cwd=tmp_path)
+    proc = run_cli("vi", "--device", "cuda", "--steps", "2", "--out", "r", cwd=tmp_path)
     assert_bad_input(proc, "no CUDA device")
     assert not (tmp_path / "r").exists()
 
@@ -193,7 +193,7 @@ def test_killed_cli_run_resumes(reference: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "results.json").exists()
     killed_at = load_checkpoint(checkpoint)["step"]
     assert 0 < killed_at < steps
-    assert_ok(flowforge("vi", "--resume", "run", "--quiet", cwd=tmp_path, timeout=300))
+    assert_ok(run_cli("vi", "--resume", "run", "--quiet", cwd=tmp_path))  # the killed: a process
     ref = tmp_path / "ref"
     cfg = replace(SMALL, steps=steps, out=str(ref), checkpoint_every=1000)
     run_vi(cfg)
