@@ -58,6 +58,16 @@ class Bijection(nn.Module):
     Attributes:
         event_shape: the shape of one input event in the forward (data) direction,
             ``(D,)`` for vectors or ``(C, H, W)`` for images.
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> class Shift(ff.Bijection):
+        ...     def forward(self, x, context=None):
+        ...         return x + 1.0, x.new_zeros(x.shape[:-1])
+        ...     def inverse(self, z, context=None):
+        ...         return z - 1.0, z.new_zeros(z.shape[:-1])
+        >>> Shift(2).inverse_value(torch.zeros(1, 2)).tolist()  # the default: inverse(z)[0]
+        [[-1.0, -1.0]]
     """
 
     event_shape: Shape = ()
