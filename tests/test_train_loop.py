@@ -134,7 +134,7 @@ def test_early_stopping_restores_the_best_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trainer = _setup(tmp_path, total=100, patience=2)
-    values = iter([3.0, 2.0, 2.5, 2.6, 2.7, 2.8])
+    values = iter([9.0, 3.0, 2.0, 2.5, 2.6, 2.7, 2.8])  # 9.0: the start (step 0), worse
     monkeypatch.setattr(trainer, "evaluate", lambda: next(values))
     outcome = trainer.fit(progress=False)
     assert (outcome.reason, outcome.step, outcome.best_step) == ("early stopping", 40, 20)

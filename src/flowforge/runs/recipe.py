@@ -3,8 +3,11 @@
 The trained model is a genuine :class:`flowforge.Flow` over the data as the user knows it:
 
 - 2-D toy and on-disk tabular data: the preset itself;
-- user and scikit-learn tabular data: ``Standardize`` (training statistics) then the preset, so
-  ``log_prob`` is the log-density of the data in its original units;
+- user and scikit-learn tabular data: ``Standardize`` (training statistics), for runs that
+  whiten (``ModelSpec.whiten``, the default of new table runs) a fixed ``Whiten`` (the Cholesky
+  factor of the training rows' shrunk correlation), then the preset, so ``log_prob`` is the
+  log-density of the data in its original units and the untrained flow is the training rows'
+  full-covariance Gaussian;
 - images: ``(*, C, H, W)`` values ``u`` in ``[0, 1)`` (dequantized pixels, the dataset's own
   event shape), ``Logit(alpha, (C, H, W))`` then the preset, so ``log_prob(u)`` includes the
   logit's log-Jacobian, as bits/dim requires. An image preset (Glow, multiscale RealNVP) takes
@@ -35,8 +38,16 @@ from flowforge.flows import PRESETS
 from flowforge.runs.errors import ConfigError
 from flowforge.transforms import Logit, Reshape
 from flowforge.transforms.standardize import Standardize
+from flowforge.transforms.whiten import Whiten
 
-__all__ = ["DEQUANTIZER_FILE", "ModelSpec", "build_dequantizer", "build_flow", "check_flow_name"]
+__all__ = [
+    "DEQUANTIZER_FILE",
+    "ModelSpec",
+    "build_dequantizer",
+    "build_flow",
+    "check_flow_name",
+    "whiten_entry",
+]
 
 #: The weights of a run's learned dequantizer (variational dequantization), next to the flow's.
 DEQUANTIZER_FILE = "dequantizer.safetensors"
@@ -56,6 +67,9 @@ class ModelSpec:
         logit_alpha: images: the logit pre-transform constant.
         standardizer: ``Standardizer.to_dict()`` when the data were standardised, else ``None``.
         columns: user data: the column names, in order.
+        whiten: standardised tables that whiten: ``{"method": "ledoit-wolf", "shrinkage": s,
+            "tril": rows}``, the lower-triangular rows (row ``i`` has ``i + 1`` values) of the
+            Cholesky factor in standardised units; ``None`` (runs written before it): none.
     """
 
     preset: str
@@ -66,6 +80,7 @@ class ModelSpec:
     logit_alpha: float | None = None
     standardizer: dict[str, Any] | None = None
     columns: list[str] | None = field(default=None)
+    whiten: dict[str, Any] | None = field(default=None)
 
     @property
     def features(self) -> int:
@@ -110,6 +125,8 @@ def build_flow(spec: ModelSpec) -> Flow:
         mean = torch.tensor(spec.standardizer["mean"], dtype=torch.float64)
         std = torch.tensor(spec.standardizer["std"], dtype=torch.float64)
         pre.append(Standardize(mean.reshape(-1), std.reshape(-1)))
+    if spec.whiten is not None:
+        pre.append(_whiten_of(spec.whiten, spec.features))
     if spec.kind == "image":
         pre.append(Logit(float(spec.logit_alpha or 0.0), spec.data_shape))
         if tuple(preset.event_shape) != spec.data_shape:  # a vector preset on images
@@ -117,6 +134,26 @@ def build_flow(spec: ModelSpec) -> Flow:
     if not pre:
         return preset
     return Flow(Compose([*pre, preset.bijection]), preset.base)
+
+
+def whiten_entry(whiten: Whiten, shrinkage: float) -> dict[str, Any]:
+    """The JSON form of a whitening for :attr:`ModelSpec.whiten` (float64 values)."""
+    tril = whiten.tril.double()
+    rows = [tril[i, : i + 1].tolist() for i in range(tril.shape[0])]
+    return {"method": "ledoit-wolf", "shrinkage": float(shrinkage), "tril": rows}
+
+
+def _whiten_of(entry: dict[str, Any], features: int) -> Whiten:
+    try:
+        rows = entry["tril"]
+        tril = torch.zeros(features, features, dtype=torch.float64)
+        if len(rows) != features or any(len(r) != i + 1 for i, r in enumerate(rows)):
+            raise ValueError(f"expected {features} rows of 1..{features} values")
+        for i, r in enumerate(rows):
+            tril[i, : i + 1] = torch.tensor(r, dtype=torch.float64)
+        return Whiten(tril)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"cannot build the whitening of the recipe: {e}") from None
 
 
 def build_dequantizer(spec: dict[str, Any]) -> VariationalDequantizer:

@@ -17,7 +17,9 @@ import torch
 
 from flowforge.core import Flow
 from flowforge.runs.errors import ConfigError
-from flowforge.runs.recipe import ModelSpec, build_flow
+from flowforge.runs.recipe import ModelSpec, build_flow, whiten_entry
+from flowforge.train.batches import standardized_view
+from flowforge.transforms.whiten import fit_whiten
 
 __all__ = [
     "FitResult",
@@ -28,6 +30,7 @@ __all__ = [
     "sample_rows",
     "scott_factor",
     "seeded",
+    "spec_stats",
 ]
 
 
@@ -80,18 +83,37 @@ def scott_factor(n: int, d: int) -> float:
 
 
 def make_spec(
-    preset: str, kwargs: dict[str, Any], mean: np.ndarray, std: np.ndarray | None
+    preset: str,
+    kwargs: dict[str, Any],
+    mean: np.ndarray,
+    std: np.ndarray | None,
+    whiten: tuple[np.ndarray, np.ndarray | None] | None = None,
+    noise: np.ndarray | None = None,
 ) -> ModelSpec:
     """The recipe of a tabular flow over ``D = mean.size`` features.
 
     With ``std`` given, ``Standardize(mean, std)`` is the flow's first bijection, so its
-    log-Jacobian ``-sum(log std)`` is part of every ``log_prob``.
+    log-Jacobian ``-sum(log std)`` is part of every ``log_prob``. With ``whiten`` (the training
+    and validation rows, in the units of ``X``) and ``std``, a fixed
+    :class:`~flowforge.transforms.whiten.Whiten` of the standardised training rows follows
+    (shrinkage chosen by the validation rows), so the untrained flow is their full-covariance
+    Gaussian (of the rows smoothed by ``noise``, the ``(D,)`` standard deviations in the units
+    of ``X`` of the noise that the fit adds, when given).
     """
     d = int(mean.size)
     standardizer = None
     if std is not None:
         standardizer = {"mean": mean.tolist(), "std": std.tolist(), "shape": [d]}
-    return ModelSpec(preset, {**kwargs, "features": d}, "tabular", (d,), standardizer=standardizer)
+    entry = None
+    if std is not None and whiten is not None and whiten[0].shape[0] >= 2:
+        rows = [None if a is None else _standardized((mean, std), a) for a in whiten]
+        assert rows[0] is not None
+        var = None if noise is None else torch.from_numpy(np.asarray(noise) / std) ** 2
+        w, shrinkage = fit_whiten(rows[0], rows[1], var)
+        entry = whiten_entry(w, shrinkage)
+    return ModelSpec(
+        preset, {**kwargs, "features": d}, "tabular", (d,), standardizer=standardizer, whiten=entry
+    )
 
 
 def _tensor(x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
@@ -99,25 +121,69 @@ def _tensor(x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(np.array(x, dtype=np.float64, copy=True)).to(dtype)
 
 
-def log_prob_rows(flow: Flow, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """``log p(x)`` of every row of ``x`` ``(N, D)`` as float64 ``(N,)``, in evaluation mode."""
+def _standardized(stats: tuple[np.ndarray, np.ndarray], x: np.ndarray) -> torch.Tensor:
+    """``(x - mean) / std`` in float64 for ``stats = (mean, std)``."""
+    mean, std = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in stats)
+    return (_tensor(x, torch.float64) - mean) / std
+
+
+def _model_rows(
+    flow: Flow, x: np.ndarray, dtype: torch.dtype, stats: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[Flow, torch.Tensor]:
+    """The module to evaluate and the rows it takes: for a flow that starts with
+    ``Standardize`` and the float64 statistics ``stats`` it was built from, its
+    :func:`~flowforge.train.batches.standardized_view` and ``x`` standardised in float64, then
+    cast to ``dtype`` (a column near 1.7e9 that varies by +-100 keeps its distinct values);
+    otherwise ``flow`` and ``x`` cast."""
+    view = standardized_view(flow) if stats is not None else None
+    if view is None or stats is None:
+        return flow, _tensor(x, dtype)
+    return view, _standardized(stats, x).to(dtype)
+
+
+def spec_stats(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray] | None:
+    """The float64 ``(mean, std)`` of a recipe's ``Standardize`` (``None``: it has none)."""
+    if spec.standardizer is None:
+        return None
+    d = spec.standardizer
+    return np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64)
+
+
+def log_prob_rows(
+    flow: Flow,
+    x: np.ndarray,
+    batch_size: int = 4096,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """``log p(x)`` of every row of ``x`` ``(N, D)`` as float64 ``(N,)``, in evaluation mode.
+
+    With ``stats``, the float64 ``(mean, std)`` that the flow's leading ``Standardize`` was
+    built from, the rows are standardised in float64 first (see :func:`_model_rows`).
+    """
     was_training = flow.training
     flow.eval()
     out = []
     dtype = next(iter(flow.parameters())).dtype
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
-            xb = _tensor(x[i : i + batch_size], dtype)
-            out.append(flow.log_prob(xb).double().numpy())
+            model, xb = _model_rows(flow, x[i : i + batch_size], dtype, stats)
+            out.append(model.log_prob(xb).double().numpy())
     flow.train(was_training)
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def sample_rows(flow: Flow, n: int, seed: int) -> np.ndarray:
-    """``n`` samples ``(n, D)`` as float64, drawn with torch seeded by ``seed``."""
+def sample_rows(
+    flow: Flow, n: int, seed: int, stats: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """``n`` samples ``(n, D)`` as float64, drawn with torch seeded by ``seed``; with ``stats``
+    (see :func:`log_prob_rows`) mapped back to the data's units in float64."""
     flow.eval()
+    view = standardized_view(flow) if stats is not None else None
     with seeded(seed), torch.no_grad():
-        return flow.sample(n).double().numpy()
+        if view is None or stats is None:
+            return flow.sample(n).double().numpy()
+        z = view.sample(n).double().numpy()
+    return z * stats[1] + stats[0]
 
 
 def _kept_rows(flow: Flow, data: torch.Tensor, trim: float) -> torch.Tensor:
@@ -139,7 +205,8 @@ class FitResult:
     Attributes:
         flow: the fitted flow (best validation weights when there was a validation split).
         epochs: epochs run.
-        best_epoch: the epoch whose weights were kept (1-based).
+        best_epoch: the epoch whose weights were kept (1-based; 0: the initial weights, which
+            the validation rows preferred to every epoch's).
         val_nll: per-epoch mean validation NLL (empty without a validation split).
         train_nll: per-epoch mean training NLL.
         stopped_early: whether patience ran out before ``max_epochs``.
@@ -172,7 +239,9 @@ def fit_flow(
     """Maximum likelihood fit of the flow of ``spec`` with Adam and early stopping.
 
     Args:
-        spec: the recipe (its ``Standardize`` statistics come from ``x_train``).
+        spec: the recipe (its ``Standardize`` statistics come from ``x_train``; the rows are
+            standardised with them in float64, then cast to float32, and the flow trains on
+            them through its :func:`~flowforge.train.batches.standardized_view`).
         x_train: ``(N, D)`` training rows.
         x_val: ``(M, D)`` validation rows, or ``None`` to train ``max_epochs`` epochs.
         seed: seeds the initial weights and the minibatch order (torch's global state is left
@@ -198,10 +267,14 @@ def fit_flow(
         except ConfigError as e:
             raise ValueError(str(e)) from None
         flow.train()
-        data = _tensor(x_train, torch.float32)
-        val = None if x_val is None else _tensor(x_val, torch.float32)
+        stats = spec_stats(spec)
+        model, data = _model_rows(flow, x_train, torch.float32, stats)  # float64 standardised
+        val = None if x_val is None else _model_rows(flow, x_val, torch.float32, stats)[1]
         gen = torch.Generator().manual_seed(seed)
-        sigma = None if noise is None else torch.tensor(noise, dtype=torch.float32)
+        sigma = None if noise is None else torch.tensor(noise, dtype=torch.float64)
+        if sigma is not None and model is not flow and stats is not None:  # standardised units
+            sigma = sigma / torch.from_numpy(stats[1])
+        sigma = None if sigma is None else sigma.float()
         if val is not None and sigma is not None:
             val = val.repeat(VAL_NOISE_COPIES, 1)
             val = val + sigma * torch.randn(val.shape, generator=gen)
@@ -215,6 +288,12 @@ def fit_flow(
             opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
         )
         best, best_state, best_epoch, bad = math.inf, None, 0, 0
+        if val is not None:  # the start (a whitened flow: the Gaussian fit) is a candidate
+            flow.eval()
+            with torch.no_grad():
+                v0 = float(-model.log_prob(val).double().mean())
+            if math.isfinite(v0):
+                best, best_state = v0, copy.deepcopy(flow.state_dict())
         val_hist: list[float] = []
         train_hist: list[float] = []
         stopped = False
@@ -222,7 +301,7 @@ def fit_flow(
         epoch = 0
         for epoch in range(1, max_epochs + 1):
             flow.train()
-            rows = _kept_rows(flow, data, trim) if trim > 0 and epoch > 1 else None
+            rows = _kept_rows(model, data, trim) if trim > 0 and epoch > 1 else None
             perm = torch.randperm(n, generator=gen)
             if rows is not None:
                 perm = rows[torch.randperm(rows.numel(), generator=gen)]
@@ -231,7 +310,7 @@ def fit_flow(
                 xb = data[perm[i : i + bs]]
                 if sigma is not None:
                     xb = xb + sigma * torch.randn(xb.shape, generator=gen)
-                loss = -flow.log_prob(xb).mean()
+                loss = -model.log_prob(xb).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if not torch.isfinite(loss):
@@ -248,7 +327,7 @@ def fit_flow(
             if val is not None:
                 flow.eval()
                 with torch.no_grad():
-                    v = float(-flow.log_prob(val).double().mean())
+                    v = float(-model.log_prob(val).double().mean())
                 val_hist.append(v)
                 msg += f" val NLL {v:.4f}"
                 if v < best - 1e-4 * max(1.0, abs(best) if math.isfinite(best) else 1.0):

@@ -24,6 +24,7 @@ from flowforge.sklearn._fit import (
     sample_rows,
     scott_factor,
     seeded,
+    spec_stats,
 )
 
 __all__ = ["FlowDensity"]
@@ -53,6 +54,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
         bins: spline bins (``"nsf"`` only; ``None``: the preset's default).
         flow_options: further keyword arguments of the preset (``{"coupling": True}``).
         standardize: put ``Standardize`` (training statistics) first in the flow.
+        whiten: with ``standardize``, follow it by a fixed whitening of the standardised
+            training rows (:class:`~flowforge.transforms.whiten.Whiten`, shrinkage chosen by
+            the validation rows, the noise's variance added): the untrained flow is then
+            their full-covariance Gaussian. Off by default: on held-out digits it lowered the
+            anomaly AUROC (0.889 to 0.807, 40 epochs). Either way the initial weights are a
+            candidate of the validation, so the fit is never worse there than its start.
         min_scale: the least scale of a column, as a share of the median column standard
             deviation: a near-constant column (a pixel that is almost always 0) is divided by
             that instead of its own tiny std, so its rare values are not blown up into spikes
@@ -119,6 +126,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         "bins": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "flow_options": [dict, None],
         "standardize": ["boolean"],
+        "whiten": ["boolean"],
         "min_scale": [Interval(numbers.Real, 0, None, closed="left")],
         "noise": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="left")],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -141,6 +149,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         bins: int | None = None,
         flow_options: dict[str, Any] | None = None,
         standardize: bool = True,
+        whiten: bool = False,
         min_scale: float = 1.0,
         noise: float | str = "auto",
         max_epochs: int = 200,
@@ -159,6 +168,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.bins = bins
         self.flow_options = flow_options
         self.standardize = standardize
+        self.whiten = whiten
         self.min_scale = min_scale
         self.noise = noise
         self.max_epochs = max_epochs
@@ -207,10 +217,19 @@ class FlowDensity(DensityMixin, BaseEstimator):
         else:
             x_val, x_train = None, X
         mean, std = column_scales(x_train, float(self.min_scale))
-        spec = make_spec(self.flow, self._preset_kwargs(), mean, std if self.standardize else None)
+        self.noise_ = scott_factor(*x_train.shape) if self.noise == "auto" else float(self.noise)
+        noise = self.noise_ * std if self.noise_ > 0 else None
+        spec = make_spec(
+            self.flow,
+            self._preset_kwargs(),
+            mean,
+            std if self.standardize else None,
+            (x_train, x_val) if self.whiten else None,
+            noise,
+        )
         if not self.standardize:
             mean, std = np.zeros_like(mean), np.ones_like(std)
-        self.noise_ = scott_factor(*x_train.shape) if self.noise == "auto" else float(self.noise)
+            noise = self.noise_ * std if self.noise_ > 0 else None
         result = fit_flow(
             spec,
             x_train,
@@ -221,7 +240,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             lr=self.lr,
             weight_decay=self.weight_decay,
             patience=self.patience,
-            noise=self.noise_ * std if self.noise_ > 0 else None,
+            noise=noise,
             trim=float(self.trim),
             verbose=bool(self.verbose),
         )
@@ -232,14 +251,14 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.validation_nll_ = result.val_nll
         self.X_val_ = x_val
         held_out = x_train if x_val is None else x_val
-        self.entropy_ = float(-log_prob_rows(self.flow_, held_out).mean())
+        self.entropy_ = float(-log_prob_rows(self.flow_, held_out, stats=spec_stats(spec)).mean())
         return self
 
     # ------------------------------------------------------------------ scoring
     def _log_prob(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "flow_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        return log_prob_rows(self.flow_, X)
+        return log_prob_rows(self.flow_, X, stats=spec_stats(self.spec_))
 
     def score_samples(self, X: Any) -> np.ndarray:
         """``log p(x)`` of every row, in the units of ``X`` (nats).
@@ -281,7 +300,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         """Draw ``n_samples`` rows ``(n_samples, D)`` from the fitted density (float64)."""
         check_is_fitted(self, "flow_")
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-        return sample_rows(self.flow_, int(n_samples), seed)
+        return sample_rows(self.flow_, int(n_samples), seed, spec_stats(self.spec_))
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str], X: Any = None) -> Path:

@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from flowforge.eval.anomaly import fpr_threshold, typicality_scores
-from flowforge.sklearn._fit import log_prob_rows
+from flowforge.sklearn._fit import log_prob_rows, spec_stats
 from flowforge.sklearn.density import FlowDensity
 
 __all__ = ["FlowAnomalyDetector"]
@@ -92,6 +92,7 @@ class FlowAnomalyDetector(OutlierMixin, FlowDensity):
         bins: int | None = None,
         flow_options: dict[str, Any] | None = None,
         standardize: bool = True,
+        whiten: bool = False,
         min_scale: float = 1.0,
         noise: float | str = "auto",
         max_epochs: int = 200,
@@ -111,6 +112,7 @@ class FlowAnomalyDetector(OutlierMixin, FlowDensity):
             bins=bins,
             flow_options=flow_options,
             standardize=standardize,
+            whiten=whiten,
             min_scale=min_scale,
             noise=noise,
             max_epochs=max_epochs,
@@ -147,7 +149,9 @@ class FlowAnomalyDetector(OutlierMixin, FlowDensity):
         rows = self.X_val_ if auto else None
         if rows is None:
             rows = validate_data(self, X, dtype=np.float64, reset=False)
-        self.calibration_scores_ = self._scores_of(log_prob_rows(self.flow_, rows))
+        self.calibration_scores_ = self._scores_of(
+            log_prob_rows(self.flow_, rows, stats=spec_stats(self.spec_))
+        )
         share = float(self.target_fpr) if auto else float(self.contamination)
         self.offset_ = fpr_threshold(self.calibration_scores_, share)
         return self

@@ -40,6 +40,7 @@ __all__ = [
     "level_split",
     "model_input",
     "prepare_split",
+    "standardized_view",
     "steps_per_epoch",
     "training_flow",
 ]
@@ -90,9 +91,27 @@ class _Standardized(Bijection):
         return z, -self._ladj(z)
 
 
+def standardized_view(flow: torch.nn.Module) -> Flow | None:
+    """A view of ``flow`` whose leading ``Standardize`` takes standardised rows (an identity with
+    the standardisation's log-Jacobian and buffers), or ``None`` when ``flow`` has none.
+
+    The view shares every parameter and buffer with ``flow`` and has the same state-dict keys.
+    Rows standardised in float64 (``(x - mean) / std`` with the flow's own statistics) and only
+    then cast get the same log-density as ``flow`` would give ``x``, without float32 rounding of
+    ``x`` itself.
+    """
+    bij = getattr(flow, "bijection", None)
+    members: list[Bijection] = list(bij.chain()) if isinstance(bij, Compose) else []
+    if not isinstance(flow, Flow) or len(members) < 2 or not isinstance(members[0], Standardize):
+        return None
+    view = Compose([_Standardized(members[0]), *members[1:]])
+    return Flow(view, flow.base, context=flow.context)
+
+
 def training_flow(flow: torch.nn.Module, ds: Dataset) -> torch.nn.Module:
     """The module a Trainer fits for ``flow`` on ``ds``: ``flow`` itself, or for standardised
-    tables a view that takes standardised rows (see the module docstring).
+    tables a view that takes standardised rows (:func:`standardized_view`, see the module
+    docstring).
 
     The view shares every parameter and buffer with ``flow`` and has the same state-dict keys,
     so weights and checkpoints written from one load into the other.
@@ -102,15 +121,13 @@ def training_flow(flow: torch.nn.Module, ds: Dataset) -> torch.nn.Module:
     """
     if ds.standardizer is None or ds.kind == "image":
         return flow
-    bij = getattr(flow, "bijection", None)
-    members: list[Bijection] = list(bij.chain()) if isinstance(bij, Compose) else []
-    if not isinstance(flow, Flow) or len(members) < 2 or not isinstance(members[0], Standardize):
+    view = standardized_view(flow)
+    if view is None:
         raise ConfigError(
             f"dataset {ds.name!r} is standardised: its flow must start with a Standardize "
             "pre-transform (build it with flowforge.runs.build_flow)"
         )
-    view = Compose([_Standardized(members[0]), *members[1:]])
-    return Flow(view, flow.base, context=flow.context)
+    return view
 
 
 def _standardized(ds: Dataset, standardized: bool) -> bool:

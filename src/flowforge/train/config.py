@@ -256,6 +256,15 @@ class TrainConfig:
             "defaults shown here)"
         ),
     )
+    whiten: bool = field(
+        default=False,
+        metadata=_doc(
+            "standardised tables: whiten the standardised rows with the Cholesky factor of "
+            "their shrunk correlation, so that the untrained flow is the training rows' "
+            "full-covariance Gaussian (chosen on by the sized defaults of a table; "
+            "--no-whiten keeps the per-column standardisation only)"
+        ),
+    )
     given: tuple[str, ...] = field(
         default=(),
         metadata={"help": "the options set by a layer (TOML, flags), in order", "internal": True},

@@ -21,7 +21,9 @@ An ODE solve that fails (:class:`~flowforge.transforms.continuous.SolverError`, 
 :class:`~flowforge.transforms.continuous.SolverError` of one line naming the step; the last good
 checkpoint and the best weights are kept.
 
-Every ``eval_every`` steps (and at the last step) the loop computes the validation NLL, appends a
+With ``restore_best``, non-image data are validated once before the first step too: the
+starting weights are a candidate best (no metrics record). Every ``eval_every`` steps (and at
+the last step) the loop computes the validation NLL, appends a
 record to ``metrics.jsonl``, keeps the best weights, and writes a checkpoint holding everything
 needed to continue exactly (model, optimizer, schedule, batch stream, random states, best
 weights, counters). A non-finite loss or gradient never reaches the weights: the batch is
@@ -283,6 +285,23 @@ class Trainer(TrainerValidation):
             f"{self._last_good[0]}) is kept and the weights file holds the best validated weights"
         )
 
+    def _validate_start(self) -> None:
+        """Validate the starting weights (step 0), a candidate for the best: a flow that starts
+        at a fit (a table's whitened Gaussian) then ends no worse on validation than its start.
+        Random-number neutral; no metrics record (there is no training loss yet)."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            try:
+                val_nll = self.evaluate()
+            except SolverError:
+                return
+        if math.isfinite(val_nll) and val_nll < self.best_val_nll:
+            self.best_val_nll, self.best_step = val_nll, 0
+            self.best_state = copy.deepcopy(self.evaluated_state())
+            if self.weights is not None:
+                save_weights(self.weights, self.best_state)
+            if self.objective_module is not None:
+                self.best_objective_state = copy.deepcopy(self.objective_module.state_dict())
+
     def _after_eval(self, val_nll: float) -> dict[str, Any]:
         if not math.isfinite(val_nll):
             self._non_finite("validation NLL")
@@ -343,6 +362,8 @@ class Trainer(TrainerValidation):
         log = self.log
         if progress:  # print messages above the bar, not through it
             self.log = lambda msg: bar.write(msg, file=sys.stderr)
+        if self.step == 0 and self.cfg.restore_best and self.levels is None:
+            self._validate_start()
         try:
             while self.step < self.total_steps and not self.stopped_early:
                 start = time.perf_counter()

@@ -24,7 +24,7 @@ from torch import nn
 
 from flowforge.data.dequantization import NOISE_FLOWS, Dequantizer
 from flowforge.flows import PRESETS
-from flowforge.runs.recipe import ModelSpec, check_flow_name
+from flowforge.runs.recipe import ModelSpec, check_flow_name, whiten_entry
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.losses import (
     CNFLikelihood,
@@ -34,6 +34,7 @@ from flowforge.train.losses import (
     VariationalDequantization,
 )
 from flowforge.transforms.continuous import CNF
+from flowforge.transforms.whiten import fit_whiten
 
 __all__ = [
     "DEQUANTIZER_SIZE",
@@ -193,7 +194,23 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         logit_alpha=cfg.logit_alpha if image else None,
         standardizer=ds.standardizer.to_dict() if ds.standardizer is not None else None,
         columns=list(ds.columns) if getattr(ds, "columns", None) else None,
+        whiten=_whiten_for(cfg, ds),
     )
+
+
+def _whiten_for(cfg: TrainConfig, ds: Any) -> dict[str, Any] | None:
+    """``--whiten`` of a standardised table with at least 2 training rows: the whitening of
+    its (standardised) training rows, the shrinkage chosen by the validation rows (the same rows
+    that early stopping uses), as :attr:`ModelSpec.whiten` stores it; else ``None``."""
+    train = getattr(ds, "train", None)
+    if not cfg.whiten or ds.standardizer is None or ds.kind != "tabular" or train is None:
+        return None
+    if train.shape[0] < 2:
+        return None
+    val = getattr(ds, "val", None)
+    flat = None if val is None else val.reshape(val.shape[0], -1)
+    whiten, shrinkage = fit_whiten(train.reshape(train.shape[0], -1), flat)
+    return whiten_entry(whiten, shrinkage)
 
 
 def dequantizer_spec_for(cfg: TrainConfig, ds: Any) -> dict[str, Any] | None:

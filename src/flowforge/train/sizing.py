@@ -16,6 +16,10 @@ training set :func:`size_for_data` chooses instead, for every option the user di
   (1 for the :data:`AFFINE_AUTOREGRESSIVE` presets);
   ``lr`` 1e-3 (the smaller steps leave early stopping a finer choice of epoch); ``weight_decay``
   1e-3. (The presets' conditioners have no dropout option to choose.)
+- ``whiten`` (standardised tables, vector presets): on, so the flow starts as the
+  full-covariance Gaussian of the training rows (:mod:`flowforge.transforms.whiten`); with
+  the validation of the starting weights (step 0) and ``restore_best`` the kept flow is never
+  worse on the validation rows than that Gaussian.
 
 The choice is a layer of options (a dictionary), printed by ``flowforge train`` and saved in the
 run's ``config.json`` (the options themselves, and their names under ``"sized_from_data"``).
@@ -67,7 +71,7 @@ SIZED_PRESETS = ("nice", "realnvp", "maf", "iaf", "nsf")
 AFFINE_AUTOREGRESSIVE = ("maf", "iaf")
 
 
-def _choice(cfg: TrainConfig, rows: int, columns: int) -> dict[str, Any]:
+def _choice(cfg: TrainConfig, rows: int, columns: int, standardized: bool) -> dict[str, Any]:
     batch = min(cfg.batch_size if "batch_size" in cfg.given else 256, rows)
     per_epoch = math.ceil(rows / batch)
     every = min(100, per_epoch)
@@ -76,6 +80,8 @@ def _choice(cfg: TrainConfig, rows: int, columns: int) -> dict[str, Any]:
         "eval_every": every,
         "patience": 50 if every == per_epoch else 10,
     }
+    if standardized and cfg.flow in SIZED_PRESETS:
+        out["whiten"] = True
     if rows < SMALL_ROWS and cfg.flow in SIZED_PRESETS:
         width = min(64, max(32, SMALL_WIDTH * columns))
         transforms = 1 if cfg.flow in AFFINE_AUTOREGRESSIVE else 3
@@ -97,7 +103,8 @@ def size_for_data(cfg: TrainConfig, ds: Dataset) -> tuple[TrainConfig, dict[str,
     """
     if not cfg.size_from_data or ds.kind != "tabular" or ds.train is None:
         return cfg, {}
-    choice = _choice(cfg, int(ds.train.shape[0]), ds.dim)
+    standardized = ds.standardizer is not None and ds.train.shape[0] >= 2
+    choice = _choice(cfg, int(ds.train.shape[0]), ds.dim, standardized)
     chosen = {k: v for k, v in choice.items() if k not in cfg.given and getattr(cfg, k) != v}
     if not chosen:
         return cfg, {}
@@ -119,8 +126,12 @@ def describe(chosen: dict[str, Any], ds: Dataset) -> str:
     assert ds.train is not None
     parts = []
     for key, value in chosen.items():
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{flag[2:]}")
+            continue
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}"
-        parts.append(f"--{key.replace('_', '-')} {shown}")
+        parts.append(f"{flag} {shown}")
     return (
         f"defaults for {ds.train.shape[0]} training rows x {ds.dim} columns: {' '.join(parts)} "
         "(flags override them; --no-size-from-data keeps the fixed ones)"
