@@ -201,3 +201,16 @@ def test_the_start_is_validated_and_can_be_kept(tmp_path: Path) -> None:
     assert out.best_step == 0
     for k, v in flow.state_dict().items():
         torch.testing.assert_close(v, start[k], rtol=0, atol=0)
+
+
+def test_the_whitening_comes_after_the_layers_and_old_entries_before() -> None:
+    train, val, test = _table()
+    ds = _dataset(train, val, test)
+    cfg, _ = size_for_data(TrainConfig.from_layers({"flow": "maf", "data": "t"}), ds)
+    spec = spec_for(cfg, ds)
+    members = list(build_flow(spec).bijection.bijections)
+    assert spec.whiten is not None and spec.whiten["position"] == "last"
+    assert isinstance(members[-1], Whiten) and not isinstance(members[1], Whiten)
+    old = {k: v for k, v in spec.whiten.items() if k != "position"}
+    first = ModelSpec.from_dict({**spec.to_dict(), "whiten": old})
+    assert isinstance(build_flow(first).bijection.bijections[1], Whiten)

@@ -79,5 +79,5 @@ def test_the_gaussian_start_is_the_training_rows_covariance(noise: float) -> Non
         tril[i, : i + 1] = r
     np.testing.assert_allclose(tril @ tril.T, want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(
-        torch.as_tensor(est.flow_.bijection.bijections[1].tril.numpy()), torch.as_tensor(tril)
+        torch.as_tensor(est.flow_.bijection.bijections[-1].tril.numpy()), torch.as_tensor(tril)
     )

@@ -3,11 +3,11 @@
 The trained model is a genuine :class:`flowforge.Flow` over the data as the user knows it:
 
 - 2-D toy and on-disk tabular data: the preset itself;
-- user and scikit-learn tabular data: ``Standardize`` (training statistics), for runs that
-  whiten (``ModelSpec.whiten``, the default of new table runs) a fixed ``Whiten`` (the Cholesky
-  factor of the training rows' shrunk correlation), then the preset, so ``log_prob`` is the
-  log-density of the data in its original units and the untrained flow is the training rows'
-  full-covariance Gaussian;
+- user and scikit-learn tabular data: ``Standardize`` (training statistics) then the preset,
+  so ``log_prob`` is the log-density of the data in its original units; runs that whiten
+  (``ModelSpec.whiten``, the default of new table runs) end with a fixed ``Whiten`` (the
+  Cholesky factor of the training rows' shrunk correlation) after the preset's layers, so the
+  untrained flow is the training rows' full-covariance Gaussian;
 - images: ``(*, C, H, W)`` values ``u`` in ``[0, 1)`` (dequantized pixels, the dataset's own
   event shape), ``Logit(alpha, (C, H, W))`` then the preset, so ``log_prob(u)`` includes the
   logit's log-Jacobian, as bits/dim requires. An image preset (Glow, multiscale RealNVP) takes
@@ -68,8 +68,10 @@ class ModelSpec:
         standardizer: ``Standardizer.to_dict()`` when the data were standardised, else ``None``.
         columns: user data: the column names, in order.
         whiten: standardised tables that whiten: ``{"method": "ledoit-wolf", "shrinkage": s,
-            "tril": rows}``, the lower-triangular rows (row ``i`` has ``i + 1`` values) of the
-            Cholesky factor in standardised units; ``None`` (runs written before it): none.
+            "position": "last" | "first", "tril": rows}``, the lower-triangular rows (row ``i``
+            has ``i + 1`` values) of the Cholesky factor in standardised units, after the
+            preset's layers (``"last"``) or before them (``"first"``, also when absent);
+            ``None`` (runs written before it): none.
     """
 
     preset: str
@@ -121,26 +123,40 @@ def build_flow(spec: ModelSpec) -> Flow:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"cannot build flow {spec.preset!r}: {e}") from None
     pre: list[Bijection] = []
+    post: list[Bijection] = []
     if spec.standardizer is not None:
         mean = torch.tensor(spec.standardizer["mean"], dtype=torch.float64)
         std = torch.tensor(spec.standardizer["std"], dtype=torch.float64)
         pre.append(Standardize(mean.reshape(-1), std.reshape(-1)))
     if spec.whiten is not None:
-        pre.append(_whiten_of(spec.whiten, spec.features))
+        last = spec.whiten.get("position", "first") == "last"
+        (post if last else pre).append(_whiten_of(spec.whiten, spec.features))
     if spec.kind == "image":
         pre.append(Logit(float(spec.logit_alpha or 0.0), spec.data_shape))
         if tuple(preset.event_shape) != spec.data_shape:  # a vector preset on images
             pre.append(Reshape(spec.data_shape, preset.event_shape))
-    if not pre:
+    if not pre and not post:
         return preset
-    return Flow(Compose([*pre, preset.bijection]), preset.base)
+    return Flow(Compose([*pre, preset.bijection, *post]), preset.base)
+
+
+#: Where a new recipe puts its whitening: ``"last"``, after the preset's layers (they see the
+#: standardised columns, the fixed map turns their output into the full-covariance Gaussian),
+#: or ``"first"``, right after ``Standardize`` (the layers see whitened rows).
+WHITEN_POSITION = "last"
 
 
 def whiten_entry(whiten: Whiten, shrinkage: float) -> dict[str, Any]:
-    """The JSON form of a whitening for :attr:`ModelSpec.whiten` (float64 values)."""
+    """The JSON form of a whitening for :attr:`ModelSpec.whiten` (float64 values), at
+    :data:`WHITEN_POSITION`."""
     tril = whiten.tril.double()
     rows = [tril[i, : i + 1].tolist() for i in range(tril.shape[0])]
-    return {"method": "ledoit-wolf", "shrinkage": float(shrinkage), "tril": rows}
+    return {
+        "method": "ledoit-wolf",
+        "shrinkage": float(shrinkage),
+        "position": WHITEN_POSITION,
+        "tril": rows,
+    }
 
 
 def _whiten_of(entry: dict[str, Any], features: int) -> Whiten:

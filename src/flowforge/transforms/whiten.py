@@ -1,10 +1,14 @@
 """A fixed whitening of standardised rows: the Gaussian start of a table's flow.
 
-Put right after :class:`~flowforge.transforms.standardize.Standardize`, :class:`Whiten` maps the
-standardised rows ``x`` to ``z = L^{-1} x`` with ``L`` the Cholesky factor of their (shrunk)
-correlation matrix. A flow whose learned layers start as the identity (the presets' zero-
-initialised last conditioner layers) and whose base is a standard normal is then, before any
-step, exactly the full-covariance Gaussian fitted to the training rows.
+:class:`Whiten` maps rows ``x`` to ``z = L^{-1} x`` with ``L`` the Cholesky factor of the
+(shrunk) covariance of the standardised training rows. A table's flow puts it after the
+preset's layers, just before the standard normal base (``ModelSpec.whiten``, position
+``"last"``): the layers start as the identity (the presets' zero-initialised last conditioner
+layers), so before any step the flow is exactly the full-covariance Gaussian fitted to the
+training rows, and the layers still see the standardised columns, as without it. (Position
+``"first"``, right after ``Standardize``, gives the same start; but the layers then see
+whitened rows, where an unusual combination of ordinary values is an extreme coordinate, and an
+affine coupling extrapolated one penguins test row to -11,965 nats.)
 
 The covariance is shrunk towards a multiple of the identity (:func:`shrunk_covariance`), the
 shrinkage chosen by :func:`fit_whiten` (Ledoit-Wolf's, :func:`ledoit_wolf`, or by validation):
