@@ -87,17 +87,16 @@ def make_spec(
     kwargs: dict[str, Any],
     mean: np.ndarray,
     std: np.ndarray | None,
-    whiten: tuple[np.ndarray, np.ndarray | None] | None = None,
+    whiten: np.ndarray | None = None,
     noise: np.ndarray | None = None,
 ) -> ModelSpec:
     """The recipe of a tabular flow over ``D = mean.size`` features.
 
     With ``std`` given, ``Standardize(mean, std)`` is the flow's first bijection, so its
     log-Jacobian ``-sum(log std)`` is part of every ``log_prob``. With ``whiten`` (the training
-    and validation rows, in the units of ``X``) and ``std``, a fixed
-    :class:`~flowforge.transforms.whiten.Whiten` of the standardised training rows follows
-    (shrinkage chosen by the validation rows), so the untrained flow is their full-covariance
-    Gaussian (of the rows smoothed by ``noise``, the ``(D,)`` standard deviations in the units
+    rows, in the units of ``X``) and ``std``, a fixed
+    :class:`~flowforge.transforms.whiten.Whiten` of the standardised training rows (Ledoit-Wolf
+    shrinkage) ends the flow, so the untrained flow is their full-covariance Gaussian (of the rows smoothed by ``noise``, the ``(D,)`` standard deviations in the units
     of ``X`` of the noise that the fit adds, when given).
     """
     d = int(mean.size)
@@ -105,11 +104,9 @@ def make_spec(
     if std is not None:
         standardizer = {"mean": mean.tolist(), "std": std.tolist(), "shape": [d]}
     entry = None
-    if std is not None and whiten is not None and whiten[0].shape[0] >= 2:
-        rows = [None if a is None else _standardized((mean, std), a) for a in whiten]
-        assert rows[0] is not None
+    if std is not None and whiten is not None and whiten.shape[0] >= 2:
         var = None if noise is None else torch.from_numpy(np.asarray(noise) / std) ** 2
-        w, shrinkage = fit_whiten(rows[0], rows[1], var)
+        w, shrinkage = fit_whiten(_standardized((mean, std), whiten), None, var)
         entry = whiten_entry(w, shrinkage)
     return ModelSpec(
         preset, {**kwargs, "features": d}, "tabular", (d,), standardizer=standardizer, whiten=entry

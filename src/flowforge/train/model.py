@@ -200,16 +200,14 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
 
 def _whiten_for(cfg: TrainConfig, ds: Any) -> dict[str, Any] | None:
     """``--whiten`` of a standardised table with at least 2 training rows: the whitening of
-    its (standardised) training rows, the shrinkage chosen by the validation rows (the same rows
-    that early stopping uses), as :attr:`ModelSpec.whiten` stores it; else ``None``."""
+    its (standardised) training rows with the Ledoit-Wolf shrinkage, as
+    :attr:`ModelSpec.whiten` stores it; else ``None``."""
     train = getattr(ds, "train", None)
     if not cfg.whiten or ds.standardizer is None or ds.kind != "tabular" or train is None:
         return None
     if train.shape[0] < 2:
         return None
-    val = getattr(ds, "val", None)
-    flat = None if val is None else val.reshape(val.shape[0], -1)
-    whiten, shrinkage = fit_whiten(train.reshape(train.shape[0], -1), flat)
+    whiten, shrinkage = fit_whiten(train.reshape(train.shape[0], -1))  # Ledoit-Wolf
     return whiten_entry(whiten, shrinkage)
 
 
