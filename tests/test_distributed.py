@@ -1,34 +1,33 @@
 """Data-parallel training: torchrun with 2 CPU processes (gloo) against one process, the shard
 arithmetic, DDP over the fused kernels, bf16 autocast of the networks, a killed rank.
 
-The torchrun runs are real launches of ``python -m flowforge train`` (``torchrun`` started as a
-subprocess); CUDA paths (nccl, bf16 training) are skipped without a GPU, with the reason.
+Two torchrun launches are real launches of ``torchrun -m flowforge train`` (``torchrun`` started
+as a subprocess): the 2-rank run against one process, and the killed rank. The other 2-rank
+checks (BatchNorm, a NaN on one rank, ActNorm for NICE and Glow, resume across world sizes) run
+in one launch of ``tests/ddp_scenarios.py`` (each launch costs three fresh torch imports); the
+1-process references run ``cli.main`` in this process. CUDA paths (nccl, bf16 training) are
+skipped without a GPU, with the reason.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import flowforge as ff
-from cli_util import TINY_TABLE, assert_ok, cli_env, flowforge
-from flowforge.data import load_dataset
-from flowforge.train.batches import TrainStream, prepare_split
+from cli_util import TINY_TABLE, assert_ok, cli_env, run_cli
+from ddp_scenarios import RUN, actnorm_args, batchnorm_case
 from flowforge.train.checkpoint import load_checkpoint
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.distributed import (
@@ -38,15 +37,13 @@ from flowforge.train.distributed import (
     shard,
     wrap_ddp,
 )
-from flowforge.train.loop import Trainer
 from flowforge.train.losses import MaximumLikelihood
 from flowforge.train.precision import network_autocast, networks_of
 from flowforge.train.run import start_run
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+SCENARIO_SCRIPT = Path(__file__).with_name("ddp_scenarios.py")
 needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists(), reason="no torchrun next to python")
-# 2 ranks, 6 steps, global batch 32 (16 rows per rank); one process takes the same 32 rows
-RUN = [*TINY_TABLE, "--device", "cpu", "--steps", "6", "--eval-every", "3", "--batch-size", "32"]
 
 
 def torchrun(
@@ -159,68 +156,6 @@ class _DtypeLog(TorchDispatchMode):
         return out
 
 
-# -- a non-finite loss on one rank (2 processes, torch.multiprocessing) ---------------------------
-
-
-class _PoisonedStream(TrainStream):
-    """The 8gaussians stream with a NaN in the last row of the second global batch: in rank
-    1's slice only."""
-
-    def next(self) -> torch.Tensor:
-        x = super().next()
-        self.calls = getattr(self, "calls", 0) + 1
-        if self.calls == 2:
-            x[-1, 0] = math.nan
-        return x
-
-
-def _run_two(worker: Callable[[int, str, str], None], tmp_path: Path) -> None:
-    """``worker(rank, rendezvous, out)`` in 2 spawned processes; fails if they hang."""
-    ctx = mp.start_processes(
-        worker,
-        args=(f"file://{tmp_path / 'rdv'}", str(tmp_path)),
-        nprocs=2,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + 60
-    while not ctx.join(timeout=1):
-        assert time.monotonic() < deadline, "the ranks hang"
-
-
-def _nan_worker(rank: int, rdv: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=rdv, rank=rank, world_size=2, timeout=timedelta(seconds=20)
-    )
-    try:
-        cfg = TrainConfig.from_layers({"steps": 4, "eval_every": 2, "batch_size": 64})
-        ds = load_dataset("8gaussians", seed=1, n_val=128, n_test=128)
-        torch.manual_seed(0)
-        flow = ff.flows.RealNVP(features=2, transforms=2, hidden=(16,))
-        trainer = Trainer(
-            flow,
-            _PoisonedStream(ds, cfg.batch_size, cfg.seed),
-            prepare_split(ds, "val", cfg.seed),
-            cfg,
-            cfg.steps,
-            torch.device("cpu"),
-            world=World(rank, 2),
-        )
-        trainer.fit(progress=False)
-        torch.save({"model": flow.state_dict(), "nan_total": trainer.nan_total}, f"{out}/{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_a_nan_on_one_rank_is_skipped_on_every_rank(tmp_path: Path) -> None:
-    _run_two(_nan_worker, tmp_path)
-    a, b = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
-    assert a["nan_total"] == b["nan_total"] == 1  # rank 0's slice was finite: it skipped too
-    assert max_difference(a["model"], b["model"]) == 0.0
-
-
 # -- bf16 ------------------------------------------------------------------------------------------
 
 
@@ -292,14 +227,15 @@ def test_bf16_training_step_on_cuda(tmp_path: Path) -> None:  # pragma: no cover
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """A 2-rank torchrun run (default run directory, in its own folder) and a 1-process run."""
+    """A 2-rank ``torchrun -m flowforge`` run (default run directory, in its own folder) and a
+    1-process run of the same command (in this process)."""
     root = tmp_path_factory.mktemp("ddp")
     table = write_table(root / "table.npy")
     (root / "two").mkdir()
     proc = torchrun("train", "--data", table, "--flow", "realnvp", *RUN, cwd=root / "two")
     assert_ok(proc)
     assert "run directory" in proc.stdout and proc.stdout.count("test NLL") == 1  # rank 0 only
-    one = flowforge("train", "--data", table, "--flow", "realnvp", *RUN, "--out", "one", cwd=root)
+    one = run_cli("train", "--data", table, "--flow", "realnvp", *RUN, "--out", "one", cwd=root)
     assert_ok(one)
     return root, root / "two", root / "one"
 
@@ -329,27 +265,101 @@ def test_exactly_one_run_directory_is_written(pair: tuple[Path, Path, Path]) -> 
     assert all(p.parts[0] == "runs" for p in written), written
 
 
+# -- several 2-rank scenarios in one torchrun launch (tests/ddp_scenarios.py) --------------------
+
+SCENARIOS = ["batchnorm", "nan", "actnorm-nice", "resume", "actnorm-glow"]
+RESUME_BASE = ["--flow", "realnvp", *RUN, "--schedule", "constant"]
+
+
+@pytest.fixture(scope="module")
+def scenarios(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One launch of 2 ranks running every scenario of ``SCENARIOS`` in order, in ``root``;
+    before it, one process trains ``split`` for 3 of 6 steps (resumed there on 2 ranks)."""
+    root = tmp_path_factory.mktemp("scenarios")
+    table = write_table(root / "table.npy")
+    split = ["train", "--data", table, *RESUME_BASE, "--steps", "3", "--out", "split"]
+    assert_ok(run_cli(*split, cwd=root))
+    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", str(SCENARIO_SCRIPT)]
+    proc = subprocess.run(
+        [*cmd, str(root), str(table), *SCENARIOS],
+        cwd=root,
+        env=cli_env() | {"FLOWFORGE_DIST_TIMEOUT": "20"},  # a hang fails in 20 s, not 600
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return root, f"rc={proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+
+def _ran(scenarios: tuple[Path, str], name: str) -> Path:
+    """The folder of the launch, after checking that both ranks finished scenario ``name``."""
+    root, output = scenarios
+    for rank in (0, 1):
+        error = root / f"{name}.{rank}.error"
+        assert not error.exists(), f"{name} failed on rank {rank}:\n{error.read_text()}"
+        failed = sorted(p.name for p in root.glob("*.error"))
+        assert (root / f"{name}.{rank}.done").exists(), (
+            f"{name} did not run on rank {rank} (errors: {failed})\n{output}"
+        )
+    return root
+
+
+@needs_torchrun
+@pytest.mark.slow
+def test_batchnorm_uses_the_statistics_and_gradient_of_the_global_batch(
+    scenarios: tuple[Path, str],
+) -> None:
+    root = _ran(scenarios, "batchnorm")
+    a, b = (torch.load(root / f"batchnorm.{r}.pt") for r in (0, 1))
+    bn, x = batchnorm_case()
+    x.requires_grad_()
+    z, ladj = bn(x)  # one process, the whole batch
+    ((z.square().sum() - ladj.sum()) / 10).backward()
+    torch.testing.assert_close(torch.cat([a["z"], b["z"]]), z, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat([a["ladj"], b["ladj"]]), ladj, rtol=1e-5, atol=1e-5)
+    # the gradient through the shared statistics reaches every rank's rows
+    torch.testing.assert_close(torch.cat([a["x_grad"], b["x_grad"]]), x.grad, rtol=1e-4, atol=1e-5)
+    for got in (a, b):
+        torch.testing.assert_close(got["grads"][0], bn.log_gamma.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got["grads"][1], bn.beta.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got["running"], bn.running_var, rtol=1e-5, atol=1e-6)
+
+
+@needs_torchrun
+@pytest.mark.slow
+def test_a_nan_on_one_rank_is_skipped_on_every_rank(scenarios: tuple[Path, str]) -> None:
+    root = _ran(scenarios, "nan")
+    a, b = (torch.load(root / f"nan.{r}.pt") for r in (0, 1))
+    assert a["nan_total"] == b["nan_total"] == 1  # rank 0's slice was finite: it skipped too
+    assert max_difference(a["model"], b["model"]) == 0.0
+
+
 @needs_torchrun
 @pytest.mark.slow
 @pytest.mark.parametrize("flow", ["nice", "glow"])
 def test_actnorm_starts_from_the_global_first_batch_on_every_rank(
-    flow: str, tmp_path: Path
+    flow: str, scenarios: tuple[Path, str]
 ) -> None:
     """NICE ends in an ActNorm, Glow (on digits) has one per step: with a tiny learning rate
     the weights after one step are the initialisation. Every rank must hold the same (the run
     checks it, else fails) and the same as one process initialised on the 32 rows."""
-    if flow == "nice":
-        data = ["--data", write_table(tmp_path / "table.npy"), *RUN]
-    else:  # images: the dequantization noise of the global batch, conv nets, 1x1 convolutions
-        data = ["--data", "digits", "--quiet", "--no-plots", "--device", "cpu"]
-        data += ["--batch-size", "32", "--n-val", "64", "--n-test", "64", "--eval-every", "1"]
-    args = ["train", "--flow", flow, *data, "--steps", "1", "--lr", "1e-9"]
-    assert_ok(torchrun(*args, "--out", "two", cwd=tmp_path))
-    assert_ok(flowforge(*args, "--out", "one", cwd=tmp_path))
-    a, b = model_state(tmp_path / "two"), model_state(tmp_path / "one")
+    root = _ran(scenarios, f"actnorm-{flow}")
+    args = actnorm_args(flow, str(root / "table.npy"))
+    assert_ok(run_cli(*args, "--out", f"one-{flow}", cwd=root))
+    a, b = model_state(root / f"actnorm-{flow}"), model_state(root / f"one-{flow}")
     act = [k for k in a if k.endswith((".loc", ".log_scale"))]
     assert act and max(float(a[k].abs().max()) for k in act) > 1e-2  # data-initialised
     assert max_difference(a, b) < 1e-6
+
+
+@needs_torchrun
+@pytest.mark.slow
+def test_resume_across_world_sizes_continues_the_same_run(scenarios: tuple[Path, str]) -> None:
+    """1 process for 3 steps, then 2 ranks to 6: the same weights as 6 steps in one process."""
+    root = _ran(scenarios, "resume")
+    whole = ["train", "--data", root / "table.npy", *RESUME_BASE, "--out", "whole"]
+    assert_ok(run_cli(*whole, cwd=root))
+    assert max_difference(model_state(root / "split"), model_state(root / "whole")) < 1e-6
 
 
 def _rank_pid(agent: int, rank: int) -> int | None:
@@ -397,71 +407,6 @@ def test_a_killed_rank_fails_the_job_and_resume_completes_at_another_world_size(
     assert time.monotonic() - start < 60
     step = int(load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")["counters"]["step"])
     assert step >= 10
-    res = flowforge("train", "--resume", "run", "--steps", str(step + 5), "--quiet", cwd=tmp_path)
+    res = run_cli("train", "--resume", "run", "--steps", str(step + 5), "--quiet", cwd=tmp_path)
     assert_ok(res)  # one process resumes the 2-rank checkpoint
     assert f"trained for {step + 5} steps" in res.stdout
-
-
-@needs_torchrun
-@pytest.mark.slow
-def test_resume_across_world_sizes_continues_the_same_run(tmp_path: Path) -> None:
-    """1 process for 3 steps, then 2 ranks to 6: the same weights as 6 steps in one process."""
-    table = write_table(tmp_path / "table.npy")
-    base = ["train", "--data", table, "--flow", "realnvp", *RUN, "--schedule", "constant"]
-    assert_ok(flowforge(*base, "--steps", "3", "--out", "split", cwd=tmp_path))
-    assert_ok(torchrun("train", "--resume", "split", "--steps", "6", "--quiet", cwd=tmp_path))
-    assert_ok(flowforge(*base, "--out", "whole", cwd=tmp_path))
-    assert max_difference(model_state(tmp_path / "split"), model_state(tmp_path / "whole")) < 1e-6
-
-
-# -- BatchNorm across ranks ------------------------------------------------------------------------
-
-
-def _batchnorm_worker(rank: int, rdv: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=rdv, rank=rank, world_size=2, timeout=timedelta(seconds=20)
-    )
-    try:
-        torch.manual_seed(0)
-        bn = ff.transforms.BatchNorm((2, 3, 3))
-        with torch.no_grad():
-            bn.log_gamma.normal_()
-            bn.beta.normal_()
-        x = torch.randn(10, 2, 3, 3) * 3 + 1  # the same global batch on both ranks
-        mine = (x[:4] if rank == 0 else x[4:]).requires_grad_()  # uneven slices: 4 and 6 rows
-        z, ladj = bn(mine)
-        loss = (z.square().sum() - ladj.sum()) / 10  # this rank's share of the global mean
-        loss.backward()
-        grads = [p.grad.clone() for p in (bn.log_gamma, bn.beta)]
-        for g in grads:
-            dist.all_reduce(g)  # the sum over ranks, as DDP's mean times the world size
-        torch.save(
-            {"z": z, "ladj": ladj, "grads": grads, "x_grad": mine.grad, "running": bn.running_var},
-            f"{out}/{rank}.pt",
-        )
-        dist.barrier()  # neither rank tears gloo down while the other still talks to it
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_batchnorm_uses_the_statistics_and_gradient_of_the_global_batch(tmp_path: Path) -> None:
-    _run_two(_batchnorm_worker, tmp_path)
-    a, b = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
-    torch.manual_seed(0)
-    bn = ff.transforms.BatchNorm((2, 3, 3))
-    with torch.no_grad():
-        bn.log_gamma.normal_()
-        bn.beta.normal_()
-    x = (torch.randn(10, 2, 3, 3) * 3 + 1).requires_grad_()
-    z, ladj = bn(x)  # one process, the whole batch
-    ((z.square().sum() - ladj.sum()) / 10).backward()
-    torch.testing.assert_close(torch.cat([a["z"], b["z"]]), z, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(torch.cat([a["ladj"], b["ladj"]]), ladj, rtol=1e-5, atol=1e-5)
-    # the gradient through the shared statistics reaches every rank's rows
-    torch.testing.assert_close(torch.cat([a["x_grad"], b["x_grad"]]), x.grad, rtol=1e-4, atol=1e-5)
-    for got in (a, b):
-        torch.testing.assert_close(got["grads"][0], bn.log_gamma.grad, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(got["grads"][1], bn.beta.grad, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(got["running"], bn.running_var, rtol=1e-5, atol=1e-6)
