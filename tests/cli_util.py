@@ -18,6 +18,7 @@ import subprocess
 import sys
 import traceback
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,17 @@ def assert_bad_input(proc: subprocess.CompletedProcess[str], *fragments: str) ->
     return err
 
 
+@contextlib.contextmanager
+def _chdir(path: Path) -> Iterator[None]:
+    """``contextlib.chdir`` (Python 3.11) for Python 3.10."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``flowforge ARGS`` through ``flowforge.cli.main`` in this process, as a subprocess sees it.
 
@@ -101,7 +113,7 @@ def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     state = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
     threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
     with contextlib.ExitStack() as stack:
-        stack.enter_context(contextlib.chdir(cwd))
+        stack.enter_context(_chdir(cwd))
         stack.enter_context(contextlib.redirect_stdout(out))
         stack.enter_context(contextlib.redirect_stderr(err))
         caught = stack.enter_context(warnings.catch_warnings(record=True))
