@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from cli_util import run_cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -39,25 +38,13 @@ def cli_block() -> list[str]:
 
 @pytest.mark.slow
 def test_readme_cli_commands_run(tmp_path: Path) -> None:
+    """Every command of the README's block, in order, through ``cli.main`` in this process (the
+    ``python -m flowforge`` entry point itself is run by the subprocess tests of test_cli.py)."""
     lines = cli_block()
     assert lines and all(line.startswith("flowforge ") for line in lines)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for line in lines:
         args = shlex.split(line)[1:]
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "flowforge",
-                *args,
-                *(["--quiet"] if args[0] == "train" else []),
-            ],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_cli(*args, *(["--quiet"] if args[0] == "train" else []), cwd=tmp_path)
         assert done.returncode == 0, f"{line}\n{done.stderr}"
     assert (tmp_path / "scores.csv").exists()
     assert '"bpd"' in done.stdout
