@@ -11,8 +11,9 @@ A preset is a short file that only wires a stack of bijections:
 - an ``__init__`` that calls :func:`preset_hparams` first (checks the common arguments, keeps
   the JSON-able constructor arguments), builds its stack and hands both to :class:`Preset`.
 
-Presets with the very same arguments share one signature: :class:`AffinePreset` (MAF, IAF,
-RealNVP) differ only in their stack.
+The vector presets build their layers' networks from :class:`~flowforge.flows._stack.StackArgs`
+(in :mod:`flowforge.flows._stack`, with :class:`~flowforge.flows._stack.AffinePreset`, the one
+signature of MAF, IAF and RealNVP, which differ only in their stack).
 
 Example:
     >>> from flowforge.flows._common import Preset, preset_docs, preset_hparams
@@ -52,17 +53,12 @@ import re
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.core.flow import Flow
 from flowforge.distributions.base import BaseDistribution, StandardNormal
 from flowforge.nn.activations import ACTIVATIONS
-from flowforge.nn.made import MADE
-from flowforge.nn.mlp import MLP
-from flowforge.nn.residual import ResidualMADE, ResidualMLP
-from flowforge.transforms.affine import Affine
-from flowforge.transforms.transformer import Transformer
 
 
 def _is_int(v: Any) -> bool:
@@ -281,112 +277,11 @@ class Preset(Flow):
         self.hparams = hparams
 
 
-@dataclass(frozen=True)
-class StackArgs:
-    """The common arguments a vector stack is built from.
-
-    Attributes:
-        features: dimension ``D`` of the data.
-        context: size ``C`` of the context (0: unconditional).
-        transforms: number of conditioned layers.
-        hidden: hidden sizes of each conditioner network.
-        activation: name of the networks' activation.
-        dropout: dropout probability after each hidden activation (training mode only).
-        residual_blocks: 0 (plain networks) or the number of residual blocks.
-        permutation: ``"reverse"`` or ``"random"`` (see :data:`COMMON_ARGS`).
-    """
-
-    features: int
-    context: int
-    transforms: int
-    hidden: Sequence[int]
-    activation: str = "relu"
-    dropout: float = 0.0
-    residual_blocks: int = 0
-    permutation: str = "reverse"
-
-    def mlp(self, in_features: int, out_features: int) -> MLP:
-        """A coupling's network ``(*, in_features) -> (*, out_features)``."""
-        opts: dict[str, Any] = {"activation": self.activation, "dropout": self.dropout}
-        if self.residual_blocks:
-            return ResidualMLP(in_features, out_features, self.hidden, self.residual_blocks, **opts)
-        return MLP(in_features, out_features, self.hidden, **opts)
-
-    def made(self, params_per_dim: int, order: Any) -> MADE:
-        """An autoregressive layer's MADE over ``features`` inputs in ``order``; a random
-        order (``permutation="random"``) is kept in the state dict."""
-        opts: dict[str, Any] = {
-            "context": self.context,
-            "order": order,
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "save_order": self.permutation == "random",
-        }
-        if self.residual_blocks:
-            return ResidualMADE(
-                self.features, params_per_dim, self.hidden, self.residual_blocks, **opts
-            )
-        return MADE(self.features, params_per_dim, self.hidden, **opts)
-
-
-def stack_args(hparams: dict[str, Any]) -> StackArgs:
-    """The :class:`StackArgs` in a vector preset's ``hparams`` (from :func:`preset_hparams`)."""
-    hidden = hparams["hidden"]
-    return StackArgs(
-        hparams["features"],
-        hparams["context"],
-        hparams["transforms"],
-        [hidden] if _is_int(hidden) else list(hidden),
-        hparams.get("activation", "relu"),
-        float(hparams.get("dropout", 0.0)),
-        hparams.get("residual_blocks", 0),
-        hparams.get("permutation", "reverse"),
-    )
-
-
-class AffinePreset(Preset):
-    """The vector presets of bounded affine layers (MAF, IAF, RealNVP): one signature.
-
-    A subclass names its stack builder ``stack(args, make_transformer)``, sets ``inverted``
-    to use each layer inverted (IAF: MAF's layers run in the sampling direction), and
-    documents itself with :func:`preset_docs`.
-    """
-
-    inverted: ClassVar[bool] = False
-
-    @staticmethod
-    def stack(args: StackArgs, make_transformer: Callable[[], Transformer]) -> Sequence[Bijection]:
-        """The layers, data -> latent, each with a transformer from ``make_transformer``."""
-        raise NotImplementedError("an AffinePreset subclass names its stack builder")
-
-    def __init__(
-        self,
-        features: int,
-        context: int = 0,
-        transforms: int = 5,
-        hidden: Sequence[int] = (128, 128),
-        scale_bound: float = 3.0,
-        activation: str = "relu",
-        dropout: float = 0.0,
-        residual_blocks: int = 0,
-        permutation: str = "reverse",
-        base: BaseDistribution | None = None,
-    ) -> None:
-        hparams = preset_hparams(locals())
-        args = stack_args(hparams)
-        stack = self.stack(args, lambda: Affine(scale_bound))
-        layers = [layer.inv for layer in stack] if self.inverted else stack
-        super().__init__(hparams, layers, base)
-
-
 __all__ = [
     "COMMON_ARGS",
     "PERMUTATIONS",
-    "AffinePreset",
     "CommonArg",
     "Preset",
-    "StackArgs",
     "preset_docs",
     "preset_hparams",
-    "stack_args",
 ]

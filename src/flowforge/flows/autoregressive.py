@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from flowforge.flows._common import AffinePreset, StackArgs, preset_docs
+from flowforge.flows._common import preset_docs
+from flowforge.flows._stack import AffinePreset, StackArgs
 from flowforge.transforms.autoregressive import MaskedAutoregressive
 from flowforge.transforms.transformer import Transformer
 

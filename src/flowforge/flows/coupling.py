@@ -6,14 +6,8 @@ from collections.abc import Callable, Sequence
 
 from flowforge.core.bijection import Bijection
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import (
-    AffinePreset,
-    Preset,
-    StackArgs,
-    preset_docs,
-    preset_hparams,
-    stack_args,
-)
+from flowforge.flows._common import Preset, preset_docs, preset_hparams
+from flowforge.flows._stack import AffinePreset, StackArgs, stack_args
 from flowforge.transforms.additive import Additive
 from flowforge.transforms.coupling import Coupling, half_mask
 from flowforge.transforms.normalization import ActNorm

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_docs, preset_hparams, stack_args
+from flowforge.flows._common import Preset, preset_docs, preset_hparams
+from flowforge.flows._stack import stack_args
 from flowforge.flows.autoregressive import autoregressive_stack
 from flowforge.flows.coupling import coupling_stack
 from flowforge.transforms.spline import RationalQuadraticSpline

@@ -1,0 +1,133 @@
+"""What the vector presets build their stacks from: the networks' arguments, one signature.
+
+:class:`StackArgs` holds the common arguments a vector stack is built from and builds each
+layer's conditioner network (:meth:`StackArgs.mlp` for a coupling, :meth:`StackArgs.made` for
+an autoregressive layer); :func:`stack_args` reads it from a preset's ``hparams``.
+:class:`AffinePreset` is the one signature of the presets of bounded affine layers (MAF, IAF,
+RealNVP), which differ only in their stack.
+
+Example:
+    >>> from flowforge.flows._stack import stack_args
+    >>> args = stack_args({"features": 4, "context": 0, "transforms": 2, "hidden": 8})
+    >>> args.hidden, args.permutation
+    ([8], 'reverse')
+    >>> net = args.mlp(2, 4)
+    >>> type(net).__name__
+    'MLP'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from flowforge.core.bijection import Bijection
+from flowforge.distributions.base import BaseDistribution
+from flowforge.flows._common import Preset, _is_int, preset_hparams
+from flowforge.nn.made import MADE
+from flowforge.nn.mlp import MLP
+from flowforge.nn.residual import ResidualMADE, ResidualMLP
+from flowforge.transforms.affine import Affine
+from flowforge.transforms.transformer import Transformer
+
+
+@dataclass(frozen=True)
+class StackArgs:
+    """The common arguments a vector stack is built from.
+
+    Attributes:
+        features: dimension ``D`` of the data.
+        context: size ``C`` of the context (0: unconditional).
+        transforms: number of conditioned layers.
+        hidden: hidden sizes of each conditioner network.
+        activation: name of the networks' activation.
+        dropout: dropout probability after each hidden activation (training mode only).
+        residual_blocks: 0 (plain networks) or the number of residual blocks.
+        permutation: ``"reverse"`` or ``"random"`` (see :data:`COMMON_ARGS`).
+    """
+
+    features: int
+    context: int
+    transforms: int
+    hidden: Sequence[int]
+    activation: str = "relu"
+    dropout: float = 0.0
+    residual_blocks: int = 0
+    permutation: str = "reverse"
+
+    def mlp(self, in_features: int, out_features: int) -> MLP:
+        """A coupling's network ``(*, in_features) -> (*, out_features)``."""
+        opts: dict[str, Any] = {"activation": self.activation, "dropout": self.dropout}
+        if self.residual_blocks:
+            return ResidualMLP(in_features, out_features, self.hidden, self.residual_blocks, **opts)
+        return MLP(in_features, out_features, self.hidden, **opts)
+
+    def made(self, params_per_dim: int, order: Any) -> MADE:
+        """An autoregressive layer's MADE over ``features`` inputs in ``order``; a random
+        order (``permutation="random"``) is kept in the state dict."""
+        opts: dict[str, Any] = {
+            "context": self.context,
+            "order": order,
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "save_order": self.permutation == "random",
+        }
+        if self.residual_blocks:
+            return ResidualMADE(
+                self.features, params_per_dim, self.hidden, self.residual_blocks, **opts
+            )
+        return MADE(self.features, params_per_dim, self.hidden, **opts)
+
+
+def stack_args(hparams: dict[str, Any]) -> StackArgs:
+    """The :class:`StackArgs` in a vector preset's ``hparams`` (from :func:`preset_hparams`)."""
+    hidden = hparams["hidden"]
+    return StackArgs(
+        hparams["features"],
+        hparams["context"],
+        hparams["transforms"],
+        [hidden] if _is_int(hidden) else list(hidden),
+        hparams.get("activation", "relu"),
+        float(hparams.get("dropout", 0.0)),
+        hparams.get("residual_blocks", 0),
+        hparams.get("permutation", "reverse"),
+    )
+
+
+class AffinePreset(Preset):
+    """The vector presets of bounded affine layers (MAF, IAF, RealNVP): one signature.
+
+    A subclass names its stack builder ``stack(args, make_transformer)``, sets ``inverted``
+    to use each layer inverted (IAF: MAF's layers run in the sampling direction), and
+    documents itself with :func:`preset_docs`.
+    """
+
+    inverted: ClassVar[bool] = False
+
+    @staticmethod
+    def stack(args: StackArgs, make_transformer: Callable[[], Transformer]) -> Sequence[Bijection]:
+        """The layers, data -> latent, each with a transformer from ``make_transformer``."""
+        raise NotImplementedError("an AffinePreset subclass names its stack builder")
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 5,
+        hidden: Sequence[int] = (128, 128),
+        scale_bound: float = 3.0,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        residual_blocks: int = 0,
+        permutation: str = "reverse",
+        base: BaseDistribution | None = None,
+    ) -> None:
+        hparams = preset_hparams(locals())
+        args = stack_args(hparams)
+        stack = self.stack(args, lambda: Affine(scale_bound))
+        layers = [layer.inv for layer in stack] if self.inverted else stack
+        super().__init__(hparams, layers, base)
+
+
+__all__ = ["AffinePreset", "StackArgs", "stack_args"]
