@@ -18,7 +18,7 @@ of tables the tests do not use, from the unpacked wheels of ``palmerpenguins`` a
 
 ``table`` prints a Markdown table (mean test NLL over seeds, and in parentheses how many seeds
 are at or below the maximum-likelihood Gaussian); with a second file, the mean of that file
-(the code before a change) in brackets.
+(the code before a change) in brackets, with its count.
 """
 
 from __future__ import annotations
@@ -157,7 +157,9 @@ def table(after: Path, before: Path | None) -> None:
             cell = f"{mean:.2f} ({wins}/{len(rows)})"
             old = b.get((name, flow))
             if old:
-                cell += f" [{statistics.fmean(r['test_nll'] for r in old):.2f}]"
+                old_wins = sum(r["test_nll"] <= r["mle"] + 1e-4 for r in old)
+                old_mean = statistics.fmean(r["test_nll"] for r in old)
+                cell += f" [{old_mean:.2f} ({old_wins}/{len(old)})]"
             cells.append(cell)
         lw = statistics.fmean(r["lw"] for r in first)
         mle = statistics.fmean(r["mle"] for r in first)
