@@ -20,6 +20,7 @@ from flowforge.transforms.spline import RationalQuadraticSpline
 from flowforge.transforms.standardize import Standardize
 from flowforge.transforms.sylvester import Sylvester
 from flowforge.transforms.transformer import Transformer
+from flowforge.transforms.whiten import Whiten
 
 __all__ = [
     "CNF",
@@ -49,6 +50,7 @@ __all__ = [
     "Standardize",
     "Sylvester",
     "Transformer",
+    "Whiten",
     "checkerboard",
     "half_mask",
 ]
