@@ -302,3 +302,100 @@ def test_default_presets_still_sample_through_the_fused_kernels(
     # IAF's rsample trains through Compose's chain hook: the whole chain is one fused node.
     ff.flows.IAF(features=4, transforms=2, hidden=(8,)).rsample(3).sum().backward()
     assert calls == ["made_affine_chain"]
+
+
+# ------------------------------------------------ value-only spline and its conditioners
+
+SPLINE = ff.transforms.RationalQuadraticSpline
+
+
+@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
+@pytest.mark.parametrize("n", [7, 40_000], ids=["small", "chunked"])
+def test_spline_value_equals_the_full_spline(inverse: bool, n: int) -> None:
+    """Inputs inside and outside the interval, every bin, both layouts, chunked batches."""
+    from flowforge.functional.splines import rational_quadratic_spline as full
+    from flowforge.functional.splines import rational_quadratic_spline_value as value
+
+    torch.manual_seed(2)
+    x = 3.0 * torch.randn(n, 2, dtype=F64)  # some beyond bound = 2.5
+    p = 2.0 * torch.randn(n, 2, 3 * 6 - 1, dtype=F64)
+    major = p.permute(2, 1, 0).contiguous().permute(2, 1, 0)  # (3K - 1, D, N) in memory
+    for params in (p, major):
+        y = value(x, params, 2.5, inverse)
+        assert torch.equal(y, full(x, params, 2.5, inverse)[0])
+        back = full(y, params, 2.5, not inverse)[0]  # the other direction undoes it
+        assert torch.allclose(back, x, atol=1e-9, rtol=0), (back - x).abs().max()
+    pg = p[:7].clone().requires_grad_()
+    yg = value(x[:7], pg, 2.5, inverse)
+    assert yg.requires_grad and torch.equal(yg, full(x[:7], pg, 2.5, inverse)[0])
+
+
+def _layer(kind: str, context: int) -> ff.Bijection:
+    torch.manual_seed(4)
+    t = SPLINE(5, 2.0)
+    if kind == "coupling":
+        net = ff.nn.MLP(2 + context, 3 * t.params_per_dim, (16,))
+        b: ff.Bijection = ff.transforms.Coupling([True, False, True, False, False], t, net, context)
+    else:
+        b = ff.transforms.MaskedAutoregressive(t, ff.nn.MADE(5, t.params_per_dim, (16,), context))
+    return randomize(b, 0.5).double()  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["kernels", "plain"])
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize("context", [0, 3], ids=["no_context", "context"])
+@pytest.mark.parametrize("kind", ["coupling", "ar"])
+def test_spline_conditioner_value_equals_the_full_inverse(
+    monkeypatch: pytest.MonkeyPatch, kind: str, context: int, grad: bool, plain: bool
+) -> None:
+    """Coupling and MAF with a spline: ``inverse_value`` equals ``inverse(z)[0]`` in float64,
+    and it calls the value-only spline, never the full one."""
+    import flowforge.transforms.spline as spline
+
+    b = _layer(kind, context)
+    z = 2.0 * torch.randn(6, 5, dtype=F64)
+    c = torch.randn(6, context, dtype=F64) if context else None
+    block = ff.functional.plain_modules if plain else torch.enable_grad
+    with block(), torch.set_grad_enabled(grad):
+        full = b.inverse(z, c)[0]
+        monkeypatch.setattr(spline, "rational_quadratic_spline", _raise)  # value-only spline
+        value = b.inverse_value(z, c)
+    assert torch.allclose(value, full, atol=1e-12, rtol=0), (value - full).abs().max()
+    assert value.requires_grad == grad
+
+
+def _raise(*args: object, **kwargs: object) -> None:
+    raise TraceComputed("the spline's log-determinant was computed")
+
+
+@pytest.mark.parametrize("kind", ["coupling", "ar"])
+def test_spline_conditioner_value_in_row_chunks(kind: str) -> None:
+    """A batch large enough to run in row chunks gives the full inverse's value."""
+    b = _layer(kind, 0)
+    z = torch.randn(30_000, 5, dtype=F64)
+    with torch.no_grad():
+        value, full = b.inverse_value(z), b.inverse(z)[0]
+    assert torch.allclose(value, full, atol=1e-12, rtol=0), (value - full).abs().max()
+
+
+def test_subclass_overriding_inverse_samples_by_its_inverse() -> None:
+    """A subclass that overrides ``inverse`` (not ``inverse_value``) gets its ``inverse``."""
+
+    class Doubled(SPLINE):
+        def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+            x, ladj = super().inverse(y, params)
+            return 2.0 * x, ladj
+
+    class Shifted(ff.transforms.Coupling):
+        def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+            x, ladj = super().inverse(z, context)
+            return x + 1.0, ladj
+
+    p, y = torch.randn(4, 3, 3 * 4 - 1, dtype=F64), torch.randn(4, 3, dtype=F64)
+    assert torch.equal(Doubled(4).inverse_value(y, p), Doubled(4).inverse(y, p)[0])
+    torch.manual_seed(0)
+    t = SPLINE(4)
+    layer = Shifted([True, False], t, ff.nn.MLP(1, t.params_per_dim, (8,))).double()
+    z = torch.randn(4, 2, dtype=F64)
+    with torch.no_grad():
+        assert torch.equal(layer.inverse_value(z), layer.inverse(z)[0])

@@ -22,7 +22,7 @@ from flowforge.functional.made_affine_inference import (
 )
 from flowforge.nn.made import MADE
 from flowforge.transforms.affine import Affine
-from flowforge.transforms.rows import ROW_BUDGET, RowwiseBijection, widest
+from flowforge.transforms.rows import ROW_BUDGET, RowwiseBijection, value_by_row_chunks, widest
 from flowforge.transforms.transformer import Transformer
 
 
@@ -185,7 +185,8 @@ class MaskedAutoregressive(RowwiseBijection):
             )
         return super().forward(x, context)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _inverse_kernel(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor] | None:
+        """The no-grad D-pass kernel's result where it applies, else ``None``."""
         if (
             not torch.is_grad_enabled()
             and self._fusable()
@@ -204,7 +205,28 @@ class MaskedAutoregressive(RowwiseBijection):
                 self._order(),
                 max(256, ROW_BUDGET // self._width),
             )
-        return super().inverse(z, context)
+        return None
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        out = self._inverse_kernel(z, context)
+        return out if out is not None else super().inverse(z, context)
+
+    def inverse_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """:meth:`inverse` without ``ladj`` (MAF sampling): the D-pass kernel where it applies
+        (its ``ladj`` dropped), else the D passes with the transformer's
+        :meth:`~flowforge.transforms.Transformer.inverse_value` (a spline skips its
+        log-determinant in every pass). A subclass that overrides ``inverse`` gets its
+        ``inverse``'s value."""
+        cls = type(self)
+        if cls.inverse is not MaskedAutoregressive.inverse or cls._inverse is not (
+            MaskedAutoregressive._inverse
+        ):
+            return self.inverse(z, context)[0]
+        out = self._inverse_kernel(z, context)
+        if out is not None:
+            return out[0]
+        batch_shape_of(z, self.event_shape)
+        return value_by_row_chunks(self._inverse_value, z, context, self._width)
 
     def _order(self) -> list[int]:
         """Dimensions in increasing degree (the order the ``D`` passes fix them in)."""
@@ -222,6 +244,18 @@ class MaskedAutoregressive(RowwiseBijection):
         return z, ladj.sum(-1)
 
     def _inverse(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        x, ladj = self._solve(z, context, with_ladj=True)
+        assert ladj is not None
+        return x, ladj
+
+    def _inverse_value(self, z: Tensor, context: Tensor | None) -> Tensor:
+        return self._solve(z, context, with_ladj=False)[0]
+
+    def _solve(
+        self, z: Tensor, context: Tensor | None, with_ladj: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """The ``D`` passes of :meth:`inverse`: ``(x, ladj)``, ``ladj`` ``None`` unless
+        ``with_ladj`` (then each pass takes the transformer's value-only inverse)."""
         d = self.made.features
         x = z.new_zeros(z.shape)
         ladj: list[Tensor] = [z] * d
@@ -237,9 +271,13 @@ class MaskedAutoregressive(RowwiseBijection):
                 params = self.made.forward_dim(x, context, i, layers).unsqueeze(-2)  # (*, 1, P)
             else:
                 params = self._params(x, context)[..., i : i + 1, :]  # (*, 1, P)
-            xi, ladj[i] = self.transformer.inverse(z[..., i : i + 1], params)  # (*, 1)
+            zi = z[..., i : i + 1]
+            if with_ladj:
+                xi, ladj[i] = self.transformer.inverse(zi, params)  # (*, 1)
+            else:
+                xi = self.transformer.inverse_value(zi, params)
             x = torch.cat([x[..., :i], xi, x[..., i + 1 :]], dim=-1)
-        return x, torch.cat(ladj, dim=-1).sum(-1)
+        return x, torch.cat(ladj, dim=-1).sum(-1) if with_ladj else None
 
 
 __all__ = ["MaskedAutoregressive"]

@@ -24,7 +24,7 @@ from flowforge.transforms.permutation import (
     RandomPermutation,
     ReversePermutation,
 )
-from flowforge.transforms.rows import ROW_BUDGET, RowwiseBijection, widest
+from flowforge.transforms.rows import ROW_BUDGET, RowwiseBijection, value_by_row_chunks, widest
 from flowforge.transforms.transformer import Transformer
 
 # The permutations the fused chain implements (exact types: a subclass may override forward).
@@ -209,6 +209,26 @@ class Coupling(RowwiseBijection):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         out = self._inference(z, context, inverse=True)
         return out if out is not None else super().inverse(z, context)
+
+    def inverse_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """:meth:`inverse` without ``ladj`` (sampling): the inference kernel where it applies
+        (its ``ladj`` dropped), else the transformer's
+        :meth:`~flowforge.transforms.Transformer.inverse_value` (a spline skips its
+        log-determinant). A subclass that overrides ``inverse`` gets its ``inverse``'s value."""
+        if (
+            type(self).inverse is not Coupling.inverse
+            or type(self)._inverse is not Coupling._inverse
+        ):
+            return self.inverse(z, context)[0]
+        out = self._inference(z, context, inverse=True)
+        if out is not None:
+            return out[0]
+        batch_shape_of(z, self.event_shape)
+        return value_by_row_chunks(self._inverse_value, z, context, self._width)
+
+    def _inverse_value(self, z: Tensor, context: Tensor | None) -> Tensor:
+        a, b = self._parts(z)
+        return self._join(a, self.transformer.inverse_value(b, self._params(a, context)))
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self._fused(x, context):

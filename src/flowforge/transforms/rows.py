@@ -35,6 +35,25 @@ def widest(module: nn.Module, default: int) -> int:
     return max(widths)
 
 
+def _row_chunks(
+    x: Tensor, context: Tensor | None, width: int
+) -> list[tuple[Tensor, Tensor | None]] | None:
+    """The row chunks of ``(x, context)`` for :func:`by_row_chunks`, or ``None``: left whole."""
+    rows = max(256, ROW_BUDGET // max(width, 1))
+    n = x.shape[0] if x.dim() == 2 else 0
+    if torch.compiler.is_compiling():
+        if torch.is_grad_enabled():
+            return None
+        # Compiled inference: inductor fuses the elementwise work, but the network's
+        # outputs still stream through memory on large batches. A few large chunks (the
+        # loop is unrolled into the graph) keep them in cache.
+        rows = max(rows, math.ceil(n / COMPILED_CHUNKS))
+    if n <= 2 * rows or (context is not None and (context.dim() != 2 or context.shape[0] != n)):
+        return None
+    contexts = [None] * math.ceil(n / rows) if context is None else context.split(rows)
+    return list(zip(x.split(rows), contexts))
+
+
 def by_row_chunks(
     fn: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]],
     x: Tensor,
@@ -46,20 +65,24 @@ def by_row_chunks(
     Exact (each row is computed alone either way), and several times faster on large
     batches. Left whole when small, not a matrix, or under ``torch.compile``.
     """
-    rows = max(256, ROW_BUDGET // max(width, 1))
-    n = x.shape[0] if x.dim() == 2 else 0
-    if torch.compiler.is_compiling():
-        if torch.is_grad_enabled():
-            return fn(x, context)
-        # Compiled inference: inductor fuses the elementwise work, but the network's
-        # outputs still stream through memory on large batches. A few large chunks (the
-        # loop is unrolled into the graph) keep them in cache.
-        rows = max(rows, math.ceil(n / COMPILED_CHUNKS))
-    if n <= 2 * rows or (context is not None and (context.dim() != 2 or context.shape[0] != n)):
+    chunks = _row_chunks(x, context, width)
+    if chunks is None:
         return fn(x, context)
-    contexts = [None] * math.ceil(n / rows) if context is None else context.split(rows)
-    ys, ladjs = zip(*(fn(xc, cc) for xc, cc in zip(x.split(rows), contexts)))
+    ys, ladjs = zip(*(fn(xc, cc) for xc, cc in chunks))
     return torch.cat(ys), torch.cat(ladjs)
+
+
+def value_by_row_chunks(
+    fn: Callable[[Tensor, Tensor | None], Tensor],
+    x: Tensor,
+    context: Tensor | None,
+    width: int,
+) -> Tensor:
+    """:func:`by_row_chunks` of a value-only row-wise map (``fn`` returns ``(N, D)`` alone)."""
+    chunks = _row_chunks(x, context, width)
+    if chunks is None:
+        return fn(x, context)
+    return torch.cat([fn(xc, cc) for xc, cc in chunks])
 
 
 class RowwiseBijection(Bijection):
@@ -91,4 +114,4 @@ class RowwiseBijection(Bijection):
         return by_row_chunks(self._inverse, z, context, self._width)
 
 
-__all__ = ["ROW_BUDGET", "RowwiseBijection", "by_row_chunks", "widest"]
+__all__ = ["ROW_BUDGET", "RowwiseBijection", "by_row_chunks", "value_by_row_chunks", "widest"]

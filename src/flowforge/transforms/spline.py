@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from flowforge.functional.splines import rational_quadratic_spline
+from flowforge.functional.splines import (
+    rational_quadratic_spline,
+    rational_quadratic_spline_value,
+)
 from flowforge.transforms.transformer import Transformer
 
 
@@ -28,6 +31,8 @@ class RationalQuadraticSpline(Transformer):
         >>> y, ladj = t(x, params)
         >>> torch.allclose(t.inverse(y, params)[0], x, atol=1e-4)
         True
+        >>> torch.equal(t.inverse_value(y, params), t.inverse(y, params)[0])  # no ladj
+        True
     """
 
     def __init__(self, bins: int = 8, bound: float = 5.0) -> None:
@@ -44,6 +49,12 @@ class RationalQuadraticSpline(Transformer):
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         return rational_quadratic_spline(y, params, self.bound, inverse=True)
+
+    def inverse_value(self, y: Tensor, params: Tensor) -> Tensor:
+        if type(self).inverse is not RationalQuadraticSpline.inverse:
+            return self.inverse(y, params)[0]  # a subclass's own inverse
+        # The same bins and formula, without the log-determinant's terms.
+        return rational_quadratic_spline_value(y, params, self.bound, inverse=True)
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, bound={self.bound}"

@@ -76,5 +76,14 @@ class Transformer(nn.Module):
         """Invert :meth:`forward`; returns ``(x, log|dx/dy|)`` elementwise."""
         raise NotImplementedError
 
+    def inverse_value(self, y: Tensor, params: Tensor) -> Tensor:
+        """:meth:`inverse` without its log-determinant (sampling): ``x`` ``(*, D)``.
+
+        By default ``inverse(y, params)[0]``; a transformer whose log-determinant costs
+        something to compute overrides it (the spline). The conditioners call it from their
+        ``inverse_value``.
+        """
+        return self.inverse(y, params)[0]
+
 
 __all__ = ["Transformer"]
