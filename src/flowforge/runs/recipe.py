@@ -137,7 +137,8 @@ def build_flow(spec: ModelSpec) -> Flow:
             pre.append(Reshape(spec.data_shape, preset.event_shape))
     if not pre and not post:
         return preset
-    return Flow(Compose([*pre, preset.bijection, *post]), preset.base)
+    inner = Compose([preset.bijection, *post]) if post else preset.bijection  # one model after
+    return Flow(Compose([*pre, inner]), preset.base)  # the pre-transforms, as without post
 
 
 #: Where a new recipe puts its whitening: ``"last"``, after the preset's layers (they see the
