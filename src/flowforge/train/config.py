@@ -131,7 +131,8 @@ class TrainConfig:
         default_factory=dict,
         metadata=_doc(
             "other preset keyword arguments, as a JSON/TOML table, e.g. "
-            '\'{"levels": 2, "steps": 8}\' for glow'
+            '\'{"levels": 2, "steps": 8}\' for glow or '
+            '\'{"dropout": 0.1, "residual_blocks": 2}\' for the vector presets'
         ),
     )
     # objective
