@@ -12,7 +12,6 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -87,13 +86,8 @@ def rational_quadratic_spline_value(
     (autoregressive sampling). With gradients it is the full kernel's output.
 
     Args:
-        x: inputs, shape ``(*)``.
+        x: inputs, shape ``(*)``; the other arguments as in :func:`rational_quadratic_spline`.
         params: unnormalised parameters, shape ``(*, 3K - 1)``.
-        bound: half-width of the spline's interval.
-        inverse: apply the inverse map instead.
-        min_width: minimum bin width as a fraction of the interval.
-        min_height: minimum bin height as a fraction of the interval.
-        min_derivative: minimum derivative at the knots.
 
     Returns:
         ``y`` of shape ``(*)``, equal to ``rational_quadratic_spline(...)[0]``.
@@ -158,40 +152,29 @@ def _chunked(
     """The spline of contiguous ``x`` ``(*)`` and ``p`` ``(3K - 1, *)``, chunk by chunk.
 
     With gradients each chunk is one :class:`_SplineFunction` node where
-    :func:`~flowforge.functional.dispatch.eager_kernels_allowed` (its log-determinant is
-    computed, and dropped unless ``with_ladj``); without, when compiling (inductor fuses the
-    plain composition) or under ``torch.func``, the plain ops, which skip the
-    log-determinant unless ``with_ladj``.
+    :func:`~flowforge.functional.dispatch.eager_kernels_allowed` (its ``ladj`` dropped
+    unless ``with_ladj``); without, when compiling (inductor fuses the plain composition) or
+    under ``torch.func``, the plain ops, which skip the log-determinant unless ``with_ladj``.
     """
     args = (k, bound, inverse, min_width, min_height, min_derivative)
-
-    def plain(xc: Tensor, pc: Tensor) -> tuple[Tensor, Tensor | None]:
-        return _spline(xc, pc, *args, with_ladj=with_ladj)
-
     if torch.compiler.is_compiling():
-        return plain(x, p)
-    fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]] = plain
-    if torch.is_grad_enabled() and (x.requires_grad or p.requires_grad) and eager_kernels_allowed():
-        # Not under torch.func or plain_modules(): the plain ops.
-        def node(xc: Tensor, pc: Tensor) -> tuple[Tensor, Tensor | None]:
-            y, ladj = _SplineFunction.apply(xc, pc, *args)
-            return y, ladj if with_ladj else None
+        return _spline(x, p, *args, with_ladj)
+    # Not under torch.func or plain_modules(): the plain ops.
+    node = torch.is_grad_enabled() and (x.requires_grad or p.requires_grad)
+    node = node and eager_kernels_allowed()
 
-        fn = node
+    def fn(xc: Tensor, pc: Tensor) -> tuple[Tensor, Tensor | None]:
+        return _SplineFunction.apply(xc, pc, *args) if node else _spline(xc, pc, *args, with_ladj)
+
     n = x.numel()
     if n <= 2 * CHUNK:
-        return fn(x, p)
+        y, ladj = fn(x, p)
+        return y, ladj if with_ladj else None
     # Large inputs in chunks (every op is elementwise over the batch): several times faster.
-    ys, ladjs = zip(
-        *(
-            fn(xc, pc)
-            for xc, pc in zip(x.reshape(n).split(CHUNK), p.reshape(p.shape[0], n).split(CHUNK, 1))
-        )
-    )
+    xs, ps = x.reshape(n).split(CHUNK), p.reshape(p.shape[0], n).split(CHUNK, 1)
+    ys, ladjs = zip(*(fn(xc, pc) for xc, pc in zip(xs, ps)))
     y = torch.cat(ys).view(x.shape)
-    if not with_ladj:
-        return y, None
-    return y, torch.cat(ladjs).view(x.shape)
+    return y, torch.cat(ladjs).view(x.shape) if with_ladj else None
 
 
 def _table(
