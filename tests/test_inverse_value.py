@@ -30,7 +30,9 @@ CNF_NAMES = [n for n in NAMES if n.startswith("cnf")]
 
 @functools.cache
 def _directions(name: str) -> frozenset[str]:
-    return REGISTRY[name]().directions
+    with torch.random.fork_rng():  # at collection: the same entries whatever the RNG state
+        torch.manual_seed(0)
+        return REGISTRY[name]().directions
 
 
 def _has(name: str, inverted: bool, direction: str) -> bool:
