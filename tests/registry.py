@@ -222,7 +222,7 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "logit-image": lambda: Case(T.Logit(1e-6, (1, 3, 3)), sample=lambda n: _unit(n, (1, 3, 3))),
     "standardize": lambda: Case(T.Standardize(torch.randn(D), torch.rand(D) + 0.5)),
     "whiten": lambda: Case(
-        T.Whiten(torch.tril(torch.randn(D, D)) * 0.5 + torch.diag(torch.rand(D) + 0.5))
+        T.Whiten(torch.tril(torch.randn(D, D), -1) * 0.5 + torch.diag(torch.rand(D) + 0.5))
     ),
     "compose": lambda: Case(ff.Compose([T.LULinear(D), _ma(T.Affine()), T.ReversePermutation(D)])),
     "reshape": lambda: Case(T.Reshape((2, 3, 2), (3, 4))),
