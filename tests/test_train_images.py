@@ -74,7 +74,15 @@ def test_image_presets_need_images() -> None:
     moons = load_dataset("moons", n_val=10, n_test=10)
     with pytest.raises(ConfigError, match=r"'glow' is an image flow: it needs images \(C, H, W\)"):
         spec_for(TrainConfig(flow="glow"), moons)
-    assert preset_options("maf") == ["transforms", "hidden", "scale_bound"]
+    assert preset_options("maf") == [
+        "transforms",
+        "hidden",
+        "scale_bound",
+        "activation",
+        "dropout",
+        "residual_blocks",
+        "permutation",
+    ]
     assert preset_defaults("maf") == {} and preset_defaults("glow") == IMAGE_TRAINING_DEFAULTS
     cfg = TrainConfig.from_layers(preset_defaults("glow"), {"ema_decay": 0.0})
     assert (cfg.warmup_steps, cfg.ema_decay, cfg.batch_size) == (200, 0.0, 64)
