@@ -43,6 +43,19 @@ def _shrunk(rows: np.ndarray, s: float) -> np.ndarray:
     return (1 - s) * emp + s * mu * np.eye(rows.shape[1]) + 1e-6 * np.eye(rows.shape[1])
 
 
+def _validated_shrinkage(z_train: np.ndarray, z_val: np.ndarray) -> float:
+    """The reference choice: scikit-learn's Ledoit-Wolf or one of SHRINKAGES, the lowest
+    validation NLL by scipy."""
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    mean = z_train.mean(0)
+    scores = {
+        c: -multivariate_normal(mean, _shrunk(z_train, c)).logpdf(z_val).mean()
+        for c in (ledoit_wolf_shrinkage(z_train), *SHRINKAGES)
+    }
+    return min(scores, key=scores.__getitem__)
+
+
 @pytest.mark.parametrize("preset", SIZED_PRESETS)
 def test_the_untrained_flow_is_the_gaussian_fit(preset: str) -> None:
     train, val, test = _table()
@@ -52,10 +65,10 @@ def test_the_untrained_flow_is_the_gaussian_fit(preset: str) -> None:
     spec = spec_for(cfg, ds)
     assert spec.whiten is not None
     s = spec.whiten["shrinkage"]
-    from sklearn.covariance import ledoit_wolf_shrinkage
-
     z_train = ds.train.double().numpy()
-    assert s == pytest.approx(ledoit_wolf_shrinkage(z_train), rel=1e-10)
+    # a full-rank table: the shrinkage is the one the validation rows choose
+    assert spec.whiten["method"] == "validated"
+    assert s == pytest.approx(_validated_shrinkage(z_train, ds.val.double().numpy()), rel=1e-10)
     # the flow at step 0, in the data's units: the Gaussian of the raw training rows
     torch.manual_seed(1)
     flow = build_flow(spec).double().eval()  # NICE: an ActNorm not yet data-initialised
@@ -64,6 +77,30 @@ def test_the_untrained_flow_is_the_gaussian_fit(preset: str) -> None:
     ref = multivariate_normal(ds.standardizer.mean.numpy(), cov).logpdf(test)
     got = flow.log_prob(torch.from_numpy(test)).detach().numpy()
     np.testing.assert_allclose(got, ref, rtol=0, atol=2e-4)
+
+
+def test_a_rank_deficient_table_starts_at_ledoit_wolf() -> None:
+    """Collinear training rows (a column a multiple of another, as on macrodata): the shrinkage
+    is Ledoit-Wolf's, not the validation's, though the validation rows prefer another."""
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((160, 3)) @ np.array([[1.0, 0.9, 0.0], [0.0, 0.3, 0.7], [0, 0, 0.2]])
+    x = np.c_[a, 3.0 * a[:, 0] - a[:, 1]] + [1.0, 2.0, 3.0, 4.0]
+    ds = _dataset(x[:120], x[120:140], x[140:])
+    cfg, _ = size_for_data(TrainConfig.from_layers({"flow": "realnvp", "data": "t"}), ds)
+    entry = spec_for(cfg, ds).whiten
+    assert entry is not None and entry["method"] == "ledoit-wolf"
+    z_train, z_val = ds.train.double().numpy(), ds.val.double().numpy()
+    assert entry["shrinkage"] == pytest.approx(ledoit_wolf_shrinkage(z_train), rel=1e-10)
+    assert _validated_shrinkage(z_train, z_val) != pytest.approx(entry["shrinkage"], rel=1e-3)
+    # the same rows made full rank: the validation chooses
+    x[:, 3] += 0.5 * rng.standard_normal(160)
+    ds = _dataset(x[:120], x[120:140], x[140:])
+    entry = spec_for(cfg, ds).whiten
+    assert entry is not None and entry["method"] == "validated"
+    z_train, z_val = ds.train.double().numpy(), ds.val.double().numpy()
+    assert entry["shrinkage"] == pytest.approx(_validated_shrinkage(z_train, z_val), rel=1e-10)
 
 
 def test_without_whitening_the_start_is_a_diagonal_gaussian() -> None:
@@ -156,22 +193,20 @@ def test_a_crazy_learning_rate_ends_at_the_gaussian_start(tmp_path: Path) -> Non
     assert "--whiten" in proc.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["best_step"] == 0
-    # the Gaussian start, scored here from the run's own split: Ledoit-Wolf shrinkage costs a
+    # the Gaussian start, scored here from the run's own split: the validated shrinkage costs
     # little against the maximum-likelihood baseline on a well-conditioned table
-    from sklearn.covariance import ledoit_wolf_shrinkage
-
     from flowforge.train.prepare import load_data
 
     ds = load_data(TrainConfig.from_layers({"data": str(csv), "flow": "realnvp"}))
     z_train, z_test = ds.train.double().numpy(), ds.test.double().numpy()
-    cov = _shrunk(z_train, ledoit_wolf_shrinkage(z_train))
+    cov = _shrunk(z_train, _validated_shrinkage(z_train, ds.val.double().numpy()))
     ll = multivariate_normal(z_train.mean(0), cov).logpdf(z_test)
     start = -(ll + float(ds.standardizer.log_abs_det())).mean()
     assert results["test"]["nll"] == pytest.approx(start, abs=1e-4)
     assert results["test"]["nll"] <= results["gaussian_baseline"]["nll"] + 0.2
     record = json.loads((out / "config.json").read_text())
     assert record["config"]["whiten"] is True and record["sized_from_data"]["whiten"] is True
-    assert record["model"]["whiten"]["method"] == "ledoit-wolf"
+    assert record["model"]["whiten"]["method"] == "validated"
     # the kept weights are those the recipe builds (the untrained flow): eval agrees
     proc = run_cli("eval", out, "--json", cwd=tmp_path)
     assert_ok(proc)

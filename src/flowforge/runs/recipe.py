@@ -67,7 +67,8 @@ class ModelSpec:
         logit_alpha: images: the logit pre-transform constant.
         standardizer: ``Standardizer.to_dict()`` when the data were standardised, else ``None``.
         columns: user data: the column names, in order.
-        whiten: standardised tables that whiten: ``{"method": "ledoit-wolf", "shrinkage": s,
+        whiten: standardised tables that whiten: ``{"method": "ledoit-wolf" | "validated",
+            "shrinkage": s,
             "position": "last" | "first", "tril": rows}``, the lower-triangular rows (row ``i``
             has ``i + 1`` values) of the Cholesky factor in standardised units, after the
             preset's layers (``"last"``) or before them (``"first"``, also when absent);
@@ -147,13 +148,14 @@ def build_flow(spec: ModelSpec) -> Flow:
 WHITEN_POSITION = "last"
 
 
-def whiten_entry(whiten: Whiten, shrinkage: float) -> dict[str, Any]:
+def whiten_entry(whiten: Whiten, shrinkage: float, method: str = "ledoit-wolf") -> dict[str, Any]:
     """The JSON form of a whitening for :attr:`ModelSpec.whiten` (float64 values), at
-    :data:`WHITEN_POSITION`."""
+    :data:`WHITEN_POSITION`; ``method`` names how the shrinkage was chosen (``"ledoit-wolf"``
+    or ``"validated"``)."""
     tril = whiten.tril.double()
     rows = [tril[i, : i + 1].tolist() for i in range(tril.shape[0])]
     return {
-        "method": "ledoit-wolf",
+        "method": method,
         "shrinkage": float(shrinkage),
         "position": WHITEN_POSITION,
         "tril": rows,

@@ -34,7 +34,7 @@ from flowforge.train.losses import (
     VariationalDequantization,
 )
 from flowforge.transforms.continuous import CNF
-from flowforge.transforms.whiten import fit_whiten
+from flowforge.transforms.whiten import start_whiten
 
 __all__ = [
     "DEQUANTIZER_SIZE",
@@ -200,15 +200,18 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
 
 def _whiten_for(cfg: TrainConfig, ds: Any) -> dict[str, Any] | None:
     """``--whiten`` of a standardised table with at least 2 training rows: the whitening of
-    its (standardised) training rows with the Ledoit-Wolf shrinkage, as
+    its (standardised) training rows (:func:`~flowforge.transforms.whiten.start_whiten`: the
+    shrinkage chosen by the validation rows unless the rows are rank deficient), as
     :attr:`ModelSpec.whiten` stores it; else ``None``."""
     train = getattr(ds, "train", None)
     if not cfg.whiten or ds.standardizer is None or ds.kind != "tabular" or train is None:
         return None
     if train.shape[0] < 2:
         return None
-    whiten, shrinkage = fit_whiten(train.reshape(train.shape[0], -1))  # Ledoit-Wolf
-    return whiten_entry(whiten, shrinkage)
+    val = getattr(ds, "val", None)
+    val = None if val is None else val.reshape(val.shape[0], -1)
+    whiten, shrinkage, method = start_whiten(train.reshape(train.shape[0], -1), val)
+    return whiten_entry(whiten, shrinkage, method)
 
 
 def dequantizer_spec_for(cfg: TrainConfig, ds: Any) -> dict[str, Any] | None:

@@ -11,9 +11,10 @@ whitened rows, where an unusual combination of ordinary values is an extreme coo
 affine coupling extrapolated one penguins test row to -11,965 nats.)
 
 The covariance is shrunk towards a multiple of the identity (:func:`shrunk_covariance`), the
-shrinkage Ledoit-Wolf's (:func:`ledoit_wolf`; :func:`fit_whiten` can also choose it by
-validation): well conditioned even for collinear columns, where the maximum-likelihood
-covariance is nearly singular.
+shrinkage Ledoit-Wolf's (:func:`ledoit_wolf`) or one chosen by validation (:func:`fit_whiten`):
+well conditioned even for collinear columns, where the maximum-likelihood covariance is nearly
+singular. A training run's start (:func:`start_whiten`) validates the shrinkage unless the
+training rows are numerically rank deficient (then Ledoit-Wolf's).
 
 References:
     Ledoit and Wolf, "A well-conditioned estimator for large-dimensional covariance matrices",
@@ -27,7 +28,16 @@ from torch import Tensor
 
 from flowforge.core.bijection import Bijection, batch_shape_of
 
-__all__ = ["RIDGE", "SHRINKAGES", "Whiten", "fit_whiten", "ledoit_wolf", "shrunk_covariance"]
+__all__ = [
+    "FULL_RANK",
+    "RIDGE",
+    "SHRINKAGES",
+    "Whiten",
+    "fit_whiten",
+    "ledoit_wolf",
+    "shrunk_covariance",
+    "start_whiten",
+]
 
 #: Added to the diagonal of the shrunk covariance (standardised units): a constant column (all
 #: zeros once standardised) keeps a positive variance when the shrinkage comes out as 0.
@@ -146,11 +156,8 @@ def fit_whiten(
     their :func:`shrunk_covariance`.
 
     The shrinkage is Ledoit-Wolf's, or with validation rows ``val`` the one of
-    :data:`SHRINKAGES` and Ledoit-Wolf's whose Gaussian gives ``val`` the lowest NLL. Training
-    runs use Ledoit-Wolf's: chosen by the 16-34 validation rows of a small table, the shrinkage
-    came out near 0 on nearly collinear macrodata, and a test row off the training rows'
-    subspace then cost the flows 130-270 nats (48-62 with Ledoit-Wolf;
-    ``benchmarks/results/small_tables.md``).
+    :data:`SHRINKAGES` and Ledoit-Wolf's whose Gaussian gives ``val`` the lowest NLL (training
+    runs choose through :func:`start_whiten`).
 
     Args:
         rows: ``(N, D)`` rows.
@@ -181,3 +188,49 @@ def fit_whiten(
             best = (score, c, chol)
     assert best is not None
     return Whiten(best[2]), best[1]
+
+
+#: The smallest eigenvalue of the standardised training rows' covariance (``ddof = 0``, in units
+#: of the columns' variance) at and above which :func:`start_whiten` chooses the shrinkage by
+#: validation: ten times :data:`RIDGE`, so that the rows themselves, not the ridge, decide every
+#: direction's variance.
+FULL_RANK = 10 * RIDGE
+
+
+def start_whiten(rows: Tensor, val: Tensor | None) -> tuple[Whiten, float, str]:
+    """The whitening a table's flow starts from (the training runs' ``--whiten``).
+
+    The shrinkage is chosen by the validation rows (:func:`fit_whiten` with ``val``) when the
+    training covariance's smallest eigenvalue is at least :data:`FULL_RANK`; else (no
+    validation rows, or numerically rank-deficient rows) it is Ledoit-Wolf's. Ledoit-Wolf
+    over-shrinks strongly correlated tables (4-6 nats on breast_cancer, 1-2 on star98), which
+    NICE, whose only change of volume is a diagonal scaling, cannot undo; on rank-deficient rows
+    (macrodata seed 0, smallest eigenvalue 8e-7) a shrinkage chosen by 16 validation rows came
+    out near 0 and a test row off the training rows' subspace cost the flows 130-484,000 nats
+    (``benchmarks/results/small_tables.md``).
+
+    Args:
+        rows: ``(N, D)`` standardised training rows, ``N >= 2``.
+        val: ``(M, D)`` validation rows in the same units, or ``None``.
+
+    Returns:
+        The bijection, the shrinkage, and how it was chosen: ``"validated"`` or
+        ``"ledoit-wolf"``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> a = torch.randn(200, 1, generator=g)
+        >>> full = torch.cat([a, a + 0.5 * torch.randn(200, 1, generator=g)], 1)
+        >>> start_whiten(full, full[:20])[2]
+        'validated'
+        >>> start_whiten(torch.cat([a, 2 * a], 1), full[:20])[2]  # collinear
+        'ledoit-wolf'
+    """
+    a = rows.double()
+    a = a - a.mean(0)
+    smallest = float(torch.linalg.eigvalsh(a.T @ a / a.shape[0])[0])
+    if val is None or val.shape[0] == 0 or not smallest >= FULL_RANK:
+        whiten, s = fit_whiten(rows)
+        return whiten, s, "ledoit-wolf"
+    whiten, s = fit_whiten(rows, val)
+    return whiten, s, "validated"
