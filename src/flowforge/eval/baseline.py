@@ -13,19 +13,14 @@ shrunk Gaussian instead, which avoids that.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from flowforge.data.base import Dataset
 from flowforge.eval.likelihood import NLLSummary, summarize
+from flowforge.transforms.whiten import RIDGE, centred_covariance, gaussian_log_density
 
 __all__ = ["RIDGE", "dataset_baseline", "gaussian_baseline"]
-
-#: Added to the diagonal of the covariance (in standardised units), so that a constant or
-#: collinear column gives a finite baseline instead of a singular matrix.
-RIDGE = 1e-6
 
 
 def gaussian_baseline(train: Tensor, test: Tensor, log_abs_det: float | Tensor = 0.0) -> NLLSummary:
@@ -41,6 +36,7 @@ def gaussian_baseline(train: Tensor, test: Tensor, log_abs_det: float | Tensor =
         The NLL summary (nats, 2 standard errors) over all ``M`` rows.
 
     Example:
+        >>> import math
         >>> g = torch.Generator().manual_seed(0)
         >>> x = torch.randn(20000, 2, generator=g, dtype=torch.float64)
         >>> abs(gaussian_baseline(x, x).nll - math.log(2 * math.pi * math.e)) < 0.02  # D = 2
@@ -50,14 +46,8 @@ def gaussian_baseline(train: Tensor, test: Tensor, log_abs_det: float | Tensor =
     b = test.double().reshape(test.shape[0], -1)
     if a.shape[0] < 2:
         raise ValueError(f"a Gaussian baseline needs at least 2 training rows, got {a.shape[0]}")
-    d = a.shape[1]
-    mean = a.mean(0)
-    centred = a - mean
-    cov = centred.T @ centred / a.shape[0] + RIDGE * torch.eye(d, dtype=a.dtype)
-    chol = torch.linalg.cholesky(cov)
-    sol = torch.linalg.solve_triangular(chol, (b - mean).T, upper=False)
-    half_logdet = torch.log(torch.diagonal(chol)).sum()
-    ll = -0.5 * (sol**2).sum(0) - half_logdet - 0.5 * d * math.log(2 * math.pi)
+    cov = centred_covariance(a)[1] + RIDGE * torch.eye(a.shape[1], dtype=a.dtype)
+    ll = gaussian_log_density(a.mean(0), torch.linalg.cholesky(cov), b)
     return summarize(ll + float(log_abs_det))
 
 

@@ -23,6 +23,8 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -33,7 +35,9 @@ __all__ = [
     "RIDGE",
     "SHRINKAGES",
     "Whiten",
+    "centred_covariance",
     "fit_whiten",
+    "gaussian_log_density",
     "ledoit_wolf",
     "shrunk_covariance",
     "start_whiten",
@@ -42,6 +46,36 @@ __all__ = [
 #: Added to the diagonal of the shrunk covariance (standardised units): a constant column (all
 #: zeros once standardised) keeps a positive variance when the shrinkage comes out as 0.
 RIDGE = 1e-6
+
+
+def centred_covariance(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows ``x`` centred and their maximum-likelihood covariance (``ddof = 0``), in float64.
+
+    Args:
+        x: ``(N, D)`` rows.
+
+    Returns:
+        ``(N, D)`` centred rows and the ``(D, D)`` covariance.
+    """
+    a = x.double()
+    a = a - a.mean(0)
+    return a, a.T @ a / a.shape[0]
+
+
+def gaussian_log_density(mean: Tensor, chol: Tensor, rows: Tensor) -> Tensor:
+    """``log N(rows; mean, L L^T)`` of each row (float64), ``L = chol`` lower-triangular.
+
+    Args:
+        mean: ``(D,)`` mean.
+        chol: ``(D, D)`` Cholesky factor of the covariance.
+        rows: ``(M, D)`` rows.
+
+    Returns:
+        ``(M,)`` log-densities.
+    """
+    sol = torch.linalg.solve_triangular(chol, (rows.double() - mean).T, upper=False)
+    half_logdet = torch.log(torch.diagonal(chol)).sum()
+    return -0.5 * (sol**2).sum(0) - half_logdet - 0.5 * chol.shape[0] * math.log(2 * math.pi)
 
 
 def ledoit_wolf(x: Tensor) -> tuple[Tensor, float]:
@@ -66,10 +100,8 @@ def ledoit_wolf(x: Tensor) -> tuple[Tensor, float]:
         raise ValueError(
             f"ledoit_wolf expects rows of shape (N, D) with N >= 1, got {tuple(x.shape)}"
         )
-    a = x.double()
+    a, emp = centred_covariance(x)
     n, d = a.shape
-    a = a - a.mean(0)
-    emp = a.T @ a / n
     mu = torch.trace(emp) / d
     sq = a * a
     beta_sum = (sq.T @ sq).sum() / n  # sum_ij mean_k x_ki^2 x_kj^2
@@ -135,18 +167,13 @@ SHRINKAGES = (1e-4, 1e-3, 1e-2, 0.1)
 
 def shrunk_covariance(x: Tensor, shrinkage: float) -> Tensor:
     """``(1 - s) S + s mu I + RIDGE I`` of rows ``x`` (float64; see :func:`ledoit_wolf`)."""
-    a = x.double()
-    a = a - a.mean(0)
-    emp = a.T @ a / a.shape[0]
-    eye = torch.eye(a.shape[1], dtype=a.dtype)
-    mu = torch.trace(emp) / a.shape[1]
+    return _shrink(centred_covariance(x)[1], shrinkage)
+
+
+def _shrink(emp: Tensor, shrinkage: float) -> Tensor:
+    eye = torch.eye(emp.shape[0], dtype=emp.dtype)
+    mu = torch.trace(emp) / emp.shape[0]
     return (1 - shrinkage) * emp + shrinkage * mu * eye + RIDGE * eye
-
-
-def _gaussian_nll(mean: Tensor, chol: Tensor, rows: Tensor) -> float:
-    sol = torch.linalg.solve_triangular(chol, (rows.double() - mean).T, upper=False)
-    half_logdet = torch.log(torch.diagonal(chol)).sum()
-    return float(0.5 * (sol**2).sum(0).mean() + half_logdet)  # the constant is left out
 
 
 def fit_whiten(
@@ -177,13 +204,16 @@ def fit_whiten(
         (True, True)
     """
     s = ledoit_wolf(rows)[1]
-    candidates = [s] if val is None or val.shape[0] == 0 else [s, *SHRINKAGES]
+    if val is not None and val.shape[0] == 0:
+        val = None
+    candidates = [s] if val is None else [s, *SHRINKAGES]
     mean = rows.double().mean(0)
+    emp = centred_covariance(rows)[1]
     best: tuple[float, float, Tensor] | None = None
     extra = 0.0 if diagonal is None else torch.diag(diagonal.double())
     for c in candidates:
-        chol = torch.linalg.cholesky(shrunk_covariance(rows, c) + extra)
-        score = 0.0 if val is None or val.shape[0] == 0 else _gaussian_nll(mean, chol, val)
+        chol = torch.linalg.cholesky(_shrink(emp, c) + extra)
+        score = 0.0 if val is None else -float(gaussian_log_density(mean, chol, val).mean())
         if best is None or score < best[0]:
             best = (score, c, chol)
     assert best is not None
@@ -226,9 +256,7 @@ def start_whiten(rows: Tensor, val: Tensor | None) -> tuple[Whiten, float, str]:
         >>> start_whiten(torch.cat([a, 2 * a], 1), full[:20])[2]  # collinear
         'ledoit-wolf'
     """
-    a = rows.double()
-    a = a - a.mean(0)
-    smallest = float(torch.linalg.eigvalsh(a.T @ a / a.shape[0])[0])
+    smallest = float(torch.linalg.eigvalsh(centred_covariance(rows)[1])[0])
     if val is None or val.shape[0] == 0 or not smallest >= FULL_RANK:
         whiten, s = fit_whiten(rows)
         return whiten, s, "ledoit-wolf"
