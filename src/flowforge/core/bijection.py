@@ -34,6 +34,22 @@ def batch_shape_of(x: Tensor, event_shape: Shape) -> Shape:
     return tuple(x.shape[: x.dim() - n])
 
 
+def overrides(obj: object, base: type, *names: str) -> bool:
+    """Whether ``type(obj)`` replaces any of ``base``'s methods ``names``: a subclass with its
+    own ``inverse`` then gets its ``inverse``'s value from a value-only default, never a
+    shortcut past the code it wrote.
+
+    Example:
+        >>> class A:
+        ...     def f(self): ...
+        >>> class B(A):
+        ...     def f(self): ...
+        >>> overrides(B(), A, "f"), overrides(A(), A, "f")
+        (True, False)
+    """
+    return any(getattr(type(obj), n) is not getattr(base, n) for n in names)
+
+
 class Bijection(nn.Module):
     """Base class of every invertible map in flowforge.
 
@@ -327,5 +343,6 @@ __all__ = [
     "as_shape",
     "batch_shape_of",
     "numel",
+    "overrides",
     "sum_event",
 ]

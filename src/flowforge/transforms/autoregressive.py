@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowforge.core.bijection import Bijection, batch_shape_of
+from flowforge.core.bijection import Bijection, batch_shape_of, overrides
 from flowforge.functional.dispatch import eager_kernels_allowed
 from flowforge.functional.made_affine import AffineLayerSpec, made_affine_chain
 from flowforge.functional.made_affine_inference import (
@@ -217,10 +217,7 @@ class MaskedAutoregressive(RowwiseBijection):
         :meth:`~flowforge.transforms.Transformer.inverse_value` (a spline skips its
         log-determinant in every pass). A subclass that overrides ``inverse`` gets its
         ``inverse``'s value."""
-        cls = type(self)
-        if cls.inverse is not MaskedAutoregressive.inverse or cls._inverse is not (
-            MaskedAutoregressive._inverse
-        ):
+        if overrides(self, MaskedAutoregressive, "inverse", "_inverse"):
             return self.inverse(z, context)[0]
         out = self._inverse_kernel(z, context)
         if out is not None:

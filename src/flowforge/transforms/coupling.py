@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowforge.core.bijection import Bijection, batch_shape_of
+from flowforge.core.bijection import Bijection, batch_shape_of, overrides
 from flowforge.functional.coupling_chain import CouplingStep, Step, coupling_chain
 from flowforge.functional.coupling_inference import coupling_inference
 from flowforge.functional.dispatch import eager_kernels_allowed
@@ -215,10 +215,7 @@ class Coupling(RowwiseBijection):
         (its ``ladj`` dropped), else the transformer's
         :meth:`~flowforge.transforms.Transformer.inverse_value` (a spline skips its
         log-determinant). A subclass that overrides ``inverse`` gets its ``inverse``'s value."""
-        if (
-            type(self).inverse is not Coupling.inverse
-            or type(self)._inverse is not Coupling._inverse
-        ):
+        if overrides(self, Coupling, "inverse", "_inverse"):
             return self.inverse(z, context)[0]
         out = self._inference(z, context, inverse=True)
         if out is not None:

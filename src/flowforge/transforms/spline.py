@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from flowforge.core.bijection import overrides
 from flowforge.functional.splines import (
     rational_quadratic_spline,
     rational_quadratic_spline_value,
@@ -51,7 +52,7 @@ class RationalQuadraticSpline(Transformer):
         return rational_quadratic_spline(y, params, self.bound, inverse=True)
 
     def inverse_value(self, y: Tensor, params: Tensor) -> Tensor:
-        if type(self).inverse is not RationalQuadraticSpline.inverse:
+        if overrides(self, RationalQuadraticSpline, "inverse"):
             return self.inverse(y, params)[0]  # a subclass's own inverse
         # The same bins and formula, without the log-determinant's terms.
         return rational_quadratic_spline_value(y, params, self.bound, inverse=True)
