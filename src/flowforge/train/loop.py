@@ -285,23 +285,6 @@ class Trainer(TrainerValidation):
             f"{self._last_good[0]}) is kept and the weights file holds the best validated weights"
         )
 
-    def _validate_start(self) -> None:
-        """Validate the starting weights (step 0), a candidate for the best: a flow that starts
-        at a fit (a table's whitened Gaussian) then ends no worse on validation than its start.
-        Random-number neutral; no metrics record (there is no training loss yet)."""
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            try:
-                val_nll = self.evaluate()
-            except SolverError:
-                return
-        if math.isfinite(val_nll) and val_nll < self.best_val_nll:
-            self.best_val_nll, self.best_step = val_nll, 0
-            self.best_state = copy.deepcopy(self.evaluated_state())
-            if self.weights is not None:
-                save_weights(self.weights, self.best_state)
-            if self.objective_module is not None:
-                self.best_objective_state = copy.deepcopy(self.objective_module.state_dict())
-
     def _after_eval(self, val_nll: float) -> dict[str, Any]:
         if not math.isfinite(val_nll):
             self._non_finite("validation NLL")

@@ -1,6 +1,7 @@
 """Validation in a :class:`~flowforge.train.loop.Trainer`: the NLL of the validation rows
 under the evaluated weights (the moving average when there is one), gathered over the ranks of a
-multi-process run, and for a learned dequantizer its variational bound.
+multi-process run, and for a learned dequantizer its variational bound; and the validation of
+the starting weights (step 0), a candidate for the best.
 
 A validation row with a non-finite log-likelihood makes the validation NLL non-finite (never
 averaged away). With several ranks each computes the log-likelihoods of its slice of the rows and
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -23,10 +25,11 @@ from flowforge.eval.likelihood import (
     check_finite,
     log_likelihoods,
 )
-from flowforge.runs import load_state
+from flowforge.runs import load_state, save_weights
 from flowforge.train.distributed import World, broadcast_object, gather_rows
 from flowforge.train.losses import VariationalDequantization
 from flowforge.train.state import TrainerState
+from flowforge.transforms.continuous import SolverError
 
 __all__ = ["TrainerValidation"]
 
@@ -39,6 +42,7 @@ class TrainerValidation(TrainerState):
     last_val_bpd: float | None
     device: torch.device
     world: World
+    weights: Path | None
 
     def evaluated_state(self) -> dict[str, Tensor]:
         """The weights that are validated and saved: the average, else the current weights."""
@@ -73,6 +77,23 @@ class TrainerValidation(TrainerState):
             dim = math.prod(self.val.shape[1:])
             self.last_val_bpd = float(bits_per_dim(ll, dim, self.levels).mean())
         return nll
+
+    def _validate_start(self) -> None:
+        """Validate the starting weights (step 0), a candidate for the best: a flow that starts
+        at a fit (a table's whitened Gaussian) then ends no worse on validation than its start.
+        Random-number neutral; no metrics record (there is no training loss yet)."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            try:
+                val_nll = self.evaluate()
+            except SolverError:
+                return
+        if math.isfinite(val_nll) and val_nll < self.best_val_nll:
+            self.best_val_nll, self.best_step = val_nll, 0
+            self.best_state = copy.deepcopy(self.evaluated_state())
+            if self.weights is not None:
+                save_weights(self.weights, self.best_state)
+            if self.objective_module is not None:
+                self.best_objective_state = copy.deepcopy(self.objective_module.state_dict())
 
     def _val_log_likelihoods(self) -> Tensor:
         """``(N,)`` validation log-likelihoods of ``u`` (a learned dequantizer: its bound)."""
