@@ -6,24 +6,17 @@ import importlib.util
 import math
 import re
 import statistics
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+from repo_scripts import load_script
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("flowforge_bench_speed", SPEED)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/speed.py", "flowforge_bench_speed")
 
 
 @pytest.fixture(scope="module")

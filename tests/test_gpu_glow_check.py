@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_glow_check.py"
+from repo_scripts import load_script
 
 
 def test_gpu_glow_check_runs_both_precisions_tiny(capsys) -> None:  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("gpu_glow_check", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/gpu_glow_check.py", "gpu_glow_check")
     rows = module.main(["--tiny", "--device", "cpu"])
     assert [r["precision"] for r in rows] == ["float32", "bf16"]
     for r in rows:

@@ -3,10 +3,7 @@ matrix is near-singular or rank-deficient, and the flow-VAE that once hit a NaN 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -14,9 +11,9 @@ import torch
 
 import flowforge.transforms as T
 from flowforge.transforms.sylvester import orthonormal_columns
+from repo_scripts import load_script
 
 f64 = torch.float64
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flow_vae.py"
 
 # One image's amortised 8 x 8 matrix in the first layer at step 5,241 of
 # `examples/flow_vae.py --seed 0` with the orthogonal kind, when Q came from a QR
@@ -132,12 +129,7 @@ def test_layer_log_det_is_exact_for_a_degenerate_raw_matrix(singular: list[float
 
 @pytest.fixture(scope="module")
 def fv() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("flow_vae", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["flow_vae"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/flow_vae.py", "flow_vae")
 
 
 def test_flow_vae_with_the_orthogonal_kind_trains_from_the_failing_matrix(

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from dataclasses import replace
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flow_vae.py"
+from repo_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def fv() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("flow_vae", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["flow_vae"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/flow_vae.py", "flow_vae")
 
 
 def _randomised(vae: torch.nn.Module) -> torch.nn.Module:
