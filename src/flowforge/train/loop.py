@@ -33,7 +33,6 @@ learning rate lowered (``on_nan="recover"``).
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
@@ -46,7 +45,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from flowforge.runs import load_state, save_weights
+from flowforge.runs import load_state
 from flowforge.train.batches import TrainStream
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.distributed import (
@@ -291,14 +290,7 @@ class Trainer(TrainerValidation):
             return {}
         self.schedule.observe(val_nll)
         if val_nll < self.best_val_nll:
-            self.best_val_nll, self.best_step, self.bad_evals = val_nll, self.step, 0
-            self.best_state = copy.deepcopy(self.evaluated_state())
-            if self.weights is not None:
-                save_weights(self.weights, self.best_state)
-            if self.objective_module is not None:
-                self.best_objective_state = copy.deepcopy(self.objective_module.state_dict())
-                if self.objective_weights is not None:
-                    save_weights(self.objective_weights, self.best_objective_state)
+            self._keep_best(val_nll)
         else:
             self.bad_evals += 1
         if self.cfg.patience and self.bad_evals >= self.cfg.patience:

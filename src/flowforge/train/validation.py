@@ -43,6 +43,7 @@ class TrainerValidation(TrainerState):
     device: torch.device
     world: World
     weights: Path | None
+    objective_weights: Path | None
 
     def evaluated_state(self) -> dict[str, Tensor]:
         """The weights that are validated and saved: the average, else the current weights."""
@@ -88,12 +89,19 @@ class TrainerValidation(TrainerState):
             except SolverError:
                 return
         if math.isfinite(val_nll) and val_nll < self.best_val_nll:
-            self.best_val_nll, self.best_step = val_nll, 0
-            self.best_state = copy.deepcopy(self.evaluated_state())
-            if self.weights is not None:
-                save_weights(self.weights, self.best_state)
-            if self.objective_module is not None:
-                self.best_objective_state = copy.deepcopy(self.objective_module.state_dict())
+            self._keep_best(val_nll)
+
+    def _keep_best(self, val_nll: float) -> None:
+        """The evaluated weights of this step are the best so far: keep them (and write the
+        weights files)."""
+        self.best_val_nll, self.best_step, self.bad_evals = val_nll, self.step, 0
+        self.best_state = copy.deepcopy(self.evaluated_state())
+        if self.weights is not None:
+            save_weights(self.weights, self.best_state)
+        if self.objective_module is not None:
+            self.best_objective_state = copy.deepcopy(self.objective_module.state_dict())
+            if self.objective_weights is not None:
+                save_weights(self.objective_weights, self.best_objective_state)
 
     def _val_log_likelihoods(self) -> Tensor:
         """``(N,)`` validation log-likelihoods of ``u`` (a learned dequantizer: its bound)."""
