@@ -183,6 +183,13 @@ def sample_rows(
     return z * stats[1] + stats[0]
 
 
+def _mean_nll(model: Flow, rows: torch.Tensor) -> float:
+    """The mean NLL of ``rows`` in evaluation mode, in one pass (the mode is left at eval)."""
+    model.eval()
+    with torch.no_grad():
+        return float(-model.log_prob(rows).double().mean())
+
+
 def _kept_rows(flow: Flow, data: torch.Tensor, trim: float) -> torch.Tensor:
     """The indices of the rows of ``data`` left after dropping the share ``trim`` of lowest
     log-likelihood (non-finite ones first)."""
@@ -286,9 +293,7 @@ def fit_flow(
         )
         best, best_state, best_epoch, bad = math.inf, None, 0, 0
         if val is not None:  # the start (a whitened flow: the Gaussian fit) is a candidate
-            flow.eval()
-            with torch.no_grad():
-                v0 = float(-model.log_prob(val).double().mean())
+            v0 = _mean_nll(model, val)
             if math.isfinite(v0):
                 best, best_state = v0, copy.deepcopy(flow.state_dict())
         val_hist: list[float] = []
@@ -322,9 +327,7 @@ def fit_flow(
             train_hist.append(total_loss / perm.numel())
             msg = f"epoch {epoch}/{max_epochs} train NLL {train_hist[-1]:.4f}"
             if val is not None:
-                flow.eval()
-                with torch.no_grad():
-                    v = float(-model.log_prob(val).double().mean())
+                v = _mean_nll(model, val)
                 val_hist.append(v)
                 msg += f" val NLL {v:.4f}"
                 if v < best - 1e-4 * max(1.0, abs(best) if math.isfinite(best) else 1.0):
