@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowforge.runs.errors import ConfigError
 from flowforge.train.coerce import coerce, plain_type
+from flowforge.train.data_options import DataOptions, _doc
 
 if TYPE_CHECKING:
     from flowforge.train.flags import add_arguments, flags_to_dict, parse_flag_value, read_toml
@@ -53,54 +54,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _doc(help: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Field metadata: the flag's help text and, for string options, the valid choices."""
-    return {"help": help} if choices is None else {"help": help, "choices": choices}
-
-
 @dataclass
-class TrainConfig:
+class TrainConfig(DataOptions):
     """Every option of a training run, with its default.
 
     Flags are the field names with ``-`` for ``_`` (``--batch-size``); a TOML config uses the
     field names as top-level keys. ``steps`` and ``epochs`` exclude each other: the later layer
-    (flags over TOML over defaults) wins.
+    (flags over TOML over defaults) wins. The data options come first, from
+    :class:`~flowforge.train.data_options.DataOptions`.
     """
 
-    # data
-    data: str = field(
-        default="8gaussians",
-        metadata=_doc("dataset name (see `flowforge datasets`) or a .csv/.npy file"),
-    )
-    data_dir: str | None = field(
-        default=None, metadata=_doc("folder with downloaded datasets (default $FLOWFORGE_DATA)")
-    )
-    columns: str | None = field(
-        default=None,
-        metadata=_doc("user files: columns to use, names or 0-based indices, e.g. a,b,7"),
-    )
-    header: bool | None = field(
-        default=None,
-        metadata=_doc(
-            "user CSV files: the first row is column names (--header) or data (--no-header); "
-            "default: a header when any cell is not a number or the row is the column numbers "
-            "0..D-1 or 1..D (D >= 3); the run records which was used"
-        ),
-    )
-    n_val: float | None = field(
-        default=None,
-        metadata=_doc(
-            "validation rows: user files and scikit-learn tables: a count or a fraction below 1 "
-            "of the rows (default 0.1); 2-D toy data: fresh samples (default 10000); refused "
-            "for the on-disk benchmark and image sets, which keep their published splits"
-        ),
-    )
-    n_test: float | None = field(
-        default=None, metadata=_doc("test rows: like --n-val (default 0.1, toy data 10000)")
-    )
-    logit_alpha: float = field(
-        default=1e-6, metadata=_doc("images: logit pre-transform constant a in s = a + (1-2a)u")
-    )
     # flow
     flow: str = field(
         default="nsf",

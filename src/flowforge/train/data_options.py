@@ -1,0 +1,64 @@
+"""The data options of :class:`~flowforge.train.config.TrainConfig`: its first field group.
+
+:class:`DataOptions` is the base dataclass of ``TrainConfig``: its fields (which data, which
+columns, the validation and test rows, the images' logit constant) come first in the options,
+the flags and ``config.json``. :func:`_doc` builds the field metadata of both.
+
+Example:
+    >>> import dataclasses
+    >>> from flowforge.train.config import TrainConfig
+    >>> [f.name for f in dataclasses.fields(DataOptions)] == TrainConfig.option_names()[:7]
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DataOptions"]
+
+
+def _doc(help: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Field metadata: the flag's help text and, for string options, the valid choices."""
+    return {"help": help} if choices is None else {"help": help, "choices": choices}
+
+
+@dataclass
+class DataOptions:
+    """The data options of a training run, with their defaults (the base of ``TrainConfig``)."""
+
+    # data
+    data: str = field(
+        default="8gaussians",
+        metadata=_doc("dataset name (see `flowforge datasets`) or a .csv/.npy file"),
+    )
+    data_dir: str | None = field(
+        default=None, metadata=_doc("folder with downloaded datasets (default $FLOWFORGE_DATA)")
+    )
+    columns: str | None = field(
+        default=None,
+        metadata=_doc("user files: columns to use, names or 0-based indices, e.g. a,b,7"),
+    )
+    header: bool | None = field(
+        default=None,
+        metadata=_doc(
+            "user CSV files: the first row is column names (--header) or data (--no-header); "
+            "default: a header when any cell is not a number or the row is the column numbers "
+            "0..D-1 or 1..D (D >= 3); the run records which was used"
+        ),
+    )
+    n_val: float | None = field(
+        default=None,
+        metadata=_doc(
+            "validation rows: user files and scikit-learn tables: a count or a fraction below 1 "
+            "of the rows (default 0.1); 2-D toy data: fresh samples (default 10000); refused "
+            "for the on-disk benchmark and image sets, which keep their published splits"
+        ),
+    )
+    n_test: float | None = field(
+        default=None, metadata=_doc("test rows: like --n-val (default 0.1, toy data 10000)")
+    )
+    logit_alpha: float = field(
+        default=1e-6, metadata=_doc("images: logit pre-transform constant a in s = a + (1-2a)u")
+    )
