@@ -103,17 +103,24 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_vi(args: argparse.Namespace) -> int:
     from flowforge.runs import open_run
+    from flowforge.runs.metrics import MetricsLog
+    from flowforge.runs.status import incomplete
     from flowforge.train.run import resolve_device
     from flowforge.vi.run import diagnostics_dict, format_diagnostics, vi_config_of
 
     run = open_run(args.run, resolve_device(args.device))
     cfg, target = vi_config_of(run)
+    unfinished = incomplete(run.files.root, run.record, MetricsLog(run.files.metrics).read())
     d = diagnostics_dict(
         run.flow, target.to(resolve_device(args.device)), args.samples or cfg.eval_samples, cfg.seed
     )
     if args.json:
-        print(json.dumps({"run": str(args.run), "target": cfg.target, **d}))
+        print(
+            json.dumps({"run": str(args.run), "target": cfg.target, **d, "incomplete": unfinished})
+        )
         return 0
+    if unfinished:
+        print(unfinished)
     print(f"{cfg.flow} fitted to {cfg.target} ({cfg.objective}, {cfg.steps} steps)")
     print("\n".join(format_diagnostics(d)))
     return 0

@@ -20,7 +20,9 @@ import torch
 from flowforge.core import Flow
 from flowforge.runs.errors import ConfigError, RunError
 from flowforge.runs.layout import RunFiles, read_run_record, run_files
+from flowforge.runs.metrics import MetricsLog
 from flowforge.runs.recipe import ModelSpec, build_flow
+from flowforge.runs.status import incomplete
 from flowforge.runs.weights import load_weights
 
 __all__ = ["Run", "load", "open_run", "parse_spec"]
@@ -36,12 +38,15 @@ class Run:
         record: the whole ``config.json``: the training options under ``"config"`` (parsed by
             :func:`flowforge.train.run.run_config`), the data description, step count, versions.
         flow: the trained flow, in evaluation mode.
+        incomplete: the note of a run that did not finish (:func:`flowforge.runs.status.
+            incomplete`: ``"incomplete: step N of M (...)"``), whatever its kind; else ``None``.
     """
 
     files: RunFiles
     spec: ModelSpec
     record: dict[str, Any]
     flow: Flow
+    incomplete: str | None = None
 
 
 def parse_spec(record: dict[str, Any], origin: str) -> ModelSpec:
@@ -79,7 +84,8 @@ def open_run(path: str | os.PathLike[str], device: str | torch.device = "cpu") -
         raise RunError(f"{files.config}: {e}") from None
     load_weights(files.weights, flow)
     flow.to(device).eval()
-    return Run(files, spec, record, flow)
+    note = incomplete(files.root, record, MetricsLog(files.metrics).read())
+    return Run(files, spec, record, flow, note)
 
 
 def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Flow:

@@ -2,7 +2,7 @@
 
 ``safetensors`` is imported when a file is read or written, not when :mod:`flowforge` is.
 Every file flowforge writes carries a ``format`` in its metadata (``flowforge-weights`` here,
-``flowforge-checkpoint`` for :mod:`flowforge.train.checkpoint`), so a foreign or swapped file
+``flowforge-checkpoint`` for :mod:`flowforge.runs.checkpoint`), so a foreign or swapped file
 is named as such instead of loading into the wrong place.
 
 Every file carries the SHA-256 of its tensor bytes in its own metadata (``sha256``), so the

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+import hashlib
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from flowforge.data.user import file_source
-from flowforge.runs import RUN_FORMAT, RUN_FORMAT_VERSION, atomic_write_json, run_files
-from flowforge.runs.atomic import atomic_write_bytes
-from flowforge.runs.weights import save_weights
+from flowforge.runs import RUN_FORMAT, RUN_FORMAT_VERSION, run_files
+from flowforge.runs.writer import RunWriter
 from flowforge.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -25,18 +26,33 @@ DATA_FILE = "data.npy"
 
 
 def write_run(root: Path, est: FlowDensity, data: np.ndarray | None) -> Path:
-    """Write the run directory of a fitted estimator (see :meth:`FlowDensity.save`)."""
-    import io
+    """Write the run directory of a fitted estimator (see :meth:`FlowDensity.save`).
 
+    An existing run at ``root`` is replaced (its files only); a folder there that is not a run
+    is refused. The record comes first and ``results.json`` last, like every run's, so a save
+    that was killed midway reads as an incomplete run.
+
+    Raises:
+        flowforge.runs.ConfigError: ``root`` is a non-empty folder that is not a run.
+        flowforge.runs.RunError: another process is writing there.
+    """
     files = run_files(root)
-    files.root.mkdir(parents=True, exist_ok=True)
     data_path = (files.root / DATA_FILE).resolve()
     source: dict[str, Any] | None = None
+    npy = None
     if data is not None:
+        array = np.ascontiguousarray(data, dtype=np.float64)
         buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(data, dtype=np.float64))
-        atomic_write_bytes(data_path, buf.getvalue())
-        source = file_source(data_path, data, False)
+        np.save(buf, array)
+        npy = buf.getvalue()
+        # the fingerprint of the file to be written (flowforge.data.user.file_source's)
+        source = {
+            "file": DATA_FILE,
+            "rows": int(array.shape[0]),
+            "columns": int(array.shape[1]),
+            "sha256": hashlib.sha256(npy).hexdigest(),
+            "header": False,
+        }
     cfg = TrainConfig(
         data=str(data_path),
         flow=est.spec_.preset,
@@ -47,8 +63,6 @@ def write_run(root: Path, est: FlowDensity, data: np.ndarray | None) -> Path:
         plots=False,
         device="cpu",
     )
-    state = {k: v.detach().to(torch.float32) for k, v in est.flow_.state_dict().items()}
-    save_weights(files.weights, state)
     d = int(est.n_features_in_)
     record: dict[str, Any] = {
         "format": RUN_FORMAT,
@@ -66,8 +80,14 @@ def write_run(root: Path, est: FlowDensity, data: np.ndarray | None) -> Path:
         },
         "total_steps": 0,
         "estimator": {"class": type(est).__name__, "params": _jsonable(est.get_params())},
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
     }
-    atomic_write_json(files.config, record)
+    with RunWriter.create(files.root, record, overwrite=True) as writer:
+        if npy is not None:
+            writer.write_bytes(DATA_FILE, npy)
+        state = {k: v.detach().to(torch.float32) for k, v in est.flow_.state_dict().items()}
+        writer.write_weights(state)
+        writer.write_results({"task": "estimator", "epochs": int(getattr(est, "n_epochs_", 0))})
     return files.root
 
 

@@ -14,12 +14,11 @@ test NLL, which plays no part in it), so the kept run's test NLL stays an honest
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from flowforge.runs import atomic_write_json
+from flowforge.runs.writer import RunWriter
 from flowforge.train.config import ConfigError, TrainConfig
 
 __all__ = ["AUTO", "auto_run", "candidates", "format_table"]
@@ -80,8 +79,11 @@ def auto_run(cfg: TrainConfig) -> Any:
     if cfg.time_budget <= 0:
         raise ConfigError(f"time_budget must be positive, got {cfg.time_budget}")
     out = Path(cfg.out) if cfg.out else default_out_dir(cfg)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"output folder {out} already exists and is not empty")
+    with RunWriter.reserve(out) as writer:  # locked while the trials run under out/trials
+        return _search(cfg, out, writer, start_run)
+
+
+def _search(cfg: TrainConfig, out: Path, writer: RunWriter, start_run: Any) -> Any:
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     results: dict[int, Any] = {}
@@ -114,21 +116,20 @@ def auto_run(cfg: TrainConfig) -> Any:
         raise ConfigError("--flow auto: no trial finished; see the messages above")
     best = min(results, key=lambda k: results[k].outcome.best_val_nll)
     rows[best]["kept"] = True
-    _keep(out, out / "trials" / f"{best}-{rows[best]['flow']}", rows, cfg.time_budget)
+    _keep(writer, out / "trials" / f"{best}-{rows[best]['flow']}", rows, cfg.time_budget)
     print(format_table(rows), flush=True)
     res = results[best]
     res.run_dir = out
     return res
 
 
-def _keep(out: Path, trial: Path, rows: list[dict[str, Any]], budget: float) -> None:
-    """Copy the kept trial's files into ``out`` and record the search there."""
-    for f in trial.iterdir():
-        if f.is_file():
-            shutil.copy2(f, out / f.name)
+def _keep(writer: RunWriter, trial: Path, rows: list[dict[str, Any]], budget: float) -> None:
+    """Copy the kept trial's files into the run and record the search there."""
+    writer.copy_run(trial)
     table = {"time_budget": budget, "trials": rows}
-    record = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    record["config"]["out"] = str(out)
+    record = json.loads(writer.files.config.read_text(encoding="utf-8"))
+    record["config"]["out"] = str(writer.files.root)
     record["auto"] = table
-    atomic_write_json(out / "config.json", record)
-    atomic_write_json(out / "auto.json", table)
+    writer.write_record(record)
+    writer.write_json("auto.json", table)
+    writer.write_results(json.loads((trial / "results.json").read_text(encoding="utf-8")))

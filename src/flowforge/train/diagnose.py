@@ -5,8 +5,8 @@
 - :func:`overfitting`: the validation NLL of the kept weights far above their training loss
   (more than :data:`OVERFIT_NATS_PER_DIM` nats per dimension and :data:`OVERFIT_MIN_NATS` in
   all): the flow scores its training rows much better than new rows;
-- :func:`incomplete`: a run killed before it finished (no ``results.json``) at the last
-  validated step of its total.
+- :func:`incomplete` (:mod:`flowforge.runs.status`, the note of every kind of run): a run
+  killed before it finished (no ``results.json``) at the last validated step of its total.
 
 Example:
     >>> records = [{"step": 10, "train_loss": 2.0, "val_nll": 9.0},
@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flowforge.train.metrics import MetricsLog
+from flowforge.runs.metrics import MetricsLog
+from flowforge.runs.status import incomplete
 
 __all__ = ["OVERFIT_MIN_NATS", "OVERFIT_NATS_PER_DIM", "diagnose", "incomplete", "overfitting"]
 
@@ -65,24 +66,6 @@ def overfitting(records: Sequence[dict[str, Any]], best_step: int, dim: int) -> 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def incomplete(root: Path, record: dict[str, Any], records: Sequence[dict[str, Any]]) -> str | None:
-    """``"incomplete: step N of M"`` for a run directory without ``results.json``, else ``None``.
-
-    Args:
-        root: the run directory.
-        record: its ``config.json`` record (``total_steps``).
-        records: its ``metrics.jsonl`` records (the last validated step is ``N``; 0 if none).
-    """
-    if (root / "results.json").exists():
-        return None
-    step = max((int(r["step"]) for r in records if isinstance(r.get("step"), int)), default=0)
-    total = record.get("total_steps", "?")
-    return (
-        f"incomplete: step {step} of {total} (the run stopped before it finished; these are "
-        f"its best weights so far; continue it with flowforge train --resume {root})"
-    )
 
 
 def diagnose(root: Path, record: dict[str, Any], dim: int) -> tuple[str | None, str | None]:

@@ -46,6 +46,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from flowforge.runs import load_state
+from flowforge.runs.metrics import MetricsLog
+from flowforge.runs.writer import RunWriter
 from flowforge.train.batches import TrainStream
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.distributed import (
@@ -59,7 +61,6 @@ from flowforge.train.distributed import (
 )
 from flowforge.train.ema import WeightAverage
 from flowforge.train.losses import Loss, MaximumLikelihood, Objective
-from flowforge.train.metrics import MetricsLog
 from flowforge.train.precision import networks_of, precision_context
 from flowforge.train.schedule import LRSchedule
 from flowforge.train.state import NonFiniteLoss
@@ -116,6 +117,9 @@ class Trainer(TrainerValidation):
             ``val_bpd`` (:func:`~flowforge.eval.likelihood.bits_per_dim`).
         objective_weights: the file that holds the objective's parameters of the best state
             (an ``nn.Module`` objective only; ``None``: none).
+        writer: the run directory's writer (:class:`~flowforge.runs.writer.RunWriter`):
+            metrics, checkpoints and the best weights (and ``objective_weights``, by its file
+            name) are written through it, instead of to the three files above.
         world: this process's place in a multi-process run (:mod:`.distributed`; default: the
             only process). With several, ``stream`` yields the global batch, this rank trains
             on its slice under DDP, validation is gathered from all ranks and only the files
@@ -139,7 +143,15 @@ class Trainer(TrainerValidation):
         levels: int | None = None,
         objective_weights: Path | None = None,
         world: World | None = None,
+        writer: RunWriter | None = None,
     ) -> None:
+        if writer is not None:
+            metrics, checkpoint, weights = (
+                writer.metrics,
+                writer.files.checkpoint,
+                writer.files.weights,
+            )
+        self.writer = writer
         self.model, self.stream, self.val, self.cfg = model, stream, val, cfg
         self.total_steps, self.device = total_steps, device
         self.metrics, self.checkpoint, self.weights, self.log = metrics, checkpoint, weights, log

@@ -19,6 +19,7 @@ world size: the stream of global batches does not depend on it.
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,30 +33,27 @@ from flowforge.eval.likelihood import NLLSummary
 from flowforge.runs import (
     ModelSpec,
     RunError,
-    RunFiles,
-    atomic_write_json,
     build_flow,
     check_flow_name,
     parse_spec,
     read_run_record,
     refuse_fixed_options,
     run_files,
-    save_weights,
 )
+from flowforge.runs.checkpoint import load_checkpoint
 from flowforge.runs.recipe import DEQUANTIZER_FILE, build_dequantizer
+from flowforge.runs.writer import RunWriter, check_new_run
 from flowforge.train.batches import (
     TrainStream,
     level_split,
     prepare_split,
     training_flow,
 )
-from flowforge.train.checkpoint import load_checkpoint
 from flowforge.train.config import RESUME_KEYS, ConfigError, TrainConfig
 from flowforge.train.diagnose import overfitting
 from flowforge.train.distributed import World, from_main, init_world, main_first, rank_device
 from flowforge.train.loop import FitOutcome, Trainer
 from flowforge.train.losses import Objective, VariationalDequantization
-from flowforge.train.metrics import MetricsLog
 from flowforge.train.model import dequantizer_spec_for, objective_for, spec_for
 from flowforge.train.prepare import (
     default_out_dir,
@@ -111,12 +109,12 @@ def _device(cfg: TrainConfig, world: World) -> tuple[torch.device, World]:
     return device, world.on(device)
 
 
+#: The command that continues a training run (named in messages).
+RESUME = "flowforge train --resume"
+
+
 def _check_out(cfg: TrainConfig) -> Path:
-    out = Path(cfg.out) if cfg.out else default_out_dir(cfg)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        hint = f"; continue it with --resume {out}" if (out / "config.json").exists() else ""
-        raise ConfigError(f"output folder {out} already exists and is not empty{hint}")
-    return out
+    return check_new_run(Path(cfg.out) if cfg.out else default_out_dir(cfg), None, RESUME)
 
 
 def start_run(cfg: TrainConfig) -> TrainResult | None:
@@ -129,7 +127,7 @@ def start_run(cfg: TrainConfig) -> TrainResult | None:
     """
     check_flow_name(cfg.flow)
     world = init_world()
-    out = from_main(lambda: _check_out(cfg), world, (ConfigError,))  # one name for all ranks
+    out = from_main(lambda: _check_out(cfg), world, (ConfigError, RunError))  # one name
     device, world = _device(cfg, world)
     if Path(cfg.data).suffix:
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
@@ -147,17 +145,18 @@ def start_run(cfg: TrainConfig) -> TrainResult | None:
     deq = None if deq_spec is None else build_dequantizer(deq_spec).to(device)
     objective = objective_for(cfg, flow, deq)
     cfg = cfg.replace(out=str(out))
-    files = run_files(out)
-    trainer = _trainer(flow, ds, cfg, total, device, files, objective, world)
+    writer = None
     if world.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        record = new_record(cfg, spec, ds, total, deq_spec)
-        atomic_write_json(files.config, {**record, "sized_from_data": sized})
-        save_weights(files.weights, flow)
-        if trainer.objective_module is not None:
-            save_weights(out / DEQUANTIZER_FILE, trainer.objective_module)
-        trainer.save()
-    return _finish(trainer, flow, ds, cfg, spec, out)
+        record = {**new_record(cfg, spec, ds, total, deq_spec), "sized_from_data": sized}
+        writer = RunWriter.create(out, record, None, RESUME)
+    with writer or nullcontext():
+        trainer = _trainer(flow, ds, cfg, total, device, writer, objective, world)
+        if writer is not None:
+            writer.write_weights(flow)
+            if trainer.objective_module is not None:
+                writer.write_weights(trainer.objective_module, DEQUANTIZER_FILE)
+            trainer.save()
+        return _finish(trainer, flow, ds, cfg, spec, out)
 
 
 def _trainer(
@@ -166,7 +165,7 @@ def _trainer(
     cfg: TrainConfig,
     total: int,
     device: torch.device,
-    files: RunFiles,
+    writer: RunWriter | None,
     objective: Objective,
     world: World,
 ) -> Trainer:
@@ -175,7 +174,6 @@ def _trainer(
     standardised tables train in standardised units through :func:`training_flow`); on ranks
     other than 0, no files."""
     levels = isinstance(objective, VariationalDequantization)
-    main = world.is_main
     val = level_split(ds, "val") if levels else prepare_split(ds, "val", cfg.seed, True)
     return Trainer(
         training_flow(flow, ds),
@@ -184,13 +182,11 @@ def _trainer(
         cfg,
         total,
         device,
-        metrics=MetricsLog(files.metrics) if main else None,
-        checkpoint=files.checkpoint if main else None,
-        weights=files.weights if main else None,
         levels=ds.levels if ds.kind == "image" else None,
         objective=objective,
-        objective_weights=files.root / DEQUANTIZER_FILE if levels and main else None,
+        objective_weights=Path(DEQUANTIZER_FILE) if levels and writer is not None else None,
         world=world,
+        writer=writer,
     )
 
 
@@ -208,9 +204,33 @@ def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult | Non
         RunError: the run or its checkpoint is missing, corrupted or foreign.
         ConfigError: an option that a resumed run cannot change.
     """
-    files = run_files(path)
     world = init_world()
-    record, state = from_main(lambda: _read_run(path), world, (RunError, ConfigError))
+    held: list[RunWriter] = []
+
+    def read() -> tuple[dict[str, Any], dict[str, Any]]:  # rank 0: lock the run, then read it
+        held.append(RunWriter.reopen(path))
+        return _read_run(path)
+
+    try:
+        record, state = from_main(read, world, (RunError, ConfigError))
+    except BaseException:
+        for w in held:
+            w.close()
+        raise
+    writer = held[0] if held else None
+    with writer or nullcontext():
+        return _resume(path, overrides, record, state, world, writer)
+
+
+def _resume(
+    path: str | Path,
+    overrides: dict[str, Any],
+    record: dict[str, Any],
+    state: dict[str, Any],
+    world: World,
+    writer: RunWriter | None,
+) -> TrainResult | None:
+    files = run_files(path)
     saved = run_config(record, str(files.config))
     spec = parse_spec(record, str(files.config))
     refuse_fixed_options(overrides, RESUME_KEYS, files.config)
@@ -234,20 +254,18 @@ def resume_run(path: str | Path, overrides: dict[str, Any]) -> TrainResult | Non
     except ConfigError as e:
         raise RunError(f"{files.config}: {e}") from None
     objective = objective_for(cfg, flow, deq)
-    trainer = _trainer(flow, ds, cfg, total, device, files, objective, world)
+    trainer = _trainer(flow, ds, cfg, total, device, writer, objective, world)
     trainer.load_state_dict(state, str(files.checkpoint))
     if total < trainer.step:  # config.json would then disagree with the steps in results.json
         raise ConfigError(
             f"the run has done {trainer.step} steps; a resumed run continues, so --steps (or "
             f"--epochs) must give more than {trainer.step} in total, got {total}"
         )
-    if world.is_main:
-        for stale in files.root.glob(".*.tmp"):  # half-written files of a killed run
-            stale.unlink(missing_ok=True)
-        MetricsLog(files.metrics).truncate(trainer.step)
+    if writer is not None:
+        writer.metrics.truncate(trainer.step)
         if overrides:
             record["config"], record["total_steps"] = cfg.to_dict(), total
-            atomic_write_json(files.config, record)
+            writer.write_record(record)
     return _finish(trainer, flow, ds, cfg, spec, files.root)
 
 
@@ -259,13 +277,14 @@ def _finish(
         outcome = trainer.fit(progress=not cfg.quiet)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"continue with: flowforge train --resume {out}") from None
-    if not trainer.world.is_main:
+    writer = trainer.writer
+    if writer is None:  # ranks other than 0
         return None
-    save_weights(files.weights, flow)
+    writer.write_weights(flow)
     objective = trainer.objective
     deq = None
     if isinstance(objective, VariationalDequantization):
-        save_weights(out / DEQUANTIZER_FILE, objective)
+        writer.write_weights(objective, DEQUANTIZER_FILE)
         deq = objective.dequantizer
     test = test_summary(flow, ds, cfg, "test", deq)
     results = {"test": test.to_dict(), "steps": outcome.step, "stop_reason": outcome.reason}
@@ -274,16 +293,16 @@ def _finish(
         results["gaussian_baseline"] = baseline.to_dict()
     results |= {"best_step": outcome.best_step, "best_val_nll": outcome.best_val_nll}
     results["seconds"] = round(trainer.elapsed, 3)
-    records = MetricsLog(files.metrics).read()
+    records = writer.metrics.read()
     kept = outcome.best_step if cfg.restore_best else outcome.step
     overfit = overfitting(records, kept, ds.dim)  # the kept weights: validation far above training
     if overfit:
         results["warnings"] = [overfit]
         print(f"flowforge train: warning: {overfit}", file=sys.stderr)
-    atomic_write_json(files.results, results)
+    writer.write_results(results)
     plots: list[Path] = []
     if cfg.plots:
         from flowforge.train.plots import write_run_plots
 
-        plots = write_run_plots(out, flow, spec, ds, records)
-    return TrainResult(out, outcome, test, plots, baseline)
+        plots = writer.write_plots(lambda root: write_run_plots(root, flow, spec, ds, records))
+    return TrainResult(files.root, outcome, test, plots, baseline)

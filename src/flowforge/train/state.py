@@ -18,8 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from flowforge.runs import RunError, load_state
+from flowforge.runs.checkpoint import save_checkpoint
+from flowforge.runs.writer import RunWriter
 from flowforge.train.batches import TrainStream
-from flowforge.train.checkpoint import save_checkpoint
 from flowforge.train.config import TrainConfig
 from flowforge.train.ema import WeightAverage
 from flowforge.train.losses import Objective
@@ -46,6 +47,7 @@ class TrainerState:
     objective: Objective
     objective_module: nn.Module | None
     checkpoint: Path | None
+    writer: RunWriter | None
     log: Callable[[str], None]
     step: int
     best_val_nll: float
@@ -130,7 +132,9 @@ class TrainerState:
 
     def save(self) -> None:
         """Write the checkpoint file (atomically), if there is one."""
-        if self.checkpoint is not None:
+        if self.writer is not None:
+            self.writer.write_checkpoint(self.state_dict())
+        elif self.checkpoint is not None:
             save_checkpoint(self.checkpoint, self.state_dict())
 
     def _non_finite(self, what: str) -> None:

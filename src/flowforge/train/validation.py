@@ -96,11 +96,15 @@ class TrainerValidation(TrainerState):
         weights files)."""
         self.best_val_nll, self.best_step, self.bad_evals = val_nll, self.step, 0
         self.best_state = copy.deepcopy(self.evaluated_state())
-        if self.weights is not None:
+        if self.writer is not None:
+            self.writer.write_weights(self.best_state)
+        elif self.weights is not None:
             save_weights(self.weights, self.best_state)
         if self.objective_module is not None:
             self.best_objective_state = copy.deepcopy(self.objective_module.state_dict())
-            if self.objective_weights is not None:
+            if self.objective_weights is not None and self.writer is not None:
+                self.writer.write_weights(self.best_objective_state, self.objective_weights.name)
+            elif self.objective_weights is not None:
                 save_weights(self.objective_weights, self.best_objective_state)
 
     def _val_log_likelihoods(self) -> Tensor:

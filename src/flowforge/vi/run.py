@@ -26,9 +26,7 @@ This module is not imported by ``import flowforge`` (it reads TOML and writes we
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -41,17 +39,14 @@ from flowforge.core import Flow
 from flowforge.runs import (
     ConfigError,
     RunError,
-    RunFiles,
-    atomic_write_json,
     build_flow,
     parse_spec,
     read_run_record,
     refuse_fixed_options,
     run_files,
-    save_weights,
 )
-from flowforge.train.checkpoint import load_checkpoint, save_checkpoint
-from flowforge.train.metrics import MetricsLog
+from flowforge.runs.checkpoint import load_checkpoint
+from flowforge.runs.writer import RunWriter, check_new_run
 from flowforge.vi.config import (
     OBJECTIVES,
     RESUME_KEYS,
@@ -104,6 +99,10 @@ class VIResult:
     results: dict[str, Any]
 
 
+#: The command that continues a VI run (named in messages).
+RESUME = "flowforge vi --resume"
+
+
 def _device(name: str) -> torch.device:
     from flowforge.train.run import resolve_device  # the tool's one device rule
 
@@ -124,14 +123,7 @@ def run_vi(cfg: VIConfig, callback: Callback | None = None) -> VIResult:
         KeyboardInterrupt: interrupted; the message names the ``--resume`` command.
     """
     cfg.check()
-    out = Path(cfg.out) if cfg.out else default_out(cfg)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
-        hint = f"; continue it with --resume {out}" if run_files(out).checkpoint.exists() else ""
-        raise ConfigError(
-            f"output folder {out} already exists and is not empty (--overwrite replaces it){hint}"
-        )
+    out = check_new_run(Path(cfg.out) if cfg.out else default_out(cfg), cfg.overwrite, RESUME)
     cfg = replace(cfg, out=str(out), lr=cfg.learning_rate)
     device = _device(cfg.device)
     target = build_target(cfg.target, cfg.target_options)
@@ -140,17 +132,14 @@ def run_vi(cfg: VIConfig, callback: Callback | None = None) -> VIResult:
     checked_flow(cfg, spec, target)
     torch.manual_seed(cfg.seed)
     flow = build_flow(spec).to(device)  # the same initialisation whatever the check drew
-    if out.is_dir():
-        shutil.rmtree(out)  # --overwrite
-    out.mkdir(parents=True)
-    files = run_files(out)
-    atomic_write_json(files.config, run_record(cfg, spec, target))
-    opt = torch.optim.Adam(flow.parameters(), lr=cfg.learning_rate)
-    try:
-        return _fit_and_finish(cfg, flow, target, opt, files, 0, callback)
-    except FloatingPointError:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
+    # --overwrite: only a run is replaced, and only its files
+    with RunWriter.create(out, run_record(cfg, spec, target), cfg.overwrite, RESUME) as writer:
+        opt = torch.optim.Adam(flow.parameters(), lr=cfg.learning_rate)
+        try:
+            return _fit_and_finish(cfg, flow, target, opt, writer, 0, callback)
+        except FloatingPointError:
+            writer.discard()
+            raise
 
 
 def resume_vi(
@@ -172,6 +161,21 @@ def resume_vi(
     overrides = dict(overrides or {})
     files = run_files(path)
     record = read_run_record(files.root)
+    if not is_vi_record(record):
+        raise RunError(
+            f"{files.config} is not a VI run (flowforge train --resume continues training runs)"
+        )
+    with RunWriter.reopen(files.root) as writer:
+        return _resume(writer, read_run_record(files.root), overrides, callback)
+
+
+def _resume(
+    writer: RunWriter,
+    record: dict[str, Any],
+    overrides: dict[str, Any],
+    callback: Callback | None,
+) -> VIResult:
+    files = writer.files
     if not is_vi_record(record):
         raise RunError(
             f"{files.config} is not a VI run (flowforge train --resume continues training runs)"
@@ -202,28 +206,18 @@ def resume_vi(
         raise RunError(
             f"{files.checkpoint} does not match the run in {files.config}: {msg}"
         ) from None
-    for stale in files.root.glob(".*.tmp"):  # half-written files of a killed run
-        stale.unlink(missing_ok=True)
-    MetricsLog(files.metrics).truncate(start - 1)
+    writer.metrics.truncate(start - 1)
     if overrides:
         record["config"] = cfg.to_dict()
-        atomic_write_json(files.config, record)
-    return _fit_and_finish(cfg, flow, target, opt, files, start, callback)
-
-
-def _append_records(path: Path, records: list[dict[str, float]]) -> None:
-    """Append JSON lines with one flush and fsync (a torn last line is skipped on reading)."""
-    with path.open("a", encoding="utf-8") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
+        writer.write_record(record)
+    return _fit_and_finish(cfg, flow, target, opt, writer, start, callback)
 
 
 def _checkpoint(
-    files: RunFiles, flow: Flow, opt: torch.optim.Optimizer, step: int, device: torch.device
+    writer: RunWriter, flow: Flow, opt: torch.optim.Optimizer, step: int, device: torch.device
 ) -> None:
     """The state after ``step - 1`` steps: ``fit_vi(start=step)`` continues it exactly."""
-    save_weights(files.weights, flow)
+    writer.write_weights(flow)
     state: dict[str, Any] = {
         "step": step,
         "flow": flow.state_dict(),
@@ -232,7 +226,7 @@ def _checkpoint(
     }
     if device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(device)
-    save_checkpoint(files.checkpoint, state)
+    writer.write_checkpoint(state)
 
 
 def _fit_and_finish(
@@ -240,7 +234,7 @@ def _fit_and_finish(
     flow: Flow,
     target: Target,
     opt: torch.optim.Optimizer,
-    files: RunFiles,
+    writer: RunWriter,
     start: int,
     callback: Callback | None,
 ) -> VIResult:
@@ -251,9 +245,9 @@ def _fit_and_finish(
     def on_step(step: int, record: dict[str, float]) -> None:
         pending.append(record)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            _append_records(files.metrics, pending)  # metrics first: resume truncates them
+            writer.metrics.extend(pending)  # metrics first: resume truncates them
             pending.clear()
-            _checkpoint(files, flow, opt, step + 1, device)
+            _checkpoint(writer, flow, opt, step + 1, device)
         if callback is not None:
             callback(step, record)
 
@@ -273,18 +267,19 @@ def _fit_and_finish(
             start=start,
         )
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"continue with: flowforge vi --resume {files.root}") from None
+        raise KeyboardInterrupt(f"continue with: {RESUME} {writer.files.root}") from None
     seconds = time.perf_counter() - began
     flow.cpu()
     target.cpu()
-    return _finish(cfg, flow, target, files, start, seconds)
+    return _finish(cfg, flow, target, writer, start, seconds)
 
 
 def _finish(
-    cfg: VIConfig, flow: Flow, target: Target, files: RunFiles, start: int, seconds: float
+    cfg: VIConfig, flow: Flow, target: Target, writer: RunWriter, start: int, seconds: float
 ) -> VIResult:
     """Diagnostics, weights, plots and ``results.json`` (last), on the CPU."""
-    history = MetricsLog(files.metrics).read()
+    files = writer.files
+    history = writer.metrics.read()
     diag = diagnostics_dict(flow, target, cfg.eval_samples, cfg.seed)
     results = {
         "task": VI_TASK,
@@ -298,12 +293,12 @@ def _finish(
         "final_elbo": history[-1].get("elbo") if history else None,
         "diagnostics": diag,
     }
-    save_weights(files.weights, flow)
+    writer.write_weights(flow)
     if cfg.plots:
         from flowforge.vi.plots import plot_elbo, plot_samples_over_density
 
         reference = diag.get("log_z_grid", diag.get("log_z_true"))
-        plot_elbo(history, reference, files.root / "elbo.png")
+        writer.write_plots(lambda root: [plot_elbo(history, reference, root / "elbo.png")])
         state = torch.random.get_rng_state()
         try:
             torch.manual_seed(cfg.seed)
@@ -311,8 +306,11 @@ def _finish(
                 x = flow.eval().sample(2000)
         finally:
             torch.random.set_rng_state(state)
-        plot_samples_over_density(x, target, files.root / "density.png", cfg.target, cfg.flow)
-    atomic_write_json(files.results, results)
-    for done in (files.checkpoint, files.checkpoint.with_name(files.checkpoint.name + ".sha256")):
-        done.unlink(missing_ok=True)
+        writer.write_plots(
+            lambda root: [
+                plot_samples_over_density(x, target, root / "density.png", cfg.target, cfg.flow)
+            ]
+        )
+    writer.write_results(results)
+    writer.remove_checkpoint()
     return VIResult(files.root, results)
