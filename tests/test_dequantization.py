@@ -17,7 +17,7 @@ from flowforge.data import (
     dequantize,
     dequantized_log_likelihood,
 )
-from flowforge.data.dequantization import conv_encoder
+from flowforge.dequantization import conv_encoder
 from flowforge.train.losses import MaximumLikelihood, VariationalDequantization
 
 K = 17

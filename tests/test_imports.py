@@ -108,8 +108,10 @@ print(json.dumps(failed))
     assert failed == {}, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
 
 
-def _imports(name: str, top_level_only: bool) -> set[str]:
-    """The flowforge modules that module ``name`` imports (``if TYPE_CHECKING`` left out).
+def _imports(name: str, top_level_only: bool, type_only: bool = False) -> set[str]:
+    """The flowforge modules that module ``name`` imports (``if TYPE_CHECKING`` left out unless
+    ``type_only``; a module-level ``__getattr__``, the lazy re-export of names that moved up
+    for old imports, always left out).
 
     ``from pkg import sub`` counts as importing the module ``pkg.sub`` when it is one.
     """
@@ -122,7 +124,9 @@ def _imports(name: str, top_level_only: bool) -> set[str]:
     def visit(nodes: list[ast.stmt], top: bool) -> None:
         for node in nodes:
             if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                visit(node.orelse, top)
+                visit(node.body if type_only else node.orelse, top)
+                continue
+            if isinstance(node, ast.FunctionDef) and node.name == "__getattr__" and top:
                 continue
             if isinstance(node, ast.Import) and (top or not top_level_only):
                 out.update(a.name for a in node.names)
@@ -192,12 +196,114 @@ def _layer(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
+def _graph(type_only: bool = True) -> dict[str, set[str]]:
+    """Every import between flowforge's modules: module-level, inside functions and (with
+    ``type_only``) under ``if TYPE_CHECKING``; importing ``a.b.c`` is an edge to the packages
+    ``a`` and ``a.b`` too, except those that contain the importing module."""
+    graph: dict[str, set[str]] = {}
+    for name in _modules():
+        own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+        targets = _imports(name, top_level_only=False) | (
+            _imports(name, top_level_only=False, type_only=True) if type_only else set()
+        )
+        for target in targets:
+            parts = target.split(".")
+            chain = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+            graph.setdefault(name, set()).update(chain - own - {name})
+    return graph
+
+
+#: The layers, lowest first: a module imports its own layer's modules and lower layers' only
+#: (without a cycle). ``flowforge`` itself is the public face, which no module imports.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("core", "_version"),
+    ("functional", "nn", "distributions", "data"),
+    ("transforms",),
+    ("flows",),
+    ("dequantization",),
+    ("runs",),
+    ("fit",),
+    ("eval",),
+    ("train", "vi", "sbi", "sklearn"),
+    ("cli",),
+    ("__main__",),
+)
+
+#: Parts of one layer that share the layers below and never import each other.
+SIBLINGS = ("train", "vi", "sbi", "sklearn")
+
+#: Modules that only re-export names that moved to a higher layer, kept for old imports.
+COMPAT = (
+    "flowforge.data.dequantization",
+    "flowforge.data.dequantized_likelihood",
+    "flowforge.data.noise_flows",
+)
+
+
+def _rank(module: str) -> int:
+    part = module.split(".")[1] if "." in module else ""
+    for i, names in enumerate(LAYERS):
+        if part in names:
+            return i
+    return len(LAYERS)  # the package face: above everything
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    """The imports of a higher layer, of a sibling, or of the package face."""
+    bad = []
+    for a, targets in sorted(graph.items()):
+        if a in COMPAT:
+            continue
+        for b in sorted(targets):
+            pa, pb = _layer(a).split(".")[-1], _layer(b).split(".")[-1]
+            sibling = pa != pb and pa in SIBLINGS and pb in SIBLINGS
+            if b == "flowforge" or _rank(b) > _rank(a) or sibling:
+                bad.append(f"{a} -> {b}")
+    return bad
+
+
+def test_layer_checker_finds_planted_faults() -> None:
+    """An upward import, a sibling's import and an import of the package face are found, and
+    so is a cycle, when planted into the real graph."""
+    graph = _graph()
+    assert _upward(graph) == [] or True  # the real graph is checked below
+    planted = {k: set(v) for k, v in graph.items()}
+    planted["flowforge.core.flow"].add("flowforge.train.run")
+    planted["flowforge.vi.run"].add("flowforge.sklearn.density")
+    planted["flowforge.eval.likelihood"].add("flowforge")
+    found = set(_upward(planted)) - set(_upward(graph))
+    assert found == {
+        "flowforge.core.flow -> flowforge.train.run",
+        "flowforge.vi.run -> flowforge.sklearn.density",
+        "flowforge.eval.likelihood -> flowforge",
+    }
+    planted["flowforge.transforms.affine"].add("flowforge.transforms.coupling")
+    planted["flowforge.transforms.coupling"].add("flowforge.transforms.affine")
+    assert _cycle(planted)
+
+
+def test_no_import_cycle_anywhere() -> None:
+    """No cycle among every import of every module: module-level, lazy (inside functions) and
+    type-only (``if TYPE_CHECKING``)."""
+    cycle = _cycle(_graph())
+    assert not cycle, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_upward_import() -> None:
+    """Each module imports its own layer and lower ones (:data:`LAYERS`), never a sibling of
+    :data:`SIBLINGS` nor the package face ``flowforge``."""
+    bad = _upward(_graph())
+    assert not bad, "upward imports:\n" + "\n".join(bad)
+
+
 def test_layers_form_no_cycle_and_runs_is_below_train_and_cli() -> None:
     """Between flowforge's subpackages (every import, lazy ones included), no cycle: a lower
     layer never imports a higher one. ``flowforge.runs`` uses neither training, evaluation nor
     the command line; training does not use the command line."""
     graph: dict[str, set[str]] = {}
     for name in _modules():
+        if name in COMPAT:  # re-exports of names that moved up, for old imports
+            continue
         for target in _imports(name, top_level_only=False):
             a, b = _layer(name), _layer(target)
             if a != b and "flowforge" not in (a, b):  # the package root is the public API
@@ -221,3 +327,27 @@ def test_runs_and_losses_are_light_on_their_own(module: str) -> None:
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout.splitlines()[-1])
     assert found["heavy"] == [], f"import {module} loads {found['heavy']} (via {found['by']})"
+
+
+def test_moved_names_still_import() -> None:
+    """Names that moved to their concept's part keep working where users imported them."""
+    import flowforge.data.dequantization as old_deq
+    import flowforge.dequantization as deq
+    from flowforge.core.distribution import BaseDistribution
+    from flowforge.data import UniformDequantizer, VariationalDequantizer
+    from flowforge.distributions.base import BaseDistribution as OldBase
+    from flowforge.fit.device import resolve_device
+    from flowforge.runs.checkpoint import load_checkpoint
+    from flowforge.runs.figures import write_png
+    from flowforge.runs.metrics import MetricsLog
+    from flowforge.runs.options import read_toml
+    from flowforge.train import auto, batches, checkpoint, config, metrics, plots, run
+
+    assert VariationalDequantizer is deq.VariationalDequantizer
+    assert UniformDequantizer is deq.UniformDequantizer
+    assert old_deq.conv_encoder is deq.conv_encoder
+    assert OldBase is BaseDistribution
+    assert checkpoint.load_checkpoint is load_checkpoint and metrics.MetricsLog is MetricsLog
+    assert config.read_toml is read_toml and plots.write_png is write_png
+    assert run.resolve_device is resolve_device and auto.AUTO == config.AUTO == "auto"
+    assert batches.standardized_view is not None and batches.prepare_split is not None

@@ -10,7 +10,7 @@ import torch
 
 import flowforge as ff
 from flowforge.data import load_dataset
-from flowforge.data.dequantization import VariationalDequantizer, dequantized_log_likelihood
+from flowforge.dequantization import VariationalDequantizer, dequantized_log_likelihood
 from flowforge.eval.likelihood import log_likelihoods
 from flowforge.runs.recipe import ModelSpec, build_flow
 from flowforge.train.batches import TrainStream, level_split, prepare_split

@@ -8,10 +8,9 @@ Example:
 """
 
 from flowforge import data, distributions, eval, flows, functional, nn, transforms, vi
+from flowforge._version import __version__
 from flowforge.core import Bijection, Compose, Flow, FlowDistribution, Inverse
 from flowforge.runs import load
-
-__version__ = "0.1.0"
 
 #: Names loaded on first access, so that ``import flowforge`` imports no scikit-learn.
 _LAZY = {"FlowAnomalyDetector": "flowforge.sklearn", "FlowDensity": "flowforge.sklearn"}

@@ -48,7 +48,7 @@ def positive_int(text: str) -> int:
 
 
 def version() -> str:
-    from flowforge import __version__
+    from flowforge._version import __version__
 
     return f"flowforge {__version__}"
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
 from flowforge.core.bijection import Bijection, Shape, batch_shape_of
-
-if TYPE_CHECKING:  # distributions import core; a runtime import here would be circular
-    from flowforge.distributions.base import BaseDistribution
+from flowforge.core.distribution import BaseDistribution
 
 
 class Flow(nn.Module):

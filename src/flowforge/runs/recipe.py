@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from flowforge.core import Bijection, Compose, Flow
-from flowforge.data.dequantization import VariationalDequantizer
+from flowforge.dequantization import VariationalDequantizer
 from flowforge.flows import PRESETS
 from flowforge.runs.errors import ConfigError
 from flowforge.transforms import Logit, Reshape

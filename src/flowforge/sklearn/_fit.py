@@ -18,7 +18,7 @@ import torch
 from flowforge.core import Flow
 from flowforge.runs.errors import ConfigError
 from flowforge.runs.recipe import ModelSpec, build_flow, whiten_entry
-from flowforge.train.batches import standardized_view
+from flowforge.transforms.standardize import standardized_view
 from flowforge.transforms.whiten import fit_whiten
 
 __all__ = [

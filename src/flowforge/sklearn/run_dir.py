@@ -7,17 +7,27 @@ import datetime as _dt
 import hashlib
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from flowforge.runs import RUN_FORMAT, RUN_FORMAT_VERSION, run_files
+from flowforge.runs import RUN_FORMAT, RUN_FORMAT_VERSION, ModelSpec, run_files
 from flowforge.runs.writer import RunWriter
-from flowforge.train.config import TrainConfig
 
-if TYPE_CHECKING:
-    from flowforge.sklearn.density import FlowDensity
+
+class FittedEstimator(Protocol):
+    """What :func:`write_run` reads of a fitted estimator (:class:`~flowforge.sklearn.FlowDensity`
+    or :class:`~flowforge.sklearn.FlowAnomalyDetector`)."""
+
+    spec_: ModelSpec
+    flow_: torch.nn.Module
+    batch_size: int
+    lr: float
+    n_features_in_: int
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]: ...
+
 
 __all__ = ["DATA_FILE", "write_run"]
 
@@ -25,7 +35,7 @@ __all__ = ["DATA_FILE", "write_run"]
 DATA_FILE = "data.npy"
 
 
-def write_run(root: Path, est: FlowDensity, data: np.ndarray | None) -> Path:
+def write_run(root: Path, est: FittedEstimator, data: np.ndarray | None) -> Path:
     """Write the run directory of a fitted estimator (see :meth:`FlowDensity.save`).
 
     An existing run at ``root`` is replaced (its files only); a folder there that is not a run
@@ -53,21 +63,23 @@ def write_run(root: Path, est: FlowDensity, data: np.ndarray | None) -> Path:
             "sha256": hashlib.sha256(npy).hexdigest(),
             "header": False,
         }
-    cfg = TrainConfig(
-        data=str(data_path),
-        flow=est.spec_.preset,
-        seed=0,
-        batch_size=int(est.batch_size),
-        lr=float(est.lr),
-        quiet=True,
-        plots=False,
-        device="cpu",
-    )
+    # the training options flowforge eval reads (flowforge.train.config.TrainConfig's keys;
+    # the others take their defaults there)
+    options = {
+        "data": str(data_path),
+        "flow": est.spec_.preset,
+        "seed": 0,
+        "batch_size": int(est.batch_size),
+        "lr": float(est.lr),
+        "quiet": True,
+        "plots": False,
+        "device": "cpu",
+    }
     d = int(est.n_features_in_)
     record: dict[str, Any] = {
         "format": RUN_FORMAT,
         "format_version": RUN_FORMAT_VERSION,
-        "config": cfg.to_dict(),
+        "config": options,
         "model": est.spec_.to_dict(),
         "data": {
             "name": data_path.stem,

@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from flowforge.runs.writer import RunWriter
-from flowforge.train.config import ConfigError, TrainConfig
+from flowforge.train.config import AUTO, ConfigError, TrainConfig
 
 __all__ = ["AUTO", "auto_run", "candidates", "format_table"]
 
-#: The ``--flow`` value that asks for the search.
-AUTO = "auto"
 
 _PRESETS = ("nsf", "realnvp", "maf", "nice")
 

@@ -29,11 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowforge.core import Flow
-from flowforge.core.bijection import Bijection, Compose, batch_shape_of
-from flowforge.data.base import Dataset, dequantize
+from flowforge.data.base import Dataset
+from flowforge.eval.splits import _standardized, level_split, model_input, prepare_split
 from flowforge.train.config import ConfigError
-from flowforge.transforms.standardize import Standardize
+from flowforge.transforms.standardize import standardized_view
 
 __all__ = [
     "TrainStream",
@@ -44,68 +43,6 @@ __all__ = [
     "steps_per_epoch",
     "training_flow",
 ]
-
-_SPLITS = ("train", "val", "test")
-
-
-def model_input(ds: Dataset, x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Map rows of a dataset split to the flow's input units.
-
-    Args:
-        ds: the dataset the rows come from.
-        x: ``(N, *event_shape)`` rows as the dataset stores them.
-        generator: the dequantization noise for images.
-
-    Returns:
-        ``(N, *event_shape)``: images dequantized to ``[0, 1)``; standardised rows mapped
-        back to the original units; anything else as is.
-    """
-    if ds.kind == "image":
-        assert ds.levels is not None
-        return dequantize(x, ds.levels, generator)
-    if ds.standardizer is not None:
-        return ds.standardizer.inverse(x)
-    return x
-
-
-class _Standardized(Bijection):
-    """A ``Standardize`` whose input is already standardised: the identity, with the
-    log-Jacobian ``-sum(log std)`` of the standardisation and the same buffers (shared)."""
-
-    mean: Tensor
-    std: Tensor
-
-    def __init__(self, standardize: Standardize) -> None:
-        super().__init__(standardize.event_shape)
-        self.register_buffer("mean", standardize.mean)
-        self.register_buffer("std", standardize.std)
-
-    def _ladj(self, x: Tensor) -> Tensor:
-        batch = batch_shape_of(x, self.event_shape)
-        return (-torch.log(self.std.to(x)).sum()).expand(batch)
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return x, self._ladj(x)
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return z, -self._ladj(z)
-
-
-def standardized_view(flow: torch.nn.Module) -> Flow | None:
-    """A view of ``flow`` whose leading ``Standardize`` takes standardised rows (an identity with
-    the standardisation's log-Jacobian and buffers), or ``None`` when ``flow`` has none.
-
-    The view shares every parameter and buffer with ``flow`` and has the same state-dict keys.
-    Rows standardised in float64 (``(x - mean) / std`` with the flow's own statistics) and only
-    then cast get the same log-density as ``flow`` would give ``x``, without float32 rounding of
-    ``x`` itself.
-    """
-    bij = getattr(flow, "bijection", None)
-    members: list[Bijection] = list(bij.chain()) if isinstance(bij, Compose) else []
-    if not isinstance(flow, Flow) or len(members) < 2 or not isinstance(members[0], Standardize):
-        return None
-    view = Compose([_Standardized(members[0]), *members[1:]])
-    return Flow(view, flow.base, context=flow.context)
 
 
 def training_flow(flow: torch.nn.Module, ds: Dataset) -> torch.nn.Module:
@@ -128,48 +65,6 @@ def training_flow(flow: torch.nn.Module, ds: Dataset) -> torch.nn.Module:
             "pre-transform (build it with flowforge.runs.build_flow)"
         )
     return view
-
-
-def _standardized(ds: Dataset, standardized: bool) -> bool:
-    return standardized and ds.standardizer is not None and ds.kind != "image"
-
-
-def prepare_split(ds: Dataset, split: str, seed: int, standardized: bool = False) -> Tensor:
-    """A fixed evaluation split in the flow's input units (images: noise seeded by ``seed``).
-
-    Args:
-        ds: the dataset.
-        split: ``train``, ``val`` or ``test``.
-        seed: the run's seed.
-        standardized: standardised tables: the rows as stored (standardised in float64, then
-            cast), for :func:`training_flow`; otherwise in the data's own units.
-
-    Raises:
-        ConfigError: for an unknown split, or ``train`` on a dataset that samples fresh data.
-    """
-    if split not in _SPLITS:
-        raise ConfigError(f"unknown split {split!r}; valid: {', '.join(_SPLITS)}")
-    x = getattr(ds, split)
-    if x is None:
-        raise ConfigError(f"dataset {ds.name!r} draws fresh training samples; use val or test")
-    if _standardized(ds, standardized):
-        return x
-    g = torch.Generator().manual_seed(seed + 7919 * (1 + _SPLITS.index(split)))
-    return model_input(ds, x, g)
-
-
-def level_split(ds: Dataset, split: str) -> Tensor:
-    """An image split's integer levels ``0 .. K-1`` as float32 ``(N, C, H, W)`` (no noise).
-
-    Raises:
-        ConfigError: for an unknown split or data that are not images.
-    """
-    if split not in _SPLITS:
-        raise ConfigError(f"unknown split {split!r}; valid: {', '.join(_SPLITS)}")
-    x = getattr(ds, split)
-    if ds.kind != "image" or x is None:
-        raise ConfigError(f"dataset {ds.name!r} has no image levels to dequantize")
-    return x.to(torch.float32)
 
 
 def steps_per_epoch(ds: Dataset, batch_size: int) -> int:

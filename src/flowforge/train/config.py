@@ -21,25 +21,22 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flowforge.runs.errors import ConfigError
 from flowforge.train.coerce import coerce, plain_type
 from flowforge.train.data_options import DataOptions, _doc
 
-if TYPE_CHECKING:
-    from flowforge.train.flags import add_arguments, flags_to_dict, parse_flag_value, read_toml
-
 __all__ = [
+    "AUTO",
     "RESUME_KEYS",
     "ConfigError",
     "TrainConfig",
-    "add_arguments",
     "field_type",
-    "flags_to_dict",
-    "parse_flag_value",
-    "read_toml",
 ]
+
+#: The ``--flow`` value that asks for the search over presets (:mod:`flowforge.train.auto`).
+AUTO = "auto"
 
 _FLAG_HELPERS = ("add_arguments", "flags_to_dict", "parse_flag_value", "read_toml")
 

@@ -18,19 +18,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
 from flowforge.runs.errors import ConfigError
-from flowforge.train.auto import AUTO
-from flowforge.train.config import TrainConfig, field_type
+from flowforge.runs.options import read_toml
+from flowforge.train.config import AUTO, TrainConfig, field_type
 
 __all__ = ["add_arguments", "flags_to_dict", "parse_flag_value", "read_toml"]
 
@@ -123,21 +116,3 @@ def flags_to_dict(namespace: argparse.Namespace) -> dict[str, Any]:
             value = given[key]
             out[key] = parse_flag_value(key, value) if isinstance(value, str) else value
     return out
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file into a flat option dictionary (keys are checked later).
-
-    Raises:
-        ConfigError: if the file is missing or is not valid TOML.
-    """
-    p = Path(path)
-    try:
-        with p.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {p}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None

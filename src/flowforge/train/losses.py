@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from flowforge.transforms.continuous import CNF
 
 if TYPE_CHECKING:
-    from flowforge.data.dequantization import Dequantizer
+    from flowforge.dequantization import Dequantizer
 
 __all__ = [
     "CNFLikelihood",

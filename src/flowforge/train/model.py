@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from flowforge.data.dequantization import NOISE_FLOWS, Dequantizer
+from flowforge.dequantization import NOISE_FLOWS, Dequantizer
 from flowforge.flows import PRESETS
 from flowforge.runs.recipe import ModelSpec, check_flow_name, whiten_entry
 from flowforge.train.config import ConfigError, TrainConfig

@@ -6,7 +6,6 @@ Agg canvas is used: no pyplot, no global backend switch, no windows.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,12 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowforge.runs.atomic import atomic_write_bytes
+from flowforge.runs.figures import new_figure, write_png
 from flowforge.train.batches import model_input
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from flowforge.data import Dataset
     from flowforge.runs.recipe import ModelSpec
 
@@ -36,26 +33,6 @@ __all__ = [
     "write_png",
     "write_run_plots",
 ]
-
-
-def new_figure(width: float, height: float) -> Figure:
-    """A matplotlib figure of ``width`` x ``height`` inches on an Agg canvas (no display)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("plots need matplotlib: pip install 'flowforge[cli]'") from None
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def write_png(fig: Figure, path: str | Path) -> Path:
-    """Render ``fig`` and write it to ``path`` atomically."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
 
 
 def plot_losses(records: Sequence[dict[str, Any]], path: str | Path) -> Path:

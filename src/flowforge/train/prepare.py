@@ -1,6 +1,7 @@
-"""The parts of ``flowforge train`` around the fit: a run's options and device, its data, its
-record (``config.json``), its learned dequantizer, and the test-split summaries written into
-``results.json`` (also used by ``flowforge eval``). :mod:`.run` puts them together.
+"""The parts of ``flowforge train`` around the fit: a run's options and threads, its data, its
+record (``config.json``), its learned dequantizer, and the split summaries written into
+``results.json`` (computed by :mod:`flowforge.eval.summary`; ``flowforge eval`` uses them too).
+:mod:`.run` puts them together. ``resolve_device`` is :mod:`flowforge.fit.device`'s.
 """
 
 from __future__ import annotations
@@ -15,24 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-import flowforge
+from flowforge._version import __version__
 from flowforge.data import Dataset, load_dataset
-from flowforge.data.base import Standardizer
-from flowforge.data.dequantization import (
-    DequantizedLikelihood,
-    Dequantizer,
-    UniformDequantizer,
-    dequantized_log_likelihood,
-)
 from flowforge.data.user import check_source
-from flowforge.eval.likelihood import (
-    NLLSummary,
-    NonFiniteLikelihood,
-    log_likelihoods,
-    standardized_log_likelihoods,
-    summarize,
-    without_standardize,
-)
+from flowforge.dequantization import DequantizedLikelihood, Dequantizer
+from flowforge.eval.likelihood import NLLSummary
+from flowforge.eval.summary import dequantized_summary as _dequantized_summary
+from flowforge.eval.summary import split_summary
+from flowforge.fit.device import resolve_device
 from flowforge.runs import (
     RUN_FORMAT,
     RUN_FORMAT_VERSION,
@@ -41,14 +32,9 @@ from flowforge.runs import (
     load_weights,
 )
 from flowforge.runs.recipe import DEQUANTIZER_FILE, build_dequantizer
-from flowforge.train.batches import (
-    level_split,
-    prepare_split,
-    steps_per_epoch,
-)
+from flowforge.train.batches import steps_per_epoch
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.losses import VariationalDequantization
-from flowforge.transforms.standardize import Standardize
 
 __all__ = [
     "default_out_dir",
@@ -79,19 +65,6 @@ def run_config(record: dict[str, Any], origin: str) -> TrainConfig:
     except (KeyError, TypeError, ValueError) as e:
         msg = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
         raise RunError(f"{origin} has a malformed run record ({msg})") from None
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` (which must be available) or ``auto`` (cuda when available).
-
-    Raises:
-        ConfigError: for ``cuda`` on a machine without a usable GPU.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available (use cpu or auto)")
-    return torch.device(name)
 
 
 def set_threads(cfg: TrainConfig, device: torch.device, spec: ModelSpec) -> None:
@@ -196,7 +169,7 @@ def new_record(
         "total_steps": total,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "versions": {
-            "flowforge": flowforge.__version__,
+            "flowforge": __version__,
             "torch": torch.__version__,
             "numpy": np.__version__,
             "python": platform.python_version(),
@@ -222,11 +195,6 @@ def load_dequantizer(record: dict[str, Any], root: Path) -> Dequantizer | None:
     return deq.eval()
 
 
-def _dequantizer_of(ds: Dataset, dequantizer: Dequantizer | None) -> Dequantizer:
-    assert ds.levels is not None
-    return dequantizer or UniformDequantizer(tuple(ds.event_shape), int(ds.levels))
-
-
 def dequantized_summary(
     flow: torch.nn.Module,
     ds: Dataset,
@@ -235,39 +203,11 @@ def dequantized_summary(
     dequantizer: Dequantizer | None,
     samples: int,
 ) -> DequantizedLikelihood:
-    """The dequantization bound of an image split's levels and its importance-sampled estimate
-    with ``samples`` noises per image (uniform noise when ``dequantizer`` is ``None``), seeded
-    by the run's seed.
-
-    Raises:
-        flowforge.eval.likelihood.NonFiniteLikelihood: a non-finite log-likelihood.
-    """
-    deq = _dequantizer_of(ds, dequantizer)
-    device = next(iter(flow.parameters())).device
-    v = level_split(ds, split).to(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed + 15_485_863)
-        try:
-            return dequantized_log_likelihood(
-                flow, deq.to(device), v, samples, max(1, cfg.eval_batch_size // samples)
-            )
-        except FloatingPointError as e:
-            raise NonFiniteLikelihood(str(e)) from None
-
-
-def _in_flow_units(
-    flow: torch.nn.Module, std: Standardizer, z: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows ``z`` standardised by ``std``, re-expressed in the statistics of the flow's own
-    leading ``Standardize`` (float64 throughout), and that standardisation's log-Jacobian."""
-    first = flow.bijection.bijections[0]  # type: ignore[union-attr,index]
-    assert isinstance(first, Standardize)  # without_standardize(flow) found it
-    mean, scale = first.mean.detach().cpu().double(), first.std.detach().cpu().double()
-    same = torch.allclose(mean.float().double(), std.mean.float().double(), rtol=0, atol=0)
-    if same and torch.allclose(scale.float().double(), std.std.float().double(), rtol=0, atol=0):
-        return z, std.log_abs_det()
-    raw = std.inverse(z.double())
-    return (raw - mean) / scale, -torch.log(scale).sum()
+    """:func:`flowforge.eval.summary.dequantized_summary` with the run's seed and evaluation
+    batch size."""
+    return _dequantized_summary(
+        flow, ds, split, dequantizer, samples, seed=cfg.seed, batch_size=cfg.eval_batch_size
+    )
 
 
 def test_summary(
@@ -277,26 +217,8 @@ def test_summary(
     split: str,
     dequantizer: Dequantizer | None = None,
 ) -> NLLSummary:
-    """NLL (nats, 2 standard errors) of ``flow`` on a split, with bits/dim for images.
-
-    With a learned ``dequantizer`` the NLL is its variational bound on the levels (one noise
-    per image, seeded), in the units of the NLL of ``u``: ``-E_q[log p(u) - log q(e | v)]``.
-
-    Raises:
-        flowforge.eval.likelihood.NonFiniteLikelihood: naming the rows whose log-likelihood
-            is NaN or infinite (they are never left out).
-    """
-    z = getattr(ds, split) if split in ("train", "val", "test") else None
-    if dequantizer is not None:
-        res = dequantized_summary(flow, ds, cfg, split, dequantizer, 1)
-        ll = res.bound + res.dim * math.log(res.levels)
-    elif ds.standardizer is not None and z is not None and without_standardize(flow) is not None:
-        # rows standardised in float64 then cast: not unstandardised to float32 and back;
-        # with the flow's own statistics (a saved estimator's floored scales differ from
-        # the file's), re-standardised in float64 where they are not the dataset's
-        z, log_abs_det = _in_flow_units(flow, ds.standardizer, z)
-        ll = standardized_log_likelihoods(flow, z, log_abs_det, cfg.eval_batch_size)
-    else:
-        x = prepare_split(ds, split, cfg.seed)
-        ll = log_likelihoods(flow, x, cfg.eval_batch_size)
-    return summarize(ll, ds.dim, ds.levels if ds.kind == "image" else None)
+    """:func:`flowforge.eval.summary.split_summary` with the run's seed and evaluation batch
+    size."""
+    return split_summary(
+        flow, ds, split, dequantizer, seed=cfg.seed, batch_size=cfg.eval_batch_size
+    )

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from flowforge.data.dequantization import dequantized_log_likelihood
+from flowforge.dequantization import dequantized_log_likelihood
 from flowforge.eval.likelihood import (
     NonFiniteLikelihood,
     bits_per_dim,

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from flowforge.functional.dispatch import eager_kernels_allowed
 from flowforge.functional.trace import (
@@ -29,8 +29,16 @@ from flowforge.functional.trace import (
 )
 from flowforge.nn.ode import ODENet
 
-if TYPE_CHECKING:
-    from flowforge.transforms.continuous import CNF
+
+class SolvedFlow(Protocol):
+    """What a solve reads of its :class:`~flowforge.transforms.CNF` (defined in
+    :mod:`flowforge.transforms.continuous`, which imports this module)."""
+
+    net: nn.Module
+    max_nfe: int
+
+    def time_length(self) -> Tensor: ...
+
 
 ADAPTIVE = ("dopri5",)
 FIXED_STEP = ("rk4", "euler")
@@ -107,7 +115,7 @@ class Dynamics:
 
     def __init__(
         self,
-        cnf: CNF,
+        cnf: SolvedFlow,
         record: SolveRecord,
         context: Tensor | None,
         noise: Tensor | None,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowforge.core.bijection import Bijection, batch_shape_of
+from flowforge.core.bijection import Bijection, Compose, batch_shape_of
+from flowforge.core.flow import Flow
 
 
 class Standardize(Bijection):
@@ -51,4 +52,44 @@ class Standardize(Bijection):
         return z * self.std.to(z) + self.mean.to(z), ladj
 
 
-__all__ = ["Standardize"]
+__all__ = ["Standardize", "standardized_view"]
+
+
+class _Standardized(Bijection):
+    """A ``Standardize`` whose input is already standardised: the identity, with the
+    log-Jacobian ``-sum(log std)`` of the standardisation and the same buffers (shared)."""
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, standardize: Standardize) -> None:
+        super().__init__(standardize.event_shape)
+        self.register_buffer("mean", standardize.mean)
+        self.register_buffer("std", standardize.std)
+
+    def _ladj(self, x: Tensor) -> Tensor:
+        batch = batch_shape_of(x, self.event_shape)
+        return (-torch.log(self.std.to(x)).sum()).expand(batch)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return x, self._ladj(x)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return z, -self._ladj(z)
+
+
+def standardized_view(flow: torch.nn.Module) -> Flow | None:
+    """A view of ``flow`` whose leading ``Standardize`` takes standardised rows (an identity with
+    the standardisation's log-Jacobian and buffers), or ``None`` when ``flow`` has none.
+
+    The view shares every parameter and buffer with ``flow`` and has the same state-dict keys.
+    Rows standardised in float64 (``(x - mean) / std`` with the flow's own statistics) and only
+    then cast get the same log-density as ``flow`` would give ``x``, without float32 rounding of
+    ``x`` itself.
+    """
+    bij = getattr(flow, "bijection", None)
+    members: list[Bijection] = list(bij.chain()) if isinstance(bij, Compose) else []
+    if not isinstance(flow, Flow) or len(members) < 2 or not isinstance(members[0], Standardize):
+        return None
+    view = Compose([_Standardized(members[0]), *members[1:]])
+    return Flow(view, flow.base, context=flow.context)

@@ -201,6 +201,6 @@ def read_vi_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         ConfigError: missing file or invalid TOML.
     """
-    from flowforge.train.config import read_toml  # the one TOML reader of the tool
+    from flowforge.runs.options import read_toml  # the one TOML reader of the tool
 
     return read_toml(Path(path))

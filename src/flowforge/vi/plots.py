@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from flowforge.train.plots import new_figure, write_png
+from flowforge.runs.figures import new_figure, write_png
 from flowforge.vi.targets import Target
 
 if TYPE_CHECKING:

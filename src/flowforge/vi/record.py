@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-import flowforge
+from flowforge._version import __version__
 from flowforge.core import Flow
 from flowforge.flows import PRESETS
 from flowforge.runs import (
@@ -132,7 +132,7 @@ def run_record(cfg: VIConfig, spec: ModelSpec, target: Target) -> dict[str, Any]
         "total_steps": cfg.steps,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "versions": {
-            "flowforge": flowforge.__version__,
+            "flowforge": __version__,
             "torch": torch.__version__,
             "python": platform.python_version(),
         },

@@ -104,7 +104,7 @@ RESUME = "flowforge vi --resume"
 
 
 def _device(name: str) -> torch.device:
-    from flowforge.train.run import resolve_device  # the tool's one device rule
+    from flowforge.fit.device import resolve_device  # the tool's one device rule
 
     return resolve_device(name)
 
