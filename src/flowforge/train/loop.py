@@ -145,19 +145,15 @@ class Trainer(TrainerValidation):
         world: World | None = None,
         writer: RunWriter | None = None,
     ) -> None:
-        if writer is not None:
-            metrics, checkpoint, weights = (
-                writer.metrics,
-                writer.files.checkpoint,
-                writer.files.weights,
-            )
-        self.writer = writer
         self.model, self.stream, self.val, self.cfg = model, stream, val, cfg
         self.total_steps, self.device = total_steps, device
         self.metrics, self.checkpoint, self.weights, self.log = metrics, checkpoint, weights, log
         self.objective: Objective = MaximumLikelihood() if objective is None else objective
         self.objective_module = self.objective if isinstance(self.objective, nn.Module) else None
         self.objective_weights = objective_weights
+        self.writer: RunWriter | None = None
+        if writer is not None:
+            self.attach(writer)
         if cfg.precision != "float32" and not networks_of(model, self.objective_module):
             raise ConfigError(
                 f"--precision {cfg.precision} casts MLP, MADE and ConvNet networks; this flow "
@@ -203,6 +199,14 @@ class Trainer(TrainerValidation):
         self._term_sums: dict[str, float] = {}
         self.last_terms: dict[str, float] = {}
         self._last_good = self._snapshot()
+
+    def attach(self, writer: RunWriter) -> None:
+        """Write the metrics, checkpoints and best weights through ``writer`` from now on (a
+        run's writer is attached once every check of the trainer's options has passed, so a
+        refused run leaves no folder)."""
+        self.writer = writer
+        self.metrics = writer.metrics
+        self.checkpoint, self.weights = writer.files.checkpoint, writer.files.weights
 
     # -- training -----------------------------------------------------------------------------
 

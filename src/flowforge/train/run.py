@@ -145,12 +145,13 @@ def start_run(cfg: TrainConfig) -> TrainResult | None:
     deq = None if deq_spec is None else build_dequantizer(deq_spec).to(device)
     objective = objective_for(cfg, flow, deq)
     cfg = cfg.replace(out=str(out))
+    trainer = _trainer(flow, ds, cfg, total, device, objective, world)  # checks first
     writer = None
     if world.is_main:
         record = {**new_record(cfg, spec, ds, total, deq_spec), "sized_from_data": sized}
         writer = RunWriter.create(out, record, None, RESUME)
+        trainer.attach(writer)
     with writer or nullcontext():
-        trainer = _trainer(flow, ds, cfg, total, device, writer, objective, world)
         if writer is not None:
             writer.write_weights(flow)
             if trainer.objective_module is not None:
@@ -165,7 +166,6 @@ def _trainer(
     cfg: TrainConfig,
     total: int,
     device: torch.device,
-    writer: RunWriter | None,
     objective: Objective,
     world: World,
 ) -> Trainer:
@@ -184,9 +184,8 @@ def _trainer(
         device,
         levels=ds.levels if ds.kind == "image" else None,
         objective=objective,
-        objective_weights=Path(DEQUANTIZER_FILE) if levels and writer is not None else None,
+        objective_weights=Path(DEQUANTIZER_FILE) if levels and world.is_main else None,
         world=world,
-        writer=writer,
     )
 
 
@@ -254,7 +253,9 @@ def _resume(
     except ConfigError as e:
         raise RunError(f"{files.config}: {e}") from None
     objective = objective_for(cfg, flow, deq)
-    trainer = _trainer(flow, ds, cfg, total, device, writer, objective, world)
+    trainer = _trainer(flow, ds, cfg, total, device, objective, world)
+    if writer is not None:
+        trainer.attach(writer)
     trainer.load_state_dict(state, str(files.checkpoint))
     if total < trainer.step:  # config.json would then disagree with the steps in results.json
         raise ConfigError(
