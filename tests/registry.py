@@ -160,6 +160,16 @@ class SamplingOnly(Bijection):
         return self.inner.inverse(z, context)
 
 
+def _tarflow_layer(
+    shape: tuple[int, ...], patch: int, context: int = 0, reverse: bool = False
+) -> Bijection:
+    tokens, size = T.transformer_autoregressive.token_layout(shape, patch)
+    net = ff.nn.CausalTransformer(
+        size, 2 * size, tokens, width=8, heads=2, layers=2, context=context
+    )
+    return T.TransformerAutoregressive(shape, net, patch, reverse)
+
+
 def _planar(layer: T.Planar) -> Case:
     """A planar layer with inputs on both sides of its hyperplane: ``w.x + b`` alternates in
     sign, which is the sign of ``w.z + b`` too (every branch of the activation, both ways)."""
@@ -315,6 +325,12 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "preset-sylvester": lambda: Case(
         ff.flows.Sylvester(D, context=C, transforms=2, kind="householder", hidden=H).bijection, C
     ),
+    "transformer-autoregressive-image": lambda: Case(_tarflow_layer((2, 4, 4), 2, C), C),
+    "transformer-autoregressive-image-reverse": lambda: Case(
+        _tarflow_layer((1, 4, 6), 2, reverse=True)
+    ),
+    "transformer-autoregressive-vector": lambda: Case(_tarflow_layer((6,), 2, C, True), C),
+    "transformer-autoregressive-vector-1": lambda: Case(_tarflow_layer((D,), 1)),
     "cnf": lambda: Case(T.CNF(ff.nn.ODENet(D, (8,)), D, time=0.5, rtol=1e-12, atol=1e-12)),
     "cnf-context-learned-time": lambda: Case(
         T.CNF(ff.nn.ODENet(D, (8,), C, "tanh"), D, C, 0.5, True, rtol=1e-12, atol=1e-12), C

@@ -10,6 +10,7 @@ from flowforge.flows.ffjord import FFJORD
 from flowforge.flows.glow import Glow
 from flowforge.flows.multiscale_realnvp import MultiscaleRealNVP
 from flowforge.flows.spline import NSF
+from flowforge.flows.tarflow import TarFlow
 from flowforge.flows.vi import Planar, Radial, Sylvester
 
 PRESETS: dict[str, type[Flow]] = {
@@ -24,6 +25,7 @@ PRESETS: dict[str, type[Flow]] = {
     "radial": Radial,
     "sylvester": Sylvester,
     "ffjord": FFJORD,
+    "tarflow": TarFlow,
 }
 
 __all__ = [
@@ -39,4 +41,5 @@ __all__ = [
     "Radial",
     "RealNVP",
     "Sylvester",
+    "TarFlow",
 ]

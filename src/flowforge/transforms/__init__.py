@@ -20,6 +20,11 @@ from flowforge.transforms.spline import RationalQuadraticSpline
 from flowforge.transforms.standardize import Standardize
 from flowforge.transforms.sylvester import Sylvester
 from flowforge.transforms.transformer import Transformer
+from flowforge.transforms.transformer_autoregressive import (
+    Guidance,
+    TransformerAutoregressive,
+    guided,
+)
 from flowforge.transforms.whiten import Whiten
 
 __all__ = [
@@ -30,6 +35,7 @@ __all__ = [
     "BatchNorm",
     "ChannelCoupling",
     "CheckerboardCoupling",
+    "Guidance",
     "Conv1x1",
     "Coupling",
     "LUConv1x1",
@@ -50,7 +56,9 @@ __all__ = [
     "Standardize",
     "Sylvester",
     "Transformer",
+    "TransformerAutoregressive",
     "Whiten",
     "checkerboard",
+    "guided",
     "half_mask",
 ]

@@ -1,0 +1,219 @@
+"""A causal transformer over a sequence of tokens, with a key/value cache for decoding.
+
+The conditioner of :class:`~flowforge.transforms.TransformerAutoregressive`: its output at
+position ``t`` depends on the input tokens ``0 .. t-1`` only (the inputs are shifted by one
+behind a learned start token), so it holds the parameters of token ``t``'s transform.
+
+References:
+    Vaswani et al. (2017). Attention Is All You Need. arXiv:1706.03762.
+    Zhai et al. (2024). Normalizing Flows are Capable Generative Models. arXiv:2412.06329.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class KVCache:
+    """The keys and values of the positions decoded so far, one entry per layer.
+
+    Attributes:
+        batch: ``N``, the number of sequences decoded side by side.
+        keys: per layer, ``(N, heads, t, width / heads)``.
+        values: per layer, the same shape.
+        length: ``t``, the number of positions cached.
+    """
+
+    batch: int
+    keys: list[Tensor] = field(default_factory=list)
+    values: list[Tensor] = field(default_factory=list)
+    length: int = 0
+
+
+class CausalBlock(nn.Module):
+    """A pre-norm transformer block: ``h + attn(norm(h))``, then ``h + mlp(norm(h))``.
+
+    Args:
+        width: model width ``E``.
+        heads: attention heads (``E`` divisible by it).
+        expansion: hidden width of the MLP, in multiples of ``E``.
+    """
+
+    def __init__(self, width: int, heads: int, expansion: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, expansion * width), nn.GELU(), nn.Linear(expansion * width, width)
+        )
+
+    def _qkv(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        q, k, v = self.qkv(self.norm1(h)).chunk(3, dim=-1)  # (N, T, E) each
+        n, t, e = q.shape
+        return tuple(a.view(n, t, self.heads, e // self.heads).transpose(1, 2) for a in (q, k, v))  # type: ignore[return-value]
+
+    def _out(self, h: Tensor, attended: Tensor) -> Tensor:
+        h = h + self.proj(attended.transpose(1, 2).flatten(2))  # (N, H, T, E/H) -> (N, T, E)
+        return h + self.mlp(self.norm2(h))
+
+    def forward(self, h: Tensor, query_scale: float = 1.0) -> Tensor:
+        """``(N, T, E) -> (N, T, E)``; position ``t`` attends to positions ``<= t``."""
+        q, k, v = self._qkv(h)
+        a = F.scaled_dot_product_attention(q * query_scale, k, v, is_causal=True)
+        return self._out(h, a)
+
+    def step(self, h: Tensor, cache: KVCache, layer: int, query_scale: float = 1.0) -> Tensor:
+        """One new position ``(N, 1, E)`` given the cached ones; appends its keys/values."""
+        q, k, v = self._qkv(h)  # (N, H, 1, E/H)
+        if layer == len(cache.keys):  # the first position
+            cache.keys.append(k)
+            cache.values.append(v)
+        else:
+            cache.keys[layer] = torch.cat([cache.keys[layer], k], dim=2)
+            cache.values[layer] = torch.cat([cache.values[layer], v], dim=2)
+        # one query over every cached position: nothing to mask
+        a = F.scaled_dot_product_attention(q * query_scale, cache.keys[layer], cache.values[layer])
+        return self._out(h, a)
+
+
+class CausalTransformer(nn.Module):
+    """``(N, T, D_in) -> (N, T, D_out)``, output ``t`` a function of input tokens ``< t``.
+
+    The input sequence is the learned start token followed by the embedded tokens ``0 ..
+    T-2``, plus a learned position embedding and, with a context, a linear embedding of the
+    context vector (a one-hot class, say; the zero vector is then the null class). Pre-norm
+    blocks with torch's ``scaled_dot_product_attention`` (``is_causal=True``: flash and
+    memory-efficient kernels where the device has them), a final norm and a linear output
+    layer that starts at zero. :meth:`step` decodes one position at a time with a
+    :class:`KVCache`; it equals :meth:`forward` position by position.
+
+    Args:
+        features: ``D_in``, the size of one input token.
+        out_features: ``D_out``, the size of one output.
+        tokens: ``T``, the sequence length (the size of the position embedding).
+        width: model width ``E``.
+        heads: attention heads (``E`` divisible by it).
+        layers: number of transformer blocks.
+        context: size ``C`` of the context vector (0: none).
+        expansion: MLP hidden width in multiples of ``E``.
+
+    Example:
+        >>> import torch
+        >>> net = CausalTransformer(3, 6, tokens=5, width=16, heads=2, layers=1)
+        >>> _ = torch.nn.init.normal_(net.out.weight)  # a zero output layer hides causality
+        >>> x = torch.randn(2, 5, 3)
+        >>> y = net(x)
+        >>> x2 = x.clone(); x2[:, 3] += 1.0  # token 3 changes outputs 4.. only
+        >>> bool(torch.equal(net(x2)[:, :4], y[:, :4])), bool((net(x2)[:, 4] != y[:, 4]).any())
+        (True, True)
+    """
+
+    def __init__(
+        self,
+        features: int,
+        out_features: int,
+        tokens: int,
+        width: int = 128,
+        heads: int = 4,
+        layers: int = 2,
+        context: int = 0,
+        expansion: int = 4,
+    ) -> None:
+        super().__init__()
+        if min(features, out_features, tokens, width, heads, layers) < 1 or context < 0:
+            raise ValueError(
+                "CausalTransformer: expected positive sizes and context >= 0, got "
+                f"features={features}, out_features={out_features}, tokens={tokens}, "
+                f"width={width}, heads={heads}, layers={layers}, context={context}"
+            )
+        if width % heads:
+            raise ValueError(
+                f"CausalTransformer: expected width divisible by heads, got {width} and {heads}"
+            )
+        self.features, self.out_features, self.tokens = features, out_features, tokens
+        self.context = context
+        self.embed = nn.Linear(features, width)
+        self.start = nn.Parameter(torch.randn(width) * 0.02)
+        self.position = nn.Parameter(torch.randn(tokens, width) * 0.02)
+        self.context_embed = nn.Linear(context, width) if context else None
+        self.blocks = nn.ModuleList(CausalBlock(width, heads, expansion) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, out_features)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _offset(self, context: Tensor | None, n: int) -> Tensor:
+        """What every position adds: its position embedding and the context's, ``(N|1, T, E)``."""
+        pos = self.position.unsqueeze(0)  # (1, T, E)
+        if self.context_embed is None:
+            return pos
+        if context is None or context.shape != (n, self.context):
+            found = None if context is None else tuple(context.shape)
+            raise ValueError(f"expected a context of shape ({n}, {self.context}), got {found}")
+        return pos + self.context_embed(context).unsqueeze(1)
+
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, attention_temperature: float = 1.0
+    ) -> Tensor:
+        """All outputs at once.
+
+        Args:
+            x: tokens ``(N, T, D_in)``.
+            context: ``(N, C)`` when the network takes a context.
+            attention_temperature: divides every attention logit (1: the trained model;
+                above 1 flattens the attention, TarFlow's guidance of unconditional models).
+
+        Returns:
+            ``(N, T, D_out)``; output ``t`` depends on ``x[:, :t]`` (and the context) only.
+        """
+        n, t, _ = x.shape
+        start = self.start.expand(n, 1, -1)  # (N, 1, E)
+        h = torch.cat([start, self.embed(x[:, :-1])], dim=1)  # (N, T, E), shifted by one
+        h = h + self._offset(context, n)[:, :t]
+        for block in self.blocks:
+            h = block(h, 1.0 / attention_temperature)
+        return self.out(self.norm(h))
+
+    def step(
+        self,
+        previous: Tensor | None,
+        cache: KVCache,
+        context: Tensor | None = None,
+        attention_temperature: float = 1.0,
+    ) -> Tensor:
+        """The output at the next position ``t = cache.length``, from token ``t - 1``.
+
+        Args:
+            previous: token ``t - 1``, ``(N, D_in)``; ``None`` at ``t = 0`` (the start token).
+            cache: the keys and values of positions ``< t`` (start with ``KVCache(N)``);
+                extended in place.
+            context: ``(N, C)`` when the network takes a context.
+            attention_temperature: as in :meth:`forward`.
+
+        Returns:
+            Output ``t``, ``(N, D_out)``, equal to ``forward(x)[:, t]``.
+        """
+        t = cache.length
+        if previous is None:
+            if t != 0:
+                raise ValueError(f"expected the previous token at position {t}, got None")
+            h = self.start.expand(cache.batch, 1, -1)  # (N, 1, E)
+        else:
+            h = self.embed(previous).unsqueeze(1)  # (N, 1, E)
+        n = cache.batch
+        h = h + self._offset(context, n)[:, t : t + 1]
+        for i, block in enumerate(self.blocks):
+            h = block.step(h, cache, i, 1.0 / attention_temperature)
+        cache.length = t + 1
+        return self.out(self.norm(h)).squeeze(1)
+
+
+__all__ = ["CausalBlock", "CausalTransformer", "KVCache"]
