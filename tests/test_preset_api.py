@@ -22,6 +22,8 @@ def is_image(name: str) -> bool:
 
 def small(name: str, context: int, size: int = 3, width: int = 8) -> dict[str, object]:
     """Arguments of a small instance of a preset (``size`` layers or steps)."""
+    if name == "tarflow":  # images or vectors, sized by blocks/layers/width
+        return {"shape": IMAGE, "context": context, "blocks": size, "width": width, "heads": 2}
     if is_image(name):
         return {"shape": IMAGE, "context": context, "levels": 2, "steps": size, "hidden": width}
     return {"features": D, "context": context, "transforms": size, "hidden": (width, 6)}

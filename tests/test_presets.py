@@ -24,6 +24,8 @@ D, C = 4, 3
 
 
 def make(name: str, context: int = 0, **kw) -> ff.Flow:
+    if name == "tarflow":  # its own size arguments (blocks, layers, width, heads)
+        return ff.flows.TarFlow(features=D, context=context, blocks=2, width=16, heads=2, **kw)
     if name == "ffjord":  # an ODE solve: tolerances tight enough for float64 comparisons
         kw = {"rtol": 1e-10, "atol": 1e-10, **kw}
     return ff.flows.PRESETS[name](features=D, context=context, transforms=2, hidden=(16, 16), **kw)

@@ -1,0 +1,204 @@
+"""TarFlow: the causal transformer, the transformer autoregressive bijection and the preset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import flowforge as ff
+from flowforge.nn.causal_transformer import CausalTransformer, KVCache
+from flowforge.transforms.transformer_autoregressive import (
+    TransformerAutoregressive,
+    guided,
+    token_layout,
+)
+from registry import randomize
+
+DT = torch.float64
+
+
+def _net(size: int, tokens: int, context: int = 0, layers: int = 2) -> CausalTransformer:
+    net = CausalTransformer(
+        size, 2 * size, tokens, width=16, heads=4, layers=layers, context=context
+    )
+    return randomize(net, 0.3).to(DT)  # type: ignore[return-value]
+
+
+def _layer(shape: tuple[int, ...], patch: int, context: int = 0, reverse: bool = False):
+    tokens, size = token_layout(shape, patch)
+    return TransformerAutoregressive(shape, _net(size, tokens, context), patch, reverse).eval()
+
+
+def test_output_t_depends_on_tokens_before_t_only() -> None:
+    torch.manual_seed(0)
+    net = _net(3, 6)
+    x = torch.randn(2, 6, 3, dtype=DT)
+    jac = torch.autograd.functional.jacobian(lambda v: net(v), x)  # (2, 6, 6, 2, 6, 3)
+    dep = jac[0, :, :, 0].abs().sum((1, 3)) > 0  # dep[t, s]: output t depends on token s
+    assert torch.equal(dep, torch.ones(6, 6, dtype=torch.bool).tril(-1))
+
+
+@pytest.mark.parametrize("context", [0, 2])
+def test_cached_steps_equal_the_full_pass(context: int) -> None:
+    torch.manual_seed(1)
+    net = _net(3, 5, context)
+    x = torch.randn(4, 5, 3, dtype=DT)
+    c = torch.randn(4, context, dtype=DT) if context else None
+    for temp in (1.0, 2.5):
+        full = net(x, c, temp)
+        cache = KVCache(4)
+        steps = [net.step(None, cache, c, temp)]
+        steps += [net.step(x[:, t - 1], cache, c, temp) for t in range(1, 5)]
+        torch.testing.assert_close(torch.stack(steps, 1), full, rtol=0, atol=1e-12)
+    assert not torch.allclose(net(x, c, 2.5), net(x, c))  # the temperature acts
+
+
+@pytest.mark.parametrize(
+    ("shape", "patch", "context"), [((2, 4, 6), 2, 3), ((1, 4, 4), 1, 0), ((6,), 3, 2)]
+)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cached_and_uncached_inverses_agree(shape, patch, context, reverse) -> None:
+    torch.manual_seed(2)
+    b = _layer(shape, patch, context, reverse)
+    z = torch.randn(2, 3, *shape, dtype=DT)
+    c = torch.randn(2, 3, context, dtype=DT) if context else None
+    x, ladj = b.inverse(z, c)
+    x_ref, ladj_ref = b.inverse_uncached(z, c)
+    torch.testing.assert_close(x, x_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ladj, ladj_ref, rtol=0, atol=1e-12)
+    z2, fladj = b(x, c)
+    torch.testing.assert_close(z2, z, rtol=0, atol=1e-10)
+    torch.testing.assert_close(fladj, -ladj, rtol=0, atol=1e-10)
+    if context:
+        with guided(b, 1.5, attention_temperature=2.0):
+            g, _ = b.inverse(z, c)
+            g_ref, _ = b.inverse_uncached(z, c)
+        torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-12)
+        assert not torch.allclose(g, x)
+
+
+def test_patches_are_the_image_blocks_in_row_major_order() -> None:
+    b = _layer((2, 4, 4), 2)
+    x = torch.arange(32, dtype=DT).reshape(1, 2, 4, 4)
+    tokens = b._tokens(x)  # (1, 4, 8)
+    assert tokens.shape == (1, 4, 8)
+    # token 1 is the top-right 2x2 patch of both channels
+    assert tokens[0, 1].tolist() == [2, 3, 6, 7, 18, 19, 22, 23]
+    torch.testing.assert_close(b._untokens(tokens), x)
+    rev = _layer((2, 4, 4), 2, reverse=True)
+    assert rev._tokens(x)[0, 0].tolist() == tokens[0, 3].tolist()
+    torch.testing.assert_close(rev._untokens(rev._tokens(x)), x)
+
+
+def test_the_first_token_depends_on_the_context_only() -> None:
+    torch.manual_seed(3)
+    b = _layer((4,), 1, context=2)
+    x = torch.randn(3, 4, dtype=DT)
+    c = torch.randn(3, 2, dtype=DT)
+    z = b(x, c)[0]
+    x2 = x.clone()
+    x2[:, 1:] += 1.0
+    torch.testing.assert_close(b(x2, c)[0][:, 0], z[:, 0])
+    assert not torch.allclose(b(x, c + 1)[0][:, 0], z[:, 0])
+
+
+def test_bad_networks_and_patches_are_named() -> None:
+    with pytest.raises(ValueError, match=r"divisible by patch 3"):
+        token_layout((1, 8, 8), 3)
+    with pytest.raises(ValueError, match=r"expected a CausalTransformer of 16 tokens"):
+        TransformerAutoregressive((1, 8, 8), CausalTransformer(4, 8, 4), patch=2)
+    with pytest.raises(ValueError, match=r"^TarFlow: expected one of shape"):
+        ff.flows.TarFlow()
+    with pytest.raises(ValueError, match=r"^TarFlow: expected the height and width divisible"):
+        ff.flows.TarFlow(shape=(1, 8, 8), patch=3)
+    with pytest.raises(ValueError, match=r"width divisible by heads"):
+        ff.flows.TarFlow(features=4, width=10, heads=4)
+    flow = ff.flows.TarFlow(features=4, blocks=1, width=8, heads=2)
+    with pytest.raises(ValueError, match=r"attention temperature != 1"):
+        flow.sample(2, guidance=1.0)
+
+
+def _tarflow(context: int = 0, **kw) -> ff.flows.TarFlow:
+    flow = ff.flows.TarFlow(shape=(1, 4, 4), context=context, blocks=2, width=8, heads=2, **kw)
+    return randomize(flow, 0.2).to(DT).eval()  # type: ignore[return-value]
+
+
+def test_preset_density_and_samples_agree_in_float64() -> None:
+    torch.manual_seed(4)
+    flow = _tarflow(context=3)
+    c = torch.randn(2, 3, dtype=DT)
+    x, lp = flow.sample_and_log_prob(5, c)
+    assert x.shape == (5, 2, 1, 4, 4)
+    torch.testing.assert_close(flow.log_prob(x, c), lp, rtol=0, atol=1e-9)
+    torch.manual_seed(5)
+    a = flow.sample(3, c, temperature=0.7)
+    torch.manual_seed(5)
+    torch.testing.assert_close(a, ff.Flow.sample(flow, 3, c, temperature=0.7))
+
+
+def test_guidance_extrapolates_from_the_null_context() -> None:
+    torch.manual_seed(6)
+    flow = _tarflow(context=3)
+    c = torch.eye(3, dtype=DT)
+    torch.manual_seed(7)
+    plain = flow.sample(2, c)
+    torch.manual_seed(7)
+    guided_x = flow.sample(2, c, guidance=2.0)
+    assert not torch.allclose(plain, guided_x)
+    null = torch.zeros(3, 3, dtype=DT)  # the null context guided by itself: no change
+    torch.manual_seed(7)
+    a = flow.sample(2, null)
+    torch.manual_seed(7)
+    torch.testing.assert_close(flow.sample(2, null, guidance=2.0), a, rtol=0, atol=1e-12)
+
+
+def test_label_dropout_zeroes_contexts_in_training_only(monkeypatch) -> None:
+    flow = _tarflow(context=3, label_dropout=0.5)
+    seen = []
+    original = ff.Flow.log_prob
+    monkeypatch.setattr(
+        ff.Flow, "log_prob", lambda self, x, c=None: seen.append(c) or original(self, x, c)
+    )
+    x, c = torch.randn(400, 1, 4, 4, dtype=DT), torch.ones(400, 3, dtype=DT)
+    flow.train().log_prob(x, c)
+    dropped = (seen[-1] == 0).all(-1).double().mean().item()
+    assert 0.4 < dropped < 0.6 and ((seen[-1] == 0) | (seen[-1] == 1)).all()
+    flow.eval().log_prob(x, c)
+    assert torch.equal(seen[-1], c)
+
+
+def test_denoise_is_a_step_along_the_score() -> None:
+    torch.manual_seed(8)
+    flow = _tarflow()
+    x = torch.randn(3, 1, 4, 4, dtype=DT)
+    leaf = x.clone().requires_grad_(True)
+    (score,) = torch.autograd.grad(flow.log_prob(leaf).sum(), leaf)
+    torch.testing.assert_close(flow.denoise(x, 0.1), x + 0.01 * score)
+    torch.testing.assert_close(flow.denoise(x, 0.0), x)
+    with pytest.raises(ValueError, match="sigma >= 0"):
+        flow.denoise(x, -1.0)
+    torch.manual_seed(9)
+    a = flow.sample(2, denoise=0.1)
+    torch.manual_seed(9)
+    torch.testing.assert_close(a, flow.denoise(flow.sample(2), 0.1))
+
+
+def test_attention_temperature_guidance_of_an_unconditional_flow() -> None:
+    torch.manual_seed(10)
+    flow = _tarflow()
+    torch.manual_seed(11)
+    plain = flow.sample(2)
+    torch.manual_seed(11)
+    g = flow.sample(2, guidance=1.0, attention_temperature=3.0)
+    assert g.shape == plain.shape and torch.isfinite(g).all() and not torch.allclose(g, plain)
+    assert all(
+        m.guidance is None for m in flow.modules() if isinstance(m, TransformerAutoregressive)
+    )
+
+
+def test_extreme_inputs_stay_finite() -> None:
+    flow = _tarflow(context=3)
+    x = torch.tensor([1e6, -1e6, 0.0, 3e3] * 4, dtype=DT).reshape(1, 1, 4, 4)
+    c = torch.tensor([[1e4, 0.0, -1e4]], dtype=DT)
+    assert torch.isfinite(flow.log_prob(x, c)).all()
+    assert torch.isfinite(flow.sample(2, c, temperature=5.0)).all()
