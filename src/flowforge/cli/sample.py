@@ -25,6 +25,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--temperature", type=float, default=1.0, help="scale of the base samples (default: 1)"
     )
     sa.add_argument(
+        "--denoise",
+        action="store_true",
+        help="move each sample one step along the flow's score, x + sigma^2 grad log p(x), "
+        "sigma the run's training --noise (TarFlow's denoising)",
+    )
+    sa.add_argument(
+        "--guidance",
+        type=float,
+        default=0.0,
+        help="TarFlow runs: guidance weight w against the flow with attention logits divided "
+        "by --attention-temperature (default: 0, none)",
+    )
+    sa.add_argument(
+        "--attention-temperature",
+        type=float,
+        default=1.5,
+        help="the weak model's attention temperature for --guidance (default: 1.5)",
+    )
+    sa.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -47,7 +66,15 @@ def run(args: argparse.Namespace) -> int:
     image = run.spec.kind == "image"
     if out is not None and out.suffix.lower() == ".png" and not (image or run.spec.features == 2):
         raise RunError("PNG output needs image or 2-D data; use .npy or .csv")
-    x = sample_rows(run, args.num, temperature=args.temperature, seed=args.seed)
+    x = sample_rows(
+        run,
+        args.num,
+        temperature=args.temperature,
+        seed=args.seed,
+        denoise=args.denoise,
+        guidance=args.guidance,
+        attention_temperature=args.attention_temperature,
+    )
     names = run.spec.columns or [f"x{i}" for i in range(run.spec.features)]
     if out is None:  # CSV on stdout (images flattened, as in a .csv file)
         rows = x.reshape(x.shape[0], -1).tolist()

@@ -9,6 +9,7 @@ writes it).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -26,6 +27,7 @@ from flowforge.eval.likelihood import (
     without_standardize,
 )
 from flowforge.runs import Run
+from flowforge.transforms.transformer_autoregressive import guided
 
 __all__ = ["label_index", "read_labels", "read_rows", "sample_rows", "score_rows"]
 
@@ -228,7 +230,16 @@ def score_rows(
 
 
 @torch.no_grad()
-def sample_rows(run: Run, n: int, *, temperature: float = 1.0, seed: int = 0) -> Tensor:
+def sample_rows(
+    run: Run,
+    n: int,
+    *,
+    temperature: float = 1.0,
+    seed: int = 0,
+    denoise: bool = False,
+    guidance: float = 0.0,
+    attention_temperature: float = 1.0,
+) -> Tensor:
     """``n`` samples in the data's units, shape ``(n, *data_shape)`` (images: levels).
 
     Args:
@@ -238,20 +249,39 @@ def sample_rows(run: Run, n: int, *, temperature: float = 1.0, seed: int = 0) ->
             standard normal base: the density ``p_T(z) ∝ p(z)^(1/T^2)``); below 1 gives more
             typical samples.
         seed: the seed of the base samples.
+        denoise: move each sample one step along the flow's score, ``x + sigma^2 grad log
+            p(x)`` (:meth:`flowforge.Flow.denoise`), ``sigma`` the run's training ``noise``.
+        guidance: TarFlow runs: the guidance weight (:func:`flowforge.transforms.guided`; the
+            command line trains unconditional flows, so the weak model is the flow with its
+            attention logits divided by ``attention_temperature``); 0: none.
+        attention_temperature: the weak model's attention temperature (above 1).
 
     Raises:
-        DataError: ``n < 1``, or a temperature that is not positive or that the base cannot
-            apply.
+        DataError: ``n < 1``, a temperature that is not positive or that the base cannot
+            apply, ``denoise`` for a run trained without noise, or guidance that the run's
+            flow cannot take.
     """
     if n < 1:
         raise DataError(f"-n must be positive, got {n}")
     if not temperature > 0 or not math.isfinite(temperature):
         raise DataError(f"--temperature must be a positive number, got {temperature}")
-    torch.manual_seed(seed)
-    try:
-        x = run.flow.sample(n, temperature=temperature).cpu()
-    except ValueError as e:
-        raise DataError(f"--temperature {temperature}: {e}") from None
+    sigma = float(run.record.get("config", {}).get("noise", 0.0) or 0.0)
+    if denoise and sigma <= 0:
+        raise DataError("--denoise needs a run trained with Gaussian noise (--noise > 0)")
+    with contextlib.ExitStack() as stack:
+        if guidance != 0:
+            try:
+                stack.enter_context(guided(run.flow, guidance, attention_temperature))
+            except ValueError as e:
+                raise DataError(f"--guidance {guidance}: {e}") from None
+        torch.manual_seed(seed)
+        try:
+            x = run.flow.sample(n, temperature=temperature)
+        except ValueError as e:
+            raise DataError(f"--temperature {temperature}: {e}") from None
+    if denoise:
+        x = run.flow.denoise(x, sigma)
+    x = x.cpu()
     if run.spec.kind == "image":
         levels = int(run.spec.levels or 0)
         x = (x * levels).floor().clamp(0, levels - 1)

@@ -58,7 +58,13 @@ class CausalBlock(nn.Module):
     def _qkv(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         q, k, v = self.qkv(self.norm1(h)).chunk(3, dim=-1)  # (N, T, E) each
         n, t, e = q.shape
-        return tuple(a.view(n, t, self.heads, e // self.heads).transpose(1, 2) for a in (q, k, v))  # type: ignore[return-value]
+        shape = (n, t, self.heads, e // self.heads)
+        # (N, T, E) -> (N, H, T, E/H)
+        return (
+            q.view(shape).transpose(1, 2),
+            k.view(shape).transpose(1, 2),
+            v.view(shape).transpose(1, 2),
+        )
 
     def _out(self, h: Tensor, attended: Tensor) -> Tensor:
         h = h + self.proj(attended.transpose(1, 2).flatten(2))  # (N, H, T, E/H) -> (N, T, E)
@@ -211,6 +217,7 @@ class CausalTransformer(nn.Module):
         n = cache.batch
         h = h + self._offset(context, n)[:, t : t + 1]
         for i, block in enumerate(self.blocks):
+            assert isinstance(block, CausalBlock)
             h = block.step(h, cache, i, 1.0 / attention_temperature)
         cache.length = t + 1
         return self.out(self.norm(h)).squeeze(1)

@@ -9,7 +9,8 @@ The trained model is a genuine :class:`flowforge.Flow` over the data as the user
   Cholesky factor of the training rows' shrunk correlation) after the preset's layers, so the
   untrained flow is the training rows' full-covariance Gaussian;
 - images: ``(*, C, H, W)`` values ``u`` in ``[0, 1)`` (dequantized pixels, the dataset's own
-  event shape), ``Logit(alpha, (C, H, W))`` then the preset, so ``log_prob(u)`` includes the
+  event shape), ``Logit(alpha, (C, H, W))`` (runs trained with Gaussian noise augmentation,
+  whose inputs leave ``[0, 1)``: the fixed ``u -> 2u - 1``) then the preset, so ``log_prob(u)`` includes the
   logit's log-Jacobian, as bits/dim requires. An image preset (Glow, multiscale RealNVP) takes
   the ``(C, H, W)`` logits as they are; a vector preset (MAF, NSF, ...) gets them through
   ``Reshape((C, H, W), (D,))``, so the flow's event shape is the image's either way.
@@ -67,6 +68,9 @@ class ModelSpec:
         logit_alpha: images: the logit pre-transform constant.
         standardizer: ``Standardizer.to_dict()`` when the data were standardised, else ``None``.
         columns: user data: the column names, in order.
+        pretransform: images: ``"logit"`` (``Logit(logit_alpha)``) or ``"centre"`` (``2u - 1``,
+            a fixed ``Standardize`` with mean and standard deviation 0.5: runs trained on
+            noisy values ``u``, which the logit is not defined for).
         whiten: standardised tables that whiten: ``{"method": "ledoit-wolf" | "validated",
             "shrinkage": s,
             "position": "last" | "first", "tril": rows}``, the lower-triangular rows (row ``i``
@@ -84,6 +88,7 @@ class ModelSpec:
     standardizer: dict[str, Any] | None = None
     columns: list[str] | None = field(default=None)
     whiten: dict[str, Any] | None = field(default=None)
+    pretransform: str = "logit"
 
     @property
     def features(self) -> int:
@@ -133,7 +138,15 @@ def build_flow(spec: ModelSpec) -> Flow:
         last = spec.whiten.get("position", "first") == "last"
         (post if last else pre).append(_whiten_of(spec.whiten, spec.features))
     if spec.kind == "image":
-        pre.append(Logit(float(spec.logit_alpha or 0.0), spec.data_shape))
+        if spec.pretransform == "centre":
+            half = torch.full(spec.data_shape, 0.5, dtype=torch.float64)
+            pre.append(Standardize(half, half))  # u -> 2u - 1
+        elif spec.pretransform == "logit":
+            pre.append(Logit(float(spec.logit_alpha or 0.0), spec.data_shape))
+        else:
+            raise ConfigError(
+                f"unknown image pretransform {spec.pretransform!r}; expected logit or centre"
+            )
         if tuple(preset.event_shape) != spec.data_shape:  # a vector preset on images
             pre.append(Reshape(spec.data_shape, preset.event_shape))
     if not pre and not post:

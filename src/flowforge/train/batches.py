@@ -93,6 +93,8 @@ class TrainStream:
         raw: images: yield the integer levels as floats, not dequantized values.
         standardized: standardised tables: yield the rows as stored (standardised in float64,
             then cast), for :func:`training_flow`; otherwise in the data's own units.
+        noise: images: the standard deviation of Gaussian noise added to the dequantized
+            values (noise augmentation; from the same generator as the dequantization).
     """
 
     def __init__(
@@ -102,8 +104,10 @@ class TrainStream:
         seed: int,
         raw: bool = False,
         standardized: bool = False,
+        noise: float = 0.0,
     ) -> None:
         self.ds = ds
+        self.noise_std = float(noise)
         self.raw = raw
         self.standardized = _standardized(ds, standardized)
         self.batch_size = batch_size
@@ -137,7 +141,10 @@ class TrainStream:
             return x.to(torch.float32)
         if self.standardized:
             return x
-        return model_input(self.ds, x, self.noise)
+        u = model_input(self.ds, x, self.noise)
+        if self.noise_std > 0 and self.ds.kind == "image":
+            u = u + self.noise_std * torch.randn(u.shape, generator=self.noise).to(u)
+        return u
 
     def state_dict(self) -> dict[str, Any]:
         """Generator states and the position in the epoch."""

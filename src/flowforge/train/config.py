@@ -127,6 +127,14 @@ class TrainConfig(DataOptions):
             ("uniform", "variational"),
         ),
     )
+    noise: float = field(
+        default=0.0,
+        metadata=_doc(
+            "images: standard deviation of Gaussian noise added to each training batch's "
+            "dequantized values u in [0, 1) (TarFlow's noise augmentation; the run then maps u "
+            "to 2u - 1 instead of the logit; validation and test stay clean); 0: none"
+        ),
+    )
     dequantizer_options: dict[str, Any] = field(
         default_factory=dict,
         metadata=_doc(
@@ -319,7 +327,7 @@ class TrainConfig(DataOptions):
                 raise ConfigError(f"{source}{key} must be positive, got {getattr(self, key)}")
         non_negative = ["weight_decay", "min_lr", "clip_grad", "patience", "lr_patience"]
         non_negative += ["max_nan_recoveries", "threads", "warmup_steps"]
-        non_negative += ["kinetic", "jacobian", "fm_sigma"]
+        non_negative += ["kinetic", "jacobian", "fm_sigma", "noise"]
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise ConfigError(f"{source}{key} must be >= 0, got {getattr(self, key)}")

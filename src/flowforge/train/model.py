@@ -62,6 +62,7 @@ PRESET_SIZES: dict[str, dict[str, Any]] = {
     "glow": {"levels": 2, "steps": 4, "hidden": 64},
     "multiscale_realnvp": {"levels": 2, "steps": 3, "hidden": 64},
     "ffjord": {"transforms": 1, "hidden": (64, 64, 64)},
+    "tarflow": {"patch": 2, "blocks": 4, "layers": 2, "width": 64, "heads": 4},
 }
 
 #: The command line's default noise flow of variational dequantization: 4 checkerboard
@@ -173,6 +174,11 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
     if "hidden" in kwargs:
         kwargs["hidden"] = _hidden(cfg.flow, kwargs["hidden"], params["hidden"].default)
     image = ds.kind == "image"
+    if cfg.noise > 0 and (not image or cfg.dequantization != "uniform"):
+        what = "variational dequantization" if image else f"{ds.kind} data"
+        raise ConfigError(
+            f"--noise augments uniformly dequantized images; it cannot be used with {what}"
+        )
     if "shape" in params:
         if not image or len(ds.event_shape) != 3:
             raise ConfigError(
@@ -195,6 +201,7 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         standardizer=ds.standardizer.to_dict() if ds.standardizer is not None else None,
         columns=list(ds.columns) if getattr(ds, "columns", None) else None,
         whiten=_whiten_for(cfg, ds),
+        pretransform="centre" if image and cfg.noise > 0 else "logit",
     )
 
 

@@ -2,7 +2,7 @@
 
 Under :func:`network_autocast` every conditioner network of a flow (and of a learned
 dequantizer) — :class:`~flowforge.nn.MLP`, :class:`~flowforge.nn.MADE`,
-:class:`~flowforge.nn.conv.ConvNet` and their subclasses — runs its forward in
+:class:`~flowforge.nn.conv.ConvNet`, :class:`~flowforge.nn.CausalTransformer` and their subclasses — runs its forward in
 ``torch.autocast(dtype=torch.bfloat16)`` and hands float32 outputs back. The bijections' own
 arithmetic (the elementwise transforms, the log-determinants and their sums, 1x1 convolutions'
 ``slogdet``), the base distribution and ``log_prob`` therefore stay float32: bf16's 8-bit
@@ -36,13 +36,13 @@ import torch
 from torch import nn
 
 from flowforge.functional import plain_modules
-from flowforge.nn import MADE, MLP
+from flowforge.nn import MADE, MLP, CausalTransformer
 from flowforge.nn.conv import ConvNet
 
 __all__ = ["NETWORKS", "PRECISIONS", "network_autocast", "networks_of", "precision_context"]
 
 PRECISIONS = ("float32", "bf16")
-NETWORKS: tuple[type[nn.Module], ...] = (MLP, MADE, ConvNet)
+NETWORKS: tuple[type[nn.Module], ...] = (MLP, MADE, ConvNet, CausalTransformer)
 """The network classes whose forward runs under autocast (subclasses included)."""
 
 
@@ -98,7 +98,8 @@ def network_autocast(
     nets = networks_of(*modules)
     if not nets:
         raise ValueError(
-            "bf16 autocast needs a flow with MLP, MADE or ConvNet networks; this one has none"
+            "bf16 autocast needs a flow with MLP, MADE, ConvNet or CausalTransformer networks; "
+            "this one has none"
         )
     for net in nets:
         net.__dict__["forward"] = _AutocastForward(net.forward, device_type, dtype)

@@ -177,7 +177,7 @@ def _trainer(
     val = level_split(ds, "val") if levels else prepare_split(ds, "val", cfg.seed, True)
     return Trainer(
         training_flow(flow, ds),
-        TrainStream(ds, cfg.batch_size, cfg.seed, raw=levels, standardized=True),
+        TrainStream(ds, cfg.batch_size, cfg.seed, raw=levels, standardized=True, noise=cfg.noise),
         val,
         cfg,
         total,

@@ -162,7 +162,7 @@ class TransformerAutoregressive(Bijection):
         batch = batch_shape_of(z, self.event_shape)
         flat, ctx = self._flat(z, context)
         zt = self._tokens(flat)  # (N, T, d)
-        n, steps, d = zt.shape
+        n, steps, _ = zt.shape
         g = self.guidance if self.guidance is not None and self.guidance.weight != 0 else None
         weak_ctx = self._weak_context(ctx)
         caches = (KVCache(n), KVCache(n))
