@@ -1,0 +1,122 @@
+"""TarFlow from the command line (noise augmentation, denoised and guided samples) and its GPU
+recipe script, smoke-tested on the CPU at a tiny size."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cli_util import assert_bad_input, assert_ok, run_cli
+from flowforge.runs import open_run
+from repo_scripts import load_script
+
+SMALL = ["--quiet", "--no-plots", "--steps", "6", "--eval-every", "3", "--warmup-steps", "0"]
+SMALL += ["--lr", "1e-2", "--ema-decay", "0"]
+SMALL += ["--flow-options", '{"blocks": 2, "layers": 1, "width": 16, "heads": 2}']
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("tarflow")
+    proc = run_cli(
+        "train", "--data", "digits", "--flow", "tarflow", *SMALL, "--noise", "0.05", "--out",
+        "run", cwd=cwd,
+    )  # fmt: skip
+    assert_ok(proc)
+    return cwd / "run"
+
+
+def test_noisy_run_maps_u_to_2u_minus_1_and_reports_clean_bits_per_dim(noisy_run: Path) -> None:
+    record = json.loads((noisy_run / "config.json").read_text())
+    assert record["config"]["noise"] == 0.05
+    assert record["model"]["pretransform"] == "centre"
+    assert record["model"]["kwargs"]["patch"] == 2 and record["model"]["kwargs"]["blocks"] == 2
+    run = open_run(noisy_run)
+    u = torch.rand(3, 1, 8, 8)
+    inner = run.flow.bijection.bijections[1]  # type: ignore[union-attr,index]
+    z, ladj = inner(2 * u - 1)
+    expected = run.flow.base.log_prob(z) + ladj + 64 * math.log(2)  # the centring's Jacobian
+    torch.testing.assert_close(run.flow.log_prob(u), expected)
+    results = json.loads((noisy_run / "results.json").read_text())
+    assert 0 < results["test"]["bpd"] < 12
+
+
+def test_noise_reaches_the_training_batches_only() -> None:
+    from flowforge.data import load_dataset
+    from flowforge.train.batches import TrainStream
+
+    ds = load_dataset("digits")
+    clean = TrainStream(ds, 32, seed=0).next()
+    noisy = TrainStream(ds, 32, seed=0, noise=0.1).next()
+    assert clean.min() >= 0 and clean.max() < 1
+    assert 0.05 < (noisy - clean).std().item() < 0.2  # the same batch, the same dequantization
+
+
+def test_sample_denoises_and_guides(noisy_run: Path) -> None:
+    cwd = noisy_run.parent
+    outs = {}
+    for name, flags in {
+        "plain": [],
+        "denoised": ["--denoise"],
+        "guided": ["--guidance", "1", "--attention-temperature", "2"],
+    }.items():
+        assert_ok(run_cli("sample", noisy_run, "-n", "8", "-o", f"{name}.npy", *flags, cwd=cwd))
+        outs[name] = np.load(cwd / f"{name}.npy")
+        assert outs[name].shape == (8, 1, 8, 8)
+        assert outs[name].min() >= 0 and outs[name].max() <= 16
+    assert not np.array_equal(outs["plain"], outs["denoised"])
+    assert not np.array_equal(outs["plain"], outs["guided"])
+
+
+def test_bad_sampling_and_noise_options_are_one_line(noisy_run: Path, tmp_path: Path) -> None:
+    proc = run_cli("sample", noisy_run, "-n", "2", "--guidance", "1", "--attention-temperature",
+                   "1", cwd=tmp_path)  # fmt: skip
+    assert_bad_input(proc, "attention temperature != 1")
+    proc = run_cli("train", "--data", "digits", "--flow", "glow", "--quiet", "--steps", "2",
+                   "--hidden", "8", "--out", "g", cwd=tmp_path)  # fmt: skip
+    assert_ok(proc)
+    assert_bad_input(run_cli("sample", tmp_path / "g", "--denoise", cwd=tmp_path), "--noise > 0")
+    assert_bad_input(
+        run_cli("sample", tmp_path / "g", "--guidance", "1", cwd=tmp_path),
+        "TransformerAutoregressive",
+    )
+    proc = run_cli("train", "--data", "wine", "--noise", "0.1", "--quiet", cwd=tmp_path)
+    assert_bad_input(proc, "--noise augments uniformly dequantized images")
+    proc = run_cli("train", "--data", "digits", "--noise", "-1", "--quiet", cwd=tmp_path)
+    assert_bad_input(proc, "noise must be >= 0")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_bf16_training_of_tarflow(tmp_path: Path) -> None:
+    proc = run_cli(
+        "train", "--data", "digits", "--flow", "tarflow", *SMALL, "--precision", "bf16",
+        "--out", "run", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert math.isfinite(results["test"]["bpd"])
+
+
+def test_gpu_recipe_smoke_on_cpu(tmp_path: Path) -> None:
+    recipe = load_script("benchmarks/tarflow_gpu.py", "flowforge_bench_tarflow_gpu")
+    tiny = ["--shape", "3", "4", "4", "--steps", "3", "--width", "8", "--blocks", "2"]
+    tiny += ["--layers", "1", "--heads", "2", "--batch", "4", "--device", "cpu", "--warmup", "1"]
+    out = recipe.main(["--data", "synthetic", *tiny, "--bf16", "--json", str(tmp_path / "r.json")])
+    assert json.loads((tmp_path / "r.json").read_text()) == out
+    assert out["steps"] == 3 and out["images_per_second"] > 0 and out["peak_memory_mib"] > 0
+    # random 8-bit images: an untrained flow is far from the 8 bits/dim of a uniform model
+    assert 8 < out["test_bpd"] < 20 and math.isfinite(out["train_noisy_bpd_last"])
+    folder = tmp_path / "imagenet32"
+    folder.mkdir()
+    g = np.random.default_rng(0)
+    for name, n in (("train_data_batch_1.npz", 6), ("val_data.npz", 3)):
+        np.savez(folder / name, data=g.integers(0, 256, (n, 3072), dtype=np.uint8))
+    train, test = recipe.load_images("imagenet32", tmp_path, (3, 32, 32))
+    assert train.shape == (6, 3, 32, 32) and test.shape == (3, 3, 32, 32)
+    with pytest.raises(SystemExit, match="val_data.npz"):
+        recipe.load_images("imagenet32", tmp_path / "nowhere", (3, 32, 32))
