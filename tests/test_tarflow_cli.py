@@ -118,5 +118,5 @@ def test_gpu_recipe_smoke_on_cpu(tmp_path: Path) -> None:
         np.savez(folder / name, data=g.integers(0, 256, (n, 3072), dtype=np.uint8))
     train, test = recipe.load_images("imagenet32", tmp_path, (3, 32, 32))
     assert train.shape == (6, 3, 32, 32) and test.shape == (3, 3, 32, 32)
-    with pytest.raises(SystemExit, match="val_data.npz"):
+    with pytest.raises(SystemExit, match=r"val_data\.npz"):
         recipe.load_images("imagenet32", tmp_path / "nowhere", (3, 32, 32))
