@@ -152,7 +152,8 @@ def build_flow(spec: ModelSpec) -> Flow:
     if not pre and not post:
         return preset
     inner = Compose([preset.bijection, *post]) if post else preset.bijection  # one model after
-    return Flow(Compose([*pre, inner]), preset.base)  # the pre-transforms, as without post
+    # the pre-transforms, as without post; a conditional preset keeps its context size
+    return Flow(Compose([*pre, inner]), preset.base, preset.context)
 
 
 #: Where a new recipe puts its whitening: ``"last"``, after the preset's layers (they see the
