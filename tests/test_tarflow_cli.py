@@ -120,3 +120,22 @@ def test_gpu_recipe_smoke_on_cpu(tmp_path: Path) -> None:
     assert train.shape == (6, 3, 32, 32) and test.shape == (3, 3, 32, 32)
     with pytest.raises(SystemExit, match=r"val_data\.npz"):
         recipe.load_images("imagenet32", tmp_path / "nowhere", (3, 32, 32))
+
+
+def test_speed_and_comparison_scripts_smoke(tmp_path: Path) -> None:
+    speed = load_script("benchmarks/speed_tarflow.py", "flowforge_bench_speed_tarflow")
+    tiny = ["--shape", "1", "4", "4", "--blocks", "2", "--layers", "1", "--width", "16"]
+    out = speed.main([*tiny, "--batch", "8", "--sample-batch", "4", "--repeats", "1"])
+    assert set(out["median_ms"]) >= {"TarFlow sample (KV cache)", "TarFlow sample (uncached)"}
+    assert all(v > 0 for v in out["ratios"].values())
+    classes = load_script("benchmarks/tarflow_classes.py", "flowforge_bench_tarflow_classes")
+    rows = classes.main(
+        ["--seconds", "0.2", "--per-class", "1", "--width", "16", "--guidance", "2"]
+    )
+    assert rows[0]["accuracy"] > 0.9  # the SVC on real test digits
+    assert len(rows) == 7 and all(0 <= r["accuracy"] <= 1 for r in rows)
+    digits = load_script("benchmarks/tarflow_digits.py", "flowforge_bench_tarflow_digits")
+    flags = '--flow tarflow --steps 2 --no-plots --flow-options \'{"blocks": 1, "width": 8}\''
+    assert digits.main(["--only", "--extra", f"t={flags}", "--json", str(tmp_path / "d.json")]) == 0
+    (row,) = json.loads((tmp_path / "d.json").read_text())
+    assert row["steps"] == 2 and 0 < row["bpd"] < 12
