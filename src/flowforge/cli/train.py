@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "in the metrics), or --objective flow-matching for ffjord; image runs can learn "
             "their dequantization (--dequantization variational). "
             "With no options: NSF on 8gaussians, well under a minute on 2 CPU cores. Image "
-            "presets (glow, multiscale_realnvp) on image data (digits, mnist, cifar10) train "
+            "presets (glow, multiscale_realnvp, tarflow) on image data (digits, mnist, cifar10) train "
             f"with their own defaults ({image_defaults}; flags override them), and so does "
             f"flow matching ({listed(FLOW_MATCHING_DEFAULTS)}). Every "
             "option can also be a key of --config FILE.toml; flags override the file."
