@@ -44,11 +44,13 @@ def test_cached_steps_equal_the_full_pass(context: int) -> None:
     net = _net(3, 5, context)
     x = torch.randn(4, 5, 3, dtype=DT)
     c = torch.randn(4, context, dtype=DT) if context else None
-    for temp in (1.0, 2.5):
+    for temp, grad in ((1.0, True), (2.5, True), (1.0, False), (2.5, False)):
         full = net(x, c, temp)
-        cache = KVCache(4)
-        steps = [net.step(None, cache, c, temp)]
-        steps += [net.step(x[:, t - 1], cache, c, temp) for t in range(1, 5)]
+        with torch.set_grad_enabled(grad):  # concatenated / preallocated caches
+            cache = KVCache(4, 5)
+            steps = [net.step(None, cache, c, temp)]
+            steps += [net.step(x[:, t - 1], cache, c, temp) for t in range(1, 5)]
+        assert cache.keys[0].shape[2] == 5 and cache.length == 5
         torch.testing.assert_close(torch.stack(steps, 1), full, rtol=0, atol=1e-12)
     assert not torch.allclose(net(x, c, 2.5), net(x, c))  # the temperature acts
 

@@ -22,14 +22,20 @@ from torch import Tensor, nn
 class KVCache:
     """The keys and values of the positions decoded so far, one entry per layer.
 
+    Without gradients and with a ``capacity``, each layer's keys and values live in one
+    buffer of ``capacity`` positions written in place (decoding ``T`` positions copies
+    nothing); otherwise each step concatenates (differentiable).
+
     Attributes:
         batch: ``N``, the number of sequences decoded side by side.
-        keys: per layer, ``(N, heads, t, width / heads)``.
+        capacity: the number of positions to preallocate, or ``None``.
+        keys: per layer, ``(N, heads, t, width / heads)`` (or the buffer of ``capacity``).
         values: per layer, the same shape.
         length: ``t``, the number of positions cached.
     """
 
     batch: int
+    capacity: int | None = None
     keys: list[Tensor] = field(default_factory=list)
     values: list[Tensor] = field(default_factory=list)
     length: int = 0
@@ -79,14 +85,25 @@ class CausalBlock(nn.Module):
     def step(self, h: Tensor, cache: KVCache, layer: int, query_scale: float = 1.0) -> Tensor:
         """One new position ``(N, 1, E)`` given the cached ones; appends its keys/values."""
         q, k, v = self._qkv(h)  # (N, H, 1, E/H)
-        if layer == len(cache.keys):  # the first position
-            cache.keys.append(k)
-            cache.values.append(v)
+        t = cache.length
+        if cache.capacity is not None and not torch.is_grad_enabled():
+            if layer == len(cache.keys):  # the first position: the buffers
+                n, heads, _, size = k.shape
+                cache.keys.append(k.new_empty(n, heads, cache.capacity, size))
+                cache.values.append(v.new_empty(n, heads, cache.capacity, size))
+            cache.keys[layer][:, :, t : t + 1] = k
+            cache.values[layer][:, :, t : t + 1] = v
+            keys, values = cache.keys[layer][:, :, : t + 1], cache.values[layer][:, :, : t + 1]
         else:
-            cache.keys[layer] = torch.cat([cache.keys[layer], k], dim=2)
-            cache.values[layer] = torch.cat([cache.values[layer], v], dim=2)
+            if layer == len(cache.keys):  # the first position
+                cache.keys.append(k)
+                cache.values.append(v)
+            else:
+                cache.keys[layer] = torch.cat([cache.keys[layer], k], dim=2)
+                cache.values[layer] = torch.cat([cache.values[layer], v], dim=2)
+            keys, values = cache.keys[layer], cache.values[layer]
         # one query over every cached position: nothing to mask
-        a = F.scaled_dot_product_attention(q * query_scale, cache.keys[layer], cache.values[layer])
+        a = F.scaled_dot_product_attention(q * query_scale, keys, values)
         return self._out(h, a)
 
 

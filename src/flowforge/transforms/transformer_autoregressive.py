@@ -165,7 +165,7 @@ class TransformerAutoregressive(Bijection):
         n, steps, _ = zt.shape
         g = self.guidance if self.guidance is not None and self.guidance.weight != 0 else None
         weak_ctx = self._weak_context(ctx)
-        caches = (KVCache(n), KVCache(n))
+        caches = (KVCache(n, steps), KVCache(n, steps))
         xs: list[Tensor] = []
         ladj = zt.new_zeros(n)
         for t in range(steps):
