@@ -155,10 +155,11 @@ def _figure(grids: dict[str, np.ndarray], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.6))
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.6 * len(grids), 4.6))
     for ax, (name, g) in zip(np.atleast_1d(axes), grids.items(), strict=True):
         k = min(8, g.shape[0])
-        tiles = g[:k, :, 0].transpose(1, 2, 0, 3).reshape(10 * 8, k * 8)  # rows: classes
+        padded = np.pad(g[:k, :, 0], ((0, 0), (0, 0), (1, 1), (1, 1)))  # (k, 10, 10, 10)
+        tiles = padded.transpose(1, 2, 0, 3).reshape(10 * 10, k * 10)  # rows: classes
         ax.imshow(tiles, cmap="gray_r", vmin=0, vmax=LEVELS - 1)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
