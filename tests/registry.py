@@ -282,6 +282,12 @@ REGISTRY: dict[str, Callable[[], Case]] = {
         ff.flows.MultiscaleRealNVP((1, 4, 4), context=C, levels=2, steps=1, hidden=4).bijection,
         C,
     ),
+    "preset-tarflow": lambda: Case(
+        ff.flows.TarFlow((1, 4, 4), context=C, blocks=2, layers=1, width=8, heads=2).bijection, C
+    ),
+    "preset-tarflow-vector": lambda: Case(
+        ff.flows.TarFlow(features=6, patch=3, blocks=3, layers=1, width=8, heads=2).bijection
+    ),
     "preset-nsf-coupling": lambda: Case(
         ff.flows.NSF(D, transforms=2, bins=4, hidden=H, coupling=True).bijection
     ),
