@@ -139,3 +139,12 @@ def test_speed_and_comparison_scripts_smoke(tmp_path: Path) -> None:
     assert digits.main(["--only", "--extra", f"t={flags}", "--json", str(tmp_path / "d.json")]) == 0
     (row,) = json.loads((tmp_path / "d.json").read_text())
     assert row["steps"] == 2 and 0 < row["bpd"] < 12
+
+
+def test_tarflow_brings_its_training_defaults() -> None:
+    from flowforge.train.model import IMAGE_TRAINING_DEFAULTS, preset_defaults
+
+    defaults = preset_defaults("tarflow")
+    assert defaults["lr"] == 2e-3 and defaults["ema_decay"] == 0.998
+    assert defaults["batch_size"] == IMAGE_TRAINING_DEFAULTS["batch_size"]
+    assert preset_defaults("glow") == IMAGE_TRAINING_DEFAULTS
