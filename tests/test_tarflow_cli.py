@@ -122,6 +122,7 @@ def test_gpu_recipe_smoke_on_cpu(tmp_path: Path) -> None:
         recipe.load_images("imagenet32", tmp_path / "nowhere", (3, 32, 32))
 
 
+@pytest.mark.slow
 def test_speed_and_comparison_scripts_smoke(tmp_path: Path) -> None:
     speed = load_script("benchmarks/speed_tarflow.py", "flowforge_bench_speed_tarflow")
     tiny = ["--shape", "1", "4", "4", "--blocks", "2", "--layers", "1", "--width", "16"]
