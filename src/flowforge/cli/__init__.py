@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    from flowforge.core.extras import MissingExtra
     from flowforge.data import DataError
     from flowforge.eval.likelihood import NonFiniteLikelihood
     from flowforge.runs import ConfigError, RunError
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = f"flowforge {args.command}"
     try:
         return int(_COMMANDS[args.command].run(args))
-    except (DataError, ConfigError, RunError) as e:
+    except (DataError, ConfigError, RunError, MissingExtra) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (NonFiniteLoss, NonFiniteLikelihood, SolverError) as e:

@@ -34,6 +34,7 @@ from flowforge.transforms.cnf_solve import (
     SolverError,
     integrate,
     solver_options,
+    torchdiffeq_module,
 )
 
 Method = Literal["dopri5", "rk4", "euler"]
@@ -122,6 +123,7 @@ class CNF(Bijection):
         max_nfe: int = 10_000,
     ) -> None:
         super().__init__((features,))
+        torchdiffeq_module()  # a missing extra fails here, before a run writes anything
         checks = [
             (method in ADAPTIVE + FIXED_STEP, f"method in {ADAPTIVE + FIXED_STEP}", method),
             (trace in ("auto", "exact", "hutchinson"), "trace in auto/exact/hutchinson", trace),
