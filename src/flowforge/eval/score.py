@@ -55,9 +55,12 @@ def _match_columns(
             parts.append(f"missing {', '.join(map(repr, missing))}")
         if extra and not selected:
             parts.append(f"extra {', '.join(map(repr, extra))}")
+        hint = ""
+        if extra and not selected and len(extra) == 1 and not missing:
+            hint = f" (a label column is left out with --labels {extra[0]})"
         raise DataError(
             f"{origin}: its columns do not match the run's ({'; '.join(parts)}); the run was "
-            f"trained on {', '.join(map(repr, names))}"
+            f"trained on {', '.join(map(repr, names))}{hint}"
         )
     return names
 
