@@ -62,7 +62,14 @@ def _allowed() -> tuple[Any, ...]:
     objects: list[Any] = [_attr(n) for n in names]
     blocks = importlib.import_module("pandas.core.internals.blocks")
     objects += [v for k, v in vars(blocks).items() if k.endswith("Block") and isinstance(v, type)]
-    objects += [np.ndarray, np.dtype, slice, object, codecs.encode, getattr(copyreg, "_reconstructor", None)]
+    objects += [
+        np.ndarray,
+        np.dtype,
+        slice,
+        object,
+        codecs.encode,
+        getattr(copyreg, "_reconstructor", None),
+    ]
     objects += [getattr(pd, n, None) for n in ("DataFrame", "Series", "Index", "RangeIndex")]
     objects += [getattr(pd, n, None) for n in ("MultiIndex", "DatetimeIndex", "Timestamp")]
     objects += [getattr(pd, n, None) for n in ("StringDtype", "CategoricalDtype", "Categorical")]
