@@ -76,6 +76,13 @@ def test_an_unnamed_label_column_suggests_labels(run_dir: Path, tmp_path: Path) 
     assert_bad_input(proc, "extra 'is_anomaly'", "--labels is_anomaly")
 
 
+def test_inputs_without_rows_are_one_line(run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "header.csv").write_text("a,b,c\n")
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3)))
+    for name in ("header.csv", "empty.npy"):
+        assert_bad_input(run_cli("score", run_dir, "-i", name, cwd=tmp_path), "no rows")
+
+
 def test_labels_print_auroc_and_average_precision(run_dir: Path, tmp_path: Path) -> None:
     x, y = _rows()
     _write(tmp_path / "labelled.csv", x, y)

@@ -185,8 +185,9 @@ def score_rows(
 
     Args:
         run: an opened run.
-        x: ``(N, D)`` rows in the data's units; images: levels ``0 .. K-1``, flattened ``(N, D)``
-            or ``(N, *data_shape)``.
+        x: ``(N, D)`` rows in the data's units; images: integer levels ``0 .. K-1`` (any
+            numeric dtype; a fraction is refused), flattened ``(N, D)`` or
+            ``(N, *data_shape)``.
         origin: the file name for error messages.
         seed: images: the seed of the uniform dequantization noise; the score is then
             ``log p(u)`` of the dequantized image, so ``-mean`` is the NLL that ``eval`` reports.
@@ -196,10 +197,13 @@ def score_rows(
         ``(N,)`` float64.
 
     Raises:
-        DataError: wrong number of columns or shape, or image levels outside ``0 .. K-1``.
+        DataError: no rows, wrong number of columns or shape, or image values that are not
+            integer levels ``0 .. K-1``.
     """
     spec = run.spec
     image = spec.kind == "image"
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise DataError(f"{origin} has no rows to score (shape {tuple(x.shape)})")
     if image and x.ndim == 1 + len(spec.data_shape) and tuple(x.shape[1:]) == spec.data_shape:
         x = x.reshape(x.shape[0], -1)
     if x.ndim != 2 or x.shape[1] != spec.features:
@@ -218,14 +222,16 @@ def score_rows(
     t = torch.as_tensor(x, dtype=ref.dtype)
     if image:
         levels = int(spec.levels or 0)
-        bad = np.argwhere(~((x >= 0) & (x <= levels - 1)))  # NaN fails both comparisons
+        # NaN fails every comparison; a fraction is no level (never floored in silence)
+        bad = np.argwhere(~((x >= 0) & (x <= levels - 1) & (np.floor(x) == x)))
         if bad.size:
             i, j = (int(k) for k in bad[0])
             raise DataError(
-                f"{origin}, row {i + 1}, column {j + 1}: value {x[i, j]} is not a pixel level "
-                f"in 0..{levels - 1}"
+                f"{origin}, row {i + 1}, column {j + 1}: value {x[i, j]} is not a pixel level: "
+                f"an image run scores integer levels 0..{levels - 1} (any numeric dtype, e.g. "
+                f"uint8), not floats in [0, 1)"
             )
-        t = t.floor().reshape(t.shape[0], *spec.data_shape)
+        t = t.reshape(t.shape[0], *spec.data_shape)
         t = dequantize(t, levels, torch.Generator().manual_seed(seed))
     return log_likelihoods(run.flow, t, batch_size, ref.device)
 
