@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowforge.core.memory import too_big
 from flowforge.data import DataError, dequantize, read_table
 from flowforge.data.base import Standardizer
 from flowforge.data.user import read_header
@@ -237,7 +238,9 @@ def score_rows(
 
 
 @torch.no_grad()
-def sample_rows(run: Run, n: int, *, temperature: float = 1.0, seed: int = 0) -> Tensor:
+def sample_rows(
+    run: Run, n: int, *, temperature: float = 1.0, seed: int = 0, chunk: int = 65_536
+) -> Tensor:
     """``n`` samples in the data's units, shape ``(n, *data_shape)`` (images: levels).
 
     Args:
@@ -247,21 +250,31 @@ def sample_rows(run: Run, n: int, *, temperature: float = 1.0, seed: int = 0) ->
             standard normal base: the density ``p_T(z) ∝ p(z)^(1/T^2)``); below 1 gives more
             typical samples.
         seed: the seed of the base samples.
+        chunk: samples drawn per pass of the flow (the same samples as one pass for
+            ``n <= chunk``).
 
     Raises:
-        DataError: ``n < 1``, or a temperature that is not positive or that the base cannot
+        DataError: ``n < 1``, more samples than fit in memory, or a temperature that is not positive or that the base cannot
             apply.
     """
     if n < 1:
         raise DataError(f"-n must be positive, got {n}")
     if not temperature > 0 or not math.isfinite(temperature):
         raise DataError(f"--temperature must be a positive number, got {temperature}")
+    values = n * math.prod(run.spec.data_shape)
+    why = too_big(16.0 * values, f"{n} samples of {math.prod(run.spec.data_shape)} values")
+    if why is not None:  # the samples (float32) and the copies that writing them makes
+        raise DataError(f"-n {n}: {why}; draw fewer (several runs with different --seed)")
     torch.manual_seed(seed)
+    chunks = []
     try:
-        x = run.flow.sample(n, temperature=temperature).cpu()
+        for start in range(0, n, chunk):  # the flow's activations for one chunk at a time
+            part = run.flow.sample(min(chunk, n - start), temperature=temperature).cpu()
+            if run.spec.kind == "image":
+                levels = int(run.spec.levels or 0)
+                part = (part * levels).floor().clamp(0, levels - 1)
+            chunks.append(part)
     except ValueError as e:
         raise DataError(f"--temperature {temperature}: {e}") from None
-    if run.spec.kind == "image":
-        levels = int(run.spec.levels or 0)
-        x = (x * levels).floor().clamp(0, levels - 1)
+    x = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
     return x.reshape(n, *run.spec.data_shape)

@@ -286,7 +286,9 @@ def preset_hparams(args: dict[str, Any]) -> dict[str, Any]:
         if arg is not None and not arg.valid(value):
             raise ValueError(f"{name}: expected {arg.expected}, got {value!r}")
         if arg is None and key in declared and not _matches(value, declared[key]):
-            raise ValueError(f"{name}: expected {key} of type {_shown(declared[key])}, got {value!r}")
+            raise ValueError(
+                f"{name}: expected {key} of type {_shown(declared[key])}, got {value!r}"
+            )
         if key in ("transforms", "residual_blocks") and _is_int(value) and value > MAX_LAYERS:
             raise ValueError(
                 f"{name}: expected {key} <= {MAX_LAYERS} (a deeper stack does not fit in memory), "
