@@ -48,7 +48,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import inspect
 import re
 import textwrap
@@ -257,10 +256,14 @@ def _shown(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("collections.abc.", "")
 
 
-@functools.cache
+_DECLARED: dict[type, dict[str, Any]] = {}
+
+
 def _declared(cls: type) -> dict[str, Any]:
-    """The declared types of ``cls.__init__``'s arguments."""
-    return typing.get_type_hints(cls.__init__)  # type: ignore[misc]
+    """The declared types of ``cls.__init__``'s arguments (resolved once per class)."""
+    if cls not in _DECLARED:
+        _DECLARED[cls] = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
+    return _DECLARED[cls]
 
 
 def preset_hparams(args: dict[str, Any]) -> dict[str, Any]:

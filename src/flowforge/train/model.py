@@ -18,6 +18,7 @@ run needs nothing from training.
 from __future__ import annotations
 
 import inspect
+import itertools
 from typing import Any
 
 from torch import nn
@@ -163,7 +164,7 @@ def _parameter_floor(name: str, kwargs: dict[str, Any]) -> int:
     # half of them (P = 2 for an affine layer, 3 * bins - 1 for a spline)
     half = max(1, int(arg("features") or 1) // 2)
     per_dim = 3 * int(arg("bins")) - 1 if arg("bins") is not None else 2
-    per_net = sum(a * b for a, b in zip(widths, widths[1:]))
+    per_net = sum(a * b for a, b in itertools.pairwise(widths))
     per_net += widths[0] * half + widths[-1] * half * per_dim
     per_net += int(arg("residual_blocks") or 0) * len(widths) * max(widths) ** 2
     return int(arg("transforms") or 1) * per_net
