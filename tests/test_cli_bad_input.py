@@ -3,12 +3,16 @@ each one line on stderr, exit status 2, nothing written."""
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from cli_util import TINY, assert_bad_input, assert_ok, run_cli
+from cli_util import TINY, TINY_TABLE, assert_bad_input, assert_ok, run_cli
 from flowforge.eval.score import sample_rows
 from flowforge.runs import open_run
 
@@ -52,3 +56,48 @@ def test_sampling_in_chunks_gives_the_one_pass_samples(toy_run: Path) -> None:
     chunked = sample_rows(run, 50, seed=3, chunk=7)
     assert chunked.shape == (50, 2) and torch.isfinite(chunked).all()
     assert torch.equal(sample_rows(run, 50, seed=3, chunk=7), chunked)  # seeded
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A standardised 3-column table run."""
+    cwd = tmp_path_factory.mktemp("table")
+    x = np.random.default_rng(0).normal(size=(200, 3)) * [1.0, 3.0, 0.5]
+    (cwd / "t.csv").write_text("a,b,c\n" + "".join(f"{a},{b},{c}\n" for a, b, c in x))
+    args = [*TINY_TABLE, "--data", "t.csv", "--steps", "2", "--out", "run"]
+    assert_ok(run_cli("train", *args, cwd=cwd))
+    return cwd / "run"
+
+
+def _edit_standardizer(config: Path, key: str, value: object) -> None:
+    record = json.loads(config.read_text())
+    found = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "standardizer" and isinstance(v, dict):
+                    v[key][0] = value
+                    found.append(k)
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(record)
+    assert found
+    config.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(("key", "value"), [("std", 0.0), ("std", -1.0), ("std", "x"),
+                                            ("std", None), ("mean", [1.0]), ("mean", math.inf)])  # fmt: skip
+def test_an_edited_standardizer_is_one_line(
+    table_run: Path, tmp_path: Path, key: str, value: object
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(table_run, run)
+    _edit_standardizer(run / "config.json", key, value)
+    for command in (["eval", run], ["sample", run, "-n", "3"]):
+        proc = run_cli(*command, cwd=tmp_path)
+        assert_bad_input(proc, "model.standardizer", f"{key}[0] is {value!r}")
