@@ -20,7 +20,13 @@ import sys
 from collections.abc import Sequence
 
 from flowforge.cli import datasets, eval, sample, score, train, vi
-from flowforge.cli._common import EXIT_BAD_INPUT, EXIT_TRAINING_FAILED, Parser, version
+from flowforge.cli._common import (
+    EXIT_BAD_INPUT,
+    EXIT_TRAINING_FAILED,
+    Parser,
+    quiet_rank,
+    version,
+)
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_TRAINING_FAILED", "build_parser", "main"]
 
@@ -56,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(_COMMANDS[args.command].run(args))
     except (DataError, ConfigError, RunError, MissingExtra) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        if not quiet_rank():  # under torchrun every rank meets the same bad input: print once
+            print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (NonFiniteLoss, NonFiniteLikelihood, SolverError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
