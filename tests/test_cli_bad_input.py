@@ -101,3 +101,22 @@ def test_an_edited_standardizer_is_one_line(
     for command in (["eval", run], ["sample", run, "-n", "3"]):
         proc = run_cli(*command, cwd=tmp_path)
         assert_bad_input(proc, "model.standardizer", f"{key}[0] is {value!r}")
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ('{"rtol": 1e-30}', "expected rtol >= 3.8e-06"),
+        ('{"atol": 0.000001}', "expected atol >= 3.8e-06"),
+        ('{"method": "rk4", "rtol": 0.001}', "'rtol' does nothing with method 'rk4'"),
+        ('{"steps": 50}', "'steps' does nothing with method 'dopri5'"),
+    ],
+)
+def test_solver_options_that_cannot_be_honoured_are_one_line(
+    tmp_path: Path, options: str, expected: str
+) -> None:
+    """rtol 1e-30 ran at 3.8e-6 while config.json recorded 1e-30; steps with dopri5 and
+    tolerances with rk4 were accepted and ignored."""
+    args = ["--flow", "ffjord", "--flow-options", options, "--steps", "2", "--out", "run"]
+    assert_bad_input(run_cli("train", *TINY, *args, cwd=tmp_path), expected)
+    assert list(tmp_path.iterdir()) == []

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import math
 from typing import Any
 
+import torch
 from torch import nn
 
 from flowforge.core.memory import too_big
@@ -35,6 +37,7 @@ from flowforge.train.losses import (
     Objective,
     VariationalDequantization,
 )
+from flowforge.transforms.cnf_solve import FIXED_STEP
 from flowforge.transforms.continuous import CNF
 from flowforge.transforms.whiten import start_whiten
 
@@ -199,6 +202,33 @@ def _check_size(name: str, kwargs: dict[str, Any], batch: int) -> None:
         raise ConfigError(f"flow {name!r} with {shown} cannot fit: {why}")
 
 
+def _check_solver_options(name: str, given: dict[str, Any], params: dict[str, Any]) -> None:
+    """A CNF preset's solver options: each one used by the chosen method, and the adaptive
+    tolerances at or above what float32 training resolves (``32 eps``: smaller ones were
+    silently raised, while config.json recorded the asked value)."""
+    if "method" not in params:
+        return
+    method = given.get("method", params["method"].default)
+    adaptive = method not in FIXED_STEP
+    unused = [k for k in ("rtol", "atol") if k in given] if not adaptive else []
+    unused += ["steps"] if adaptive and "steps" in given else []
+    if unused:
+        uses = "rtol and atol (not steps)" if adaptive else "steps (not rtol or atol)"
+        raise ConfigError(
+            f"flow {name!r}: option {unused[0]!r} does nothing with method {method!r}, which "
+            f"takes {uses}"
+        )
+    floor = 32 * torch.finfo(torch.float32).eps
+    for key in ("rtol", "atol"):
+        value = given.get(key)
+        if adaptive and isinstance(value, int | float) and not isinstance(value, bool):
+            if not (math.isfinite(value) and value >= floor):
+                raise ConfigError(
+                    f"flow {name!r}: expected {key} >= {floor:.2g} (32 eps of float32, the "
+                    f"smallest tolerance a float32 solve resolves), got {value!r}"
+                )
+
+
 def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
     """The spec of the flow that ``cfg`` asks for on dataset ``ds``.
 
@@ -227,6 +257,7 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
             raise ConfigError(
                 f"flow {cfg.flow!r} takes no option {key!r} ({what}); valid: {', '.join(options)}"
             )
+    _check_solver_options(cfg.flow, given, params)
     kwargs.update(given)
     if "hidden" in kwargs:
         kwargs["hidden"] = _hidden(cfg.flow, kwargs["hidden"], params["hidden"].default)
