@@ -221,12 +221,12 @@ def _check_solver_options(name: str, given: dict[str, Any], params: dict[str, An
     floor = 32 * torch.finfo(torch.float32).eps
     for key in ("rtol", "atol"):
         value = given.get(key)
-        if adaptive and isinstance(value, int | float) and not isinstance(value, bool):
-            if not (math.isfinite(value) and value >= floor):
-                raise ConfigError(
-                    f"flow {name!r}: expected {key} >= {floor:.2g} (32 eps of float32, the "
-                    f"smallest tolerance a float32 solve resolves), got {value!r}"
-                )
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if adaptive and number and not (math.isfinite(value) and value >= floor):
+            raise ConfigError(
+                f"flow {name!r}: expected {key} >= {floor:.2g} (32 eps of float32, the "
+                f"smallest tolerance a float32 solve resolves), got {value!r}"
+            )
 
 
 def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
