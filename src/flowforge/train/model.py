@@ -210,7 +210,7 @@ def _check_solver_options(name: str, given: dict[str, Any], params: dict[str, An
         return
     method = given.get("method", params["method"].default)
     adaptive = method not in FIXED_STEP
-    unused = [k for k in ("rtol", "atol") if k in given] if not adaptive else []
+    unused: list[str] = [k for k in ("rtol", "atol") if k in given] if not adaptive else []
     unused += ["steps"] if adaptive and "steps" in given else []
     if unused:
         uses = "rtol and atol (not steps)" if adaptive else "steps (not rtol or atol)"
@@ -220,7 +220,7 @@ def _check_solver_options(name: str, given: dict[str, Any], params: dict[str, An
         )
     floor = 32 * torch.finfo(torch.float32).eps
     for key in ("rtol", "atol"):
-        value = given.get(key)
+        value: Any = given.get(key)
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if adaptive and number and not (math.isfinite(value) and value >= floor):
             raise ConfigError(
