@@ -37,8 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     vi.add_argument(
         "--transforms",
         type=int,
-        help="number of transforms (default: 32 for planar, radial, sylvester; the "
-        "preset's own otherwise, ffjord 1)",
+        help="number of transforms (default 32; ffjord 1: each is an ODE solve)",
     )
     vi.add_argument("--hidden", type=int_tuple, help="hidden sizes, e.g. 64,64")
     vi.add_argument("--flow-options", type=json_object, metavar="JSON", help="preset options")
