@@ -93,14 +93,15 @@ def test_ess_and_log_evidence_error_match_their_definitions() -> None:
 
 
 class _Linear(torch.nn.Module):
-    """``f(t, z) = A z``: the flow map is ``exp(A t)`` and ``log det = T tr A``."""
+    """``f(t, z) = (1 + t) A z``: the flow map to ``T`` is ``exp(c A)`` and its log-det
+    ``c tr A``, with ``c = T + T^2 / 2``."""
 
     def __init__(self, a: torch.Tensor) -> None:
         super().__init__()
         self.a = torch.nn.Parameter(a)
 
     def forward(self, t: torch.Tensor, z: torch.Tensor, context: object = None) -> torch.Tensor:
-        return z @ self.a.T
+        return (1 + t) * (z @ self.a.T)
 
 
 @pytest.mark.parametrize("method", ["dopri5", "rk4"])
@@ -113,7 +114,10 @@ def test_cnf_solves_linear_dynamics_in_closed_form(method: str) -> None:
     with torch.no_grad():
         z, ladj = cnf(x)
         back, ladj_inv = cnf.inverse(z)
-    tol = 1e-8 if method == "dopri5" else 1e-6
-    assert torch.allclose(z, x @ torch.linalg.matrix_exp(0.7 * a).T, atol=tol)
-    assert torch.allclose(ladj, torch.full((5,), 0.7 * float(a.trace()), dtype=a.dtype), atol=tol)
+        sampled = cnf.inverse_value(z)
+    c = 0.7 + 0.7**2 / 2
+    tol = 1e-9 if method == "dopri5" else 1e-6
+    assert torch.allclose(z, x @ torch.linalg.matrix_exp(c * a).T, atol=tol)
+    assert torch.allclose(ladj, torch.full((5,), c * float(a.trace()), dtype=a.dtype), atol=tol)
     assert torch.allclose(back, x, atol=tol) and torch.allclose(ladj_inv, -ladj, atol=tol)
+    assert torch.allclose(sampled, x, atol=tol)
