@@ -148,3 +148,22 @@ def test_radial_density_direction_is_accurate_in_float32_near_the_centre() -> No
     err = ((low.double() - ref).norm(dim=-1) / (ref - z0).norm(dim=-1)).max()
     assert err < 1e-4, float(err)
     assert torch.allclose(low_ladj.double(), ref_ladj, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("levels", "steps"), [(1, 2), (2, 3), (3, 1)])
+def test_glow_builds_what_its_docstring_says(levels: int, steps: int) -> None:
+    """Per level a squeeze and ``steps`` steps (ActNorm, 1x1 conv, coupling); after each level
+    but the last a learned split prior (``levels - 2`` priors passed the suite)."""
+    from flowforge.transforms import ActNorm, Affine, ChannelCoupling, Squeeze
+    from flowforge.transforms.sigmoid_affine import SigmoidAffine
+
+    flow = ff.flows.Glow(shape=(1, 16, 16), levels=levels, steps=steps, hidden=8)
+    mods = list(flow.modules())
+    couplings = [m for m in mods if isinstance(m, ChannelCoupling)]
+    priors = [m for m in couplings if isinstance(m.transformer, Affine)]
+    steps_ = [m for m in couplings if isinstance(m.transformer, SigmoidAffine)]
+    assert len(priors) == levels - 1
+    assert len(steps_) == levels * steps
+    assert sum(isinstance(m, ActNorm) for m in mods) == levels * steps
+    assert sum(isinstance(m, Squeeze) for m in mods) == levels
+    assert sum(type(m).__name__ == "LUConv1x1" for m in mods) == levels * steps
