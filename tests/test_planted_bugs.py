@@ -167,3 +167,20 @@ def test_glow_builds_what_its_docstring_says(levels: int, steps: int) -> None:
     assert sum(isinstance(m, ActNorm) for m in mods) == levels * steps
     assert sum(isinstance(m, Squeeze) for m in mods) == levels
     assert sum(type(m).__name__ == "LUConv1x1" for m in mods) == levels * steps
+
+
+@pytest.mark.parametrize("transforms", [2, 3])
+def test_the_conv_noise_flow_transforms_every_pixel(transforms: int) -> None:
+    """Couplings alternate parity: with random weights every pixel moves (all couplings on
+    one parity left half of the pixels untouched)."""
+    from flowforge.data.noise_flows import conv_noise_flow
+
+    flow, encoder, _ = conv_noise_flow((2, 4, 4), transforms=transforms, hidden=8, features=3)
+    with torch.no_grad():
+        for p in [*flow.parameters(), *encoder.parameters()]:
+            p.copy_(torch.randn_like(p) * 0.3)
+    x = torch.randn(5, 2, 4, 4)
+    with torch.no_grad():
+        z, _ = flow.bijection(x, encoder(x))
+    moved = ((z - x).abs() > 1e-6).all(0)  # (C, H, W): moved in every row
+    assert bool(moved.all()), moved
