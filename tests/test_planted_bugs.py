@@ -184,3 +184,31 @@ def test_the_conv_noise_flow_transforms_every_pixel(transforms: int) -> None:
         z, _ = flow.bijection(x, encoder(x))
     moved = ((z - x).abs() > 1e-6).all(0)  # (C, H, W): moved in every row
     assert bool(moved.all()), moved
+
+
+def test_gathering_unequal_shards_drops_the_padding_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 0 holds 3 rows, rank 1 one: the gather pads both to 3 for ``all_gather`` and must
+    return exactly the 4 real rows in rank order (the collective is simulated: rank 1's
+    side is what a second process would send)."""
+    from flowforge.train import distributed
+
+    mine = torch.arange(6.0).reshape(3, 2)
+    peer = torch.tensor([[10.0, 11.0]])
+    calls = []
+
+    def all_gather(out: list[torch.Tensor], t: torch.Tensor) -> None:
+        calls.append(t.shape)
+        if t.dtype == torch.long:  # the sizes
+            out[0].copy_(t)
+            out[1].fill_(peer.shape[0])
+        else:  # the rows, padded to the largest shard
+            out[0].copy_(t)
+            out[1].zero_()
+            out[1][: peer.shape[0]] = peer
+            out[1][peer.shape[0] :] = -99.0  # whatever the padding holds
+
+    monkeypatch.setattr(distributed.dist, "all_gather", all_gather)
+    world = distributed.World(rank=0, size=2)
+    got = distributed.gather_rows(mine, world)
+    assert torch.equal(got, torch.cat([mine, peer]))
+    assert len(calls) == 2
