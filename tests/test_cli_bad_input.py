@@ -120,3 +120,25 @@ def test_solver_options_that_cannot_be_honoured_are_one_line(
     args = ["--flow", "ffjord", "--flow-options", options, "--steps", "2", "--out", "run"]
     assert_bad_input(run_cli("train", *TINY, *args, cwd=tmp_path), expected)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_messages_say_what_is_wrong(tmp_path: Path) -> None:
+    """--resume of a VI run said 'missing file: checkpoint.safetensors'; --out naming a file
+    said the folder was 'not empty'."""
+    tiny = ["--steps", "2", "--samples", "8", "--eval-samples", "50", "--transforms", "2"]
+    assert_ok(run_cli("vi", *tiny, "--no-plots", "--out", "vi", cwd=tmp_path))
+    proc = run_cli("train", "--resume", "vi", cwd=tmp_path)
+    assert_bad_input(proc, "variational-inference run", "flowforge vi --resume vi")
+    (tmp_path / "afile").write_text("x")
+    proc = run_cli("train", *TINY, "--steps", "2", "--out", "afile", cwd=tmp_path)
+    assert_bad_input(proc, "--out afile is a file")
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_digits_takes_n_val_as_the_readme_says() -> None:
+    from flowforge.data import load_dataset
+
+    ds = load_dataset("digits", n_val=100, n_test=50)
+    assert ds.val is not None and ds.val.shape[0] == 100 and ds.test.shape[0] == 50
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "`digits`\n  included, are split at random and take them" in readme
