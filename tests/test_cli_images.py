@@ -89,6 +89,25 @@ def test_sample_and_score_use_the_image_shape(glow_run: Path, tmp_path: Path) ->
     assert_bad_input(proc, "shape (2, 1, 4, 4)", "images (1, 8, 8), or 64 columns")
 
 
+def test_score_takes_integer_levels_only(glow_run: Path, tmp_path: Path) -> None:
+    """One pixel format: integer levels 0..K-1; 0.5, 3.4 and [0, 1) floats are refused (they
+    were floored: 0.5 scored as 0), and so is an empty array."""
+    levels = np.random.default_rng(0).integers(0, 17, size=(3, 1, 8, 8))
+    np.save(tmp_path / "ok.npy", levels.astype(np.uint8))
+    assert_ok(run_cli("score", glow_run, "-i", "ok.npy", cwd=tmp_path))
+    for value in (0.5, 3.4):
+        x = levels.astype(np.float64)
+        x[1, 0, 2, 3] = value
+        np.save(tmp_path / "frac.npy", x)
+        proc = run_cli("score", glow_run, "-i", "frac.npy", cwd=tmp_path)
+        assert_bad_input(proc, f"value {value} is not a pixel level", "integer levels 0..16")
+    np.save(tmp_path / "unit.npy", levels / 17.0)  # what the flow itself takes
+    proc = run_cli("score", glow_run, "-i", "unit.npy", cwd=tmp_path)
+    assert_bad_input(proc, "not floats in [0, 1)")
+    np.save(tmp_path / "empty.npy", np.zeros((0, 1, 8, 8)))
+    assert_bad_input(run_cli("score", glow_run, "-i", "empty.npy", cwd=tmp_path), "no rows")
+
+
 def test_the_run_has_a_picture_of_samples_at_temperatures(tmp_path: Path) -> None:
     args = ["--data", "digits", "--flow", "glow", *SMALL, "--steps", "2", "--plots"]
     assert_ok(run_cli("train", *args, "--out", "run", cwd=tmp_path))

@@ -54,6 +54,35 @@ def _scores(path: Path) -> np.ndarray:
     return np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
 
 
+def test_the_readme_pair_runs_verbatim_on_a_labelled_file(run_dir: Path, tmp_path: Path) -> None:
+    """The README's two ``flowforge score`` lines, on the same labelled ``rows.csv``."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme[readme.index("flowforge score RUN --input rows.csv") :]
+    lines = [line.split("#")[0].split() for line in block.split("```")[0].splitlines()]
+    assert len(lines) == 2 and all(line[:2] == ["flowforge", "score"] for line in lines)
+    x, y = _rows()
+    _write(tmp_path / "rows.csv", x, y)
+    for line in lines:
+        args = [str(run_dir) if a == "RUN" else a for a in line[2:]]
+        assert_ok(run_cli("score", *args, cwd=tmp_path))
+    assert _scores(tmp_path / "flags.csv").shape == (100, 2)
+    assert (tmp_path / "scores.png").read_bytes().startswith(PNG)
+
+
+def test_an_unnamed_label_column_suggests_labels(run_dir: Path, tmp_path: Path) -> None:
+    x, y = _rows()
+    _write(tmp_path / "rows.csv", x, y)
+    proc = run_cli("score", run_dir, "-i", "rows.csv", cwd=tmp_path)
+    assert_bad_input(proc, "extra 'is_anomaly'", "--labels is_anomaly")
+
+
+def test_inputs_without_rows_are_one_line(run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "header.csv").write_text("a,b,c\n")
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3)))
+    for name in ("header.csv", "empty.npy"):
+        assert_bad_input(run_cli("score", run_dir, "-i", name, cwd=tmp_path), "no rows")
+
+
 def test_labels_print_auroc_and_average_precision(run_dir: Path, tmp_path: Path) -> None:
     x, y = _rows()
     _write(tmp_path / "labelled.csv", x, y)

@@ -190,3 +190,17 @@ def test_readme_vi_commands_run(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "runs" / "u1" / "results.json").read_text())
     assert results["diagnostics"]["kl_grid"] < 0.3  # 1,000 steps of planar-32 fit U1
     assert (tmp_path / "u1.png").read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize(("flow", "expected"), [("ffjord", 1), ("planar", 32), ("iaf", 32)])
+def test_each_preset_gets_its_own_number_of_transforms(
+    tmp_path: Path, flow: str, expected: int
+) -> None:
+    """Without --transforms, 32 layers, but one CNF for ffjord (it stacked 32 CNFs: 277 s for
+    5 steps)."""
+    tiny = ["--steps", "2", "--samples", "8", "--eval-samples", "50", "--no-plots"]
+    assert_ok(
+        run_cli("vi", "--target", "banana", "--flow", flow, *tiny, "--out", "r", cwd=tmp_path)
+    )
+    record = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert record["model"]["kwargs"]["transforms"] == expected

@@ -265,6 +265,36 @@ def test_exactly_one_run_directory_is_written(pair: tuple[Path, Path, Path]) -> 
     assert all(p.parts[0] == "runs" for p in written), written
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--flow", "nosuch"], "invalid choice: 'nosuch'"),
+        (["--steps", "0"], "steps must be positive"),
+    ],
+)
+def test_bad_input_is_printed_once_by_rank_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], expected: str
+) -> None:
+    """Every rank meets the same bad flag: rank 0 prints it, the others exit 2 silently (it
+    was printed once per rank)."""
+    for rank, printed in (("0", 1), ("1", 0)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        proc = run_cli("train", *args, cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.count("flowforge train: error:") == printed, proc.stderr
+        assert printed == 0 or expected in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_torchrun
+@pytest.mark.parametrize("args", [["--flow", "nosuch"], ["--data", "missing.csv"]])
+def test_bad_input_under_torchrun_is_printed_once(tmp_path: Path, args: list[str]) -> None:
+    proc = torchrun("train", *args, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert proc.stderr.count("flowforge train: error:") == 1, proc.stderr
+
+
 # -- several 2-rank scenarios in one torchrun launch (tests/ddp_scenarios.py) --------------------
 
 SCENARIOS = ["batchnorm", "nan", "actnorm-nice", "resume", "actnorm-glow"]

@@ -133,6 +133,31 @@ def test_common_arguments_are_checked_by_name(arg: str, value: object) -> None:
         ff.flows.RealNVP(**kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("preset", "kwargs", "expected"),
+    [
+        ("glow", {"shape": IMAGE, "levels": 2, "lu": "false"}, "lu of type bool"),
+        ("glow", {"shape": IMAGE, "levels": 2, "lu": 1}, "lu of type bool"),
+        ("glow", {"shape": IMAGE, "levels": True}, "levels of type int"),
+        ("ffjord", {"features": D, "adjoint": "no"}, "adjoint of type bool"),
+        ("ffjord", {"features": D, "learn_time": 0}, "learn_time of type bool"),
+        ("ffjord", {"features": D, "rtol": "1e-5"}, "rtol of type float"),
+        ("ffjord", {"features": D, "method": "rk5"}, "'dopri5' or 'rk4' or 'euler'"),
+        ("nsf", {"features": D, "bins": 8.0}, "bins of type int"),
+        ("nsf", {"features": D, "coupling": "yes"}, "coupling of type bool"),
+        ("sylvester", {"features": D, "kind": 3}, "kind of type"),
+        ("nsf", {"features": D, "residual_blocks": 10**9, "hidden": (8,)}, "<= 1000"),
+        ("maf", {"features": D, "transforms": 10**9}, "transforms <= 1000"),
+    ],
+)
+def test_every_option_is_checked_against_its_declared_type(
+    preset: str, kwargs: dict[str, object], expected: str
+) -> None:
+    """A truthy string is no ``True`` (``lu="false"`` built an LU convolution)."""
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        ff.flows.PRESETS[preset](**kwargs)
+
+
 @pytest.mark.parametrize(("arg", "value"), [("shape", ()), ("shape", (1, 0, 8)), ("steps", 0)])
 def test_image_arguments_are_checked_by_name(arg: str, value: object) -> None:
     class Image(Preset):

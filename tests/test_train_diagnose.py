@@ -85,3 +85,37 @@ def test_eval_of_a_run_that_did_not_finish(overfit_run: Path) -> None:
     assert first.startswith("incomplete: step 100 of 300") and second.startswith("test NLL")
     out = json.loads(run_cli("eval", "killed", "--json", cwd=overfit_run).stdout)
     assert out["incomplete"].startswith("incomplete: step 100 of 300")
+
+
+def test_warnings_say_what_happened() -> None:
+    """The kept step-0 start is not quoted as the last step; a rising training loss is
+    divergence, not overfitting; flow matching's squared error is not compared with an NLL."""
+    from flowforge.train.diagnose import overfitting
+
+    diverged = [
+        {"step": 10, "train_loss": 3.0, "val_nll": 3.5},
+        {"step": 20, "train_loss": 1e9, "val_nll": 2e9},
+    ]
+    line = overfitting(diverged, best_step=0, dim=2)
+    assert line is not None and "diverged" in line and "overfitted" not in line
+    assert "step-0 start" in line and "(the kept weights)" not in line
+    overfit = [
+        {"step": 10, "train_loss": 3.0, "val_nll": 3.5},
+        {"step": 20, "train_loss": 1.0, "val_nll": 9.0},
+    ]
+    line = overfitting(overfit, best_step=20, dim=2)
+    assert line is not None and "overfitted" in line and "at step 20 (the kept weights)" in line
+    assert overfitting(overfit, best_step=0, dim=2) is None  # no record of the start to quote
+    matching = [{"step": 10, "train_loss": 0.2, "val_nll": 2.9}]  # MSE against nats
+    assert overfitting(matching, best_step=10, dim=2, likelihood=False) is None
+    assert overfitting(matching, best_step=10, dim=2) is not None  # were it an NLL
+
+
+def test_the_loss_plot_labels_flow_matching_as_a_squared_error(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from flowforge.train.plots import plot_losses
+
+    one = [{"step": 5, "train_loss": 0.3, "val_nll": 2.9}]
+    for likelihood in (True, False):
+        path = plot_losses(one, tmp_path / f"loss{likelihood}.png", likelihood)
+        assert path.read_bytes()[:4] == b"\x89PNG"

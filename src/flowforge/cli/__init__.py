@@ -20,7 +20,13 @@ import sys
 from collections.abc import Sequence
 
 from flowforge.cli import datasets, eval, sample, score, train, vi
-from flowforge.cli._common import EXIT_BAD_INPUT, EXIT_TRAINING_FAILED, Parser, version
+from flowforge.cli._common import (
+    EXIT_BAD_INPUT,
+    EXIT_TRAINING_FAILED,
+    Parser,
+    quiet_rank,
+    version,
+)
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_TRAINING_FAILED", "build_parser", "main"]
 
@@ -45,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    from flowforge.core.extras import MissingExtra
     from flowforge.data import DataError
     from flowforge.eval.likelihood import NonFiniteLikelihood
     from flowforge.runs import ConfigError, RunError
@@ -54,8 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = f"flowforge {args.command}"
     try:
         return int(_COMMANDS[args.command].run(args))
-    except (DataError, ConfigError, RunError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+    except (DataError, ConfigError, RunError, MissingExtra) as e:
+        if not quiet_rank():  # under torchrun every rank meets the same bad input: print once
+            print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (NonFiniteLoss, NonFiniteLikelihood, SolverError) as e:
         print(f"{prog}: {e}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import NoReturn
 
@@ -11,10 +12,22 @@ EXIT_BAD_INPUT = 2
 EXIT_TRAINING_FAILED = 1
 
 
+def quiet_rank() -> bool:
+    """Whether this process is a rank other than 0 of a ``torchrun`` launch: bad input is the
+    same on every rank, so only rank 0 prints it (every rank still exits with status 2)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ["RANK"]) != 0
+    except (KeyError, ValueError):
+        return False
+
+
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line: ``flowforge train: error: ...``."""
+    """An argument parser whose errors are one line: ``flowforge train: error: ...`` (under
+    ``torchrun``, printed by rank 0 only)."""
 
     def error(self, message: str) -> NoReturn:
+        if quiet_rank():
+            self.exit(EXIT_BAD_INPUT)
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

@@ -77,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
     )
     names = run.spec.columns or [f"x{i}" for i in range(run.spec.features)]
     if out is None:  # CSV on stdout (images flattened, as in a .csv file)
-        rows = x.reshape(x.shape[0], -1).tolist()
-        sys.stdout.write(
-            ",".join(names) + "\n" + "".join(",".join(f"{v:.9g}" for v in r) + "\n" for r in rows)
-        )
+        flat = x.reshape(x.shape[0], -1)
+        sys.stdout.write(",".join(names) + "\n")
+        for start in range(0, flat.shape[0], 4096):  # a few rows at a time, not one huge string
+            rows = flat[start : start + 4096].tolist()
+            sys.stdout.write("".join(",".join(f"{v:.9g}" for v in r) + "\n" for r in rows))
         return 0
     if out.suffix.lower() == ".png":
         from flowforge.train.plots import image_grid, scatter

@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "Write log p(x) in nats for every row of a .csv/.npy file, in the data's original "
             "units: a run trained on standardised data applies its saved training statistics "
             "and adds their log-Jacobian, so the score is the log-density of the raw row. For "
-            "image runs the rows are pixel levels 0..K-1 and the score is log p(u) of the "
+            "image runs the rows are integer pixel levels 0..K-1 (any numeric dtype; fractions and [0, 1) floats are refused) and the score is log p(u) of the "
             "uniformly dequantized row (seeded). Low scores flag anomalies."
         ),
     )

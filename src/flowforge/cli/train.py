@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flowforge.cli._common import warn_worse_than_gaussian
@@ -68,6 +69,7 @@ def _train(args: argparse.Namespace) -> TrainResult | None:
     if args.resume:
         if args.config:
             raise ConfigError("--config cannot be used with --resume (the run has its config)")
+        _refuse_vi_run(args.resume)
         result = resume_run(args.resume, flags)
     else:
         toml = read_toml(args.config) if args.config else {}
@@ -78,6 +80,8 @@ def _train(args: argparse.Namespace) -> TrainResult | None:
         # each trial's own)
         defaults = {} if flow == "auto" else preset_defaults(flow, asked.objective)
         cfg = TrainConfig.from_layers(defaults, toml, source=source).updated(flags)
+        if cfg.out is not None and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+            raise ConfigError(f"--out {cfg.out} is a file; the run directory must be a folder")
         if flow == "auto":  # a search over presets and sizes by validation NLL
             from flowforge.train.auto import auto_run
             from flowforge.train.distributed import launch_from_env
@@ -93,6 +97,22 @@ def _train(args: argparse.Namespace) -> TrainResult | None:
             return auto_run(cfg)
         result = start_run(cfg)
     return result
+
+
+def _refuse_vi_run(path: str) -> None:
+    """``--resume`` of a ``flowforge vi`` run: say so and how to continue it."""
+    from flowforge.runs import ConfigError, RunError, read_run_record
+    from flowforge.vi.run import is_vi_record
+
+    try:
+        record = read_run_record(path)
+    except RunError:
+        return  # resume_run names what is missing
+    if is_vi_record(record):
+        raise ConfigError(
+            f"{path} is a variational-inference run (flowforge vi), not a training run: "
+            f"continue it with flowforge vi --resume {path}"
+        )
 
 
 def _report(result: TrainResult) -> None:

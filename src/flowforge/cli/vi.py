@@ -34,7 +34,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--target-options", type=json_object, metavar="JSON", help="the target's options"
     )
     vi.add_argument("--flow", choices=sorted(PRESETS), help="flow preset (default planar)")
-    vi.add_argument("--transforms", type=int, help="number of transforms (default 32)")
+    vi.add_argument(
+        "--transforms",
+        type=int,
+        help="number of transforms (default 32; ffjord 1: each is an ODE solve)",
+    )
     vi.add_argument("--hidden", type=int_tuple, help="hidden sizes, e.g. 64,64")
     vi.add_argument("--flow-options", type=json_object, metavar="JSON", help="preset options")
     vi.add_argument("--steps", type=int, help="optimisation steps (default 2000)")

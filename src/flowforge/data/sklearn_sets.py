@@ -8,8 +8,8 @@
   features): kind ``"tabular"``, standardised with the training rows' mean and std
   (``Dataset.standardizer``).
 
-All are split 80/10/10 (train/validation/test) after a shuffle seeded by ``seed``;
-``n_val``/``n_test`` do not apply. scikit-learn is imported lazily (the ``cli`` extra).
+All are split at random after a shuffle seeded by ``seed``: 80/10/10 (train/validation/test)
+by default, or ``n_val``/``n_test`` rows (a count, or a fraction below 1). scikit-learn is imported lazily (the ``cli`` extra).
 """
 
 from __future__ import annotations

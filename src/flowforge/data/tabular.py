@@ -19,8 +19,9 @@ dataset               files                                          D
 ====================  =============================================  ====
 
 GAS and HEPMASS need pandas, BSDS300 h5py: ``pip install flowforge[tabular]``. The GAS pickle
-is a pandas pickle: reading it runs code from the file, so only use the published archive. If
-your pandas cannot read that 2017 pickle, convert it once with an older pandas,
+is a pandas pickle, read with an allow-list unpickler that builds only the pieces of a DataFrame
+(a crafted file cannot run code; it is refused with a one-line conversion recipe). If your
+pandas cannot read that 2017 pickle, convert it once with an older pandas,
 ``pd.read_pickle(p).to_csv("gas/ethylene_CO.csv", index=False)``; the CSV is used when the pickle
 is absent.
 
@@ -41,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from .base import DataError, Dataset, as_float32
+from .pickled_frame import read_frame
 
 __all__ = [
     "TABULAR_DATASETS",
@@ -140,7 +142,7 @@ def load_power(root: Path) -> Splits:
         ``(train, val, test)``, each ``(n, 6)`` float64.
     """
     rng = np.random.RandomState(42)
-    data = np.load(root / "power/data.npy")
+    data = np.load(root / "power/data.npy", allow_pickle=False)
     if data.ndim != 2 or data.shape[1] != 8:
         raise DataError(
             f"power: expected an (N, 8) array in {root / 'power/data.npy'}, got {data.shape}"
@@ -164,14 +166,7 @@ def _read_gas_frame(root: Path) -> Any:
         # pandas >= 3 parses floats exactly by default and deprecates the option
         exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
         return pd.read_csv(root / _GAS_CSV, index_col=False, **exact)
-    try:
-        return pd.read_pickle(pickle_path)
-    except Exception as e:  # an unreadable legacy pickle fails in many different ways
-        raise DataError(
-            f"gas: pandas {pd.__version__} cannot read {pickle_path} ({_one_line(e)}); "
-            f"convert it once with an older pandas: "
-            f"pd.read_pickle(p).to_csv('{root / _GAS_CSV}', index=False), then remove the pickle"
-        ) from e
+    return read_frame(pickle_path)  # an allow-list unpickler: the file cannot run code
 
 
 def load_gas(root: Path) -> Splits:
@@ -254,7 +249,7 @@ def load_miniboone(root: Path) -> Splits:
     Returns:
         ``(train, val, test)``, each ``(n, 43)`` float64 for the published file.
     """
-    data = np.load(root / "miniboone/data.npy")
+    data = np.load(root / "miniboone/data.npy", allow_pickle=False)
     if data.ndim != 2:
         raise DataError(f"miniboone: expected a 2-D array in {root / 'miniboone/data.npy'}")
     return _standardize_with_train_val(*_maf_tail_split(data, "miniboone"))

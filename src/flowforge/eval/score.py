@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowforge.core.memory import too_big
 from flowforge.data import DataError, dequantize, read_table
 from flowforge.data.base import Standardizer
 from flowforge.data.user import read_header
@@ -57,9 +58,12 @@ def _match_columns(
             parts.append(f"missing {', '.join(map(repr, missing))}")
         if extra and not selected:
             parts.append(f"extra {', '.join(map(repr, extra))}")
+        hint = ""
+        if extra and not selected and len(extra) == 1 and not missing:
+            hint = f" (a label column is left out with --labels {extra[0]})"
         raise DataError(
             f"{origin}: its columns do not match the run's ({'; '.join(parts)}); the run was "
-            f"trained on {', '.join(map(repr, names))}"
+            f"trained on {', '.join(map(repr, names))}{hint}"
         )
     return names
 
@@ -184,8 +188,9 @@ def score_rows(
 
     Args:
         run: an opened run.
-        x: ``(N, D)`` rows in the data's units; images: levels ``0 .. K-1``, flattened ``(N, D)``
-            or ``(N, *data_shape)``.
+        x: ``(N, D)`` rows in the data's units; images: integer levels ``0 .. K-1`` (any
+            numeric dtype; a fraction is refused), flattened ``(N, D)`` or
+            ``(N, *data_shape)``.
         origin: the file name for error messages.
         seed: images: the seed of the uniform dequantization noise; the score is then
             ``log p(u)`` of the dequantized image, so ``-mean`` is the NLL that ``eval`` reports.
@@ -195,10 +200,13 @@ def score_rows(
         ``(N,)`` float64.
 
     Raises:
-        DataError: wrong number of columns or shape, or image levels outside ``0 .. K-1``.
+        DataError: no rows, wrong number of columns or shape, or image values that are not
+            integer levels ``0 .. K-1``.
     """
     spec = run.spec
     image = spec.kind == "image"
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise DataError(f"{origin} has no rows to score (shape {tuple(x.shape)})")
     if image and x.ndim == 1 + len(spec.data_shape) and tuple(x.shape[1:]) == spec.data_shape:
         x = x.reshape(x.shape[0], -1)
     if x.ndim != 2 or x.shape[1] != spec.features:
@@ -217,14 +225,16 @@ def score_rows(
     t = torch.as_tensor(x, dtype=ref.dtype)
     if image:
         levels = int(spec.levels or 0)
-        bad = np.argwhere(~((x >= 0) & (x <= levels - 1)))  # NaN fails both comparisons
+        # NaN fails every comparison; a fraction is no level (never floored in silence)
+        bad = np.argwhere(~((x >= 0) & (x <= levels - 1) & (np.floor(x) == x)))
         if bad.size:
             i, j = (int(k) for k in bad[0])
             raise DataError(
-                f"{origin}, row {i + 1}, column {j + 1}: value {x[i, j]} is not a pixel level "
-                f"in 0..{levels - 1}"
+                f"{origin}, row {i + 1}, column {j + 1}: value {x[i, j]} is not a pixel level: "
+                f"an image run scores integer levels 0..{levels - 1} (any numeric dtype, e.g. "
+                f"uint8), not floats in [0, 1)"
             )
-        t = t.floor().reshape(t.shape[0], *spec.data_shape)
+        t = t.reshape(t.shape[0], *spec.data_shape)
         t = dequantize(t, levels, torch.Generator().manual_seed(seed))
     return log_likelihoods(run.flow, t, batch_size, ref.device)
 
@@ -239,6 +249,7 @@ def sample_rows(
     denoise: bool = False,
     guidance: float = 0.0,
     attention_temperature: float = 1.0,
+    chunk: int = 65_536,
 ) -> Tensor:
     """``n`` samples in the data's units, shape ``(n, *data_shape)`` (images: levels).
 
@@ -255,11 +266,13 @@ def sample_rows(
             command line trains unconditional flows, so the weak model is the flow with its
             attention logits divided by ``attention_temperature``); 0: none.
         attention_temperature: the weak model's attention temperature (above 1).
+        chunk: samples drawn per pass of the flow (the same samples as one pass for
+            ``n <= chunk``).
 
     Raises:
-        DataError: ``n < 1``, a temperature that is not positive or that the base cannot
-            apply, ``denoise`` for a run trained without noise, or guidance that the run's
-            flow cannot take.
+        DataError: ``n < 1``, more samples than fit in memory, a temperature that is not
+            positive or that the base cannot apply, ``denoise`` for a run trained without
+            noise, or guidance that the run's flow cannot take.
     """
     if n < 1:
         raise DataError(f"-n must be positive, got {n}")
@@ -268,6 +281,11 @@ def sample_rows(
     sigma = float(run.record.get("config", {}).get("noise", 0.0) or 0.0)
     if denoise and sigma <= 0:
         raise DataError("--denoise needs a run trained with Gaussian noise (--noise > 0)")
+    values = n * math.prod(run.spec.data_shape)
+    why = too_big(16.0 * values, f"{n} samples of {math.prod(run.spec.data_shape)} values")
+    if why is not None:  # the samples (float32) and the copies that writing them makes
+        raise DataError(f"-n {n}: {why}; draw fewer (several runs with different --seed)")
+    chunks = []
     with contextlib.ExitStack() as stack:
         if guidance != 0:
             try:
@@ -276,13 +294,17 @@ def sample_rows(
                 raise DataError(f"--guidance {guidance}: {e}") from None
         torch.manual_seed(seed)
         try:
-            x = run.flow.sample(n, temperature=temperature)
+            for start in range(0, n, chunk):  # the flow's activations for one chunk at a time
+                chunks.append(run.flow.sample(min(chunk, n - start), temperature=temperature))
         except ValueError as e:
             raise DataError(f"--temperature {temperature}: {e}") from None
-    if denoise:
-        x = run.flow.denoise(x, sigma)
-    x = x.cpu()
-    if run.spec.kind == "image":
-        levels = int(run.spec.levels or 0)
-        x = (x * levels).floor().clamp(0, levels - 1)
+    for i, part in enumerate(chunks):  # outside the guidance: the score is the flow's own
+        if denoise:
+            part = run.flow.denoise(part, sigma)
+        part = part.cpu()
+        if run.spec.kind == "image":
+            levels = int(run.spec.levels or 0)
+            part = (part * levels).floor().clamp(0, levels - 1)
+        chunks[i] = part
+    x = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
     return x.reshape(n, *run.spec.data_shape)

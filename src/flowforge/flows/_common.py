@@ -51,9 +51,11 @@ from __future__ import annotations
 import inspect
 import re
 import textwrap
+import types
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.core.flow import Flow
@@ -219,6 +221,51 @@ def preset_docs(cls: _Cls) -> _Cls:
     return cls
 
 
+#: The most layers a count option may ask for (``transforms``, ``residual_blocks``): a deeper
+#: stack does not fit in memory (10^9 residual blocks raised MemoryError) or trains for days.
+MAX_LAYERS = 1000
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the declared type ``hint`` (``bool`` is not an ``int``, an
+    ``int`` is a ``float``, a string is not a sequence)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return _is_int(value)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if origin in (Sequence, list, tuple):
+        item = args[0] if args else Any
+        return isinstance(value, list | tuple) and all(_matches(v, item) for v in value)
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def _shown(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(map(repr, typing.get_args(hint)))
+    return getattr(hint, "__name__", None) or str(hint).replace("collections.abc.", "")
+
+
+_DECLARED: dict[type, dict[str, Any]] = {}
+
+
+def _declared(cls: type) -> dict[str, Any]:
+    """The declared types of ``cls.__init__``'s arguments (resolved once per class)."""
+    if cls not in _DECLARED:
+        _DECLARED[cls] = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
+    return _DECLARED[cls]
+
+
 def preset_hparams(args: dict[str, Any]) -> dict[str, Any]:
     """Check a preset's common arguments; return its hyper-parameters as a JSON-able dict.
 
@@ -230,14 +277,26 @@ def preset_hparams(args: dict[str, Any]) -> dict[str, Any]:
         ``type(flow)(**flow.hparams)`` rebuilds the architecture.
 
     Raises:
-        ValueError: naming the preset and the first common argument out of range (or
-            ``residual_blocks > 0`` with hidden widths that differ).
+        ValueError: naming the preset and the first common argument out of range, an argument
+            that is not of its declared type (``lu="false"`` for a ``bool``), a layer count
+            above :data:`MAX_LAYERS`, or ``residual_blocks > 0`` with hidden widths that
+            differ.
     """
     name = type(args["self"]).__name__
+    declared = _declared(type(args["self"]))
     for key, value in args.items():
         arg = COMMON_ARGS.get(key)
         if arg is not None and not arg.valid(value):
             raise ValueError(f"{name}: expected {arg.expected}, got {value!r}")
+        if arg is None and key in declared and not _matches(value, declared[key]):
+            raise ValueError(
+                f"{name}: expected {key} of type {_shown(declared[key])}, got {value!r}"
+            )
+        if key in ("transforms", "residual_blocks") and _is_int(value) and value > MAX_LAYERS:
+            raise ValueError(
+                f"{name}: expected {key} <= {MAX_LAYERS} (a deeper stack does not fit in memory), "
+                f"got {value}"
+            )
     hidden: Any = args.get("hidden", ())
     if args.get("residual_blocks") and not _is_int(hidden) and len(set(hidden)) != 1:
         raise ValueError(
@@ -279,6 +338,7 @@ class Preset(Flow):
 
 __all__ = [
     "COMMON_ARGS",
+    "MAX_LAYERS",
     "PERMUTATIONS",
     "CommonArg",
     "Preset",

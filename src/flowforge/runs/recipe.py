@@ -117,13 +117,32 @@ def check_flow_name(name: str) -> None:
         raise ConfigError(f"unknown flow {name!r}; valid flows: {', '.join(sorted(PRESETS))}")
 
 
+def _check_standardizer(std: Any, features: int) -> None:
+    """A run's saved training statistics: ``mean`` and ``std``, each ``features`` finite
+    numbers, ``std > 0`` (an edited config.json is checked before it builds anything)."""
+    expected = f"expected mean and std, each a list of {features} finite numbers with std > 0"
+    if not isinstance(std, dict):
+        raise ConfigError(f"model.standardizer: {expected}, got {type(std).__name__}")
+    for key in ("mean", "std"):
+        values = std.get(key)
+        if not isinstance(values, list) or len(values) != features:
+            raise ConfigError(f"model.standardizer: {expected}; {key} is {str(values)[:60]}")
+        for i, v in enumerate(values):
+            number = isinstance(v, int | float) and not isinstance(v, bool)
+            if not (number and math.isfinite(v) and (key == "mean" or v > 0)):
+                raise ConfigError(f"model.standardizer: {expected}; {key}[{i}] is {v!r}")
+
+
 def build_flow(spec: ModelSpec) -> Flow:
     """Build the (untrained) flow of ``spec``; seed torch first for a reproducible init.
 
     Raises:
-        ConfigError: if the preset is unknown or rejects its options.
+        ConfigError: if the preset is unknown or rejects its options, or the saved training
+            statistics are not ``features`` finite numbers (``std > 0``).
     """
     check_flow_name(spec.preset)
+    if spec.standardizer is not None:
+        _check_standardizer(spec.standardizer, spec.features)
     try:
         preset = PRESETS[spec.preset](**spec.kwargs)
     except (TypeError, ValueError) as e:

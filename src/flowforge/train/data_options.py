@@ -51,9 +51,10 @@ class DataOptions:
     n_val: float | None = field(
         default=None,
         metadata=_doc(
-            "validation rows: user files and scikit-learn tables: a count or a fraction below 1 "
-            "of the rows (default 0.1); 2-D toy data: fresh samples (default 10000); refused "
-            "for the on-disk benchmark and image sets, which keep their published splits"
+            "validation rows: user files and scikit-learn sets (digits included): a count or a "
+            "fraction below 1 of the rows (default 0.1); 2-D toy data: fresh samples (default "
+            "10000); refused for the on-disk benchmark sets and mnist / cifar10, which keep "
+            "their published splits"
         ),
     )
     n_test: float | None = field(

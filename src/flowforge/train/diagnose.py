@@ -37,22 +37,53 @@ OVERFIT_NATS_PER_DIM = 0.5
 OVERFIT_MIN_NATS = 2.0
 
 
-def overfitting(records: Sequence[dict[str, Any]], best_step: int, dim: int) -> str | None:
-    """A warning when the kept weights' validation NLL is far above their training loss.
+def overfitting(
+    records: Sequence[dict[str, Any]], best_step: int, dim: int, likelihood: bool = True
+) -> str | None:
+    """A warning when the kept weights' validation NLL is far above their training loss, or
+    when the training loss itself rose (the run diverged, which is not overfitting).
 
     Args:
         records: the run's ``metrics.jsonl`` records (``step``, ``train_loss``, ``val_nll``).
         best_step: the step whose weights the run kept (``results.json``'s ``best_step``);
-            the last record when no record has that step.
+            0: the starting weights (no record of their training loss).
         dim: the data's dimension.
+        likelihood: whether the training loss is a negative log-likelihood (flow matching's is
+            a squared error: no comparison with the validation NLL is made).
 
     Returns:
         One line, or ``None`` when the gap is small or the records do not say.
+
+    Example:
+        >>> rows = [{"step": 10, "train_loss": 3.0, "val_nll": 9.0},
+        ...         {"step": 20, "train_loss": 80.0, "val_nll": 95.0}]
+        >>> print(overfitting(rows, best_step=0, dim=2))
+        the training loss rose from 3.0000 at step 10 to 80.0000 at step 20: training diverged (a smaller --lr or --clip-grad help); the kept weights are the step-0 start, which no validation beat
     """
-    usable = [r for r in records if _finite(r.get("train_loss")) and _finite(r.get("val_nll"))]
-    if not usable:
+    usable = [r for r in records if _finite(r.get("val_nll"))]
+    losses = [r for r in records if _finite(r.get("train_loss"))]
+    kept = next((r for r in usable if r.get("step") == best_step), None)
+    where = (
+        "the kept weights are the step-0 start, which no validation beat"
+        if kept is None and best_step == 0
+        else f"the kept weights are those of step {best_step}"
+    )
+    first = losses[0] if losses else None
+    last = records[-1] if records else None
+    if first is not None and last is not None:
+        end: Any = last.get("train_loss")
+        rose = not _finite(end) or float(end) - float(first["train_loss"]) > max(
+            OVERFIT_MIN_NATS, OVERFIT_NATS_PER_DIM * dim
+        )
+        if rose:
+            shown = f"{float(end):.4f}" if _finite(end) else str(end)
+            return (
+                f"the training loss rose from {float(first['train_loss']):.4f} at step "
+                f"{first['step']} to {shown} at step {last['step']}: training diverged (a "
+                f"smaller --lr or --clip-grad help); {where}"
+            )
+    if not likelihood or kept is None or not _finite(kept.get("train_loss")):
         return None
-    kept = next((r for r in usable if r.get("step") == best_step), usable[-1])
     train, val = float(kept["train_loss"]), float(kept["val_nll"])
     gap = val - train
     if gap <= max(OVERFIT_MIN_NATS, OVERFIT_NATS_PER_DIM * dim):
@@ -84,4 +115,6 @@ def diagnose(root: Path, record: dict[str, Any], dim: int) -> tuple[str | None, 
     else:
         scored = [r for r in records if _finite(r.get("val_nll"))]
         best = int(min(scored, key=lambda r: r["val_nll"])["step"]) if scored else -1
-    return incomplete(root, record, records), overfitting(records, best, dim)
+    objective = (record.get("config") or {}).get("objective", "likelihood")
+    likelihood = objective != "flow-matching"
+    return incomplete(root, record, records), overfitting(records, best, dim, likelihood)

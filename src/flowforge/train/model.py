@@ -18,10 +18,14 @@ run needs nothing from training.
 from __future__ import annotations
 
 import inspect
+import itertools
+import math
 from typing import Any
 
+import torch
 from torch import nn
 
+from flowforge.core.memory import too_big
 from flowforge.dequantization import NOISE_FLOWS, Dequantizer
 from flowforge.flows import PRESETS
 from flowforge.runs.recipe import ModelSpec, check_flow_name, whiten_entry
@@ -33,6 +37,7 @@ from flowforge.train.losses import (
     Objective,
     VariationalDequantization,
 )
+from flowforge.transforms.cnf_solve import FIXED_STEP
 from flowforge.transforms.continuous import CNF
 from flowforge.transforms.whiten import start_whiten
 
@@ -152,6 +157,89 @@ def _hidden(name: str, value: Any, default: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def _parameter_floor(name: str, kwargs: dict[str, Any]) -> int:
+    """A lower bound on the parameters of preset ``name`` built with ``kwargs``: its networks'
+    products of consecutive hidden widths (image presets: one ``H x H`` convolution per
+    coupling); 0 for a preset without networks."""
+    params = _signature(name)
+
+    def arg(key: str) -> Any:
+        if key in kwargs:
+            return kwargs[key]
+        return params[key].default if key in params else None
+
+    hidden = arg("hidden")
+    if hidden is None:
+        return 0
+    widths = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
+    if "shape" in params:
+        return int(arg("levels") or 1) * int(arg("steps") or 1) * max(widths) ** 2
+    # a network sees at least half the features and gives at least P parameters for each of
+    # half of them (P = 2 for an affine layer, 3 * bins - 1 for a spline)
+    half = max(1, int(arg("features") or 1) // 2)
+    per_dim = 3 * int(arg("bins")) - 1 if arg("bins") is not None else 2
+    per_net = sum(a * b for a, b in itertools.pairwise(widths))
+    per_net += widths[0] * half + widths[-1] * half * per_dim
+    per_net += int(arg("residual_blocks") or 0) * len(widths) * max(widths) ** 2
+    return int(arg("transforms") or 1) * per_net
+
+
+def _activation_floor(name: str, kwargs: dict[str, Any], batch: int) -> int:
+    """A lower bound on the float32 values of one hidden layer's activations for a batch: the
+    widest layer (image presets: at the first level's resolution)."""
+    params = _signature(name)
+    if "hidden" not in params:
+        return 0
+    hidden = kwargs.get("hidden", params["hidden"].default)
+    width = int(hidden) if isinstance(hidden, int) else max(int(h) for h in hidden)
+    shape = kwargs.get("shape")
+    pixels = (int(shape[1]) * int(shape[2])) // 4 if shape is not None else 1
+    return batch * width * max(1, pixels)
+
+
+def _check_size(name: str, kwargs: dict[str, Any], batch: int) -> None:
+    """Refuse, in one line, a flow whose training cannot fit in this machine's memory: its
+    weights, their gradients and Adam's two moments in float32 (from a lower bound on the
+    parameters), and one hidden layer's activations for a batch."""
+    try:
+        floor = _parameter_floor(name, kwargs)
+        acts = _activation_floor(name, kwargs, batch)
+    except (TypeError, ValueError):  # not numbers: the preset names the bad option
+        return
+    why = too_big(16.0 * floor, f"training {floor:.3g} parameters (weights, gradients, Adam)")
+    why = why or too_big(4.0 * acts, f"one hidden layer's activations for a batch of {batch}")
+    if why is not None:
+        shown = {k: kwargs[k] for k in ("transforms", "hidden", "residual_blocks") if k in kwargs}
+        raise ConfigError(f"flow {name!r} with {shown} cannot fit: {why}")
+
+
+def _check_solver_options(name: str, given: dict[str, Any], params: dict[str, Any]) -> None:
+    """A CNF preset's solver options: each one used by the chosen method, and the adaptive
+    tolerances at or above what float32 training resolves (``32 eps``: smaller ones were
+    silently raised, while config.json recorded the asked value)."""
+    if "method" not in params:
+        return
+    method = given.get("method", params["method"].default)
+    adaptive = method not in FIXED_STEP
+    unused: list[str] = [k for k in ("rtol", "atol") if k in given] if not adaptive else []
+    unused += ["steps"] if adaptive and "steps" in given else []
+    if unused:
+        uses = "rtol and atol (not steps)" if adaptive else "steps (not rtol or atol)"
+        raise ConfigError(
+            f"flow {name!r}: option {unused[0]!r} does nothing with method {method!r}, which "
+            f"takes {uses}"
+        )
+    floor = 32 * torch.finfo(torch.float32).eps
+    for key in ("rtol", "atol"):
+        value: Any = given.get(key)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if adaptive and number and not (math.isfinite(value) and value >= floor):
+            raise ConfigError(
+                f"flow {name!r}: expected {key} >= {floor:.2g} (32 eps of float32, the "
+                f"smallest tolerance a float32 solve resolves), got {value!r}"
+            )
+
+
 def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
     """The spec of the flow that ``cfg`` asks for on dataset ``ds``.
 
@@ -160,8 +248,8 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         ds: a :class:`flowforge.data.Dataset`.
 
     Raises:
-        ConfigError: on an unknown flow, an option the preset does not take, or an image preset
-            on data that are not images.
+        ConfigError: on an unknown flow, an option the preset does not take, an image preset
+            on data that are not images, or a size whose training cannot fit in memory.
     """
     params = _signature(cfg.flow)
     options = preset_options(cfg.flow)
@@ -180,6 +268,7 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
             raise ConfigError(
                 f"flow {cfg.flow!r} takes no option {key!r} ({what}); valid: {', '.join(options)}"
             )
+    _check_solver_options(cfg.flow, given, params)
     kwargs.update(given)
     if "hidden" in kwargs:
         kwargs["hidden"] = _hidden(cfg.flow, kwargs["hidden"], params["hidden"].default)
@@ -201,6 +290,7 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         data_args = {"features": ds.dim}
     if "context" in params:
         data_args["context"] = 0
+    _check_size(cfg.flow, {**data_args, **kwargs}, cfg.batch_size)
     return ModelSpec(
         preset=cfg.flow,
         kwargs={**data_args, **kwargs},

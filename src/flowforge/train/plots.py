@@ -35,16 +35,31 @@ __all__ = [
 ]
 
 
-def plot_losses(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Training loss and validation NLL against the step."""
+def plot_losses(
+    records: Sequence[dict[str, Any]], path: str | Path, likelihood: bool = True
+) -> Path:
+    """Training loss and validation NLL against the step, from step 0.
+
+    Args:
+        records: the run's metrics records (``step``, ``train_loss``, ``val_nll``).
+        path: the PNG to write.
+        likelihood: the training loss is an NLL in nats (one axis); else (flow matching) a
+            squared error, drawn on its own axis beside the validation NLL's.
+    """
     fig = new_figure(6, 4)
     ax = fig.add_subplot()
     steps = [r["step"] for r in records]
-    ax.plot(steps, [r["train_loss"] for r in records], label="train loss", marker=".")
-    ax.plot(steps, [r["val_nll"] for r in records], label="validation NLL", marker=".")
+    train_ax = ax if likelihood else ax.twinx()
+    train_label = "train loss (NLL)" if likelihood else "train loss (flow matching, squared error)"
+    a = train_ax.plot(steps, [r["train_loss"] for r in records], "C0.-", label=train_label)
+    b = ax.plot(steps, [r["val_nll"] for r in records], "C1.-", label="validation NLL")
     ax.set_xlabel("step")
-    ax.set_ylabel("nats")
-    ax.legend()
+    ax.set_ylabel("nats" if likelihood else "validation NLL (nats)")
+    if not likelihood:
+        train_ax.set_ylabel("squared error")
+    ax.set_xlim(0, max(max(steps, default=1), 1) * 1.05)  # one evaluation: still from step 0
+    ax.set_title("training loss and validation NLL")
+    ax.legend(a + b, [str(line.get_label()) for line in a + b])
     ax.grid(alpha=0.3)
     return write_png(fig, path)
 
@@ -183,12 +198,14 @@ def write_run_plots(
     spec: ModelSpec,
     ds: Dataset,
     records: Sequence[dict[str, Any]],
+    likelihood: bool = True,
 ) -> list[Path]:
-    """The plots of a finished run: ``loss.png``, plus ``density.png`` (2-D data) or
+    """The plots of a finished run (``likelihood``: whether the training loss is an NLL, see
+    :func:`plot_losses`): ``loss.png``, plus ``density.png`` (2-D data) or
     ``samples.png`` (images: test images next to samples at temperatures 1, 0.8, 0.6)."""
     written = []
     if records:
-        written.append(plot_losses(records, out / "loss.png"))
+        written.append(plot_losses(records, out / "loss.png", likelihood))
     if spec.features == 2 and spec.kind != "image":
         test = model_input(ds, ds.test, None)  # (N, 2) in the data's own units
         written.append(plot_density_2d(flow, test, out / "density.png"))

@@ -296,7 +296,8 @@ def _finish(
     results["seconds"] = round(trainer.elapsed, 3)
     records = writer.metrics.read()
     kept = outcome.best_step if cfg.restore_best else outcome.step
-    overfit = overfitting(records, kept, ds.dim)  # the kept weights: validation far above training
+    likelihood = cfg.objective != "flow-matching"  # flow matching's loss is a squared error
+    overfit = overfitting(records, kept, ds.dim, likelihood)  # kept: validation far above train
     if overfit:
         results["warnings"] = [overfit]
         print(f"flowforge train: warning: {overfit}", file=sys.stderr)
@@ -305,5 +306,7 @@ def _finish(
     if cfg.plots:
         from flowforge.train.plots import write_run_plots
 
-        plots = writer.write_plots(lambda root: write_run_plots(root, flow, spec, ds, records))
+        plots = writer.write_plots(
+            lambda root: write_run_plots(root, flow, spec, ds, records, likelihood)
+        )
     return TrainResult(files.root, outcome, test, plots, baseline)

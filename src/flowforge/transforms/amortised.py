@@ -53,7 +53,7 @@ class AmortisedParameters(nn.Module):
                 raise ValueError(
                     f"expected an initial {name} of shape {shape}, got {tuple(value.shape)}"
                 )
-            parts.append(value.reshape(-1).float())
+            parts.append(value.reshape(-1).to(torch.get_default_dtype()))  # never float32
         self.raw = nn.Parameter(torch.cat(parts))
         self.context = int(context)
         self.net = MLP(self.context, self.raw.numel(), hidden) if self.context > 0 else None

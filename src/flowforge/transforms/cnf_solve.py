@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from flowforge.core.extras import require
 from flowforge.functional.dispatch import eager_kernels_allowed
 from flowforge.functional.trace import (
     TraceEstimate,
@@ -84,15 +85,9 @@ class SolveRecord:
 
 
 def torchdiffeq_module() -> Any:
-    """torchdiffeq, imported on the first solve; a clear ImportError without it."""
-    try:
-        import torchdiffeq
-    except ImportError as e:  # pragma: no cover - the ode extra is in the test environment
-        raise ImportError(
-            "flowforge's CNF solves ODEs with torchdiffeq, which is not installed: "
-            "pip install 'flowforge[ode]' (or pip install torchdiffeq)"
-        ) from e
-    return torchdiffeq
+    """torchdiffeq; :class:`~flowforge.core.extras.MissingExtra` (one line naming the ``ode``
+    extra) without it."""
+    return require("torchdiffeq", "ode", "a CNF (FFJORD), which solves ODEs,")
 
 
 class Dynamics:

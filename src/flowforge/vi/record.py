@@ -26,7 +26,7 @@ from flowforge.runs import (
     RunError,
     build_flow,
 )
-from flowforge.vi.config import VI_TASK, VIConfig, build_target
+from flowforge.vi.config import VI_TASK, VIConfig, build_target, default_transforms
 from flowforge.vi.objectives import ELBO, IWAE, PathDerivativeELBO, VariationalObjective
 from flowforge.vi.targets import Target
 
@@ -43,7 +43,8 @@ __all__ = [
 
 def spec_of(cfg: VIConfig, features: int) -> ModelSpec:
     """The flow's recipe: the preset, its options and the target's dimension."""
-    kwargs: dict[str, Any] = {"features": features, "transforms": cfg.transforms}
+    transforms = default_transforms(cfg.flow) if cfg.transforms is None else cfg.transforms
+    kwargs: dict[str, Any] = {"features": features, "transforms": transforms}
     if cfg.hidden is not None:
         kwargs["hidden"] = cfg.hidden
     kwargs.update(cfg.flow_options)
