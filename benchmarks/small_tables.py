@@ -1,24 +1,33 @@
-"""Every default preset on small real tables against the Gaussian baseline (issue 11).
+"""Every default preset on small real tables against the Gaussian baseline (issues 11, 23).
 
 Trains ``flowforge train --data TABLE --flow FLOW`` with every default, in this process (one
-thread), for each table, seed and preset, and writes one JSON line per run: the test NLL, the
-best step, and two Gaussians fitted to the same training rows and scored on the same test rows,
-computed here with numpy (maximum-likelihood and Ledoit-Wolf covariances, each + 1e-6 on the
-diagonal, in standardised units), independent of the code under test.
+thread), for each table, seed (each seed is another split) and preset, and writes one JSON line
+per run: the test NLL of the run's model (the defensive mixture of the flow and its Gaussian
+start, issue 23) and of the flow alone (what the same run scored before the mixture: training
+is unchanged), the mixture's weight, the worst test row of each against the Gaussian start (per
+row, ``log p(x) - log p_start(x)``), and two Gaussians fitted to the same training rows and
+scored on the same test rows, computed here with numpy (maximum-likelihood and Ledoit-Wolf
+covariances, each + 1e-6 on the diagonal, in standardised units), independent of the code under
+test.
 
-Tables: built-in names (``wine``, ``breast_cancer``) or CSV files. ``prepare`` writes the CSVs
-of tables the tests do not use, from the unpacked wheels of ``palmerpenguins`` and
-``statsmodels`` (``pip download palmerpenguins==0.1.6 statsmodels --no-deps`` and unzip them in
-``SRC``, outside the project)::
+Tables: built-in names (``wine``, ``breast_cancer``) or CSV files. ``prepare`` writes the CSVs:
+scikit-learn's packaged tables (iris, diabetes, linnerud, and two degenerate ones made from
+them: ``bc_fewrows``, 24 breast-cancer rows x 30 columns, fewer rows than columns, and
+``wine_nearconst``, wine with a column that is 1 on every row but two), and with ``--src``
+those of the unpacked wheels of ``palmerpenguins`` and ``statsmodels`` (``pip download
+palmerpenguins==0.1.6 statsmodels --no-deps`` and unzip them in ``SRC``, outside the project)::
 
-    python benchmarks/small_tables.py prepare --src SRC --dest DIR
+    python benchmarks/small_tables.py prepare [--src SRC] --dest DIR
     OMP_NUM_THREADS=1 python benchmarks/small_tables.py run --tables wine DIR/engel.csv \\
-        --seeds 0 1 2 --out results.jsonl [--set whiten=false]
+        --seeds 100 101 102 103 104 105 106 107 108 109 --out results.jsonl
     python benchmarks/small_tables.py table results.jsonl [before.jsonl]
+    python benchmarks/small_tables.py splits results.jsonl
 
 ``table`` prints a Markdown table (mean test NLL over seeds, and in parentheses how many seeds
 are at or below the maximum-likelihood Gaussian); with a second file, the mean of that file
-(the code before a change) in brackets, with its count.
+(the code before a change) in brackets, with its count. ``splits`` prints, per table and
+preset, the flow alone and the mixture: the mean over splits of the test NLL minus the better
+of the two Gaussians', the worst split, and the worst single row against the Gaussian start.
 """
 
 from __future__ import annotations
@@ -38,9 +47,44 @@ import numpy as np
 FLOWS = ("nice", "realnvp", "maf", "iaf", "nsf")
 
 
-def prepare(src: Path, dest: Path) -> None:
-    """Write penguins, star98, macrodata and engel as numeric CSVs in ``dest``."""
+def _write(path: Path, head: list[str], rows: np.ndarray) -> None:
+    np.savetxt(path, rows, delimiter=",", header=",".join(head), comments="", fmt="%.10g")
+    print(f"{path}: {rows.shape[0]} rows x {rows.shape[1]} columns")
+
+
+def prepare_sklearn(dest: Path) -> None:
+    """scikit-learn's packaged tables: iris, diabetes, linnerud, bc_fewrows, wine_nearconst."""
+    from sklearn import datasets
+
     dest.mkdir(parents=True, exist_ok=True)
+    iris = datasets.load_iris()
+    _write(dest / "iris.csv", list(iris.feature_names), iris.data)
+    dia = datasets.load_diabetes(scaled=False)
+    _write(dest / "diabetes.csv", list(dia.feature_names), dia.data)
+    lin = datasets.load_linnerud()
+    both = np.concatenate([lin.data, lin.target], 1)
+    _write(dest / "linnerud.csv", [*lin.feature_names, *lin.target_names], both)
+    bc = datasets.load_breast_cancer()
+    pick = np.random.default_rng(0).permutation(bc.data.shape[0])[:24]
+    names = [n.replace(" ", "_") for n in bc.feature_names]
+    _write(dest / "bc_fewrows.csv", names, bc.data[pick])
+    wine = datasets.load_wine()
+    near = np.ones((wine.data.shape[0], 1))
+    near[[5, 77]] = 1.001  # near-constant: two rows differ by 0.1%
+    _write(
+        dest / "wine_nearconst.csv",
+        [*wine.feature_names, "near_constant"],
+        np.hstack([wine.data, near]),
+    )
+
+
+def prepare(src: Path | None, dest: Path) -> None:
+    """Write the packaged tables (:func:`prepare_sklearn`) and, with ``src``, penguins, star98
+    (its first 14 columns, and ``star98_20``: the 20 explanatory columns of statsmodels'
+    ``load``), macrodata and engel as numeric CSVs in ``dest``."""
+    prepare_sklearn(dest)
+    if src is None:
+        return
     sm = src / "statsmodels" / "datasets"
 
     def copy(path: Path, out: str, keep: Any) -> None:
@@ -58,12 +102,14 @@ def prepare(src: Path, dest: Path) -> None:
     numeric = {"bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"}
     copy(src / "palmerpenguins/data/penguins.csv", "penguins.csv", lambda i, n: n in numeric)
     copy(sm / "star98/star98.csv", "star98.csv", lambda i, n: i < 14)
+    copy(sm / "star98/star98.csv", "star98_20.csv", lambda i, n: i >= 2)
     copy(sm / "macrodata/macrodata.csv", "macrodata.csv", lambda i, n: n not in ("year", "quarter"))
     copy(sm / "engel/engel.csv", "engel.csv", lambda i, n: True)
 
 
-def _gaussians(train: np.ndarray, test: np.ndarray, log_det: float) -> dict[str, float]:
-    """Test NLL of the MLE and the Ledoit-Wolf Gaussian of ``train`` (numpy, float64)."""
+def _gaussians(train: np.ndarray, test: np.ndarray, log_det: float) -> dict[str, Any]:
+    """Test NLL of the MLE and the Ledoit-Wolf Gaussian of ``train`` (numpy, float64), and the
+    MLE Gaussian's log-density of each test row (``mle_rows``)."""
     a, b = train.astype(np.float64), test.astype(np.float64)
     n, d = a.shape
     c = a - a.mean(0)
@@ -81,6 +127,7 @@ def _gaussians(train: np.ndarray, test: np.ndarray, log_det: float) -> dict[str,
         maha = np.einsum("ij,ij->i", r @ np.linalg.inv(cov), r)
         ll = -0.5 * (maha + logdet + d * math.log(2 * math.pi)) + log_det
         out[name] = float(-ll.mean())
+        out[f"{name}_rows"] = ll
     return out
 
 
@@ -111,6 +158,10 @@ def run(tables: list[str], seeds: list[int], flows: list[str], out: Path, sets: 
                     start = time.perf_counter()
                     res = start_run(cfg)
                     assert res is not None
+                    seconds = round(time.perf_counter() - start, 1)
+                    rows = _per_row(res.run_dir, ds)
+                    mle_rows = base["mle_rows"]
+                    lp, flow_lp = rows.pop("lp"), rows.pop("flow_lp")
                     row = {
                         "table": Path(table).stem,
                         "rows": int(ds.train.shape[0]),
@@ -121,12 +172,49 @@ def run(tables: list[str], seeds: list[int], flows: list[str], out: Path, sets: 
                         "test_nll": res.test.nll,
                         "best_step": res.outcome.best_step,
                         "steps": res.outcome.step,
-                        "seconds": round(time.perf_counter() - start, 1),
-                        **base,
+                        "seconds": seconds,
+                        **{k: v for k, v in base.items() if not k.endswith("_rows")},
+                        **rows,
+                        "rows_mle": mle_rows.tolist(),
+                        "worst_row_vs_mle": float((lp - mle_rows).min()),
+                        "flow_worst_row_vs_mle": float((flow_lp - mle_rows).min()),
                     }
                     log.write(json.dumps(row) + "\n")
                     log.flush()
                     print(json.dumps(row), flush=True)
+
+
+def _per_row(run_dir: Path, ds: Any) -> dict[str, Any]:
+    """Per test row: the log-density of the run's model, of its flow alone and of its Gaussian
+    start (the mixture's fallback); their means and worst rows against the start."""
+    import torch
+
+    import flowforge as ff
+    from flowforge.core.defensive import DefensiveMixture
+    from flowforge.eval.likelihood import standardized_log_likelihoods
+
+    model = ff.load(run_dir)
+    log_det = ds.standardizer.log_abs_det()
+
+    def lp(m: Any) -> np.ndarray:
+        with torch.no_grad():
+            return standardized_log_likelihoods(m, ds.test.double(), log_det).numpy()
+
+    if not isinstance(model, DefensiveMixture):  # --no-defensive: the flow alone
+        out = lp(model)
+        return {"weight": 0.0, "lp": out, "flow_lp": out, "test_nll_check": float(-out.mean())}
+    mix, flow, start = lp(model), lp(model.flow), lp(model.fallback)
+    return {
+        "rows_flow": flow.tolist(),  # per test row, to study other weights offline
+        "rows_start": start.tolist(),
+        "weight": model.weight,
+        "lp": mix,
+        "flow_lp": flow,
+        "flow_nll": float(-flow.mean()),
+        "start_nll": float(-start.mean()),
+        "worst_row_vs_start": float((mix - start).min()),
+        "flow_worst_row_vs_start": float((flow - start).min()),
+    }
 
 
 def _read(path: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -167,11 +255,54 @@ def table(after: Path, before: Path | None) -> None:
         print(f"| {head} | " + " | ".join(cells) + f" | {lw:.2f} | {mle:.2f} |")
 
 
+def splits(path: Path) -> None:
+    """Per table and preset, flow alone -> mixture: mean over splits of (test NLL - the better
+    Gaussian's), the worst split, and the worst test row against the Gaussian start."""
+    a = _read(path)
+    names = list(dict.fromkeys(t for t, _ in a))
+    print("Each cell: flow alone -> defensive mixture. mean / worst split: test NLL minus the")
+    print("better Gaussian's (MLE or Ledoit-Wolf), nats (negative: the model is better); worst")
+    print("row: the lowest log p(x) - log p_start(x) over every test row of every split.\n")
+    print("| table (train rows x cols, splits) | preset | mean | worst split | worst row |")
+    print("|---|---|---|---|---|")
+    every: list[dict[str, Any]] = []
+    for name in names:
+        for flow in FLOWS:
+            rows = a.get((name, flow), [])
+            if not rows or "flow_nll" not in rows[0]:
+                continue
+            every += rows
+            ref = [min(r["mle"], r["lw"]) for r in rows]
+            before = [r["flow_nll"] - g for r, g in zip(rows, ref)]
+            after = [r["test_nll"] - g for r, g in zip(rows, ref)]
+            wb = min(r["flow_worst_row_vs_start"] for r in rows)
+            wa = min(r["worst_row_vs_start"] for r in rows)
+            head = f"{name} ({rows[0]['rows']} x {rows[0]['cols']}, {len(rows)})"
+            print(
+                f"| {head} | {flow} | {statistics.fmean(before):+.2f} -> "
+                f"{statistics.fmean(after):+.2f} | {max(before):+.2f} -> {max(after):+.2f} | "
+                f"{wb:+.1f} -> {wa:+.2f} |"
+            )
+    if not every:
+        return
+    best = [min(r["mle"], r["lw"]) + 1e-4 for r in every]
+    wins_b = sum(r["flow_nll"] <= g for r, g in zip(every, best))
+    wins_a = sum(r["test_nll"] <= g for r, g in zip(every, best))
+    start_b = sum(r["flow_nll"] <= r["start_nll"] + 1e-4 for r in every)
+    start_a = sum(r["test_nll"] <= r["start_nll"] + 1e-4 for r in every)
+    print(
+        f"\n{len(every)} runs: at or below the better Gaussian {wins_b} -> {wins_a}; at or below "
+        f"the Gaussian start {start_b} -> {start_a}; worst row against the start "
+        f"{min(r['flow_worst_row_vs_start'] for r in every):+.1f} -> "
+        f"{min(r['worst_row_vs_start'] for r in every):+.2f} nats"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     pp = sub.add_parser("prepare")
-    pp.add_argument("--src", type=Path, required=True)
+    pp.add_argument("--src", type=Path, default=None)
     pp.add_argument("--dest", type=Path, required=True)
     pr = sub.add_parser("run")
     pr.add_argument("--tables", nargs="+", required=True)
@@ -182,11 +313,15 @@ def main() -> None:
     pt = sub.add_parser("table")
     pt.add_argument("after", type=Path)
     pt.add_argument("before", type=Path, nargs="?")
+    ps = sub.add_parser("splits")
+    ps.add_argument("results", type=Path)
     args = p.parse_args()
     if args.cmd == "prepare":
         prepare(args.src, args.dest)
     elif args.cmd == "run":
         run(args.tables, args.seeds, args.flows, args.out, args.set)
+    elif args.cmd == "splits":
+        splits(args.results)
     else:
         table(args.after, args.before)
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from cli_util import TINY_TABLE, assert_ok, run_cli
+from flowforge.core.defensive import DefensiveMixture
 from flowforge.data import load_dataset
 from flowforge.runs import open_run
 
@@ -51,11 +53,22 @@ def test_user_csv_is_scored_in_its_original_units(tmp_path: Path) -> None:
     assert -scores.mean() == pytest.approx(nll, abs=1e-3)
     # Raw-unit NLL = NLL of the standardised rows under the inner flow - log|det| of the
     # standardisation (the training statistics saved in the run).
-    flow = run.flow
-    inner = flow.bijection.bijections[1]  # type: ignore[index]
+    # A table's model is the defensive mixture (1 - w) flow + w Gaussian start (issue 23): both
+    # components start with the same Standardize.
+    model = run.flow
+    assert isinstance(model, DefensiveMixture)
+
+    def standardized_lp(flow: Any) -> torch.Tensor:
+        z, ladj = flow.bijection.bijections[1](ds.test)
+        return (flow.base.log_prob(z) + ladj).double()
+
     with torch.no_grad():
-        z, ladj = inner(ds.test)
-        nll_std = -(flow.base.log_prob(z) + ladj).double().mean().item()
+        w = torch.tensor(model.weight, dtype=torch.float64)
+        lp = torch.logaddexp(
+            standardized_lp(model.flow) + torch.log1p(-w),
+            standardized_lp(model.fallback) + torch.log(w),
+        )
+        nll_std = -lp.mean().item()
     assert nll == pytest.approx(nll_std - ds.standardizer.log_abs_det().item(), abs=1e-3)
 
     out = tmp_path / "samples.csv"

@@ -131,11 +131,11 @@ def test_too_few_rows_and_empty_file(tmp_path: Path) -> None:
     )
 
 
-def test_constant_column_is_centred_not_divided(tmp_path: Path) -> None:
+def test_constant_column_is_refused(tmp_path: Path) -> None:
+    # a point mass has no density (issue 23); the Standardizer itself keeps std 1 for it
     path = _write_csv(tmp_path / "const.csv", [[i, 3.0] for i in range(30)], ["a", "b"])
-    ds = load_dataset(path)
-    assert ds.standardizer is not None and ds.standardizer.std[1].item() == 1.0
-    assert ds.train is not None and torch.equal(ds.train[:, 1], torch.zeros(ds.train.shape[0]))
+    with pytest.raises(DataError, match="column 'b' is constant"):
+        load_dataset(path)
 
 
 def test_npy_files(tmp_path: Path) -> None:

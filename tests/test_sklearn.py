@@ -4,6 +4,7 @@ threshold calibration, and (slow) anomaly detection on digits and breast cancer.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import flowforge as ff
 from flowforge.eval.anomaly import auroc, fpr_threshold, typicality_scores
 from flowforge.sklearn import FlowAnomalyDetector, FlowDensity
+from flowforge.sklearn._fit import log_prob_rows, spec_stats
 
 TINY = dict(transforms=1, hidden=(8,), max_epochs=3, patience=2)
 
@@ -124,8 +126,13 @@ def test_early_stopping_keeps_best_epoch() -> None:
     est = FlowDensity(**opts, random_state=0).fit(x)  # type: ignore[arg-type]
     assert len(est.validation_nll_) == est.n_epochs_
     assert est.best_epoch_ == int(np.argmin(est.validation_nll_)) + 1
-    held = -est.score_samples(est.X_val_).mean()
+    # the kept flow (the model is its defensive mixture with the Gaussian start, whose weight
+    # of at least 0.01 costs up to 0.01 nats where the flow is better)
+    flow = est.flow_.flow
+    held = -log_prob_rows(flow, est.X_val_, stats=spec_stats(est.spec_)).mean()
     assert held == pytest.approx(min(est.validation_nll_), rel=1e-4)
+    mixed = -est.score_samples(est.X_val_).mean()
+    assert held - 1e-4 <= mixed <= held - math.log(0.99) + 1e-6  # w <= 0.01 costs <= 0.01
     # with training noise the validation rows are noised too: their NLL is not the clean one
     noisy = FlowDensity(**{**opts, "noise": 0.5}, random_state=0).fit(x)  # type: ignore[arg-type]
     clean = -noisy.score_samples(noisy.X_val_).mean()

@@ -83,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"flowforge eval: warning: {overfit}", file=sys.stderr)
     line = f"{args.split} NLL: {s.nll:.4f} ± {s.nll_err:.4f} nats ({s.n} rows, 2 standard errors)"
     print(
-        line if base is None else f"{line}; Gaussian baseline {base.nll:.4f} ± {base.nll_err:.4f}"
+        line
+        if base is None
+        else f"{line}; Gaussian baseline {base.nll:.4f} ± {base.nll_err:.4f}{base.suffix()}"
     )
     warn_worse_than_gaussian("flowforge eval", args.split, s.nll, base)
     if s.bpd is not None:
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_vi(args: argparse.Namespace) -> int:
     from flowforge.runs import open_run
+    from flowforge.runs.defensive import model_flow
     from flowforge.runs.metrics import MetricsLog
     from flowforge.runs.status import incomplete
     from flowforge.train.run import resolve_device
@@ -112,7 +115,10 @@ def _run_vi(args: argparse.Namespace) -> int:
     cfg, target = vi_config_of(run)
     unfinished = incomplete(run.files.root, run.record, MetricsLog(run.files.metrics).read())
     d = diagnostics_dict(
-        run.flow, target.to(resolve_device(args.device)), args.samples or cfg.eval_samples, cfg.seed
+        model_flow(run.flow),
+        target.to(resolve_device(args.device)),
+        args.samples or cfg.eval_samples,
+        cfg.seed,
     )
     if args.json:
         print(

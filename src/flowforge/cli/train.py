@@ -125,7 +125,9 @@ def _report(result: TrainResult) -> None:
     line = f"test NLL: {test.nll:.4f} ± {test.nll_err:.4f} nats ({test.n} rows)"
     base = result.baseline
     print(
-        line if base is None else f"{line}; Gaussian baseline {base.nll:.4f} ± {base.nll_err:.4f}"
+        line
+        if base is None
+        else f"{line}; Gaussian baseline {base.nll:.4f} ± {base.nll_err:.4f}{base.suffix()}"
     )
     warn_worse_than_gaussian("flowforge train", "test", test.nll, base)
     if test.bpd is not None:

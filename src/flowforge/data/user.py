@@ -25,6 +25,7 @@ import csv
 import hashlib
 import math
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from .base import DataError, Dataset, fit_standardize, random_split
+from .degenerate import check_columns, lone_values
 
 __all__ = ["MIN_ROWS", "check_source", "file_source", "load_user_file", "read_header", "read_table"]
 
@@ -327,6 +329,9 @@ def load_user_file(
         train, val, test = random_split(x, seed, n_val, n_test)
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
+    check_columns(train, names, str(path))  # constant or repeated columns: refused
+    for line in lone_values(x, names, str(path)):  # one value that sets a column's scale
+        print(f"flowforge: warning: {line}", file=sys.stderr)
     std, (t_train, t_val, t_test) = fit_standardize(train, val, test)
     return Dataset(
         name=Path(path).stem,

@@ -70,12 +70,19 @@ def without_standardize(flow: nn.Module) -> nn.Module | None:
     A run's flow takes rows in the data's units and standardises them first, in its own dtype
     (float32): a column near 1.7e9 that varies by ±100 has float32 spacing 128 there. Scoring
     standardises in float64 instead, casts, and evaluates this rest of the flow
-    (:func:`standardized_log_likelihoods`).
+    (:func:`standardized_log_likelihoods`). A defensive mixture gives the mixture of its two
+    components' rests.
     """
     from flowforge.core import Flow
     from flowforge.core.bijection import Compose
+    from flowforge.core.defensive import DefensiveMixture
     from flowforge.transforms.standardize import Standardize
 
+    if isinstance(flow, DefensiveMixture):  # both components start with the same Standardize
+        inner, fallback = without_standardize(flow.flow), without_standardize(flow.fallback)
+        if not isinstance(inner, Flow) or not isinstance(fallback, Flow):
+            return None
+        return flow.with_components(inner, fallback)
     bij = getattr(flow, "bijection", None)
     if not isinstance(flow, Flow) or not isinstance(bij, Compose):
         return None

@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from flowforge.core.defensive import DefensiveMixture
 from flowforge.data import Dataset
 from flowforge.data.base import Standardizer
 from flowforge.dequantization import (
@@ -71,6 +72,8 @@ def _in_flow_units(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows ``z`` standardised by ``std``, re-expressed in the statistics of the flow's own
     leading ``Standardize`` (float64 throughout), and that standardisation's log-Jacobian."""
+    if isinstance(flow, DefensiveMixture):  # a defensive mixture: its flow's Standardize
+        flow = flow.flow
     first = flow.bijection.bijections[0]  # type: ignore[union-attr,index]
     assert isinstance(first, Standardize)  # without_standardize(flow) found it
     mean, scale = first.mean.detach().cpu().double(), first.std.detach().cpu().double()

@@ -47,6 +47,8 @@ __all__ = [
     "build_dequantizer",
     "build_flow",
     "check_flow_name",
+    "tril_of",
+    "tril_rows",
     "whiten_entry",
 ]
 
@@ -77,6 +79,9 @@ class ModelSpec:
             has ``i + 1`` values) of the Cholesky factor in standardised units, after the
             preset's layers (``"last"``) or before them (``"first"``, also when absent);
             ``None`` (runs written before it): none.
+        defensive: standardised tables: the defensive mixture with the Gaussian start
+            (:mod:`flowforge.runs.defensive`: weight, shrinkage, Cholesky rows); ``None`` (runs
+            written before it, ``--no-defensive``): the plain flow.
     """
 
     preset: str
@@ -89,6 +94,7 @@ class ModelSpec:
     columns: list[str] | None = field(default=None)
     whiten: dict[str, Any] | None = field(default=None)
     pretransform: str = "logit"
+    defensive: dict[str, Any] | None = field(default=None)
 
     @property
     def features(self) -> int:
@@ -185,25 +191,37 @@ def whiten_entry(whiten: Whiten, shrinkage: float, method: str = "ledoit-wolf") 
     """The JSON form of a whitening for :attr:`ModelSpec.whiten` (float64 values), at
     :data:`WHITEN_POSITION`; ``method`` names how the shrinkage was chosen (``"ledoit-wolf"``
     or ``"validated"``)."""
-    tril = whiten.tril.double()
-    rows = [tril[i, : i + 1].tolist() for i in range(tril.shape[0])]
     return {
         "method": method,
         "shrinkage": float(shrinkage),
         "position": WHITEN_POSITION,
-        "tril": rows,
+        "tril": tril_rows(whiten),
     }
+
+
+def tril_rows(whiten: Whiten) -> list[list[float]]:
+    """The lower-triangular rows of a whitening's factor (row ``i`` has ``i + 1`` values)."""
+    tril = whiten.tril.double()
+    return [tril[i, : i + 1].tolist() for i in range(tril.shape[0])]
+
+
+def tril_of(rows: Any, features: int) -> torch.Tensor:
+    """The ``(D, D)`` float64 factor of :func:`tril_rows` output.
+
+    Raises:
+        ValueError: rows of the wrong lengths.
+    """
+    tril = torch.zeros(features, features, dtype=torch.float64)
+    if len(rows) != features or any(len(r) != i + 1 for i, r in enumerate(rows)):
+        raise ValueError(f"expected {features} rows of 1..{features} values")
+    for i, r in enumerate(rows):
+        tril[i, : i + 1] = torch.tensor(r, dtype=torch.float64)
+    return tril
 
 
 def _whiten_of(entry: dict[str, Any], features: int) -> Whiten:
     try:
-        rows = entry["tril"]
-        tril = torch.zeros(features, features, dtype=torch.float64)
-        if len(rows) != features or any(len(r) != i + 1 for i, r in enumerate(rows)):
-            raise ValueError(f"expected {features} rows of 1..{features} values")
-        for i, r in enumerate(rows):
-            tril[i, : i + 1] = torch.tensor(r, dtype=torch.float64)
-        return Whiten(tril)
+        return Whiten(tril_of(entry["tril"], features))
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"cannot build the whitening of the recipe: {e}") from None
 

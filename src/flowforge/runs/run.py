@@ -5,7 +5,7 @@ Reading a run parses JSON and safetensors only: it never executes code from the 
 Example (after ``flowforge train --out runs/demo``)::
 
     import flowforge as ff
-    flow = ff.load("runs/demo")          # a flowforge.Flow, in evaluation mode
+    flow = ff.load("runs/demo")          # a flowforge.Flow (a table's: its defensive mixture)
     flow.log_prob(torch.zeros(1, 2))     # log-density in the data's own units
 """
 
@@ -18,6 +18,8 @@ from typing import Any
 import torch
 
 from flowforge.core import Flow
+from flowforge.core.defensive import DefensiveMixture
+from flowforge.runs.defensive import defend
 from flowforge.runs.errors import ConfigError, RunError
 from flowforge.runs.layout import RunFiles, read_run_record, run_files
 from flowforge.runs.metrics import MetricsLog
@@ -37,7 +39,9 @@ class Run:
         spec: the flow's recipe.
         record: the whole ``config.json``: the training options under ``"config"`` (parsed by
             :func:`flowforge.train.run.run_config`), the data description, step count, versions.
-        flow: the trained flow, in evaluation mode.
+        flow: the trained flow, in evaluation mode; for a table whose recipe has a defensive
+            entry, the :class:`~flowforge.core.defensive.DefensiveMixture` of it and the
+            Gaussian start (the trained flow is then ``flow.flow``).
         incomplete: the note of a run that did not finish (:func:`flowforge.runs.status.
             incomplete`: ``"incomplete: step N of M (...)"``), whatever its kind; else ``None``.
     """
@@ -45,7 +49,7 @@ class Run:
     files: RunFiles
     spec: ModelSpec
     record: dict[str, Any]
-    flow: Flow
+    flow: Flow | DefensiveMixture
     incomplete: str | None = None
 
 
@@ -80,15 +84,18 @@ def open_run(path: str | os.PathLike[str], device: str | torch.device = "cpu") -
     spec = parse_spec(record, str(files.config))
     try:
         flow = build_flow(spec)
+        load_weights(files.weights, flow)
+        model = defend(flow, spec)
     except ConfigError as e:
         raise RunError(f"{files.config}: {e}") from None
-    load_weights(files.weights, flow)
-    flow.to(device).eval()
+    model.to(device).eval()
     note = incomplete(files.root, record, MetricsLog(files.metrics).read())
-    return Run(files, spec, record, flow, note)
+    return Run(files, spec, record, model, note)
 
 
-def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Flow:
+def load(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> Flow | DefensiveMixture:
     """The trained flow of a run directory, in evaluation mode.
 
     The flow is a :class:`flowforge.Flow` over the data in its original units: user and
@@ -96,7 +103,10 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Fl
     flow); images in the dataset's own event shape, ``(N, C, H, W)`` values in ``[0, 1)``
     (dequantized pixels ``(v + noise) / K``; the logit pre-transform is inside the flow, and
     ``flow.sample(n)`` returns ``(n, C, H, W)`` in ``[0, 1)``), whatever the preset: a vector
-    preset sees the image through a ``Reshape`` inside the flow. Run format 2: an image run
+    preset sees the image through a ``Reshape`` inside the flow. A standardised table's run
+    (trained since the defensive mixture) is a
+    :class:`~flowforge.core.defensive.DefensiveMixture` of its flow and its Gaussian start,
+    with the same ``log_prob`` / ``sample`` / ``sample_and_log_prob``. Run format 2: an image run
     of format 1 (which took flattened ``(N, D)`` rows) is refused with a :class:`RunError`.
 
     Args:

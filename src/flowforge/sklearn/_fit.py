@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from flowforge.core import Flow
+from flowforge.core.defensive import DefensiveMixture
 from flowforge.runs.errors import ConfigError
 from flowforge.runs.recipe import ModelSpec, build_flow, whiten_entry
 from flowforge.transforms.standardize import standardized_view
@@ -33,6 +34,9 @@ __all__ = [
     "spec_stats",
 ]
 
+
+#: What the estimators fit and score: a flow, or its defensive mixture with the Gaussian start.
+Density = Flow | DefensiveMixture
 
 #: Noise draws per validation row when training with noise (a steadier validation NLL).
 VAL_NOISE_COPIES = 4
@@ -125,8 +129,8 @@ def _standardized(stats: tuple[np.ndarray, np.ndarray], x: np.ndarray) -> torch.
 
 
 def _model_rows(
-    flow: Flow, x: np.ndarray, dtype: torch.dtype, stats: tuple[np.ndarray, np.ndarray] | None
-) -> tuple[Flow, torch.Tensor]:
+    flow: Density, x: np.ndarray, dtype: torch.dtype, stats: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[Density, torch.Tensor]:
     """The module to evaluate and the rows it takes: for a flow that starts with
     ``Standardize`` and the float64 statistics ``stats`` it was built from, its
     :func:`~flowforge.train.batches.standardized_view` and ``x`` standardised in float64, then
@@ -147,7 +151,7 @@ def spec_stats(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def log_prob_rows(
-    flow: Flow,
+    flow: Density,
     x: np.ndarray,
     batch_size: int = 4096,
     stats: tuple[np.ndarray, np.ndarray] | None = None,
@@ -170,7 +174,7 @@ def log_prob_rows(
 
 
 def sample_rows(
-    flow: Flow, n: int, seed: int, stats: tuple[np.ndarray, np.ndarray] | None = None
+    flow: Density, n: int, seed: int, stats: tuple[np.ndarray, np.ndarray] | None = None
 ) -> np.ndarray:
     """``n`` samples ``(n, D)`` as float64, drawn with torch seeded by ``seed``; with ``stats``
     (see :func:`log_prob_rows`) mapped back to the data's units in float64."""
@@ -183,14 +187,14 @@ def sample_rows(
     return z * stats[1] + stats[0]
 
 
-def _mean_nll(model: Flow, rows: torch.Tensor) -> float:
+def _mean_nll(model: Density, rows: torch.Tensor) -> float:
     """The mean NLL of ``rows`` in evaluation mode, in one pass (the mode is left at eval)."""
     model.eval()
     with torch.no_grad():
         return float(-model.log_prob(rows).double().mean())
 
 
-def _kept_rows(flow: Flow, data: torch.Tensor, trim: float) -> torch.Tensor:
+def _kept_rows(flow: Density, data: torch.Tensor, trim: float) -> torch.Tensor:
     """The indices of the rows of ``data`` left after dropping the share ``trim`` of lowest
     log-likelihood (non-finite ones first)."""
     flow.eval()

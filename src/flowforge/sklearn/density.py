@@ -15,7 +15,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from flowforge.eval.anomaly import typicality_scores
 from flowforge.flows import PRESETS
+from flowforge.runs.defensive import defend, model_flow
 from flowforge.runs.recipe import ModelSpec, build_flow
+from flowforge.sklearn._defensive import defended, with_fallback
 from flowforge.sklearn._fit import (
     column_scales,
     fit_flow,
@@ -88,7 +90,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
         verbose: print one progress line per epoch (stderr).
 
     Attributes:
-        flow_: the fitted :class:`flowforge.Flow` (float64, evaluation mode).
+        flow_: the fitted model (float64, evaluation mode): with ``standardize``, the
+            :class:`~flowforge.core.defensive.DefensiveMixture` of the fitted
+            :class:`flowforge.Flow` (``flow_.flow``) and the Gaussian start at the weight 0.001
+            (no row more than 6.9 nats below the start); else the flow.
         spec_: its :class:`flowforge.runs.ModelSpec` (what :meth:`save` writes).
         n_features_in_: ``D``.
         mean_, scale_: ``(D,)`` the standardisation (``scale_`` is each column's std, at least
@@ -244,7 +249,11 @@ class FlowDensity(DensityMixin, BaseEstimator):
             trim=float(self.trim),
             verbose=bool(self.verbose),
         )
-        self.flow_ = result.flow.double()
+        if self.standardize:  # the defensive mixture with the Gaussian start
+            model, spec = defended(result.flow, with_fallback(spec, x_train, noise))
+        else:
+            model = result.flow
+        self.flow_ = model.double()
         self.spec_ = spec
         self.mean_, self.scale_ = mean, std
         self.n_epochs_, self.best_epoch_ = result.epochs, result.best_epoch
@@ -329,6 +338,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         state = dict(super().__getstate__())
         flow = state.pop("flow_", None)
         if flow is not None:  # weights as tensors, rebuilt from the recipe (no module pickled)
+            flow = model_flow(flow)  # a defensive mixture: its fallback is in the recipe
             state["_flow_state"] = {k: v.detach().cpu() for k, v in flow.state_dict().items()}
         if "spec_" in state:
             state["spec_"] = state["spec_"].to_dict()
@@ -344,7 +354,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             with seeded(0):  # the initial weights are overwritten; torch's RNG is left alone
                 flow = build_flow(self.spec_).double()
             flow.load_state_dict(weights)
-            self.flow_ = flow.eval()
+            self.flow_ = defend(flow, self.spec_).eval()
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from flowforge.core.defensive import DefensiveMixture
 from flowforge.runs import RUN_FORMAT, RUN_FORMAT_VERSION, ModelSpec, run_files
 from flowforge.runs.writer import RunWriter
 
@@ -97,7 +98,9 @@ def write_run(root: Path, est: FittedEstimator, data: np.ndarray | None) -> Path
     with RunWriter.create(files.root, record, overwrite=True) as writer:
         if npy is not None:
             writer.write_bytes(DATA_FILE, npy)
-        state = {k: v.detach().to(torch.float32) for k, v in est.flow_.state_dict().items()}
+        flow = est.flow_  # a defensive mixture: the weights file holds its flow's (config the rest)
+        flow = flow.flow if isinstance(flow, DefensiveMixture) else flow
+        state = {k: v.detach().to(torch.float32) for k, v in flow.state_dict().items()}
         writer.write_weights(state)
         writer.write_results({"task": "estimator", "epochs": int(getattr(est, "n_epochs_", 0))})
     return files.root

@@ -234,6 +234,14 @@ class TrainConfig(DataOptions):
             "--no-whiten keeps the per-column standardisation only)"
         ),
     )
+    defensive: bool = field(
+        default=True,
+        metadata=_doc(
+            "standardised tables: the model is the mixture (1 - w) flow + w Gaussian start, w "
+            "chosen on the M validation rows (at least max(0.01, 1/(M+2))), so no row scores more than "
+            "log(1/w) nats below the Gaussian start (--no-defensive: the flow alone)"
+        ),
+    )
     given: tuple[str, ...] = field(
         default=(),
         metadata={"help": "the options set by a layer (TOML, flags), in order", "internal": True},

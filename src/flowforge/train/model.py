@@ -28,6 +28,7 @@ from torch import nn
 from flowforge.core.memory import too_big
 from flowforge.dequantization import NOISE_FLOWS, Dequantizer
 from flowforge.flows import PRESETS
+from flowforge.runs.defensive import defensive_entry
 from flowforge.runs.recipe import ModelSpec, check_flow_name, whiten_entry
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.losses import (
@@ -39,7 +40,7 @@ from flowforge.train.losses import (
 )
 from flowforge.transforms.cnf_solve import FIXED_STEP
 from flowforge.transforms.continuous import CNF
-from flowforge.transforms.whiten import start_whiten
+from flowforge.transforms.whiten import Whiten, start_whiten
 
 __all__ = [
     "DEQUANTIZER_SIZE",
@@ -291,6 +292,7 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
     if "context" in params:
         data_args["context"] = 0
     _check_size(cfg.flow, {**data_args, **kwargs}, cfg.batch_size)
+    start = _start_of(cfg, ds) if ds.kind == "tabular" and "features" in data_args else None
     return ModelSpec(
         preset=cfg.flow,
         kwargs={**data_args, **kwargs},
@@ -300,25 +302,25 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         logit_alpha=cfg.logit_alpha if image else None,
         standardizer=ds.standardizer.to_dict() if ds.standardizer is not None else None,
         columns=list(ds.columns) if getattr(ds, "columns", None) else None,
-        whiten=_whiten_for(cfg, ds),
+        whiten=whiten_entry(*start) if start is not None and cfg.whiten else None,
+        defensive=defensive_entry(*start) if start is not None and cfg.defensive else None,
         pretransform="centre" if image and cfg.noise > 0 else "logit",
     )
 
 
-def _whiten_for(cfg: TrainConfig, ds: Any) -> dict[str, Any] | None:
-    """``--whiten`` of a standardised table with at least 2 training rows: the whitening of
-    its (standardised) training rows (:func:`~flowforge.transforms.whiten.start_whiten`: the
-    shrinkage chosen by the validation rows unless the rows are rank deficient), as
-    :attr:`ModelSpec.whiten` stores it; else ``None``."""
+def _start_of(cfg: TrainConfig, ds: Any) -> tuple[Whiten, float, str] | None:
+    """The Gaussian start of a standardised table with at least 2 training rows, when
+    ``--whiten`` or ``--defensive`` asks for it: the whitening of its (standardised) training
+    rows (:func:`~flowforge.transforms.whiten.start_whiten`: the shrinkage chosen by the
+    validation rows unless the rows are rank deficient); else ``None``."""
     train = getattr(ds, "train", None)
-    if not cfg.whiten or ds.standardizer is None or ds.kind != "tabular" or train is None:
+    if not (cfg.whiten or cfg.defensive) or ds.standardizer is None or ds.kind != "tabular":
         return None
-    if train.shape[0] < 2:
+    if train is None or train.shape[0] < 2:
         return None
     val = getattr(ds, "val", None)
     val = None if val is None else val.reshape(val.shape[0], -1)
-    whiten, shrinkage, method = start_whiten(train.reshape(train.shape[0], -1), val)
-    return whiten_entry(whiten, shrinkage, method)
+    return start_whiten(train.reshape(train.shape[0], -1), val)
 
 
 def dequantizer_spec_for(cfg: TrainConfig, ds: Any) -> dict[str, Any] | None:

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 
 from flowforge.core import Flow
+from flowforge.core.defensive import DefensiveMixture
 from flowforge.data import Dataset
-from flowforge.eval.baseline import dataset_baseline
+from flowforge.eval.baseline import GaussianBaseline, dataset_baseline
 from flowforge.eval.likelihood import NLLSummary
 from flowforge.runs import (
     ModelSpec,
@@ -41,6 +42,7 @@ from flowforge.runs import (
     run_files,
 )
 from flowforge.runs.checkpoint import load_checkpoint
+from flowforge.runs.defensive import defend, validated_spec
 from flowforge.runs.recipe import DEQUANTIZER_FILE, build_dequantizer
 from flowforge.runs.writer import RunWriter, check_new_run
 from flowforge.train.batches import (
@@ -68,6 +70,7 @@ from flowforge.train.prepare import (
     total_steps_of,
 )
 from flowforge.train.sizing import describe, size_for_data
+from flowforge.transforms.standardize import standardized_view
 
 __all__ = [
     "TrainResult",
@@ -100,7 +103,7 @@ class TrainResult:
     outcome: FitOutcome
     test: NLLSummary
     plots: list[Path]
-    baseline: NLLSummary | None = None
+    baseline: GaussianBaseline | None = None
 
 
 def _device(cfg: TrainConfig, world: World) -> tuple[torch.device, World]:
@@ -287,7 +290,9 @@ def _finish(
     if isinstance(objective, VariationalDequantization):
         writer.write_weights(objective, DEQUANTIZER_FILE)
         deq = objective.dequantizer
-    test = test_summary(flow, ds, cfg, "test", deq)
+    spec = _defend(flow, ds, cfg, spec, writer)
+    model = defend(flow, spec)
+    test = test_summary(model, ds, cfg, "test", deq)
     results = {"test": test.to_dict(), "steps": outcome.step, "stop_reason": outcome.reason}
     baseline = dataset_baseline(ds, "test")  # tables: a Gaussian fitted to the training rows
     if baseline is not None:
@@ -307,6 +312,28 @@ def _finish(
         from flowforge.train.plots import write_run_plots
 
         plots = writer.write_plots(
-            lambda root: write_run_plots(root, flow, spec, ds, records, likelihood)
+            lambda root: write_run_plots(root, model, spec, ds, records, likelihood)
         )
     return TrainResult(files.root, outcome, test, plots, baseline)
+
+
+def _defend(
+    flow: Flow, ds: Dataset, cfg: TrainConfig, spec: ModelSpec, writer: RunWriter
+) -> ModelSpec:
+    """A recipe with a defensive mixture: its weight chosen on the validation rows with the
+    kept weights (:func:`~flowforge.runs.defensive.validated_spec`), saved in ``config.json``."""
+    if spec.defensive is None or getattr(ds, "val", None) is None or len(ds.val) == 0:
+        return spec
+    view = standardized_view(defend(flow, spec))
+    if not isinstance(view, DefensiveMixture):
+        return spec
+    rows = prepare_split(ds, "val", cfg.seed, True).to(next(iter(flow.parameters())).device)
+    was_training = flow.training
+    view.eval()
+    with torch.no_grad():
+        spec = validated_spec(spec, view.flow.log_prob(rows), view.fallback.log_prob(rows))
+    flow.train(was_training)
+    record = read_run_record(writer.files.root)
+    record["model"] = spec.to_dict()
+    writer.write_record(record)
+    return spec

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from flowforge.core.bijection import Bijection, Compose, batch_shape_of
+from flowforge.core.defensive import DefensiveMixture
 from flowforge.core.flow import Flow
 
 
@@ -78,15 +79,20 @@ class _Standardized(Bijection):
         return z, -self._ladj(z)
 
 
-def standardized_view(flow: torch.nn.Module) -> Flow | None:
+def standardized_view(flow: torch.nn.Module) -> Flow | DefensiveMixture | None:
     """A view of ``flow`` whose leading ``Standardize`` takes standardised rows (an identity with
     the standardisation's log-Jacobian and buffers), or ``None`` when ``flow`` has none.
 
     The view shares every parameter and buffer with ``flow`` and has the same state-dict keys.
     Rows standardised in float64 (``(x - mean) / std`` with the flow's own statistics) and only
     then cast get the same log-density as ``flow`` would give ``x``, without float32 rounding of
-    ``x`` itself.
+    ``x`` itself. A defensive mixture gives the mixture of its components' views.
     """
+    if isinstance(flow, DefensiveMixture):  # both components start with the same Standardize
+        inner, fallback = standardized_view(flow.flow), standardized_view(flow.fallback)
+        if not isinstance(inner, Flow) or not isinstance(fallback, Flow):
+            return None
+        return flow.with_components(inner, fallback)
     bij = getattr(flow, "bijection", None)
     members: list[Bijection] = list(bij.chain()) if isinstance(bij, Compose) else []
     if not isinstance(flow, Flow) or len(members) < 2 or not isinstance(members[0], Standardize):
