@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowforge.core.flow import Flow
 from flowforge.core.memory import too_big
 from flowforge.data import DataError, dequantize, read_table
 from flowforge.data.base import Standardizer
@@ -300,6 +301,8 @@ def sample_rows(
             raise DataError(f"--temperature {temperature}: {e}") from None
     for i, part in enumerate(chunks):  # outside the guidance: the score is the flow's own
         if denoise:
+            if not isinstance(run.flow, Flow):  # a table's defensive mixture: never noised
+                raise DataError("--denoise applies to image runs trained with --noise")
             part = run.flow.denoise(part, sigma)
         part = part.cpu()
         if run.spec.kind == "image":
