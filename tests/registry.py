@@ -149,6 +149,37 @@ def _multiscale(context: int = 0) -> Bijection:
     return T.Multiscale([level0, level1])
 
 
+SEQ = (4, 8)  # a sequence event (C, T): a waveform squeezed into groups of 4 samples
+
+
+def _wavenet(context: int = 0) -> Bijection:
+    """WaveGlow's coupling on SEQ; with a context, ``context`` features per time step."""
+    net = ff.nn.WaveNet(2, 2 * 2, hidden=6, layers=2, cond_channels=context)
+    return T.ChannelCoupling(SEQ, T.Affine(), net, context * SEQ[1], spatial=bool(context))
+
+
+def _frames() -> Bijection:
+    """A coupling on SEQ seeing 3 frames of 2 features upsampled to (2 * 4, 8) (T = 24)."""
+    up = ff.nn.FrameUpsample(features=2, frames=3, length=24, factor=3)
+    inner = ff.Compose([T.Squeeze1d((1, 24), 3), T.ActNorm((3, 8))])
+    net = ff.nn.WaveNet(2, 2, hidden=6, layers=2, cond_channels=2 * 3)
+    coupling = T.ChannelCoupling((3, 8), T.Affine(), net, 2 * 3 * 8, spatial=True)
+    return T.EmbedContext(ff.Compose([inner, coupling]), up, context=2 * 3)
+
+
+def _multiscale_1d() -> Bijection:
+    """WaveGlow's early outputs on (1, 16): squeeze to (4, 4), a step, 1 channel out, a step."""
+    level0 = ff.Compose([T.Squeeze1d((1, 16), 4), T.LUConv1x1((4, 4)), _wavenet_on((4, 4))])
+    level1 = ff.Compose([T.Conv1x1((3, 4)), _wavenet_on((3, 4))])
+    return T.Multiscale([level0, level1], split=[1])
+
+
+def _wavenet_on(shape: tuple[int, int]) -> Bijection:
+    c = shape[0]
+    net = ff.nn.WaveNet(c - c // 2, 2 * (c // 2), hidden=4, layers=2)
+    return T.ChannelCoupling(shape, T.Affine(), net)
+
+
 class SamplingOnly(Bijection):
     """A bijection with its sampling direction only (the contract's direction-only case)."""
 
@@ -240,6 +271,22 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "squeeze-3": lambda: Case(T.Squeeze((1, 3, 6), factor=3)),
     "conv1x1": lambda: Case(T.Conv1x1((3, 2, 2))),
     "lu-conv1x1": lambda: Case(T.LUConv1x1((3, 2, 2))),
+    "squeeze1d": lambda: Case(T.Squeeze1d((2, 6), factor=3)),
+    "conv1x1-1d": lambda: Case(T.Conv1x1(SEQ)),
+    "lu-conv1x1-1d": lambda: Case(T.LUConv1x1(SEQ)),
+    "channel-wavenet-1d": lambda: Case(_wavenet()),
+    "channel-wavenet-sequence-context": lambda: Case(_wavenet(C), C * SEQ[1]),
+    "embed-context-frames": lambda: Case(_frames(), 2 * 3),
+    "multiscale-1d": lambda: Case(_multiscale_1d()),
+    "preset-waveglow": lambda: Case(
+        ff.flows.WaveGlow((1, 16), group=4, steps=3, early_every=2, hidden=4, layers=2).bijection
+    ),
+    "preset-waveglow-vocoder-plain-conv": lambda: Case(
+        ff.flows.WaveGlow(
+            (1, 16), 2 * 4, group=4, steps=2, hidden=4, layers=2, lu=False, frame_features=2
+        ).bijection,
+        2 * 4,
+    ),
     "channel-affine": lambda: Case(_channel(T.Affine())),
     "channel-sigmoid-affine-flip": lambda: Case(_channel(T.SigmoidAffine(), flip=True)),
     "channel-additive-odd": lambda: Case(_channel(T.Additive(), (3, 2, 2))),

@@ -12,6 +12,7 @@ from flowforge.flows.multiscale_realnvp import MultiscaleRealNVP
 from flowforge.flows.spline import NSF
 from flowforge.flows.tarflow import TarFlow
 from flowforge.flows.vi import Planar, Radial, Sylvester
+from flowforge.flows.waveglow import WaveGlow
 
 PRESETS: dict[str, type[Flow]] = {
     "nice": NICE,
@@ -26,6 +27,7 @@ PRESETS: dict[str, type[Flow]] = {
     "sylvester": Sylvester,
     "ffjord": FFJORD,
     "tarflow": TarFlow,
+    "waveglow": WaveGlow,
 }
 
 __all__ = [
@@ -42,4 +44,5 @@ __all__ = [
     "RealNVP",
     "Sylvester",
     "TarFlow",
+    "WaveGlow",
 ]

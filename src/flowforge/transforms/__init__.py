@@ -6,6 +6,7 @@ from flowforge.transforms.autoregressive import MaskedAutoregressive
 from flowforge.transforms.continuous import CNF, SolverError
 from flowforge.transforms.conv1x1 import Conv1x1, LUConv1x1
 from flowforge.transforms.coupling import Coupling, half_mask
+from flowforge.transforms.embed_context import EmbedContext
 from flowforge.transforms.image_coupling import ChannelCoupling, CheckerboardCoupling, checkerboard
 from flowforge.transforms.logit import Logit
 from flowforge.transforms.lu import LULinear
@@ -14,7 +15,7 @@ from flowforge.transforms.normalization import ActNorm, BatchNorm
 from flowforge.transforms.permutation import Permutation, RandomPermutation, ReversePermutation
 from flowforge.transforms.planar import Planar
 from flowforge.transforms.radial import Radial
-from flowforge.transforms.reshape import Reshape, Squeeze
+from flowforge.transforms.reshape import Reshape, Squeeze, Squeeze1d
 from flowforge.transforms.sigmoid_affine import SigmoidAffine
 from flowforge.transforms.spline import RationalQuadraticSpline
 from flowforge.transforms.standardize import Standardize
@@ -37,6 +38,7 @@ __all__ = [
     "CheckerboardCoupling",
     "Conv1x1",
     "Coupling",
+    "EmbedContext",
     "Guidance",
     "LUConv1x1",
     "LULinear",
@@ -53,6 +55,7 @@ __all__ = [
     "SigmoidAffine",
     "SolverError",
     "Squeeze",
+    "Squeeze1d",
     "Standardize",
     "Sylvester",
     "Transformer",

@@ -1,12 +1,18 @@
-"""Invertible 1x1 convolutions: one learned ``C x C`` matrix applied to every pixel's channels.
+"""Invertible 1x1 convolutions: one learned ``C x C`` matrix applied to every position's channels.
+
+Events are images ``(C, H, W)`` or sequences ``(C, T)`` (a waveform squeezed into groups of
+samples, WaveGlow's use); the matrix mixes the channels at every pixel or time step.
 
 References:
     Kingma, Dhariwal (2018). Glow: Generative Flow with Invertible 1x1 Convolutions.
     arXiv:1807.03039.
+    Prenger, Valle, Catanzaro (2019). WaveGlow: A Flow-based Generative Network for Speech
+    Synthesis. arXiv:1811.00002.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -16,24 +22,26 @@ from flowforge.core.bijection import Bijection, batch_shape_of
 from flowforge.transforms.lu import LULinear
 
 
-def _image_shape(shape: int | Sequence[int], name: str) -> tuple[int, int, int]:
+def _channels_shape(shape: int | Sequence[int], name: str) -> tuple[int, ...]:
     dims = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
-    if len(dims) != 3 or min(dims) < 1:
-        raise ValueError(f"{name}: expected an image event shape (C, H, W), got {dims}")
+    if len(dims) not in (2, 3) or min(dims) < 1:
+        raise ValueError(
+            f"{name}: expected an event shape (C, T) or (C, H, W) with positive sizes, got {dims}"
+        )
     return dims
 
 
 class Conv1x1(Bijection):
-    """``z[:, h, w] = W x[:, h, w]`` with a free ``(C, C)`` weight, on ``(C, H, W)`` events.
+    """``z[:, h, w] = W x[:, h, w]`` with a free ``(C, C)`` weight, on ``(C, H, W)`` or ``(C, T)``.
 
-    ``log|det| = H W log|det W|``, computed in float64 (``slogdet``); the inverse applies
+    ``log|det| = H W log|det W|`` (``T log|det W|`` on sequences), computed in float64 (``slogdet``); the inverse applies
     ``W^-1`` solved in float64 too, so a badly conditioned weight loses no precision in
     float32. A weight that has become singular (``det W = 0``, or not finite) raises a
     ``ValueError`` instead of returning ``inf``. Initialised at a random rotation.
     :class:`LUConv1x1` cannot become singular and costs ``O(C)`` for the log-determinant.
 
     Args:
-        shape: the image event shape ``(C, H, W)``.
+        shape: the event shape ``(C, H, W)`` or ``(C, T)``.
 
     Example:
         >>> import torch, flowforge as ff
@@ -44,7 +52,7 @@ class Conv1x1(Bijection):
     """
 
     def __init__(self, shape: Sequence[int]) -> None:
-        super().__init__(_image_shape(shape, "Conv1x1"))
+        super().__init__(_channels_shape(shape, "Conv1x1"))
         c = self.event_shape[0]
         q, _ = torch.linalg.qr(torch.randn(c, c, dtype=torch.float64))
         self.weight = nn.Parameter(q.float())
@@ -56,11 +64,11 @@ class Conv1x1(Bijection):
                 "Conv1x1: the weight has become singular (det W = 0 or not finite); lower the "
                 "learning rate, or use LUConv1x1, whose weight stays invertible"
             )
-        h, w = self.event_shape[1:]
-        return logabsdet * (h * w)
+        return logabsdet * math.prod(self.event_shape[1:])  # once per pixel / time step
 
     def _mix(self, x: Tensor, weight: Tensor) -> Tensor:
-        return torch.einsum("ij,...jhw->...ihw", weight, x)
+        x = x.movedim(-len(self.event_shape), -1)  # (*, *S, C)
+        return (x @ weight.T).movedim(-1, -len(self.event_shape))  # (*, C, *S)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(x, self.event_shape)
@@ -80,9 +88,9 @@ class LUConv1x1(Bijection):
     ``P`` is a fixed permutation, ``L`` unit lower triangular and ``U`` upper triangular with
     the diagonal ``sign * exp(log_diag)``, so ``W`` stays invertible whatever the optimiser
     does and ``log|det| = H W sum(log_diag)``. It is :class:`~flowforge.transforms.LULinear`
-    over the channels, applied at every pixel (with its bias, initially zero).
+    over the channels, applied at every pixel or time step (with its bias, initially zero).
 
-    Layout: the output has the input's shape ``(*, C, H, W)`` with its memory ordered
+    Layout (images): the output has the input's shape ``(*, C, H, W)`` with its memory ordered
     ``(*, H, W, C)`` (channels-last; ``torch.channels_last`` for a 4-d batch), in both
     directions. That is on purpose: the matrix product runs over the channels of each pixel,
     and the couplings' convolutions after it run faster on channels-last input than on a copy
@@ -91,7 +99,7 @@ class LUConv1x1(Bijection):
     Call ``.contiguous()`` on the result if you need NCHW memory.
 
     Args:
-        shape: the image event shape ``(C, H, W)``.
+        shape: the event shape ``(C, H, W)`` or ``(C, T)``.
 
     Example:
         >>> import torch, flowforge as ff
@@ -103,14 +111,15 @@ class LUConv1x1(Bijection):
     """
 
     def __init__(self, shape: Sequence[int]) -> None:
-        super().__init__(_image_shape(shape, "LUConv1x1"))
+        super().__init__(_channels_shape(shape, "LUConv1x1"))
         self.linear = LULinear(self.event_shape[0])
 
     def _pixels(self, x: Tensor, fn: str) -> tuple[Tensor, Tensor]:
         batch = batch_shape_of(x, self.event_shape)
-        y, ladj = getattr(self.linear, fn)(x.movedim(-3, -1))  # (*, H, W, C), (*, H, W)
-        # a view: (*, C, H, W) over (*, H, W, C) memory, channels-last on purpose (see above)
-        return y.movedim(-1, -3), ladj.flatten(len(batch)).sum(-1)
+        d = len(self.event_shape)
+        y, ladj = getattr(self.linear, fn)(x.movedim(-d, -1))  # (*, *S, C), (*, *S)
+        # a view: (*, C, *S) over (*, *S, C) memory, channels-last on purpose (see above)
+        return y.movedim(-1, -d), ladj.flatten(len(batch)).sum(-1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._pixels(x, "forward")

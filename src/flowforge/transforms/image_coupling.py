@@ -1,22 +1,28 @@
 """Coupling layers on images ``(C, H, W)``: by channels, or by a checkerboard of pixels.
 
+:class:`ChannelCoupling` also takes sequences ``(C, T)`` (a squeezed waveform, WaveGlow's
+coupling, with a 1-D network such as :class:`flowforge.nn.WaveNet`).
+
 The conditioner is a convolutional network (e.g. :class:`flowforge.nn.ConvNet`); the
 transformer is any elementwise one (Additive, Affine, SigmoidAffine, RationalQuadraticSpline),
 applied to each value of the transformed part with its ``P`` parameters.
 
 A context vector ``(*, K)`` (a one-hot class label, say) enters the network as ``K`` extra
 constant input channels. With ``spatial=True`` the context is instead ``F`` feature maps of the
-image's size, flattened (``K = F H W``, read as ``(F, H, W)``), which enter as ``F`` input
-channels: the conditioner then sees a conditioning image pixel by pixel (variational
-dequantization's noise flow sees the image it dequantizes this way).
+image's size, flattened (``K = F H W``, read as ``(F, H, W)``; ``K = F T`` read as ``(F, T)``
+for sequences), which enter as ``F`` input channels: the conditioner then sees a conditioning
+image pixel by pixel (variational dequantization's noise flow sees the image it dequantizes
+this way), or a conditioning sequence (mel frames upsampled to the sample rate) step by step.
 
 References:
     Dinh, Sohl-Dickstein, Bengio (2017). Density estimation using Real NVP. arXiv:1605.08803.
     Kingma, Dhariwal (2018). Glow. arXiv:1807.03039.
+    Prenger, Valle, Catanzaro (2019). WaveGlow. arXiv:1811.00002.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -26,10 +32,12 @@ from flowforge.core.bijection import Bijection, batch_shape_of, sum_event
 from flowforge.transforms.transformer import Transformer
 
 
-def _image_event(shape: Sequence[int], name: str) -> tuple[int, int, int]:
+def _image_event(shape: Sequence[int], name: str, sequence: bool = False) -> tuple[int, ...]:
     dims = tuple(int(s) for s in shape)
-    if len(dims) != 3 or min(dims) < 1:
-        raise ValueError(f"{name}: expected an image event shape (C, H, W), got {dims}")
+    ranks = (2, 3) if sequence else (3,)
+    if len(dims) not in ranks or min(dims) < 1:
+        what = "(C, T) or (C, H, W)" if sequence else "(C, H, W)"
+        raise ValueError(f"{name}: expected an event shape {what}, got {dims}")
     return dims
 
 
@@ -49,32 +57,34 @@ class _ImageCoupling(Bijection):
         self.net = net
         self.context = int(context)
         self.spatial = bool(spatial)
-        pixels = self.event_shape[1] * self.event_shape[2]
+        pixels = math.prod(self.event_shape[1:])
         if self.spatial and (self.context < 1 or self.context % pixels):
+            size = "x".join(str(s) for s in self.event_shape[1:])
             raise ValueError(
                 f"{type(self).__name__}: a spatial context holds feature maps of "
-                f"{self.event_shape[1]}x{self.event_shape[2]} pixels, so its size must be a "
-                f"positive multiple of {pixels}; got context={self.context}"
+                f"{size} positions, so its size must be a positive multiple of {pixels}; got "
+                f"context={self.context}"
             )
         #: channels the context adds to the network's input
         self.context_channels = self.context // pixels if self.spatial else self.context
 
     def _net_input(self, h: Tensor, context: Tensor | None) -> Tensor:
-        """``h`` ``(N, c, H, W)`` with the context as extra channels, ``(N, c + K, H, W)``
+        """``h`` ``(N, c, *S)`` with the context as extra channels, ``(N, c + K, *S)``
         (constant channels, or the ``F`` feature maps of a spatial context)."""
         if not self.context:
             return h
         if context is None:
             raise ValueError(f"expected a context of shape (*, {self.context}), got None")
-        n, _, hh, ww = h.shape
+        n, space = h.shape[0], tuple(h.shape[2:])
         if self.spatial:
-            ctx = context.reshape(n, self.context_channels, hh, ww)
+            ctx = context.reshape(n, self.context_channels, *space)
         else:
-            ctx = context.reshape(n, self.context, 1, 1).expand(n, self.context, hh, ww)
+            ones = (1,) * len(space)
+            ctx = context.reshape(n, self.context, *ones).expand(n, self.context, *space)
         return torch.cat([h, ctx.to(h.dtype)], dim=1)
 
     def _params(self, h: Tensor, context: Tensor | None, channels: int) -> Tensor:
-        """Network outputs ``(N, P * c, H, W)`` as parameters ``(N, c, H, W, P)``.
+        """Network outputs ``(N, P * c, *S)`` as parameters ``(N, c, *S, P)``.
 
         The output channels are read parameter-major (``P`` blocks of ``c`` channels), so
         each parameter is one contiguous slab per image, the layout the transformers prefer.
@@ -112,16 +122,17 @@ class ChannelCoupling(_ImageCoupling):
     ``A`` is the first ``ceil(C / 2)`` channels (the last ones with ``flip``). The network
     maps ``(N, |A| + K, H, W)`` to ``(N, P |B|, H, W)`` (``P`` parameters per value, read as
     ``P`` blocks of ``|B|`` channels). Also Glow's learned split prior: the factored half
-    given the kept half is this layer with ``A`` the kept half.
+    given the kept half is this layer with ``A`` the kept half. On sequences ``(C, T)`` the
+    same with ``(N, |A| + K, T)`` in and ``(N, P |B|, T)`` out (WaveGlow's affine coupling).
 
     Args:
-        shape: the image event shape ``(C, H, W)``, ``C >= 2``.
+        shape: the event shape ``(C, H, W)`` or ``(C, T)``, ``C >= 2``.
         transformer: the elementwise transformer of the ``B`` channels.
         net: the conditioner network, e.g. :class:`flowforge.nn.ConvNet`.
         context: size ``K`` of the context vector (extra constant input channels).
         flip: condition on the last channels instead of the first.
-        spatial: the context is feature maps ``(F, H, W)`` flattened (``K = F H W``), entering
-            as ``F`` input channels.
+        spatial: the context is feature maps ``(F, H, W)`` (``(F, T)``) flattened (``K = F H
+            W``, ``F T``), entering as ``F`` input channels.
 
     Example:
         >>> import torch, flowforge as ff
@@ -141,7 +152,7 @@ class ChannelCoupling(_ImageCoupling):
         flip: bool = False,
         spatial: bool = False,
     ) -> None:
-        c, _, _ = _image_event(shape, "ChannelCoupling")
+        c = _image_event(shape, "ChannelCoupling", sequence=True)[0]
         if c < 2:
             raise ValueError(f"ChannelCoupling: expected at least 2 channels, got {c}")
         super().__init__(shape, transformer, net, context, spatial)
@@ -159,11 +170,11 @@ class ChannelCoupling(_ImageCoupling):
     def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         flat, ctx, batch = self._flat(x, context)
         a, b = self._split(flat)
-        params = self._params(a, ctx, b.shape[1])  # (N, |B|, H, W, P)
+        params = self._params(a, ctx, b.shape[1])  # (N, |B|, *S, P)
         fn = self.transformer.inverse if inverse else self.transformer
         yb, ladj = fn(b, params)
         y = self._join(a, yb).reshape(*batch, *self.event_shape)
-        return y, sum_event(ladj, 3).reshape(batch)
+        return y, sum_event(ladj, len(self.event_shape)).reshape(batch)
 
 
 def checkerboard(height: int, width: int, parity: int = 0) -> Tensor:

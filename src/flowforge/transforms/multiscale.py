@@ -1,8 +1,9 @@
-"""Multiscale factor-out: after each level, half of the channels leave for the latent.
+"""Multiscale factor-out: after each level, some channels (half, by default) leave for the latent.
 
 References:
     Dinh, Sohl-Dickstein, Bengio (2017). Density estimation using Real NVP. arXiv:1605.08803.
     Kingma, Dhariwal (2018). Glow. arXiv:1807.03039.
+    Prenger, Valle, Catanzaro (2019). WaveGlow (early outputs). arXiv:1811.00002.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from flowforge.core.bijection import Bijection, Shape, batch_shape_of
 
 
 class Multiscale(Bijection):
-    """Levels of an image flow, each factoring out half of its output channels.
+    """Levels of an image or sequence flow, each factoring out some of its output channels.
 
     Level ``l`` maps its input ``(C_l, H_l, W_l)`` to ``(C'_l, H'_l, W'_l)`` (a Squeeze, steps
     of flow, and typically, last, Glow's learned split prior: a
     :class:`~flowforge.transforms.ChannelCoupling` of the factored channels given the kept
     ones, so the base stays a standard normal). After every level but the last, the *last*
-    ``C'_l // 2`` channels are factored out: they are final latent values and skip the
-    levels after. The next level takes the first ``C'_l - C'_l // 2`` channels.
+    ``C'_l // 2`` channels (or ``split[l]``) are factored out: they are final latent values and
+    skip the levels after. The next level takes the first ``C'_l - C'_l // 2`` channels.
+    Sequences ``(C, T)`` work the same way (WaveGlow's early outputs: a few channels leave
+    every few steps of flow, the length unchanged).
 
     The latent is one vector of ``C H W`` values, in this documented order: the factored
     channels of level 0 flattened ``(c, h, w)`` row-major, then those of level 1, ..., then
@@ -33,6 +36,8 @@ class Multiscale(Bijection):
     Args:
         levels: the levels, in the forward (data -> latent) order; each level's
             ``event_shape`` must be the kept part of the previous level's output.
+        split: channels factored out after each level but the last (default: half of each
+            level's output channels, rounded down).
 
     Example:
         >>> import torch, flowforge as ff
@@ -43,35 +48,49 @@ class Multiscale(Bijection):
         (torch.Size([3, 16]), (16,), [(2, 2, 2), (8, 1, 1)])
     """
 
-    def __init__(self, levels: Sequence[Bijection]) -> None:
+    def __init__(self, levels: Sequence[Bijection], split: Sequence[int] | None = None) -> None:
         if len(levels) == 0:
             raise ValueError("Multiscale needs at least one level, got none")
         super().__init__(levels[0].event_shape)
-        if len(self.event_shape) != 3:
+        rank = len(self.event_shape)
+        if rank not in (2, 3):
             raise ValueError(
-                f"Multiscale: expected levels on images (C, H, W), got {self.event_shape}"
+                f"Multiscale: expected levels on images (C, H, W) or sequences (C, T), got "
+                f"{self.event_shape}"
+            )
+        if split is not None and len(split) != len(levels) - 1:
+            raise ValueError(
+                f"Multiscale: split gives the channels factored out after each level but the "
+                f"last, so {len(levels) - 1} numbers; got {len(split)}"
             )
         self.levels = nn.ModuleList(levels)
         self.parts: list[Shape] = []  # the latent's parts, in order
         self.kept: list[int] = []  # channels that go on after each level but the last
         for i, level in enumerate(levels):
             out = tuple(level.forward_shape(level.event_shape))
-            if len(out) != 3:
-                raise ValueError(f"Multiscale: level {i} outputs {out}, not an image (C, H, W)")
+            if len(out) != rank:
+                raise ValueError(
+                    f"Multiscale: level {i} outputs {out}, not an event of rank {rank} like "
+                    f"its input {self.event_shape}"
+                )
             if i == len(levels) - 1:
                 self.parts.append(out)
                 break
-            c, h, w = out
-            if c < 2:
-                raise ValueError(f"Multiscale: level {i} outputs {c} channel; cannot factor out")
-            kept = c - c // 2
+            c, space = out[0], out[1:]
+            gone = c // 2 if split is None else int(split[i])
+            if not 1 <= gone < c:
+                raise ValueError(
+                    f"Multiscale: level {i} outputs {c} channels; it can factor out 1 to "
+                    f"{c - 1} of them, got {gone}"
+                )
+            kept = c - gone
             self.kept.append(kept)
-            self.parts.append((c // 2, h, w))
+            self.parts.append((gone, *space))
             following = tuple(levels[i + 1].event_shape)
-            if following != (kept, h, w):
+            if following != (kept, *space):
                 raise ValueError(
                     f"Multiscale: level {i + 1} takes events of shape {following}, but level "
-                    f"{i} keeps {(kept, h, w)} (the first {kept} of its {c} output channels)"
+                    f"{i} keeps {(kept, *space)} (the first {kept} of its {c} output channels)"
                 )
         self.sizes = [math.prod(p) for p in self.parts]
         self.latent_size = sum(self.sizes)

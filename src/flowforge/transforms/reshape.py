@@ -131,4 +131,68 @@ class Squeeze(Bijection):
         return f"{self.event_shape} -> {self.latent_shape}"
 
 
-__all__ = ["Reshape", "Squeeze"]
+class Squeeze1d(Bijection):
+    """Group every ``factor`` consecutive samples of a sequence into channels.
+
+    ``(C, T) -> (C g, T / g)``: output channel ``c g + i`` at step ``t`` holds input channel
+    ``c`` at time ``t g + i``, so a mono waveform ``(1, T)`` becomes ``g`` interleaved
+    sub-sequences of ``T / g`` steps (WaveGlow's groups of samples). The log-determinant is
+    zero; ``Squeeze1d(...).inv`` puts the samples back in order.
+
+    Args:
+        shape: the sequence event shape ``(C, T)``; ``T`` divisible by ``factor``.
+        factor: the group size ``g``.
+
+    References:
+        Prenger, Valle, Catanzaro (2019). WaveGlow: A Flow-based Generative Network for
+        Speech Synthesis. arXiv:1811.00002.
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> squeeze = ff.transforms.Squeeze1d((1, 6), factor=3)
+        >>> z, _ = squeeze(torch.arange(6.0).reshape(1, 1, 6))
+        >>> z[0].tolist(), squeeze.forward_shape((1, 6))
+        ([[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]], (3, 2))
+    """
+
+    def __init__(self, shape: Sequence[int], factor: int = 2) -> None:
+        super().__init__(shape)
+        if len(self.event_shape) != 2:
+            raise ValueError(f"Squeeze1d: expected a sequence event shape (C, T), got {shape}")
+        c, t = self.event_shape
+        if factor < 1 or t % factor:
+            raise ValueError(f"Squeeze1d: length {t} must be divisible by factor {factor}")
+        self.factor = int(factor)
+        self.latent_shape = (c * factor, t // factor)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch = batch_shape_of(x, self.event_shape)
+        c, t = self.event_shape
+        y = x.reshape(*batch, c, t // self.factor, self.factor)  # (*, C, T/g, i)
+        y = y.transpose(-1, -2)  # (*, C, i, T/g)
+        return y.reshape(*batch, *self.latent_shape), x.new_zeros(batch)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch = batch_shape_of(z, self.latent_shape)
+        c, t = self.event_shape
+        y = z.reshape(*batch, c, self.factor, t // self.factor)  # (*, C, i, T/g)
+        y = y.transpose(-1, -2)  # (*, C, T/g, i)
+        return y.reshape(*batch, *self.event_shape), z.new_zeros(batch)
+
+    def forward_shape(self, shape: Shape) -> Shape:
+        if tuple(shape) != self.event_shape:
+            raise ValueError(f"Squeeze1d takes events of shape {self.event_shape}, got {shape}")
+        return self.latent_shape
+
+    def inverse_shape(self, shape: Shape) -> Shape:
+        if tuple(shape) != self.latent_shape:
+            raise ValueError(
+                f"Squeeze1d.inverse takes events of shape {self.latent_shape}, got {shape}"
+            )
+        return self.event_shape
+
+    def extra_repr(self) -> str:
+        return f"{self.event_shape} -> {self.latent_shape}"
+
+
+__all__ = ["Reshape", "Squeeze", "Squeeze1d"]

@@ -1,0 +1,142 @@
+"""WaveGlow: a waveform squeezed into groups, 1x1 convolutions and WaveNet-like couplings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from flowforge.core.bijection import Bijection, Compose
+from flowforge.distributions.base import BaseDistribution
+from flowforge.flows._common import Preset, preset_docs, preset_hparams
+from flowforge.flows.glow import conv_width
+from flowforge.nn.wavenet import FrameUpsample, WaveNet
+from flowforge.transforms.affine import Affine
+from flowforge.transforms.conv1x1 import Conv1x1, LUConv1x1
+from flowforge.transforms.embed_context import EmbedContext
+from flowforge.transforms.image_coupling import ChannelCoupling
+from flowforge.transforms.multiscale import Multiscale
+from flowforge.transforms.normalization import ActNorm
+from flowforge.transforms.reshape import Squeeze1d
+
+
+def _check(
+    shape: Sequence[int],
+    context: int,
+    group: int,
+    steps: int,
+    every: int,
+    early: int,
+    frame_features: int,
+) -> tuple[int, int]:
+    dims = tuple(int(s) for s in shape)
+    if len(dims) != 2:
+        raise ValueError(f"WaveGlow: expected shape=(C, T), got {tuple(shape)!r}")
+    c, t = dims
+    if group < 2 or t % group:
+        raise ValueError(f"WaveGlow: expected group >= 2 dividing the length {t}, got {group}")
+    outs = (steps - 1) // every if every > 0 else 0
+    if every < 1 or early < 0 or c * group - outs * early < 2:  # a coupling needs 2 channels
+        raise ValueError(
+            f"WaveGlow: {outs} early outputs of {early} channels leave fewer than 2 of the "
+            f"{c * group} squeezed channels; lower early_size or raise group"
+        )
+    if context:
+        if frame_features < 1 or context % frame_features or t % (context // frame_features):
+            raise ValueError(
+                f"WaveGlow: a context of {context} values is frame_features={frame_features} "
+                f"features per frame times a number of frames that divides the length {t}"
+            )
+    return c, t
+
+
+@preset_docs
+class WaveGlow(Preset):
+    """WaveGlow for sequences ``(C, T)`` (a mono waveform: ``(1, T)``), optionally a vocoder.
+
+    The waveform is squeezed into groups of ``group`` samples (``(C g, T / g)``), then
+    ``steps`` steps of flow, each an ActNorm (Glow's; not in WaveGlow, it makes a short CPU
+    run start at unit scale), an invertible 1x1 convolution over the groups (LU-decomposed
+    unless ``lu=False``: a free weight whose log-determinant is a float64 ``slogdet``) and an
+    affine coupling whose network is a :class:`~flowforge.nn.WaveNet` (dilated convolutions,
+    gated tanh-sigmoid units, residual and skip connections, zero-initialised output). After
+    every ``early_every`` steps, ``early_size`` channels leave for the latent (WaveGlow's early
+    outputs, :class:`~flowforge.transforms.Multiscale`). The latent is a vector of ``C T``
+    values, the base a standard normal (sample at a temperature ``sigma < 1`` for audio).
+
+    Conditioned (``context > 0``), the context is a flattened sequence of feature frames
+    ``(F, frames)`` (a mel spectrogram, ``F = frame_features``), upsampled to the sample rate
+    (:class:`~flowforge.nn.FrameUpsample`, ``T / frames`` samples per frame) and fed to every
+    layer of every WaveNet through its own 1x1 convolution.
+
+    Args:
+        shape: the event shape ``(C, T)``; ``T`` divisible by ``group``.
+        group: samples per group ``g`` (the squeeze).
+        early_every: steps of flow between two early outputs.
+        early_size: channels that leave at each early output.
+        hidden: residual channels of each WaveNet (a number).
+        layers: dilated layers of each WaveNet (dilations ``1, 2, ..., 2^(layers-1)``).
+        kernel: kernel size of the dilated convolutions.
+        lu: LU-decomposed 1x1 convolutions (``False``: a free weight, ``slogdet`` in float64).
+        frame_features: features per frame ``F`` of the context (mel bands).
+
+    References:
+        Prenger, Valle, Catanzaro (2019). WaveGlow: A Flow-based Generative Network for
+        Speech Synthesis. arXiv:1811.00002.
+        Kingma, Dhariwal (2018). Glow. arXiv:1807.03039.
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> flow = ff.flows.WaveGlow(shape=(1, 64), steps=4, early_every=2, hidden=8, layers=2)
+        >>> flow.log_prob(torch.randn(3, 1, 64)).shape, flow.sample(2).shape
+        (torch.Size([3]), torch.Size([2, 1, 64]))
+        >>> vocoder = ff.flows.WaveGlow(shape=(1, 64), context=4 * 8, frame_features=4,
+        ...                             steps=2, hidden=8, layers=2)
+        >>> vocoder.sample(2, context=torch.randn(3, 32)).shape  # 2 draws per mel
+        torch.Size([2, 3, 1, 64])
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        context: int = 0,
+        group: int = 8,
+        steps: int = 12,
+        early_every: int = 4,
+        early_size: int = 2,
+        hidden: int = 64,
+        layers: int = 4,
+        kernel: int = 3,
+        scale_bound: float = 4.0,
+        lu: bool = True,
+        frame_features: int = 0,
+        base: BaseDistribution | None = None,
+    ) -> None:
+        hparams = preset_hparams(locals())
+        hidden = conv_width("WaveGlow", hidden)
+        c, t = _check(shape, context, group, steps, early_every, early_size, frame_features)
+        cond = frame_features * group if context else 0  # per-step channels after upsampling
+        channels, length = c * group, t // group
+        levels: list[Bijection] = []
+        layers_now: list[Bijection] = [Squeeze1d((c, t), group)]
+        for step in range(steps):
+            if step and step % early_every == 0 and early_size:
+                levels.append(Compose(layers_now))
+                layers_now, channels = [], channels - early_size
+            squeezed = (channels, length)
+            kept = channels - channels // 2
+            net = WaveNet(kept, 2 * (channels // 2), hidden, layers, kernel, cond)
+            layers_now += [
+                ActNorm(squeezed),
+                LUConv1x1(squeezed) if lu else Conv1x1(squeezed),
+                ChannelCoupling(
+                    squeezed, Affine(scale_bound), net, cond * length, spatial=bool(cond)
+                ),
+            ]
+        levels.append(Compose(layers_now))
+        stack: Bijection = Multiscale(levels, split=[early_size] * (len(levels) - 1))
+        if context:
+            frames = context // frame_features
+            stack = EmbedContext(stack, FrameUpsample(frame_features, frames, t, group), context)
+        super().__init__(hparams, [stack], base)
+
+
+__all__ = ["WaveGlow"]

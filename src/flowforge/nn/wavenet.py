@@ -1,0 +1,160 @@
+"""WaveNet-like conditioner networks for couplings on sequences ``(C, T)``.
+
+References:
+    van den Oord et al. (2016). WaveNet: A Generative Model for Raw Audio. arXiv:1609.03499.
+    Prenger, Valle, Catanzaro (2019). WaveGlow: A Flow-based Generative Network for Speech
+    Synthesis. arXiv:1811.00002.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class WaveNet(nn.Module):
+    """Dilated convolutions with gated tanh-sigmoid units, residual and skip connections.
+
+    ``(N, in + cond, T) -> (N, out, T)``, non-causal (each output sees ``(kernel - 1)
+    (2^layers - 1)`` steps around it). The first ``in_channels`` input channels are the signal;
+    the last ``cond_channels`` (if any) are a per-time-step conditioning sequence (mel frames
+    upsampled to the signal's rate), which enters every layer's gate through its own 1x1
+    convolution, as in WaveGlow, rather than the first layer only. Layer ``i`` has dilation
+    ``2^i``. The output convolution starts at zero (``zero_last``), so a coupling whose
+    parameters it outputs starts as the identity.
+
+    Args:
+        in_channels: signal channels.
+        out_channels: output channels.
+        hidden: residual (and skip) channels of every layer.
+        layers: number of dilated layers.
+        kernel: kernel size of the dilated convolutions (odd; padded to keep ``T``).
+        cond_channels: conditioning channels at the end of the input (0: none).
+        zero_last: initialise the output convolution to zero.
+
+    References:
+        van den Oord et al. (2016). WaveNet. arXiv:1609.03499.
+        Prenger, Valle, Catanzaro (2019). WaveGlow. arXiv:1811.00002.
+
+    Example:
+        >>> import torch
+        >>> net = WaveNet(4, 8, hidden=16, layers=3, cond_channels=5)
+        >>> net(torch.randn(2, 4 + 5, 32)).shape
+        torch.Size([2, 8, 32])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden: int = 64,
+        layers: int = 8,
+        kernel: int = 3,
+        cond_channels: int = 0,
+        zero_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"WaveNet: expected an odd kernel size, got {kernel}")
+        if min(in_channels, out_channels, hidden, layers) < 1 or cond_channels < 0:
+            raise ValueError(
+                f"WaveNet: expected positive in/out/hidden/layers and cond_channels >= 0, got "
+                f"in={in_channels}, out={out_channels}, hidden={hidden}, layers={layers}, "
+                f"cond_channels={cond_channels}"
+            )
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.hidden, self.layers = int(hidden), int(layers)
+        self.cond_channels = int(cond_channels)
+        self.start = nn.Conv1d(in_channels, hidden, 1)
+        self.dilated = nn.ModuleList(
+            nn.Conv1d(hidden, 2 * hidden, kernel, dilation=2**i, padding=2**i * (kernel // 2))
+            for i in range(layers)
+        )
+        # one 1x1 convolution gives every layer's conditioning term at once
+        self.cond = nn.Conv1d(cond_channels, 2 * hidden * layers, 1) if cond_channels else None
+        # every layer but the last: a residual and a skip output; the last: a skip output
+        self.res_skip = nn.ModuleList(
+            nn.Conv1d(hidden, 2 * hidden if i < layers - 1 else hidden, 1) for i in range(layers)
+        )
+        self.end = nn.Conv1d(hidden, out_channels, 1)
+        if zero_last:
+            with torch.no_grad():
+                self.end.weight.zero_()
+                self.end.bias.zero_()  # type: ignore[union-attr]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, in + cond, T) -> (N, out, T)``."""
+        expected = self.in_channels + self.cond_channels
+        if x.dim() != 3 or x.shape[1] != expected:
+            raise ValueError(
+                f"WaveNet: expected input of shape (N, {expected}, T) ({self.in_channels} "
+                f"signal + {self.cond_channels} conditioning channels), got {tuple(x.shape)}"
+            )
+        signal, cond = x.split([self.in_channels, self.cond_channels], dim=1)
+        h = self.start(signal)  # (N, hidden, T)
+        gates = None if self.cond is None else self.cond(cond).chunk(self.layers, dim=1)
+        skip = h.new_zeros(())
+        for i, (dilated, res_skip) in enumerate(zip(self.dilated, self.res_skip)):
+            a = dilated(h)  # (N, 2 hidden, T)
+            if gates is not None:
+                a = a + gates[i]
+            tanh_part, sigmoid_part = a.chunk(2, dim=1)
+            out = res_skip(torch.tanh(tanh_part) * torch.sigmoid(sigmoid_part))
+            if i < self.layers - 1:
+                residual, out = out.chunk(2, dim=1)
+                h = h + residual
+            skip = skip + out  # (N, hidden, T)
+        return self.end(skip)
+
+
+class FrameUpsample(nn.Module):
+    """Feature frames to per-step features of a squeezed sequence (fixed, no parameters).
+
+    A flattened ``(F, frames)`` sequence (mel frames, say) ``(*, F frames)`` is repeated
+    ``hop = length / frames`` times along time (nearest-neighbour upsampling to the sample
+    rate), then grouped like :class:`~flowforge.transforms.Squeeze1d` with ``factor``:
+    ``(*, F factor length / factor)``, read as ``(F factor, length / factor)``. Channel
+    ``f factor + i`` at step ``t`` is feature ``f`` at sample ``t factor + i``, so each group
+    of samples sees the features of each of its samples.
+
+    Args:
+        features: features per frame ``F``.
+        frames: frames per sequence.
+        length: samples per sequence; a multiple of ``frames`` and of ``factor``.
+        factor: the group size of the squeezed sequence.
+
+    Example:
+        >>> import torch
+        >>> up = FrameUpsample(features=1, frames=2, length=8, factor=2)
+        >>> up(torch.tensor([[1.0, 2.0]])).reshape(2, 4).tolist()
+        [[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0]]
+    """
+
+    def __init__(self, features: int, frames: int, length: int, factor: int) -> None:
+        super().__init__()
+        if min(features, frames, length, factor) < 1 or length % frames or length % factor:
+            raise ValueError(
+                f"FrameUpsample: expected positive sizes with length a multiple of frames and "
+                f"factor, got features={features}, frames={frames}, length={length}, "
+                f"factor={factor}"
+            )
+        self.features, self.frames = int(features), int(frames)
+        self.length, self.factor = int(length), int(factor)
+
+    def forward(self, c: Tensor) -> Tensor:
+        """``(*, F frames) -> (*, F factor length / factor)``."""
+        size = self.features * self.frames
+        if c.shape[-1] != size:
+            raise ValueError(
+                f"FrameUpsample: expected features of shape (*, {size}) ({self.features} "
+                f"features x {self.frames} frames), got {tuple(c.shape)}"
+            )
+        batch = c.shape[:-1]
+        hop = self.length // self.frames
+        g = self.factor
+        up = c.reshape(*batch, self.features, self.frames).repeat_interleave(hop, dim=-1)
+        up = up.reshape(*batch, self.features, self.length // g, g)  # (*, F, T/g, i)
+        return up.transpose(-1, -2).flatten(-3)  # (*, F g T/g)
+
+
+__all__ = ["FrameUpsample", "WaveNet"]
