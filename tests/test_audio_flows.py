@@ -1,0 +1,137 @@
+"""Audio flows on (C, T): the squeeze's order, near-singular 1x1 weights, WaveNet, WaveGlow."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import flowforge as ff
+from registry import randomize
+
+T = ff.transforms
+
+
+def test_squeeze1d_groups_consecutive_samples() -> None:
+    x = torch.randn(2, 3, 12, dtype=torch.float64)
+    z, _ = T.Squeeze1d((3, 12), factor=4)(x)
+    for c in range(3):
+        for i in range(4):
+            for t in range(3):
+                assert z[:, c * 4 + i, t].equal(x[:, c, t * 4 + i])
+
+
+def test_frame_upsample_matches_a_loop() -> None:
+    feats, frames, length, g = 2, 3, 12, 2
+    mel = torch.randn(5, feats * frames, dtype=torch.float64)
+    out = ff.nn.FrameUpsample(feats, frames, length, g)(mel).reshape(5, feats * g, length // g)
+    m = mel.reshape(5, feats, frames)
+    hop = length // frames
+    for f in range(feats):
+        for i in range(g):
+            for t in range(length // g):
+                sample = t * g + i
+                assert out[:, f * g + i, t].equal(m[:, f, sample // hop])
+
+
+@pytest.mark.parametrize("lu", [False, True])
+def test_near_singular_1x1_weight_gives_no_nan(lu: bool) -> None:
+    """A weight a hair from singular (float32): finite log-det, values and gradients."""
+    conv = T.LUConv1x1((3, 16)) if lu else T.Conv1x1((3, 16))
+    with torch.no_grad():
+        if lu:
+            conv.linear.log_diag.copy_(torch.tensor([0.0, -40.0, 0.0]))
+        else:
+            w = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0 + 1e-6], [0.0, 1.0, 1.0]])
+            conv.weight.copy_(w)
+    x = torch.randn(4, 3, 16)
+    z, ladj = conv(x)
+    assert torch.isfinite(z).all() and torch.isfinite(ladj).all()
+    assert float(ladj[0].detach()) < -100  # log|det| of ~1e-6 (or e^-40) times 16 steps
+    (ladj.sum() + z.square().sum()).backward()
+    params = [p for p in conv.parameters() if p.grad is not None]
+    assert params and all(torch.isfinite(p.grad).all() for p in params)
+    back, _ = conv.inverse(z.detach().double() if not lu else z.detach())
+    assert torch.isfinite(back).all()
+
+
+def test_singular_plain_weight_raises_one_clear_error() -> None:
+    conv = T.Conv1x1((2, 4))
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, 2.0], [2.0, 4.0]]))
+    with pytest.raises(ValueError, match="singular"):
+        conv(torch.randn(1, 2, 4))
+
+
+def test_wavenet_conditioning_reaches_the_output_and_is_local() -> None:
+    torch.manual_seed(0)
+    net = randomize(ff.nn.WaveNet(2, 3, hidden=8, layers=3, cond_channels=2)).double()
+    x = torch.randn(1, 4, 64, dtype=torch.float64)
+    y = net(x)
+    moved = x.clone()
+    moved[:, 2:, 40] += 1.0  # conditioning at step 40
+    dy = (net(moved) - y).abs().sum(1)[0]
+    reach = (3 - 1) * (2**3 - 1) // 2  # kernel 3, dilations 1, 2, 4: 7 steps each side
+    assert dy[40] > 0
+    assert dy[: 40 - reach].max() == 0 and dy[40 + reach + 1 :].max() == 0
+
+
+def test_wavenet_starts_at_zero_and_names_bad_input() -> None:
+    net = ff.nn.WaveNet(2, 3, hidden=4, layers=2, cond_channels=1)
+    assert net(torch.randn(2, 3, 8)).abs().max() == 0
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, T\)"):
+        net(torch.randn(2, 2, 8))
+
+
+def test_waveglow_vocoder_depends_on_the_mel_and_samples_per_mel() -> None:
+    torch.manual_seed(0)
+    flow = ff.flows.WaveGlow(
+        (1, 32),
+        context=2 * 4,
+        frame_features=2,
+        group=4,
+        steps=3,
+        early_every=2,
+        hidden=4,
+        layers=2,
+    )
+    randomize(flow)
+    flow.eval()
+    x = torch.randn(3, 1, 32)
+    mel = torch.randn(3, 8)
+    lp = flow.log_prob(x, mel)
+    assert torch.isfinite(lp).all()
+    assert not torch.allclose(lp, flow.log_prob(x, mel + 1.0))
+    assert flow.sample(2, mel).shape == (2, 3, 1, 32)
+    with pytest.raises(ValueError, match=r"context of shape \(\*, 8\)"):
+        flow.log_prob(x)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"shape": (1, 30)}, "group >= 2 dividing the length 30"),
+        ({"shape": (1, 8, 8)}, r"shape=\(C, T\)"),
+        ({"shape": (1, 32), "group": 2, "steps": 9, "early_size": 1}, "fewer than 2"),
+        ({"shape": (1, 32), "context": 6, "frame_features": 4}, "frame_features=4"),
+    ],
+)
+def test_waveglow_rejects_bad_arguments_by_name(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ff.flows.WaveGlow(**kwargs)
+
+
+def test_waveglow_trains_without_nan_on_quiet_and_loud_audio() -> None:
+    """A few Adam steps on near-silence and on clipping-level audio: finite loss and weights."""
+    torch.manual_seed(0)
+    flow = ff.flows.WaveGlow((1, 64), steps=4, early_every=2, hidden=8, layers=2, lu=False)
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
+    t = torch.linspace(0, 20, 64)
+    for scale in (1e-4, 1.0):
+        x = scale * torch.sin(t * torch.rand(16, 1, 1) * 3) + scale * 1e-3 * torch.randn(16, 1, 64)
+        for _ in range(5):
+            loss = -flow.log_prob(x).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            assert torch.isfinite(loss)
+    assert all(torch.isfinite(p).all() for p in flow.parameters())
