@@ -36,7 +36,7 @@ def test_list_datasets_covers_every_builtin(tmp_path: Path) -> None:
     expected = {
         "8gaussians", "checkerboard", "2spirals", "rings", "pinwheel", "moons", "circles",
         "swissroll", "gaussian_mixture_2d", "digits", "breast_cancer", "wine", "iris",
-        "diabetes", "power", "gas", "hepmass", "miniboone", "bsds300", "mnist", "cifar10",
+        "diabetes", "power", "gas", "hepmass", "miniboone", "bsds300", "mnist", "cifar10", "speech",
     }  # fmt: skip
     assert set(names) == expected
     by = {i.name: i for i in infos}

@@ -285,18 +285,20 @@ class Dataset:
 
     Attributes:
         name: dataset name (the file stem for user data).
-        kind: ``"toy"``, ``"tabular"`` or ``"image"``.
-        event_shape: ``(2,)``, ``(D,)`` or ``(C, H, W)``.
+        kind: ``"toy"``, ``"tabular"``, ``"image"`` or ``"audio"``.
+        event_shape: ``(2,)``, ``(D,)``, ``(C, H, W)`` or ``(1, T)`` (audio segments).
         train: ``(N, *event_shape)``; ``None`` for toy sets, whose training data are fresh
             samples (:meth:`sample_train`).
         val: ``(N_val, *event_shape)``.
         test: ``(N_test, *event_shape)``.
-        levels: images only: the number ``K`` of quantisation levels; the tensors then hold the
-            integer levels ``0 .. K-1`` as float32 (see :func:`dequantize`).
+        levels: images and audio only: the number ``K`` of quantisation levels (65,536 for
+            16-bit audio); the tensors then hold the integer levels ``0 .. K-1`` as float32
+            (see :func:`dequantize`).
         standardizer: set for user data and the scikit-learn tabular sets: train/val/test are
             already standardised with it (fitted on the training rows).
         sampler: toy sets only: ``sampler(n, generator) -> (n, 2)`` fresh draws.
         columns: user CSV/NPY data: the names of the selected columns, in order.
+        sample_rate: audio only: samples per second of every segment.
         source: user files: the data file's fingerprint (``file``, ``rows``, ``columns``,
             ``sha256`` of its bytes, ``header``: whether the first CSV row was a header), which
             a run stores so that evaluating against a changed file is refused.
@@ -315,6 +317,7 @@ class Dataset:
     )
     columns: list[str] | None = None
     source: dict[str, Any] | None = None
+    sample_rate: int | None = None
 
     @property
     def dim(self) -> int:

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import torch
 
+from .audio import load_audio_folder
 from .base import DataError, Dataset, DatasetInfo, default_data_dir
 from .images import IMAGE_DATASETS, image_available, image_files, load_cifar10, load_mnist
 from .sklearn_sets import SKLEARN_DATASETS, load_sklearn_dataset, sklearn_available
+from .speech import load_speech, speech_available, speech_folder
 from .tabular import TABULAR_DATASETS, load_tabular, tabular_available, tabular_files
 from .toy import TOY_DATASETS, TOY_DESCRIPTIONS, sample_toy
 from .user import load_user_file
@@ -21,7 +23,17 @@ __all__ = ["dataset_names", "list_datasets", "load_dataset"]
 
 def dataset_names() -> list[str]:
     """Names of all built-in datasets, in display order."""
-    return [*TOY_DATASETS, *SKLEARN_DATASETS, *TABULAR_DATASETS, *IMAGE_DATASETS]
+    return [*TOY_DATASETS, *SKLEARN_DATASETS, *TABULAR_DATASETS, *IMAGE_DATASETS, *AUDIO_DATASETS]
+
+
+#: name -> (event shape, description) of the built-in audio sets
+AUDIO_DATASETS: dict[str, tuple[tuple[int, int], str]] = {
+    "speech": (
+        (1, 4096),
+        "40 English sentences spoken by espeak-ng here (synthesised once, cached), 16 kHz, "
+        "16-bit, segments of 4,096 samples",
+    ),
+}
 
 
 def _stream_seed(seed: int, stream: str) -> int:
@@ -61,7 +73,9 @@ def load_dataset(
     n_test: float | None = None,
     header: bool | None = None,
 ) -> Dataset:
-    """Load a built-in dataset by name (case-insensitive) or a user ``.csv``/``.npy`` file.
+    """Load a built-in dataset by name (case-insensitive), a user ``.csv``/``.npy`` file, or a
+    folder of WAV / FLAC clips (:func:`~flowforge.data.audio.load_audio_folder`: 16 kHz,
+    segments of 4,096 samples; LJSpeech's layout works as it is).
 
     Args:
         name_or_path: a name from :func:`list_datasets` or a path to a ``.csv``/``.npy`` file.
@@ -98,7 +112,7 @@ def load_dataset(
         raise DataError(f"columns= applies to user .csv/.npy files, not to the built-in {key!r}")
     if header is not None and builtin:
         raise DataError(f"header= applies to user .csv files, not to the built-in {key!r}")
-    fixed = key in TABULAR_DATASETS or key in ("mnist", "cifar10")
+    fixed = key in TABULAR_DATASETS or key in ("mnist", "cifar10", *AUDIO_DATASETS)
     if fixed and (n_val is not None or n_test is not None):
         raise DataError(f"n_val / n_test do not apply to {key!r}, which keeps its published splits")
     if key in TOY_DATASETS:
@@ -116,6 +130,14 @@ def load_dataset(
         return load_mnist(default_data_dir(data_dir))
     if key == "cifar10":
         return load_cifar10(default_data_dir(data_dir))
+    if key == "speech":
+        return load_speech(default_data_dir(data_dir), seed)
+    if Path(text).expanduser().is_dir():
+        if columns is not None or header is not None:
+            raise DataError(
+                f"columns= and header= apply to .csv/.npy files, not to the folder {text!r}"
+            )
+        return load_audio_folder(text, seed=seed, n_val=n_val, n_test=n_test)
     if key.endswith((".csv", ".npy")) or Path(text).expanduser().exists():
         return load_user_file(
             text, seed=seed, columns=columns, header=header, n_val=n_val, n_test=n_test
@@ -155,4 +177,9 @@ def list_datasets(data_dir: str | os.PathLike[str] | None = None) -> list[Datase
         infos.append(
             DatasetInfo(n, "image", shape, image_available(n, root), desc, image_files(n, root))
         )
+    has_audio = speech_available()
+    for n, (shape, desc) in AUDIO_DATASETS.items():
+        note = "" if has_audio else " (needs pip install flowforge[audio])"
+        desc = f"{desc}; cache {speech_folder(root)}{note}"
+        infos.append(DatasetInfo(n, "audio", shape, has_audio, desc))
     return infos
