@@ -132,4 +132,12 @@ def _report(result: TrainResult) -> None:
     warn_worse_than_gaussian("flowforge train", "test", test.nll, base)
     if test.bpd is not None:
         print(f"test bits/dim: {test.bpd:.4f} ± {test.bpd_err:.4f}")
+    if result.audio:
+        a = result.audio
+        print(
+            f"test log-likelihood: {a['test_ll_nats_per_sample']:.4f} nats per sample of the "
+            f"waveform in [-1, 1) ({a['bits_per_sample']:.4f} bits per 16-bit sample); "
+            f"synthesis {a['synthesis_samples_per_s']:,.0f} samples/s on {a['threads']} CPU "
+            f"thread(s), {a['real_time_factor']:.1f}x real time at {a['sample_rate']} Hz"
+        )
     print(f"run directory: {result.run_dir}")

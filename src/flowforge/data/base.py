@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "QUANTIZED_KINDS",
     "DataError",
     "Dataset",
     "DatasetInfo",
@@ -29,6 +30,10 @@ __all__ = [
     "random_split",
     "split_size",
 ]
+
+#: Kinds whose examples are integer levels (``Dataset.levels``) that a flow sees dequantized to
+#: ``[0, 1)``, in their own shape: images ``(C, H, W)`` and audio segments ``(1, T)``.
+QUANTIZED_KINDS = ("image", "audio")
 
 #: Relative standard deviation below which a column counts as constant (see :meth:`Standardizer.fit`).
 CONSTANT_RTOL = 1e-10

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowforge.data.base import Dataset, dequantize
+from flowforge.data.base import QUANTIZED_KINDS, Dataset, dequantize
 from flowforge.runs.errors import ConfigError
 
 __all__ = ["level_split", "model_input", "prepare_split"]
@@ -30,7 +30,7 @@ def model_input(ds: Dataset, x: Tensor, generator: torch.Generator | None) -> Te
         ``(N, *event_shape)``: images dequantized to ``[0, 1)``; standardised rows mapped
         back to the original units; anything else as is.
     """
-    if ds.kind == "image":
+    if ds.kind in QUANTIZED_KINDS:  # images and audio
         assert ds.levels is not None
         return dequantize(x, ds.levels, generator)
     if ds.standardizer is not None:

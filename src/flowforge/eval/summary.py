@@ -11,7 +11,7 @@ import torch
 
 from flowforge.core.defensive import DefensiveMixture
 from flowforge.data import Dataset
-from flowforge.data.base import Standardizer
+from flowforge.data.base import QUANTIZED_KINDS, Standardizer
 from flowforge.dequantization import (
     DequantizedLikelihood,
     Dequantizer,
@@ -115,4 +115,4 @@ def split_summary(
     else:
         x = prepare_split(ds, split, seed)
         ll = log_likelihoods(flow, x, batch_size)
-    return summarize(ll, ds.dim, ds.levels if ds.kind == "image" else None)
+    return summarize(ll, ds.dim, ds.levels if ds.kind in QUANTIZED_KINDS else None)

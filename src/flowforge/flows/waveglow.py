@@ -39,12 +39,12 @@ def _check(
             f"WaveGlow: {outs} early outputs of {early} channels leave fewer than 2 of the "
             f"{c * group} squeezed channels; lower early_size or raise group"
         )
-    if context:
-        if frame_features < 1 or context % frame_features or t % (context // frame_features):
-            raise ValueError(
-                f"WaveGlow: a context of {context} values is frame_features={frame_features} "
-                f"features per frame times a number of frames that divides the length {t}"
-            )
+    frames = context // frame_features if frame_features > 0 else 0
+    if context and (frame_features < 1 or context % frame_features or t % frames):
+        raise ValueError(
+            f"WaveGlow: a context of {context} values is frame_features={frame_features} "
+            f"features per frame times a number of frames that divides the length {t}"
+        )
     return c, t
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from flowforge.core import Bijection, Compose, Flow
+from flowforge.data.base import QUANTIZED_KINDS
 from flowforge.dequantization import VariationalDequantizer
 from flowforge.flows import PRESETS
 from flowforge.runs.errors import ConfigError
@@ -162,7 +163,7 @@ def build_flow(spec: ModelSpec) -> Flow:
     if spec.whiten is not None:
         last = spec.whiten.get("position", "first") == "last"
         (post if last else pre).append(_whiten_of(spec.whiten, spec.features))
-    if spec.kind == "image":
+    if spec.kind in QUANTIZED_KINDS:  # images and audio: dequantized levels in [0, 1)
         if spec.pretransform == "centre":
             half = torch.full(spec.data_shape, 0.5, dtype=torch.float64)
             pre.append(Standardize(half, half))  # u -> 2u - 1

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowforge.data.base import Dataset
+from flowforge.data.base import QUANTIZED_KINDS, Dataset
 from flowforge.eval.splits import _standardized, level_split, model_input, prepare_split
 from flowforge.train.config import ConfigError
 from flowforge.transforms.standardize import standardized_view
@@ -137,7 +137,7 @@ class TrainStream:
                     break
                 self.epoch, self.position, self._epoch_iter = self.epoch + 1, 0, None
             self.position += 1
-        if self.raw and self.ds.kind == "image":
+        if self.raw and self.ds.kind in QUANTIZED_KINDS:
             return x.to(torch.float32)
         if self.standardized:
             return x

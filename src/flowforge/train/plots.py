@@ -1,4 +1,4 @@
-"""PNG plots of a run: loss curves, the learned 2-D density, image samples.
+"""PNG plots of a run: loss curves, the learned 2-D density, image samples, spectrograms.
 
 matplotlib (the ``cli`` extra) is imported lazily, and only its object-oriented API with the
 Agg canvas is used: no pyplot, no global backend switch, no windows.
@@ -30,6 +30,8 @@ __all__ = [
     "plot_losses",
     "scatter",
     "score_histogram",
+    "spectrogram_figure",
+    "write_audio_samples",
     "write_png",
     "write_run_plots",
 ]
@@ -212,6 +214,66 @@ def write_run_plots(
     elif spec.kind == "image":
         levels = int(spec.levels or 2)
         written.append(image_samples_figure(flow, ds.test, levels, out / "samples.png"))
+    elif spec.kind == "audio" and ds.sample_rate:
+        written += write_audio_samples(flow, ds.test, ds.sample_rate, out)
+    return written
+
+
+def spectrogram_figure(waves: dict[str, Any], rate: int, path: str | Path) -> Path:
+    """Mel spectrograms (dB, 80 bands, librosa) of named waveforms ``(T,)``, one row each, on
+    one colour scale (the loudest minus 80 dB to the loudest)."""
+    from flowforge.eval.audio import mel_power
+
+    specs = {k: 10 * np.log10(np.maximum(mel_power(v, rate), 1e-10)) for k, v in waves.items()}
+    top = max(float(v.max()) for v in specs.values())
+    fig = new_figure(7.0, 1.9 * len(specs) + 0.4)
+    axes = fig.subplots(len(specs), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (name, spec) in zip(axes, specs.items()):
+        seconds = len(np.asarray(waves[name])) / rate
+        im = ax.imshow(
+            spec,
+            origin="lower",
+            aspect="auto",
+            vmin=top - 80,
+            vmax=top,
+            cmap="magma",
+            extent=(0.0, seconds, 0, spec.shape[0]),
+        )
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel("mel band")
+    axes[-1].set_xlabel("time (s)")
+    fig.colorbar(im, ax=list(axes), label="dB")
+    return write_png(fig, path)
+
+
+def write_audio_samples(
+    flow: torch.nn.Module, test: Tensor, rate: int, out: Path, temperature: float = 0.6
+) -> list[Path]:
+    """An audio run's outputs: three test segments and three samples (at ``temperature``) as
+    16-bit WAV files, and ``spectrograms.png`` of the first of each.
+
+    Args:
+        flow: the run's flow over dequantized levels ``u`` in ``[0, 1)``, shape ``(1, T)``.
+        test: ``(N, 1, T)`` test levels ``0 .. 65535``.
+        rate: the sample rate in Hz.
+        out: the run directory.
+        temperature: the base's standard deviation for the samples.
+    """
+    import soundfile as sf
+
+    from flowforge.data.audio import waveform
+
+    with torch.no_grad():
+        drawn = flow.sample(3, temperature=temperature)  # type: ignore[operator]
+    samples = waveform(drawn[:, 0].clamp(0, 1)).double().numpy()  # (3, T) in [-1, 1]
+    originals = ((test[:3, 0].double() - 32768) / 32768).numpy()
+    written = []
+    for i, (orig, sample) in enumerate(zip(originals, samples)):
+        for name, wave in ((f"test{i}.wav", orig), (f"sample{i}.wav", sample)):
+            sf.write(out / name, wave, rate, subtype="PCM_16")
+            written.append(out / name)
+    waves = {"test segment": originals[0], f"sample (temperature {temperature})": samples[0]}
+    written.append(spectrogram_figure(waves, rate, out / "spectrograms.png"))
     return written
 
 

@@ -29,6 +29,7 @@ import torch
 from flowforge.core import Flow
 from flowforge.core.defensive import DefensiveMixture
 from flowforge.data import Dataset
+from flowforge.data.base import QUANTIZED_KINDS
 from flowforge.eval.baseline import GaussianBaseline, dataset_baseline
 from flowforge.eval.likelihood import NLLSummary
 from flowforge.runs import (
@@ -97,6 +98,8 @@ class TrainResult:
         plots: the PNG files written.
         baseline: tables: the test NLL of a full-covariance Gaussian fitted to the training
             rows (:func:`flowforge.eval.baseline.dataset_baseline`); else ``None``.
+        audio: audio runs: :func:`flowforge.eval.audio.audio_summary` (nats and bits per
+            sample, synthesis speed); else ``None``.
     """
 
     run_dir: Path
@@ -104,6 +107,7 @@ class TrainResult:
     test: NLLSummary
     plots: list[Path]
     baseline: GaussianBaseline | None = None
+    audio: dict[str, Any] | None = None
 
 
 def _device(cfg: TrainConfig, world: World) -> tuple[torch.device, World]:
@@ -185,7 +189,7 @@ def _trainer(
         cfg,
         total,
         device,
-        levels=ds.levels if ds.kind == "image" else None,
+        levels=ds.levels if ds.kind in QUANTIZED_KINDS else None,
         objective=objective,
         objective_weights=Path(DEQUANTIZER_FILE) if levels and world.is_main else None,
         world=world,
@@ -297,6 +301,11 @@ def _finish(
     baseline = dataset_baseline(ds, "test")  # tables: a Gaussian fitted to the training rows
     if baseline is not None:
         results["gaussian_baseline"] = baseline.to_dict()
+    audio = None
+    if ds.kind == "audio":
+        from flowforge.eval.audio import audio_summary
+
+        audio = results["audio"] = audio_summary(flow, test, ds)
     results |= {"best_step": outcome.best_step, "best_val_nll": outcome.best_val_nll}
     results["seconds"] = round(trainer.elapsed, 3)
     records = writer.metrics.read()
@@ -314,7 +323,7 @@ def _finish(
         plots = writer.write_plots(
             lambda root: write_run_plots(root, model, spec, ds, records, likelihood)
         )
-    return TrainResult(files.root, outcome, test, plots, baseline)
+    return TrainResult(files.root, outcome, test, plots, baseline, audio)
 
 
 def _defend(
