@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/vocoder")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", help="evaluate these saved weights instead of training")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -74,8 +75,12 @@ def main() -> None:
     )
     opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(args.seed)
-    start, step, losses = time.perf_counter(), 0, []
-    while time.perf_counter() - start < 60 * args.minutes:
+    start, step, losses = time.perf_counter(), 0, [math.nan]
+    if args.weights:
+        from safetensors.torch import load_file
+
+        flow.load_state_dict(load_file(args.weights))
+    while not args.weights and time.perf_counter() - start < 60 * args.minutes:
         idx = torch.randint(train_x.shape[0], (8,), generator=gen)
         x = waveforms(ds.train[idx], gen)
         loss = -flow.log_prob(x, train_c[idx]).mean() / length
@@ -85,9 +90,13 @@ def main() -> None:
         opt.step()
         if not torch.isfinite(loss):
             raise SystemExit(f"non-finite loss at step {step}")
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
     seconds = time.perf_counter() - start
+    if not args.weights:
+        from safetensors.torch import save_file
+
+        save_file(flow.state_dict(), str(out / "vocoder.safetensors"))
     flow.eval()
     with torch.no_grad():
         val_ll = float(flow.log_prob(val_x, val_c).mean()) / length

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ SENTENCES = (
 #: Speaking rates (words per minute) and pitches (0 .. 99) the sentences are read at, in turn.
 _STYLES = ((150, 40), (175, 50), (130, 60))
 _LOCK = threading.Lock()
-_ENGINE: dict[str, object] = {}
+_ENGINE: dict[str, Any] = {}
 
 
 def _engine() -> tuple[ctypes.CDLL, int]:
@@ -87,7 +88,7 @@ def _engine() -> tuple[ctypes.CDLL, int]:
         if rate <= 0:
             raise DataError(f"espeak-ng did not start (espeak_Initialize returned {rate})")
         _ENGINE.update(lib=lib, rate=rate)
-    return _ENGINE["lib"], int(_ENGINE["rate"])  # type: ignore[return-value]
+    return _ENGINE["lib"], int(_ENGINE["rate"])
 
 
 _CALLBACK = ctypes.CFUNCTYPE(
@@ -118,7 +119,7 @@ def synthesize(
         lib, rate = _engine()
         chunks: list[np.ndarray] = []
 
-        def collect(wav: ctypes._Pointer, n: int, events: int) -> int:  # type: ignore[type-arg]
+        def collect(wav: Any, n: int, events: int) -> int:
             if n > 0:
                 chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
             return 0

@@ -105,8 +105,11 @@ def griffin_lim(
         ``(*, length)`` float32 waveforms.
     """
     librosa = _module("librosa")
+    m = np.asarray(mel, dtype=np.float32)
+    if m.shape[-1] == length // hop:  # frames of log_mel (the centred last one dropped)
+        m = np.concatenate([m, m[..., -1:]], axis=-1)  # librosa's length // hop + 1 frames
     y = librosa.feature.inverse.mel_to_audio(
-        np.asarray(mel, dtype=np.float32),
+        m,
         sr=rate,
         n_fft=n_fft,
         hop_length=hop,

@@ -268,10 +268,10 @@ def write_audio_samples(
     samples = waveform(drawn[:, 0].clamp(0, 1)).double().numpy()  # (3, T) in [-1, 1]
     originals = ((test[:3, 0].double() - 32768) / 32768).numpy()
     written = []
-    for i, (orig, sample) in enumerate(zip(originals, samples)):
-        for name, wave in ((f"test{i}.wav", orig), (f"sample{i}.wav", sample)):
-            sf.write(out / name, wave, rate, subtype="PCM_16")
-            written.append(out / name)
+    for prefix, waves in (("test", originals), ("sample", samples)):
+        for i, wave in enumerate(waves):
+            sf.write(out / f"{prefix}{i}.wav", wave, rate, subtype="PCM_16")
+            written.append(out / f"{prefix}{i}.wav")
     waves = {"test segment": originals[0], f"sample (temperature {temperature})": samples[0]}
     written.append(spectrogram_figure(waves, rate, out / "spectrograms.png"))
     return written

@@ -1,0 +1,125 @@
+"""``flowforge train --flow waveglow`` on a folder of audio clips, and the audio figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cli_util import assert_bad_input, assert_ok, run_cli
+from flowforge.eval.audio import log_spectral_distance, nats_per_sample, synthesis_speed
+from flowforge.runs import open_run
+
+sf = pytest.importorskip("soundfile", reason="audio needs pip install flowforge[audio]")
+pytest.importorskip("librosa", reason="audio needs pip install flowforge[audio]")
+
+SMALL = ["--quiet", "--flow-options", '{"steps": 2, "hidden": 4, "layers": 2, "group": 4}']
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        t = np.arange(8192) / 16000
+        wave = 0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t) + 0.01 * rng.standard_normal(8192)
+        sf.write(root / f"clip{i}.wav", wave, 16000, subtype="PCM_16")
+    return root
+
+
+@pytest.fixture(scope="module")
+def audio_run(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("run")
+    args = ["--data", str(clips), "--flow", "waveglow", *SMALL, "--steps", "4"]
+    proc = run_cli(
+        "train",
+        *args,
+        "--eval-every",
+        "2",
+        "--n-val",
+        "1",
+        "--n-test",
+        "1",
+        "--out",
+        "run",
+        cwd=cwd,
+    )
+    assert_ok(proc)
+    assert "nats per sample" in proc.stdout and "samples/s" in proc.stdout
+    return cwd / "run"
+
+
+def test_audio_run_reports_per_sample_figures(audio_run: Path) -> None:
+    results = json.loads((audio_run / "results.json").read_text())
+    audio, test = results["audio"], results["test"]
+    assert audio["sample_rate"] == 16000 and audio["synthesis_samples_per_s"] > 0
+    # nats per sample of x in [-1, 1) = -(NLL per segment of u in [0, 1)) / T - log 2
+    assert math.isclose(
+        audio["test_ll_nats_per_sample"], -test["nll"] / 4096 - math.log(2), rel_tol=1e-9
+    )
+    assert math.isclose(audio["bits_per_sample"], test["bpd"])
+    # bits per sample: (NLL + T log 65536) / (T log 2) for levels dequantized to [0, 1)
+    assert math.isclose(
+        test["bpd"], (test["nll"] + 4096 * math.log(65536)) / (4096 * math.log(2)), rel_tol=1e-6
+    )
+
+
+def test_audio_run_writes_wavs_and_a_spectrogram(audio_run: Path) -> None:
+    for name in ("test0.wav", "sample0.wav", "sample2.wav"):
+        wave, rate = sf.read(audio_run / name)
+        assert rate == 16000 and wave.shape == (4096,) and np.isfinite(wave).all()
+    assert (audio_run / "spectrograms.png").stat().st_size > 5000
+    # the test WAV is the held-out segment itself, to 16 bits
+    run = open_run(audio_run, torch.device("cpu"))
+    assert run.spec.kind == "audio" and run.spec.levels == 65536
+
+
+def test_an_image_preset_on_audio_is_one_clear_error(clips: Path, tmp_path: Path) -> None:
+    proc = run_cli(
+        "train",
+        "--data",
+        str(clips),
+        "--flow",
+        "glow",
+        "--steps",
+        "1",
+        "--quiet",
+        "--out",
+        "run",
+        cwd=tmp_path,
+    )
+    assert_bad_input(proc, "shape=(C, H, W)")
+
+
+def test_nats_per_sample_of_a_known_density() -> None:
+    """A standard normal per sample of x: -NLL/T of u = (x+1)/2 is log N(x) + log 2."""
+    x = torch.randn(10_000, dtype=torch.float64) * 0.1
+    log_px = torch.distributions.Normal(0.0, 0.1).log_prob(x).sum()
+    nll_u = -(log_px + x.numel() * math.log(2.0))  # u = (x+1)/2 has density 2 p(x)
+    assert math.isclose(nats_per_sample(float(nll_u), x.numel()), float(log_px) / x.numel())
+
+
+def test_log_spectral_distance_orders_distortions() -> None:
+    t = np.arange(8192) / 16000
+    x = np.sin(2 * np.pi * 300 * t) + 0.5 * np.sin(2 * np.pi * 1200 * t)
+    rng = np.random.default_rng(0)
+    slight = x + 0.01 * rng.standard_normal(x.size)
+    heavy = x + 0.3 * rng.standard_normal(x.size)
+    d = [float(log_spectral_distance(y, x, 16000)) for y in (x, slight, heavy)]
+    assert d[0] == 0.0 and 0 < d[1] < d[2]
+    # twice the amplitude of broadband noise: 20 log10(2) dB in every band and frame
+    noise = 0.1 * rng.standard_normal(x.size)
+    assert math.isclose(
+        float(log_spectral_distance(2 * noise, noise, 16000)), 20 * math.log10(2), rel_tol=1e-3
+    )
+
+
+def test_synthesis_speed_counts_samples() -> None:
+    import flowforge as ff
+
+    flow = ff.flows.WaveGlow((1, 256), steps=2, hidden=4, layers=2, group=4)
+    assert synthesis_speed(flow, 2, repeats=1) > 256
