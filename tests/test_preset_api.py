@@ -24,6 +24,9 @@ def small(name: str, context: int, size: int = 3, width: int = 8) -> dict[str, o
     """Arguments of a small instance of a preset (``size`` layers or steps)."""
     if name == "tarflow":  # images or vectors, sized by blocks/layers/width
         return {"shape": IMAGE, "context": context, "blocks": size, "width": width, "heads": 2}
+    if name == "waveglow":  # a sequence (C, T); a context is frames of frame_features each
+        sizes = {"group": 4, "steps": size, "early_every": 2, "hidden": width, "layers": 2}
+        return {"shape": (1, 16), "context": context, "frame_features": context, **sizes}
     if is_image(name):
         return {"shape": IMAGE, "context": context, "levels": 2, "steps": size, "hidden": width}
     return {"features": D, "context": context, "transforms": size, "hidden": (width, 6)}

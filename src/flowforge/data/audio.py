@@ -37,6 +37,7 @@ __all__ = [
     "load_audio_folder",
     "log_mel",
     "read_audio",
+    "require",
     "to_levels",
     "waveform",
 ]
@@ -46,7 +47,9 @@ AUDIO_LEVELS = 65536
 _SUFFIXES = (".wav", ".flac")
 
 
-def _module(name: str) -> Any:
+def require(name: str) -> Any:
+    """Import the audio extra's module ``name``, or raise a :class:`DataError` saying how to
+    install it."""
     try:
         return importlib.import_module(name)
     except ImportError as e:
@@ -68,14 +71,14 @@ def read_audio(path: str | Path, rate: int) -> np.ndarray:
     Raises:
         DataError: the file cannot be read as audio.
     """
-    sf = _module("soundfile")
+    sf = require("soundfile")
     try:
         x, sr = sf.read(str(path), dtype="float64", always_2d=True)  # (T, channels)
     except (RuntimeError, OSError, sf.LibsndfileError) as e:
         raise DataError(f"cannot read audio file {path}: {e}") from None
     mono = x.mean(axis=1)
     if sr != rate and mono.size:
-        mono = _module("soxr").resample(mono, sr, rate)
+        mono = require("soxr").resample(mono, sr, rate)
     return np.clip(mono, -1.0, 1.0)
 
 
@@ -221,7 +224,7 @@ def log_mel(
         >>> log_mel(np.zeros((2, 1024)), 16000, n_mels=8, hop=256).shape
         (2, 8, 4)
     """
-    librosa = _module("librosa")
+    librosa = require("librosa")
     a = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float32)
     if a.shape[-1] % hop:
         raise DataError(f"log_mel: the length {a.shape[-1]} is not a multiple of hop {hop}")

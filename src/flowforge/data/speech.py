@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .audio import _module, load_audio_folder
+from .audio import load_audio_folder, require
 from .base import DataError, Dataset
 
 __all__ = ["SENTENCES", "load_speech", "speech_available", "speech_folder", "synthesize"]
@@ -82,7 +82,7 @@ _ENGINE: dict[str, Any] = {}
 def _engine() -> tuple[ctypes.CDLL, int]:
     """espeak-ng, initialised once per process in synchronous mode; its sample rate."""
     if "lib" not in _ENGINE:
-        loader = _module("espeakng_loader")
+        loader = require("espeakng_loader")
         lib = ctypes.CDLL(loader.get_library_path())
         rate = lib.espeak_Initialize(2, 0, str(loader.get_data_path()).encode(), 0)  # synchronous
         if rate <= 0:
@@ -149,14 +149,14 @@ def speech_available() -> bool:
     """Whether the packages the set needs (the ``audio`` extra) are installed."""
     try:
         for name in ("espeakng_loader", "soundfile", "soxr"):
-            _module(name)
+            require(name)
     except DataError:
         return False
     return True
 
 
 def _write_cache(folder: Path) -> None:
-    sf = _module("soundfile")
+    sf = require("soundfile")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".speech-", dir=folder.parent))
     try:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowforge.data.audio import _module
+from flowforge.data.audio import require
 
 __all__ = [
     "audio_summary",
@@ -57,7 +57,7 @@ def nats_per_sample(nll: float, length: int, unit_interval: bool = True) -> floa
 
 def mel_power(x: Any, rate: int, n_mels: int = 80, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
     """Mel power spectrogram ``(*, n_mels, frames)`` of waveforms ``(*, T)`` (librosa)."""
-    librosa = _module("librosa")
+    librosa = require("librosa")
     a = np.asarray(x, dtype=np.float32)
     return librosa.feature.melspectrogram(
         y=a, sr=rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels, power=2.0
@@ -104,7 +104,7 @@ def griffin_lim(
     Returns:
         ``(*, length)`` float32 waveforms.
     """
-    librosa = _module("librosa")
+    librosa = require("librosa")
     m = np.asarray(mel, dtype=np.float32)
     if m.shape[-1] == length // hop:  # frames of log_mel (the centred last one dropped)
         m = np.concatenate([m, m[..., -1:]], axis=-1)  # librosa's length // hop + 1 frames
