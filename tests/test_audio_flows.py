@@ -20,17 +20,24 @@ def test_squeeze1d_groups_consecutive_samples() -> None:
                 assert z[:, c * 4 + i, t].equal(x[:, c, t * 4 + i])
 
 
-def test_frame_upsample_matches_a_loop() -> None:
-    feats, frames, length, g = 2, 3, 12, 2
+@pytest.mark.parametrize(("frames", "g"), [(3, 2), (4, 2), (2, 4), (3, 4)])
+def test_frame_upsample_matches_a_loop(frames: int, g: int) -> None:
+    """Every group's channels hold the features of each of its samples; a group inside one
+    frame (hop a multiple of g) keeps one copy."""
+    feats, length = 2, 24
     mel = torch.randn(5, feats * frames, dtype=torch.float64)
-    out = ff.nn.FrameUpsample(feats, frames, length, g)(mel).reshape(5, feats * g, length // g)
-    m = mel.reshape(5, feats, frames)
+    up = ff.nn.FrameUpsample(feats, frames, length, g)
     hop = length // frames
+    copies = 1 if hop % g == 0 else g
+    assert up.channels == feats * copies
+    out = up(mel).reshape(5, feats * copies, length // g)
+    m = mel.reshape(5, feats, frames)
     for f in range(feats):
         for i in range(g):
             for t in range(length // g):
                 sample = t * g + i
-                assert out[:, f * g + i, t].equal(m[:, f, sample // hop])
+                channel = f * copies + (i if copies > 1 else 0)
+                assert out[:, channel, t].equal(m[:, f, sample // hop])
 
 
 @pytest.mark.parametrize("lu", [False, True])

@@ -113,7 +113,9 @@ class WaveGlow(Preset):
         hparams = preset_hparams(locals())
         hidden = conv_width("WaveGlow", hidden)
         c, t = _check(shape, context, group, steps, early_every, early_size, frame_features)
-        cond = frame_features * group if context else 0  # per-step channels after upsampling
+        frames = context // frame_features if context else 0
+        up = FrameUpsample(frame_features, frames, t, group) if context else None
+        cond = up.channels if up is not None else 0  # per-step channels after upsampling
         channels, length = c * group, t // group
         levels: list[Bijection] = []
         layers_now: list[Bijection] = [Squeeze1d((c, t), group)]
@@ -133,9 +135,8 @@ class WaveGlow(Preset):
             ]
         levels.append(Compose(layers_now))
         stack: Bijection = Multiscale(levels, split=[early_size] * (len(levels) - 1))
-        if context:
-            frames = context // frame_features
-            stack = EmbedContext(stack, FrameUpsample(frame_features, frames, t, group), context)
+        if up is not None:
+            stack = EmbedContext(stack, up, context)
         super().__init__(hparams, [stack], base)
 
 

@@ -115,7 +115,10 @@ class FrameUpsample(nn.Module):
     rate), then grouped like :class:`~flowforge.transforms.Squeeze1d` with ``factor``:
     ``(*, F factor length / factor)``, read as ``(F factor, length / factor)``. Channel
     ``f factor + i`` at step ``t`` is feature ``f`` at sample ``t factor + i``, so each group
-    of samples sees the features of each of its samples.
+    of samples sees the features of each of its samples. When ``hop`` is a multiple of
+    ``factor`` every group lies in one frame and those ``factor`` channels are copies: the
+    output is then ``(F, length / factor)`` (:attr:`channels` ``= F``), ``factor`` times
+    smaller for the same information.
 
     Args:
         features: features per frame ``F``.
@@ -126,8 +129,10 @@ class FrameUpsample(nn.Module):
     Example:
         >>> import torch
         >>> up = FrameUpsample(features=1, frames=2, length=8, factor=2)
-        >>> up(torch.tensor([[1.0, 2.0]])).reshape(2, 4).tolist()
-        [[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0]]
+        >>> up(torch.tensor([[1.0, 2.0]])).tolist()  # hop 4, factor 2: (1, 4)
+        [[1.0, 1.0, 2.0, 2.0]]
+        >>> FrameUpsample(1, 4, 8, 4).channels  # hop 2 < factor 4: (4, 2)
+        4
     """
 
     def __init__(self, features: int, frames: int, length: int, factor: int) -> None:
@@ -140,9 +145,12 @@ class FrameUpsample(nn.Module):
             )
         self.features, self.frames = int(features), int(frames)
         self.length, self.factor = int(length), int(factor)
+        hop = self.length // self.frames
+        #: channels per step of the output: ``F`` when ``hop`` is a multiple of ``factor``
+        self.channels = self.features * (1 if hop % self.factor == 0 else self.factor)
 
     def forward(self, c: Tensor) -> Tensor:
-        """``(*, F frames) -> (*, F factor length / factor)``."""
+        """``(*, F frames) -> (*, channels length / factor)``."""
         size = self.features * self.frames
         if c.shape[-1] != size:
             raise ValueError(
@@ -152,6 +160,9 @@ class FrameUpsample(nn.Module):
         batch = c.shape[:-1]
         hop = self.length // self.frames
         g = self.factor
+        if hop % g == 0:  # each group of g samples inside one frame
+            frames = c.reshape(*batch, self.features, self.frames)
+            return frames.repeat_interleave(hop // g, dim=-1).flatten(-2)  # (*, F T/g)
         up = c.reshape(*batch, self.features, self.frames).repeat_interleave(hop, dim=-1)
         up = up.reshape(*batch, self.features, self.length // g, g)  # (*, F, T/g, i)
         return up.transpose(-1, -2).flatten(-3)  # (*, F g T/g)
