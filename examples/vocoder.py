@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", help="evaluate these saved weights instead of training")
+    parser.add_argument("--resume", help="continue training from these saved weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -76,10 +77,10 @@ def main() -> None:
     opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(args.seed)
     start, step, losses = time.perf_counter(), 0, [math.nan]
-    if args.weights:
+    if args.weights or args.resume:
         from safetensors.torch import load_file
 
-        flow.load_state_dict(load_file(args.weights))
+        flow.load_state_dict(load_file(args.weights or args.resume))
     while not args.weights and time.perf_counter() - start < 60 * args.minutes:
         idx = torch.randint(train_x.shape[0], (8,), generator=gen)
         x = waveforms(ds.train[idx], gen)
