@@ -23,9 +23,9 @@ class EmbedContext(Bijection):
     Example:
         >>> import torch, flowforge as ff
         >>> inner = ff.transforms.ChannelCoupling(
-        ...     (2, 8), ff.transforms.Affine(), ff.nn.WaveNet(1, 2, 8, 2, cond_channels=2),
-        ...     context=16, spatial=True)
-        >>> up = ff.nn.FrameUpsample(features=1, frames=2, length=16, factor=2)
+        ...     (2, 8), ff.transforms.Affine(), ff.nn.WaveNet(1, 2, 8, 2, cond_channels=1),
+        ...     context=8, spatial=True)
+        >>> up = ff.nn.FrameUpsample(features=1, frames=2, length=16, factor=2)  # (*, 1 * 8)
         >>> layer = ff.transforms.EmbedContext(inner, up, context=2)
         >>> z, ladj = layer(torch.randn(3, 2, 8), torch.randn(3, 2))
         >>> z.shape, ladj.shape
