@@ -217,7 +217,13 @@ def _activation_floor(name: str, kwargs: dict[str, Any], batch: int) -> int:
     hidden = kwargs.get("hidden", params["hidden"].default)
     width = int(hidden) if isinstance(hidden, int) else max(int(h) for h in hidden)
     shape = kwargs.get("shape")
-    pixels = (int(shape[1]) * int(shape[2])) // 4 if shape is not None else 1
+    if shape is None:
+        pixels = 1
+    elif len(shape) == 2:  # a sequence (C, T) squeezed into groups of samples (waveglow)
+        group = kwargs.get("group", params["group"].default if "group" in params else 1)
+        pixels = int(shape[1]) // max(1, int(group))
+    else:  # an image, squeezed once
+        pixels = (int(shape[1]) * int(shape[2])) // 4
     return batch * width * max(1, pixels)
 
 
