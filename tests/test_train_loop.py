@@ -16,7 +16,7 @@ from flowforge.train.checkpoint import load_checkpoint
 from flowforge.train.config import TrainConfig
 from flowforge.train.loop import NonFiniteLoss, Trainer
 from flowforge.train.metrics import MetricsLog
-from flowforge.train.schedule import LRSchedule
+from flowforge.fit.schedule import LRSchedule
 
 CPU = torch.device("cpu")
 

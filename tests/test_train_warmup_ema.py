@@ -19,7 +19,7 @@ from flowforge.train.config import TrainConfig
 from flowforge.train.ema import WeightAverage
 from flowforge.train.loop import Trainer
 from flowforge.train.metrics import MetricsLog
-from flowforge.train.schedule import LRSchedule
+from flowforge.fit.schedule import LRSchedule
 
 CPU = torch.device("cpu")
 

@@ -17,6 +17,7 @@ import torch
 
 from flowforge.core import Flow
 from flowforge.core.defensive import DefensiveMixture
+from flowforge.fit.schedule import LRSchedule
 from flowforge.runs.errors import ConfigError
 from flowforge.runs.recipe import ModelSpec, build_flow, whiten_entry
 from flowforge.transforms.standardize import standardized_view
@@ -292,9 +293,7 @@ def fit_flow(
         bs = max(1, min(batch_size, n))
         steps_per_epoch = math.ceil(n / bs)
         total = max(1, max_epochs * steps_per_epoch)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-        )
+        schedule = LRSchedule("cosine", lr, total)
         best, best_state, best_epoch, bad = math.inf, None, 0, 0
         if val is not None:  # the start (a whitened flow: the Gaussian fit) is a candidate
             v0 = _mean_nll(model, val)
@@ -304,7 +303,7 @@ def fit_flow(
         train_hist: list[float] = []
         stopped = False
         start = time.perf_counter()
-        epoch = 0
+        epoch = step = 0
         for epoch in range(1, max_epochs + 1):
             flow.train()
             rows = _kept_rows(model, data, trim) if trim > 0 and epoch > 1 else None
@@ -325,8 +324,10 @@ def fit_flow(
                         f"use a smaller flow"
                     )
                 torch.nn.utils.clip_grad_norm_(params, clip_grad)
+                for group in opt.param_groups:
+                    group["lr"] = schedule.lr_at(step)
                 opt.step()
-                sched.step()
+                step += 1
                 total_loss += loss.item() * xb.shape[0]
             train_hist.append(total_loss / perm.numel())
             msg = f"epoch {epoch}/{max_epochs} train NLL {train_hist[-1]:.4f}"

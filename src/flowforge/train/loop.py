@@ -62,7 +62,7 @@ from flowforge.train.distributed import (
 from flowforge.train.ema import WeightAverage
 from flowforge.train.losses import Loss, MaximumLikelihood, Objective
 from flowforge.train.precision import networks_of, precision_context
-from flowforge.train.schedule import LRSchedule
+from flowforge.fit.schedule import LRSchedule
 from flowforge.train.state import NonFiniteLoss
 from flowforge.train.validation import TrainerValidation
 from flowforge.transforms.continuous import SolverError

@@ -24,7 +24,7 @@ from flowforge.train.batches import TrainStream
 from flowforge.train.config import TrainConfig
 from flowforge.train.ema import WeightAverage
 from flowforge.train.losses import Objective
-from flowforge.train.schedule import LRSchedule
+from flowforge.fit.schedule import LRSchedule
 
 __all__ = ["NonFiniteLoss", "TrainerState"]
 

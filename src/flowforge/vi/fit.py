@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from flowforge.core.flow import Flow
+from flowforge.fit.schedule import LRSchedule
 from flowforge.vi.objectives import ELBO, LogDensity, VariationalObjective
 
 __all__ = ["fit_vi"]
@@ -85,6 +86,7 @@ def fit_vi(
     opt = optimizer if optimizer is not None else torch.optim.Adam(flow.parameters(), lr=lr)
     base_lrs = [g.setdefault("initial_lr", g["lr"]) for g in opt.param_groups]
     params = [p for g in opt.param_groups for p in g["params"]]
+    factors = LRSchedule(schedule, 1.0, steps)  # times each group's peak
     bar: Any = None
     if progress:
         from tqdm import tqdm  # lazily: import flowforge stays light
@@ -95,7 +97,7 @@ def fit_vi(
     flow.train()
     try:
         for step in range(start, steps):
-            factor = 0.5 * (1 + math.cos(math.pi * step / steps)) if schedule == "cosine" else 1.0
+            factor = factors.lr_at(step)
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base * factor
             beta = min(1.0, 0.01 + 0.99 * step / anneal) if anneal > 0 else 1.0
