@@ -11,12 +11,12 @@ from torch import Tensor, nn
 
 import flowforge as ff
 from flowforge.data import Dataset, load_dataset
+from flowforge.fit.schedule import LRSchedule
 from flowforge.train.batches import TrainStream, prepare_split
 from flowforge.train.checkpoint import load_checkpoint
 from flowforge.train.config import TrainConfig
 from flowforge.train.loop import NonFiniteLoss, Trainer
 from flowforge.train.metrics import MetricsLog
-from flowforge.fit.schedule import LRSchedule
 
 CPU = torch.device("cpu")
 

@@ -12,14 +12,14 @@ from torch import Tensor
 import flowforge as ff
 from flowforge.data import load_dataset
 from flowforge.eval.likelihood import log_likelihoods
+from flowforge.fit.ema import WeightAverage
+from flowforge.fit.schedule import LRSchedule
 from flowforge.runs import RunError, read_safetensors
 from flowforge.train.batches import TrainStream, prepare_split
 from flowforge.train.checkpoint import load_checkpoint
 from flowforge.train.config import TrainConfig
-from flowforge.train.ema import WeightAverage
 from flowforge.train.loop import Trainer
 from flowforge.train.metrics import MetricsLog
-from flowforge.fit.schedule import LRSchedule
 
 CPU = torch.device("cpu")
 

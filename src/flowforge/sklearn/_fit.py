@@ -3,13 +3,13 @@ early stopping on a validation split, score and sample it. No scikit-learn impor
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ import torch
 
 from flowforge.core import Flow
 from flowforge.core.defensive import DefensiveMixture
+from flowforge.fit.loop import KeepBest, Stepper
 from flowforge.fit.schedule import LRSchedule
 from flowforge.runs.errors import ConfigError
 from flowforge.runs.recipe import ModelSpec, build_flow, whiten_entry
@@ -195,6 +196,11 @@ def _mean_nll(model: Density, rows: torch.Tensor) -> float:
         return float(-model.log_prob(rows).double().mean())
 
 
+def _batch_nll(model: Density, xb: torch.Tensor) -> torch.Tensor:
+    """The training loss of a batch: its mean NLL."""
+    return -model.log_prob(xb).mean()
+
+
 def _kept_rows(flow: Density, data: torch.Tensor, trim: float) -> torch.Tensor:
     """The indices of the rows of ``data`` left after dropping the share ``trim`` of lowest
     log-likelihood (non-finite ones first)."""
@@ -245,7 +251,9 @@ def fit_flow(
     trim: float = 0.0,
     verbose: bool = False,
 ) -> FitResult:
-    """Maximum likelihood fit of the flow of ``spec`` with Adam and early stopping.
+    """Maximum likelihood fit of the flow of ``spec`` with Adam and early stopping, on the step
+    engine of :mod:`flowforge.fit.loop` (this function brings the objective, the epochs of
+    shuffled, noised and trimmed rows, and the defaults).
 
     Args:
         spec: the recipe (its ``Standardize`` statistics come from ``x_train``; the rows are
@@ -293,17 +301,30 @@ def fit_flow(
         bs = max(1, min(batch_size, n))
         steps_per_epoch = math.ceil(n / bs)
         total = max(1, max_epochs * steps_per_epoch)
-        schedule = LRSchedule("cosine", lr, total)
-        best, best_state, best_epoch, bad = math.inf, None, 0, 0
+        epoch = step = 0
+
+        def diverged(what: str, value: float, step: int) -> None:
+            what = "NLL" if what == "loss" else what
+            raise FloatingPointError(
+                f"the training {what} became {value} at epoch {epoch}; lower lr or use a "
+                "smaller flow"
+            )
+
+        stepper = Stepper(
+            opt,
+            LRSchedule("cosine", lr, total),
+            params=params,
+            clip=clip_grad,
+            check_gradient=False,
+            on_non_finite=diverged,
+        )
+        keep = KeepBest(flow.state_dict, patience=patience, rel_tol=1e-4)
         if val is not None:  # the start (a whitened flow: the Gaussian fit) is a candidate
-            v0 = _mean_nll(model, val)
-            if math.isfinite(v0):
-                best, best_state = v0, copy.deepcopy(flow.state_dict())
+            keep.start(_mean_nll(model, val))
         val_hist: list[float] = []
         train_hist: list[float] = []
         stopped = False
         start = time.perf_counter()
-        epoch = step = 0
         for epoch in range(1, max_epochs + 1):
             flow.train()
             rows = _kept_rows(model, data, trim) if trim > 0 and epoch > 1 else None
@@ -315,18 +336,8 @@ def fit_flow(
                 xb = data[perm[i : i + bs]]
                 if sigma is not None:
                     xb = xb + sigma * torch.randn(xb.shape, generator=gen)
-                loss = -model.log_prob(xb).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the training NLL became {loss.item()} at epoch {epoch}; lower lr or "
-                        f"use a smaller flow"
-                    )
-                torch.nn.utils.clip_grad_norm_(params, clip_grad)
-                for group in opt.param_groups:
-                    group["lr"] = schedule.lr_at(step)
-                opt.step()
+                loss = stepper.step(step, partial(_batch_nll, model, xb))
+                assert loss is not None  # diverged() raised otherwise
                 step += 1
                 total_loss += loss.item() * xb.shape[0]
             train_hist.append(total_loss / perm.numel())
@@ -335,19 +346,15 @@ def fit_flow(
                 v = _mean_nll(model, val)
                 val_hist.append(v)
                 msg += f" val NLL {v:.4f}"
-                if v < best - 1e-4 * max(1.0, abs(best) if math.isfinite(best) else 1.0):
-                    best, best_epoch, bad = v, epoch, 0
-                    best_state = copy.deepcopy(flow.state_dict())
-                else:
-                    bad += 1
+                keep.observe(epoch, v)
             if verbose:
                 print(f"{msg} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
-            if val is not None and bad >= patience:
+            if val is not None and keep.stop:
                 stopped = True
                 break
-        if best_state is not None:
-            flow.load_state_dict(best_state)
-        else:
-            best_epoch = epoch
+        best_epoch = epoch
+        if keep.weights is not None:
+            flow.load_state_dict(keep.weights)
+            best_epoch = keep.best_step
         flow.eval()
     return FitResult(flow, epoch, best_epoch, val_hist, train_hist, stopped)

@@ -45,6 +45,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from flowforge.fit.ema import WeightAverage
+from flowforge.fit.loop import Stepper
+from flowforge.fit.schedule import LRSchedule
 from flowforge.runs import load_state
 from flowforge.runs.metrics import MetricsLog
 from flowforge.runs.writer import RunWriter
@@ -59,10 +62,8 @@ from flowforge.train.distributed import (
     shard,
     wrap_ddp,
 )
-from flowforge.train.ema import WeightAverage
 from flowforge.train.losses import Loss, MaximumLikelihood, Objective
 from flowforge.train.precision import networks_of, precision_context
-from flowforge.fit.schedule import LRSchedule
 from flowforge.train.state import NonFiniteLoss
 from flowforge.train.validation import TrainerValidation
 from flowforge.transforms.continuous import SolverError
@@ -94,6 +95,13 @@ def _stderr(msg: str) -> None:
 
 def _silent(msg: str) -> None:
     """The log of ranks other than 0."""
+
+
+def _backward(value: Tensor) -> None:
+    try:
+        value.backward()
+    except AssertionError as e:  # torchdiffeq's checks in an adjoint's backward solve
+        raise SolverError(f"the backward (adjoint) ODE solve failed: {e}") from None
 
 
 class Trainer(TrainerValidation):
@@ -184,6 +192,18 @@ class Trainer(TrainerValidation):
         )
         self.levels = levels
         self.ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.stepper = Stepper(
+            self.optimizer,
+            self.schedule,
+            params=self.params,
+            clip=cfg.clip_grad if cfg.clip_grad > 0 else math.inf,  # the norm is always checked
+            ema=self.ema,
+            model=model,
+            on_non_finite=lambda what, value, step: self._non_finite(
+                "gradient" if what == "gradient norm" else what
+            ),
+            backward=_backward,
+        )
         self.last_val_bpd: float | None = None
         self.step = 0
         self.best_val_nll = math.inf
@@ -236,32 +256,25 @@ class Trainer(TrainerValidation):
         """One optimizer step on batch ``x``; returns the loss, or ``None`` if it was skipped.
 
         The objective's extra terms of the step are left in :attr:`last_terms` (empty when the
-        step was skipped).
+        step was skipped). The step itself (clipping, the schedule, the moving average, the
+        non-finite guard) is the engine's :class:`~flowforge.fit.loop.Stepper`.
         """
-        self.optimizer.zero_grad(set_to_none=True)
         self.last_terms = {}
-        with precision_context(self.cfg.precision, self.device, self.model, self.objective_module):
-            value, terms, loss = self._step_loss(x)
-        if not bool(torch.isfinite(loss)):  # summed over the ranks: the same on all of them
-            self._non_finite("loss")
+        terms: dict[str, Tensor] = {}
+
+        def loss() -> tuple[Tensor, Tensor]:
+            with precision_context(
+                self.cfg.precision, self.device, self.model, self.objective_module
+            ):
+                value, step_terms, loss = self._step_loss(x)
+            terms.update(step_terms)
+            return value, loss  # the loss is summed over the ranks: the same on all of them
+
+        done = self.stepper.step(self.step, loss)
+        if done is None:
             return None
-        try:
-            value.backward()
-        except AssertionError as e:  # torchdiffeq's checks in an adjoint's backward solve
-            raise SolverError(f"the backward (adjoint) ODE solve failed: {e}") from None
-        max_norm = self.cfg.clip_grad if self.cfg.clip_grad > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-        if not bool(torch.isfinite(norm)):
-            self._non_finite("gradient")
-            return None
-        lr = self.schedule.lr_at(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
         self.last_terms = {name: float(t.detach()) for name, t in terms.items()}
-        return float(loss.detach())
+        return float(done)
 
     def _step_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """``(what to backpropagate, the terms, the loss)`` of a step on the global batch ``x``.

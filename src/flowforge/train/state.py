@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowforge.fit.ema import WeightAverage
+from flowforge.fit.schedule import LRSchedule
 from flowforge.runs import RunError, load_state
 from flowforge.runs.checkpoint import save_checkpoint
 from flowforge.runs.writer import RunWriter
 from flowforge.train.batches import TrainStream
 from flowforge.train.config import TrainConfig
-from flowforge.train.ema import WeightAverage
 from flowforge.train.losses import Objective
-from flowforge.fit.schedule import LRSchedule
 
 __all__ = ["NonFiniteLoss", "TrainerState"]
 

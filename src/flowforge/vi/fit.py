@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 from torch import Tensor
 
 from flowforge.core.flow import Flow
+from flowforge.fit.loop import Stepper
 from flowforge.fit.schedule import LRSchedule
 from flowforge.vi.objectives import ELBO, LogDensity, VariationalObjective
 
@@ -35,8 +35,9 @@ def fit_vi(
     """Fit ``flow`` to the unnormalised density ``exp(log_target)``.
 
     Each step draws ``samples`` reparameterised samples, evaluates ``objective`` (default
-    :class:`~flowforge.vi.ELBO`) and takes one Adam step. The flow is left in training mode
-    as it was found.
+    :class:`~flowforge.vi.ELBO`) and takes one Adam step on the step engine of
+    :mod:`flowforge.fit.loop` (this function brings the objective, the annealing and the
+    defaults). The flow is left in training mode as it was found.
 
     Args:
         flow: the variational family ``q``; a fast ``sample_and_log_prob`` matters (planar,
@@ -86,7 +87,15 @@ def fit_vi(
     opt = optimizer if optimizer is not None else torch.optim.Adam(flow.parameters(), lr=lr)
     base_lrs = [g.setdefault("initial_lr", g["lr"]) for g in opt.param_groups]
     params = [p for g in opt.param_groups for p in g["params"]]
-    factors = LRSchedule(schedule, 1.0, steps)  # times each group's peak
+    stepper = Stepper(
+        opt,
+        LRSchedule(schedule, 1.0, steps),  # times each group's peak
+        params=params,
+        clip=clip,
+        check_gradient=False,  # an infinite norm is clipped (the gradients scaled to zero)
+        peaks=base_lrs,
+        on_non_finite=_diverged,
+    )
     bar: Any = None
     if progress:
         from tqdm import tqdm  # lazily: import flowforge stays light
@@ -97,22 +106,21 @@ def fit_vi(
     flow.train()
     try:
         for step in range(start, steps):
-            factor = factors.lr_at(step)
-            for g, base in zip(opt.param_groups, base_lrs):
-                g["lr"] = base * factor
             beta = min(1.0, 0.01 + 0.99 * step / anneal) if anneal > 0 else 1.0
             target = log_target if beta == 1.0 else _tempered(log_target, beta)
-            loss = objective(flow, target, samples, context)
-            value = float(loss.value.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"fit_vi: the loss is {value} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.value.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            opt.step()
-            record = {"step": float(step), "loss": value, "beta": beta, "lr": base_lrs[0] * factor}
-            record.update({k: float(v.detach()) for k, v in loss.terms.items()})
+            terms: dict[str, Tensor] = {}
+
+            def loss(target: LogDensity = target, terms: dict[str, Tensor] = terms) -> Tensor:
+                out = objective(flow, target, samples, context)
+                terms.update(out.terms)
+                return out.value
+
+            done = stepper.step(step, loss)
+            assert done is not None  # _diverged raised otherwise
+            value = float(done)
+            lr_now = float(opt.param_groups[0]["lr"])
+            record = {"step": float(step), "loss": value, "beta": beta, "lr": lr_now}
+            record.update({k: float(v.detach()) for k, v in terms.items()})
             history.append(record)
             if callback is not None:
                 callback(step, record)
@@ -125,6 +133,10 @@ def fit_vi(
             bar.close()
         flow.train(was_training)
     return history
+
+
+def _diverged(what: str, value: float, step: int) -> None:
+    raise FloatingPointError(f"fit_vi: the {what} is {value} at step {step}")
 
 
 def _tempered(log_target: LogDensity, beta: float) -> LogDensity:
