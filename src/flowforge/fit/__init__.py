@@ -2,11 +2,22 @@
 
 Between :mod:`flowforge.runs` and the programs that fit (:mod:`flowforge.train`,
 :mod:`flowforge.vi`, :mod:`flowforge.sklearn`), which share it and not each other's code. It
-holds :func:`~flowforge.fit.device.resolve_device` (the one device rule) and
-:class:`~flowforge.fit.schedule.LRSchedule` (the one learning-rate schedule).
+holds :func:`~flowforge.fit.device.resolve_device` (the one device rule),
+:class:`~flowforge.fit.schedule.LRSchedule` (the one learning-rate schedule), the step engine
+(:class:`~flowforge.fit.loop.Stepper`, :class:`~flowforge.fit.loop.KeepBest`) and the moving
+average of the weights (:class:`~flowforge.fit.ema.WeightAverage`).
 """
 
 from flowforge.fit.device import resolve_device
+from flowforge.fit.ema import WeightAverage
+from flowforge.fit.loop import KeepBest, NonFiniteStep, Stepper
 from flowforge.fit.schedule import LRSchedule
 
-__all__ = ["LRSchedule", "resolve_device"]
+__all__ = [
+    "KeepBest",
+    "LRSchedule",
+    "NonFiniteStep",
+    "Stepper",
+    "WeightAverage",
+    "resolve_device",
+]
