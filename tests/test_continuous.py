@@ -463,3 +463,40 @@ def test_evaluation_is_true_to_the_digits_whatever_the_training_tolerance() -> N
         reported = loose.log_prob(x)
     assert (trained_at - ref).abs().mean() > 1e-3  # the training tolerance is visibly off
     assert (reported.mean() - ref.mean()).abs() < 1e-4  # true to 4 printed decimals
+
+
+def test_fourier_time_features_equal_a_context_of_cosines_and_sines() -> None:
+    # Reference: the same weights in a net without time features whose context carries
+    # [cos(pi k t), sin(pi k t)] (the hyper layers' input is [t, features, c] either way).
+    net = randomize(ff.nn.ODENet(3, (8, 8), 0, "tanh", freqs=2), 0.5).to(F64)
+    ref = ff.nn.ODENet(3, (8, 8), 4, "tanh").to(F64)
+    ref.flat.data.copy_(net.flat.data)
+    t = torch.tensor(0.3, dtype=F64)
+    z = torch.randn(5, 3, dtype=F64, requires_grad=True)
+    k = torch.tensor([1.0, 2.0], dtype=F64) * math.pi
+    c = torch.cat([torch.cos(t * k), torch.sin(t * k)]).expand(5, 4)
+    f, jac_t = net.forward_and_jvp(t, z)  # one scalar time: gates folded
+    assert torch.allclose(f, ref(t, z, c), atol=1e-12)
+    assert torch.allclose(net(t.expand(5), z), f, atol=1e-12)  # per-row times
+    jac = jacobian_autograd(ref(t, z, c), z, create_graph=False)
+    assert torch.allclose(jac_t, jac.transpose(-1, -2), atol=1e-12)
+    with pytest.raises(ValueError, match="freqs >= 0"):
+        ff.nn.ODENet(3, freqs=-1)
+
+
+def test_ffjord_runs_saved_before_issue_24_rebuild_with_their_initialisation() -> None:
+    from flowforge.runs import ModelSpec, build_flow
+    from flowforge.train.config import TrainConfig
+    from flowforge.train.model import spec_for
+
+    old = {"preset": "ffjord", "kwargs": {"features": 2, "hidden": [8]}, "kind": "toy"}
+    spec = ModelSpec.from_dict({**old, "data_shape": [2]})
+    assert spec.kwargs["zero_last"] is True and spec.kwargs["gate_bias"] == 0.0
+    net = next(m for m in build_flow(spec).modules() if isinstance(m, ff.nn.ODENet))
+    w, b, hw, hb = net.layers()[-1]
+    assert torch.count_nonzero(w) == 0 and torch.all(hb[:2] == 0.0)
+    # A new run stores today's defaults, and they survive the round trip.
+    ds = type("Toy", (), {"kind": "toy", "dim": 2, "event_shape": (2,), "standardizer": None})()
+    new = spec_for(TrainConfig(flow="ffjord"), ds)
+    assert new.kwargs["zero_last"] is False and new.kwargs["gate_bias"] == 3.0
+    assert ModelSpec.from_dict(new.to_dict()).kwargs == new.kwargs

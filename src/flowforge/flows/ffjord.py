@@ -25,6 +25,12 @@ class FFJORD(Preset):
         activation: ``"tanh"`` (default: on 8gaussians it learns as fast per step as zuko's
             CNF, where softplus is 0.4 nats behind after 100 steps), ``"softplus"`` or
             ``"elu"``.
+        freqs: Fourier time features of the dynamics network's gates and shifts
+            (:class:`~flowforge.nn.ODENet`).
+        zero_last: start the dynamics at zero velocity (the flow starts as the identity).
+            Off by default: with a zero last layer no gradient reaches the other layers at
+            first, and at lr 1e-3 the flow is 0.7 nats behind after 25 steps on 8gaussians.
+        gate_bias: initial bias of the dynamics' time gates (:class:`~flowforge.nn.ODENet`).
         time: integration time ``T`` of each block.
         learn_time: train ``T``.
         method: ``"dopri5"`` (adaptive), ``"rk4"`` or ``"euler"``.
@@ -55,6 +61,9 @@ class FFJORD(Preset):
         transforms: int = 1,
         hidden: Sequence[int] = (64, 64, 64),
         activation: str = "tanh",
+        freqs: int = 0,
+        zero_last: bool = False,
+        gate_bias: float = 3.0,
         time: float = 1.0,
         learn_time: bool = False,
         method: Method = "dopri5",
@@ -69,7 +78,7 @@ class FFJORD(Preset):
         hparams = preset_hparams(locals())
         blocks = [
             CNF(
-                ODENet(features, hidden, context, activation),
+                ODENet(features, hidden, context, activation, zero_last, freqs, gate_bias),
                 features,
                 context,
                 time=time,

@@ -12,6 +12,7 @@ double backward.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -49,6 +50,12 @@ class ODENet(nn.Module):
         activation: ``"softplus"``, ``"tanh"`` or ``"elu"``.
         zero_last: initialise the last layer's weights and shift to zero, so the flow starts
             as the identity.
+        freqs: number ``F`` of Fourier time features added to the gates' and shifts' input:
+            ``[t, cos(pi k t), sin(pi k t)]`` for ``k = 1..F`` (0: ``t`` alone).
+        gate_bias: initial bias of every gate's pre-activation. At 3 the gates start at
+            ``sigmoid(3) = 0.95``, each layer close to its plain linear map; at 0 they start at
+            0.5 and four layers shrink the velocity and its gradients 16-fold, so Adam moves
+            the density slowly (8gaussians, lr 1e-3, 25 steps: test NLL 3.89 against 5.2).
 
     References:
         Grathwohl, Chen, Bettencourt, Sutskever, Duvenaud (2019). FFJORD: Free-form
@@ -75,20 +82,26 @@ class ODENet(nn.Module):
         context: int = 0,
         activation: str = "softplus",
         zero_last: bool = True,
+        freqs: int = 0,
+        gate_bias: float = 3.0,
     ) -> None:
         super().__init__()
+        if freqs < 0:
+            raise ValueError(f"ODENet: expected freqs >= 0, got {freqs}")
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"ODENet: expected activation in {sorted(ACTIVATIONS)}, got {activation!r}"
             )
         self.features, self.context, self.activation = int(features), int(context), activation
+        self.freqs = int(freqs)
         sizes = [self.features, *hidden, self.features]
-        cond = 1 + self.context
+        cond = 1 + 2 * self.freqs + self.context
         layers: list[tuple[Tensor, Tensor]] = []
         for k, (a, b) in enumerate(itertools.pairwise(sizes)):
             main, hyper = nn.Linear(a, b), nn.Linear(cond, 2 * b)
             w, bias = main.weight.detach(), main.bias.detach()
             hw, hb = hyper.weight.detach().clone(), hyper.bias.detach().clone()
+            hb[:b] = gate_bias  # gate rows first, then shift rows
             if zero_last and k == len(sizes) - 2:
                 w, bias = torch.zeros_like(w), torch.zeros_like(bias)
                 hw[b:], hb[b:] = 0.0, 0.0  # no shift: the velocity starts at zero
@@ -102,23 +115,31 @@ class ODENet(nn.Module):
         pieces = split_layers(self.flat, self.shapes, self._sizes)
         return [(*pieces[2 * k], *pieces[2 * k + 1]) for k in range(len(pieces) // 2)]
 
-    def _conditioning(self, t: Tensor, z: Tensor, context: Tensor | None) -> Tensor:
-        """``[t, c]``: ``(N, 1 + C)``, or ``(1, 1)`` for one scalar time and no context.
+    def _time(self, t: Tensor) -> Tensor:
+        """``(M, 1)`` times -> ``(M, 1 + 2 F)`` time features."""
+        if self.freqs == 0:
+            return t
+        k = torch.arange(1, self.freqs + 1, dtype=t.dtype, device=t.device) * math.pi
+        return torch.cat([t, torch.cos(t * k), torch.sin(t * k)], dim=-1)
 
-        The ``(1, 1)`` case (every ODE solve of an unconditional flow) lets each layer compute
+    def _conditioning(self, t: Tensor, z: Tensor, context: Tensor | None) -> Tensor:
+        """``[t features, c]``: ``(N, 1 + 2 F + C)``, or ``(1, 1 + 2 F)`` for one scalar time
+        and no context.
+
+        The one-row case (every ODE solve of an unconditional flow) lets each layer compute
         its gate and shift once and broadcast them over the rows.
         """
         if self.context == 0:
             if context is not None:
                 raise ValueError(f"ODENet has no context input, got {tuple(context.shape)}")
             if t.dim() == 0:
-                return t.to(z).reshape(1, 1)
-            return t.to(z).reshape(-1, 1).expand(z.shape[0], 1)  # (N, 1)
+                return self._time(t.to(z).reshape(1, 1))
+            return self._time(t.to(z).reshape(-1, 1)).expand(z.shape[0], -1)  # (N, 1 + 2F)
         if context is None or context.shape[-1] != self.context:
             got = None if context is None else tuple(context.shape)
             raise ValueError(f"expected a context of shape (N, {self.context}), got {got}")
-        tt = t.to(z).reshape(-1, 1).expand(z.shape[0], 1)  # (N, 1)
-        return torch.cat([tt, context.to(z)], dim=-1)  # (N, 1 + C)
+        tt = self._time(t.to(z).reshape(-1, 1)).expand(z.shape[0], -1)  # (N, 1 + 2F)
+        return torch.cat([tt, context.to(z)], dim=-1)  # (N, 1 + 2F + C)
 
     def forward(self, t: Tensor, z: Tensor, context: Tensor | None = None) -> Tensor:
         """The velocity ``f(t, z, c)``.

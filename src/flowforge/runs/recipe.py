@@ -115,7 +115,18 @@ class ModelSpec:
         d["data_shape"] = tuple(d["data_shape"])
         if isinstance(d["kwargs"].get("hidden"), list):
             d["kwargs"] = {**d["kwargs"], "hidden": tuple(d["kwargs"]["hidden"])}
+        d["kwargs"] = {**LEGACY_KWARGS.get(d["preset"], {}), **d["kwargs"]}
         return cls(**d)
+
+
+#: Preset options whose default changed after runs were saved without them: the value an old
+#: run was built with, filled in on load, so a rebuilt run (its initialisation included, for a
+#: rerun from its config) is the one it trained. New runs store these options
+#: (``flowforge.train.model.spec_for``). FFJORD's dynamics start with a random last layer and
+#: open gates since issue 24.
+LEGACY_KWARGS: dict[str, dict[str, Any]] = {
+    "ffjord": {"zero_last": True, "gate_bias": 0.0},
+}
 
 
 def check_flow_name(name: str) -> None:

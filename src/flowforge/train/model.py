@@ -30,7 +30,7 @@ from flowforge.data.base import QUANTIZED_KINDS
 from flowforge.dequantization import NOISE_FLOWS, Dequantizer
 from flowforge.flows import PRESETS
 from flowforge.runs.defensive import defensive_entry
-from flowforge.runs.recipe import ModelSpec, check_flow_name, whiten_entry
+from flowforge.runs.recipe import LEGACY_KWARGS, ModelSpec, check_flow_name, whiten_entry
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.losses import (
     CNFLikelihood,
@@ -300,6 +300,8 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
             )
     _check_solver_options(cfg.flow, given, params)
     kwargs.update(given)
+    for key in LEGACY_KWARGS.get(cfg.flow, {}):  # stored: an old run loads the old default
+        kwargs.setdefault(key, params[key].default)
     if "hidden" in kwargs:
         kwargs["hidden"] = _hidden(cfg.flow, kwargs["hidden"], params["hidden"].default)
     image = ds.kind in QUANTIZED_KINDS  # images and audio: levels, in their own shape
