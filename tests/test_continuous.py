@@ -493,7 +493,7 @@ def test_ffjord_runs_saved_before_issue_24_rebuild_with_their_initialisation() -
     spec = ModelSpec.from_dict({**old, "data_shape": [2]})
     assert spec.kwargs["zero_last"] is True and spec.kwargs["gate_bias"] == 0.0
     net = next(m for m in build_flow(spec).modules() if isinstance(m, ff.nn.ODENet))
-    w, b, hw, hb = net.layers()[-1]
+    w, _, _, hb = net.layers()[-1]
     assert torch.count_nonzero(w) == 0 and torch.all(hb[:2] == 0.0)
     # A new run stores today's defaults, and they survive the round trip.
     ds = type("Toy", (), {"kind": "toy", "dim": 2, "event_shape": (2,), "standardizer": None})()
