@@ -55,7 +55,8 @@ class ODENet(nn.Module):
         gate_bias: initial bias of every gate's pre-activation. At 3 the gates start at
             ``sigmoid(3) = 0.95``, each layer close to its plain linear map; at 0 they start at
             0.5 and four layers shrink the velocity and its gradients 16-fold, so Adam moves
-            the density slowly (8gaussians, lr 1e-3, 25 steps: test NLL 3.89 against 5.2).
+            the density slowly (8gaussians, lr 1e-3, a random last layer: test NLL 3.89 after
+            25 steps at bias 3, 4.44 after 50 at bias 0).
 
     References:
         Grathwohl, Chen, Bettencourt, Sutskever, Duvenaud (2019). FFJORD: Free-form
