@@ -5,7 +5,8 @@ a few other sizes) trains as its own run under ``RUN/trials/`` with the same dat
 seed, until the time budget (``--time-budget`` seconds) would be exceeded: a candidate is
 started only while the time spent plus the longest trial so far fits. The trial with the
 lowest validation NLL is kept: its files are copied into ``RUN`` itself (a run like any other:
-``eval``, ``sample``, ``score``, ``--resume`` and ``ff.load`` read it), and the table of what was
+``eval``, ``sample``, ``score``, ``--resume`` and ``ff.load`` read it, with the plots a run of
+its preset draws, drawn once for it and not for every trial), and the table of what was
 tried is printed and saved as ``RUN/auto.json`` and under ``"auto"`` in ``RUN/config.json``.
 The choice uses the validation split only (each trial's own ``results.json`` also holds its
 test NLL, which plays no part in it), so the kept run's test NLL stays an honest estimate.
@@ -109,24 +110,31 @@ def _search(cfg: TrainConfig, out: Path, writer: RunWriter, start_run: Any) -> A
         row |= {"val_nll": res.outcome.best_val_nll, "steps": res.outcome.step}
         row |= {"seconds": round(seconds, 2), "status": res.outcome.reason}
         results[i] = res
+        leader = min(results, key=lambda k: results[k].outcome.best_val_nll)
+        for k in results:  # only the leader's plots may be drawn: free the others' data
+            if k != leader:
+                results[k].draw_plots = None
         print(f"auto: trial {i} {row['label']}: validation NLL {row['val_nll']:.4f}", flush=True)
     if not results:
         raise ConfigError("--flow auto: no trial finished; see the messages above")
     best = min(results, key=lambda k: results[k].outcome.best_val_nll)
     rows[best]["kept"] = True
-    _keep(writer, out / "trials" / f"{best}-{rows[best]['flow']}", rows, cfg.time_budget)
-    print(format_table(rows), flush=True)
+    _keep(writer, out / "trials" / f"{best}-{rows[best]['flow']}", rows, cfg)
     res = results[best]
     res.run_dir = out
+    if cfg.plots and res.draw_plots is not None:  # the kept trial's plots, drawn once
+        res.plots = writer.write_plots(res.draw_plots)
+    print(format_table(rows), flush=True)
     return res
 
 
-def _keep(writer: RunWriter, trial: Path, rows: list[dict[str, Any]], budget: float) -> None:
+def _keep(writer: RunWriter, trial: Path, rows: list[dict[str, Any]], cfg: TrainConfig) -> None:
     """Copy the kept trial's files into the run and record the search there."""
     writer.copy_run(trial)
-    table = {"time_budget": budget, "trials": rows}
+    table = {"time_budget": cfg.time_budget, "trials": rows}
     record = json.loads(writer.files.config.read_text(encoding="utf-8"))
     record["config"]["out"] = str(writer.files.root)
+    record["config"]["plots"] = cfg.plots  # the trials drew none; the run draws the kept one's
     record["auto"] = table
     writer.write_record(record)
     writer.write_json("auto.json", table)

@@ -48,18 +48,27 @@ def plot_losses(
         likelihood: the training loss is an NLL in nats (one axis); else (flow matching) a
             squared error, drawn on its own axis beside the validation NLL's.
     """
+    from matplotlib.ticker import MaxNLocator
+
     fig = new_figure(6, 4)
     ax = fig.add_subplot()
-    steps = [r["step"] for r in records]
+    steps = [int(r["step"]) for r in records]
+    single = len(set(steps)) <= 1  # one evaluation: big markers, the point mid-axis
     train_ax = ax if likelihood else ax.twinx()
     train_label = "train loss (NLL)" if likelihood else "train loss (flow matching, squared error)"
-    a = train_ax.plot(steps, [r["train_loss"] for r in records], "C0.-", label=train_label)
-    b = ax.plot(steps, [r["val_nll"] for r in records], "C1.-", label="validation NLL")
+    style = {"marker": "o", "markersize": 7} if single else {"marker": "."}
+    a = train_ax.plot(steps, [r["train_loss"] for r in records], "C0-", label=train_label, **style)
+    b = ax.plot(steps, [r["val_nll"] for r in records], "C1-", label="validation NLL", **style)
     ax.set_xlabel("step")
     ax.set_ylabel("nats" if likelihood else "validation NLL (nats)")
     if not likelihood:
         train_ax.set_ylabel("squared error")
-    ax.set_xlim(0, max(max(steps, default=1), 1) * 1.05)  # one evaluation: still from step 0
+    last = max(max(steps, default=1), 1)
+    if single:  # the one evaluation in the middle (from step 0 unless it is step 0)
+        ax.set_xlim(steps[0] - last if steps else 0, steps[0] + last if steps else 2)
+    else:
+        ax.set_xlim(0, last * 1.05)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("training loss and validation NLL")
     ax.legend(a + b, [str(line.get_label()) for line in a + b])
     ax.grid(alpha=0.3)
@@ -104,6 +113,8 @@ def plot_density_2d(
     for ax in axes:
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
+        ax.set_xlabel("x1")
+    axes[0].set_ylabel("x2")
     return write_png(fig, path)
 
 

@@ -19,8 +19,9 @@ world size: the stream of global batches does not depend on it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,9 @@ class TrainResult:
             rows (:func:`flowforge.eval.baseline.dataset_baseline`); else ``None``.
         audio: audio runs: :func:`flowforge.eval.audio.audio_summary` (nats and bits per
             sample, synthesis speed); else ``None``.
+        draw_plots: ``draw_plots(folder)`` writes this run's plots (those ``plots`` lists)
+            into ``folder`` and returns their paths, also when the run drew none
+            (``--no-plots``): ``--flow auto`` draws its kept trial's plots with it.
     """
 
     run_dir: Path
@@ -108,6 +112,9 @@ class TrainResult:
     plots: list[Path]
     baseline: GaussianBaseline | None = None
     audio: dict[str, Any] | None = None
+    draw_plots: Callable[[Path], list[Path]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 def _device(cfg: TrainConfig, world: World) -> tuple[torch.device, World]:
@@ -316,14 +323,14 @@ def _finish(
         results["warnings"] = [overfit]
         print(f"flowforge train: warning: {overfit}", file=sys.stderr)
     writer.write_results(results)
-    plots: list[Path] = []
-    if cfg.plots:
+
+    def draw_plots(root: Path) -> list[Path]:
         from flowforge.train.plots import write_run_plots
 
-        plots = writer.write_plots(
-            lambda root: write_run_plots(root, model, spec, ds, records, likelihood)
-        )
-    return TrainResult(files.root, outcome, test, plots, baseline, audio)
+        return write_run_plots(root, model, spec, ds, records, likelihood)
+
+    plots = writer.write_plots(draw_plots) if cfg.plots else []
+    return TrainResult(files.root, outcome, test, plots, baseline, audio, draw_plots)
 
 
 def _defend(

@@ -20,7 +20,10 @@ from flowforge.vi.targets import Target
 if TYPE_CHECKING:
     pass
 
-__all__ = ["plot_elbo", "plot_samples_over_density"]
+__all__ = ["plot_elbo", "plot_samples_over_density", "plot_window"]
+
+_GRID = 600  # points per axis of the grid that finds the target's bulk
+_TAIL = 0.01  # mass left out on each side, per coordinate, of the target and of the samples
 
 
 def plot_elbo(history: Sequence[dict[str, Any]], log_z: float | None, path: str | Path) -> Path:
@@ -50,8 +53,60 @@ def plot_elbo(history: Sequence[dict[str, Any]], log_z: float | None, path: str 
         ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
     ax.set_xlabel("step")
     ax.set_ylabel("nats")
+    ax.set_title("ELBO during training")
     ax.legend()
     return write_png(fig, path)
+
+
+def _quantiles(values: Tensor, weights: Tensor | None = None) -> tuple[float, float]:
+    """The ``_TAIL`` and ``1 - _TAIL`` quantiles of ``values`` (``(n,)``), weighted or not."""
+    if weights is None:
+        q = torch.quantile(values, torch.tensor([_TAIL, 1 - _TAIL], dtype=values.dtype))
+        return float(q[0]), float(q[1])
+    cdf = torch.cumsum(weights, 0) / weights.sum()
+    lo = int(torch.searchsorted(cdf, torch.tensor(_TAIL, dtype=cdf.dtype)))
+    hi = int(torch.searchsorted(cdf, torch.tensor(1 - _TAIL, dtype=cdf.dtype)))
+    return float(values[min(lo, len(values) - 1)]), float(values[min(hi, len(values) - 1)])
+
+
+@torch.no_grad()
+def plot_window(samples: Tensor, target: Target) -> tuple[tuple[float, float], ...]:
+    """The ``(x0, x1), (y0, y1)`` box a 2-D plot shows: the target's bulk and the samples' bulk.
+
+    Each coordinate spans, from the 1st to the 99th percentile, both the target's marginal
+    (from ``exp(target)`` on a grid over ``target.bounds``) and the finite samples' (``(n, 2)``),
+    padded by 10% and kept inside ``target.bounds``: a thin, long-tailed density (the banana,
+    whose bounds reach ``x2 = 280``) fills the picture instead of a corner of it.
+
+    Example:
+        >>> import torch
+        >>> from flowforge.vi.targets import Banana
+        >>> (x0, x1), (y0, y1) = plot_window(torch.zeros(10, 2), Banana())
+        >>> y1 < 150 < Banana().bounds[1][1]
+        True
+    """
+    if target.bounds is None:
+        raise ValueError("plot_window: the target has no bounds")
+    x = samples.detach().cpu().to(torch.float64)
+    x = x[torch.isfinite(x).all(-1)]
+    axes = [torch.linspace(a, b, _GRID, dtype=torch.float64) for a, b in target.bounds]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)  # (G, G, 2)
+    logp = target(grid)
+    mass = torch.nan_to_num(torch.exp(logp - logp[torch.isfinite(logp)].max()), nan=0.0)
+    finite = bool(torch.isfinite(logp).any()) and float(mass.sum()) > 0
+    window = []
+    for d, (a, b) in enumerate(target.bounds):
+        lo, hi = math.inf, -math.inf
+        if finite:
+            lo, hi = _quantiles(axes[d], mass.sum(1 - d))
+        if len(x):
+            s_lo, s_hi = _quantiles(x[:, d])
+            lo, hi = min(lo, s_lo), max(hi, s_hi)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+            lo, hi = a, b
+        pad = 0.1 * (hi - lo)
+        window.append((max(a, lo - pad), min(b, hi + pad)))
+    return tuple(window)
 
 
 @torch.no_grad()
@@ -64,7 +119,7 @@ def plot_samples_over_density(
     fig = new_figure(5, 5)
     ax = fig.add_subplot()
     if target.features == 2 and target.bounds is not None:
-        (x0, x1), (y0, y1) = target.bounds
+        (x0, x1), (y0, y1) = plot_window(x, target)
         gx = torch.linspace(x0, x1, 300, dtype=torch.float64)
         gy = torch.linspace(y0, y1, 300, dtype=torch.float64)
         grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1)
@@ -83,6 +138,11 @@ def plot_samples_over_density(
         ax.set_title(f"{flow_name}: samples of q on {target_name} (first two coordinates)")
     if x.shape[-1] >= 2:
         ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=4, alpha=0.6, color="#7fdbff", lw=0)
+        ax.set_xlabel("x1")
+        ax.set_ylabel("x2")
     else:
+        ax.set_title(f"{flow_name}: samples of q on {target_name}")
         ax.hist(x[:, 0].numpy(), bins=60, density=True)
+        ax.set_xlabel("x1")
+        ax.set_ylabel("density of samples")
     return write_png(fig, path)
