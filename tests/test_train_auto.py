@@ -72,3 +72,17 @@ def test_auto_refuses_a_multi_process_launch(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.chdir(tmp_path)
     assert cli.main(["train", "--flow", "auto", "--out", "r"]) == 2
     assert not (tmp_path / "r").exists()
+
+
+def test_auto_draws_the_kept_runs_plots(tmp_path: Path) -> None:
+    """Issue 22: an auto run has the plots a run of its preset has (drawn once, for the kept
+    trial; the trials draw none) and records that it drew them."""
+    _table(tmp_path)
+    args = [a for a in ARGS if a != "--no-plots"]
+    proc = run_cli("train", *args, "--time-budget", "0.001", "--out", "r", cwd=tmp_path)
+    assert_ok(proc)
+    run = tmp_path / "r"
+    assert {p.name for p in run.glob("*.png")} == {"loss.png", "density.png"}
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in run.glob("*.png"))
+    assert not list((run / "trials").rglob("*.png"))
+    assert json.loads((run / "config.json").read_text())["config"]["plots"] is True

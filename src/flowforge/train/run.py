@@ -112,9 +112,7 @@ class TrainResult:
     plots: list[Path]
     baseline: GaussianBaseline | None = None
     audio: dict[str, Any] | None = None
-    draw_plots: Callable[[Path], list[Path]] | None = field(
-        default=None, repr=False, compare=False
-    )
+    draw_plots: Callable[[Path], list[Path]] | None = field(default=None, repr=False, compare=False)
 
 
 def _device(cfg: TrainConfig, world: World) -> tuple[torch.device, World]:

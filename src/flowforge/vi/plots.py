@@ -92,12 +92,13 @@ def plot_window(samples: Tensor, target: Target) -> tuple[tuple[float, float], .
     axes = [torch.linspace(a, b, _GRID, dtype=torch.float64) for a, b in target.bounds]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)  # (G, G, 2)
     logp = target(grid)
-    mass = torch.nan_to_num(torch.exp(logp - logp[torch.isfinite(logp)].max()), nan=0.0)
-    finite = bool(torch.isfinite(logp).any()) and float(mass.sum()) > 0
+    top = logp[torch.isfinite(logp)].max() if bool(torch.isfinite(logp).any()) else None
+    mass = torch.nan_to_num(torch.exp(logp - top), nan=0.0) if top is not None else None
+    finite = mass is not None and float(mass.sum()) > 0
     window = []
     for d, (a, b) in enumerate(target.bounds):
         lo, hi = math.inf, -math.inf
-        if finite:
+        if finite and mass is not None:
             lo, hi = _quantiles(axes[d], mass.sum(1 - d))
         if len(x):
             s_lo, s_hi = _quantiles(x[:, d])
