@@ -26,7 +26,8 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -104,10 +105,13 @@ class DefensiveMixture(nn.Module):
         """Size of the conditioning vector: always 0."""
         return 0
 
-    def with_components(self, flow: Flow, fallback: Flow) -> DefensiveMixture:
-        """The same weight over other components (views of these, such as
-        :func:`~flowforge.train.batches.standardized_view` of each: the mixture commutes with a
-        bijection both components start with)."""
+    def map_components(self, view: Callable[[Any], Any]) -> DefensiveMixture | None:
+        """The same weight over ``view`` of each component (such as
+        :func:`~flowforge.transforms.standardize.standardized_view`: the mixture commutes with
+        a bijection both components start with); ``None`` unless both views are flows."""
+        flow, fallback = view(self.flow), view(self.fallback)
+        if not isinstance(flow, Flow) or not isinstance(fallback, Flow):
+            return None
         return DefensiveMixture(flow, fallback, self.weight)
 
     def _check_context(self, context: Tensor | None) -> None:

@@ -79,10 +79,7 @@ def without_standardize(flow: nn.Module) -> nn.Module | None:
     from flowforge.transforms.standardize import Standardize
 
     if isinstance(flow, DefensiveMixture):  # both components start with the same Standardize
-        inner, fallback = without_standardize(flow.flow), without_standardize(flow.fallback)
-        if not isinstance(inner, Flow) or not isinstance(fallback, Flow):
-            return None
-        return flow.with_components(inner, fallback)
+        return flow.map_components(without_standardize)
     bij = getattr(flow, "bijection", None)
     if not isinstance(flow, Flow) or not isinstance(bij, Compose):
         return None

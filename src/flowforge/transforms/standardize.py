@@ -89,10 +89,7 @@ def standardized_view(flow: torch.nn.Module) -> Flow | DefensiveMixture | None:
     ``x`` itself. A defensive mixture gives the mixture of its components' views.
     """
     if isinstance(flow, DefensiveMixture):  # both components start with the same Standardize
-        inner, fallback = standardized_view(flow.flow), standardized_view(flow.fallback)
-        if not isinstance(inner, Flow) or not isinstance(fallback, Flow):
-            return None
-        return flow.with_components(inner, fallback)
+        return flow.map_components(standardized_view)
     bij = getattr(flow, "bijection", None)
     members: list[Bijection] = list(bij.chain()) if isinstance(bij, Compose) else []
     if not isinstance(flow, Flow) or len(members) < 2 or not isinstance(members[0], Standardize):
