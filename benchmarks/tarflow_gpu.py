@@ -36,7 +36,7 @@ import torch
 
 import flowforge as ff
 from flowforge.core import Compose, Flow
-from flowforge.train.precision import network_autocast
+from flowforge.fit.precision import network_autocast
 
 
 def load_images(name: str, root: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, ...]:

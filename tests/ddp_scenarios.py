@@ -67,9 +67,9 @@ def nan_on_one_rank(rank: int, out: Path) -> None:
     """8gaussians with a NaN in the last row of the second global batch: rank 1's slice only."""
     import flowforge as ff
     from flowforge.data import load_dataset
+    from flowforge.fit.distributed import World
     from flowforge.train.batches import TrainStream, prepare_split
     from flowforge.train.config import TrainConfig
-    from flowforge.train.distributed import World
     from flowforge.train.loop import Trainer
 
     class Poisoned(TrainStream):

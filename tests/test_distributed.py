@@ -28,17 +28,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import flowforge as ff
 from cli_util import TINY_TABLE, assert_ok, cli_env, run_cli
 from ddp_scenarios import RUN, actnorm_args, batchnorm_case
-from flowforge.train.checkpoint import load_checkpoint
-from flowforge.train.config import ConfigError, TrainConfig
-from flowforge.train.distributed import (
+from flowforge.fit.distributed import (
     ObjectiveModule,
     World,
     launch_from_env,
     shard,
     wrap_ddp,
 )
+from flowforge.fit.precision import network_autocast, networks_of
+from flowforge.train.checkpoint import load_checkpoint
+from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.losses import MaximumLikelihood
-from flowforge.train.precision import network_autocast, networks_of
 from flowforge.train.run import start_run
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")

@@ -336,12 +336,15 @@ def test_moved_names_still_import() -> None:
     from flowforge.core.distribution import BaseDistribution
     from flowforge.data import UniformDequantizer, VariationalDequantizer
     from flowforge.distributions.base import BaseDistribution as OldBase
+    from flowforge.fit import distributed, precision
     from flowforge.fit.device import resolve_device
     from flowforge.runs.checkpoint import load_checkpoint
     from flowforge.runs.figures import write_png
     from flowforge.runs.metrics import MetricsLog
     from flowforge.runs.options import read_toml
     from flowforge.train import auto, batches, checkpoint, config, metrics, plots, run
+    from flowforge.train import distributed as old_distributed
+    from flowforge.train import precision as old_precision
 
     assert VariationalDequantizer is deq.VariationalDequantizer
     assert UniformDequantizer is deq.UniformDequantizer
@@ -351,3 +354,7 @@ def test_moved_names_still_import() -> None:
     assert config.read_toml is read_toml and plots.write_png is write_png
     assert run.resolve_device is resolve_device and auto.AUTO == config.AUTO == "auto"
     assert batches.standardized_view is not None and batches.prepare_split is not None
+    for moved in (old_distributed, old_precision):  # DDP and precision: the engine's, in fit/
+        new = distributed if moved is old_distributed else precision
+        assert moved.__all__ == new.__all__
+        assert all(getattr(moved, n) is getattr(new, n) for n in new.__all__)

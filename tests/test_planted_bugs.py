@@ -190,7 +190,7 @@ def test_gathering_unequal_shards_drops_the_padding_rows(monkeypatch: pytest.Mon
     """Rank 0 holds 3 rows, rank 1 one: the gather pads both to 3 for ``all_gather`` and must
     return exactly the 4 real rows in rank order (the collective is simulated: rank 1's
     side is what a second process would send)."""
-    from flowforge.train import distributed
+    from flowforge.fit import distributed
 
     mine = torch.arange(6.0).reshape(3, 2)
     peer = torch.tensor([[10.0, 11.0]])

@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowforge.train.distributed import shutdown
+    from flowforge.fit.distributed import shutdown
 
     try:
         result = _train(args)
@@ -83,8 +83,8 @@ def _train(args: argparse.Namespace) -> TrainResult | None:
         if cfg.out is not None and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
             raise ConfigError(f"--out {cfg.out} is a file; the run directory must be a folder")
         if flow == "auto":  # a search over presets and sizes by validation NLL
+            from flowforge.fit.distributed import launch_from_env
             from flowforge.train.auto import auto_run
-            from flowforge.train.distributed import launch_from_env
 
             if (launch := launch_from_env()) is not None and launch[
                 1

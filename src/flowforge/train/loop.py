@@ -45,15 +45,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from flowforge.fit.ema import WeightAverage
-from flowforge.fit.loop import Stepper
-from flowforge.fit.schedule import LRSchedule
-from flowforge.runs import load_state
-from flowforge.runs.metrics import MetricsLog
-from flowforge.runs.writer import RunWriter
-from flowforge.train.batches import TrainStream
-from flowforge.train.config import ConfigError, TrainConfig
-from flowforge.train.distributed import (
+from flowforge.fit.distributed import (
     ObjectiveModule,
     World,
     all_sum,
@@ -62,8 +54,16 @@ from flowforge.train.distributed import (
     shard,
     wrap_ddp,
 )
+from flowforge.fit.ema import WeightAverage
+from flowforge.fit.loop import Stepper
+from flowforge.fit.precision import networks_of, precision_context
+from flowforge.fit.schedule import LRSchedule
+from flowforge.runs import load_state
+from flowforge.runs.metrics import MetricsLog
+from flowforge.runs.writer import RunWriter
+from flowforge.train.batches import TrainStream
+from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.losses import Loss, MaximumLikelihood, Objective
-from flowforge.train.precision import networks_of, precision_context
 from flowforge.train.state import NonFiniteLoss
 from flowforge.train.validation import TrainerValidation
 from flowforge.transforms.continuous import SolverError

@@ -9,10 +9,10 @@ under ``"dequantizer"`` in ``config.json`` and the weights in ``dequantizer.safe
 :class:`~flowforge.train.losses.VariationalDequantization`). ``ff.load`` still returns the flow
 over ``u``.
 
-Under ``torchrun`` (:mod:`.distributed`) every rank builds the same run and trains its slice of
-each global batch of ``batch_size`` rows; rank 0 alone checks and writes the run directory and
-reads it back on ``--resume`` (sending the record and the checkpoint to the others, which need
-no access to it), and the others return ``None`` after the fit. A checkpoint resumes at any
+Under ``torchrun`` (:mod:`flowforge.fit.distributed`) every rank builds the same run and
+trains its slice of each global batch of ``batch_size`` rows; rank 0 alone checks and writes the
+run directory and reads it back on ``--resume`` (sending the record and the checkpoint to the
+others, which need no access to it), and the others return ``None`` after the fit. A checkpoint resumes at any
 world size: the stream of global batches does not depend on it.
 """
 
@@ -33,6 +33,7 @@ from flowforge.data import Dataset
 from flowforge.data.base import QUANTIZED_KINDS
 from flowforge.eval.baseline import GaussianBaseline, dataset_baseline
 from flowforge.eval.likelihood import NLLSummary
+from flowforge.fit.distributed import World, from_main, init_world, main_first, rank_device
 from flowforge.runs import (
     ModelSpec,
     RunError,
@@ -55,7 +56,6 @@ from flowforge.train.batches import (
 )
 from flowforge.train.config import RESUME_KEYS, ConfigError, TrainConfig
 from flowforge.train.diagnose import overfitting
-from flowforge.train.distributed import World, from_main, init_world, main_first, rank_device
 from flowforge.train.loop import FitOutcome, Trainer
 from flowforge.train.losses import Objective, VariationalDequantization
 from flowforge.train.model import dequantizer_spec_for, objective_for, spec_for

@@ -5,7 +5,7 @@ the starting weights (step 0), a candidate for the best.
 
 A validation row with a non-finite log-likelihood makes the validation NLL non-finite (never
 averaged away). With several ranks each computes the log-likelihoods of its slice of the rows and
-every rank gets all of them in order (:func:`~flowforge.train.distributed.gather_rows`), so every
+every rank gets all of them in order (:func:`~flowforge.fit.distributed.gather_rows`), so every
 rank sees the same NLL; the bound of a learned dequantizer is computed on rank 0 and broadcast.
 """
 
@@ -25,8 +25,8 @@ from flowforge.eval.likelihood import (
     check_finite,
     log_likelihoods,
 )
+from flowforge.fit.distributed import World, broadcast_object, gather_rows
 from flowforge.runs import load_state, save_weights
-from flowforge.train.distributed import World, broadcast_object, gather_rows
 from flowforge.train.losses import VariationalDequantization
 from flowforge.train.state import TrainerState
 from flowforge.transforms.continuous import SolverError
