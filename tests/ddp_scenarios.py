@@ -94,7 +94,9 @@ def nan_on_one_rank(rank: int, out: Path) -> None:
         world=World(rank, 2),
     )
     trainer.fit(progress=False)
-    torch.save({"model": flow.state_dict(), "nan_total": trainer.nan_total}, out / f"nan.{rank}.pt")
+    torch.save(
+        {"model": flow.state_dict(), "nan_total": trainer.recovery.total}, out / f"nan.{rank}.pt"
+    )
 
 
 def _cli(*argv: str) -> None:

@@ -98,7 +98,7 @@ class _Flaky(nn.Module):
 def _flaky(trainer: Trainer, bad_calls: set[int]) -> Trainer:
     model = _Flaky(trainer.model, bad_calls)
     trainer.model = model
-    trainer._last_good = trainer._snapshot()
+    trainer.recovery.take(trainer.step)
     return trainer
 
 
@@ -107,7 +107,7 @@ def test_non_finite_loss_recovers_with_a_lower_rate(tmp_path: Path) -> None:
     messages: list[str] = []
     trainer.log = messages.append
     outcome = trainer.fit(progress=False)
-    assert outcome.step == 40 and trainer.nan_total == 1
+    assert outcome.step == 40 and trainer.recovery.total == 1
     assert trainer.schedule.scale == 0.5
     assert (
         "step 15: non-finite loss: skipped the batch, restored the state of step 10" in messages[0]

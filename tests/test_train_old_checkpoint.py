@@ -50,3 +50,24 @@ def test_an_old_checkpoint_resumes_identically(tmp_path: Path) -> None:
     with torch.no_grad():
         lp = flow.log_prob(torch.tensor(expected["points"])).tolist()
     assert lp == pytest.approx(expected["log_prob"], rel=1e-6, abs=1e-6)
+
+
+def test_an_old_checkpoint_keeps_its_patience_and_best_weights(tmp_path: Path) -> None:
+    """Resumed with patience 3, the checkpoint's two bad evaluations and one more stop the run
+    at step 32, which ends with the checkpoint's best weights (step 26): as the old code did."""
+    run = tmp_path / "run"
+    shutil.copytree(OLD / "train_resume", run)
+    expected = json.loads((OLD / "train_resume_expected.json").read_text())["patience_3"]
+    torch.set_num_threads(1)
+    assert main(["train", "--resume", str(run), *expected["resume"], "--quiet", "--no-plots"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    want = expected["results"]
+    assert (results["steps"], results["stop_reason"], results["best_step"]) == (
+        32,
+        "early stopping",
+        26,
+    )
+    assert results["best_val_nll"] == want["best_val_nll"]  # read back from the checkpoint
+    assert results["test"]["nll"] == pytest.approx(want["test"]["nll"], rel=1e-6)
+    state = load_checkpoint(run / "checkpoint.safetensors")["counters"]
+    assert (state["best_step"], state["bad_evals"], state["stopped_early"]) == (26, 3, True)

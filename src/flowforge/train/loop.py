@@ -4,7 +4,7 @@ checkpoints and NaN recovery.
 The loop minimises whatever :class:`~flowforge.train.losses.Objective` it is given and logs
 the objective's extra terms; validation is always the NLL of the validation rows (and their
 bits/dim for images). With ``ema_decay > 0`` the loop keeps a moving average of the weights
-(:mod:`.ema`): the average is what is validated, kept as the best weights, written to the
+(:mod:`flowforge.fit.ema`): the average is what is validated, kept as the best weights, written to the
 weights file and left in the model at the end; the raw weights keep training, and both are in
 the checkpoint. A validation row with a non-finite log-likelihood makes the validation NLL
 non-finite (never averaged away), which the NaN policy below handles.
@@ -29,10 +29,18 @@ needed to continue exactly (model, optimizer, schedule, batch stream, random sta
 weights, counters). A non-finite loss or gradient never reaches the weights: the batch is
 skipped, and either training stops (``on_nan="stop"``) or the last good state is restored and the
 learning rate lowered (``on_nan="recover"``).
+
+One class and its collaborators: the engine's :class:`~flowforge.fit.loop.Stepper` takes each
+step, :class:`~flowforge.fit.loop.KeepBest` keeps the best validated weights and counts
+patience, :class:`~flowforge.fit.recovery.Recovery` holds the last good state and the NaN
+policy, and :class:`~flowforge.train.validation.Validation` computes the validation NLL. The
+checkpoint keeps the key names it has always had (``best_val_nll``, ``best_step``,
+``bad_evals``, ``best_state``, ``nan_streak``, ``nan_total``), so older checkpoints resume.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -55,17 +63,18 @@ from flowforge.fit.distributed import (
     wrap_ddp,
 )
 from flowforge.fit.ema import WeightAverage
-from flowforge.fit.loop import Stepper
+from flowforge.fit.loop import KeepBest, Stepper
 from flowforge.fit.precision import networks_of, precision_context
+from flowforge.fit.recovery import NonFiniteLoss, Recovery
 from flowforge.fit.schedule import LRSchedule
-from flowforge.runs import load_state
+from flowforge.runs import RunError, load_state, save_weights
+from flowforge.runs.checkpoint import save_checkpoint
 from flowforge.runs.metrics import MetricsLog
 from flowforge.runs.writer import RunWriter
 from flowforge.train.batches import TrainStream
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.losses import Loss, MaximumLikelihood, Objective
-from flowforge.train.state import NonFiniteLoss
-from flowforge.train.validation import TrainerValidation
+from flowforge.train.validation import Validation
 from flowforge.transforms.continuous import SolverError
 
 __all__ = ["FitOutcome", "NonFiniteLoss", "Trainer"]
@@ -104,7 +113,11 @@ def _backward(value: Tensor) -> None:
         raise SolverError(f"the backward (adjoint) ODE solve failed: {e}") from None
 
 
-class Trainer(TrainerValidation):
+#: Checkpoint counters (their names in every checkpoint so far) -> KeepBest's attributes.
+_KEEP_COUNTERS = {"best_val_nll": "best", "best_step": "best_step", "bad_evals": "bad"}
+
+
+class Trainer:
     """Trains a flow by minimising an objective; its whole state round-trips through a checkpoint.
 
     Args:
@@ -128,8 +141,8 @@ class Trainer(TrainerValidation):
         writer: the run directory's writer (:class:`~flowforge.runs.writer.RunWriter`):
             metrics, checkpoints and the best weights (and ``objective_weights``, by its file
             name) are written through it, instead of to the three files above.
-        world: this process's place in a multi-process run (:mod:`.distributed`; default: the
-            only process). With several, ``stream`` yields the global batch, this rank trains
+        world: this process's place in a multi-process run
+            (:mod:`flowforge.fit.distributed`; default: the only process). With several, ``stream`` yields the global batch, this rank trains
             on its slice under DDP, validation is gathered from all ranks and only the files
             given here are written (pass ``None`` for them on ranks other than 0).
     """
@@ -153,7 +166,7 @@ class Trainer(TrainerValidation):
         world: World | None = None,
         writer: RunWriter | None = None,
     ) -> None:
-        self.model, self.stream, self.val, self.cfg = model, stream, val, cfg
+        self.model, self.stream, self.cfg = model, stream, cfg
         self.total_steps, self.device = total_steps, device
         self.metrics, self.checkpoint, self.weights, self.log = metrics, checkpoint, weights, log
         self.objective: Objective = MaximumLikelihood() if objective is None else objective
@@ -204,21 +217,72 @@ class Trainer(TrainerValidation):
             ),
             backward=_backward,
         )
-        self.last_val_bpd: float | None = None
-        self.step = 0
-        self.best_val_nll = math.inf
-        self.best_step = 0
-        self.best_state: dict[str, Tensor] | None = None
+        self.keep = KeepBest(self.evaluated_state, patience=cfg.patience, on_best=self._on_best)
+        self.recovery = Recovery(
+            model,
+            self.optimizer,
+            self.schedule,
+            ema=self.ema,
+            extra=self.objective_module,
+            on_nan=cfg.on_nan,
+            max_recoveries=cfg.max_nan_recoveries,
+            lr_factor=cfg.nan_lr_factor,
+            log=lambda msg: self.log(msg),  # self.log changes while the progress bar shows
+        )
+        self.validation = Validation(
+            val,
+            self.objective,
+            device,
+            batch_size=cfg.eval_batch_size,
+            seed=cfg.seed,
+            levels=levels,
+            world=self.world,
+            log=lambda msg: self.log(msg),
+        )
         self.best_objective_state: dict[str, Tensor] | None = None
-        self.bad_evals = 0
-        self.nan_streak = 0
-        self.nan_total = 0
+        self.step = 0
         self.elapsed = 0.0
         self.stopped_early = False
         self._loss_sum, self._loss_count = 0.0, 0
         self._term_sums: dict[str, float] = {}
         self.last_terms: dict[str, float] = {}
-        self._last_good = self._snapshot()
+        self.recovery.take(self.step)
+
+    # -- the kept best (the engine's KeepBest) ------------------------------------------------
+
+    @property
+    def best_val_nll(self) -> float:
+        """The best validation NLL so far (``inf`` before any)."""
+        return self.keep.best
+
+    @property
+    def best_step(self) -> int:
+        """The step of :attr:`best_val_nll` (0: the starting weights, or none yet)."""
+        return self.keep.best_step
+
+    @property
+    def best_state(self) -> dict[str, Tensor] | None:
+        """The weights of :attr:`best_val_nll` (``None`` before any)."""
+        return self.keep.weights
+
+    @property
+    def bad_evals(self) -> int:
+        """Validations since the best one."""
+        return self.keep.bad
+
+    @property
+    def val(self) -> Tensor:
+        """The validation rows (:attr:`validation`'s)."""
+        return self.validation.val
+
+    @val.setter
+    def val(self, rows: Tensor) -> None:
+        self.validation.val = rows
+
+    @property
+    def last_val_bpd(self) -> float | None:
+        """The bits/dim of the last validation (images only)."""
+        return self.validation.last_bpd
 
     def attach(self, writer: RunWriter) -> None:
         """Write the metrics, checkpoints and best weights through ``writer`` from now on (a
@@ -310,19 +374,62 @@ class Trainer(TrainerValidation):
         """The error that stops training on a failed ODE solve (one line)."""
         return SolverError(
             f"step {self.step + 1}: {e}; training stopped; the last good checkpoint (step "
-            f"{self._last_good[0]}) is kept and the weights file holds the best validated weights"
+            f"{self.recovery.step}) is kept and the weights file holds the best validated weights"
         )
+
+    def _non_finite(self, what: str) -> None:
+        self.recovery.recover(f"step {self.step + 1}: non-finite {what}", self.step)
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def evaluated_state(self) -> dict[str, Tensor]:
+        """The weights that are validated and saved: the average, else the current weights."""
+        if self.ema is not None and self.ema.state is not None:
+            return self.ema.state
+        return self.model.state_dict()
+
+    def evaluate(self) -> float:
+        """Validation NLL (nats) of the evaluated weights (:meth:`evaluated_state`).
+
+        Any non-finite row makes the result NaN; :attr:`last_val_bpd` gets the bits/dim for
+        images.
+        """
+        swap = self.ema is not None and self.ema.state is not None
+        weights = self.evaluated_state() if swap else None
+        return self.validation.nll(self.model, weights, self.step)
+
+    def _validate_start(self) -> None:
+        """Validate the starting weights (step 0), a candidate for the best: a flow that starts
+        at a fit (a table's whitened Gaussian) then ends no worse on validation than its start.
+        Random-number neutral; no metrics record (there is no training loss yet)."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            try:
+                val_nll = self.evaluate()
+            except SolverError:
+                return
+        self.keep.start(val_nll)
+
+    def _on_best(self, step: int, value: float, weights: dict[str, Tensor]) -> None:
+        """The evaluated weights of ``step`` are the best so far (kept by :attr:`keep`): write
+        them, and keep (and write) the objective's own state."""
+        if self.writer is not None:
+            self.writer.write_weights(weights)
+        elif self.weights is not None:
+            save_weights(self.weights, weights)
+        if self.objective_module is not None:
+            self.best_objective_state = copy.deepcopy(self.objective_module.state_dict())
+            if self.objective_weights is not None and self.writer is not None:
+                self.writer.write_weights(self.best_objective_state, self.objective_weights.name)
+            elif self.objective_weights is not None:
+                save_weights(self.objective_weights, self.best_objective_state)
 
     def _after_eval(self, val_nll: float) -> dict[str, Any]:
         if not math.isfinite(val_nll):
             self._non_finite("validation NLL")
             return {}
         self.schedule.observe(val_nll)
-        if val_nll < self.best_val_nll:
-            self._keep_best(val_nll)
-        else:
-            self.bad_evals += 1
-        if self.cfg.patience and self.bad_evals >= self.cfg.patience:
+        self.keep.observe(self.step, val_nll)
+        if self.keep.stop:
             self.stopped_early = True
         record = {
             "step": self.step,
@@ -332,18 +439,90 @@ class Trainer(TrainerValidation):
             "lr": self.schedule.lr_at(self.step),
             "seconds": round(self.elapsed, 3),
             "best_val_nll": self.best_val_nll,
-            "nan_total": self.nan_total,
+            "nan_total": self.recovery.total,
         }
         for name, total in self._term_sums.items():
             record[f"train_{name}"] = total / max(self._loss_count, 1)
         self._loss_sum, self._loss_count = 0.0, 0
         self._term_sums = {}
-        self.nan_streak = 0
+        self.recovery.streak = 0
         if self.metrics is not None:
             self.metrics.append(record)
         self.save()
-        self._last_good = self._snapshot()
+        self.recovery.take(self.step)
         return record
+
+    # -- checkpoint ---------------------------------------------------------------------------
+
+    def _objective_state(self) -> dict[str, Tensor] | None:
+        """The objective's own state (``None`` unless it is an ``nn.Module``)."""
+        module = self.objective_module
+        return None if module is None else module.state_dict()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly where this one is (the keys of
+        every checkpoint written so far)."""
+        keep = self.keep.state_dict()
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "stream": self.stream.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "best_state": keep["weights"],
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "objective": self._objective_state(),
+            "best_objective_state": self.best_objective_state,
+            "counters": {
+                "step": self.step,
+                **{name: keep[attr] for name, attr in _KEEP_COUNTERS.items()},
+                "nan_streak": self.recovery.streak,
+                "nan_total": self.recovery.total,
+                "elapsed": self.elapsed,
+                "stopped_early": self.stopped_early,
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any], origin: str = "checkpoint") -> None:
+        """Restore :meth:`state_dict` output (for example from a checkpoint file)."""
+        load_state(self.model, state["model"], origin)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.stream.load_state_dict(state["stream"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.ema is not None:
+            saved = state.get("ema")
+            if saved is None:
+                raise RunError(
+                    f"{origin} holds no average of the weights, but ema_decay = "
+                    f"{self.cfg.ema_decay}: it was written by another configuration"
+                )
+            self.ema.load_state_dict(saved, self.model)
+        if self.objective_module is not None:
+            objective = state.get("objective")
+            if objective is None:
+                raise RunError(
+                    f"{origin} holds no state of the objective {self.objective!r}: it was "
+                    "written by another configuration"
+                )
+            load_state(self.objective_module, objective, origin)
+            self.best_objective_state = state.get("best_objective_state")
+        counters = state["counters"]
+        keep = {a: counters[n] for n, a in _KEEP_COUNTERS.items() if n in counters}
+        self.keep.load_state_dict(keep | {"weights": state["best_state"]})
+        self.recovery.streak = counters.get("nan_streak", self.recovery.streak)
+        self.recovery.total = counters.get("nan_total", self.recovery.total)
+        self.step = counters.get("step", self.step)
+        self.elapsed = counters.get("elapsed", self.elapsed)
+        self.stopped_early = counters.get("stopped_early", self.stopped_early)
+        self.recovery.take(self.step)
+
+    def save(self) -> None:
+        """Write the checkpoint file (atomically), if there is one."""
+        if self.writer is not None:
+            self.writer.write_checkpoint(self.state_dict())
+        elif self.checkpoint is not None:
+            save_checkpoint(self.checkpoint, self.state_dict())
 
     def fit(self, progress: bool = True) -> FitOutcome:
         """Train up to ``total_steps`` (or early stopping), then restore the best weights.
@@ -406,11 +585,11 @@ class Trainer(TrainerValidation):
             bar.close()
             self.log = log
         check_in_sync([self.model, *filter(None, [self.objective_module])], self.world, "the end")
-        if self.cfg.restore_best and self.best_state is not None:
-            load_state(self.model, self.best_state, "the best state")
+        if self.cfg.restore_best and self.keep.weights is not None:
+            load_state(self.model, self.keep.weights, "the best state")
             if self.objective_module is not None and self.best_objective_state is not None:
                 load_state(self.objective_module, self.best_objective_state, "the best state")
         elif self.ema is not None and self.ema.state is not None:
             load_state(self.model, self.ema.state, "the average of the weights")
         reason = "early stopping" if self.stopped_early else "completed"
-        return FitOutcome(self.step, reason, self.best_step, self.best_val_nll)
+        return FitOutcome(self.step, reason, self.keep.best_step, self.keep.best)
