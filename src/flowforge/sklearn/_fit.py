@@ -4,7 +4,6 @@ early stopping on a validation split, score and sample it. No scikit-learn impor
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import torch
 from flowforge.core import Flow
 from flowforge.core.defensive import DefensiveMixture
 from flowforge.fit.loop import KeepBest, Stepper
+from flowforge.fit.progress import Progress
 from flowforge.fit.schedule import LRSchedule
 from flowforge.runs.errors import ConfigError
 from flowforge.runs.recipe import ModelSpec, build_flow, whiten_entry
@@ -276,7 +276,8 @@ def fit_flow(
         trim: from the second epoch on, each epoch leaves out this share of the training rows
             with the lowest likelihood under the current flow (a robust fit on data that hold
             anomalies); ``0`` uses every row.
-        verbose: one progress line per epoch on stderr.
+        verbose: a progress bar over the epochs and one line per epoch on stderr
+            (:class:`~flowforge.fit.progress.Progress`); silent otherwise.
     """
     with seeded(seed):
         try:
@@ -325,33 +326,39 @@ def fit_flow(
         train_hist: list[float] = []
         stopped = False
         start = time.perf_counter()
-        for epoch in range(1, max_epochs + 1):
-            flow.train()
-            rows = _kept_rows(model, data, trim) if trim > 0 and epoch > 1 else None
-            perm = torch.randperm(n, generator=gen)
-            if rows is not None:
-                perm = rows[torch.randperm(rows.numel(), generator=gen)]
-            total_loss = 0.0
-            for i in range(0, perm.numel(), bs):
-                xb = data[perm[i : i + bs]]
-                if sigma is not None:
-                    xb = xb + sigma * torch.randn(xb.shape, generator=gen)
-                loss = stepper.step(step, partial(_batch_nll, model, xb))
-                assert loss is not None  # diverged() raised otherwise
-                step += 1
-                total_loss += loss.item() * xb.shape[0]
-            train_hist.append(total_loss / perm.numel())
-            msg = f"epoch {epoch}/{max_epochs} train NLL {train_hist[-1]:.4f}"
-            if val is not None:
-                v = _mean_nll(model, val)
-                val_hist.append(v)
-                msg += f" val NLL {v:.4f}"
-                keep.observe(epoch, v)
-            if verbose:
-                print(f"{msg} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
-            if val is not None and keep.stop:
-                stopped = True
-                break
+        shown = Progress(
+            max_epochs, enabled=verbose, unit="epoch", desc="fit", leave=False, every=1
+        )
+        with shown as bar:
+            for epoch in range(1, max_epochs + 1):
+                flow.train()
+                rows = _kept_rows(model, data, trim) if trim > 0 and epoch > 1 else None
+                perm = torch.randperm(n, generator=gen)
+                if rows is not None:
+                    perm = rows[torch.randperm(rows.numel(), generator=gen)]
+                total_loss = 0.0
+                for i in range(0, perm.numel(), bs):
+                    xb = data[perm[i : i + bs]]
+                    if sigma is not None:
+                        xb = xb + sigma * torch.randn(xb.shape, generator=gen)
+                    loss = stepper.step(step, partial(_batch_nll, model, xb))
+                    assert loss is not None  # diverged() raised otherwise
+                    step += 1
+                    total_loss += loss.item() * xb.shape[0]
+                train_hist.append(total_loss / perm.numel())
+                msg = f"epoch {epoch}/{max_epochs} train NLL {train_hist[-1]:.4f}"
+                if val is not None:
+                    v = _mean_nll(model, val)
+                    val_hist.append(v)
+                    msg += f" val NLL {v:.4f}"
+                    keep.observe(epoch, v)
+                if verbose:
+                    bar.write(f"{msg} ({time.perf_counter() - start:.1f} s)")
+                figures = {"train_nll": f"{train_hist[-1]:.4f}"}
+                bar.show(epoch, figures | ({"val_nll": f"{val_hist[-1]:.4f}"} if val_hist else {}))
+                if val is not None and keep.stop:
+                    stopped = True
+                    break
         best_epoch = epoch
         if keep.weights is not None:
             flow.load_state_dict(keep.weights)

@@ -87,7 +87,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             on the rows left after dropping this share (``[0, 0.5)``) of lowest likelihood.
             ``0``: every row.
         random_state: seed of the initial weights, split and minibatch order.
-        verbose: print one progress line per epoch (stderr).
+        verbose: a progress bar over the epochs and one line per epoch (stderr).
 
     Attributes:
         flow_: the fitted model (float64, evaluation mode): with ``standardize``, the

@@ -65,6 +65,7 @@ from flowforge.fit.distributed import (
 from flowforge.fit.ema import WeightAverage
 from flowforge.fit.loop import KeepBest, Stepper
 from flowforge.fit.precision import networks_of, precision_context
+from flowforge.fit.progress import Progress
 from flowforge.fit.recovery import NonFiniteLoss, Recovery
 from flowforge.fit.schedule import LRSchedule
 from flowforge.runs import RunError, load_state, save_weights
@@ -532,19 +533,11 @@ class Trainer:
         """
         self.schedule.total_steps = self.total_steps
         self.model.train()
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            disable=not progress or not self.world.is_main,
-            unit="step",
-            dynamic_ncols=True,
-            mininterval=0.1 if sys.stderr.isatty() else 2.0,  # fewer lines in a log file
-            file=sys.stderr,
-        )
+        bar = Progress(self.total_steps, initial=self.step, enabled=progress and self.world.is_main)
         postfix: dict[str, str] = {}
         log = self.log
         if progress:  # print messages above the bar, not through it
-            self.log = lambda msg: bar.write(msg, file=sys.stderr)
+            self.log = bar.write
         if self.step == 0 and self.cfg.restore_best and self.levels is None:
             self._validate_start()
         try:
@@ -578,9 +571,7 @@ class Trainer:
                         if "val_bpd" in record:
                             postfix["val_bpd"] = f"{record['val_bpd']:.4f}"
                 self.elapsed += time.perf_counter() - start
-                if progress and (self.step % 10 == 0 or self.step == self.total_steps):
-                    bar.set_postfix(postfix, refresh=False)
-                bar.update(1)
+                bar.show(self.step, postfix)
         finally:
             bar.close()
             self.log = log

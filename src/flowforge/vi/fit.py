@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from flowforge.core.flow import Flow
 from flowforge.fit.loop import Stepper
+from flowforge.fit.progress import Progress
 from flowforge.fit.schedule import LRSchedule
 from flowforge.vi.objectives import ELBO, LogDensity, VariationalObjective
 
@@ -48,7 +48,8 @@ def fit_vi(
         samples: draws per step.
         lr: Adam's learning rate (ignored with ``optimizer``).
         objective: a :class:`~flowforge.vi.objectives.VariationalObjective`.
-        progress: show a tqdm progress bar (tqdm is imported only then).
+        progress: show the progress bar (:class:`~flowforge.fit.progress.Progress`; tqdm is
+            imported only then).
         context: ``(B, C)`` for a conditional flow (amortised inference).
         schedule: ``"cosine"`` (decay to 0) or ``"constant"`` learning rate.
         anneal: the first ``anneal`` steps fit ``beta_t log p~`` with ``beta_t`` rising
@@ -96,11 +97,7 @@ def fit_vi(
         peaks=base_lrs,
         on_non_finite=_diverged,
     )
-    bar: Any = None
-    if progress:
-        from tqdm import tqdm  # lazily: import flowforge stays light
-
-        bar = tqdm(total=steps, initial=start, desc="fit_vi", leave=False)
+    bar = Progress(steps, initial=start, enabled=progress, desc="fit_vi", leave=False)
     history: list[dict[str, float]] = []
     was_training = flow.training
     flow.train()
@@ -124,13 +121,9 @@ def fit_vi(
             history.append(record)
             if callback is not None:
                 callback(step, record)
-            if bar is not None:
-                bar.update(1)
-                if step % 10 == 0 or step == steps - 1:
-                    bar.set_postfix(loss=f"{value:.4g}")
+            bar.show(step + 1, {"loss": f"{value:.4g}"})
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         flow.train(was_training)
     return history
 
