@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from flowforge.runs import RunError, atomic_write_bytes, load_weights, save_weights
+from flowforge.runs import RunError, load_weights, save_weights
+from flowforge.runs.atomic import atomic_write_bytes
 from flowforge.train.checkpoint import decode_state, encode_state, load_checkpoint, save_checkpoint
 
 

@@ -26,6 +26,11 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'flowforge' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """Every public name, the lazy ones included (without importing them)."""
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = [
     "Bijection",
     "Compose",

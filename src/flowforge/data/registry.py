@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +23,19 @@ __all__ = ["dataset_names", "list_datasets", "load_dataset"]
 
 
 def dataset_names() -> list[str]:
-    """Names of all built-in datasets, in display order."""
+    """Names of all built-in datasets, in display order (deprecated: use
+    ``[d.name for d in list_datasets()]``)."""
+    warnings.warn(
+        "flowforge.data.dataset_names() is deprecated; use "
+        "[d.name for d in flowforge.data.list_datasets()]",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return _builtin_names()
+
+
+def _builtin_names() -> list[str]:
+    """Names of all built-in datasets, in display order (what :func:`list_datasets` describes)."""
     return [*TOY_DATASETS, *SKLEARN_DATASETS, *TABULAR_DATASETS, *IMAGE_DATASETS, *AUDIO_DATASETS]
 
 
@@ -107,7 +120,7 @@ def load_dataset(
     """
     text = os.fspath(name_or_path)
     key = text.lower()
-    builtin = key in dataset_names()
+    builtin = key in _builtin_names()
     if columns is not None and builtin:
         raise DataError(f"columns= applies to user .csv/.npy files, not to the built-in {key!r}")
     if header is not None and builtin:
@@ -144,7 +157,7 @@ def load_dataset(
         )
     raise DataError(
         f"unknown dataset {text!r}: not a built-in name and not a .csv/.npy file; valid names: "
-        f"{', '.join(dataset_names())}"
+        f"{', '.join(_builtin_names())}"
     )
 
 

@@ -1,4 +1,8 @@
-"""Pure numeric kernels used by the transforms, and the switch that decides when they run."""
+"""Pure numeric kernels used by the transforms, and the switch that decides when they run.
+
+The flat-parameter plumbing of the fused kernels (``join_layers``, ``split_layers``,
+``layer_sizes``) lives in :mod:`flowforge.functional.flat`; the old names here still work.
+"""
 
 from flowforge.functional.affine import (
     AffineFunction,
@@ -6,7 +10,11 @@ from flowforge.functional.affine import (
     bounded_log_scale_backward,
 )
 from flowforge.functional.dispatch import eager_kernels_allowed, plain_modules
-from flowforge.functional.flat import join_layers, layer_sizes, split_layers
+from flowforge.functional.flat import (  # noqa: F401  plumbing: old imports keep working
+    join_layers,
+    layer_sizes,
+    split_layers,
+)
 from flowforge.functional.splines import rational_quadratic_spline
 from flowforge.functional.trace import (
     TraceEstimate,
@@ -23,10 +31,7 @@ __all__ = [
     "eager_kernels_allowed",
     "exact_trace",
     "hutchinson_trace",
-    "join_layers",
-    "layer_sizes",
     "plain_modules",
     "rational_quadratic_spline",
-    "split_layers",
     "trace_noise",
 ]

@@ -16,10 +16,22 @@ and :mod:`flowforge.cli` (they use it; it uses none of them), so that loading a 
 - :mod:`.run`: :func:`open_run` and :func:`load`;
 - :mod:`.tables`: ``.npy`` / ``.csv`` output files;
 - :mod:`.errors`: :class:`RunError` and :class:`ConfigError`.
+
+Plumbing (atomic writes, the check of options a resumed run may change) is imported from its
+module; the old names ``flowforge.runs.atomic_write_*`` and ``refuse_fixed_options`` still work
+but are not part of the public list.
 """
 
-from flowforge.runs.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from flowforge.runs.errors import ConfigError, RunError, refuse_fixed_options
+from flowforge.runs.atomic import (  # noqa: F401  plumbing: old imports keep working
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
+from flowforge.runs.errors import (
+    ConfigError,
+    RunError,
+    refuse_fixed_options,  # noqa: F401  plumbing (old imports)
+)
 from flowforge.runs.layout import (
     RUN_FORMAT,
     RUN_FORMAT_VERSION,
@@ -43,9 +55,6 @@ __all__ = [
     "RunError",
     "RunFiles",
     "RunWriter",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "atomic_write_text",
     "build_flow",
     "check_flow_name",
     "check_new_run",
@@ -57,7 +66,6 @@ __all__ = [
     "parse_spec",
     "read_run_record",
     "read_safetensors",
-    "refuse_fixed_options",
     "run_files",
     "save_weights",
     "write_table",

@@ -41,11 +41,11 @@ from flowforge.runs import (
     check_flow_name,
     parse_spec,
     read_run_record,
-    refuse_fixed_options,
     run_files,
 )
 from flowforge.runs.checkpoint import load_checkpoint
 from flowforge.runs.defensive import defend, validated_spec
+from flowforge.runs.errors import refuse_fixed_options
 from flowforge.runs.recipe import DEQUANTIZER_FILE, build_dequantizer
 from flowforge.runs.writer import RunWriter, check_new_run
 from flowforge.train.batches import (

@@ -42,10 +42,10 @@ from flowforge.runs import (
     build_flow,
     parse_spec,
     read_run_record,
-    refuse_fixed_options,
     run_files,
 )
 from flowforge.runs.checkpoint import load_checkpoint
+from flowforge.runs.errors import refuse_fixed_options
 from flowforge.runs.writer import RunWriter, check_new_run
 from flowforge.vi.config import (
     OBJECTIVES,

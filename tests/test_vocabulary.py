@@ -1,0 +1,51 @@
+"""One vocabulary across the public API (issue 21): ``ff.eval`` exports what its docstring
+lists, ``dir(ff)`` lists every public name (the estimators lazily), one dataset lister (the
+other deprecated), plumbing out of the public lists (old names still import)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import flowforge as ff
+import flowforge.eval
+import flowforge.functional
+import flowforge.runs
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def test_eval_exports_what_its_docstring_lists() -> None:
+    doc = flowforge.eval.__doc__ or ""
+    for name in ("log_likelihoods", "summarize", "bits_per_dim", "gaussian_baseline", "auroc"):
+        assert f":func:`{name}`" in doc and name in flowforge.eval.__all__, name
+    for name in flowforge.eval.__all__:
+        assert callable(getattr(flowforge.eval, name)), name
+
+
+def test_dir_lists_the_estimators_without_importing_scikit_learn() -> None:
+    code = (
+        f"import sys; sys.path.insert(0, {str(SRC)!r}); import flowforge as ff; "
+        "names = dir(ff); "
+        "assert {'FlowDensity', 'FlowAnomalyDetector', 'load', 'eval'} <= set(names), names; "
+        "assert not any(m.split('.')[0] == 'sklearn' for m in sys.modules), 'sklearn loaded'; "
+        "assert 'flowforge.sklearn' not in sys.modules"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert set(ff.__all__) <= set(dir(ff))
+
+
+def test_plumbing_is_out_of_the_public_lists_but_old_names_import() -> None:
+    from flowforge.functional import join_layers
+    from flowforge.runs import atomic_write_json, refuse_fixed_options
+
+    for module, names in (
+        (flowforge.runs, ("atomic_write_bytes", "atomic_write_json", "atomic_write_text")),
+        (flowforge.runs, ("refuse_fixed_options",)),
+        (flowforge.functional, ("join_layers", "split_layers", "layer_sizes")),
+    ):
+        for name in names:
+            assert name not in module.__all__ and hasattr(module, name), name
+    assert callable(join_layers) and callable(atomic_write_json) and callable(refuse_fixed_options)
