@@ -74,7 +74,7 @@ T = ff.transforms
 
 def _coupling(t: T.Transformer, mask: list[bool], context: int = 0) -> Bijection:
     na, nb = sum(mask), len(mask) - sum(mask)
-    return T.Coupling(mask, t, ff.nn.MLP(na + context, nb * t.params_per_dim, H), context)
+    return T.Coupling(mask, t, ff.nn.MLP(na + context, nb * t.params_per_dim, H), context=context)
 
 
 def _ma(t: T.Transformer, context: int = 0, order: list[int] | None = None) -> Bijection:
@@ -86,13 +86,21 @@ def _ma(t: T.Transformer, context: int = 0, order: list[int] | None = None) -> B
 def _residual_coupling(t: T.Transformer, context: int = 0) -> Bijection:
     """A coupling whose network is a residual MLP (2 blocks of 2 tanh layers, dropout)."""
     net = ff.nn.ResidualMLP(3 + context, 2 * t.params_per_dim, H, 2, "tanh", dropout=0.2)
-    return T.Coupling([True, False, True, False, True], t, net, context)
+    return T.Coupling([True, False, True, False, True], t, net, context=context)
 
 
 def _residual_ma(t: T.Transformer, context: int = 0, order: list[int] | None = None) -> Bijection:
     """An autoregressive layer on a masked residual MADE (2 blocks of 1 ELU layer, dropout)."""
     made = ff.nn.ResidualMADE(
-        D, t.params_per_dim, (16,), 2, context, order, "elu", dropout=0.2, save_order=True
+        D,
+        t.params_per_dim,
+        (16,),
+        2,
+        context=context,
+        order=order,
+        activation="elu",
+        dropout=0.2,
+        save_order=True,
     )
     return T.MaskedAutoregressive(t, made)
 
@@ -114,12 +122,12 @@ def _channel(
     c = shape[0]
     a = c - c // 2 if not flip else c // 2
     net = ff.nn.ConvNet(a + context, (c - a) * t.params_per_dim, hidden=8)
-    return T.ChannelCoupling(shape, t, net, context, flip=flip)
+    return T.ChannelCoupling(shape, t, net, context=context, flip=flip)
 
 
 def _checker(t: T.Transformer, context: int = 0, parity: int = 0) -> Bijection:
     net = ff.nn.ConvNet(IMG[0] + context, IMG[0] * t.params_per_dim, hidden=8)
-    return T.CheckerboardCoupling(IMG, t, net, context, parity)
+    return T.CheckerboardCoupling(IMG, t, net, context=context, parity=parity)
 
 
 def _spatial(kind: str) -> Bijection:
@@ -127,9 +135,9 @@ def _spatial(kind: str) -> Bijection:
     c = IMG[0]
     if kind == "channel":
         net = ff.nn.ConvNet(c - c // 2 + 2, (c // 2) * 2, hidden=8)
-        return T.ChannelCoupling(IMG, T.Affine(), net, 2 * 16, spatial=True)
+        return T.ChannelCoupling(IMG, T.Affine(), net, context=2 * 16, spatial=True)
     net = ff.nn.ConvNet(c + 2, c * 2, hidden=8)
-    return T.CheckerboardCoupling(IMG, T.Affine(), net, 2 * 16, parity=1, spatial=True)
+    return T.CheckerboardCoupling(IMG, T.Affine(), net, context=2 * 16, parity=1, spatial=True)
 
 
 def _multiscale(context: int = 0) -> Bijection:
@@ -155,7 +163,7 @@ SEQ = (4, 8)  # a sequence event (C, T): a waveform squeezed into groups of 4 sa
 def _wavenet(context: int = 0) -> Bijection:
     """WaveGlow's coupling on SEQ; with a context, ``context`` features per time step."""
     net = ff.nn.WaveNet(2, 2 * 2, hidden=6, layers=2, cond_channels=context)
-    return T.ChannelCoupling(SEQ, T.Affine(), net, context * SEQ[1], spatial=bool(context))
+    return T.ChannelCoupling(SEQ, T.Affine(), net, context=context * SEQ[1], spatial=bool(context))
 
 
 def _frames() -> Bijection:
@@ -163,7 +171,7 @@ def _frames() -> Bijection:
     up = ff.nn.FrameUpsample(features=2, frames=3, length=24, factor=3)
     inner = ff.Compose([T.Squeeze1d((1, 24), 3), T.ActNorm((3, 8))])
     net = ff.nn.WaveNet(2, 2, hidden=6, layers=2, cond_channels=2 * 3)
-    coupling = T.ChannelCoupling((3, 8), T.Affine(), net, 2 * 3 * 8, spatial=True)
+    coupling = T.ChannelCoupling((3, 8), T.Affine(), net, context=2 * 3 * 8, spatial=True)
     return T.EmbedContext(ff.Compose([inner, coupling]), up, context=2 * 3)
 
 
@@ -283,7 +291,7 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     ),
     "preset-waveglow-vocoder-plain-conv": lambda: Case(
         ff.flows.WaveGlow(
-            (1, 16), 2 * 4, group=4, steps=2, hidden=4, layers=2, lu=False, frame_features=2
+            (1, 16), context=2 * 4, group=4, steps=2, hidden=4, layers=2, lu=False, frame_features=2
         ).bijection,
         2 * 4,
     ),
@@ -358,10 +366,10 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     ),
     "planar-tanh": lambda: _planar(T.Planar(D)),
     "planar-leaky-relu": lambda: _planar(T.Planar(D, activation="leaky_relu", slope=0.3)),
-    "planar-context": lambda: Case(T.Planar(D, C, hidden=(8,)), C),
+    "planar-context": lambda: Case(T.Planar(D, context=C, hidden=(8,)), C),
     "radial-expanding": lambda: Case(T.Radial(D), init=_radial_beta(1.5)),
     "radial-contracting": lambda: Case(T.Radial(D), init=_radial_beta(-0.8)),
-    "radial-context": lambda: Case(T.Radial(D, C, hidden=(8,)), C),
+    "radial-context": lambda: Case(T.Radial(D, context=C, hidden=(8,)), C),
     "sylvester-orthogonal": lambda: Case(T.Sylvester(D, "orthogonal", rank=3)),
     "sylvester-householder": lambda: Case(T.Sylvester(D, "householder", reflections=3)),
     "sylvester-triangular-flip": lambda: Case(T.Sylvester(D, "triangular", flip=True)),
@@ -386,7 +394,16 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "transformer-autoregressive-vector-1": lambda: Case(_tarflow_layer((D,), 1)),
     "cnf": lambda: Case(T.CNF(ff.nn.ODENet(D, (8,)), D, time=0.5, rtol=1e-12, atol=1e-12)),
     "cnf-context-learned-time": lambda: Case(
-        T.CNF(ff.nn.ODENet(D, (8,), C, "tanh"), D, C, 0.5, True, rtol=1e-12, atol=1e-12), C
+        T.CNF(
+            ff.nn.ODENet(D, (8,), context=C, activation="tanh"),
+            D,
+            context=C,
+            time=0.5,
+            learn_time=True,
+            rtol=1e-12,
+            atol=1e-12,
+        ),
+        C,
     ),
 }
 

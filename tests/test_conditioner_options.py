@@ -127,9 +127,15 @@ def _made_jacobian(made: ff.nn.MADE, x: Tensor, c: Tensor | None) -> Tensor:
 @pytest.mark.parametrize(
     "build",
     [
-        lambda o, c: ff.nn.MADE(6, 2, (12, 12), c, o, "tanh", zero_last=False),
-        lambda o, c: ff.nn.ResidualMADE(6, 2, (12,), 1, c, o, "tanh", zero_last=False),
-        lambda o, c: ff.nn.ResidualMADE(6, 3, (12, 12), 3, c, o, "tanh", zero_last=False),
+        lambda o, c: ff.nn.MADE(
+            6, 2, (12, 12), context=c, order=o, activation="tanh", zero_last=False
+        ),
+        lambda o, c: ff.nn.ResidualMADE(
+            6, 2, (12,), 1, context=c, order=o, activation="tanh", zero_last=False
+        ),
+        lambda o, c: ff.nn.ResidualMADE(
+            6, 3, (12, 12), 3, context=c, order=o, activation="tanh", zero_last=False
+        ),
     ],
     ids=["made", "residual-1x1", "residual-3x2"],
 )

@@ -47,7 +47,9 @@ class LinearField(nn.Module):
 
 def _cnf(d: int = 3, context: int = 0, plain: bool = False, **kw: object) -> CNF:
     net_cls = PlainODENet if plain else ff.nn.ODENet
-    cnf = CNF(net_cls(d, (8, 8), context), d, context, **{"time": 0.7, **TIGHT, **kw})  # type: ignore[arg-type]
+    cnf = CNF(
+        net_cls(d, (8, 8), context=context), d, context=context, **{"time": 0.7, **TIGHT, **kw}
+    )  # type: ignore[arg-type]
     randomize(cnf, 0.4)
     return cnf.to(F64)
 
@@ -73,7 +75,7 @@ def test_exact_ladj_is_the_log_det_of_the_flow_maps_jacobian(plain: bool, invers
 
 
 def test_fused_and_autograd_paths_agree_in_float64() -> None:
-    net = randomize(ff.nn.ODENet(4, (16, 16), 2, "elu"), 0.5).to(F64)
+    net = randomize(ff.nn.ODENet(4, (16, 16), context=2, activation="elu"), 0.5).to(F64)
     t, c = torch.tensor(0.3, dtype=F64), torch.randn(6, 2, dtype=F64)
     z = torch.randn(6, 4, dtype=F64, requires_grad=True)
     e = trace_noise(z, "gaussian")
@@ -87,7 +89,7 @@ def test_fused_and_autograd_paths_agree_in_float64() -> None:
     _, je = net.forward_and_jvp(t, z, e.unsqueeze(-2), c)
     assert torch.allclose(je[:, 0], jvp_autograd(f2, z, e, create_graph=False), atol=1e-12)
     # Without context and at one scalar time, gates are computed once and broadcast.
-    net0 = randomize(ff.nn.ODENet(3, (8,), 0, "tanh"), 0.5).to(F64)
+    net0 = randomize(ff.nn.ODENet(3, (8,), context=0, activation="tanh"), 0.5).to(F64)
     z0 = torch.randn(5, 3, dtype=F64, requires_grad=True)
     f0, jac0_t = net0.forward_and_jvp(t, z0)
     jac0 = jacobian_autograd(net0(t, z0), z0, create_graph=False)
@@ -468,8 +470,8 @@ def test_evaluation_is_true_to_the_digits_whatever_the_training_tolerance() -> N
 def test_fourier_time_features_equal_a_context_of_cosines_and_sines() -> None:
     # Reference: the same weights in a net without time features whose context carries
     # [cos(pi k t), sin(pi k t)] (the hyper layers' input is [t, features, c] either way).
-    net = randomize(ff.nn.ODENet(3, (8, 8), 0, "tanh", freqs=2), 0.5).to(F64)
-    ref = ff.nn.ODENet(3, (8, 8), 4, "tanh").to(F64)
+    net = randomize(ff.nn.ODENet(3, (8, 8), context=0, activation="tanh", freqs=2), 0.5).to(F64)
+    ref = ff.nn.ODENet(3, (8, 8), context=4, activation="tanh").to(F64)
     ref.flat.data.copy_(net.flat.data)
     t = torch.tensor(0.3, dtype=F64)
     z = torch.randn(5, 3, dtype=F64, requires_grad=True)

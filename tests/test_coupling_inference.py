@@ -20,7 +20,9 @@ def _layer(kind: str, context: int, features: int) -> ff.transforms.Coupling:
     t = ff.transforms.Affine(2.0) if kind == "affine" else ff.transforms.Additive()
     na = (features + 1) // 2
     net = ff.nn.MLP(na + context, (features - na) * t.params_per_dim, hidden=(16, 12))
-    layer = ff.transforms.Coupling(ff.transforms.half_mask(features), t, net, context).double()
+    layer = ff.transforms.Coupling(
+        ff.transforms.half_mask(features), t, net, context=context
+    ).double()
     with torch.no_grad():
         net.flat.normal_(0.0, 0.4)
     return layer

@@ -187,7 +187,7 @@ def test_gradients_reach_the_flow_and_the_dequantizer(encoder: bool) -> None:
     flow = _model(16)
     flow = ff.Flow(ff.Compose([ff.transforms.Reshape(shape, (16,)), flow.bijection]), flow.base)
     torch.manual_seed(2)
-    kwargs = {"encoder": conv_encoder(shape, 6, hidden=4), "context": 6} if encoder else {}
+    kwargs = {"encoder": conv_encoder(shape, context=6, hidden=4), "context": 6} if encoder else {}
     deq = VariationalDequantizer(shape, K, transforms=2, hidden=(8,), **kwargs)  # type: ignore[arg-type]
     deq = _randomise(deq, 0.2).double()  # type: ignore[assignment]
     objective = VariationalDequantization(deq)

@@ -56,7 +56,7 @@ def mixture(features: int = D, seed: int = 0) -> ff.distributions.GaussianMixtur
 
 
 def conditional(seed: int = 0) -> ff.distributions.ConditionalDiagNormal:
-    base = ff.distributions.ConditionalDiagNormal(D, C).double()
+    base = ff.distributions.ConditionalDiagNormal(D, context=C).double()
     gen = _gen(seed)
     with torch.no_grad():
         for p in base.parameters():
@@ -268,7 +268,7 @@ def test_conditional_with_a_user_network() -> None:
     net = ff.nn.MLP(C, 2 * D, hidden=(8,)).double()
     with torch.no_grad():
         net.flat.normal_(0.0, 0.4)
-    base = ff.distributions.ConditionalDiagNormal(D, C, net)
+    base = ff.distributions.ConditionalDiagNormal(D, context=C, net=net)
     c = torch.randn(6, C, dtype=F64)
     z = torch.randn(6, D, dtype=F64)
     loc, scale = conditional_params(base, c)
@@ -318,7 +318,7 @@ BASES = {
     "standard": lambda: ff.distributions.StandardNormal(D),
     "diag": lambda: ff.distributions.DiagNormal(D),
     "mixture": lambda: ff.distributions.GaussianMixture(D, K),
-    "conditional": lambda: ff.distributions.ConditionalDiagNormal(D, C),
+    "conditional": lambda: ff.distributions.ConditionalDiagNormal(D, context=C),
 }
 
 

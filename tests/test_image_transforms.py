@@ -154,7 +154,9 @@ def test_multiscale_checks_its_levels() -> None:
 
 def test_spatial_context_enters_as_feature_maps() -> None:
     torch.manual_seed(4)
-    layer = T.ChannelCoupling((2, 3, 4), T.Affine(3.0), _net(1 + 2, 2), 2 * 12, spatial=True)
+    layer = T.ChannelCoupling(
+        (2, 3, 4), T.Affine(3.0), _net(1 + 2, 2), context=2 * 12, spatial=True
+    )
     layer.to(DT)
     assert layer.context_channels == 2
     x = torch.randn(5, 2, 3, 4, dtype=DT)
@@ -173,7 +175,7 @@ def test_spatial_context_enters_as_feature_maps() -> None:
 
 def test_spatial_context_size_must_hold_whole_maps() -> None:
     with pytest.raises(ValueError, match="positive multiple of 12"):
-        T.CheckerboardCoupling((1, 3, 4), T.Affine(), _net(1, 2), 13, spatial=True)
+        T.CheckerboardCoupling((1, 3, 4), T.Affine(), _net(1, 2), context=13, spatial=True)
 
 
 def test_lu_conv1x1_output_is_channels_last_as_documented() -> None:

@@ -164,8 +164,8 @@ class ScaledODENet(ff.nn.ODENet):
 
 def _cnf(net_cls: type[ff.nn.ODENet], trace: str, context: int = 0) -> ff.transforms.CNF:
     torch.manual_seed(5)
-    net = net_cls(3, (8,), context, zero_last=False)
-    cnf = ff.transforms.CNF(net, 3, context, time=0.7, trace=trace, rtol=1e-10, atol=1e-10)  # type: ignore[arg-type]
+    net = net_cls(3, (8,), context=context, zero_last=False)
+    cnf = ff.transforms.CNF(net, 3, context=context, time=0.7, trace=trace, rtol=1e-10, atol=1e-10)  # type: ignore[arg-type]
     return randomize(cnf, 0.5).to(F64)  # type: ignore[return-value]
 
 
@@ -337,9 +337,13 @@ def _layer(kind: str, context: int) -> ff.Bijection:
     t = SPLINE(5, 2.0)
     if kind == "coupling":
         net = ff.nn.MLP(2 + context, 3 * t.params_per_dim, (16,))
-        b: ff.Bijection = ff.transforms.Coupling([True, False, True, False, False], t, net, context)
+        b: ff.Bijection = ff.transforms.Coupling(
+            [True, False, True, False, False], t, net, context=context
+        )
     else:
-        b = ff.transforms.MaskedAutoregressive(t, ff.nn.MADE(5, t.params_per_dim, (16,), context))
+        b = ff.transforms.MaskedAutoregressive(
+            t, ff.nn.MADE(5, t.params_per_dim, (16,), context=context)
+        )
     return randomize(b, 0.5).double()  # type: ignore[return-value]
 
 

@@ -104,12 +104,12 @@ def _tanh_flow(kind: str, context: int) -> ff.Flow:
         if kind == "coupling":
             na = (D + 1) // 2
             net = ff.nn.MLP(na + context, (D - na) * 2, (16,), activation=torch.nn.Tanh)
-            layers.append(t.Coupling(t.half_mask(D), affine, net, context))
+            layers.append(t.Coupling(t.half_mask(D), affine, net, context=context))
         else:
             made = ff.nn.MADE(D, 2, (16,), context=context, activation=torch.nn.Tanh)
             layers.append(t.MaskedAutoregressive(affine, made))
         layers.append(t.ReversePermutation(D))
-    return ff.Flow(ff.Compose(layers), ff.distributions.StandardNormal(D), context)
+    return ff.Flow(ff.Compose(layers), ff.distributions.StandardNormal(D), context=context)
 
 
 def make(name: str, context: int) -> ff.Flow:

@@ -108,7 +108,7 @@ def test_flow_context_is_the_context_passed(name: str, context: int) -> None:
 
 
 def test_conditional_base_names_its_context_size_context() -> None:
-    base = ff.distributions.ConditionalDiagNormal(D, C)
+    base = ff.distributions.ConditionalDiagNormal(D, context=C)
     assert base.context == C and not hasattr(base, "context_features")
     flow = ff.flows.MAF(features=D, context=C, transforms=1, hidden=(8,), base=base)
     assert flow.context == C and flow.base is base

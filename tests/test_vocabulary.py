@@ -9,9 +9,14 @@ import sys
 from pathlib import Path
 
 import flowforge as ff
+import flowforge.dequantization
+import flowforge.distributions
 import flowforge.eval
+import flowforge.flows
 import flowforge.functional
+import flowforge.nn
 import flowforge.runs
+import flowforge.transforms
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -49,3 +54,37 @@ def test_plumbing_is_out_of_the_public_lists_but_old_names_import() -> None:
         for name in names:
             assert name not in module.__all__ and hasattr(module, name), name
     assert callable(join_layers) and callable(atomic_write_json) and callable(refuse_fixed_options)
+
+
+def _public_callables() -> list[tuple[str, object]]:
+    out = [("Flow", ff.Flow)]
+    for module in (
+        flowforge.flows,
+        flowforge.transforms,
+        flowforge.nn,
+        flowforge.distributions,
+        flowforge.dequantization,
+    ):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if callable(obj):
+                out.append((f"{module.__name__}.{name}", obj))
+    return out
+
+
+def test_context_is_keyword_only_everywhere() -> None:
+    """A constructor's (or builder's) ``context`` size is keyword-only: never at a position
+    that differs from one class to the next (a tensor ``context`` of ``forward`` is not this)."""
+    import inspect
+
+    positional = []
+    for name, obj in _public_callables():
+        try:
+            params = inspect.signature(obj).parameters  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        p = params.get("context")
+        if p is not None and p.kind is not inspect.Parameter.KEYWORD_ONLY:
+            positional.append(name)
+    assert positional == []
+    assert len(_public_callables()) > 50  # the check saw the public API

@@ -39,7 +39,7 @@ class Flow(nn.Module):
         torch.Size([4, 3])
     """
 
-    def __init__(self, bijection: Bijection, base: BaseDistribution, context: int = 0) -> None:
+    def __init__(self, bijection: Bijection, base: BaseDistribution, *, context: int = 0) -> None:
         super().__init__()
         latent = bijection.forward_shape(bijection.event_shape)
         if tuple(latent) != tuple(base.event_shape):

@@ -207,6 +207,7 @@ class VariationalDequantizer(Dequantizer):
         levels: int,
         flow: Flow | None = None,
         encoder: nn.Module | None = None,
+        *,
         context: int | None = None,
         transforms: int | None = None,
         hidden: int | Sequence[int] | None = None,
@@ -245,7 +246,9 @@ class VariationalDequantizer(Dequantizer):
             )
         elif flow is None:
             widths = (hidden,) if isinstance(hidden, int) else tuple(hidden or (128, 128))
-            flow = realnvp_noise_flow(self.dim, width, transforms or 4, widths)
+            flow = realnvp_noise_flow(
+                self.dim, context=width, transforms=transforms or 4, hidden=widths
+            )
         noise_shape = tuple(flow.event_shape)
         if math.prod(noise_shape) != self.dim:
             raise DataError(

@@ -52,7 +52,7 @@ def _image(shape: Sequence[int], name: str) -> tuple[int, int, int]:
     return dims
 
 
-def conv_encoder(shape: Sequence[int], context: int, hidden: int = 32) -> nn.Module:
+def conv_encoder(shape: Sequence[int], *, context: int, hidden: int = 32) -> nn.Module:
     """A small conv net from integer-level images to a context vector for the noise flow.
 
     ``conv 3x3 (hidden) -> ReLU -> conv 3x3 stride 2 (hidden) -> ReLU -> flatten -> linear``:
@@ -66,7 +66,7 @@ def conv_encoder(shape: Sequence[int], context: int, hidden: int = 32) -> nn.Mod
 
     Example:
         >>> import torch
-        >>> conv_encoder((3, 8, 8), 16)(torch.zeros(2, 3, 8, 8)).shape
+        >>> conv_encoder((3, 8, 8), context=16)(torch.zeros(2, 3, 8, 8)).shape
         torch.Size([2, 16])
     """
     c, h, w = _image(shape, "conv_encoder")
@@ -139,6 +139,7 @@ def conv_noise_flow(
 
 def realnvp_noise_flow(
     dim: int,
+    *,
     context: int,
     transforms: int = 4,
     hidden: Sequence[int] = (128, 128),
@@ -155,10 +156,10 @@ def realnvp_noise_flow(
         hidden: hidden sizes of the coupling networks.
 
     Example:
-        >>> realnvp_noise_flow(4, 4, transforms=1, hidden=(8,)).event_shape
+        >>> realnvp_noise_flow(4, context=4, transforms=1, hidden=(8,)).event_shape
         (4,)
     """
     if dim < 2:
         raise DataError("VariationalDequantizer: the default noise flow needs D >= 2")
-    base = ConditionalDiagNormal(dim, context)
+    base = ConditionalDiagNormal(dim, context=context)
     return RealNVP(features=dim, context=context, transforms=transforms, hidden=hidden, base=base)

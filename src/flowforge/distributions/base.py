@@ -118,7 +118,7 @@ class ConditionalDiagNormal(BaseDistribution):
             initialised at the standard normal.
     """
 
-    def __init__(self, features: int, context: int, net: nn.Module | None = None) -> None:
+    def __init__(self, features: int, *, context: int, net: nn.Module | None = None) -> None:
         super().__init__(features)
         if net is None:
             lin = nn.Linear(context, 2 * features)

@@ -332,7 +332,7 @@ class Preset(Flow):
         bijection = Compose(list(layers))
         if base is None:
             base = StandardNormal(bijection.forward_shape(bijection.event_shape))
-        super().__init__(bijection, base, hparams["context"])
+        super().__init__(bijection, base, context=hparams["context"])
         self.hparams = hparams
 
 

@@ -113,6 +113,7 @@ class AffinePreset(Preset):
     def __init__(
         self,
         features: int,
+        *,
         context: int = 0,
         transforms: int = 5,
         hidden: Sequence[int] = (128, 128),

@@ -38,7 +38,7 @@ def coupling_stack(args: StackArgs, make_transformer: Callable[[], Transformer])
             layers.append(perm)
         t = make_transformer()
         net = args.mlp(n_a + context, (features - n_a) * t.params_per_dim)
-        layers.append(Coupling(half_mask(features), t, net, context))
+        layers.append(Coupling(half_mask(features), t, net, context=context))
     return layers
 
 
@@ -64,6 +64,7 @@ class NICE(Preset):
     def __init__(
         self,
         features: int,
+        *,
         context: int = 0,
         transforms: int = 4,
         hidden: Sequence[int] = (128, 128),

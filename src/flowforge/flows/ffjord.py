@@ -57,6 +57,7 @@ class FFJORD(Preset):
     def __init__(
         self,
         features: int,
+        *,
         context: int = 0,
         transforms: int = 1,
         hidden: Sequence[int] = (64, 64, 64),
@@ -78,9 +79,17 @@ class FFJORD(Preset):
         hparams = preset_hparams(locals())
         blocks = [
             CNF(
-                ODENet(features, hidden, context, activation, zero_last, freqs, gate_bias),
+                ODENet(
+                    features,
+                    hidden,
+                    context=context,
+                    activation=activation,
+                    zero_last=zero_last,
+                    freqs=freqs,
+                    gate_bias=gate_bias,
+                ),
                 features,
-                context,
+                context=context,
                 time=time,
                 learn_time=learn_time,
                 method=method,

@@ -47,7 +47,7 @@ def conv_width(name: str, hidden: int | Sequence[int]) -> int:
     raise ValueError(f"{name}: expected hidden to be a number of channels, got {hidden!r}")
 
 
-def split_prior(shape: Image, context: int, hidden: int) -> ChannelCoupling:
+def split_prior(shape: Image, *, context: int, hidden: int) -> ChannelCoupling:
     """Glow's learned prior of the factored (last) channels given the kept (first) ones.
 
     ``z_f = h_f exp(s(h_k)) + t(h_k)`` with a bounded ``s``: a standard normal on ``z_f`` is
@@ -56,7 +56,7 @@ def split_prior(shape: Image, context: int, hidden: int) -> ChannelCoupling:
     c = shape[0]
     kept = c - c // 2
     net = ConvNet(kept + context, 2 * (c // 2), hidden)
-    return ChannelCoupling(shape, Affine(3.0), net, context)
+    return ChannelCoupling(shape, Affine(3.0), net, context=context)
 
 
 @preset_docs
@@ -92,6 +92,7 @@ class Glow(Preset):
     def __init__(
         self,
         shape: Sequence[int],
+        *,
         context: int = 0,
         levels: int = 2,
         steps: int = 8,
@@ -113,10 +114,10 @@ class Glow(Preset):
                 layers += [
                     ActNorm(squeezed),
                     LUConv1x1(squeezed) if lu else Conv1x1(squeezed),
-                    ChannelCoupling(squeezed, SigmoidAffine(), net, context),
+                    ChannelCoupling(squeezed, SigmoidAffine(), net, context=context),
                 ]
             if level < levels - 1:
-                layers.append(split_prior(squeezed, context, width))
+                layers.append(split_prior(squeezed, context=context, hidden=width))
             stages.append(Compose(layers))
             c, h, w = squeezed[0] - squeezed[0] // 2, squeezed[1], squeezed[2]
         super().__init__(hparams, [Multiscale(stages)], base)

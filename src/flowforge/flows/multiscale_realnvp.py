@@ -20,7 +20,7 @@ def _checkerboards(shape: Image, n: int, context: int, width: int, bound: float)
     layers: list[Bijection] = []
     for i in range(n):
         net = ConvNet(shape[0] + context, 2 * shape[0], width)
-        layers += [CheckerboardCoupling(shape, Affine(bound), net, context, parity=i % 2)]
+        layers += [CheckerboardCoupling(shape, Affine(bound), net, context=context, parity=i % 2)]
         layers.append(ActNorm(shape))
     return layers
 
@@ -32,7 +32,7 @@ def _channels(shape: Image, n: int, context: int, width: int, bound: float) -> l
         flip = i % 2 == 1
         a = c // 2 if flip else c - c // 2
         net = ConvNet(a + context, 2 * (c - a), width)
-        layers += [ChannelCoupling(shape, Affine(bound), net, context, flip=flip)]
+        layers += [ChannelCoupling(shape, Affine(bound), net, context=context, flip=flip)]
         layers.append(ActNorm(shape))
     return layers
 
@@ -70,6 +70,7 @@ class MultiscaleRealNVP(Preset):
     def __init__(
         self,
         shape: Sequence[int],
+        *,
         context: int = 0,
         levels: int = 2,
         steps: int = 3,

@@ -39,6 +39,7 @@ class NSF(Preset):
     def __init__(
         self,
         features: int,
+        *,
         context: int = 0,
         transforms: int = 5,
         bins: int = 8,

@@ -69,6 +69,7 @@ class TarFlow(Preset):
         self,
         shape: Sequence[int] | None = None,
         features: int | None = None,
+        *,
         context: int = 0,
         patch: int = 2,
         blocks: int = 4,
@@ -98,7 +99,7 @@ class TarFlow(Preset):
             raise ValueError(f"TarFlow: {e}") from None
         stack: list[Bijection] = []
         for i in range(blocks):
-            net = CausalTransformer(size, 2 * size, tokens, width, heads, layers, context)
+            net = CausalTransformer(size, 2 * size, tokens, width, heads, layers, context=context)
             stack.append(
                 TransformerAutoregressive(event, net, patch, i % 2 == 1, Affine(scale_bound))
             )

@@ -55,6 +55,7 @@ class Planar(Preset):
     def __init__(
         self,
         features: int,
+        *,
         context: int = 0,
         transforms: int = 16,
         hidden: Sequence[int] = (64,),
@@ -64,7 +65,8 @@ class Planar(Preset):
     ) -> None:
         hparams = preset_hparams(locals())
         layers: list[Bijection] = [
-            PlanarLayer(features, context, hidden, activation) for _ in range(transforms)
+            PlanarLayer(features, context=context, hidden=hidden, activation=activation)
+            for _ in range(transforms)
         ]
         super().__init__(hparams, _with_affine(layers, features, affine), base)
 
@@ -94,6 +96,7 @@ class Radial(Preset):
     def __init__(
         self,
         features: int,
+        *,
         context: int = 0,
         transforms: int = 16,
         hidden: Sequence[int] = (64,),
@@ -102,7 +105,7 @@ class Radial(Preset):
     ) -> None:
         hparams = preset_hparams(locals())
         layers: list[Bijection] = [
-            RadialLayer(features, context, hidden) for _ in range(transforms)
+            RadialLayer(features, context=context, hidden=hidden) for _ in range(transforms)
         ]
         super().__init__(hparams, _with_affine(layers, features, affine), base)
 
@@ -141,6 +144,7 @@ class Sylvester(Preset):
     def __init__(
         self,
         features: int,
+        *,
         context: int = 0,
         transforms: int = 8,
         kind: str = "orthogonal",

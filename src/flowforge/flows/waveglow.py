@@ -97,6 +97,7 @@ class WaveGlow(Preset):
     def __init__(
         self,
         shape: Sequence[int],
+        *,
         context: int = 0,
         group: int = 8,
         steps: int = 12,
@@ -130,13 +131,13 @@ class WaveGlow(Preset):
                 ActNorm(squeezed),
                 LUConv1x1(squeezed) if lu else Conv1x1(squeezed),
                 ChannelCoupling(
-                    squeezed, Affine(scale_bound), net, cond * length, spatial=bool(cond)
+                    squeezed, Affine(scale_bound), net, context=cond * length, spatial=bool(cond)
                 ),
             ]
         levels.append(Compose(layers_now))
         stack: Bijection = Multiscale(levels, split=[early_size] * (len(levels) - 1))
         if up is not None:
-            stack = EmbedContext(stack, up, context)
+            stack = EmbedContext(stack, up, context=context)
         super().__init__(hparams, [stack], base)
 
 

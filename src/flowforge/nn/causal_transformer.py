@@ -147,6 +147,7 @@ class CausalTransformer(nn.Module):
         width: int = 128,
         heads: int = 4,
         layers: int = 2,
+        *,
         context: int = 0,
         expansion: int = 4,
     ) -> None:

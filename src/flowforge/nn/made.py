@@ -121,6 +121,7 @@ class MADE(nn.Module):
         features: int,
         params_per_dim: int,
         hidden: Sequence[int] = (128, 128),
+        *,
         context: int = 0,
         order: Tensor | Sequence[int] | None = None,
         activation: str | Callable[[], nn.Module] = nn.ReLU,

@@ -80,6 +80,7 @@ class ODENet(nn.Module):
         self,
         features: int,
         hidden: Sequence[int] = (64, 64, 64),
+        *,
         context: int = 0,
         activation: str = "softplus",
         zero_last: bool = True,

@@ -151,6 +151,7 @@ class ResidualMADE(MADE):
         params_per_dim: int,
         hidden: Sequence[int] = (128, 128),
         blocks: int = 2,
+        *,
         context: int = 0,
         order: Tensor | Sequence[int] | None = None,
         activation: str | Callable[[], nn.Module] = nn.ReLU,
@@ -160,9 +161,16 @@ class ResidualMADE(MADE):
     ) -> None:
         sizes = _block_layers(hidden, blocks)
         super().__init__(
-            features, params_per_dim, sizes, context, order, activation, zero_last, dropout,
-            save_order,
-        )  # fmt: skip
+            features,
+            params_per_dim,
+            sizes,
+            context=context,
+            order=order,
+            activation=activation,
+            zero_last=zero_last,
+            dropout=dropout,
+            save_order=save_order,
+        )
         self.blocks, self.per_block = int(blocks), len(hidden)
 
     def forward(

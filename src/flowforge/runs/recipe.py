@@ -190,7 +190,7 @@ def build_flow(spec: ModelSpec) -> Flow:
         return preset
     inner = Compose([preset.bijection, *post]) if post else preset.bijection  # one model after
     # the pre-transforms, as without post; a conditional preset keeps its context size
-    return Flow(Compose([*pre, inner]), preset.base, preset.context)
+    return Flow(Compose([*pre, inner]), preset.base, context=preset.context)
 
 
 #: Where a new recipe puts its whitening: ``"last"``, after the preset's layers (they see the

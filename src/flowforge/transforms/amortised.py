@@ -37,6 +37,7 @@ class AmortisedParameters(nn.Module):
         self,
         shapes: Mapping[str, Sequence[int]],
         init: Mapping[str, Tensor] | None = None,
+        *,
         context: int = 0,
         hidden: Sequence[int] = (64,),
     ) -> None:

@@ -115,6 +115,7 @@ class CNF(Bijection):
         self,
         net: nn.Module,
         features: int,
+        *,
         context: int = 0,
         time: float = 1.0,
         learn_time: bool = False,

@@ -61,6 +61,7 @@ class Coupling(RowwiseBijection):
         mask: Tensor | Sequence[bool],
         transformer: Transformer,
         net: nn.Module,
+        *,
         context: int = 0,
     ) -> None:
         mask = torch.as_tensor(mask, dtype=torch.bool)

@@ -32,7 +32,7 @@ class EmbedContext(Bijection):
         (torch.Size([3, 2, 8]), torch.Size([3]))
     """
 
-    def __init__(self, bijection: Bijection, net: nn.Module, context: int) -> None:
+    def __init__(self, bijection: Bijection, net: nn.Module, *, context: int) -> None:
         super().__init__(bijection.event_shape)
         self.bijection = bijection
         self.net = net

@@ -49,6 +49,7 @@ class _ImageCoupling(Bijection):
         shape: Sequence[int],
         transformer: Transformer,
         net: nn.Module,
+        *,
         context: int,
         spatial: bool = False,
     ) -> None:
@@ -148,6 +149,7 @@ class ChannelCoupling(_ImageCoupling):
         shape: Sequence[int],
         transformer: Transformer,
         net: nn.Module,
+        *,
         context: int = 0,
         flip: bool = False,
         spatial: bool = False,
@@ -155,7 +157,7 @@ class ChannelCoupling(_ImageCoupling):
         c = _image_event(shape, "ChannelCoupling", sequence=True)[0]
         if c < 2:
             raise ValueError(f"ChannelCoupling: expected at least 2 channels, got {c}")
-        super().__init__(shape, transformer, net, context, spatial)
+        super().__init__(shape, transformer, net, context=context, spatial=spatial)
         self.flip = bool(flip)
         keep = (c + 1) // 2
         self.sizes = (c - keep, keep) if self.flip else (keep, c - keep)  # channel split
@@ -217,6 +219,7 @@ class CheckerboardCoupling(_ImageCoupling):
         shape: Sequence[int],
         transformer: Transformer,
         net: nn.Module,
+        *,
         context: int = 0,
         parity: int = 0,
         spatial: bool = False,
@@ -224,7 +227,7 @@ class CheckerboardCoupling(_ImageCoupling):
         _, h, w = _image_event(shape, "CheckerboardCoupling")
         if h * w < 2:
             raise ValueError("CheckerboardCoupling: needs at least two pixels")
-        super().__init__(shape, transformer, net, context, spatial)
+        super().__init__(shape, transformer, net, context=context, spatial=spatial)
         self.parity = int(parity) % 2
         self.register_buffer("mask", checkerboard(h, w, self.parity), persistent=False)
 

@@ -82,6 +82,7 @@ class Planar(Bijection):
     def __init__(
         self,
         features: int,
+        *,
         context: int = 0,
         hidden: Sequence[int] = (64,),
         activation: str = "tanh",
@@ -94,7 +95,7 @@ class Planar(Bijection):
         w = w / w.norm()
         u = LOG_E_MINUS_1 * w + 0.01 * torch.randn(d)  # u_hat ~ 0: near the identity
         self.params = AmortisedParameters(
-            {"w": (d,), "u": (d,), "b": (1,)}, {"w": w, "u": u}, context, hidden
+            {"w": (d,), "u": (d,), "b": (1,)}, {"w": w, "u": u}, context=context, hidden=hidden
         )
         self.context = int(context)
 

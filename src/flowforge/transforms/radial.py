@@ -49,14 +49,14 @@ class Radial(Bijection):
         (True, True)
     """
 
-    def __init__(self, features: int, context: int = 0, hidden: Sequence[int] = (64,)) -> None:
+    def __init__(self, features: int, *, context: int = 0, hidden: Sequence[int] = (64,)) -> None:
         super().__init__((features,))
         d = int(features)
         alpha = torch.ones(1)
         raw_alpha = alpha.expm1().log()  # softplus^-1(1)
         init = {"z0": torch.randn(d), "alpha": raw_alpha, "beta": raw_alpha.clone()}  # beta = 0
         self.params = AmortisedParameters(
-            {"z0": (d,), "alpha": (1,), "beta": (1,)}, init, context, hidden
+            {"z0": (d,), "alpha": (1,), "beta": (1,)}, init, context=context, hidden=hidden
         )
         self.context = int(context)
 

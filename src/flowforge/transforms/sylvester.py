@@ -151,6 +151,7 @@ class Sylvester(Bijection):
         rank: int | None = None,
         reflections: int | None = None,
         flip: bool = False,
+        *,
         context: int = 0,
         hidden: Sequence[int] = (64,),
         activation: str = "tanh",
@@ -180,7 +181,7 @@ class Sylvester(Bijection):
         elif kind == "householder":
             shapes["v"] = (k, d)
             init["v"] = torch.randn(k, d)
-        self.params = AmortisedParameters(shapes, init, context, hidden)
+        self.params = AmortisedParameters(shapes, init, context=context, hidden=hidden)
         self._upper: Tensor
         self.register_buffer("_upper", torch.ones(m, m).triu(1), persistent=False)
 
