@@ -70,7 +70,7 @@ def main() -> None:
         shape=(1, length),
         context=train_c.shape[1],
         frame_features=MELS,
-        steps=8,
+        depth=8,
         hidden=32,
         layers=3,
     )

@@ -287,11 +287,11 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "embed-context-frames": lambda: Case(_frames(), 2 * 3),
     "multiscale-1d": lambda: Case(_multiscale_1d()),
     "preset-waveglow": lambda: Case(
-        ff.flows.WaveGlow((1, 16), group=4, steps=3, early_every=2, hidden=4, layers=2).bijection
+        ff.flows.WaveGlow((1, 16), group=4, depth=3, early_every=2, hidden=4, layers=2).bijection
     ),
     "preset-waveglow-vocoder-plain-conv": lambda: Case(
         ff.flows.WaveGlow(
-            (1, 16), context=2 * 4, group=4, steps=2, hidden=4, layers=2, lu=False, frame_features=2
+            (1, 16), context=2 * 4, group=4, depth=2, hidden=4, layers=2, lu=False, frame_features=2
         ).bijection,
         2 * 4,
     ),
@@ -328,13 +328,13 @@ REGISTRY: dict[str, Callable[[], Case]] = {
         ff.flows.NSF(D, context=C, transforms=2, bins=4, hidden=H).bijection, C
     ),
     "preset-glow": lambda: Case(
-        ff.flows.Glow((1, 4, 4), context=C, levels=2, steps=1, hidden=4).bijection, C
+        ff.flows.Glow((1, 4, 4), context=C, levels=2, depth=1, hidden=4).bijection, C
     ),
     "preset-glow-plain-conv": lambda: Case(
-        ff.flows.Glow((2, 4, 4), levels=1, steps=2, hidden=4, lu=False).bijection
+        ff.flows.Glow((2, 4, 4), levels=1, depth=2, hidden=4, lu=False).bijection
     ),
     "preset-multiscale-realnvp": lambda: Case(
-        ff.flows.MultiscaleRealNVP((1, 4, 4), context=C, levels=2, steps=1, hidden=4).bijection,
+        ff.flows.MultiscaleRealNVP((1, 4, 4), context=C, levels=2, depth=1, hidden=4).bijection,
         C,
     ),
     "preset-tarflow": lambda: Case(

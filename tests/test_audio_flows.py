@@ -96,7 +96,7 @@ def test_waveglow_vocoder_depends_on_the_mel_and_samples_per_mel() -> None:
         context=2 * 4,
         frame_features=2,
         group=4,
-        steps=3,
+        depth=3,
         early_every=2,
         hidden=4,
         layers=2,
@@ -118,7 +118,7 @@ def test_waveglow_vocoder_depends_on_the_mel_and_samples_per_mel() -> None:
     [
         ({"shape": (1, 30)}, "group >= 2 dividing the length 30"),
         ({"shape": (1, 8, 8)}, r"shape=\(C, T\)"),
-        ({"shape": (1, 32), "group": 2, "steps": 9, "early_size": 1}, "fewer than 2"),
+        ({"shape": (1, 32), "group": 2, "depth": 9, "early_size": 1}, "fewer than 2"),
         ({"shape": (1, 32), "context": 6, "frame_features": 4}, "frame_features=4"),
     ],
 )
@@ -130,7 +130,7 @@ def test_waveglow_rejects_bad_arguments_by_name(kwargs: dict, match: str) -> Non
 def test_waveglow_trains_without_nan_on_quiet_and_loud_audio() -> None:
     """A few Adam steps on near-silence and on clipping-level audio: finite loss and weights."""
     torch.manual_seed(0)
-    flow = ff.flows.WaveGlow((1, 64), steps=4, early_every=2, hidden=8, layers=2, lu=False)
+    flow = ff.flows.WaveGlow((1, 64), depth=4, early_every=2, hidden=8, layers=2, lu=False)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
     t = torch.linspace(0, 20, 64)
     for scale in (1e-4, 1.0):

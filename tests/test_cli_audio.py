@@ -17,7 +17,7 @@ from flowforge.runs import open_run
 sf = pytest.importorskip("soundfile", reason="audio needs pip install flowforge[audio]")
 pytest.importorskip("librosa", reason="audio needs pip install flowforge[audio]")
 
-SMALL = ["--quiet", "--flow-options", '{"steps": 2, "hidden": 4, "layers": 2, "group": 4}']
+SMALL = ["--quiet", "--flow-options", '{"depth": 2, "hidden": 4, "layers": 2, "group": 4}']
 
 
 @pytest.fixture(scope="module")
@@ -121,5 +121,5 @@ def test_log_spectral_distance_orders_distortions() -> None:
 def test_synthesis_speed_counts_samples() -> None:
     import flowforge as ff
 
-    flow = ff.flows.WaveGlow((1, 256), steps=2, hidden=4, layers=2, group=4)
+    flow = ff.flows.WaveGlow((1, 256), depth=2, hidden=4, layers=2, group=4)
     assert synthesis_speed(flow, 2, repeats=1) > 256

@@ -109,7 +109,7 @@ def test_an_edited_standardizer_is_one_line(
         ('{"rtol": 1e-30}', "expected rtol >= 3.8e-06"),
         ('{"atol": 0.000001}', "expected atol >= 3.8e-06"),
         ('{"method": "rk4", "rtol": 0.001}', "'rtol' does nothing with method 'rk4'"),
-        ('{"steps": 50}', "'steps' does nothing with method 'dopri5'"),
+        ('{"solver_steps": 50}', "'solver_steps' does nothing with method 'dopri5'"),
     ],
 )
 def test_solver_options_that_cannot_be_honoured_are_one_line(

@@ -14,7 +14,7 @@ from cli_util import assert_bad_input, assert_ok, flowforge, run_cli
 from flowforge.runs import open_run
 from flowforge.train.model import IMAGE_TRAINING_DEFAULTS
 
-SMALL = ["--quiet", "--hidden", "8", "--flow-options", '{"steps": 1}']
+SMALL = ["--quiet", "--hidden", "8", "--flow-options", '{"depth": 1}']
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_image_presets_bring_their_training_defaults(glow_run: Path) -> None:
         "shape": [1, 8, 8],
         "context": 0,
         "levels": 2,
-        "steps": 1,
+        "depth": 1,
         "hidden": 8,
     }
     assert model["data_shape"] == [1, 8, 8]
@@ -120,8 +120,8 @@ def test_image_preset_errors_are_one_line(tmp_path: Path) -> None:
     proc = run_cli("train", "--data", "moons", "--flow", "glow", "--quiet", cwd=tmp_path)
     assert_bad_input(proc, "'glow' is an image flow", "(2,)")
     proc = run_cli("train", "--data", "digits", "--flow", "glow", "--transforms", "3", cwd=tmp_path)
-    assert_bad_input(proc, "takes no option 'transforms'", "valid: levels, steps, hidden, lu")
+    assert_bad_input(proc, "takes no option 'transforms'", "valid: levels, depth, hidden, lu")
     proc = run_cli("train", "--data", "digits", "--flow", "glow",
                      "--flow-options", '{"stepz": 3}', cwd=tmp_path)  # fmt: skip
-    assert_bad_input(proc, "takes no option 'stepz'", "valid: levels, steps, hidden, lu")
+    assert_bad_input(proc, "takes no option 'stepz'", "valid: levels, depth, hidden, lu")
     assert list(tmp_path.iterdir()) == []

@@ -16,7 +16,7 @@ from flowforge.train.checkpoint import load_checkpoint
 
 TOY = ["--quiet", "--n-val", "300", "--n-test", "300", "--hidden", "16,16"]
 IMAGE = ["--data", "digits", "--flow", "glow", "--quiet", "--hidden", "8"]
-IMAGE += ["--flow-options", '{"steps": 1}', "--eval-every", "10"]
+IMAGE += ["--flow-options", '{"depth": 1}', "--eval-every", "10"]
 
 
 def _metrics(run: Path) -> list[dict[str, float]]:
@@ -62,11 +62,11 @@ def test_ffjord_evaluates_and_resumes(ffjord_run: Path) -> None:
 
 def test_ffjord_options_pass_through(tmp_path: Path) -> None:
     args = ["--flow", "ffjord", *TOY, "--no-plots", "--steps", "4", "--eval-every", "2"]
-    options = '{"method": "rk4", "steps": 4, "adjoint": false}'
+    options = '{"method": "rk4", "solver_steps": 4, "adjoint": false}'
     proc = run_cli("train", *args, "--flow-options", options, "--out", "run", cwd=tmp_path)
     assert_ok(proc)
     kwargs = json.loads((tmp_path / "run" / "config.json").read_text())["model"]["kwargs"]
-    assert (kwargs["method"], kwargs["steps"], kwargs["adjoint"]) == ("rk4", 4, False)
+    assert (kwargs["method"], kwargs["solver_steps"], kwargs["adjoint"]) == ("rk4", 4, False)
     rows = _metrics(tmp_path / "run")
     assert rows[-1]["train_nfe_backward"] == 0  # no adjoint: nothing solved backwards
     assert rows[-1]["train_nfe_forward"] == 16  # rk4: 4 evaluations per step, 4 steps

@@ -125,7 +125,7 @@ def test_inverse_returns_the_input_and_negates_ladj() -> None:
 
 @pytest.mark.parametrize(("method", "steps", "tol"), [("rk4", 40, 1e-6), ("euler", 400, 2e-2)])
 def test_fixed_step_methods_count_and_round_trip(method: str, steps: int, tol: float) -> None:
-    cnf = _cnf(2, method=method, steps=steps)
+    cnf = _cnf(2, method=method, solver_steps=steps)
     x = torch.randn(16, 2, dtype=F64)
     with torch.no_grad():
         z, ladj = cnf(x)

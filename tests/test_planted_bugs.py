@@ -109,7 +109,7 @@ def test_cnf_solves_linear_dynamics_in_closed_form(method: str) -> None:
     g = torch.Generator().manual_seed(2)
     a = torch.randn(3, 3, generator=g, dtype=torch.float64) * 0.6
     cnf = ff.transforms.CNF(_Linear(a), 3, time=0.7, method=method, rtol=1e-10, atol=1e-10,
-                            steps=200).double().eval()  # fmt: skip
+                            solver_steps=200).double().eval()  # fmt: skip
     x = torch.randn(5, 3, generator=g, dtype=torch.float64)
     with torch.no_grad():
         z, ladj = cnf(x)
@@ -157,7 +157,7 @@ def test_glow_builds_what_its_docstring_says(levels: int, steps: int) -> None:
     from flowforge.transforms import ActNorm, Affine, ChannelCoupling, Squeeze
     from flowforge.transforms.sigmoid_affine import SigmoidAffine
 
-    flow = ff.flows.Glow(shape=(1, 16, 16), levels=levels, steps=steps, hidden=8)
+    flow = ff.flows.Glow(shape=(1, 16, 16), levels=levels, depth=steps, hidden=8)
     mods = list(flow.modules())
     couplings = [m for m in mods if isinstance(m, ChannelCoupling)]
     priors = [m for m in couplings if isinstance(m.transformer, Affine)]

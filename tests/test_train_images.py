@@ -39,9 +39,9 @@ def digits() -> ff.data.Dataset:
 def test_image_presets_take_their_own_options(digits: ff.data.Dataset) -> None:
     spec = spec_for(TrainConfig(flow="glow"), digits)
     assert spec.kwargs == {"shape": [1, 8, 8], "context": 0, **PRESET_SIZES["glow"]}
-    cfg = TrainConfig(flow="glow", hidden=(32,), flow_options={"steps": 2, "lu": False})
+    cfg = TrainConfig(flow="glow", hidden=(32,), flow_options={"depth": 2, "lu": False})
     spec = spec_for(cfg, digits)
-    assert (spec.kwargs["hidden"], spec.kwargs["steps"], spec.kwargs["levels"]) == (32, 2, 2)
+    assert (spec.kwargs["hidden"], spec.kwargs["depth"], spec.kwargs["levels"]) == (32, 2, 2)
     flow = build_flow(spec)
     assert flow.event_shape == (1, 8, 8)
     assert flow.bijection.bijections[0].event_shape == (1, 8, 8)  # type: ignore[index]
@@ -57,7 +57,7 @@ def test_image_presets_take_their_own_options(digits: ff.data.Dataset) -> None:
         (
             {"transforms": 3},
             "flow 'glow' takes no option 'transforms' (is not an option of it); "
-            "valid: levels, steps, hidden, lu",
+            "valid: levels, depth, hidden, lu",
         ),
         ({"flow_options": {"shape": [1, 4, 4]}}, "no option 'shape' (comes from the data)"),
         ({"hidden": (64, 64)}, "flow 'glow' takes hidden as one number of channels, got [64, 64]"),
@@ -152,7 +152,7 @@ def test_on_disk_image_sets_train_through_the_same_path(
             "steps": 1,
             "batch_size": 4,
             "hidden": (8,),
-            "flow_options": {"steps": 1},
+            "flow_options": {"steps": 1},  # the old name of depth (an old config)
         },
     )
     trainer = _trainer(ds, cfg, total=1)

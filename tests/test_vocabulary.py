@@ -88,3 +88,50 @@ def test_context_is_keyword_only_everywhere() -> None:
             positional.append(name)
     assert positional == []
     assert len(_public_callables()) > 50  # the check saw the public API
+
+
+def test_steps_means_optimisation_steps_only() -> None:
+    """Glow's, the multiscale RealNVP's and WaveGlow's steps of flow are ``depth``, a CNF's
+    fixed solver steps ``solver_steps``; the old name still builds the same flow, with a
+    DeprecationWarning, and an old config.json (model kwargs ``steps``) loads."""
+    import pytest
+    import torch
+
+    from flowforge.runs.recipe import ModelSpec, build_flow
+    from flowforge.train.model import preset_options
+
+    for cls, kwargs in (
+        (ff.flows.Glow, {"shape": (1, 4, 4), "levels": 1, "hidden": 4}),
+        (ff.flows.MultiscaleRealNVP, {"shape": (1, 4, 4), "levels": 1, "hidden": 4}),
+        (ff.flows.WaveGlow, {"shape": (1, 16), "group": 4, "hidden": 4, "layers": 2}),
+    ):
+        torch.manual_seed(0)
+        new = cls(depth=2, **kwargs)
+        torch.manual_seed(0)
+        with pytest.warns(DeprecationWarning, match="use depth"):
+            old = cls(steps=2, **kwargs)
+        assert new.hparams == old.hparams and "steps" not in new.hparams
+        for (k, a), (_, b) in zip(new.state_dict().items(), old.state_dict().items(), strict=True):
+            assert torch.equal(a, b), k
+    with pytest.warns(DeprecationWarning, match="use solver_steps"):
+        cnf = ff.transforms.CNF(ff.nn.ODENet(2, (4,)), 2, method="rk4", steps=3)
+    assert cnf.solver_steps == 3
+    with pytest.warns(DeprecationWarning, match="use solver_steps"):
+        assert ff.flows.FFJORD(2, method="rk4", steps=3).hparams["solver_steps"] == 3
+    for preset in ("glow", "multiscale_realnvp", "waveglow"):
+        assert "depth" in preset_options(preset) and "steps" not in preset_options(preset)
+    assert "solver_steps" in preset_options("ffjord") and "steps" not in preset_options("ffjord")
+    spec = {
+        "preset": "glow",
+        "kwargs": {"shape": [1, 4, 4], "context": 0, "levels": 1, "steps": 2, "hidden": 4},
+        "kind": "image",
+        "data_shape": [1, 4, 4],
+        "levels": 2,
+    }
+    flow = build_flow(ModelSpec.from_dict(spec))  # written before the rename: loads silently
+
+    def size(m: torch.nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    deep = ff.flows.Glow((1, 4, 4), levels=1, depth=2, hidden=4)
+    assert size(flow) == size(deep) != size(ff.flows.Glow((1, 4, 4), levels=1, depth=1, hidden=4))

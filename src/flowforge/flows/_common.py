@@ -53,6 +53,7 @@ import re
 import textwrap
 import types
 import typing
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -114,7 +115,7 @@ COMMON_ARGS: dict[str, CommonArg] = {
         "context >= 0",
     ),
     "transforms": CommonArg("number of transforms in the stack.", _positive_int, "transforms >= 1"),
-    "steps": CommonArg("number of flow steps per level.", _positive_int, "steps >= 1"),
+    "depth": CommonArg("number of flow steps per level.", _positive_int, "depth >= 1"),
     "hidden": CommonArg(
         "hidden sizes ``(H_1, ..., H_k)`` of each conditioner network.",
         lambda v: _positive_int(v) or _sizes(v),
@@ -264,6 +265,27 @@ def _declared(cls: type) -> dict[str, Any]:
     if cls not in _DECLARED:
         _DECLARED[cls] = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
     return _DECLARED[cls]
+
+
+def renamed_steps(preset: str, steps: int | None, value: int, new: str) -> int:
+    """The value of an option once called ``steps``, now ``new`` (``steps`` means optimisation
+    steps only): ``steps`` if given (with a :class:`DeprecationWarning`), else ``value``.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as seen:
+        ...     warnings.simplefilter("always")
+        ...     renamed_steps("Glow", 3, 8, "depth"), str(seen[0].message)[:40]
+        (3, 'Glow(steps=...) is deprecated: use depth')
+    """
+    if steps is None:
+        return value
+    warnings.warn(
+        f"{preset}(steps=...) is deprecated: use {new}=... (steps are optimisation steps only)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return steps
 
 
 def preset_hparams(args: dict[str, Any]) -> dict[str, Any]:

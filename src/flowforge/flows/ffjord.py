@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_docs, preset_hparams
+from flowforge.flows._common import Preset, preset_docs, preset_hparams, renamed_steps
 from flowforge.nn.ode import ODENet
 from flowforge.transforms.continuous import CNF, Method, Trace
 
@@ -36,11 +36,12 @@ class FFJORD(Preset):
         method: ``"dopri5"`` (adaptive), ``"rk4"`` or ``"euler"``.
         rtol: the adaptive solver's relative tolerance.
         atol: its absolute tolerance.
-        steps: steps of a fixed-step method.
+        solver_steps: steps of a fixed-step method.
         adjoint: backpropagate through the adjoint ODE.
         trace: ``"auto"`` (exact for ``D <= 16``), ``"exact"`` or ``"hutchinson"`` in
             training; evaluation is exact.
         max_nfe: the most function evaluations one solve may take.
+        steps: the old name of ``solver_steps`` (deprecated: ``steps`` are optimisation steps).
 
     References:
         Grathwohl, Chen, Bettencourt, Sutskever, Duvenaud (2019). FFJORD: Free-form
@@ -70,13 +71,15 @@ class FFJORD(Preset):
         method: Method = "dopri5",
         rtol: float = 1e-5,
         atol: float = 1e-5,
-        steps: int = 20,
+        solver_steps: int = 20,
         adjoint: bool = True,
         trace: Trace = "auto",
         max_nfe: int = 10_000,
         base: BaseDistribution | None = None,
+        steps: int | None = None,
     ) -> None:
-        hparams = preset_hparams(locals())
+        solver_steps = renamed_steps("FFJORD", steps, solver_steps, "solver_steps")
+        hparams = preset_hparams({k: v for k, v in locals().items() if k != "steps"})
         blocks = [
             CNF(
                 ODENet(
@@ -95,7 +98,7 @@ class FFJORD(Preset):
                 method=method,
                 rtol=rtol,
                 atol=atol,
-                steps=steps,
+                solver_steps=solver_steps,
                 adjoint=adjoint,
                 trace=trace,
                 max_nfe=max_nfe,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_docs, preset_hparams
+from flowforge.flows._common import Preset, preset_docs, preset_hparams, renamed_steps
 from flowforge.nn.conv import ConvNet
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.conv1x1 import Conv1x1, LUConv1x1
@@ -61,7 +61,7 @@ def split_prior(shape: Image, *, context: int, hidden: int) -> ChannelCoupling:
 
 @preset_docs
 class Glow(Preset):
-    """Glow for images ``(C, H, W)``: per level a squeeze, ``steps`` steps of flow, a split.
+    """Glow for images ``(C, H, W)``: per level a squeeze, ``depth`` steps of flow, a split.
 
     A step is ActNorm, an invertible 1x1 convolution (LU-decomposed unless ``lu=False``) and
     an affine coupling over channels with Glow's scale ``sigmoid(h + 2)`` and a conv net
@@ -74,9 +74,10 @@ class Glow(Preset):
     Args:
         shape: the image event shape ``(C, H, W)``; ``H`` and ``W`` divisible by ``2^levels``.
         levels: number of levels ``L``.
-        steps: number of steps of flow per level ``K``.
+        depth: number of steps of flow per level ``K``.
         hidden: channels of each coupling's conv net.
         lu: LU-decomposed 1x1 convolutions (``False``: a free weight, ``slogdet`` in float64).
+        steps: the old name of ``depth`` (deprecated: ``steps`` are optimisation steps).
 
     References:
         Kingma, Dhariwal (2018). Glow: Generative Flow with Invertible 1x1 Convolutions.
@@ -84,7 +85,7 @@ class Glow(Preset):
 
     Example:
         >>> import torch, flowforge as ff
-        >>> flow = ff.flows.Glow(shape=(1, 8, 8), levels=2, steps=2, hidden=16)
+        >>> flow = ff.flows.Glow(shape=(1, 8, 8), levels=2, depth=2, hidden=16)
         >>> flow.log_prob(torch.randn(3, 1, 8, 8)).shape, flow.sample(2).shape
         (torch.Size([3]), torch.Size([2, 1, 8, 8]))
     """
@@ -95,19 +96,21 @@ class Glow(Preset):
         *,
         context: int = 0,
         levels: int = 2,
-        steps: int = 8,
+        depth: int = 8,
         hidden: int = 128,
         lu: bool = True,
         base: BaseDistribution | None = None,
+        steps: int | None = None,
     ) -> None:
-        hparams = preset_hparams(locals())
+        depth = renamed_steps("Glow", steps, depth, "depth")
+        hparams = preset_hparams({k: v for k, v in locals().items() if k != "steps"})
         c, h, w = image_shape("Glow", shape, levels)
         width = conv_width("Glow", hidden)
         stages: list[Bijection] = []
         for level in range(levels):
             squeezed: Image = (4 * c, h // 2, w // 2)
             layers: list[Bijection] = [Squeeze((c, h, w))]
-            for _ in range(steps):
+            for _ in range(depth):
                 net = ConvNet(
                     squeezed[0] - squeezed[0] // 2 + context, 2 * (squeezed[0] // 2), width
                 )

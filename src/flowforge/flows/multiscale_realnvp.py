@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_docs, preset_hparams
+from flowforge.flows._common import Preset, preset_docs, preset_hparams, renamed_steps
 from flowforge.flows.glow import Image, conv_width, image_shape
 from flowforge.nn.conv import ConvNet
 from flowforge.transforms.affine import Affine
@@ -41,9 +41,9 @@ def _channels(shape: Image, n: int, context: int, width: int, bound: float) -> l
 class MultiscaleRealNVP(Preset):
     """RealNVP's multiscale architecture for images ``(C, H, W)``.
 
-    Each scale but the last: ``steps`` checkerboard couplings (alternating colours), a
-    squeeze, ``steps`` channel couplings (alternating halves), then half of the channels are
-    factored out. The last scale: ``steps + 1`` checkerboard couplings. Affine couplings
+    Each scale but the last: ``depth`` checkerboard couplings (alternating colours), a
+    squeeze, ``depth`` channel couplings (alternating halves), then half of the channels are
+    factored out. The last scale: ``depth + 1`` checkerboard couplings. Affine couplings
     with a bounded log-scale ``B tanh(raw / B)``, each followed by an ActNorm (in place of
     the paper's batch normalisation, which depends on the batch); conv nets of ``hidden``
     channels with a zero last layer. The latent is a vector of ``C H W`` values (order:
@@ -53,8 +53,9 @@ class MultiscaleRealNVP(Preset):
         shape: the image event shape ``(C, H, W)``; ``H`` and ``W`` divisible by
             ``2^(levels - 1)``.
         levels: number of scales.
-        steps: couplings of each kind per scale.
+        depth: couplings of each kind per scale.
         hidden: channels of each coupling's conv net.
+        steps: the old name of ``depth`` (deprecated: ``steps`` are optimisation steps).
 
     References:
         Dinh, Sohl-Dickstein, Bengio (2017). Density estimation using Real NVP.
@@ -62,7 +63,7 @@ class MultiscaleRealNVP(Preset):
 
     Example:
         >>> import torch, flowforge as ff
-        >>> flow = ff.flows.MultiscaleRealNVP(shape=(1, 8, 8), levels=2, steps=2, hidden=16)
+        >>> flow = ff.flows.MultiscaleRealNVP(shape=(1, 8, 8), levels=2, depth=2, hidden=16)
         >>> flow.log_prob(torch.randn(3, 1, 8, 8)).shape
         torch.Size([3])
     """
@@ -73,25 +74,27 @@ class MultiscaleRealNVP(Preset):
         *,
         context: int = 0,
         levels: int = 2,
-        steps: int = 3,
+        depth: int = 3,
         hidden: int = 64,
         scale_bound: float = 3.0,
         base: BaseDistribution | None = None,
+        steps: int | None = None,
     ) -> None:
-        hparams = preset_hparams(locals())
+        depth = renamed_steps("MultiscaleRealNVP", steps, depth, "depth")
+        hparams = preset_hparams({k: v for k, v in locals().items() if k != "steps"})
         c, h, w = image_shape("MultiscaleRealNVP", shape, levels, squeezes=levels - 1)
         width = conv_width("MultiscaleRealNVP", hidden)
         stages: list[Bijection] = []
         for level in range(levels):
             if level == levels - 1:
                 stages.append(
-                    Compose(_checkerboards((c, h, w), steps + 1, context, width, scale_bound))
+                    Compose(_checkerboards((c, h, w), depth + 1, context, width, scale_bound))
                 )
                 break
             squeezed: Image = (4 * c, h // 2, w // 2)
-            layers = _checkerboards((c, h, w), steps, context, width, scale_bound)
+            layers = _checkerboards((c, h, w), depth, context, width, scale_bound)
             layers.append(Squeeze((c, h, w)))
-            layers += _channels(squeezed, steps, context, width, scale_bound)
+            layers += _channels(squeezed, depth, context, width, scale_bound)
             stages.append(Compose(layers))
             c, h, w = squeezed[0] - squeezed[0] // 2, squeezed[1], squeezed[2]
         super().__init__(hparams, [Multiscale(stages)], base)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_docs, preset_hparams
+from flowforge.flows._common import Preset, preset_docs, preset_hparams, renamed_steps
 from flowforge.flows.glow import conv_width
 from flowforge.nn.wavenet import FrameUpsample, WaveNet
 from flowforge.transforms.affine import Affine
@@ -53,7 +53,7 @@ class WaveGlow(Preset):
     """WaveGlow for sequences ``(C, T)`` (a mono waveform: ``(1, T)``), optionally a vocoder.
 
     The waveform is squeezed into groups of ``group`` samples (``(C g, T / g)``), then
-    ``steps`` steps of flow, each an ActNorm (Glow's; not in WaveGlow, it makes a short CPU
+    ``depth`` steps of flow, each an ActNorm (Glow's; not in WaveGlow, it makes a short CPU
     run start at unit scale), an invertible 1x1 convolution over the groups (LU-decomposed
     unless ``lu=False``: a free weight whose log-determinant is a float64 ``slogdet``) and an
     affine coupling whose network is a :class:`~flowforge.nn.WaveNet` (dilated convolutions,
@@ -77,6 +77,7 @@ class WaveGlow(Preset):
         kernel: kernel size of the dilated convolutions.
         lu: LU-decomposed 1x1 convolutions (``False``: a free weight, ``slogdet`` in float64).
         frame_features: features per frame ``F`` of the context (mel bands).
+        steps: the old name of ``depth`` (deprecated: ``steps`` are optimisation steps).
 
     References:
         Prenger, Valle, Catanzaro (2019). WaveGlow: A Flow-based Generative Network for
@@ -85,11 +86,11 @@ class WaveGlow(Preset):
 
     Example:
         >>> import torch, flowforge as ff
-        >>> flow = ff.flows.WaveGlow(shape=(1, 64), steps=4, early_every=2, hidden=8, layers=2)
+        >>> flow = ff.flows.WaveGlow(shape=(1, 64), depth=4, early_every=2, hidden=8, layers=2)
         >>> flow.log_prob(torch.randn(3, 1, 64)).shape, flow.sample(2).shape
         (torch.Size([3]), torch.Size([2, 1, 64]))
         >>> vocoder = ff.flows.WaveGlow(shape=(1, 64), context=4 * 8, frame_features=4,
-        ...                             steps=2, hidden=8, layers=2)
+        ...                             depth=2, hidden=8, layers=2)
         >>> vocoder.sample(2, context=torch.randn(3, 32)).shape  # 2 draws per mel
         torch.Size([2, 3, 1, 64])
     """
@@ -100,7 +101,7 @@ class WaveGlow(Preset):
         *,
         context: int = 0,
         group: int = 8,
-        steps: int = 12,
+        depth: int = 12,
         early_every: int = 4,
         early_size: int = 2,
         hidden: int = 64,
@@ -110,17 +111,19 @@ class WaveGlow(Preset):
         lu: bool = True,
         frame_features: int = 0,
         base: BaseDistribution | None = None,
+        steps: int | None = None,
     ) -> None:
-        hparams = preset_hparams(locals())
+        depth = renamed_steps("WaveGlow", steps, depth, "depth")
+        hparams = preset_hparams({k: v for k, v in locals().items() if k != "steps"})
         hidden = conv_width("WaveGlow", hidden)
-        c, t = _check(shape, context, group, steps, early_every, early_size, frame_features)
+        c, t = _check(shape, context, group, depth, early_every, early_size, frame_features)
         frames = context // frame_features if context else 0
         up = FrameUpsample(frame_features, frames, t, group) if context else None
         cond = up.channels if up is not None else 0  # per-step channels after upsampling
         channels, length = c * group, t // group
         levels: list[Bijection] = []
         layers_now: list[Bijection] = [Squeeze1d((c, t), group)]
-        for step in range(steps):
+        for step in range(depth):
             if step and step % early_every == 0 and early_size:
                 levels.append(Compose(layers_now))
                 layers_now, channels = [], channels - early_size

@@ -115,7 +115,7 @@ class ModelSpec:
         d["data_shape"] = tuple(d["data_shape"])
         if isinstance(d["kwargs"].get("hidden"), list):
             d["kwargs"] = {**d["kwargs"], "hidden": tuple(d["kwargs"]["hidden"])}
-        d["kwargs"] = {**LEGACY_KWARGS.get(d["preset"], {}), **d["kwargs"]}
+        d["kwargs"] = {**LEGACY_KWARGS.get(d["preset"], {}), **renamed(d["preset"], d["kwargs"])}
         return cls(**d)
 
 
@@ -127,6 +127,36 @@ class ModelSpec:
 LEGACY_KWARGS: dict[str, dict[str, Any]] = {
     "ffjord": {"zero_last": True, "gate_bias": 0.0},
 }
+
+#: Preset options renamed after runs were saved with the old name: ``steps`` means optimisation
+#: steps only, so Glow's, the multiscale RealNVP's and WaveGlow's steps of flow per level are
+#: ``depth`` and a fixed-step CNF's solver steps ``solver_steps``. An old config.json (its
+#: model kwargs and its flow options) loads under the new names (:func:`renamed`).
+RENAMED_KWARGS: dict[str, dict[str, str]] = {
+    "glow": {"steps": "depth"},
+    "multiscale_realnvp": {"steps": "depth"},
+    "waveglow": {"steps": "depth"},
+    "ffjord": {"steps": "solver_steps"},
+}
+
+
+def renamed(preset: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of ``preset`` with every old option name (:data:`RENAMED_KWARGS`) replaced by
+    its new one, in place (a new name given too wins).
+
+    Example:
+        >>> renamed("glow", {"levels": 2, "steps": 4})
+        {'levels': 2, 'depth': 4}
+    """
+    names = RENAMED_KWARGS.get(preset, {})
+    out: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        new = names.get(key)
+        if new is None:
+            out[key] = value
+        elif new not in kwargs:
+            out[new] = value
+    return out
 
 
 def check_flow_name(name: str) -> None:

@@ -2,7 +2,7 @@
 
 Each preset declares its own options by its signature: the vector presets take ``features``,
 ``context``, ``transforms``, ``hidden`` (a tuple of widths) and their own extras; the image
-presets take ``shape``, ``context``, ``levels``, ``steps``, ``hidden`` (one number of channels)
+presets take ``shape``, ``context``, ``levels``, ``depth``, ``hidden`` (one number of channels)
 and theirs. The data decide ``features`` / ``shape`` (and ``context = 0``); every other option
 comes from :data:`PRESET_SIZES` (the command line's default size of each preset), then
 ``--transforms``, ``--hidden``, ``--bins`` and ``--flow-options``, and an option the preset does
@@ -30,7 +30,14 @@ from flowforge.data.base import QUANTIZED_KINDS
 from flowforge.dequantization import NOISE_FLOWS, Dequantizer
 from flowforge.flows import PRESETS
 from flowforge.runs.defensive import defensive_entry
-from flowforge.runs.recipe import LEGACY_KWARGS, ModelSpec, check_flow_name, whiten_entry
+from flowforge.runs.recipe import (
+    LEGACY_KWARGS,
+    RENAMED_KWARGS,
+    ModelSpec,
+    check_flow_name,
+    renamed,
+    whiten_entry,
+)
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.losses import (
     CNFLikelihood,
@@ -69,12 +76,12 @@ PRESET_SIZES: dict[str, dict[str, Any]] = {
     "maf": _VECTOR_SIZE,
     "iaf": _VECTOR_SIZE,
     "nsf": _VECTOR_SIZE,
-    "glow": {"levels": 2, "steps": 4, "hidden": 64},
-    "multiscale_realnvp": {"levels": 2, "steps": 3, "hidden": 64},
+    "glow": {"levels": 2, "depth": 4, "hidden": 64},
+    "multiscale_realnvp": {"levels": 2, "depth": 3, "hidden": 64},
     "ffjord": {"transforms": 1, "hidden": (64, 64, 64)},
     "tarflow": {"patch": 2, "blocks": 4, "layers": 2, "width": 32, "heads": 2},
     # 0.2M parameters: ~0.5 s a step of 8 segments of 4,096 samples on one CPU thread
-    "waveglow": {"steps": 8, "hidden": 32, "layers": 3},
+    "waveglow": {"depth": 8, "hidden": 32, "layers": 3},
 }
 
 #: The command line's default noise flow of variational dequantization: 4 checkerboard
@@ -136,7 +143,8 @@ AUDIO_PRESETS = ("waveglow",)
 def _signature(name: str) -> dict[str, inspect.Parameter]:
     check_flow_name(name)
     params = inspect.signature(PRESETS[name]).parameters
-    return {k: p for k, p in params.items() if k not in ("self", "base")}
+    old = RENAMED_KWARGS.get(name, {})  # the deprecated old names stay out of the options
+    return {k: p for k, p in params.items() if k not in ("self", "base") and k not in old}
 
 
 def is_image_preset(name: str) -> bool:
@@ -149,7 +157,7 @@ def preset_options(name: str) -> list[str]:
 
     Example:
         >>> preset_options("glow")
-        ['levels', 'steps', 'hidden', 'lu']
+        ['levels', 'depth', 'hidden', 'lu']
     """
     return [k for k in _signature(name) if k not in _DATA_ARGS]
 
@@ -197,7 +205,7 @@ def _parameter_floor(name: str, kwargs: dict[str, Any]) -> int:
         return 0
     widths = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
     if "shape" in params:
-        return int(arg("levels") or 1) * int(arg("steps") or 1) * max(widths) ** 2
+        return int(arg("levels") or 1) * int(arg("depth") or 1) * max(widths) ** 2
     # a network sees at least half the features and gives at least P parameters for each of
     # half of them (P = 2 for an affine layer, 3 * bins - 1 for a spline)
     half = max(1, int(arg("features") or 1) // 2)
@@ -252,9 +260,9 @@ def _check_solver_options(name: str, given: dict[str, Any], params: dict[str, An
     method = given.get("method", params["method"].default)
     adaptive = method not in FIXED_STEP
     unused: list[str] = [k for k in ("rtol", "atol") if k in given] if not adaptive else []
-    unused += ["steps"] if adaptive and "steps" in given else []
+    unused += ["solver_steps"] if adaptive and "solver_steps" in given else []
     if unused:
-        uses = "rtol and atol (not steps)" if adaptive else "steps (not rtol or atol)"
+        uses = "rtol and atol (not solver_steps)" if adaptive else "solver_steps (not rtol or atol)"
         raise ConfigError(
             f"flow {name!r}: option {unused[0]!r} does nothing with method {method!r}, which "
             f"takes {uses}"
@@ -291,7 +299,7 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         given["hidden"] = cfg.hidden
     if cfg.bins is not None:
         given["bins"] = cfg.bins
-    given.update(cfg.flow_options)
+    given.update(renamed(cfg.flow, cfg.flow_options))  # an old config's old option names
     for key in given:
         if key not in options:
             what = "comes from the data" if key in _DATA_ARGS else "is not an option of it"

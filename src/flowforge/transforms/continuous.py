@@ -17,6 +17,7 @@ first solve only.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -81,13 +82,14 @@ class CNF(Bijection):
         rtol: relative tolerance of the adaptive solver (also of its adjoint). Tolerances
             below what the dtype resolves are raised to ``32 eps`` (``3.8e-6`` in float32).
         atol: absolute tolerance, likewise.
-        steps: number of steps of a fixed-step method over ``[0, T]``.
+        solver_steps: number of steps of a fixed-step method over ``[0, T]``.
         adjoint: backpropagate by solving the adjoint ODE backwards (memory independent of
             the number of steps) instead of through the solver's operations.
         trace: ``"auto"``, ``"exact"`` or ``"hutchinson"`` in training.
         noise: Hutchinson probes, ``"rademacher"`` or ``"gaussian"``.
         eval_trace: the trace in evaluation mode, ``"exact"`` or ``"hutchinson"``.
         max_nfe: the most evaluations of the dynamics one solve may take.
+        steps: the old name of ``solver_steps`` (deprecated: ``steps`` are optimisation steps).
 
     References:
         Chen, Rubanova, Bettencourt, Duvenaud (2018). Neural Ordinary Differential
@@ -122,14 +124,23 @@ class CNF(Bijection):
         method: Method = "dopri5",
         rtol: float = 1e-5,
         atol: float = 1e-5,
-        steps: int = 20,
+        solver_steps: int = 20,
         adjoint: bool = True,
         trace: Trace = "auto",
         noise: Noise = "rademacher",
         eval_trace: Literal["exact", "hutchinson"] = "exact",
         max_nfe: int = 10_000,
+        steps: int | None = None,
     ) -> None:
         super().__init__((features,))
+        if steps is not None:
+            warnings.warn(
+                "CNF(steps=...) is deprecated: use solver_steps=... (steps are optimisation "
+                "steps only)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            solver_steps = steps
         torchdiffeq_module()  # a missing extra fails here, before a run writes anything
         checks = [
             (method in ADAPTIVE + FIXED_STEP, f"method in {ADAPTIVE + FIXED_STEP}", method),
@@ -138,14 +149,15 @@ class CNF(Bijection):
             (eval_trace in ("exact", "hutchinson"), "eval_trace exact or hutchinson", eval_trace),
             (time > 0, "time > 0", time),
             (rtol > 0 and atol > 0, "rtol > 0 and atol > 0", (rtol, atol)),
-            (steps >= 1, "steps >= 1", steps),
+            (solver_steps >= 1, "solver_steps >= 1", solver_steps),
             (max_nfe >= 1, "max_nfe >= 1", max_nfe),
         ]
         for ok, expected, got in checks:
             if not ok:
                 raise ValueError(f"CNF: expected {expected}, got {got!r}")
         self.net, self.features, self.context = net, int(features), int(context)
-        self.method, self.rtol, self.atol, self.steps = method, float(rtol), float(atol), steps
+        self.method, self.rtol, self.atol = method, float(rtol), float(atol)
+        self.solver_steps = solver_steps
         self.adjoint, self.trace, self.noise, self.eval_trace = adjoint, trace, noise, eval_trace
         self.max_nfe = int(max_nfe)
         log_time = torch.tensor(math.log(time))
@@ -245,7 +257,7 @@ class CNF(Bijection):
         rtol, atol = self.rtol, self.atol
         if not self.training:  # a reported likelihood: never at a training-only loose tolerance
             rtol, atol = min(rtol, EVAL_TOLERANCE), min(atol, EVAL_TOLERANCE)
-        opts = solver_options(self.method, rtol, atol, self.steps, x.dtype)
+        opts = solver_options(self.method, rtol, atol, self.solver_steps, x.dtype)
         out = integrate(dyn, state, inverse, opts, params if adjoint else None)
         if value_only:
             return out[0].reshape(x.shape), None
