@@ -135,3 +135,30 @@ def test_steps_means_optimisation_steps_only() -> None:
 
     deep = ff.flows.Glow((1, 4, 4), levels=1, depth=2, hidden=4)
     assert size(flow) == size(deep) != size(ff.flows.Glow((1, 4, 4), levels=1, depth=1, hidden=4))
+
+
+def test_activation_is_a_name_everywhere() -> None:
+    """Every public net's and preset's ``activation`` defaults to a name (a class is still
+    accepted by the nets)."""
+    import inspect
+
+    import torch
+
+    defaults = {}
+    for name, obj in _public_callables():
+        try:
+            p = inspect.signature(obj).parameters.get("activation")  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if p is not None and p.default is not inspect.Parameter.empty:
+            defaults[name] = p.default
+    assert {"flowforge.nn.MLP", "flowforge.nn.MADE", "flowforge.flows.RealNVP"} <= set(defaults)
+    assert "flowforge.nn.ConvNet" in defaults
+    assert {k: v for k, v in defaults.items() if not isinstance(v, str)} == {}
+    named = ff.nn.ConvNet(2, 4, hidden=8, activation="tanh", zero_last=False)
+    torch.manual_seed(0)
+    a = ff.nn.ConvNet(2, 4, hidden=8, activation="tanh", zero_last=False)
+    torch.manual_seed(0)
+    b = ff.nn.ConvNet(2, 4, hidden=8, activation=torch.nn.Tanh, zero_last=False)
+    x = torch.randn(3, 2, 4, 4)
+    assert torch.equal(a(x), b(x)) and isinstance(named.layers[1], torch.nn.Tanh)

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from flowforge.nn.activations import activation_factory
+
 
 class ConvNet(nn.Module):
     """``conv k x k -> act -> conv 1x1 -> act -> conv k x k``, keeping the spatial size.
@@ -20,7 +22,8 @@ class ConvNet(nn.Module):
         out_channels: output channels.
         hidden: channels of the two hidden layers.
         kernel: size of the first and last kernels (odd; padded to keep ``H, W``).
-        activation: activation module factory.
+        activation: a name in :data:`~flowforge.nn.activations.ACTIVATIONS` (``"relu"``), or
+            an activation module factory.
         zero_last: initialise the last convolution to zero.
 
     References:
@@ -39,7 +42,7 @@ class ConvNet(nn.Module):
         out_channels: int,
         hidden: int = 512,
         kernel: int = 3,
-        activation: Callable[[], nn.Module] = nn.ReLU,
+        activation: str | Callable[[], nn.Module] = "relu",
         zero_last: bool = True,
     ) -> None:
         super().__init__()
@@ -51,6 +54,7 @@ class ConvNet(nn.Module):
                 f"out={out_channels}, hidden={hidden}"
             )
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        activation = activation_factory(activation)
         pad = kernel // 2
         self.layers = nn.Sequential(
             nn.Conv2d(in_channels, hidden, kernel, padding=pad),

@@ -124,7 +124,7 @@ class MADE(nn.Module):
         *,
         context: int = 0,
         order: Tensor | Sequence[int] | None = None,
-        activation: str | Callable[[], nn.Module] = nn.ReLU,
+        activation: str | Callable[[], nn.Module] = "relu",
         zero_last: bool = True,
         dropout: float = 0.0,
         save_order: bool = False,

@@ -60,7 +60,7 @@ class MLP(nn.Module):
         in_features: int,
         out_features: int,
         hidden: Sequence[int] = (128, 128),
-        activation: str | Callable[[], nn.Module] = nn.ReLU,
+        activation: str | Callable[[], nn.Module] = "relu",
         zero_last: bool = True,
         dropout: float = 0.0,
     ) -> None:

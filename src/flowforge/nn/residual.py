@@ -100,7 +100,7 @@ class ResidualMLP(MLP):
         out_features: int,
         hidden: Sequence[int] = (128, 128),
         blocks: int = 2,
-        activation: str | Callable[[], nn.Module] = nn.ReLU,
+        activation: str | Callable[[], nn.Module] = "relu",
         zero_last: bool = True,
         dropout: float = 0.0,
     ) -> None:
@@ -154,7 +154,7 @@ class ResidualMADE(MADE):
         *,
         context: int = 0,
         order: Tensor | Sequence[int] | None = None,
-        activation: str | Callable[[], nn.Module] = nn.ReLU,
+        activation: str | Callable[[], nn.Module] = "relu",
         zero_last: bool = True,
         dropout: float = 0.0,
         save_order: bool = False,
