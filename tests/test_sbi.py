@@ -27,7 +27,9 @@ def box_posterior() -> ff.sbi.Posterior:
     torch.manual_seed(0)
     prior = ff.sbi.BoxUniform([-1.0, 0.0], [1.0, 3.0])
     theta, x = _identity_sims(2000, prior)
-    return ff.sbi.NPE(prior, flow_options=TINY_NSF).fit(theta, x, max_steps=500, batch_size=256, lr=5e-3)
+    return ff.sbi.NPE(prior, flow_options=TINY_NSF).fit(
+        theta, x, max_steps=500, batch_size=256, lr=5e-3
+    )
 
 
 # ---------------------------------------------------------------------------- correctness

@@ -27,7 +27,9 @@ from flowforge.sbi.estimators import FMPE, NPE, check_pairs
 from flowforge.sbi.posterior import Posterior, build_posterior
 from flowforge.sbi.prior import BoxUniform, box_bounds
 from flowforge.sbi.run import load
+from flowforge.sbi.sequential import Truncated, sequential, truncated_prior_sample
 from flowforge.sbi.simulators import SIMULATORS, simulate, two_moons
+from flowforge.sbi.tables import Simulations, read_simulations
 from flowforge.sbi.zscore import ZSCORE_MODES
 
 __all__ = [
@@ -37,10 +39,15 @@ __all__ = [
     "ZSCORE_MODES",
     "BoxUniform",
     "Posterior",
+    "Simulations",
+    "Truncated",
     "box_bounds",
     "build_posterior",
     "check_pairs",
     "load",
+    "read_simulations",
+    "sequential",
     "simulate",
+    "truncated_prior_sample",
     "two_moons",
 ]

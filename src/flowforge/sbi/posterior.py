@@ -237,6 +237,24 @@ class Posterior(nn.Module):
         lp = lp.reshape(rows.shape[:2]).masked_fill(~inside, -math.inf)
         return lp if batched else lp[:, 0]
 
+    def log_prob_unconstrained(self, theta: Tensor, x_o: Tensor | Any) -> Tensor:
+        """The log-density at ``theta`` of the posterior of the unconstrained parameters
+        ``eta = logit((theta - low) / (high - low))`` (a box prior; otherwise
+        :meth:`log_prob`): ``log q(theta | x_o) + sum(log |d theta / d eta|)``.
+
+        Its level sets bound the region where the posterior's mass lies without the logit's
+        spikes of density at the box's faces (what the truncated rounds of
+        :func:`~flowforge.sbi.sequential` threshold). Shapes as :meth:`log_prob`.
+        """
+        lp = self.log_prob(theta, x_o)
+        if not self.bounded:
+            return lp
+        t = torch.as_tensor(theta, dtype=lp.dtype, device=lp.device)
+        width = (self.high - self.low).to(t)
+        u = ((t - self.low.to(t)) / width).clamp(1e-30, 1.0)
+        ladj = (torch.log(width) + torch.log(u) + torch.log1p(-u.clamp(max=1 - 1e-7))).sum(-1)
+        return torch.where(torch.isfinite(lp), lp + ladj, lp)
+
     def _support(self, rows: Tensor) -> Tensor:
         """Whether each row is inside the open box (all true without a box)."""
         if not self.bounded:
@@ -383,7 +401,11 @@ def build_posterior(
     except TypeError as e:
         raise ValueError(f"cannot build flow {name!r} with {options}: {e}") from None
     pre = _theta_prefix(spec, theta)
-    bijection = Compose([*pre, preset.bijection]) if pre else preset.bijection
+    inner = preset.bijection
+    if spec.get("method") == "fmpe" and isinstance(inner, Compose):  # flow matching: one chain
+        bijection = Compose([*pre, *inner.bijections]) if pre else inner
+    else:
+        bijection = Compose([*pre, inner]) if pre else inner
     flow = Flow(bijection, preset.base, context)
     if prior is None and spec.get("box") is not None:
         prior = BoxUniform(spec["box"]["low"], spec["box"]["high"])
