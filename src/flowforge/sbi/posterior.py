@@ -401,7 +401,8 @@ def build_posterior(
     except TypeError as e:
         raise ValueError(f"cannot build flow {name!r} with {options}: {e}") from None
     pre = _theta_prefix(spec, theta)
-    inner = preset.bijection
+    inner: Bijection = preset.bijection
+    bijection: Bijection
     if spec.get("method") == "fmpe" and isinstance(inner, Compose):  # flow matching: one chain
         bijection = Compose([*pre, *inner.bijections]) if pre else inner
     else:
