@@ -17,7 +17,8 @@ Example:
     >>> import torch, flowforge as ff
     >>> prior = ff.sbi.BoxUniform([-2.0, -2.0], [2.0, 2.0])
     >>> theta, x = ff.sbi.simulate(lambda t: t + 0.3 * torch.randn_like(t), prior, 1000)
-    >>> posterior = ff.sbi.NPE(prior).fit(theta, x, max_steps=400)
+    >>> npe = ff.sbi.NPE(prior, flow_options={"transforms": 2, "hidden": (32, 32)})
+    >>> posterior = npe.fit(theta, x, max_steps=300, lr=5e-3)
     >>> samples = posterior.sample(1000, torch.tensor([0.5, -0.5]))
     >>> samples.shape, bool((samples.mean(0) - torch.tensor([0.5, -0.5])).abs().max() < 0.15)
     (torch.Size([1000, 2]), True)

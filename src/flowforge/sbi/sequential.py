@@ -115,10 +115,10 @@ def sequential(
         >>> prior = ff.sbi.BoxUniform([-5.0], [5.0])
         >>> sim = lambda t: t + 0.1 * torch.randn_like(t)
         >>> est = ff.sbi.NPE(prior, flow_options={"transforms": 1, "hidden": (16,)})
-        >>> post = ff.sbi.sequential(est, sim, torch.tensor([1.0]), rounds=2, per_round=200,
-        ...                          max_steps=50)
+        >>> post = ff.sbi.sequential(est, sim, torch.tensor([1.0]), rounds=2, per_round=100,
+        ...                          max_steps=20)
         >>> [r["simulations"] for r in post.info["rounds"]]
-        [200, 200]
+        [100, 100]
     """
     if rounds < 1 or per_round < 2:
         raise ValueError(f"expected rounds >= 1 and per_round >= 2, got {rounds}, {per_round}")

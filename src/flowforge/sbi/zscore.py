@@ -4,7 +4,8 @@
   inside the posterior flow, so densities stay in the user's units and carry its Jacobian.
   ``"independent"``: ``Standardize`` with each coordinate's mean and standard deviation;
   ``"structured"``: the mean, then a fixed ``Whiten`` by the Cholesky factor of the full
-  covariance (shrunk by Ledoit-Wolf, so a degenerate direction stays invertible).
+  covariance (plus a ridge of 1e-6 of the mean variance, so a degenerate direction stays
+  invertible).
 - Observations ``x``: a fixed affine map in front of the embedding (not a bijection: the
   context needs no Jacobian). ``"independent"``: one mean and standard deviation per element of
   the observation (per feature of a trial for i.i.d. trials, shared across trials);
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from flowforge.core import Bijection
 from flowforge.transforms.standardize import Standardize
-from flowforge.transforms.whiten import Whiten, ledoit_wolf
+from flowforge.transforms.whiten import Whiten
 
 __all__ = ["ZSCORE_MODES", "XScore", "check_mode", "theta_zscore"]
 
@@ -74,7 +75,12 @@ def theta_zscore(mode: str, rows: Tensor | None, features: int) -> list[Bijectio
     if mode == "independent":
         std = r.std(0) if r.shape[0] > 1 else ones
         return [Standardize(mean, torch.where(std > _TINY, std, ones))]
-    cov, _ = ledoit_wolf(r) if r.shape[0] > 1 else (torch.eye(features, dtype=r.dtype), 0.0)
+    if r.shape[0] > 1:
+        cov = torch.cov(r.T).reshape(features, features)
+        ridge = 1e-6 * float(cov.diagonal().mean().clamp_min(_TINY))  # a degenerate direction
+        cov = cov + ridge * torch.eye(features, dtype=r.dtype)
+    else:
+        cov = torch.eye(features, dtype=r.dtype)
     return [Standardize(mean, ones), Whiten(torch.linalg.cholesky(cov))]
 
 
