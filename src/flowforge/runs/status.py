@@ -85,8 +85,10 @@ def incomplete(
     step = _steps_done(kind, records)
     total = record.get("total_steps", "?")
     kept = "its weights at that step" if kind == VI_KIND else "its best weights so far"
-    if kind in (ESTIMATOR_KIND, SBI_KIND):
-        how = "fit it again and save it"
+    if kind == ESTIMATOR_KIND:
+        how = "fit the estimator and save it again"
+    elif kind == SBI_KIND:
+        how = "fit the posterior and save it again"
     else:
         how = f"continue it with flowforge {'vi' if kind == VI_KIND else 'train'} --resume {root}"
     return (

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import Tensor, nn
 
-from flowforge.fit.objectives import FlowMatching, Loss
+from flowforge.fit.objectives import FlowMatching, Loss, _ot_pairing  # noqa: F401 (old imports)
 from flowforge.transforms.continuous import CNF
 
 if TYPE_CHECKING:
