@@ -7,13 +7,34 @@ Example:
     torch.Size([5])
 """
 
-from flowforge import data, distributions, eval, flows, functional, nn, transforms, vi
+import os as _os
+
+import torch as _torch
+
+from flowforge import data, distributions, eval, flows, functional, nn, runs, sbi, transforms, vi
 from flowforge._version import __version__
 from flowforge.core import Bijection, Compose, Flow, FlowDistribution, Inverse
-from flowforge.runs import load
+from flowforge.core.defensive import DefensiveMixture as _DefensiveMixture
 
 #: Names loaded on first access, so that ``import flowforge`` imports no scikit-learn.
 _LAZY = {"FlowAnomalyDetector": "flowforge.sklearn", "FlowDensity": "flowforge.sklearn"}
+
+
+def load(
+    path: str | _os.PathLike[str], device: str | _torch.device = "cpu"
+) -> Flow | _DefensiveMixture | sbi.Posterior:
+    """The trained model of a run directory: a flow (:func:`flowforge.runs.load`), or for a
+    simulation-based inference run the :class:`flowforge.sbi.Posterior`
+    (:func:`flowforge.sbi.load`). Reading a run executes no code (JSON and safetensors).
+
+    Raises:
+        flowforge.runs.RunError: missing, corrupted or foreign.
+    """
+    from flowforge.runs.status import SBI_KIND
+
+    if runs.read_run_record(path).get("task") == SBI_KIND:
+        return sbi.load(path, device)
+    return runs.load(path, device)
 
 
 def __getattr__(name: str) -> object:
@@ -47,6 +68,7 @@ __all__ = [
     "functional",
     "load",
     "nn",
+    "sbi",
     "transforms",
     "vi",
 ]

@@ -1,4 +1,5 @@
-"""The ``flowforge`` command line: ``train``, ``eval``, ``sample``, ``score``, ``datasets``, ``vi``.
+"""The ``flowforge`` command line: ``train``, ``eval``, ``sample``, ``score``, ``datasets``, ``vi``,
+``sbi``.
 
 A thin layer over :mod:`flowforge.train`, :mod:`flowforge.eval`, :mod:`flowforge.runs` and
 :mod:`flowforge.data`. Bad input (missing file, unknown dataset or flow, bad values, wrong
@@ -8,7 +9,7 @@ log-likelihood (the rows are named, never skipped), and a ``score`` whose output
 non-finite row (written as ``nan`` / ``-inf``, named in a warning on stderr) exit with status 1.
 
 One module per subcommand (:mod:`flowforge.cli.train`, ``eval``, ``sample``, ``score``,
-``datasets``, ``vi``), each with ``add_parser(sub)`` and ``run(args)``; shared argument types and
+``datasets``, ``vi``, ``sbi``), each with ``add_parser(sub)`` and ``run(args)``; shared argument types and
 exit codes live in :mod:`flowforge.cli._common`.
 """
 
@@ -19,7 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from flowforge.cli import datasets, eval, sample, score, train, vi
+from flowforge.cli import datasets, eval, sample, sbi, score, train, vi
 from flowforge.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_TRAINING_FAILED,
@@ -30,7 +31,9 @@ from flowforge.cli._common import (
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_TRAINING_FAILED", "build_parser", "main"]
 
-_COMMANDS = {m.__name__.rsplit(".", 1)[1]: m for m in (train, eval, sample, score, datasets, vi)}
+_COMMANDS = {
+    m.__name__.rsplit(".", 1)[1]: m for m in (train, eval, sample, score, datasets, vi, sbi)
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ class FFJORD(Preset):
 
     Data at ``t = 0``, latent at ``t = T``. Train it by maximum likelihood
     (:class:`~flowforge.train.losses.CNFLikelihood`, with the RNODE regularisers) or by flow
-    matching (:class:`~flowforge.train.losses.FlowMatching`, one block only); either way
+    matching (:class:`~flowforge.fit.objectives.FlowMatching`, one block only); either way
     ``log_prob`` is exact in evaluation.
 
     Args:

@@ -1,8 +1,14 @@
 """Networks that conditioners use: MLP, MADE, their residual forms, conv nets, WaveNet,
-causal transformers and ODE dynamics."""
+causal transformers, ODE dynamics and the embedding networks of conditional flows."""
 
 from flowforge.nn.causal_transformer import CausalTransformer, KVCache
 from flowforge.nn.conv import ConvNet
+from flowforge.nn.embedding import (
+    Conv1dEmbedding,
+    Conv2dEmbedding,
+    DeepSetEmbedding,
+    MLPEmbedding,
+)
 from flowforge.nn.made import MADE, MaskedLinear
 from flowforge.nn.mlp import MLP
 from flowforge.nn.ode import ODENet
@@ -13,9 +19,13 @@ __all__ = [
     "MADE",
     "MLP",
     "CausalTransformer",
+    "Conv1dEmbedding",
+    "Conv2dEmbedding",
     "ConvNet",
+    "DeepSetEmbedding",
     "FrameUpsample",
     "KVCache",
+    "MLPEmbedding",
     "MaskedLinear",
     "ODENet",
     "ResidualMADE",

@@ -24,7 +24,7 @@ from flowforge.runs.errors import ConfigError, RunError
 from flowforge.runs.layout import RunFiles, read_run_record, run_files
 from flowforge.runs.metrics import MetricsLog
 from flowforge.runs.recipe import ModelSpec, build_flow
-from flowforge.runs.status import incomplete
+from flowforge.runs.status import SBI_KIND, incomplete
 from flowforge.runs.weights import load_weights
 
 __all__ = ["Run", "load", "open_run", "parse_spec"]
@@ -81,6 +81,11 @@ def open_run(path: str | os.PathLike[str], device: str | torch.device = "cpu") -
     """
     files = run_files(path)
     record = read_run_record(files.root)
+    if record.get("task") == SBI_KIND:
+        raise RunError(
+            f"{files.root} is a simulation-based inference run (a posterior q(theta | x)): "
+            "open it with flowforge.load(path) or flowforge.sbi.load(path) in Python"
+        )
     spec = parse_spec(record, str(files.config))
     try:
         flow = build_flow(spec)

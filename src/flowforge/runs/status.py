@@ -20,18 +20,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ESTIMATOR_KIND", "TRAIN_KIND", "VI_KIND", "incomplete", "is_finished", "run_kind"]
+__all__ = [
+    "ESTIMATOR_KIND",
+    "SBI_KIND",
+    "TRAIN_KIND",
+    "VI_KIND",
+    "incomplete",
+    "is_finished",
+    "run_kind",
+]
 
 #: The kinds of run (``"task"`` in ``config.json``; a training run has none).
 TRAIN_KIND = "train"
 VI_KIND = "vi"
+SBI_KIND = "sbi"
 ESTIMATOR_KIND = "estimator"
 
 
 def run_kind(record: dict[str, Any]) -> str:
-    """``"vi"``, ``"estimator"`` or ``"train"``: which program wrote the run record."""
-    if record.get("task") == VI_KIND:
-        return VI_KIND
+    """``"vi"``, ``"sbi"``, ``"estimator"`` or ``"train"``: which program wrote the run record."""
+    if record.get("task") in (VI_KIND, SBI_KIND):
+        return str(record["task"])
     if "estimator" in record:
         return ESTIMATOR_KIND
     return TRAIN_KIND
@@ -78,6 +87,8 @@ def incomplete(
     kept = "its weights at that step" if kind == VI_KIND else "its best weights so far"
     if kind == ESTIMATOR_KIND:
         how = "fit the estimator and save it again"
+    elif kind == SBI_KIND:
+        how = "fit the posterior and save it again"
     else:
         how = f"continue it with flowforge {'vi' if kind == VI_KIND else 'train'} --resume {root}"
     return (

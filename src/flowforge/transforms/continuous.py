@@ -5,7 +5,7 @@ Time convention: the state moves along ``dz/dt = f(z, t, c)`` for ``t`` in ``[0,
 density direction) integrates from ``0`` to ``T``, :meth:`CNF.inverse` from ``T`` to ``0``.
 Along the way ``d/dt log|det dz(t)/dz(0)| = tr(df/dz)``, so the forward ``ladj`` is
 ``∫_0^T tr(df/dz) dt`` and the inverse's its negative, accumulated by the same solve. Flow
-matching (:class:`flowforge.train.losses.FlowMatching`) learns the same field on the straight
+matching (:class:`flowforge.fit.objectives.FlowMatching`) learns the same field on the straight
 paths ``x_t = (1 - t/T) x + (t/T) z`` from data ``x`` to base samples ``z``.
 
 The solver runs in normalised time ``s = t / T`` in ``[0, 1]`` on ``dz/ds = T f(z, sT, c)``,
