@@ -407,7 +407,7 @@ def build_posterior(
         bijection = Compose([*pre, *inner.bijections]) if pre else inner
     else:
         bijection = Compose([*pre, inner]) if pre else inner
-    flow = Flow(bijection, preset.base, context)
+    flow = Flow(bijection, preset.base, context=context)
     if prior is None and spec.get("box") is not None:
         prior = BoxUniform(spec["box"]["low"], spec["box"]["high"])
     return Posterior(flow, embedding, x_score, spec, prior)
