@@ -74,7 +74,7 @@ class ModelSpec:
         pretransform: images: ``"logit"`` (``Logit(logit_alpha)``) or ``"centre"`` (``2u - 1``,
             a fixed ``Standardize`` with mean and standard deviation 0.5: runs trained on
             noisy values ``u``, which the logit is not defined for).
-        whiten: standardised tables that whiten: ``{"method": "ledoit-wolf" | "validated",
+        whiten: standardised tables that whiten: ``{"method": "ledoit-wolf" | "validated" | "cross-validated",
             "shrinkage": s,
             "position": "last" | "first", "tril": rows}``, the lower-triangular rows (row ``i``
             has ``i + 1`` values) of the Cholesky factor in standardised units, after the
@@ -201,8 +201,8 @@ WHITEN_POSITION = "last"
 
 def whiten_entry(whiten: Whiten, shrinkage: float, method: str = "ledoit-wolf") -> dict[str, Any]:
     """The JSON form of a whitening for :attr:`ModelSpec.whiten` (float64 values), at
-    :data:`WHITEN_POSITION`; ``method`` names how the shrinkage was chosen (``"ledoit-wolf"``
-    or ``"validated"``)."""
+    :data:`WHITEN_POSITION`; ``method`` names how the shrinkage was chosen (``"ledoit-wolf"``,
+    ``"validated"`` or ``"cross-validated"``)."""
     return {
         "method": method,
         "shrinkage": float(shrinkage),
