@@ -47,6 +47,7 @@ from flowforge.runs.checkpoint import load_checkpoint
 from flowforge.runs.defensive import defend, validated_spec
 from flowforge.runs.recipe import DEQUANTIZER_FILE, build_dequantizer
 from flowforge.runs.writer import RunWriter, check_new_run
+from flowforge.train.applicable import check_applicable
 from flowforge.train.batches import (
     TrainStream,
     level_split,
@@ -145,6 +146,7 @@ def start_run(cfg: TrainConfig) -> TrainResult | None:
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
     with main_first(world):  # rank 0 downloads, the others read its copy
         ds = load_data(cfg)
+    check_applicable(cfg, ds)  # an option that does nothing here: refused, nothing written
     cfg, sized = size_for_data(cfg, ds)  # tables: the options not given, from rows and columns
     if sized and world.is_main:
         print(describe(sized, ds), flush=True)
