@@ -70,9 +70,11 @@ def check_applicable(cfg: TrainConfig, ds: Dataset) -> None:
 
 
 def _flag(key: str, cfg: TrainConfig) -> str:
-    """The flag as given: ``--no-defensive`` for a switch set off."""
-    name = key.replace("_", "-")
-    return f"--no-{name}" if getattr(cfg, key) is False else f"--{name}"
+    """The flag as given: ``--no-defensive`` for a switch set off, a choice with its value."""
+    name, value = key.replace("_", "-"), getattr(cfg, key)
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return f"--{name} {value}" if isinstance(value, str) else f"--{name}"
 
 
 def _why_unused(cfg: TrainConfig, ds: Dataset, given: list[str]) -> str | None:
