@@ -78,6 +78,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     from flowforge.runs.errors import ConfigError
+    from flowforge.runs.recipe import idle_option
     from flowforge.vi.run import VIConfig, format_diagnostics, read_vi_toml, resume_vi, run_vi
 
     options = read_vi_toml(args.config) if args.config else {}
@@ -90,6 +91,12 @@ def run(args: argparse.Namespace) -> int:
     if options:
         VIConfig.from_dict(options, source=source)  # the file's own mistakes, named as its
     given = {**options, **flags}
+    flow_options = dict(given.get("flow_options") or {})
+    if "hidden" in given:
+        flow_options["hidden"] = given["hidden"]
+    idle = idle_option(str(given.get("flow", "planar")), flow_options)
+    if idle is not None and args.resume is None:
+        raise ConfigError(idle)
     if "iwae_k" in given and given.get("objective", "elbo") != "iwae" and args.resume is None:
         raise ConfigError(
             f"--iwae-k is the number of draws of an IWAE estimate; it does nothing with "

@@ -231,7 +231,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
             raise bad("bins", f"None for flow={self.flow!r} (spline bins: 'nsf' only)", self.bins)
         for key in ("transforms", "hidden"):
             if getattr(self, key) is not None and key not in takes:
-                raise bad(key, f"None for flow={self.flow!r}, which takes no {key}", getattr(self, key))
+                raise bad(
+                    key, f"None for flow={self.flow!r}, which takes no {key}", getattr(self, key)
+                )
         if self.whiten and not self.standardize:
             raise bad("whiten", "False with standardize=False (it whitens standardised rows)", True)
         for key in self.flow_options or {}:

@@ -21,10 +21,11 @@ from __future__ import annotations
 from flowforge.data import Dataset
 from flowforge.data.registry import reads_data_dir
 from flowforge.runs.errors import ConfigError
+from flowforge.runs.recipe import idle_option
 from flowforge.train.config import TrainConfig
 from flowforge.train.model import QUANTIZED_KINDS, is_image_preset, preset_defaults
 
-__all__ = ["CNF_TRAINING_ONLY", "check_applicable", "user_given"]
+__all__ = ["CNF_TRAINING_ONLY", "check_applicable", "check_warmup", "user_given"]
 
 #: The FFJORD options that act only on the ODE solves of likelihood training: flow matching
 #: regresses the velocity on straight paths and solves nothing in training (its evaluation
@@ -98,6 +99,12 @@ def _why_unused(cfg: TrainConfig, ds: Dataset, given: list[str]) -> str | None:
     for key, applies, what in rules:
         if key in given and not applies:
             return f"{_flag(key, cfg)} {what}; it does nothing {_context(key, cfg, ds)}"
+    options = dict(cfg.flow_options)
+    if "hidden" in given:
+        options["hidden"] = cfg.hidden
+    idle = None if cfg.flow == "auto" else idle_option(cfg.flow, options)
+    if idle is not None:
+        return idle
     if cfg.objective == "flow-matching":
         for key, what in CNF_TRAINING_ONLY.items():
             if key in cfg.flow_options:
@@ -121,3 +128,22 @@ def _context(key: str, cfg: TrainConfig, ds: Dataset) -> str:
     if key in ("whiten", "defensive") and ds.kind == "tabular" and ds.standardizer is not None:
         return f"for the image flow {cfg.flow!r}"
     return f"for {ds.kind} data ({ds.name!r})"
+
+
+def check_warmup(cfg: TrainConfig, total: int) -> str | None:
+    """A warmup at least as long as the run: the learning rate never reaches ``--lr`` and the
+    schedule never starts. Refused when the user gave ``--warmup-steps``; a preset's default
+    warmup (200 steps for the image presets) on a short run gets the returned warning line.
+
+    Raises:
+        ConfigError: a given ``warmup_steps`` at or above ``total``.
+    """
+    if cfg.warmup_steps == 0 or cfg.warmup_steps < total:
+        return None
+    what = (
+        f"--warmup-steps {cfg.warmup_steps} is not below the run's {total} steps: the learning "
+        f"rate never reaches --lr {cfg.lr:g}"
+    )
+    if "warmup_steps" in user_given(cfg):
+        raise ConfigError(what)
+    return f"{what} (the preset's default warmup; give fewer --warmup-steps or more steps)"

@@ -47,7 +47,7 @@ from flowforge.runs.checkpoint import load_checkpoint
 from flowforge.runs.defensive import defend, validated_spec
 from flowforge.runs.recipe import DEQUANTIZER_FILE, build_dequantizer
 from flowforge.runs.writer import RunWriter, check_new_run
-from flowforge.train.applicable import check_applicable
+from flowforge.train.applicable import check_applicable, check_warmup
 from flowforge.train.batches import (
     TrainStream,
     level_split,
@@ -153,6 +153,9 @@ def start_run(cfg: TrainConfig) -> TrainResult | None:
     spec = spec_for(cfg, ds)
     deq_spec = dequantizer_spec_for(cfg, ds)
     total = total_steps_of(cfg, ds)
+    short = check_warmup(cfg, total)
+    if short is not None and world.is_main:
+        print(f"flowforge train: warning: {short}", file=sys.stderr, flush=True)
     set_threads(cfg, device, spec)
     torch.manual_seed(cfg.seed)
     flow = build_flow(spec).to(device)
