@@ -52,9 +52,9 @@ def test_train_options(tmp_path: Path, args: list[str], expected: str) -> None:
     [
         # Standardizer: mean must be finite (3 lines: numpy's overflow warning first)
         ("big.csv", "a,b\n" + "".join(f"{i},{1e300 * (i % 2)}\n" for i in range(30)),
-         "row 3, column 'b' (index 1): '1e+300' is beyond float32's range"),
+         "data row 2, column 'b': value 1e+300 is beyond float32's range"),
         ("big.npy", np.r_[np.ones((29, 2)), [[1e39, 1.0]]],
-         "row 30, column index 0: value 1e+39 is beyond float32's range"),
+         "data row 30, column '0': value 1e+39 is beyond float32's range"),
     ],
 )  # fmt: skip
 def test_values_beyond_float32_are_named(

@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if options:
         VIConfig.from_dict(options, source=source)  # the file's own mistakes, named as its
     given = {**options, **flags}
+    if args.resume is None:
+        VIConfig.from_dict(given)  # the values first: a bad value is named as such
     flow_options = dict(given.get("flow_options") or {})
     if "hidden" in given:
         flow_options["hidden"] = given["hidden"]

@@ -140,8 +140,8 @@ def _read_csv(
             values = []
             for j in picked:
                 v = _parse_float(row[j])
-                if v is None or not (math.isfinite(v) and abs(v) <= FLOAT32_MAX):
-                    what = "is not a number" if v is None else _not_finite(v)
+                if v is None or not math.isfinite(v):
+                    what = "is not a number" if v is None else "is not finite (NaN/inf not allowed)"
                     raise DataError(
                         f"{path}, row {line}, {_describe_column(j, names, has_header)}: "
                         f"{row[j].strip()!r} {what}"
@@ -153,16 +153,10 @@ def _read_csv(
     return np.asarray(rows, dtype=np.float64), [names[j] for j in picked], has_header
 
 
-#: The largest magnitude a value may have: the flows compute in float32 (a table's
-#: ``Standardize`` holds its mean and std in float32), where ``1e300`` is ``inf``.
+#: The largest magnitude a training value may have: the flows compute in float32 (a table's
+#: ``Standardize`` holds its mean and std in float32), where ``1e300`` is ``inf``. (Scoring
+#: takes such rows: their log-likelihood is flagged as not finite.)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def _not_finite(v: float) -> str:
-    """Why a parsed value is refused (it is NaN, inf or beyond float32's range)."""
-    if not math.isfinite(v):
-        return "is not finite (NaN/inf not allowed)"
-    return f"is beyond float32's range (|x| <= {FLOAT32_MAX:.3g}), which the flows compute in"
 
 
 def _read_npy(path: Path, columns: Sequence[str | int] | None) -> tuple[np.ndarray, list[str]]:
@@ -181,12 +175,12 @@ def _read_npy(path: Path, columns: Sequence[str | int] | None) -> tuple[np.ndarr
     names = [str(j) for j in range(x.shape[1])]
     picked = _resolve_columns(columns, names, False, path)
     x = np.asarray(x[:, picked], dtype=np.float64)
-    bad = ~(np.isfinite(x) & (np.abs(x) <= FLOAT32_MAX))
+    bad = ~np.isfinite(x)
     if bad.any():
         i, j = (int(k) for k in np.argwhere(bad)[0])
         raise DataError(
-            f"{path}, row {i + 1}, column index {picked[j]}: value {x[i, j]} "
-            f"{_not_finite(float(x[i, j]))}"
+            f"{path}, row {i + 1}, column index {picked[j]}: value {x[i, j]} is not finite "
+            f"(NaN/inf not allowed)"
         )
     return x, [names[j] for j in picked]
 
@@ -332,6 +326,13 @@ def load_user_file(
         ``columns`` and ``source`` (the file's fingerprint) set.
     """
     x, names, has_header = _read(path, columns, header)
+    huge = np.abs(x) > FLOAT32_MAX
+    if huge.any():
+        i, j = (int(k) for k in np.argwhere(huge)[0])
+        raise DataError(
+            f"{path}, data row {i + 1}, column {names[j]!r}: value {x[i, j]:g} is beyond "
+            f"float32's range (|x| <= {FLOAT32_MAX:.3g}), which the flows compute in"
+        )
     if x.shape[0] < MIN_ROWS:
         raise DataError(
             f"{path}: only {x.shape[0]} data rows; need at least {MIN_ROWS} to split into "

@@ -153,14 +153,14 @@ def start_run(cfg: TrainConfig) -> TrainResult | None:
     spec = spec_for(cfg, ds)
     deq_spec = dequantizer_spec_for(cfg, ds)
     total = total_steps_of(cfg, ds)
-    short = check_warmup(cfg, total)
-    if short is not None and world.is_main:
-        print(f"flowforge train: warning: {short}", file=sys.stderr, flush=True)
+    short = check_warmup(cfg, total)  # a given one refused here; a default one warned below
     set_threads(cfg, device, spec)
     torch.manual_seed(cfg.seed)
     flow = build_flow(spec).to(device)
     deq = None if deq_spec is None else build_dequantizer(deq_spec).to(device)
     objective = objective_for(cfg, flow, deq)
+    if short is not None and world.is_main:  # after every refusal: one line for bad input
+        print(f"flowforge train: warning: {short}", file=sys.stderr, flush=True)
     cfg = cfg.replace(out=str(out))
     trainer = _trainer(flow, ds, cfg, total, device, objective, world)  # checks first
     writer = None
