@@ -9,8 +9,10 @@ To cover a new bijection, add one line to ``REGISTRY``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -392,9 +394,9 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     ),
     "transformer-autoregressive-vector": lambda: Case(_tarflow_layer((6,), 2, C, True), C),
     "transformer-autoregressive-vector-1": lambda: Case(_tarflow_layer((D,), 1)),
-    "cnf": lambda: Case(T.CNF(ff.nn.ODENet(D, (8,)), D, time=0.5, rtol=1e-12, atol=1e-12)),
+    "cnf": lambda: Case(tight_cnf(ff.nn.ODENet(D, (8,)), D, time=0.5, rtol=1e-12, atol=1e-12)),
     "cnf-context-learned-time": lambda: Case(
-        T.CNF(
+        tight_cnf(
             ff.nn.ODENet(D, (8,), context=C, activation="tanh"),
             D,
             context=C,
@@ -406,6 +408,24 @@ REGISTRY: dict[str, Callable[[], Case]] = {
         C,
     ),
 }
+
+
+@contextmanager
+def float64_default() -> Iterator[None]:
+    """torch's default dtype float64 within the block (restored after)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+def tight_cnf(*args: Any, **kwargs: Any) -> T.CNF:
+    """A CNF with tolerances below float32's ``32 eps`` (3.8e-6): built under a float64 default
+    dtype, since a CNF refuses tolerances its own dtype cannot resolve."""
+    with float64_default():
+        return T.CNF(*args, **kwargs)
 
 
 def build(name: str, dtype: torch.dtype = torch.float64) -> Case:

@@ -24,7 +24,7 @@ from flowforge.functional.trace import (
 )
 from flowforge.train.losses import CNFLikelihood, FlowMatching
 from flowforge.transforms import CNF, SolverError
-from registry import randomize
+from registry import float64_default, randomize, tight_cnf
 
 F64 = torch.float64
 TIGHT = {"rtol": 1e-11, "atol": 1e-11}
@@ -47,7 +47,7 @@ class LinearField(nn.Module):
 
 def _cnf(d: int = 3, context: int = 0, plain: bool = False, **kw: object) -> CNF:
     net_cls = PlainODENet if plain else ff.nn.ODENet
-    cnf = CNF(
+    cnf = tight_cnf(
         net_cls(d, (8, 8), context=context), d, context=context, **{"time": 0.7, **TIGHT, **kw}
     )  # type: ignore[arg-type]
     randomize(cnf, 0.4)
@@ -168,7 +168,7 @@ def test_hutchinson_noise_is_held_fixed_within_a_solve() -> None:
     ``(ladj - T tr A) / (T (a_12 + a_21))`` is +1 or -1 exactly (Rademacher, D = 2); probes
     re-drawn per evaluation would average to values in between."""
     a = torch.tensor([[0.3, 0.8], [-0.2, -0.5]], dtype=F64)
-    cnf = CNF(LinearField(a), 2, time=0.9, trace="hutchinson", **TIGHT).to(F64).train()
+    cnf = tight_cnf(LinearField(a), 2, time=0.9, trace="hutchinson", **TIGHT).to(F64).train()
     with torch.no_grad():
         _, ladj = cnf(torch.randn(64, 2, dtype=F64))
     ratio = (ladj - 0.9 * a.trace()) / (0.9 * (a[0, 1] + a[1, 0]))
@@ -231,7 +231,7 @@ def test_regularisers_equal_their_closed_form_on_a_linear_field() -> None:
     y = x @ q
     kinetic = (lam * y.square() * torch.expm1(2 * lam * time) / 2).sum(-1)
     for trace in ("exact", "hutchinson"):
-        cnf = CNF(LinearField(a), 3, time=time, trace=trace, **TIGHT).to(F64).train()
+        cnf = tight_cnf(LinearField(a), 3, time=time, trace=trace, **TIGHT).to(F64).train()
         with cnf.regularizing():
             z, ladj = cnf(x)
         r = cnf.last_solve
@@ -242,7 +242,7 @@ def test_regularisers_equal_their_closed_form_on_a_linear_field() -> None:
             assert torch.allclose(ladj, time * a.trace().expand(5), atol=1e-9)
             assert torch.allclose(r.jacobian, time * a.square().sum().expand(5), atol=1e-9)
     # Hutchinson: the Frobenius estimate is T ||A e||^2 for the row's probe e, mean T ||A||_F^2.
-    cnf = CNF(LinearField(a), 3, time=time, trace="hutchinson", **TIGHT).to(F64).train()
+    cnf = tight_cnf(LinearField(a), 3, time=time, trace="hutchinson", **TIGHT).to(F64).train()
     with cnf.regularizing(), torch.no_grad():
         cnf(torch.randn(20_000, 3, dtype=F64))
     jf = cnf.last_solve.jacobian  # type: ignore[union-attr]
@@ -291,7 +291,7 @@ def test_a_failing_solve_raises_naming_the_nfe_and_the_time() -> None:
         def forward(self, t: Tensor, z: Tensor, context: Tensor | None = None) -> Tensor:
             return z * torch.where(t < 0.5, 1.0, math.nan)
 
-    cnf = CNF(Breaks(), 1, time=2.0, **TIGHT).to(F64)
+    cnf = tight_cnf(Breaks(), 1, time=2.0, **TIGHT).to(F64)
     with pytest.raises(SolverError, match=r"after \d+ function evaluations at t = 0\.[5-9].*dt"):
         cnf(torch.ones(2, 1, dtype=F64))
     cnf = _cnf(2, max_nfe=10)
@@ -320,13 +320,48 @@ def test_extreme_inputs_give_finite_values_or_a_clear_error(scale: float) -> Non
     )  # type: ignore[union-attr]
 
 
-def test_float32_solves_with_tolerances_below_its_resolution() -> None:
-    cnf = CNF(randomize(ff.nn.ODENet(2, (8,)), 0.3), 2, rtol=1e-12, atol=1e-12)
+def test_tolerances_below_the_dtypes_resolution_are_refused() -> None:
+    """A float32 CNF refuses tolerances below 32 eps of float32, built or set (rtol 1e-30 was
+    raised to 3.8e-6 without a word); a float64 one takes them; a float64-built CNF cast to
+    float32 solves at float32's floor, and its last solve records the tolerance it ran at."""
+    net = randomize(ff.nn.ODENet(2, (8,)), 0.3)
+    for bad in (1e-30, 1e-9, 0.0, -1.0, math.nan, math.inf, "1e-3", True):
+        with pytest.raises(ValueError, match=r"expected rtol >= 3.8e-06 \(32 eps of float32"):
+            CNF(net, 2, rtol=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"expected atol >= 3.8e-06"):
+        ff.flows.FFJORD(features=2, hidden=(8,), atol=1e-12)
+    cnf = CNF(net, 2)
+    with pytest.raises(ValueError, match=r"expected atol >= 3.8e-06"):
+        cnf.atol = 1e-9
+    assert cnf.atol == 1e-5  # unchanged by the refused value
+    cnf.rtol = 4e-6
     x = torch.randn(8, 2)
+    cnf.eval()
     with torch.no_grad():
-        z, ladj = cnf(x)
-        x2, _ = cnf.inverse(z)
+        cnf(x)
+    assert cnf.last_solve is not None and (cnf.last_solve.rtol, cnf.last_solve.atol) == (4e-6, 1e-5)
+    cnf.train()
+    with torch.no_grad():
+        cnf(x)
+    assert cnf.last_solve.rtol == 4e-6
+    tight = tight_cnf(net, 2, rtol=1e-12, atol=1e-12)
+    with float64_default():
+        tight.rtol = 1e-13  # a float64 CNF takes it
+    assert tight.rtol == 1e-13
+    with pytest.raises(ValueError, match=r"rtol >= 7.1e-15 \(32 eps of float64"):
+        tight.rtol = 1e-16
+    tight.float()
+    with torch.no_grad():
+        z, ladj = tight(x)
+        x2, _ = tight.inverse(z)
     assert z.dtype == ladj.dtype == torch.float32 and torch.allclose(x2, x, atol=1e-4)
+    floor = 32 * torch.finfo(torch.float32).eps
+    assert tight.last_solve is not None and tight.last_solve.rtol == pytest.approx(floor)
+    assert tight.last_solve.atol == pytest.approx(floor)
+    fixed = CNF(net, 2, method="rk4", steps=4)
+    with torch.no_grad():
+        fixed(x)
+    assert fixed.last_solve is not None and fixed.last_solve.rtol is None  # no tolerance
 
 
 # ---------------------------------------------------------------------------- flow matching
@@ -348,7 +383,9 @@ def test_the_closed_form_field_in_a_cnf_has_the_target_density() -> None:
         def forward(self, t: Tensor, z: Tensor, context: Tensor | None = None) -> Tensor:
             return _gaussian_field(z, t.expand(z.shape[0]), m, sd)
 
-    flow = ff.Flow(CNF(Optimal(), 2, rtol=1e-10, atol=1e-10), ff.distributions.StandardNormal(2))
+    flow = ff.Flow(
+        tight_cnf(Optimal(), 2, rtol=1e-10, atol=1e-10), ff.distributions.StandardNormal(2)
+    )
     flow.to(F64)
     target = torch.distributions.Independent(torch.distributions.Normal(m, sd), 1)
     x = target.sample((5,))
@@ -361,7 +398,7 @@ def test_the_closed_form_field_in_a_cnf_has_the_target_density() -> None:
 def test_flow_matching_learns_the_closed_form_field_and_density_of_gaussians() -> None:
     m, sd = torch.tensor([1.5, -1.0]), torch.tensor([0.5, 1.5])
     target = torch.distributions.Independent(torch.distributions.Normal(m, sd), 1)
-    flow = ff.flows.FFJORD(features=2, hidden=(64, 64), rtol=1e-6, atol=1e-6)
+    flow = ff.flows.FFJORD(features=2, hidden=(64, 64), rtol=4e-6, atol=4e-6)
     cnf = flow.bijection.bijections[0]
     assert isinstance(cnf, CNF)
     objective = FlowMatching()
@@ -453,7 +490,8 @@ def test_evaluation_is_true_to_the_digits_whatever_the_training_tolerance() -> N
     with torch.no_grad():
         for p in loose.parameters():
             p.copy_(torch.randn_like(p) * 0.7)
-    exact = ff.flows.FFJORD(features=2, hidden=(16, 16), rtol=1e-10, atol=1e-10).double()
+    with float64_default():
+        exact = ff.flows.FFJORD(features=2, hidden=(16, 16), rtol=1e-10, atol=1e-10)
     exact.load_state_dict(loose.state_dict())
     x = torch.randn(64, 2, dtype=torch.float64) * 1.5
     exact.eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,14 @@ from flowforge.runs.recipe import ModelSpec, build_flow
 from flowforge.train.config import TrainConfig
 from flowforge.train.model import spec_for
 from flowforge.train.sizing import SIZED_PRESETS, describe, size_for_data
-from flowforge.transforms.whiten import SHRINKAGES, Whiten, fit_whiten, ledoit_wolf
+from flowforge.transforms.whiten import (
+    MIN_VALIDATION_ROWS,
+    SHRINKAGES,
+    Whiten,
+    cross_validated_shrinkage,
+    fit_whiten,
+    ledoit_wolf,
+)
 
 
 def _table(n: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -101,6 +109,67 @@ def test_a_rank_deficient_table_starts_at_ledoit_wolf() -> None:
     assert entry is not None and entry["method"] == "validated"
     z_train, z_val = ds.train.double().numpy(), ds.val.double().numpy()
     assert entry["shrinkage"] == pytest.approx(_validated_shrinkage(z_train, z_val), rel=1e-10)
+
+
+def _cross_validated_reference(z: np.ndarray) -> float:
+    """scikit-learn's 10-fold split and shrunk-covariance scores: the shrinkage (one of
+    SHRINKAGES, or Ledoit-Wolf's refitted in each fold) of the best summed held-out
+    log-likelihood."""
+    from sklearn.covariance import LedoitWolf, ShrunkCovariance, ledoit_wolf_shrinkage
+    from sklearn.model_selection import KFold
+
+    def total(make: object) -> float:
+        out = 0.0
+        for fit, held in KFold(10).split(z):
+            model = make().fit(z[fit])  # type: ignore[operator]
+            with warnings.catch_warnings():  # a fold of one row: scikit-learn says so
+                warnings.simplefilter("ignore", UserWarning)
+                out += model.score(z[held]) * len(held)
+        return out
+
+    scores = {None: total(LedoitWolf)}
+    for c in SHRINKAGES:
+        scores[c] = total(lambda c=c: ShrunkCovariance(shrinkage=c))
+    best = max(scores, key=lambda c: scores[c])
+    return float(ledoit_wolf_shrinkage(z)) if best is None else best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_few_validation_rows_leave_the_shrinkage_to_cross_validation(seed: int) -> None:
+    """With fewer than MIN_VALIDATION_ROWS validation rows the training rows choose the start's
+    shrinkage by 10-fold cross-validation (linnerud: 2 validation rows chose a start 9.5 nats
+    worse than Ledoit-Wolf's on the test rows); with enough, the validation rows do."""
+    train, val, test = _table(seed=seed)
+    if seed == 2:  # few, nearly independent rows: Ledoit-Wolf's shrinkage is the choice
+        rng = np.random.default_rng(5)
+        train = rng.standard_normal((16, 6)) + 0.3 * rng.standard_normal((16, 1))
+        val, test = train[:2] + 0.1, train[2:4] - 0.1
+    few = _dataset(train, val[: MIN_VALIDATION_ROWS - 1], test)
+    cfg, _ = size_for_data(TrainConfig.from_layers({"flow": "maf", "data": "t"}), few)
+    entry = spec_for(cfg, few).whiten
+    assert entry is not None and entry["method"] == "cross-validated"
+    z = few.train.double().numpy()
+    ref = _cross_validated_reference(z)
+    assert entry["shrinkage"] == pytest.approx(ref, rel=1e-9)
+    assert cross_validated_shrinkage(few.train) == pytest.approx(ref, rel=1e-9)
+    if seed < 2:
+        enough = _dataset(train, val[:MIN_VALIDATION_ROWS], test)
+        entry = spec_for(cfg, enough).whiten
+        assert entry is not None and entry["method"] == "validated"
+
+
+def test_the_cross_validated_choice_differs_from_ledoit_wolf() -> None:
+    """Strongly correlated rows: Ledoit-Wolf over-shrinks, and cross-validation says so."""
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((200, 1))
+    z = np.c_[a, a + 0.05 * rng.standard_normal((200, 1)), rng.standard_normal((200, 1))]
+    got = cross_validated_shrinkage(torch.from_numpy(z))
+    assert got == pytest.approx(_cross_validated_reference(z), rel=1e-9)
+    assert got != pytest.approx(float(ledoit_wolf_shrinkage(z)), rel=1e-3)
+    with pytest.raises(ValueError, match="N >= 2"):
+        cross_validated_shrinkage(torch.zeros(1, 3))
 
 
 def test_without_whitening_the_start_is_a_diagonal_gaussian() -> None:

@@ -88,24 +88,49 @@ def test_every_module_imports_alone() -> None:
     A cycle of ``from a import X`` statements fails when entered from the wrong end; importing
     every module first finds every such entry point. One interpreter serves all modules (torch
     stays loaded; flowforge's modules are forgotten between imports).
+
+    Importing ``flowforge.a.b`` first runs ``import flowforge``, then ``flowforge.a``, then
+    ``flowforge.a.b``, each skipped when already loaded. So it is exactly the import of the
+    first element ``e`` of that chain after which ``flowforge.a.b`` is loaded: the import of
+    ``e`` alone, done once and shared by every module it loads under its own name (``import
+    flowforge`` alone stands for each module it loads). The same check as importing each of
+    the modules first, with one fresh import per distinct entry instead of one per module
+    (about 5x fewer).
     """
     code = f"""
 import importlib, json, sys, traceback
 import torch
+tried = {{}}  # entry -> (traceback or None, the flowforge modules loaded by importing it alone)
+def alone(entry):
+    if entry not in tried:
+        for m in [m for m in sys.modules if m == "flowforge" or m.startswith("flowforge.")]:
+            del sys.modules[m]
+        try:
+            importlib.import_module(entry)
+            tried[entry] = (None, {{m for m in sys.modules if m.split(".")[0] == "flowforge"}})
+        except Exception:
+            tried[entry] = (traceback.format_exc(limit=-3), set())
+    return tried[entry]
 failed = {{}}
 for name in {_modules()!r}:
-    for m in [m for m in sys.modules if m == "flowforge" or m.startswith("flowforge.")]:
-        del sys.modules[m]
-    try:
-        importlib.import_module(name)
-    except Exception:
-        failed[name] = traceback.format_exc(limit=-3)
-print(json.dumps(failed))
+    parts = name.split(".")
+    for i in range(1, len(parts) + 1):
+        error, loaded = alone(".".join(parts[:i]))
+        if error is not None:
+            failed[name] = error
+            break
+        if name in loaded:
+            break
+    else:
+        failed[name] = "not loaded by importing it"
+print(json.dumps({{"failed": failed, "imports": len(tried)}}))
 """
     proc = _python(code)
     assert proc.returncode == 0, proc.stderr
-    failed = json.loads(proc.stdout.splitlines()[-1])
+    out = json.loads(proc.stdout.splitlines()[-1])
+    failed = out["failed"]
     assert failed == {}, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
+    assert 1 <= out["imports"] <= len(_modules())
 
 
 def _imports(name: str, top_level_only: bool, type_only: bool = False) -> set[str]:

@@ -19,7 +19,7 @@ from torch import Tensor
 import flowforge as ff
 import flowforge.transforms.cnf_solve as cnf_solve
 import flowforge.transforms.continuous as continuous
-from registry import REGISTRY, Case, build, randomize
+from registry import REGISTRY, Case, build, randomize, tight_cnf
 
 F64 = torch.float64
 NAMES = sorted(REGISTRY)
@@ -165,7 +165,7 @@ class ScaledODENet(ff.nn.ODENet):
 def _cnf(net_cls: type[ff.nn.ODENet], trace: str, context: int = 0) -> ff.transforms.CNF:
     torch.manual_seed(5)
     net = net_cls(3, (8,), context=context, zero_last=False)
-    cnf = ff.transforms.CNF(net, 3, context=context, time=0.7, trace=trace, rtol=1e-10, atol=1e-10)  # type: ignore[arg-type]
+    cnf = tight_cnf(net, 3, context=context, time=0.7, trace=trace, rtol=1e-10, atol=1e-10)  # type: ignore[arg-type]
     return randomize(cnf, 0.5).to(F64)  # type: ignore[return-value]
 
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 import flowforge as ff
 import flowforge.nn.ode as ode
-from registry import randomize
+from registry import randomize, tight_cnf
 
 F64 = torch.float64
 
@@ -124,7 +124,7 @@ def test_cnf_with_folding_equals_the_unfolded_cnf(
     """Log-density and its gradients w.r.t. the parameters, the data and the learned time."""
     torch.manual_seed(1)
     net = randomize(ff.nn.ODENet(3, (8,), zero_last=False), 0.5)
-    cnf = ff.transforms.CNF(
+    cnf = tight_cnf(
         net, 3, time=0.6, learn_time=True, trace=trace, adjoint=adjoint, rtol=1e-11, atol=1e-11
     )
     cnf = cnf.to(F64).train()  # type: ignore[assignment]

@@ -11,6 +11,7 @@ import torch
 
 import flowforge as ff
 from flowforge import vi
+from registry import tight_cnf
 
 
 @pytest.mark.parametrize("name", ["Planar", "Radial", "Sylvester"])
@@ -108,8 +109,8 @@ class _Linear(torch.nn.Module):
 def test_cnf_solves_linear_dynamics_in_closed_form(method: str) -> None:
     g = torch.Generator().manual_seed(2)
     a = torch.randn(3, 3, generator=g, dtype=torch.float64) * 0.6
-    cnf = ff.transforms.CNF(_Linear(a), 3, time=0.7, method=method, rtol=1e-10, atol=1e-10,
-                            solver_steps=200).double().eval()  # fmt: skip
+    cnf = tight_cnf(_Linear(a), 3, time=0.7, method=method, rtol=1e-10, atol=1e-10,
+                    solver_steps=200).double().eval()  # fmt: skip
     x = torch.randn(5, 3, generator=g, dtype=torch.float64)
     with torch.no_grad():
         z, ladj = cnf(x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,6 +22,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from flowforge.data import default_data_dir, list_datasets
 
+    if args.data_dir is not None and Path(args.data_dir).expanduser().is_file():
+        from flowforge.runs.errors import ConfigError
+
+        raise ConfigError(f"--data-dir {args.data_dir} is a file; the data folder is a folder")
     infos = list_datasets(args.data_dir)
     rows = [
         {

@@ -34,7 +34,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from flowforge.data.registry import reads_data_dir
     from flowforge.runs import open_run, read_run_record
+    from flowforge.runs.errors import ConfigError
     from flowforge.vi.run import is_vi_record
 
     if is_vi_record(read_run_record(args.run)):
@@ -51,11 +53,21 @@ def run(args: argparse.Namespace) -> int:
     run = open_run(args.run, resolve_device(args.device))
     cfg = run_config(run.record, str(run.files.config))
     if args.data_dir:
+        if not reads_data_dir(cfg.data):
+            raise ConfigError(
+                f"--data-dir is where the on-disk sets are read from; it does nothing for "
+                f"{cfg.data!r}, which is not read from it"
+            )
         cfg = cfg.replace(data_dir=args.data_dir)
     ds = load_data(cfg, run.spec, run.record)  # refuses a data file changed since training
     deq = load_dequantizer(run.record, run.files.root)  # variational dequantization runs
     s = test_summary(run.flow, ds, cfg, args.split, deq)
     extra: dict[str, object] = {}
+    if args.samples is not None and ds.kind != "image":
+        raise ConfigError(
+            f"--samples is the noise samples per image of a dequantized estimate; it does "
+            f"nothing for {ds.kind} data ({ds.name!r})"
+        )
     if ds.kind == "image":  # the bound and the importance-sampled estimate of log P(levels)
         d = dequantized_summary(run.flow, ds, cfg, args.split, deq, args.samples or 16)
         extra = {
@@ -111,6 +123,10 @@ def _run_vi(args: argparse.Namespace) -> int:
     from flowforge.train.run import resolve_device
     from flowforge.vi.run import diagnostics_dict, format_diagnostics, vi_config_of
 
+    if args.data_dir:
+        from flowforge.runs.errors import ConfigError
+
+        raise ConfigError(f"--data-dir does nothing for {args.run}, a variational-inference run")
     run = open_run(args.run, resolve_device(args.device))
     cfg, target = vi_config_of(run)
     unfinished = incomplete(run.files.root, run.record, MetricsLog(run.files.metrics).read())

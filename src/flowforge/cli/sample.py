@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     sa.add_argument(
         "--attention-temperature",
         type=float,
-        default=1.5,
+        default=None,
         help="the weak model's attention temperature for --guidance (default: 1.5)",
     )
     sa.add_argument(
@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         check_output(out, (".npy", ".csv", ".png"))
     run = open_run(args.run, resolve_device(args.device))
     image = run.spec.kind == "image"
+    if args.attention_temperature is not None and not args.guidance:
+        raise RunError(
+            "--attention-temperature is the weak model's temperature of --guidance; it does "
+            "nothing without --guidance"
+        )
     if out is not None and out.suffix.lower() == ".png" and not (image or run.spec.features == 2):
         raise RunError("PNG output needs image or 2-D data; use .npy or .csv")
     x = sample_rows(
@@ -73,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         denoise=args.denoise,
         guidance=args.guidance,
-        attention_temperature=args.attention_temperature,
+        attention_temperature=1.5
+        if args.attention_temperature is None
+        else args.attention_temperature,
     )
     names = run.spec.columns or [f"x{i}" for i in range(run.spec.features)]
     if out is None:  # CSV on stdout (images flattened, as in a .csv file)

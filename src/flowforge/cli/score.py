@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     flag = sc.add_mutually_exclusive_group()
     flag.add_argument(
         "--threshold",
-        type=float,
+        type=_finite,
         metavar="T",
         help="add a column 'flag': -1 (anomaly) where log p(x) < T, else +1",
     )
@@ -67,8 +67,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="FILE.png",
         help="a histogram of the scores (normal against anomalous rows with --labels)",
     )
-    sc.add_argument("--seed", type=int, default=0, help="image runs: dequantization seed")
+    sc.add_argument(
+        "--seed", type=int, default=None, help="image runs: dequantization seed (default: 0)"
+    )
     sc.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _share(text: str) -> float:
@@ -98,11 +110,20 @@ def run(args: argparse.Namespace) -> int:
             f"against; score needs a density run trained on data (flowforge train), and a VI "
             f"run is read with flowforge eval / sample"
         )
+    if args.header is not None and Path(args.input).suffix.lower() == ".npy":
+        raise RunError(
+            f"{args.input}: a .npy file has no header row; --header applies to CSV files"
+        )
     run = open_run(args.run, resolve_device(args.device))
+    if args.seed is not None and run.spec.kind != "image":
+        raise RunError(
+            f"--seed is the dequantization seed of an image run; it does nothing for "
+            f"{run.spec.kind} data"
+        )
     columns = run_config(run.record, str(run.files.config)).column_list()
     # the columns of training, by name; the label column is never a model input
     x = read_rows(run, args.input, columns, args.header, exclude=args.labels)
-    ll = score_rows(run, x, origin=str(args.input), seed=args.seed).numpy()
+    ll = score_rows(run, x, origin=str(args.input), seed=args.seed or 0).numpy()
     table, names, threshold = _with_flags(ll, args.threshold, args.contamination)
     is_anomaly = None if args.labels is None else _labels(args, ll.shape[0])
     if out is None:

@@ -80,6 +80,11 @@ def _train(args: argparse.Namespace) -> TrainResult | None:
         # each trial's own)
         defaults = {} if flow == "auto" else preset_defaults(flow, asked.objective)
         cfg = TrainConfig.from_layers(defaults, toml, source=source).updated(flags)
+        if flow != "auto" and "time_budget" in asked.given:
+            raise ConfigError(
+                f"--time-budget is the time of the --flow auto search; it does nothing with "
+                f"--flow {flow}"
+            )
         if cfg.out is not None and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
             raise ConfigError(f"--out {cfg.out} is a file; the run directory must be a folder")
         if flow == "auto":  # a search over presets and sizes by validation NLL

@@ -77,6 +77,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from flowforge.runs.errors import ConfigError
+    from flowforge.runs.recipe import idle_option
     from flowforge.vi.run import VIConfig, format_diagnostics, read_vi_toml, resume_vi, run_vi
 
     options = read_vi_toml(args.config) if args.config else {}
@@ -88,6 +90,20 @@ def run(args: argparse.Namespace) -> int:
     }
     if options:
         VIConfig.from_dict(options, source=source)  # the file's own mistakes, named as its
+    given = {**options, **flags}
+    if args.resume is None:
+        VIConfig.from_dict(given)  # the values first: a bad value is named as such
+    flow_options = dict(given.get("flow_options") or {})
+    if "hidden" in given:
+        flow_options["hidden"] = given["hidden"]
+    idle = idle_option(str(given.get("flow", "planar")), flow_options)
+    if idle is not None and args.resume is None:
+        raise ConfigError(idle)
+    if "iwae_k" in given and given.get("objective", "elbo") != "iwae" and args.resume is None:
+        raise ConfigError(
+            f"--iwae-k is the number of draws of an IWAE estimate; it does nothing with "
+            f"--objective {given.get('objective', 'elbo')}"
+        )
     try:
         if args.resume is not None:
             result = resume_vi(args.resume, {**options, **flags})

@@ -19,7 +19,7 @@ from .tabular import TABULAR_DATASETS, load_tabular, tabular_available, tabular_
 from .toy import TOY_DATASETS, TOY_DESCRIPTIONS, sample_toy
 from .user import load_user_file
 
-__all__ = ["dataset_names", "list_datasets", "load_dataset"]
+__all__ = ["dataset_names", "list_datasets", "load_dataset", "reads_data_dir"]
 
 
 def dataset_names() -> list[str]:
@@ -74,6 +74,19 @@ def _load_toy(name: str, seed: int, n_val: int, n_test: int) -> Dataset:
         test=draw(n_test, "test"),
         sampler=sampler,
     )
+
+
+def reads_data_dir(name: str | os.PathLike[str]) -> bool:
+    """Whether dataset ``name`` is read from the data folder (``data_dir``): the MAF tabular
+    benchmark sets, MNIST, CIFAR-10 and the cached speech set; not the toy, scikit-learn or
+    user data.
+
+    Example:
+        >>> reads_data_dir("power"), reads_data_dir("moons"), reads_data_dir("rows.csv")
+        (True, False, False)
+    """
+    key = os.fspath(name).lower()
+    return key in TABULAR_DATASETS or key in ("mnist", "cifar10", "speech")
 
 
 def load_dataset(

@@ -153,6 +153,12 @@ def _read_csv(
     return np.asarray(rows, dtype=np.float64), [names[j] for j in picked], has_header
 
 
+#: The largest magnitude a training value may have: the flows compute in float32 (a table's
+#: ``Standardize`` holds its mean and std in float32), where ``1e300`` is ``inf``. (Scoring
+#: takes such rows: their log-likelihood is flagged as not finite.)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _read_npy(path: Path, columns: Sequence[str | int] | None) -> tuple[np.ndarray, list[str]]:
     try:
         x = np.load(path, allow_pickle=False)
@@ -320,6 +326,13 @@ def load_user_file(
         ``columns`` and ``source`` (the file's fingerprint) set.
     """
     x, names, has_header = _read(path, columns, header)
+    huge = np.abs(x) > FLOAT32_MAX
+    if huge.any():
+        i, j = (int(k) for k in np.argwhere(huge)[0])
+        raise DataError(
+            f"{path}, data row {i + 1}, column {names[j]!r}: value {x[i, j]:g} is beyond "
+            f"float32's range (|x| <= {FLOAT32_MAX:.3g}), which the flows compute in"
+        )
     if x.shape[0] < MIN_ROWS:
         raise DataError(
             f"{path}: only {x.shape[0]} data rows; need at least {MIN_ROWS} to split into "

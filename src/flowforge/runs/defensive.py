@@ -8,7 +8,7 @@ covariance, then a standard normal. So no row ever scores below ``log w + log p_
 
 :attr:`ModelSpec.defensive <flowforge.runs.recipe.ModelSpec>` holds ``{"weight": w,
 "weight_from": "validation" | "minimum", "shrinkage": s, "method": "validated" |
-"ledoit-wolf", "tril": rows}`` (the Cholesky factor as :func:`~flowforge.runs.recipe.whiten_entry`
+"cross-validated" | "ledoit-wolf", "tril": rows}`` (the Cholesky factor as :func:`~flowforge.runs.recipe.whiten_entry`
 stores it). ``weight_from`` is ``"minimum"`` (:data:`~flowforge.core.defensive.MIN_WEIGHT`)
 until a training run ends and chooses ``w`` on its ``M`` validation rows
 (:func:`~flowforge.core.defensive.choose_weight`, at least

@@ -48,10 +48,34 @@ __all__ = [
     "build_dequantizer",
     "build_flow",
     "check_flow_name",
+    "idle_option",
     "tril_of",
     "tril_rows",
     "whiten_entry",
 ]
+
+#: Presets whose ``hidden`` sizes only the context network of each layer uses (``context > 0``):
+#: the runs of ``flowforge train`` and ``vi`` are unconditional, so there it does nothing.
+CONTEXT_ONLY_HIDDEN = ("planar", "radial", "sylvester")
+
+
+def idle_option(preset: str, options: dict[str, Any]) -> str | None:
+    """Why one of a preset's ``options`` does nothing in an unconditional run (``None``: each
+    acts). The CLI's runs refuse it.
+
+    Example:
+        >>> idle_option("planar", {"hidden": (8,)})
+        "option 'hidden' of flow 'planar' sizes each layer's context network, and this run has no context"
+        >>> idle_option("maf", {"hidden": (8,)}) is None
+        True
+    """
+    if preset in CONTEXT_ONLY_HIDDEN and "hidden" in options and not options.get("context"):
+        return (
+            f"option 'hidden' of flow {preset!r} sizes each layer's context network, and this "
+            "run has no context"
+        )
+    return None
+
 
 #: The weights of a run's learned dequantizer (variational dequantization), next to the flow's.
 DEQUANTIZER_FILE = "dequantizer.safetensors"
@@ -74,7 +98,7 @@ class ModelSpec:
         pretransform: images: ``"logit"`` (``Logit(logit_alpha)``) or ``"centre"`` (``2u - 1``,
             a fixed ``Standardize`` with mean and standard deviation 0.5: runs trained on
             noisy values ``u``, which the logit is not defined for).
-        whiten: standardised tables that whiten: ``{"method": "ledoit-wolf" | "validated",
+        whiten: standardised tables that whiten: ``{"method": "ledoit-wolf" | "validated" | "cross-validated",
             "shrinkage": s,
             "position": "last" | "first", "tril": rows}``, the lower-triangular rows (row ``i``
             has ``i + 1`` values) of the Cholesky factor in standardised units, after the
@@ -231,8 +255,8 @@ WHITEN_POSITION = "last"
 
 def whiten_entry(whiten: Whiten, shrinkage: float, method: str = "ledoit-wolf") -> dict[str, Any]:
     """The JSON form of a whitening for :attr:`ModelSpec.whiten` (float64 values), at
-    :data:`WHITEN_POSITION`; ``method`` names how the shrinkage was chosen (``"ledoit-wolf"``
-    or ``"validated"``)."""
+    :data:`WHITEN_POSITION`; ``method`` names how the shrinkage was chosen (``"ledoit-wolf"``,
+    ``"validated"`` or ``"cross-validated"``)."""
     return {
         "method": method,
         "shrinkage": float(shrinkage),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import numbers
 import os
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from flowforge.eval.anomaly import typicality_scores
@@ -31,8 +32,21 @@ from flowforge.sklearn._fit import (
 
 __all__ = ["FlowDensity"]
 
-#: Vector presets the estimators accept (image presets need ``(C, H, W)`` data).
-VECTOR_PRESETS = tuple(k for k in PRESETS if k not in ("glow", "multiscale_realnvp"))
+#: Vector presets the estimators accept (those built on ``features``: the image and audio
+#: presets take a ``shape``).
+VECTOR_PRESETS = tuple(k for k in PRESETS if "features" in inspect.signature(PRESETS[k]).parameters)
+
+#: Preset arguments that come from the data or the estimator, never from ``flow_options``.
+_DATA_ARGS = ("features", "context", "base")
+
+#: The estimator's integer parameters (scikit-learn's ``Interval(numbers.Integral)`` takes
+#: ``True`` for 1; these refuse it).
+_INTEGERS = ("transforms", "bins", "max_epochs", "batch_size", "patience")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
 
 #: Fewest rows that get a validation split; smaller fits run ``max_epochs`` epochs.
 MIN_ROWS_FOR_VALIDATION = 20
@@ -187,6 +201,53 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
+    def _check_options(self) -> None:
+        """What ``_parameter_constraints`` cannot say, checked at ``fit`` after it: integers
+        that are not bools, ``hidden`` as positive integers, options of the chosen preset
+        only (``bins`` of ``"nsf"``, ``flow_options`` keys it takes, none given twice), and
+        ``whiten`` only with ``standardize``.
+
+        Raises:
+            InvalidParameterError: one line naming the parameter, as scikit-learn's.
+        """
+        name = type(self).__name__
+
+        def bad(key: str, want: str, got: Any) -> InvalidParameterError:
+            return InvalidParameterError(
+                f"The {key!r} parameter of {name} must be {want}. Got {got!r} instead."
+            )
+
+        for key in _INTEGERS:
+            if isinstance(getattr(self, key), (bool, np.bool_)):
+                raise bad(key, "an int, not a bool", getattr(self, key))
+        if self.hidden is not None:
+            sizes = list(np.asarray(self.hidden, dtype=object).reshape(-1))
+            nested = np.ndim(np.asarray(self.hidden, dtype=object)) != 1
+            if nested or not sizes or not all(_is_int(h) and h > 0 for h in sizes):
+                raise bad("hidden", "a non-empty sequence of positive ints", self.hidden)
+        takes = [k for k in inspect.signature(PRESETS[self.flow]).parameters if k != "self"]
+        options = [k for k in takes if k not in _DATA_ARGS]
+        if self.bins is not None and "bins" not in takes:
+            raise bad("bins", f"None for flow={self.flow!r} (spline bins: 'nsf' only)", self.bins)
+        for key in ("transforms", "hidden"):
+            if getattr(self, key) is not None and key not in takes:
+                raise bad(
+                    key, f"None for flow={self.flow!r}, which takes no {key}", getattr(self, key)
+                )
+        if self.whiten and not self.standardize:
+            raise bad("whiten", "False with standardize=False (it whitens standardised rows)", True)
+        for key in self.flow_options or {}:
+            if key in _DATA_ARGS:
+                raise bad("flow_options", f"free of {key!r}, which comes from the data", key)
+            if key in ("transforms", "hidden", "bins") and getattr(self, key) is not None:
+                raise bad("flow_options", f"free of {key!r} when the {key} parameter is set", key)
+            if key not in options:
+                raise bad(
+                    "flow_options",
+                    f"keys of options of flow={self.flow!r} ({', '.join(options)})",
+                    key,
+                )
+
     def _preset_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(self.flow_options or {})
         if self.transforms is not None:
@@ -195,9 +256,6 @@ class FlowDensity(DensityMixin, BaseEstimator):
             kwargs["hidden"] = tuple(int(h) for h in self.hidden)
         if self.bins is not None:
             kwargs["bins"] = int(self.bins)
-        for key in ("features", "context", "base"):
-            if key in kwargs:
-                raise ValueError(f"flow_options may not set {key!r}: it comes from the data")
         return kwargs
 
     def fit(self, X: Any, y: Any = None) -> FlowDensity:
@@ -211,6 +269,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             ``self``.
         """
         self._validate_params()
+        self._check_options()
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=1)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))

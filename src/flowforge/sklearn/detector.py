@@ -3,12 +3,13 @@ detector with a calibrated threshold."""
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import OutlierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from flowforge.eval.anomaly import fpr_threshold, typicality_scores
@@ -133,6 +134,19 @@ class FlowAnomalyDetector(OutlierMixin, FlowDensity):
         if self.criterion == "typicality":
             return -typicality_scores(log_prob, self.entropy_, 1)
         return log_prob
+
+    def _check_options(self) -> None:
+        """:meth:`FlowDensity._check_options`, and ``target_fpr`` only with
+        ``contamination="auto"`` (a contamination share sets the threshold alone)."""
+        super()._check_options()
+        default = inspect.signature(FlowAnomalyDetector).parameters["target_fpr"].default
+        if self.contamination != "auto" and self.target_fpr != default:
+            raise InvalidParameterError(
+                f"The 'target_fpr' parameter of {type(self).__name__} applies with "
+                f"contamination='auto' only; with contamination={self.contamination!r} the "
+                f"share sets the threshold. Got target_fpr={self.target_fpr!r} instead of its "
+                f"default {default}."
+            )
 
     def fit(self, X: Any, y: Any = None) -> FlowAnomalyDetector:
         """Fit the flow and calibrate the threshold.

@@ -339,6 +339,8 @@ class TrainConfig(DataOptions):
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise ConfigError(f"{source}{key} must be >= 0, got {getattr(self, key)}")
+        if not -(2**63) <= self.seed < 2**63:  # torch and numpy take 64-bit seeds
+            raise ConfigError(f"{source}seed must be a 64-bit integer, got {self.seed}")
         if self.epochs is not None and self.epochs <= 0:
             raise ConfigError(f"{source}epochs must be positive, got {self.epochs}")
         if self.hidden is not None and not (self.hidden and all(h > 0 for h in self.hidden)):

@@ -320,8 +320,13 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         )
     if "shape" in params:
         if not image or len(ds.event_shape) not in (2, 3):
+            what = (
+                "an audio flow: it needs audio segments (1, T)"
+                if cfg.flow in AUDIO_PRESETS
+                else "an image flow: it needs images (C, H, W)"
+            )
             raise ConfigError(
-                f"flow {cfg.flow!r} is an image flow: it needs images (C, H, W), and "
+                f"flow {cfg.flow!r} is {what}, and "
                 f"{ds.name!r} has events of shape {tuple(ds.event_shape)}; use a vector flow "
                 f"({', '.join(k for k in PRESETS if not is_image_preset(k))})"
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 import platform
 import re
 from pathlib import Path
@@ -73,8 +74,17 @@ def set_threads(cfg: TrainConfig, device: torch.device, spec: ModelSpec) -> None
     ``threads = 0`` picks one thread per 64k activations of a hidden layer (batch x width, times
     the pixels of the first squeezed level for image presets), at least 1 and at most torch's
     default: small flows run fastest on one thread, and spare cores then serve other processes
-    instead of spinning.
+    instead of spinning. More threads than the machine's logical CPUs are refused (100,000
+    crashed the process with a segmentation fault, leaving a half-written run).
+
+    Raises:
+        ConfigError: ``threads`` above the machine's logical CPUs.
     """
+    cpus = os.cpu_count() or 1
+    if cfg.threads > cpus:
+        raise ConfigError(
+            f"--threads {cfg.threads} is more than this machine's {cpus} logical CPUs (0 chooses)"
+        )
     if device.type != "cpu":
         return
     n = cfg.threads

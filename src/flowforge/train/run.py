@@ -48,6 +48,7 @@ from flowforge.runs.defensive import defend, validated_spec
 from flowforge.runs.errors import refuse_fixed_options
 from flowforge.runs.recipe import DEQUANTIZER_FILE, build_dequantizer
 from flowforge.runs.writer import RunWriter, check_new_run
+from flowforge.train.applicable import check_applicable, check_warmup
 from flowforge.train.batches import (
     TrainStream,
     level_split,
@@ -145,17 +146,21 @@ def start_run(cfg: TrainConfig) -> TrainResult | None:
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
     with main_first(world):  # rank 0 downloads, the others read its copy
         ds = load_data(cfg)
+    check_applicable(cfg, ds)  # an option that does nothing here: refused, nothing written
     cfg, sized = size_for_data(cfg, ds)  # tables: the options not given, from rows and columns
     if sized and world.is_main:
         print(describe(sized, ds), flush=True)
     spec = spec_for(cfg, ds)
     deq_spec = dequantizer_spec_for(cfg, ds)
     total = total_steps_of(cfg, ds)
+    short = check_warmup(cfg, total)  # a given one refused here; a default one warned below
     set_threads(cfg, device, spec)
     torch.manual_seed(cfg.seed)
     flow = build_flow(spec).to(device)
     deq = None if deq_spec is None else build_dequantizer(deq_spec).to(device)
     objective = objective_for(cfg, flow, deq)
+    if short is not None and world.is_main:  # after every refusal: one line for bad input
+        print(f"flowforge train: warning: {short}", file=sys.stderr, flush=True)
     cfg = cfg.replace(out=str(out))
     trainer = _trainer(flow, ds, cfg, total, device, objective, world)  # checks first
     writer = None

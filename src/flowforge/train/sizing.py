@@ -18,7 +18,8 @@ training set :func:`size_for_data` chooses instead, for every option the user di
   1e-3. (Dropout, now a preset option, is not chosen: not measured on these tables yet.)
 - ``whiten`` (standardised tables, vector presets): on, so the flow starts as the
   full-covariance Gaussian of the training rows, its shrinkage chosen by the validation rows
-  unless the rows are rank deficient (:func:`flowforge.transforms.whiten.start_whiten`); with
+  (by cross-validation on the training rows with fewer than 10 validation rows; Ledoit-Wolf's
+  when the rows are rank deficient: :func:`flowforge.transforms.whiten.start_whiten`); with
   the validation of the starting weights (step 0) and ``restore_best`` the kept flow is never
   worse on the validation rows than that Gaussian.
 

@@ -12,6 +12,7 @@ at ``z`` alone (:func:`value_norm`), at the same tolerances.
 
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -66,6 +67,10 @@ class SolveRecord:
         s_last: the normalised time ``s = t / T`` of the latest evaluation (a tensor).
         time: the integration time ``T`` of the solve (a detached tensor).
         value_only: the solve integrated the state alone (no ``ladj``, no trace).
+        rtol: the relative tolerance the adaptive solver ran at (``None``: a fixed-step
+            method): the CNF's, tightened to ``EVAL_TOLERANCE`` in evaluation, and at least
+            :func:`tolerance_floor` of the solve's dtype.
+        atol: the absolute tolerance it ran at, likewise.
     """
 
     direction: str
@@ -77,6 +82,8 @@ class SolveRecord:
     s_last: Tensor | None = None
     time: Tensor = field(default_factory=lambda: torch.ones(()))
     value_only: bool = False
+    rtol: float | None = None
+    atol: float | None = None
 
     @property
     def t_reached(self) -> float:
@@ -183,11 +190,47 @@ class Dynamics:
 def solver_options(
     method: str, rtol: float, atol: float, steps: int, dtype: torch.dtype
 ) -> dict[str, Any]:
-    """torchdiffeq's keyword arguments: tolerances floored at ``32 eps`` of ``dtype``."""
+    """torchdiffeq's keyword arguments: tolerances floored at :func:`tolerance_floor` of
+    ``dtype`` (a CNF refuses smaller ones for its own dtype; a solve in a coarser one, after a
+    cast, runs at the floor and its :class:`SolveRecord` says so)."""
     if method in FIXED_STEP:
         return {"method": method, "options": {"step_size": 1.0 / steps}}
-    floor = 32 * torch.finfo(dtype).eps
+    floor = tolerance_floor(dtype)
     return {"method": method, "rtol": max(rtol, floor), "atol": max(atol, floor)}
+
+
+def tolerance_floor(dtype: torch.dtype) -> float:
+    """``32 eps`` of ``dtype``: the smallest tolerance an adaptive solve in it resolves
+    (``3.8e-6`` in float32, ``7.1e-15`` in float64)."""
+    return 32 * float(torch.finfo(dtype).eps)
+
+
+def check_tolerance(name: str, value: object, dtype: torch.dtype) -> float:
+    """``value`` as a solver tolerance for ``dtype``: a finite number at or above
+    :func:`tolerance_floor`; else a one-line ``ValueError`` naming both.
+
+    Example:
+        >>> check_tolerance("rtol", 1e-5, torch.float32)
+        1e-05
+        >>> check_tolerance("rtol", 1e-9, torch.float32)
+        Traceback (most recent call last):
+        ...
+        ValueError: CNF: expected rtol >= 3.8e-06 (32 eps of float32, the smallest tolerance a float32 solve resolves; build the CNF under torch.set_default_dtype(torch.float64) for tighter ones), got 1e-09
+    """
+    floor = tolerance_floor(dtype)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value >= floor):  # type: ignore[operator, arg-type]
+        kind = str(dtype).removeprefix("torch.")
+        hint = (
+            "; build the CNF under torch.set_default_dtype(torch.float64) for tighter ones"
+            if dtype != torch.float64
+            else ""
+        )
+        raise ValueError(
+            f"CNF: expected {name} >= {floor:.2g} (32 eps of {kind}, the smallest tolerance a "
+            f"{kind} solve resolves{hint}), got {value!r}"
+        )
+    return float(value)  # type: ignore[arg-type]
 
 
 def state_norm(state: tuple[Tensor, ...]) -> Tensor:
@@ -255,9 +298,11 @@ __all__ = [
     "Dynamics",
     "SolveRecord",
     "SolverError",
+    "check_tolerance",
     "integrate",
     "solver_options",
     "state_norm",
+    "tolerance_floor",
     "torchdiffeq_module",
     "value_norm",
 ]

@@ -33,6 +33,7 @@ from flowforge.transforms.cnf_solve import (
     Dynamics,
     SolveRecord,
     SolverError,
+    check_tolerance,
     integrate,
     solver_options,
     torchdiffeq_module,
@@ -79,8 +80,11 @@ class CNF(Bijection):
         time: the integration time ``T > 0``.
         learn_time: train ``T`` (kept positive as ``exp(log_time)``).
         method: ``"dopri5"`` (adaptive, default), ``"rk4"`` or ``"euler"`` (fixed steps).
-        rtol: relative tolerance of the adaptive solver (also of its adjoint). Tolerances
-            below what the dtype resolves are raised to ``32 eps`` (``3.8e-6`` in float32).
+        rtol: relative tolerance of the adaptive solver (also of its adjoint): finite and at
+            least ``32 eps`` of the CNF's dtype (torch's default dtype when built: ``3.8e-6``
+            in float32), else ``ValueError``, here and when set later. A CNF cast to a coarser
+            dtype afterwards solves at that dtype's floor; :attr:`last_solve` records the
+            tolerances each solve ran at.
         atol: absolute tolerance, likewise.
         solver_steps: number of steps of a fixed-step method over ``[0, T]``.
         adjoint: backpropagate by solving the adjoint ODE backwards (memory independent of
@@ -101,7 +105,14 @@ class CNF(Bijection):
     Example:
         >>> import torch, flowforge as ff
         >>> net = ff.nn.ODENet(2, hidden=(16,), zero_last=False)
-        >>> cnf = ff.transforms.CNF(net, 2, rtol=1e-9, atol=1e-9).double()
+        >>> ff.transforms.CNF(net, 2, rtol=1e-9)  # float32 resolves no tolerance below 3.8e-6
+        Traceback (most recent call last):
+        ...
+        ValueError: CNF: expected rtol >= 3.8e-06 (32 eps of float32, ...
+        >>> torch.set_default_dtype(torch.float64)
+        >>> net = ff.nn.ODENet(2, hidden=(16,), zero_last=False)
+        >>> cnf = ff.transforms.CNF(net, 2, rtol=1e-9, atol=1e-9)
+        >>> torch.set_default_dtype(torch.float32)
         >>> x = torch.randn(4, 2, dtype=torch.float64)
         >>> z, ladj = cnf(x)
         >>> x2, ladj2 = cnf.inverse(z)  # a round trip to the solver's accuracy
@@ -111,6 +122,8 @@ class CNF(Bijection):
         ('inverse', True)
         >>> torch.allclose(cnf.inverse_value(z), x2, atol=1e-6), cnf.last_solve.value_only
         (True, True)
+        >>> cnf.last_solve.rtol  # what the solve ran at
+        1e-09
     """
 
     def __init__(
@@ -148,7 +161,6 @@ class CNF(Bijection):
             (noise in ("rademacher", "gaussian"), "noise rademacher or gaussian", noise),
             (eval_trace in ("exact", "hutchinson"), "eval_trace exact or hutchinson", eval_trace),
             (time > 0, "time > 0", time),
-            (rtol > 0 and atol > 0, "rtol > 0 and atol > 0", (rtol, atol)),
             (solver_steps >= 1, "solver_steps >= 1", solver_steps),
             (max_nfe >= 1, "max_nfe >= 1", max_nfe),
         ]
@@ -156,19 +168,38 @@ class CNF(Bijection):
             if not ok:
                 raise ValueError(f"CNF: expected {expected}, got {got!r}")
         self.net, self.features, self.context = net, int(features), int(context)
-        self.method, self.rtol, self.atol = method, float(rtol), float(atol)
-        self.solver_steps = solver_steps
-        self.adjoint, self.trace, self.noise, self.eval_trace = adjoint, trace, noise, eval_trace
-        self.max_nfe = int(max_nfe)
         log_time = torch.tensor(math.log(time))
         if learn_time:
             self.log_time = nn.Parameter(log_time)
         else:
             self.register_buffer("log_time", log_time)
+        self.method, self.rtol, self.atol = method, rtol, atol
+        self.solver_steps = solver_steps
+        self.adjoint, self.trace, self.noise, self.eval_trace = adjoint, trace, noise, eval_trace
+        self.max_nfe = int(max_nfe)
         self.last_solve: SolveRecord | None = None
         self._regularize = False
 
     # ------------------------------------------------------------------ state
+    @property
+    def rtol(self) -> float:
+        """The adaptive solver's relative tolerance (checked when set: :func:`check_tolerance`
+        for the CNF's dtype)."""
+        return self._rtol
+
+    @rtol.setter
+    def rtol(self, value: float) -> None:
+        self._rtol = check_tolerance("rtol", value, self.log_time.dtype)
+
+    @property
+    def atol(self) -> float:
+        """The adaptive solver's absolute tolerance (checked like :attr:`rtol`)."""
+        return self._atol
+
+    @atol.setter
+    def atol(self, value: float) -> None:
+        self._atol = check_tolerance("atol", value, self.log_time.dtype)
+
     def time_length(self) -> Tensor:
         """The integration time ``T``, a scalar tensor (differentiable when learned)."""
         return self.log_time.exp()
@@ -258,6 +289,7 @@ class CNF(Bijection):
         if not self.training:  # a reported likelihood: never at a training-only loose tolerance
             rtol, atol = min(rtol, EVAL_TOLERANCE), min(atol, EVAL_TOLERANCE)
         opts = solver_options(self.method, rtol, atol, self.solver_steps, x.dtype)
+        record.rtol, record.atol = opts.get("rtol"), opts.get("atol")
         out = integrate(dyn, state, inverse, opts, params if adjoint else None)
         if value_only:
             return out[0].reshape(x.shape), None

@@ -168,6 +168,13 @@ class VIConfig:
             raise bad("anneal", "a non-negative integer", self.anneal)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise bad("seed", "an integer", self.seed)
+        if not -(2**63) <= self.seed < 2**63:  # torch takes 64-bit seeds
+            raise bad("seed", "a 64-bit integer", self.seed)
+        if self.anneal is not None and self.anneal > self.steps:
+            raise ConfigError(
+                f"{source}anneal ({self.anneal} steps) must not exceed steps ({self.steps}): "
+                "the annealing would be cut short at the end of the run"
+            )
         if self.objective not in OBJECTIVES:
             raise bad("objective", f"one of {', '.join(OBJECTIVES)}", self.objective)
         if self.target not in TARGETS:
