@@ -358,7 +358,7 @@ def test_tolerances_below_the_dtypes_resolution_are_refused() -> None:
     floor = 32 * torch.finfo(torch.float32).eps
     assert tight.last_solve is not None and tight.last_solve.rtol == pytest.approx(floor)
     assert tight.last_solve.atol == pytest.approx(floor)
-    fixed = CNF(net, 2, method="rk4", steps=4)
+    fixed = CNF(net, 2, method="rk4", solver_steps=4)
     with torch.no_grad():
         fixed(x)
     assert fixed.last_solve is not None and fixed.last_solve.rtol is None  # no tolerance
