@@ -40,7 +40,7 @@ def cli_run(args: argparse.Namespace, out: Path) -> float:
     cmd = [sys.executable, "-m", "flowforge", "train", "--data", "8gaussians", "--flow", "ffjord"]
     cmd += ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--steps", str(args.steps)]
     cmd += ["--seed", str(args.seed), "--threads", "1", "--quiet", "--no-plots", "--out", str(out)]
-    print("$", " ".join(cmd[1:]).replace(sys.executable, "python"), flush=True)
+    print("$ python", " ".join(cmd[1:]), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return time.perf_counter() - start
