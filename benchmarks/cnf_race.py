@@ -14,7 +14,9 @@ Models are named on the command line: ``zuko`` (``zuko.flows.CNF`` with its defa
 :class:`~flowforge.train.losses.CNFLikelihood`. Models are separated by ``;``.
 
 Run: ``python benchmarks/cnf_race.py "zuko;ours:" --steps 300 --lr 1e-3 --seed 0``
-(a few minutes on one free CPU thread).
+(a few minutes on one free CPU thread). ``main(argv)`` returns every model's checkpoints;
+with zuko in the race it also prints, for every other model, the equal-seconds pair: the model
+at its end against zuko at its first test with at least as many training seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import ast
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -85,8 +88,31 @@ def build(name: str, seed: int) -> tuple[torch.nn.Module, Step, Callable[[torch.
     return flow, step, test
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@dataclass(frozen=True)
+class Checkpoint:
+    """One model's state at a test: steps and training seconds so far, NFE per step, test NLL."""
+
+    step: int
+    seconds: float
+    nfe: float
+    nll: float
+
+
+def equal_seconds(
+    ours: list[Checkpoint], peer: list[Checkpoint]
+) -> tuple[Checkpoint, Checkpoint] | None:
+    """``ours`` at its last test against ``peer``'s first test with at least as many seconds.
+
+    The peer gets the extra time; ``None`` when the peer never trained that long.
+    """
+    end = ours[-1]
+    later = [c for c in peer if c.seconds >= end.seconds]
+    return (end, later[0]) if later else None
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:
+    """Race the models named in ``argv``; every model's checkpoints (its end included)."""
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("models", help="models separated by ';', e.g. \"zuko;ours:\"")
     p.add_argument("--steps", type=int, default=300, help="most steps of each model")
     p.add_argument("--seconds", type=float, default=0.0, help="stop a model at this training time")
@@ -94,17 +120,26 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=int, default=50, help="test NLL every N steps")
     p.add_argument("--test", type=int, default=5000, help="fresh test rows")
-    args = p.parse_args()
+    p.add_argument("--batch", type=int, default=512, help="fresh training rows per step")
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     names = args.models.split(";")
     models = {n: build(n, args.seed) for n in names}
     opts = {n: torch.optim.Adam(m[0].parameters(), args.lr) for n, m in models.items()}
-    log: dict[str, list[tuple[float, int, float]]] = {n: [] for n in names}
+    steps: dict[str, list[tuple[float, int]]] = {n: [] for n in names}
+    log: dict[str, list[Checkpoint]] = {n: [] for n in names}
     clock = dict.fromkeys(names, 0.0)
     g = torch.Generator().manual_seed(args.seed)
     test = sample_toy("8gaussians", args.test, torch.Generator().manual_seed(10_000 + args.seed))
+
+    def checkpoint(n: str) -> Checkpoint:
+        w = steps[n][-args.every :]
+        c = Checkpoint(len(steps[n]), clock[n], sum(v[1] for v in w) / len(w), models[n][2](test))
+        log[n].append(c)
+        return c
+
     for i in range(1, args.steps + 1):
-        x = sample_toy("8gaussians", 512, g)
+        x = sample_toy("8gaussians", args.batch, g)
         running = [n for n in names if not args.seconds or clock[n] < args.seconds]
         if not running:
             break
@@ -114,23 +149,34 @@ def main() -> None:
             nll, nfe = models[n][1](x)
             opts[n].step()
             clock[n] += time.perf_counter() - start
-            log[n].append((time.perf_counter() - start, nfe, nll))
+            steps[n].append((nll, nfe))
         if i % args.every == 0:
             for n in running:
-                w = log[n][-args.every :]
-                nfe = sum(v[1] for v in w) / len(w)
+                c = checkpoint(n)
                 print(
-                    f"step {i:4d} {n:40s} seconds {clock[n]:8.1f} NFE/step {nfe:6.1f} "
-                    f"test NLL {models[n][2](test):.4f}",
+                    f"step {i:4d} {n:40s} seconds {c.seconds:8.1f} NFE/step {c.nfe:6.1f} "
+                    f"test NLL {c.nll:.4f}",
                     flush=True,
                 )
     for n in names:
-        k = len(log[n])
-        sec, nfe, _ = (sum(v) / k for v in zip(*log[n]))
+        k = len(steps[n])
+        if not log[n] or log[n][-1].step != k:
+            checkpoint(n)
+        mean_nfe = sum(v[1] for v in steps[n]) / k
         print(
-            f"FINAL {n:40s} steps {k} seconds {clock[n]:.1f} s/step {sec:.3f} "
-            f"NFE/step {nfe:.1f} test NLL {models[n][2](test):.4f}"
+            f"FINAL {n:40s} steps {k} seconds {clock[n]:.1f} s/step {clock[n] / k:.3f} "
+            f"NFE/step {mean_nfe:.1f} test NLL {log[n][-1].nll:.4f}"
         )
+    if "zuko" in log:
+        for n in names:
+            pair = equal_seconds(log[n], log["zuko"]) if n != "zuko" else None
+            if pair is not None:
+                a, b = pair
+                print(
+                    f"EQUAL SECONDS {n} {a.nll:.4f} @ {a.seconds:.0f} s ({a.step} steps) "
+                    f"vs zuko {b.nll:.4f} @ {b.seconds:.0f} s ({b.step} steps)"
+                )
+    return log
 
 
 if __name__ == "__main__":

@@ -1,0 +1,185 @@
+"""Flow matching on 8gaussians: flowforge's FlowMatching against torchcfm's 2-D recipe, one evaluator.
+
+The models train side by side on the same fresh batches (their steps interleaved, so machine
+load hits them alike), and every ``--every`` steps each is scored by ONE evaluator: its learned
+velocity is integrated by torchdiffeq's dopri5 at ``rtol = atol = --tol`` with the exact
+divergence (autograd, D = 2) from the data (normalised time 0) to the standard normal (time 1):
+``log p(x) = log N(z(1)) + int_0^1 div u(z(s), s) ds``, test NLL on ``--test`` fresh rows
+(optimum 2.838). Only training is timed (forward, backward and the Adam step).
+
+Models (separated by ``;``):
+
+- ``cfm`` / ``cfm-ot``: torchcfm's published 2-D recipe: ``MLP(dim=2, time_varying=True)`` (3 x 64
+  SELU on ``[x, t]``), ``ConditionalFlowMatcher(sigma)`` or
+  ``ExactOptimalTransportConditionalFlowMatcher(sigma)``, noise at ``t = 0`` and data at ``t = 1``
+  (the evaluator reverses its time), Adam; torchcfm is optional (skipped with the reason).
+- ``ours`` / ``ours-ot``: ``ff.flows.FFJORD(features=2, hidden=(64, 64, 64))`` with its defaults,
+  trained by :class:`~flowforge.train.losses.FlowMatching` (``sigma``, ``ot``).
+- ``run:DIR``: no training: the CNF of a ``flowforge train --objective flow-matching`` run,
+  scored by the same evaluator (``DIR/results.json`` has its own seconds).
+
+Every model gets ``--lr`` (no schedule), ``--batch`` and ``--sigma``: the recipe's are lr 1e-3,
+batch 256, sigma 0.1 (its README example; 0 is exact straight paths).
+
+Run: ``python benchmarks/fm_race.py "cfm;ours" --steps 2000 --seed 0`` (one CPU thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+import flowforge as ff
+from flowforge.data.toy import sample_toy
+from flowforge.train.losses import FlowMatching
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cnf_race import Checkpoint, equal_seconds
+
+HIDDEN = (64, 64, 64)
+#: ``u(s, x)``: the velocity in normalised time, data at ``s = 0``, the standard normal at 1.
+Velocity = Callable[[Tensor, Tensor], Tensor]
+Step = Callable[[Tensor], None]
+
+
+def test_nll(velocity: Velocity, x: Tensor, tol: float = 1e-5) -> float:
+    """Mean negative log-likelihood of rows ``x`` ``(N, D)`` under the flow of ``velocity``.
+
+    The state ``(z, a)`` starts at ``(x, 0)`` and follows ``dz/ds = u(s, z)``,
+    ``da/ds = div u(s, z)`` (exact, one autograd pass per dimension) to ``s = 1``; then
+    ``log p(x) = log N(z(1); 0, I) + a(1)``.
+    """
+    from torchdiffeq import odeint
+
+    def dynamics(s: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            z = state[0].detach().requires_grad_(True)
+            u = velocity(s.expand(z.shape[0]), z)
+            div = sum(
+                torch.autograd.grad(u[:, i].sum(), z, retain_graph=True)[0][:, i]
+                for i in range(z.shape[1])
+            )
+        assert isinstance(div, Tensor)
+        return u.detach(), div.detach()
+
+    with torch.no_grad():
+        times = torch.tensor([0.0, 1.0], dtype=x.dtype)
+        start = (x, x.new_zeros(x.shape[0]))
+        z, a = odeint(dynamics, start, times, method="dopri5", rtol=tol, atol=tol)
+        base = torch.distributions.Normal(0.0, 1.0).log_prob(z[-1]).sum(-1)
+        return -(base + a[-1]).mean().item()
+
+
+def build(name: str, args: argparse.Namespace) -> tuple[list[torch.nn.Parameter], Step, Velocity]:
+    """The model's parameters, its training step (backpropagates the loss) and its velocity."""
+    torch.manual_seed(args.seed)
+    if name.startswith("run:"):
+        flow = ff.runs.load(name[4:])
+        cnf = flow.bijection.bijections[-1]  # type: ignore[union-attr,index]
+        return [], lambda x: None, lambda s, x: cnf.velocity(s, x)
+    if name in ("cfm", "cfm-ot"):
+        from torchcfm.conditional_flow_matching import (
+            ConditionalFlowMatcher,
+            ExactOptimalTransportConditionalFlowMatcher,
+        )
+        from torchcfm.models.models import MLP
+
+        net = MLP(dim=2, time_varying=True)
+        matcher = (
+            ExactOptimalTransportConditionalFlowMatcher
+            if name == "cfm-ot"
+            else ConditionalFlowMatcher
+        )(sigma=args.sigma)
+
+        def cfm_step(x1: Tensor) -> None:
+            x0 = torch.randn_like(x1)
+            t, xt, ut = matcher.sample_location_and_conditional_flow(x0, x1)
+            vt = net(torch.cat([xt, t[:, None]], dim=-1))
+            torch.mean((vt - ut) ** 2).backward()
+
+        def cfm_velocity(s: Tensor, x: Tensor) -> Tensor:
+            # torchcfm: noise at t = 0, data at t = 1; normalised time s = 1 - t
+            return -net(torch.cat([x, (1 - s)[:, None].to(x)], dim=-1))
+
+        return list(net.parameters()), cfm_step, cfm_velocity
+    if name in ("ours", "ours-ot"):
+        flow = ff.flows.FFJORD(features=2, hidden=HIDDEN)
+        cnf = flow.bijection.bijections[0]
+        objective = FlowMatching(ot=name == "ours-ot", sigma=args.sigma)
+
+        def step(x: Tensor) -> None:
+            objective(flow, x).value.backward()
+
+        return list(flow.parameters()), step, lambda s, x: cnf.velocity(s, x)
+    raise SystemExit(f"expected a model cfm, cfm-ot, ours, ours-ot or run:DIR, got {name!r}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:
+    """Race the models named in ``argv``; every model's checkpoints (NFE: 0, no solve)."""
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("models", help="models separated by ';', e.g. \"cfm;ours\"")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (no schedule)")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--sigma", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--every", type=int, default=500, help="test NLL every N steps")
+    p.add_argument("--test", type=int, default=5000, help="fresh test rows")
+    p.add_argument("--tol", type=float, default=1e-5, help="the evaluator's rtol = atol")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    names = args.models.split(";")
+    if any(n.startswith("cfm") for n in names):
+        try:
+            import torchcfm  # noqa: F401
+        except ImportError:
+            print("torchcfm is not installed: the cfm models are skipped")
+            names = [n for n in names if not n.startswith("cfm")]
+    models = {n: build(n, args) for n in names}
+    opts = {n: torch.optim.Adam(m[0], args.lr) for n, m in models.items() if m[0]}
+    log: dict[str, list[Checkpoint]] = {n: [] for n in names}
+    clock = dict.fromkeys(names, 0.0)
+    g = torch.Generator().manual_seed(args.seed)
+    test = sample_toy("8gaussians", args.test, torch.Generator().manual_seed(10_000 + args.seed))
+    for n in names:
+        if n not in opts:
+            c = Checkpoint(0, 0.0, 0.0, test_nll(models[n][2], test, args.tol))
+            log[n].append(c)
+            print(f"{n}: test NLL {c.nll:.4f}", flush=True)
+    for i in range(1, args.steps + 1):
+        x = sample_toy("8gaussians", args.batch, g)
+        for n in opts:
+            opts[n].zero_grad()
+            start = time.perf_counter()
+            models[n][1](x)
+            opts[n].step()
+            clock[n] += time.perf_counter() - start
+        if i % args.every == 0 or i == args.steps:
+            for n in opts:
+                c = Checkpoint(i, clock[n], 0.0, test_nll(models[n][2], test, args.tol))
+                log[n].append(c)
+                print(
+                    f"step {i:5d} {n:10s} seconds {c.seconds:7.2f} test NLL {c.nll:.4f}",
+                    flush=True,
+                )
+    for n in opts:  # the model that trained fewer seconds, at its end, gives the peer the extra
+        for peer in opts:
+            pair = equal_seconds(log[n], log[peer]) if peer != n else None
+            if pair is not None:
+                a, b = pair
+                print(
+                    f"EQUAL SECONDS {n} {a.nll:.4f} @ {a.seconds:.1f} s ({a.step} steps) "
+                    f"vs {peer} {b.nll:.4f} @ {b.seconds:.1f} s ({b.step} steps)"
+                )
+    return log
+
+
+if __name__ == "__main__":
+    main()
