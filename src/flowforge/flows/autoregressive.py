@@ -46,20 +46,17 @@ class MAF(Preset):
         transforms: number of affine autoregressive layers, each with its own MADE.
         hidden: hidden sizes ``(H_1, ..., H_k)`` of each MADE.
         scale_bound: bound ``B`` on each absolute log-scale, ``log s = B tanh(raw / B)``.
-        activation: activation of the conditioner networks' hidden layers, one of ``"relu"``,
-            ``"tanh"``, ``"elu"``, ``"gelu"``, ``"silu"``, ``"leaky_relu"`` (the first, the
-            default, is the only one the fused kernels implement).
-        dropout: probability in ``[0, 1)`` of zeroing each hidden activation of the conditioner
-            networks, in training mode only (``flow.train()``; ``flow.eval()`` is
-            deterministic).
-        residual_blocks: 0: plain conditioner networks; ``k > 0``: residual ones (an input layer
-            to width ``H``, ``k`` pre-activation residual blocks of ``len(hidden)`` layers of
-            width ``H``, an output layer; ``hidden`` then holds one width ``(H, ..., H)``).
-        permutation: ``"reverse"``: the features reversed between each two coupling layers
-            (autoregressive layers: alternately reversed input orders); ``"random"``: a fixed
-            random permutation in each of those places (autoregressive layers: a random input
-            order each), drawn from torch's random generator at construction and saved with the
-            weights.
+        activation: activation of each MADE's hidden layers, one of ``"relu"``, ``"tanh"``,
+            ``"elu"``, ``"gelu"``, ``"silu"``, ``"leaky_relu"`` (the first, the default, is the
+            only one the fused kernels implement).
+        dropout: probability in ``[0, 1)`` of zeroing each hidden activation of the MADEs, in
+            training mode only (``flow.train()``; ``flow.eval()`` is deterministic).
+        residual_blocks: 0 for plain MADEs; ``k > 0`` for residual ones (an input
+            layer to width ``H``, ``k`` pre-activation residual blocks of ``len(hidden)`` layers
+            of width ``H``, an output layer), ``hidden`` then holding one width ``(H, ..., H)``.
+        permutation: ``"reverse"``: each layer's MADE takes the input order of the one before
+            reversed; ``"random"``: a random input order per layer, drawn from torch's random
+            generator at construction and saved with the weights.
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
 
@@ -110,20 +107,17 @@ class IAF(Preset):
         transforms: number of inverted affine autoregressive layers, each with its own MADE.
         hidden: hidden sizes ``(H_1, ..., H_k)`` of each MADE.
         scale_bound: bound ``B`` on each absolute log-scale, ``log s = B tanh(raw / B)``.
-        activation: activation of the conditioner networks' hidden layers, one of ``"relu"``,
-            ``"tanh"``, ``"elu"``, ``"gelu"``, ``"silu"``, ``"leaky_relu"`` (the first, the
-            default, is the only one the fused kernels implement).
-        dropout: probability in ``[0, 1)`` of zeroing each hidden activation of the conditioner
-            networks, in training mode only (``flow.train()``; ``flow.eval()`` is
-            deterministic).
-        residual_blocks: 0: plain conditioner networks; ``k > 0``: residual ones (an input layer
-            to width ``H``, ``k`` pre-activation residual blocks of ``len(hidden)`` layers of
-            width ``H``, an output layer; ``hidden`` then holds one width ``(H, ..., H)``).
-        permutation: ``"reverse"``: the features reversed between each two coupling layers
-            (autoregressive layers: alternately reversed input orders); ``"random"``: a fixed
-            random permutation in each of those places (autoregressive layers: a random input
-            order each), drawn from torch's random generator at construction and saved with the
-            weights.
+        activation: activation of each MADE's hidden layers, one of ``"relu"``, ``"tanh"``,
+            ``"elu"``, ``"gelu"``, ``"silu"``, ``"leaky_relu"`` (the first, the default, is the
+            only one the fused kernels implement).
+        dropout: probability in ``[0, 1)`` of zeroing each hidden activation of the MADEs, in
+            training mode only (``flow.train()``; ``flow.eval()`` is deterministic).
+        residual_blocks: 0 for plain MADEs; ``k > 0`` for residual ones (an input
+            layer to width ``H``, ``k`` pre-activation residual blocks of ``len(hidden)`` layers
+            of width ``H``, an output layer), ``hidden`` then holding one width ``(H, ..., H)``.
+        permutation: ``"reverse"``: each layer's MADE takes the input order of the one before
+            reversed; ``"random"``: a random input order per layer, drawn from torch's random
+            generator at construction and saved with the weights.
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
 

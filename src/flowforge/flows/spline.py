@@ -32,14 +32,14 @@ class NSF(Preset):
         dropout: probability in ``[0, 1)`` of zeroing each hidden activation of the conditioner
             networks, in training mode only (``flow.train()``; ``flow.eval()`` is
             deterministic).
-        residual_blocks: 0: plain conditioner networks; ``k > 0``: residual ones (an input layer
-            to width ``H``, ``k`` pre-activation residual blocks of ``len(hidden)`` layers of
-            width ``H``, an output layer; ``hidden`` then holds one width ``(H, ..., H)``).
+        residual_blocks: 0 for plain conditioner networks; ``k > 0`` for residual ones (an input
+            layer to width ``H``, ``k`` pre-activation residual blocks of ``len(hidden)`` layers
+            of width ``H``, an output layer), ``hidden`` then holding one width ``(H, ..., H)``.
         permutation: ``"reverse"``: the features reversed between each two coupling layers
-            (autoregressive layers: alternately reversed input orders); ``"random"``: a fixed
-            random permutation in each of those places (autoregressive layers: a random input
-            order each), drawn from torch's random generator at construction and saved with the
-            weights.
+            (autoregressive: each layer's MADE takes the input order of the one before
+            reversed); ``"random"``: a fixed random permutation in each of those places
+            (autoregressive: a random input order per layer), drawn from torch's random
+            generator at construction and saved with the weights.
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
 
