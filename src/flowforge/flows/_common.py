@@ -1,62 +1,41 @@
-"""What the presets share: the common arguments' docs and checks, ``hparams``, the base.
+"""What the presets share: the common arguments' checks, ``hparams``, the base.
 
-A preset is a short file that only wires a stack of bijections:
+A preset is one file that wires a stack of bijections and says everything about itself:
 
 - an explicit signature (no ``**kwargs``), so configs and the command line see its options;
-- a docstring whose ``Args:`` hold the preset's own arguments (and any common one it words
-  differently); :func:`preset_docs` rebuilds ``Args:`` in signature order, filling each common
-  argument (:data:`COMMON_ARGS`: ``features``, ``shape``, ``context``, ``transforms``,
-  ``steps``, ``hidden``, ``scale_bound``, the conditioner options ``activation``,
-  ``dropout``, ``residual_blocks``, ``permutation``, and ``base``) with its one wording;
-- an ``__init__`` that calls :func:`preset_hparams` first (checks the common arguments, keeps
-  the JSON-able constructor arguments), builds its stack and hands both to :class:`Preset`.
+- a docstring whose ``Args:`` documents every argument of that signature, in its order, with a
+  ``References:`` line and a runnable example (``tests/test_preset_api.py`` checks all three);
+- an ``__init__`` that calls :func:`preset_hparams` first (checks the common arguments, named
+  in :data:`COMMON_ARGS`, and the others against their declared types; keeps the JSON-able
+  constructor arguments), builds its stack and hands both to :class:`Preset`.
 
 The vector presets build their layers' networks from :class:`~flowforge.flows._stack.StackArgs`
-(in :mod:`flowforge.flows._stack`, with :class:`~flowforge.flows._stack.AffinePreset`, the one
-signature of MAF, IAF and RealNVP, which differ only in their stack).
+(in :mod:`flowforge.flows._stack`).
 
 Example:
-    >>> from flowforge.flows._common import Preset, preset_docs, preset_hparams
+    >>> from flowforge.flows._common import Preset, preset_hparams
     >>> from flowforge.transforms import ActNorm
-    >>> @preset_docs
-    ... class Scaling(Preset):
-    ...     '''Learned per-dimension affine scalings.
-    ...
-    ...     Args:
-    ...         transforms: number of scalings.
-    ...
-    ...     References:
-    ...         None: an example.
-    ...     '''
-    ...
-    ...     def __init__(self, features: int, context: int = 0, transforms: int = 1, base=None):
+    >>> class Scaling(Preset):
+    ...     def __init__(self, features: int, *, context: int = 0, transforms: int = 1) -> None:
     ...         hparams = preset_hparams(locals())
-    ...         super().__init__(hparams, [ActNorm(features) for _ in range(transforms)], base)
+    ...         super().__init__(hparams, [ActNorm(features) for _ in range(transforms)])
     >>> flow = Scaling(features=3)
     >>> flow.hparams, flow.context, flow.event_shape
     ({'features': 3, 'context': 0, 'transforms': 1}, 0, (3,))
-    >>> import inspect
-    >>> doc = inspect.cleandoc(Scaling.__doc__)
-    >>> print(doc[doc.index("Args:") : doc.index("References:")].rstrip())
-    Args:
-        features: dimension ``D`` of the data, which has shape ``(*, D)``.
-        context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
-        transforms: number of scalings.
-        base: latent distribution, whose event shape is the stack's output shape; default a
-            standard normal.
+    >>> Scaling(features=3, transforms=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: Scaling: expected transforms >= 1, got 0
 """
 
 from __future__ import annotations
 
-import inspect
-import re
-import textwrap
 import types
 import typing
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.core.flow import Flow
@@ -86,140 +65,44 @@ PERMUTATIONS = ("reverse", "random")
 
 @dataclass(frozen=True)
 class CommonArg:
-    """An argument that several presets take: one wording of its doc, one check.
+    """An argument that several presets take: one check, wherever it appears.
 
     Attributes:
-        doc: the text after ``name:`` in a docstring's ``Args:``.
         valid: whether a value is acceptable.
         expected: what a valid value is, for the error message (``"features >= 1"``).
     """
 
-    doc: str
     valid: Callable[[Any], bool]
     expected: str
 
 
+#: The arguments several presets take, by name, with their checks (a preset documents each
+#: in its own docstring).
 COMMON_ARGS: dict[str, CommonArg] = {
-    "features": CommonArg(
-        "dimension ``D`` of the data, which has shape ``(*, D)``.", _positive_int, "features >= 1"
-    ),
+    "features": CommonArg(_positive_int, "features >= 1"),
     "shape": CommonArg(
-        "event shape of the data, e.g. ``(C, H, W)`` for images; the data have shape "
-        "``(*, *shape)``.",
-        lambda v: _sizes(v) and len(v) > 0,
-        "shape: a non-empty sequence of positive sizes",
+        lambda v: _sizes(v) and len(v) > 0, "shape: a non-empty sequence of positive sizes"
     ),
-    "context": CommonArg(
-        "size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).",
-        lambda v: _is_int(v) and v >= 0,
-        "context >= 0",
-    ),
-    "transforms": CommonArg("number of transforms in the stack.", _positive_int, "transforms >= 1"),
-    "depth": CommonArg("number of flow steps per level.", _positive_int, "depth >= 1"),
-    "hidden": CommonArg(
-        "hidden sizes ``(H_1, ..., H_k)`` of each conditioner network.",
-        lambda v: _positive_int(v) or _sizes(v),
-        "hidden: positive sizes",
-    ),
+    "context": CommonArg(lambda v: _is_int(v) and v >= 0, "context >= 0"),
+    "transforms": CommonArg(_positive_int, "transforms >= 1"),
+    "depth": CommonArg(_positive_int, "depth >= 1"),
+    "hidden": CommonArg(lambda v: _positive_int(v) or _sizes(v), "hidden: positive sizes"),
     "scale_bound": CommonArg(
-        "bound ``B`` on each absolute log-scale, ``log s = B tanh(raw / B)``.",
         lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
         "scale_bound > 0",
     ),
     "activation": CommonArg(
-        "activation of the conditioner networks' hidden layers, one of "
-        + ", ".join(f'``"{a}"``' for a in ACTIVATIONS)
-        + " (the first, the default, is the only one the fused kernels implement).",
-        lambda v: isinstance(v, str) and v in ACTIVATIONS,
-        f"activation in {sorted(ACTIVATIONS)}",
+        lambda v: isinstance(v, str) and v in ACTIVATIONS, f"activation in {sorted(ACTIVATIONS)}"
     ),
-    "dropout": CommonArg(
-        "probability in ``[0, 1)`` of zeroing each hidden activation of the conditioner "
-        "networks, in training mode only (``flow.train()``; ``flow.eval()`` is deterministic).",
-        _probability,
-        "dropout in [0, 1)",
-    ),
-    "residual_blocks": CommonArg(
-        "0: plain conditioner networks; ``k > 0``: residual ones (an input layer to width "
-        "``H``, ``k`` pre-activation residual blocks of ``len(hidden)`` layers of width ``H``, "
-        "an output layer; ``hidden`` then holds one width ``(H, ..., H)``).",
-        lambda v: _is_int(v) and v >= 0,
-        "residual_blocks >= 0",
-    ),
-    "permutation": CommonArg(
-        '``"reverse"``: the features reversed between each two coupling layers (autoregressive '
-        'layers: alternately reversed input orders); ``"random"``: a fixed random permutation '
-        "in each of those places (autoregressive layers: a random input order each), drawn "
-        "from torch's random generator at construction and saved with the weights.",
-        lambda v: v in PERMUTATIONS,
-        f"permutation in {list(PERMUTATIONS)}",
-    ),
+    "dropout": CommonArg(_probability, "dropout in [0, 1)"),
+    "residual_blocks": CommonArg(lambda v: _is_int(v) and v >= 0, "residual_blocks >= 0"),
+    "permutation": CommonArg(lambda v: v in PERMUTATIONS, f"permutation in {list(PERMUTATIONS)}"),
     "base": CommonArg(
-        "latent distribution, whose event shape is the stack's output shape; default a "
-        "standard normal.",
-        lambda v: v is None or isinstance(v, BaseDistribution),
-        "base: None or a BaseDistribution",
+        lambda v: v is None or isinstance(v, BaseDistribution), "base: None or a BaseDistribution"
     ),
 }
 
 _NOT_HPARAMS = {"self", "__class__", "base"}
-_ENTRY = re.compile(r"(\w+)\s*(\(.*?\))?:")
-
-_Cls = TypeVar("_Cls", bound=type)
-
-
-def _own_entries(lines: list[str], indent: str) -> dict[str, list[str]]:
-    """The ``Args:`` entries in ``lines`` (one entry: its line and deeper-indented ones)."""
-    entries: dict[str, list[str]] = {}
-    name = None
-    for line in lines:
-        top = len(line) > len(indent) and line.startswith(indent) and line[len(indent)] != " "
-        m = _ENTRY.match(line[len(indent) :]) if top else None
-        if m is not None:
-            name = m.group(1)
-            entries[name] = [line]
-        elif name is not None:
-            entries[name].append(line)
-    return entries
-
-
-def preset_docs(cls: _Cls) -> _Cls:
-    """Rebuild the ``Args:`` of ``cls``'s docstring from the signature of ``cls.__init__``.
-
-    Each parameter gets the docstring's own entry where it has one, else its
-    :data:`COMMON_ARGS` doc; one that has neither is left out (and the preset API test fails).
-    ``Args:`` goes where the docstring has it, else before its ``References:``.
-    """
-    lines = (cls.__doc__ or "").split("\n")
-
-    def heads() -> list[int]:
-        return [i for i, line in enumerate(lines) if re.fullmatch(r"\s*[A-Z]\w*:", line)]
-
-    at = next((i for i in heads() if lines[i].strip() == "Args:"), None)
-    if at is None:  # no argument of its own: ``Args:`` goes before ``References:``
-        at = next((i for i in heads() if lines[i].strip() == "References:"), None)
-        if at is None:
-            raise ValueError(f"{cls.__name__}: a preset's docstring needs Args: or References:")
-        lines[at:at] = [lines[at].replace("References:", "Args:"), ""]
-    head = lines[at]
-    end = next((i for i in heads() if i > at), len(lines))
-    while end > at + 1 and not lines[end - 1].strip():
-        end -= 1
-    indent = head[: len(head) - len(head.lstrip())] + "    "
-    own = _own_entries(lines[at + 1 : end], indent)
-    params = [p for p in inspect.signature(cls).parameters]
-    body: list[str] = []
-    for name in params + [n for n in own if n not in params]:  # stale entries stay visible
-        if name in own:
-            body += own[name]
-        elif name in COMMON_ARGS:
-            text = f"{name}: {COMMON_ARGS[name].doc}"
-            body += textwrap.wrap(
-                text, 96, initial_indent=indent, subsequent_indent=indent + "    "
-            )
-    lines[at + 1 : end] = body
-    cls.__doc__ = "\n".join(lines)
-    return cls
 
 
 #: The most layers a count option may ask for (``transforms``, ``residual_blocks``): a deeper
@@ -364,6 +247,5 @@ __all__ = [
     "PERMUTATIONS",
     "CommonArg",
     "Preset",
-    "preset_docs",
     "preset_hparams",
 ]

@@ -2,9 +2,10 @@
 
 :class:`StackArgs` holds the common arguments a vector stack is built from and builds each
 layer's conditioner network (:meth:`StackArgs.mlp` for a coupling, :meth:`StackArgs.made` for
-an autoregressive layer); :func:`stack_args` reads it from a preset's ``hparams``.
-:class:`AffinePreset` is the one signature of the presets of bounded affine layers (MAF, IAF,
-RealNVP), which differ only in their stack.
+an autoregressive layer); :func:`stack_args` reads it from a preset's ``hparams``. The
+presets' own files hold their signatures and the stack builders
+(:func:`~flowforge.flows.coupling.coupling_stack`,
+:func:`~flowforge.flows.autoregressive.autoregressive_stack`).
 
 Example:
     >>> from flowforge.flows._stack import stack_args
@@ -18,18 +19,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-from flowforge.core.bijection import Bijection
-from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, _is_int, preset_hparams
+from flowforge.flows._common import _is_int
 from flowforge.nn.made import MADE
 from flowforge.nn.mlp import MLP
 from flowforge.nn.residual import ResidualMADE, ResidualMLP
-from flowforge.transforms.affine import Affine
-from flowforge.transforms.transformer import Transformer
 
 
 @dataclass(frozen=True)
@@ -95,40 +92,4 @@ def stack_args(hparams: dict[str, Any]) -> StackArgs:
     )
 
 
-class AffinePreset(Preset):
-    """The vector presets of bounded affine layers (MAF, IAF, RealNVP): one signature.
-
-    A subclass names its stack builder ``stack(args, make_transformer)``, sets ``inverted``
-    to use each layer inverted (IAF: MAF's layers run in the sampling direction), and
-    documents itself with :func:`preset_docs`.
-    """
-
-    inverted: ClassVar[bool] = False
-
-    @staticmethod
-    def stack(args: StackArgs, make_transformer: Callable[[], Transformer]) -> Sequence[Bijection]:
-        """The layers, data -> latent, each with a transformer from ``make_transformer``."""
-        raise NotImplementedError("an AffinePreset subclass names its stack builder")
-
-    def __init__(
-        self,
-        features: int,
-        *,
-        context: int = 0,
-        transforms: int = 5,
-        hidden: Sequence[int] = (128, 128),
-        scale_bound: float = 3.0,
-        activation: str = "relu",
-        dropout: float = 0.0,
-        residual_blocks: int = 0,
-        permutation: str = "reverse",
-        base: BaseDistribution | None = None,
-    ) -> None:
-        hparams = preset_hparams(locals())
-        args = stack_args(hparams)
-        stack = self.stack(args, lambda: Affine(scale_bound))
-        layers = [layer.inv for layer in stack] if self.inverted else stack
-        super().__init__(hparams, layers, base)
-
-
-__all__ = ["AffinePreset", "StackArgs", "stack_args"]
+__all__ = ["StackArgs", "stack_args"]

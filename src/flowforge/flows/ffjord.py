@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_docs, preset_hparams, renamed_steps
+from flowforge.flows._common import Preset, preset_hparams, renamed_steps
 from flowforge.nn.ode import ODENet
 from flowforge.transforms.continuous import CNF, Method, Trace
 
 
-@preset_docs
 class FFJORD(Preset):
     """FFJORD: ``dz/dt = f(z, t, c)`` with an :class:`~flowforge.nn.ODENet`, solved by torchdiffeq.
 
@@ -20,6 +19,8 @@ class FFJORD(Preset):
     ``log_prob`` is exact in evaluation.
 
     Args:
+        features: dimension ``D`` of the data, which has shape ``(*, D)``.
+        context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
         transforms: number of CNF blocks, chained (flow matching needs 1).
         hidden: hidden sizes of each block's dynamics network.
         activation: ``"tanh"`` (default: on 8gaussians it learns as fast per step as zuko's
@@ -41,6 +42,8 @@ class FFJORD(Preset):
         trace: ``"auto"`` (exact for ``D <= 16``), ``"exact"`` or ``"hutchinson"`` in
             training; evaluation is exact.
         max_nfe: the most function evaluations one solve may take.
+        base: latent distribution, whose event shape is the stack's output shape; default a
+            standard normal.
         steps: the old name of ``solver_steps`` (deprecated: ``steps`` are optimisation steps).
 
     References:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_docs, preset_hparams, renamed_steps
+from flowforge.flows._common import Preset, preset_hparams, renamed_steps
 from flowforge.nn.conv import ConvNet
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.conv1x1 import Conv1x1, LUConv1x1
@@ -59,7 +59,6 @@ def split_prior(shape: Image, *, context: int, hidden: int) -> ChannelCoupling:
     return ChannelCoupling(shape, Affine(3.0), net, context=context)
 
 
-@preset_docs
 class Glow(Preset):
     """Glow for images ``(C, H, W)``: per level a squeeze, ``depth`` steps of flow, a split.
 
@@ -73,10 +72,13 @@ class Glow(Preset):
 
     Args:
         shape: the image event shape ``(C, H, W)``; ``H`` and ``W`` divisible by ``2^levels``.
+        context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
         levels: number of levels ``L``.
         depth: number of steps of flow per level ``K``.
         hidden: channels of each coupling's conv net.
         lu: LU-decomposed 1x1 convolutions (``False``: a free weight, ``slogdet`` in float64).
+        base: latent distribution, whose event shape is the stack's output shape; default a
+            standard normal.
         steps: the old name of ``depth`` (deprecated: ``steps`` are optimisation steps).
 
     References:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_docs, preset_hparams, renamed_steps
+from flowforge.flows._common import Preset, preset_hparams, renamed_steps
 from flowforge.flows.glow import Image, conv_width, image_shape
 from flowforge.nn.conv import ConvNet
 from flowforge.transforms.affine import Affine
@@ -37,7 +37,6 @@ def _channels(shape: Image, n: int, context: int, width: int, bound: float) -> l
     return layers
 
 
-@preset_docs
 class MultiscaleRealNVP(Preset):
     """RealNVP's multiscale architecture for images ``(C, H, W)``.
 
@@ -52,9 +51,13 @@ class MultiscaleRealNVP(Preset):
     Args:
         shape: the image event shape ``(C, H, W)``; ``H`` and ``W`` divisible by
             ``2^(levels - 1)``.
+        context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
         levels: number of scales.
         depth: couplings of each kind per scale.
         hidden: channels of each coupling's conv net.
+        scale_bound: bound ``B`` on each absolute log-scale, ``log s = B tanh(raw / B)``.
+        base: latent distribution, whose event shape is the stack's output shape; default a
+            standard normal.
         steps: the old name of ``depth`` (deprecated: ``steps`` are optimisation steps).
 
     References:

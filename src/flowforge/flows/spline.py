@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_docs, preset_hparams
+from flowforge.flows._common import Preset, preset_hparams
 from flowforge.flows._stack import stack_args
 from flowforge.flows.autoregressive import autoregressive_stack
 from flowforge.flows.coupling import coupling_stack
 from flowforge.transforms.spline import RationalQuadraticSpline
 
 
-@preset_docs
 class NSF(Preset):
     """Neural spline flow (RQ-NSF): monotonic rational-quadratic splines with identity tails.
 
@@ -20,10 +19,29 @@ class NSF(Preset):
     ``coupling=True`` a coupling flow (one pass both ways, needs ``features >= 2``).
 
     Args:
+        features: dimension ``D`` of the data, which has shape ``(*, D)``.
+        context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
         transforms: number of spline layers.
         bins: number ``K`` of spline bins per dimension.
+        hidden: hidden sizes ``(H_1, ..., H_k)`` of each conditioner network.
         bound: the splines act on ``[-bound, bound]``, the identity outside.
         coupling: coupling instead of autoregressive conditioners (needs ``D >= 2``).
+        activation: activation of the conditioner networks' hidden layers, one of ``"relu"``,
+            ``"tanh"``, ``"elu"``, ``"gelu"``, ``"silu"``, ``"leaky_relu"`` (the first, the
+            default, is the only one the fused kernels implement).
+        dropout: probability in ``[0, 1)`` of zeroing each hidden activation of the conditioner
+            networks, in training mode only (``flow.train()``; ``flow.eval()`` is
+            deterministic).
+        residual_blocks: 0 for plain conditioner networks; ``k > 0`` for residual ones (an input
+            layer to width ``H``, ``k`` pre-activation residual blocks of ``len(hidden)`` layers
+            of width ``H``, an output layer), ``hidden`` then holding one width ``(H, ..., H)``.
+        permutation: ``"reverse"``: the features reversed between each two coupling layers
+            (autoregressive: each layer's MADE takes the input order of the one before
+            reversed); ``"random"``: a fixed random permutation in each of those places
+            (autoregressive: a random input order per layer), drawn from torch's random
+            generator at construction and saved with the weights.
+        base: latent distribution, whose event shape is the stack's output shape; default a
+            standard normal.
 
     References:
         Durkan, Bekasov, Murray, Papamakarios (2019). Neural Spline Flows. arXiv:1906.04032.

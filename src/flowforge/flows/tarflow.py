@@ -9,7 +9,7 @@ from torch import Tensor
 
 from flowforge.core.bijection import Bijection
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_docs, preset_hparams
+from flowforge.flows._common import Preset, preset_hparams
 from flowforge.nn.causal_transformer import CausalTransformer
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.transformer_autoregressive import (
@@ -19,7 +19,6 @@ from flowforge.transforms.transformer_autoregressive import (
 )
 
 
-@preset_docs
 class TarFlow(Preset):
     """TarFlow: ``blocks`` transformer autoregressive layers, the token order reversed
     between each two.
@@ -41,14 +40,18 @@ class TarFlow(Preset):
         shape: the image event shape ``(C, H, W)``, ``H`` and ``W`` divisible by ``patch``;
             ``None`` with ``features``.
         features: the vector size ``D`` (divisible by ``patch``); ``None`` with ``shape``.
+        context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
         patch: the patch side (images) or the number of features per token (vectors).
         blocks: number of transformer autoregressive layers ``T`` (the flow's depth).
         layers: transformer blocks ``K`` in each layer's network.
         width: the transformers' width.
         heads: attention heads (``width`` divisible by it).
+        scale_bound: bound ``B`` on each absolute log-scale, ``log s = B tanh(raw / B)``.
         label_dropout: probability that a row's context is replaced by the null (zero)
             context in training mode (``flow.train()``), so that the flow also learns the
             unconditional density that class guidance extrapolates from.
+        base: latent distribution, whose event shape is the stack's output shape; default a
+            standard normal.
 
     References:
         Zhai, Zhang, Gu, Lucas, Yan, Dinh, Bautista, Susskind, Gatsby, Sohl-Dickstein (2024).

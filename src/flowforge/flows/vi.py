@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from flowforge.core.bijection import Bijection
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_docs, preset_hparams
+from flowforge.flows._common import Preset, preset_hparams
 from flowforge.transforms.normalization import ActNorm
 from flowforge.transforms.planar import Planar as PlanarLayer
 from flowforge.transforms.radial import Radial as RadialLayer
@@ -29,16 +29,19 @@ def _with_affine(layers: list[Bijection], features: int, affine: bool) -> list[B
     return [*layers, scale]
 
 
-@preset_docs
 class Planar(Preset):
     """Planar flow: ``transforms`` planar layers ``x = z + u_hat h(w.z + b)``.
 
     Args:
+        features: dimension ``D`` of the data, which has shape ``(*, D)``.
+        context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
         transforms: number of planar layers.
         hidden: hidden sizes of each layer's context network (used when ``context > 0``).
         activation: ``"tanh"`` or ``"leaky_relu"``.
         affine: start the sampling pass with a learned elementwise affine map (a learned
             diagonal Gaussian ``q_0``).
+        base: latent distribution, whose event shape is the stack's output shape; default a
+            standard normal.
 
     References:
         Rezende, Mohamed (2015). Variational Inference with Normalizing Flows.
@@ -71,15 +74,18 @@ class Planar(Preset):
         super().__init__(hparams, _with_affine(layers, features, affine), base)
 
 
-@preset_docs
 class Radial(Preset):
     """Radial flow: ``transforms`` radial layers ``x = z + beta (z - z0) / (alpha + r)``.
 
     Args:
+        features: dimension ``D`` of the data, which has shape ``(*, D)``.
+        context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
         transforms: number of radial layers.
         hidden: hidden sizes of each layer's context network (used when ``context > 0``).
         affine: start the sampling pass with a learned elementwise affine map (a learned
             diagonal Gaussian ``q_0``).
+        base: latent distribution, whose event shape is the stack's output shape; default a
+            standard normal.
 
     References:
         Rezende, Mohamed (2015). Variational Inference with Normalizing Flows.
@@ -110,7 +116,6 @@ class Radial(Preset):
         super().__init__(hparams, _with_affine(layers, features, affine), base)
 
 
-@preset_docs
 class Sylvester(Preset):
     """Sylvester flow: ``transforms`` layers ``x = z + Q R h(R~ Q^T z + b)``.
 
@@ -120,6 +125,8 @@ class Sylvester(Preset):
     between layers).
 
     Args:
+        features: dimension ``D`` of the data, which has shape ``(*, D)``.
+        context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
         transforms: number of Sylvester layers.
         kind: ``"orthogonal"``, ``"householder"`` or ``"triangular"``.
         rank: columns ``M`` of ``Q`` for ``"orthogonal"`` (default ``features``).
@@ -128,6 +135,8 @@ class Sylvester(Preset):
         hidden: hidden sizes of each layer's context network (used when ``context > 0``).
         affine: start the sampling pass with a learned elementwise affine map (a learned
             diagonal Gaussian ``q_0``).
+        base: latent distribution, whose event shape is the stack's output shape; default a
+            standard normal.
 
     References:
         van den Berg, Hasenclever, Tomczak, Welling (2018). Sylvester Normalizing Flows for

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_docs, preset_hparams, renamed_steps
+from flowforge.flows._common import Preset, preset_hparams, renamed_steps
 from flowforge.flows.glow import conv_width
 from flowforge.nn.wavenet import FrameUpsample, WaveNet
 from flowforge.transforms.affine import Affine
@@ -48,7 +48,6 @@ def _check(
     return c, t
 
 
-@preset_docs
 class WaveGlow(Preset):
     """WaveGlow for sequences ``(C, T)`` (a mono waveform: ``(1, T)``), optionally a vocoder.
 
@@ -69,14 +68,19 @@ class WaveGlow(Preset):
 
     Args:
         shape: the event shape ``(C, T)``; ``T`` divisible by ``group``.
+        context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
         group: samples per group ``g`` (the squeeze).
+        depth: number of flow steps per level.
         early_every: steps of flow between two early outputs.
         early_size: channels that leave at each early output.
         hidden: residual channels of each WaveNet (a number).
         layers: dilated layers of each WaveNet (dilations ``1, 2, ..., 2^(layers-1)``).
         kernel: kernel size of the dilated convolutions.
+        scale_bound: bound ``B`` on each absolute log-scale, ``log s = B tanh(raw / B)``.
         lu: LU-decomposed 1x1 convolutions (``False``: a free weight, ``slogdet`` in float64).
         frame_features: features per frame ``F`` of the context (mel bands).
+        base: latent distribution, whose event shape is the stack's output shape; default a
+            standard normal.
         steps: the old name of ``depth`` (deprecated: ``steps`` are optimisation steps).
 
     References:
