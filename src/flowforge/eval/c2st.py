@@ -83,6 +83,7 @@ def c2st(
     from sklearn.exceptions import ConvergenceWarning  # optional extra: flowforge[cli]
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
     ref, other = _as_matrix(reference, "reference"), _as_matrix(samples, "samples")
     if ref.shape[1] != other.shape[1]:
@@ -108,7 +109,8 @@ def c2st(
         random_state=seed,
     )
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
+    # one BLAS thread: the matrices are tiny, and extra threads only wait for busy cores
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         scores = cross_val_score(classifier, data, labels, cv=split, scoring="accuracy")
     return float(np.mean(scores))
