@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--jsonl", default=str(ROOT / "benchmarks" / "results" / "sbi.jsonl"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sbi.md"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table-only", action="store_true", help="rewrite --out from --jsonl")
     parser.add_argument("--ff-max-steps", type=int, default=None, help="smoke runs only")
     parser.add_argument("--sbi-max-epochs", type=int, default=None, help="smoke runs only")
     args = parser.parse_args(argv)
@@ -193,6 +194,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         else []
     )
     done = {(r["task"], r["budget"], r["method"]) for r in rows}
+    if args.table_only:
+        Path(args.out).write_text(table(rows, command))
+        return rows
     for budget in args.budgets:
         for name in args.tasks:
             task = get_task(name)

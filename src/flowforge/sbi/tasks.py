@@ -123,7 +123,8 @@ class Task:
         raise NotImplementedError
 
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
-        """``log p(x | theta)`` for ``theta`` ``(N, D)`` and one observation ``x`` ``(X,)``: ``(N,)``."""
+        """``log p(x | theta)``: ``theta`` ``(N, D)`` and one observation ``x`` ``(X,)`` or one
+        per row ``(N, X)`` -> ``(N,)``."""
         raise NotImplementedError
 
     def _reference(self, x_o: Tensor, n: int, generator: torch.Generator) -> Tensor:
@@ -143,6 +144,16 @@ class Task:
         if x.shape != (self.dim_x,):
             raise ValueError(
                 f"{self.name}: expected one observation of shape ({self.dim_x},), got "
+                f"{tuple(x.shape)}"
+            )
+        return x
+
+    def _check_xs(self, x: Tensor) -> Tensor:
+        """One observation ``(X,)`` or one per parameter row ``(N, X)``."""
+        x = torch.as_tensor(x, dtype=torch.float64)
+        if x.dim() not in (1, 2) or x.shape[-1] != self.dim_x:
+            raise ValueError(
+                f"{self.name}: expected x of shape ({self.dim_x},) or (N, {self.dim_x}), got "
                 f"{tuple(x.shape)}"
             )
         return x
@@ -242,7 +253,7 @@ class GaussianLinear(Task):
         return theta + math.sqrt(self.variance) * noise
 
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
-        theta, x = self._check_theta(theta), self._check_x(x)
+        theta, x = self._check_theta(theta), self._check_xs(x)
         sq = ((x - theta) ** 2).sum(-1)
         return -0.5 * sq / self.variance - 0.5 * self.dim_x * math.log(2 * math.pi * self.variance)
 
@@ -298,7 +309,7 @@ class TwoMoons(Task):
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
         """Exact: ``u = x - shift(theta) - (0.25, 0)`` in polar coordinates ``(r, a)`` has
         density ``N(r; 0.1, 0.01^2) / pi`` on ``a in (-pi/2, pi/2)``, and ``dp = r dr da``."""
-        theta, x = self._check_theta(theta), self._check_x(x)
+        theta, x = self._check_theta(theta), self._check_xs(x)
         u = x - self.shift(theta) - x.new_tensor([self.offset, 0.0])
         r = torch.linalg.vector_norm(u, dim=-1)
         log_normal = (
@@ -346,7 +357,7 @@ class SLCP(Task):
     dim_x = 8
     num_draws = 4
 
-    def __init__(self, chains: int = 200, burn_in: int = 4000, thin: int = 30) -> None:
+    def __init__(self, chains: int = 100, burn_in: int = 5000, thin: int = 50) -> None:
         self.prior = _box(-3.0, 3.0, 5)
         self.chains, self.burn_in, self.thin = chains, burn_in, thin
         self.last_rhat: Tensor | None = None
@@ -370,9 +381,9 @@ class SLCP(Task):
         return draws.reshape(len(theta), 2 * self.num_draws)
 
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
-        theta, x = self._check_theta(theta), self._check_x(x)
+        theta, x = self._check_theta(theta), self._check_xs(x)
         m, s1, s2, rho = self._moments(theta)
-        d = x.reshape(self.num_draws, 2)[None] - m[:, None, :]  # (N, 4, 2)
+        d = x.reshape(-1, self.num_draws, 2) - m[:, None, :]  # (N, 4, 2)
         a, b = d[..., 0] / s1[:, None], d[..., 1] / s2[:, None]
         one_minus = (1 - rho**2)[:, None]
         quad = (a**2 - 2 * rho[:, None] * a * b + b**2) / one_minus
