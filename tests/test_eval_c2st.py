@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("sklearn", reason="C2ST needs scikit-learn (the cli extra)")
 
-from flowforge.eval.c2st import c2st  # noqa: E402
+from flowforge.eval.c2st import c2st
 
 
 def _gaussians(n: int, shift: float, seed: int, scale: float = 1.0, offset: float = 0.0):

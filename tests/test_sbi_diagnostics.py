@@ -184,5 +184,7 @@ def test_plots_are_written(tmp_path: Path) -> None:
         "narrow": hpd_coverage(theta, x, *_posterior(scale=0.5)),
     }
     assert plot_coverage(curves, tmp_path / "coverage.png").stat().st_size > 10_000
-    check = posterior_predictive_check(x[0], sample(500, x[:1])[:, 0], lambda t: t + torch.randn_like(t))
+    check = posterior_predictive_check(
+        x[0], sample(500, x[:1])[:, 0], lambda t: t + torch.randn_like(t)
+    )
     assert plot_predictive_check(check, tmp_path / "ppc.png").stat().st_size > 5_000

@@ -458,9 +458,7 @@ def posterior_predictive_check(
 
     distance = float(mahalanobis(obs[None])[0])
     own = mahalanobis(pred)
-    return PredictiveCheck(
-        obs, pred, quantiles, distance, float((own < distance).double().mean())
-    )
+    return PredictiveCheck(obs, pred, quantiles, distance, float((own < distance).double().mean()))
 
 
 def plot_sbc(
@@ -499,13 +497,21 @@ def plot_sbc(
         ax = fig.add_subplot(rows, cols, i + 1)
         width = values / result.bins
         left = torch.arange(result.bins) * width
-        for b in range(result.bins):
+        ax.bar(
+            left.tolist(),
+            observed[:, i].tolist(),
+            width=width,
+            align="edge",
+            color="C0",
+            alpha=0.45,
+            edgecolor="C0",
+        )
+        for b in range(result.bins):  # the band on top of the bars, so both edges show
             lo, hi = binomial_interval(n, float(expected[b]) / n, level)
-            ax.fill_between(
-                [float(left[b]), float(left[b]) + width], lo, hi, color="0.85", lw=0
-            )
-        ax.bar(left.tolist(), observed[:, i].tolist(), width=width, align="edge",
-               edgecolor="C0", color="C0", alpha=0.6)
+            span = [float(left[b]), float(left[b]) + width]
+            ax.fill_between(span, lo, hi, color="0.5", alpha=0.25, lw=0)
+            ax.plot(span, [lo, lo], color="0.35", lw=0.8)
+            ax.plot(span, [hi, hi], color="0.35", lw=0.8)
         ax.axhline(float(expected.mean()), color="k", lw=0.8, ls="--")
         ax.set_title(f"{names[i]}  (χ² p = {float(result.pvalue[i]):.2g})", fontsize=9)
         ax.set_xlabel("rank")
@@ -537,8 +543,13 @@ def plot_coverage(results: dict[str, CoverageResult], path: str | Path) -> Path:
     ax.set_title(f"Expected coverage ({', '.join(m.upper() for m in methods)})")
     ax.set_xlabel("credibility level α")
     ax.set_ylabel("fraction of true parameters inside")
-    ax.text(0.62, 0.08, "below: over-confident\nabove: under-confident", fontsize=8,
-            transform=ax.transAxes)
+    ax.text(
+        0.62,
+        0.08,
+        "below: over-confident\nabove: under-confident",
+        fontsize=8,
+        transform=ax.transAxes,
+    )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", fontsize=8)

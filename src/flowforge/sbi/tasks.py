@@ -74,7 +74,7 @@ def split_rhat(chains: Tensor) -> Tensor:
     References:
         Gelman et al. 2013, "Bayesian Data Analysis", 3rd ed., section 11.4.
     """
-    c, t, _ = chains.shape
+    t = chains.shape[1]
     half = t // 2
     parts = torch.cat([chains[:, :half], chains[:, half : 2 * half]], dim=0)  # (2C, T/2, D)
     n = parts.shape[1]
@@ -294,7 +294,9 @@ class TwoMoons(Task):
     def shift(theta: Tensor) -> Tensor:
         """``(-|t1 + t2| / sqrt 2, (-t1 + t2) / sqrt 2)``: ``(N, 2) -> (N, 2)``."""
         s = math.sqrt(2.0)
-        return torch.stack([-(theta[:, 0] + theta[:, 1]).abs() / s, (theta[:, 1] - theta[:, 0]) / s], -1)
+        return torch.stack(
+            [-(theta[:, 0] + theta[:, 1]).abs() / s, (theta[:, 1] - theta[:, 0]) / s], -1
+        )
 
     def _moon(self, n: int, generator: torch.Generator | None) -> Tensor:
         """``n`` draws of ``p = (r cos a + 0.25, r sin a)``: ``(n, 2)``."""
