@@ -51,8 +51,9 @@ def test_flowforge_alone(tmp_path: Path) -> None:
 
 # sbi warns that one epoch did not converge, nflows that torch.triangular_solve is deprecated
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_against_sbi(tmp_path: Path) -> None:
+def test_against_sbi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("sbi", reason="the peer: pip install sbi (the bench extra)")
+    monkeypatch.chdir(tmp_path)  # sbi writes its tensorboard logs to ./sbi-logs
     race = load_script("benchmarks/sbi_race.py", "flowforge_bench_sbi_race")
     rows = race.main(_tiny(tmp_path, ["ff_npe", "sbi_npe"]))
     _check(tmp_path, rows, ["ff_npe", "sbi_npe"])
