@@ -11,7 +11,10 @@
 - :class:`Posterior`: ``sample(n, x_o)``, ``log_prob(theta, x_o)``, ``map(x_o)``, batched
   over observations; ``save(run_dir)`` and :func:`load` (also :func:`flowforge.load`);
 - :func:`sequential`: truncated sequential NPE for one observation;
-- :func:`read_simulations`: pre-simulated ``(theta, x)`` tables (CSV / NPY / NPZ).
+- :func:`read_simulations`: pre-simulated ``(theta, x)`` tables (CSV / NPY / NPZ);
+- checks of a posterior (:mod:`.diagnostics`): simulation-based calibration (:func:`sbc`),
+  expected coverage (:func:`hpd_coverage`, :func:`tarp_coverage`), posterior predictive
+  checks; benchmark tasks with reference posteriors (:mod:`.tasks`, :func:`get_task`).
 
 Example:
     >>> import torch, flowforge as ff
@@ -24,6 +27,7 @@ Example:
     (torch.Size([1000, 2]), True)
 """
 
+from flowforge.sbi.diagnostics import hpd_coverage, posterior_predictive_check, sbc, tarp_coverage
 from flowforge.sbi.estimators import FMPE, NPE, check_pairs
 from flowforge.sbi.posterior import Posterior, build_posterior
 from flowforge.sbi.prior import BoxUniform, box_bounds
@@ -31,6 +35,7 @@ from flowforge.sbi.run import load
 from flowforge.sbi.sequential import Truncated, sequential, truncated_prior_sample
 from flowforge.sbi.simulators import SIMULATORS, simulate, two_moons
 from flowforge.sbi.tables import Simulations, read_simulations
+from flowforge.sbi.tasks import get_task
 from flowforge.sbi.zscore import ZSCORE_MODES
 
 __all__ = [
@@ -45,10 +50,15 @@ __all__ = [
     "box_bounds",
     "build_posterior",
     "check_pairs",
+    "get_task",
+    "hpd_coverage",
     "load",
+    "posterior_predictive_check",
     "read_simulations",
+    "sbc",
     "sequential",
     "simulate",
+    "tarp_coverage",
     "truncated_prior_sample",
     "two_moons",
 ]

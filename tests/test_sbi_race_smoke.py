@@ -1,0 +1,60 @@
+"""benchmarks/sbi_race.py runs end to end at a tiny budget, so it cannot rot (flowforge
+always; sbi's NPE when the ``sbi`` package is installed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from repo_scripts import load_script
+
+pytest.importorskip("sklearn", reason="C2ST needs scikit-learn (the cli extra)")
+
+
+def _tiny(tmp_path: Path, methods: list[str]) -> list[str]:
+    return [
+        "--tasks", "two_moons",
+        "--budgets", "200",
+        "--methods", *methods,
+        "--observations", "1",
+        "--c2st-samples", "100",
+        "--c2st-max-iter", "20",
+        "--ff-max-steps", "10",
+        "--sbi-max-epochs", "1",
+        "--cache-dir", str(tmp_path / "cache"),
+        "--jsonl", str(tmp_path / "rows.jsonl"),
+        "--out", str(tmp_path / "sbi.md"),
+    ]  # fmt: skip
+
+
+def _check(tmp_path: Path, rows: list[dict], methods: list[str]) -> None:
+    assert [r["method"] for r in rows] == methods
+    for r in rows:
+        assert 0.0 <= r["c2st_mean"] <= 1.0 and r["fit_s"] > 0
+        assert r["outside_prior"] == 0  # both libraries keep two moons' box
+    saved = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert saved == rows
+    table = (tmp_path / "sbi.md").read_text()
+    assert "| two_moons | 200 | ff_npe |" in table
+    assert list((tmp_path / "cache").glob("two_moons-*-n100-seed0.npy"))
+
+
+def test_flowforge_alone(tmp_path: Path) -> None:
+    race = load_script("benchmarks/sbi_race.py", "flowforge_bench_sbi_race")
+    rows = race.main(_tiny(tmp_path, ["ff_npe"]))
+    _check(tmp_path, rows, ["ff_npe"])
+    again = race.main(_tiny(tmp_path, ["ff_npe"]))  # resumed: nothing recomputed
+    assert again == rows
+
+
+# sbi warns that one epoch did not converge, nflows that torch.triangular_solve is deprecated
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_against_sbi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("sbi", reason="the peer: pip install sbi (the bench extra)")
+    monkeypatch.chdir(tmp_path)  # sbi writes its tensorboard logs to ./sbi-logs
+    race = load_script("benchmarks/sbi_race.py", "flowforge_bench_sbi_race")
+    rows = race.main(_tiny(tmp_path, ["ff_npe", "sbi_npe"]))
+    _check(tmp_path, rows, ["ff_npe", "sbi_npe"])
+    assert "| two_moons | 200 | sbi_npe |" in (tmp_path / "sbi.md").read_text()
