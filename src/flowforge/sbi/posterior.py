@@ -258,7 +258,7 @@ class Posterior(nn.Module):
     def _support(self, rows: Tensor) -> Tensor:
         """Whether each row is inside the open box (all true without a box)."""
         if not self.bounded:
-            return torch.isfinite(rows).all(-1) | ~torch.isnan(rows).any(-1)
+            return ~torch.isnan(rows).any(-1)
         lo, hi = self.low.to(rows), self.high.to(rows)
         return ((rows > lo) & (rows < hi)).all(-1)
 

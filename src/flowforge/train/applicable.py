@@ -29,7 +29,7 @@ __all__ = ["CNF_TRAINING_ONLY", "check_applicable", "check_warmup", "user_given"
 
 #: The FFJORD options that act only on the ODE solves of likelihood training: flow matching
 #: regresses the velocity on straight paths and solves nothing in training (its evaluation
-#: takes the exact trace and the solver's ``method`` / ``rtol`` / ``atol`` / ``steps`` /
+#: takes the exact trace and the solver's ``method`` / ``rtol`` / ``atol`` / ``solver_steps`` /
 #: ``max_nfe``, which stay meaningful).
 CNF_TRAINING_ONLY = {
     "adjoint": "the adjoint backpropagates through ODE solves",

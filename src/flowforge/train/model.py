@@ -46,7 +46,7 @@ from flowforge.train.losses import (
     Objective,
     VariationalDequantization,
 )
-from flowforge.transforms.cnf_solve import FIXED_STEP
+from flowforge.transforms.cnf_solve import FIXED_STEP, tolerance_floor
 from flowforge.transforms.continuous import CNF
 from flowforge.transforms.whiten import Whiten, start_whiten
 
@@ -267,7 +267,7 @@ def _check_solver_options(name: str, given: dict[str, Any], params: dict[str, An
             f"flow {name!r}: option {unused[0]!r} does nothing with method {method!r}, which "
             f"takes {uses}"
         )
-    floor = 32 * torch.finfo(torch.float32).eps
+    floor = tolerance_floor(torch.float32)
     for key in ("rtol", "atol"):
         value: Any = given.get(key)
         number = isinstance(value, int | float) and not isinstance(value, bool)
