@@ -50,6 +50,15 @@ def int_tuple(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def float_list(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, e.g. 1.2,3.4; got {text!r}"
+        ) from None
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

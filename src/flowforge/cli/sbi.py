@@ -6,16 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flowforge.cli._common import json_object
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, e.g. 1.2,3.4; got {text!r}"
-        ) from None
+from flowforge.cli._common import float_list, json_object
 
 
 def _names(text: str) -> list[str]:
@@ -46,10 +37,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--theta-cols", type=_names, default=[], help="parameter columns: a,b,...")
     p.add_argument("--x-cols", type=_names, default=[], help="observation columns: x1,x2,...")
     p.add_argument("--prior", default="box", help="the prior (box: uniform on --low, --high)")
-    p.add_argument("--low", type=_floats, help="the box's lower bounds, one per parameter")
-    p.add_argument("--high", type=_floats, help="the box's upper bounds")
-    p.add_argument("--observation", type=_floats, help="x_o, comma-separated (as the x columns)")
-    p.add_argument("--true-theta", type=_floats, help="the true parameters (marked in the plot)")
+    p.add_argument("--low", type=float_list, help="the box's lower bounds, one per parameter")
+    p.add_argument("--high", type=float_list, help="the box's upper bounds")
+    p.add_argument("--observation", type=float_list, help="x_o, comma-separated (as the x columns)")
+    p.add_argument("--true-theta", type=float_list, help="the true parameters (marked in the plot)")
     p.add_argument("--method", choices=("npe", "fmpe"), default="npe", help="npe (default) or fmpe")
     p.add_argument("--flow", choices=sorted(PRESETS), help="NPE's conditional flow (default nsf)")
     p.add_argument("--flow-options", type=json_object, default={}, metavar="JSON")
