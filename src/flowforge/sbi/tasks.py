@@ -52,10 +52,6 @@ def _box(low: float, high: float, dim: int) -> Distribution:
     return Independent(Uniform(lo, torch.full_like(lo, high), validate_args=False), 1)
 
 
-def _generator(seed: int | None) -> torch.Generator | None:
-    return None if seed is None else torch.Generator().manual_seed(int(seed))
-
-
 def split_rhat(chains: Tensor) -> Tensor:
     """Split-R-hat of each coordinate of MCMC chains.
 
