@@ -51,6 +51,39 @@ def test_train_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     assert _files(folder) == before
 
 
+@pytest.mark.parametrize("flow", ["nsf", "auto"])
+def test_train_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path: Path, flow: str) -> None:
+    folder, before = _thesis(tmp_path)
+    args = ["--steps", "3", *TINY, "--flow", flow, "--overwrite", "--out", folder]
+    proc = run_cli("train", *args, cwd=tmp_path)
+    assert_bad_input(proc, str(folder), "not a flowforge run")
+    assert _files(folder) == before
+
+
+def test_train_overwrite_replaces_only_the_run(tmp_path: Path) -> None:
+    """``flowforge train --overwrite`` replaces a run (its stale files go, a file it did not
+    write stays); without it the run is kept and the message names the flag; it starts a new
+    run, so ``--resume`` refuses it."""
+    run = tmp_path / "run"
+    assert_ok(run_cli("train", "--steps", "3", *TINY, "--out", run, cwd=tmp_path))
+    (run / "notes.txt").write_text("mine")
+    (run / "samples.png").write_bytes(b"an old plot")  # a run's file: removed
+    weights = (run / "model.safetensors").read_bytes()
+    proc = run_cli("train", "--steps", "4", *TINY, "--out", run, cwd=tmp_path)
+    assert_bad_input(proc, "already exists", "--overwrite replaces it", f"--resume {run}")
+    assert (run / "model.safetensors").read_bytes() == weights
+    proc = run_cli("train", "--resume", run, "--overwrite", cwd=tmp_path)
+    assert_bad_input(proc, "--overwrite", "--resume")
+    args = ["--steps", "4", *TINY, "--seed", "1", "--overwrite", "--out", run]
+    assert_ok(run_cli("train", *args, cwd=tmp_path))
+    assert (run / "notes.txt").read_text() == "mine"
+    assert not (run / "samples.png").exists()
+    assert json.loads((run / "config.json").read_text())["config"]["steps"] == 4
+    assert json.loads((run / "results.json").read_text())["steps"] == 4
+    assert (run / "model.safetensors").read_bytes() != weights
+    assert not (run / ".lock").exists()
+
+
 def _estimator() -> ff.FlowDensity:
     x = np.random.default_rng(0).normal(size=(200, 2))
     return ff.FlowDensity(transforms=1, hidden=(8,), max_epochs=2, random_state=0).fit(x)
@@ -124,6 +157,11 @@ def test_concurrent_train_fails_at_once_and_a_killed_run_is_incomplete(tmp_path:
         _wait_for(run / "metrics.jsonl", first)
         second = run_cli("train", "--steps", "10", *TINY, "--out", run, cwd=tmp_path)
         assert_bad_input(second, f"PID {first.pid}", str(run))
+        t0 = time.perf_counter()  # --overwrite does not take a run in use either
+        second = run_cli("train", "--steps", "10", *TINY, "--overwrite", "--out", run, cwd=tmp_path)
+        assert_bad_input(second, f"PID {first.pid}", str(run))
+        assert time.perf_counter() - t0 < 10
+        assert (run / "config.json").exists() and (run / "metrics.jsonl").exists()
         resumed = run_cli("train", "--resume", run, cwd=tmp_path)
         assert_bad_input(resumed, f"PID {first.pid}")
     finally:

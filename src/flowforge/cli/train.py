@@ -42,6 +42,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     train.add_argument(
         "--resume", metavar="RUN", help="continue a run directory from its last checkpoint"
     )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=False,
+        help="replace the run in --out: only a flowforge run, and only the files it wrote (a "
+        "folder that is not a run is refused and left as it is)",
+    )
     add_arguments(train, choices={"flow": sorted(PRESETS)})
 
 
@@ -69,6 +76,11 @@ def _train(args: argparse.Namespace) -> TrainResult | None:
     if args.resume:
         if args.config:
             raise ConfigError("--config cannot be used with --resume (the run has its config)")
+        if args.overwrite:
+            raise ConfigError(
+                "--overwrite starts a new run in --out; it cannot be used with --resume "
+                "(which continues one)"
+            )
         _refuse_vi_run(args.resume)
         result = resume_run(args.resume, flags)
     else:
@@ -99,8 +111,8 @@ def _train(args: argparse.Namespace) -> TrainResult | None:
                     "`flowforge train --flow auto`, then train the chosen preset under torchrun"
                 )
 
-            return auto_run(cfg)
-        result = start_run(cfg)
+            return auto_run(cfg, overwrite=args.overwrite)
+        result = start_run(cfg, overwrite=args.overwrite)
     return result
 
 

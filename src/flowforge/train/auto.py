@@ -65,20 +65,24 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def auto_run(cfg: TrainConfig) -> Any:
+def auto_run(cfg: TrainConfig, *, overwrite: bool = False) -> Any:
     """Search as the module docstring says and return the kept run's ``TrainResult``.
+
+    ``overwrite`` replaces a run found in the output folder (its trials' runs included), as
+    :func:`~flowforge.train.run.start_run` does.
 
     Raises:
         ConfigError: an output folder that exists and is not empty, a budget that is not
             positive, or no trial finishing.
     """
     from flowforge.train.prepare import default_out_dir
-    from flowforge.train.run import start_run
+    from flowforge.train.run import RESUME, start_run
 
     if cfg.time_budget <= 0:
         raise ConfigError(f"time_budget must be positive, got {cfg.time_budget}")
     out = Path(cfg.out) if cfg.out else default_out_dir(cfg)
-    with RunWriter.reserve(out) as writer:  # locked while the trials run under out/trials
+    # locked while the trials run under out/trials
+    with RunWriter.reserve(out, overwrite, RESUME) as writer:
         return _search(cfg, out, writer, start_run)
 
 

@@ -126,12 +126,18 @@ def _device(cfg: TrainConfig, world: World) -> tuple[torch.device, World]:
 RESUME = "flowforge train --resume"
 
 
-def _check_out(cfg: TrainConfig) -> Path:
-    return check_new_run(Path(cfg.out) if cfg.out else default_out_dir(cfg), None, RESUME)
+def _check_out(cfg: TrainConfig, overwrite: bool) -> Path:
+    return check_new_run(Path(cfg.out) if cfg.out else default_out_dir(cfg), overwrite, RESUME)
 
 
-def start_run(cfg: TrainConfig) -> TrainResult | None:
+def start_run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult | None:
     """Train a new run as ``cfg`` says (``None`` on ranks other than 0 of a torchrun launch).
+
+    Args:
+        cfg: the options.
+        overwrite: replace a run found in the output folder (``flowforge train --overwrite``):
+            only a run, and only its files (:class:`~flowforge.runs.writer.RunWriter`); a
+            folder that is not a run is refused either way.
 
     Raises:
         ConfigError: bad options or an existing output folder.
@@ -140,7 +146,7 @@ def start_run(cfg: TrainConfig) -> TrainResult | None:
     """
     check_flow_name(cfg.flow)
     world = init_world()
-    out = from_main(lambda: _check_out(cfg), world, (ConfigError, RunError))  # one name
+    out = from_main(lambda: _check_out(cfg, overwrite), world, (ConfigError, RunError))  # one name
     device, world = _device(cfg, world)
     if Path(cfg.data).suffix:
         cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
@@ -166,7 +172,7 @@ def start_run(cfg: TrainConfig) -> TrainResult | None:
     writer = None
     if world.is_main:
         record = {**new_record(cfg, spec, ds, total, deq_spec), "sized_from_data": sized}
-        writer = RunWriter.create(out, record, None, RESUME)
+        writer = RunWriter.create(out, record, overwrite, RESUME)
         trainer.attach(writer)
     with writer or nullcontext():
         if writer is not None:
