@@ -100,3 +100,31 @@ def test_read_toml_errors(tmp_path: Path) -> None:
 
 def test_resume_keys_are_fields() -> None:
     assert set(RESUME_KEYS) <= set(TrainConfig.option_names())
+
+
+def test_the_config_is_composed_of_the_option_groups_in_order() -> None:
+    """TrainConfig is the small groups, each in the module of its concept, read flat: its
+    options are the groups' fields in the order data, model, objective, optimisation, run,
+    tables (the order of --help and config.json), and a group's value is the config's."""
+    import dataclasses
+
+    from flowforge.train.config import (
+        DataOptions,
+        ModelOptions,
+        ObjectiveOptions,
+        OptimOptions,
+        RunOptions,
+        TableOptions,
+    )
+
+    groups = [DataOptions, ModelOptions, ObjectiveOptions, OptimOptions, RunOptions, TableOptions]
+    names = [[f.name for f in dataclasses.fields(g)] for g in groups]
+    assert TrainConfig.option_names() == [n for group in names for n in group]
+    firsts = ["data", "flow", "objective", "steps", "seed", "size_from_data"]
+    assert [group[0] for group in names] == firsts
+    cfg = TrainConfig.from_layers({"lr": 3e-3, "flow": "maf", "whiten": True, "seed": 4})
+    assert (cfg.lr, cfg.flow, cfg.whiten, cfg.seed) == (3e-3, "maf", True, 4)
+    for g in groups:
+        assert isinstance(cfg, g)
+        assert g() == g(**{n: getattr(TrainConfig(), n) for n in g.__dataclass_fields__})
+    assert list(cfg.to_dict()) == [*TrainConfig.option_names(), "given"]

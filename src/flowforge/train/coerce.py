@@ -1,4 +1,5 @@
-"""Type checks of option values against a dataclass's field types (TOML, flags, JSON).
+"""Type checks of option values against a dataclass's field types (TOML, flags, JSON), and
+the fields' metadata (:func:`option_doc`).
 
 Example:
     >>> from flowforge.train.config import TrainConfig
@@ -16,7 +17,13 @@ from typing import Any
 
 from flowforge.runs.errors import ConfigError
 
-__all__ = ["coerce", "plain_type"]
+__all__ = ["coerce", "option_doc", "plain_type"]
+
+
+def option_doc(help: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Field metadata of an option: the flag's help text and, for string options, the valid
+    choices (:mod:`flowforge.train.flags` builds the flag from it, :func:`coerce` checks)."""
+    return {"help": help} if choices is None else {"help": help, "choices": choices}
 
 
 def plain_type(cls: type, key: str) -> tuple[type, bool]:

@@ -25,12 +25,23 @@ from typing import Any
 
 from flowforge.runs.errors import ConfigError
 from flowforge.train.coerce import coerce, plain_type
-from flowforge.train.data_options import DataOptions, _doc
+from flowforge.train.data_options import DataOptions
+from flowforge.train.model_options import ModelOptions
+from flowforge.train.objective_options import ObjectiveOptions
+from flowforge.train.optim_options import OptimOptions
+from flowforge.train.run_options import RunOptions
+from flowforge.train.table_options import TableOptions
 
 __all__ = [
     "AUTO",
     "RESUME_KEYS",
     "ConfigError",
+    "DataOptions",
+    "ModelOptions",
+    "ObjectiveOptions",
+    "OptimOptions",
+    "RunOptions",
+    "TableOptions",
     "TrainConfig",
     "field_type",
 ]
@@ -51,197 +62,29 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# A dataclass's fields come from its bases in reverse order: the last base's first. The
+# options therefore read data, model, objective, optimisation, run, tables: the order of the
+# flags in --help and of the keys in config.json.
 @dataclass
-class TrainConfig(DataOptions):
-    """Every option of a training run, with its default.
+class TrainConfig(
+    TableOptions, RunOptions, OptimOptions, ObjectiveOptions, ModelOptions, DataOptions
+):
+    """Every option of a training run, with its default, composed of the small option groups.
+
+    Each group is a dataclass in the module of its concept, and a function that uses one group
+    takes that one: :class:`~flowforge.train.data_options.DataOptions`,
+    :class:`~flowforge.train.model_options.ModelOptions`,
+    :class:`~flowforge.train.objective_options.ObjectiveOptions`,
+    :class:`~flowforge.train.optim_options.OptimOptions`,
+    :class:`~flowforge.train.run_options.RunOptions` and
+    :class:`~flowforge.train.table_options.TableOptions`. A config reads flat (``cfg.lr``,
+    ``cfg.flow``), and flags, TOML keys and ``config.json`` keys are the field names.
 
     Flags are the field names with ``-`` for ``_`` (``--batch-size``); a TOML config uses the
     field names as top-level keys. ``steps`` and ``epochs`` exclude each other: the later layer
-    (flags over TOML over defaults) wins. The data options come first, from
-    :class:`~flowforge.train.data_options.DataOptions`.
+    (flags over TOML over defaults) wins.
     """
 
-    # flow
-    flow: str = field(
-        default="nsf",
-        metadata=_doc(
-            "flow preset, or auto: try presets and sizes within --time-budget and keep the "
-            "one of the best validation NLL (the trials and their table under RUN/trials, "
-            "RUN/auto.json)"
-        ),
-    )
-    time_budget: float = field(
-        default=300.0, metadata=_doc("--flow auto: seconds the search may take")
-    )
-    transforms: int | None = field(
-        default=None,
-        metadata=_doc("vector presets: number of transforms (default: the preset's CLI default)"),
-    )
-    hidden: tuple[int, ...] | None = field(
-        default=None,
-        metadata=_doc(
-            "hidden layer widths, e.g. 64,64 (image presets: one number of channels; default: "
-            "the preset's CLI default)"
-        ),
-    )
-    bins: int | None = field(
-        default=None, metadata=_doc("spline bins (NSF only; default the preset's)")
-    )
-    flow_options: dict[str, Any] = field(
-        default_factory=dict,
-        metadata=_doc(
-            "other preset keyword arguments, as a JSON/TOML table, e.g. "
-            '\'{"levels": 2, "steps": 8}\' for glow or '
-            '\'{"dropout": 0.1, "residual_blocks": 2}\' for the vector presets'
-        ),
-    )
-    # objective
-    objective: str = field(
-        default="likelihood",
-        metadata=_doc(
-            "what training minimises: maximum likelihood, or flow matching (ffjord with one "
-            "block: the CNF's velocity regressed on straight paths, no ODE solve in training)",
-            ("likelihood", "flow-matching"),
-        ),
-    )
-    kinetic: float = field(
-        default=0.0,
-        metadata=_doc("ffjord, likelihood: RNODE weight of the kinetic energy (0: off)"),
-    )
-    jacobian: float = field(
-        default=0.0,
-        metadata=_doc("ffjord, likelihood: RNODE weight of the Jacobian Frobenius norm (0: off)"),
-    )
-    ot: bool = field(
-        default=False,
-        metadata=_doc("flow matching: pair data and base samples by mini-batch optimal transport"),
-    )
-    fm_sigma: float = field(
-        default=0.0, metadata=_doc("flow matching: noise around the straight paths (0: none)")
-    )
-    dequantization: str = field(
-        default="uniform",
-        metadata=_doc(
-            "images: uniform noise, or a learned noise flow q(u | x) trained jointly "
-            "(variational; validated by the variational bound)",
-            ("uniform", "variational"),
-        ),
-    )
-    noise: float = field(
-        default=0.0,
-        metadata=_doc(
-            "images: standard deviation of Gaussian noise added to each training batch's "
-            "dequantized values u in [0, 1) (TarFlow's noise augmentation; the run then maps u "
-            "to 2u - 1 instead of the logit; validation and test stay clean); 0: none"
-        ),
-    )
-    dequantizer_options: dict[str, Any] = field(
-        default_factory=dict,
-        metadata=_doc(
-            "variational dequantization: the noise flow's options, e.g. "
-            '\'{"noise": "conv", "transforms": 4, "hidden": 16}\''
-        ),
-    )
-    # optimisation
-    steps: int = field(default=1500, metadata=_doc("gradient steps (excludes --epochs)"))
-    epochs: float | None = field(
-        default=None, metadata=_doc("passes over the training set (excludes --steps)")
-    )
-    batch_size: int = field(default=256, metadata=_doc("batch size"))
-    lr: float = field(default=2e-3, metadata=_doc("peak learning rate"))
-    optimizer: str = field(default="adam", metadata=_doc("optimizer", choices=("adam", "adamw")))
-    weight_decay: float = field(default=0.0, metadata=_doc("weight decay (decoupled for adamw)"))
-    schedule: str = field(
-        default="cosine", metadata=_doc("learning-rate schedule", ("cosine", "plateau", "constant"))
-    )
-    min_lr: float = field(default=0.0, metadata=_doc("cosine: final learning rate"))
-    lr_factor: float = field(
-        default=0.5, metadata=_doc("plateau: factor applied after lr_patience bad evaluations")
-    )
-    lr_patience: int = field(
-        default=3, metadata=_doc("plateau: evaluations without improvement before lowering")
-    )
-    warmup_steps: int = field(
-        default=0,
-        metadata=_doc("linear learning-rate warmup over the first N steps, before the schedule"),
-    )
-    ema_decay: float = field(
-        default=0.0,
-        metadata=_doc(
-            "exponential moving average of the weights (e.g. 0.999; 0 disables): the average is "
-            "what is validated, kept as best and saved"
-        ),
-    )
-    clip_grad: float = field(
-        default=5.0, metadata=_doc("gradient-norm clipping threshold (0 disables)")
-    )
-    eval_every: int = field(default=100, metadata=_doc("validate and checkpoint every N steps"))
-    eval_batch_size: int = field(default=4096, metadata=_doc("batch size for validation and test"))
-    patience: int = field(
-        default=0, metadata=_doc("early stopping: evaluations without improvement (0 disables)")
-    )
-    restore_best: bool = field(
-        default=True, metadata=_doc("end with the weights of the best validation NLL")
-    )
-    on_nan: str = field(
-        default="recover", metadata=_doc("on a non-finite loss", choices=("recover", "stop"))
-    )
-    nan_lr_factor: float = field(
-        default=0.5, metadata=_doc("recover: learning-rate factor after a non-finite loss")
-    )
-    max_nan_recoveries: int = field(
-        default=5, metadata=_doc("recover: stop after this many in a row")
-    )
-    # run
-    seed: int = field(
-        default=0, metadata=_doc("seed of everything random (data, initialisation, noise)")
-    )
-    device: str = field(default="auto", metadata=_doc("device", choices=("cpu", "cuda", "auto")))
-    precision: str = field(
-        default="float32",
-        metadata=_doc(
-            "training arithmetic of the networks: float32, or bf16 autocast (log-dets, bases "
-            "and log_prob stay float32; validation and test in float32)",
-            choices=("float32", "bf16"),
-        ),
-    )
-    threads: int = field(
-        default=0,
-        metadata=_doc(
-            "CPU threads (0: automatic, 1 for small networks where more threads only add overhead)"
-        ),
-    )
-    out: str | None = field(
-        default=None, metadata=_doc("run directory (default runs/<data>-<flow>-<timestamp>)")
-    )
-    plots: bool = field(default=True, metadata=_doc("write PNG plots at the end"))
-    quiet: bool = field(default=False, metadata=_doc("no progress bar"))
-    size_from_data: bool = field(
-        default=True,
-        metadata=_doc(
-            "tables with a training set: choose the options you do not give (batch size, "
-            "validation frequency, early stopping, width, weight decay) from the rows and "
-            "columns, print the choice and save it in the run (--no-size-from-data: the fixed "
-            "defaults shown here)"
-        ),
-    )
-    whiten: bool = field(
-        default=False,
-        metadata=_doc(
-            "standardised tables: whiten the standardised rows with the Cholesky factor of "
-            "their shrunk correlation, so that the untrained flow is the training rows' "
-            "full-covariance Gaussian (chosen on by the sized defaults of a table; "
-            "--no-whiten keeps the per-column standardisation only)"
-        ),
-    )
-    defensive: bool = field(
-        default=True,
-        metadata=_doc(
-            "standardised tables: the model is the mixture (1 - w) flow + w Gaussian start, w "
-            "chosen on the M validation rows (at least max(0.01, 1/(M+2))), so no row scores more than "
-            "log(1/w) nats below the Gaussian start (--no-defensive: the flow alone)"
-        ),
-    )
     given: tuple[str, ...] = field(
         default=(),
         metadata={"help": "the options set by a layer (TOML, flags), in order", "internal": True},

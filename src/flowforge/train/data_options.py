@@ -1,8 +1,7 @@
 """The data options of :class:`~flowforge.train.config.TrainConfig`: its first field group.
 
-:class:`DataOptions` is the base dataclass of ``TrainConfig``: its fields (which data, which
-columns, the validation and test rows, the images' logit constant) come first in the options,
-the flags and ``config.json``. :func:`_doc` builds the field metadata of both.
+:class:`DataOptions` holds which data, which columns, the validation and test rows and the
+images' logit constant; its fields come first in the options, the flags and ``config.json``.
 
 Example:
     >>> import dataclasses
@@ -14,35 +13,34 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from flowforge.train.coerce import option_doc
 
 __all__ = ["DataOptions"]
 
-
-def _doc(help: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Field metadata: the flag's help text and, for string options, the valid choices."""
-    return {"help": help} if choices is None else {"help": help, "choices": choices}
+_doc = option_doc  # the name this module used before coerce.option_doc
 
 
 @dataclass
 class DataOptions:
-    """The data options of a training run, with their defaults (the base of ``TrainConfig``)."""
+    """The data options of a training run, with their defaults."""
 
     # data
     data: str = field(
         default="8gaussians",
-        metadata=_doc("dataset name (see `flowforge datasets`) or a .csv/.npy file"),
+        metadata=option_doc("dataset name (see `flowforge datasets`) or a .csv/.npy file"),
     )
     data_dir: str | None = field(
-        default=None, metadata=_doc("folder with downloaded datasets (default $FLOWFORGE_DATA)")
+        default=None,
+        metadata=option_doc("folder with downloaded datasets (default $FLOWFORGE_DATA)"),
     )
     columns: str | None = field(
         default=None,
-        metadata=_doc("user files: columns to use, names or 0-based indices, e.g. a,b,7"),
+        metadata=option_doc("user files: columns to use, names or 0-based indices, e.g. a,b,7"),
     )
     header: bool | None = field(
         default=None,
-        metadata=_doc(
+        metadata=option_doc(
             "user CSV files: the first row is column names (--header) or data (--no-header); "
             "default: a header when any cell is not a number or the row is the column numbers "
             "0..D-1 or 1..D (D >= 3); the run records which was used"
@@ -50,7 +48,7 @@ class DataOptions:
     )
     n_val: float | None = field(
         default=None,
-        metadata=_doc(
+        metadata=option_doc(
             "validation rows: user files and scikit-learn sets (digits included): a count or a "
             "fraction below 1 of the rows (default 0.1); 2-D toy data: fresh samples (default "
             "10000); refused for the on-disk benchmark sets and mnist / cifar10, which keep "
@@ -58,8 +56,9 @@ class DataOptions:
         ),
     )
     n_test: float | None = field(
-        default=None, metadata=_doc("test rows: like --n-val (default 0.1, toy data 10000)")
+        default=None, metadata=option_doc("test rows: like --n-val (default 0.1, toy data 10000)")
     )
     logit_alpha: float = field(
-        default=1e-6, metadata=_doc("images: logit pre-transform constant a in s = a + (1-2a)u")
+        default=1e-6,
+        metadata=option_doc("images: logit pre-transform constant a in s = a + (1-2a)u"),
     )

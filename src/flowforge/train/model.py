@@ -46,6 +46,8 @@ from flowforge.train.losses import (
     Objective,
     VariationalDequantization,
 )
+from flowforge.train.objective_options import ObjectiveOptions
+from flowforge.train.table_options import TableOptions
 from flowforge.transforms.cnf_solve import FIXED_STEP, tolerance_floor
 from flowforge.transforms.continuous import CNF
 from flowforge.transforms.whiten import Whiten, start_whiten
@@ -352,7 +354,7 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
     )
 
 
-def _start_of(cfg: TrainConfig, ds: Any) -> tuple[Whiten, float, str] | None:
+def _start_of(cfg: TableOptions, ds: Any) -> tuple[Whiten, float, str] | None:
     """The Gaussian start of a standardised table with at least 2 training rows, when
     ``--whiten`` or ``--defensive`` asks for it: the whitening of its (standardised) training
     rows (:func:`~flowforge.transforms.whiten.start_whiten`: the shrinkage chosen by the
@@ -367,7 +369,7 @@ def _start_of(cfg: TrainConfig, ds: Any) -> tuple[Whiten, float, str] | None:
     return start_whiten(train.reshape(train.shape[0], -1), val)
 
 
-def dequantizer_spec_for(cfg: TrainConfig, ds: Any) -> dict[str, Any] | None:
+def dequantizer_spec_for(cfg: ObjectiveOptions, ds: Any) -> dict[str, Any] | None:
     """The recipe of the learned dequantizer that ``cfg`` asks for (``None``: uniform noise).
 
     The recipe is JSON (saved in ``config.json``, rebuilt by

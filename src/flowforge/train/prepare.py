@@ -36,6 +36,7 @@ from flowforge.runs.recipe import DEQUANTIZER_FILE, build_dequantizer
 from flowforge.train.batches import steps_per_epoch
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.losses import VariationalDequantization
+from flowforge.train.optim_options import OptimOptions
 
 __all__ = [
     "default_out_dir",
@@ -148,10 +149,11 @@ def load_data(
     return ds
 
 
-def total_steps_of(cfg: TrainConfig, ds: Dataset) -> int:
-    if cfg.epochs is None:
-        return cfg.steps
-    return max(1, math.ceil(cfg.epochs * steps_per_epoch(ds, cfg.batch_size)))
+def total_steps_of(opt: OptimOptions, ds: Dataset) -> int:
+    """The run's number of steps on ``ds`` (``steps``, or ``epochs`` passes of its batches)."""
+    if opt.epochs is None:
+        return opt.steps
+    return max(1, math.ceil(opt.epochs * steps_per_epoch(ds, opt.batch_size)))
 
 
 def new_record(
