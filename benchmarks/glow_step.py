@@ -37,7 +37,7 @@ SHAPE = (1, 8, 8)
 
 def digits_glow() -> ff.Flow:
     torch.manual_seed(0)
-    glow = ff.flows.Glow(shape=SHAPE, levels=2, depth=4, hidden=64)
+    glow = ff.flows.Glow(shape=SHAPE, levels=2, depth=4, hidden=(64, 64))
     return ff.Flow(ff.Compose([ff.transforms.Logit(1e-3, SHAPE), glow.bijection]), glow.base)
 
 

@@ -34,7 +34,7 @@ import flowforge as ff
 
 def build(shape: tuple[int, int, int], levels: int, steps: int, hidden: int) -> ff.Flow:
     """``Logit(0.05)`` then Glow: a density of ``u`` in ``[0, 1)^(C, H, W)``."""
-    glow = ff.flows.Glow(shape=shape, levels=levels, depth=steps, hidden=hidden)
+    glow = ff.flows.Glow(shape=shape, levels=levels, depth=steps, hidden=(hidden, hidden))
     return ff.Flow(ff.Compose([ff.transforms.Logit(0.05, shape), glow.bijection]), glow.base)
 
 

@@ -38,7 +38,7 @@ def build_flowforge(flow: str, d: Dim) -> Model:
     if flow == "Glow":
         assert isinstance(d, tuple)
         g: Any = ff.flows.Glow(
-            shape=d, levels=GLOW["levels"], depth=GLOW["steps"], hidden=GLOW["hidden"]
+            shape=d, levels=GLOW["levels"], depth=GLOW["steps"], hidden=(GLOW["hidden"],) * 2
         )
         return Model(g, g.log_prob, g.sample)
     assert isinstance(d, int)

@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if hidden is None:  # the Glow (2 levels x 4 steps) whose parameter count is closest
         hidden = min(
             range(16, 513, 8),
-            key=lambda h: abs(params(ff.flows.Glow(shape, depth=4, hidden=h)) - params(tar)),
+            key=lambda h: abs(params(ff.flows.Glow(shape, depth=4, hidden=(h, h))) - params(tar)),
         )
-    glow = ff.flows.Glow(shape, depth=4, hidden=hidden)
+    glow = ff.flows.Glow(shape, depth=4, hidden=(hidden, hidden))
     randomized(tar), randomized(glow)
     x = torch.rand(args.batch, *shape)
     ops: dict[str, Callable[[], object]] = {

@@ -123,12 +123,12 @@ def _channel(
 ) -> Bijection:
     c = shape[0]
     a = c - c // 2 if not flip else c // 2
-    net = ff.nn.ConvNet(a + context, (c - a) * t.params_per_dim, hidden=8)
+    net = ff.nn.ConvNet(a + context, (c - a) * t.params_per_dim, hidden=(8, 8))
     return T.ChannelCoupling(shape, t, net, context=context, flip=flip)
 
 
 def _checker(t: T.Transformer, context: int = 0, parity: int = 0) -> Bijection:
-    net = ff.nn.ConvNet(IMG[0] + context, IMG[0] * t.params_per_dim, hidden=8)
+    net = ff.nn.ConvNet(IMG[0] + context, IMG[0] * t.params_per_dim, hidden=(8, 8))
     return T.CheckerboardCoupling(IMG, t, net, context=context, parity=parity)
 
 
@@ -136,9 +136,9 @@ def _spatial(kind: str) -> Bijection:
     """A coupling on IMG whose context is 2 feature maps of IMG's pixels (2 * 16 values)."""
     c = IMG[0]
     if kind == "channel":
-        net = ff.nn.ConvNet(c - c // 2 + 2, (c // 2) * 2, hidden=8)
+        net = ff.nn.ConvNet(c - c // 2 + 2, (c // 2) * 2, hidden=(8, 8))
         return T.ChannelCoupling(IMG, T.Affine(), net, context=2 * 16, spatial=True)
-    net = ff.nn.ConvNet(c + 2, c * 2, hidden=8)
+    net = ff.nn.ConvNet(c + 2, c * 2, hidden=(8, 8))
     return T.CheckerboardCoupling(IMG, T.Affine(), net, context=2 * 16, parity=1, spatial=True)
 
 
@@ -330,13 +330,15 @@ REGISTRY: dict[str, Callable[[], Case]] = {
         ff.flows.NSF(D, context=C, transforms=2, bins=4, hidden=H).bijection, C
     ),
     "preset-glow": lambda: Case(
-        ff.flows.Glow((1, 4, 4), context=C, levels=2, depth=1, hidden=4).bijection, C
+        ff.flows.Glow((1, 4, 4), context=C, levels=2, depth=1, hidden=(4, 4)).bijection, C
     ),
     "preset-glow-plain-conv": lambda: Case(
-        ff.flows.Glow((2, 4, 4), levels=1, depth=2, hidden=4, lu=False).bijection
+        ff.flows.Glow((2, 4, 4), levels=1, depth=2, hidden=(4, 4), lu=False).bijection
     ),
     "preset-multiscale-realnvp": lambda: Case(
-        ff.flows.MultiscaleRealNVP((1, 4, 4), context=C, levels=2, depth=1, hidden=4).bijection,
+        ff.flows.MultiscaleRealNVP(
+            (1, 4, 4), context=C, levels=2, depth=1, hidden=(4, 4)
+        ).bijection,
         C,
     ),
     "preset-tarflow": lambda: Case(

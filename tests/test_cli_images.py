@@ -42,7 +42,7 @@ def test_image_presets_bring_their_training_defaults(glow_run: Path) -> None:
         "context": 0,
         "levels": 2,
         "depth": 1,
-        "hidden": 8,
+        "hidden": [8, 8],
     }
     assert model["data_shape"] == [1, 8, 8]
     rows = [json.loads(line) for line in (glow_run / "metrics.jsonl").read_text().splitlines()]

@@ -278,7 +278,7 @@ def test_variational_dequantization_training_on_digits_lowers_the_bound() -> Non
     ds = load_sklearn_dataset("digits", 0)
     shape = (1, 8, 8)
     torch.manual_seed(0)
-    glow = ff.flows.Glow(shape=shape, levels=2, depth=2, hidden=32)
+    glow = ff.flows.Glow(shape=shape, levels=2, depth=2, hidden=(32, 32))
     flow = ff.Flow(ff.Compose([ff.transforms.Logit(0.05, shape), glow.bijection]), glow.base)
     deq = VariationalDequantizer(shape, K, transforms=2, hidden=(64,))
     objective = VariationalDequantization(deq)

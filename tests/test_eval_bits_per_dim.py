@@ -100,7 +100,7 @@ def test_run_paths_count_the_noise_once(tmp_path: Path) -> None:
     assert u.shape == (50, *shape) and torch.equal((u * k).floor(), ds.test)
     # a flow that is not uniform: the score is log p of the image dequantized once, seeded
     torch.manual_seed(0)
-    glow = ff.flows.Glow(shape=shape, levels=1, depth=1, hidden=4).double()
+    glow = ff.flows.Glow(shape=shape, levels=1, depth=1, hidden=(4, 4)).double()
     with torch.no_grad():
         for p in glow.parameters():
             p.normal_(0.0, 0.05)

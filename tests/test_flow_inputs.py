@@ -27,7 +27,7 @@ def _vector(name: str, context: int = 0) -> ff.Flow:
 
 def _glow(context: int = 0) -> ff.Flow:
     torch.manual_seed(0)
-    return ff.flows.Glow(shape=(1, 4, 4), levels=1, depth=1, hidden=8, context=context)
+    return ff.flows.Glow(shape=(1, 4, 4), levels=1, depth=1, hidden=(8, 8), context=context)
 
 
 @pytest.mark.parametrize("name", VECTOR)

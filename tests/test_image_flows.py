@@ -13,7 +13,7 @@ DT = torch.float64
 
 def _glow(context: int = 0) -> ff.Flow:
     torch.manual_seed(0)
-    flow = ff.flows.Glow((1, 4, 4), context=context, levels=2, depth=2, hidden=8)
+    flow = ff.flows.Glow((1, 4, 4), context=context, levels=2, depth=2, hidden=(8, 8))
     return randomize(flow, 0.1).to(DT).eval()  # type: ignore[return-value]
 
 
@@ -35,7 +35,7 @@ def test_sample_and_log_prob_at_a_temperature_is_the_flow_density() -> None:
 
 def test_temperature_needs_a_standard_normal_base() -> None:
     base = ff.distributions.DiagNormal(16)
-    flow = ff.flows.Glow((1, 4, 4), levels=2, depth=1, hidden=4, base=base)
+    flow = ff.flows.Glow((1, 4, 4), levels=2, depth=1, hidden=(4, 4), base=base)
     flow.sample(2)  # T = 1 is fine with any base
     with pytest.raises(ValueError, match="StandardNormal"):
         flow.sample(2, temperature=0.5)
@@ -47,7 +47,7 @@ def test_temperature_needs_a_standard_normal_base() -> None:
 def test_class_conditional_image_flow(preset: str) -> None:
     torch.manual_seed(1)
     cls = ff.flows.PRESETS[preset]
-    flow = randomize(cls((1, 4, 4), context=3, levels=2, depth=1, hidden=8), 0.1).to(DT).eval()
+    flow = randomize(cls((1, 4, 4), context=3, levels=2, depth=1, hidden=(8, 8)), 0.1).to(DT).eval()
     labels = torch.nn.functional.one_hot(torch.tensor([0, 1, 2]), 3).to(DT)
     x = torch.randn(3, 1, 4, 4, dtype=DT)
     lp = flow.log_prob(x[:1].expand(3, 1, 4, 4), labels)
@@ -64,4 +64,6 @@ def test_image_presets_check_their_shape() -> None:
     with pytest.raises(ValueError, match=r"shape=\(C, H, W\)"):
         ff.flows.Glow((64,))
     with pytest.raises(ValueError, match="hidden"):
-        ff.flows.MultiscaleRealNVP((1, 8, 8), hidden=(8, 8))
+        ff.flows.MultiscaleRealNVP((1, 8, 8), hidden=(8, 0))
+    with pytest.raises(ValueError, match="hidden"):
+        ff.flows.Glow((1, 8, 8), hidden=())

@@ -84,7 +84,7 @@ def test_sigmoid_affine_closed_form() -> None:
 
 
 def _net(cin: int, cout: int) -> ff.nn.ConvNet:
-    return randomize(ff.nn.ConvNet(cin, cout, hidden=8)).to(DT)  # type: ignore[return-value]
+    return randomize(ff.nn.ConvNet(cin, cout, hidden=(8, 8))).to(DT)  # type: ignore[return-value]
 
 
 def test_channel_coupling_conditions_on_the_first_half() -> None:

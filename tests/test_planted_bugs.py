@@ -158,7 +158,7 @@ def test_glow_builds_what_its_docstring_says(levels: int, steps: int) -> None:
     from flowforge.transforms import ActNorm, Affine, ChannelCoupling, Squeeze
     from flowforge.transforms.sigmoid_affine import SigmoidAffine
 
-    flow = ff.flows.Glow(shape=(1, 16, 16), levels=levels, depth=steps, hidden=8)
+    flow = ff.flows.Glow(shape=(1, 16, 16), levels=levels, depth=steps, hidden=(8, 8))
     mods = list(flow.modules())
     couplings = [m for m in mods if isinstance(m, ChannelCoupling)]
     priors = [m for m in couplings if isinstance(m.transformer, Affine)]

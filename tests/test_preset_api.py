@@ -30,7 +30,8 @@ def small(name: str, context: int, size: int = 3, width: int = 8) -> dict[str, o
         sizes = {"group": 4, "depth": size, "early_every": 2, "hidden": width, "layers": 2}
         return {"shape": (1, 16), "context": context, "frame_features": context, **sizes}
     if is_image(name):
-        return {"shape": IMAGE, "context": context, "levels": 2, "depth": size, "hidden": width}
+        hidden = (width, width)  # glow, multiscale_realnvp: the conv nets' hidden layers
+        return {"shape": IMAGE, "context": context, "levels": 2, "depth": size, "hidden": hidden}
     return {"features": D, "context": context, "transforms": size, "hidden": (width, 6)}
 
 

@@ -101,8 +101,8 @@ def test_steps_means_optimisation_steps_only() -> None:
     from flowforge.train.model import preset_options
 
     for cls, kwargs in (
-        (ff.flows.Glow, {"shape": (1, 4, 4), "levels": 1, "hidden": 4}),
-        (ff.flows.MultiscaleRealNVP, {"shape": (1, 4, 4), "levels": 1, "hidden": 4}),
+        (ff.flows.Glow, {"shape": (1, 4, 4), "levels": 1, "hidden": (4, 4)}),
+        (ff.flows.MultiscaleRealNVP, {"shape": (1, 4, 4), "levels": 1, "hidden": (4, 4)}),
         (ff.flows.WaveGlow, {"shape": (1, 16), "group": 4, "hidden": 4, "layers": 2}),
     ):
         torch.manual_seed(0)
@@ -133,8 +133,10 @@ def test_steps_means_optimisation_steps_only() -> None:
     def size(m: torch.nn.Module) -> int:
         return sum(p.numel() for p in m.parameters())
 
-    deep = ff.flows.Glow((1, 4, 4), levels=1, depth=2, hidden=4)
-    assert size(flow) == size(deep) != size(ff.flows.Glow((1, 4, 4), levels=1, depth=1, hidden=4))
+    deep = ff.flows.Glow((1, 4, 4), levels=1, depth=2, hidden=(4, 4))
+    assert (
+        size(flow) == size(deep) != size(ff.flows.Glow((1, 4, 4), levels=1, depth=1, hidden=(4, 4)))
+    )
 
 
 def test_activation_is_a_name_everywhere() -> None:
@@ -155,10 +157,81 @@ def test_activation_is_a_name_everywhere() -> None:
     assert {"flowforge.nn.MLP", "flowforge.nn.MADE", "flowforge.flows.RealNVP"} <= set(defaults)
     assert "flowforge.nn.ConvNet" in defaults
     assert {k: v for k, v in defaults.items() if not isinstance(v, str)} == {}
-    named = ff.nn.ConvNet(2, 4, hidden=8, activation="tanh", zero_last=False)
+    named = ff.nn.ConvNet(2, 4, hidden=(8, 8), activation="tanh", zero_last=False)
     torch.manual_seed(0)
-    a = ff.nn.ConvNet(2, 4, hidden=8, activation="tanh", zero_last=False)
+    a = ff.nn.ConvNet(2, 4, hidden=(8, 8), activation="tanh", zero_last=False)
     torch.manual_seed(0)
-    b = ff.nn.ConvNet(2, 4, hidden=8, activation=torch.nn.Tanh, zero_last=False)
+    b = ff.nn.ConvNet(2, 4, hidden=(8, 8), activation=torch.nn.Tanh, zero_last=False)
     x = torch.randn(3, 2, 4, 4)
     assert torch.equal(a(x), b(x)) and isinstance(named.layers[1], torch.nn.Tanh)
+
+
+OLD_GLOW = Path(__file__).parent / "fixtures" / "old_runs" / "glow"
+
+
+def test_hidden_is_a_sequence_for_the_conv_nets() -> None:
+    """ConvNet, Glow and MultiscaleRealNVP take ``hidden`` as the hidden layers' channels (any
+    depth); the old single number ``h`` builds the same net as ``(h, h)``, with a
+    DeprecationWarning."""
+    import pytest
+    import torch
+
+    net = ff.nn.ConvNet(2, 4, hidden=(8, 16, 6), zero_last=False)
+    convs = [m for m in net.layers if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (2, 8, (3, 3)),
+        (8, 16, (1, 1)),
+        (16, 6, (1, 1)),
+        (6, 4, (3, 3)),
+    ]
+    assert net(torch.randn(3, 2, 4, 4)).shape == (3, 4, 4, 4)
+    one = ff.nn.ConvNet(2, 4, hidden=[5])
+    assert [m.out_channels for m in one.layers if isinstance(m, torch.nn.Conv2d)] == [5, 4]
+    for cls, kwargs in (
+        (ff.nn.ConvNet, {"in_channels": 2, "out_channels": 4, "zero_last": False}),
+        (ff.flows.Glow, {"shape": (1, 4, 4), "levels": 2, "depth": 1}),
+        (ff.flows.MultiscaleRealNVP, {"shape": (1, 4, 4), "levels": 2, "depth": 1}),
+    ):
+        torch.manual_seed(0)
+        new = cls(hidden=(6, 6), **kwargs)
+        torch.manual_seed(0)
+        with pytest.warns(DeprecationWarning, match=r"give hidden=\(6, 6\)"):
+            old = cls(hidden=6, **kwargs)
+        a, b = new.state_dict(), old.state_dict()
+        assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a), cls
+        if cls is not ff.nn.ConvNet:
+            assert new.hparams["hidden"] == old.hparams["hidden"] == [6, 6]
+            deep = cls(hidden=(4, 8, 4), **kwargs)
+            assert type(deep)(**deep.hparams).hparams["hidden"] == [4, 8, 4]
+            widths = {m.out_channels for m in deep.modules() if isinstance(m, torch.nn.Conv2d)}
+            assert {4, 8} <= widths and 6 not in widths
+        with pytest.raises(ValueError, match="hidden"):
+            cls(hidden=(6, 0), **kwargs)
+
+
+def test_an_old_glow_run_with_one_hidden_number_loads_and_resumes(tmp_path: Path) -> None:
+    """A run written when Glow's ``hidden`` was one number (tests/fixtures/old_runs/glow, model
+    kwargs ``"hidden": 4``) loads without a warning (warnings are errors here) to the same
+    log-densities, and resumes to the old code's numbers."""
+    import json
+    import shutil
+
+    import pytest
+    import torch
+
+    from cli_util import assert_ok, run_cli
+
+    flow = ff.load(OLD_GLOW)
+    u = (torch.arange(3 * 64, dtype=torch.float32).reshape(3, 1, 8, 8) % 17 + 0.5) / 17
+    expected = [-20.814903259277344, -18.8880615234375, -19.240371704101562]
+    assert flow.log_prob(u).tolist() == pytest.approx(expected, rel=1e-6, abs=1e-5)
+    run = tmp_path / "glow"
+    shutil.copytree(OLD_GLOW, run)
+    proc = run_cli("train", "--resume", run, "--steps", "6", "--quiet", "--no-plots", cwd=tmp_path)
+    assert_ok(proc)
+    assert "Warning" not in proc.stderr, proc.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert results["steps"] == 6
+    assert results["test"]["nll"] == pytest.approx(-33.698478105333116, rel=1e-6)
+    assert results["best_val_nll"] == pytest.approx(-33.73271221584744, rel=1e-6)
+    assert json.loads((run / "config.json").read_text())["model"]["kwargs"]["hidden"] == 4

@@ -89,14 +89,14 @@ def conv_noise_flow(
     The encoder is ``conv 3x3 (F) -> ReLU -> conv 3x3 (F) -> flatten``, ``(N, C, H, W) ->
     (N, F H W)``; coupling ``i`` is a :class:`~flowforge.transforms.CheckerboardCoupling`
     (parity ``i mod 2``) with a bounded :class:`~flowforge.transforms.Affine` transformer and a
-    :class:`~flowforge.nn.ConvNet` of ``hidden`` channels, ``C + F`` channels in (the kept
+    :class:`~flowforge.nn.ConvNet` of two hidden layers of ``hidden`` channels, ``C + F`` channels in (the kept
     pixels and the ``F`` feature maps as a spatial context), last layer zero; the base is a
     standard logistic, so the untrained flow's ``sigmoid(y)`` is uniform.
 
     Args:
         shape: the image event shape ``(C, H, W)``.
         transforms: the number of couplings (``>= 1``; two transform every pixel once).
-        hidden: channels of each coupling's conv net.
+        hidden: channels of each hidden layer of each coupling's conv net.
         features: ``F``, the encoder's feature maps.
 
     Returns:
@@ -127,7 +127,7 @@ def conv_noise_flow(
         CheckerboardCoupling(
             (c, h, w),
             Affine(3.0),
-            ConvNet(c + features, 2 * c, hidden),
+            ConvNet(c + features, 2 * c, (hidden, hidden)),
             context=size,
             parity=i % 2,
             spatial=True,

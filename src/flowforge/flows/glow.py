@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.distributions.base import BaseDistribution
 from flowforge.flows._common import Preset, preset_hparams, renamed_steps
-from flowforge.nn.conv import ConvNet
+from flowforge.nn.conv import ConvNet, conv_hidden
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.conv1x1 import Conv1x1, LUConv1x1
 from flowforge.transforms.image_coupling import ChannelCoupling
@@ -39,7 +39,7 @@ def image_shape(name: str, shape: Sequence[int], levels: int, squeezes: int | No
 
 
 def conv_width(name: str, hidden: int | Sequence[int]) -> int:
-    """The channel count of a conv net from ``hidden`` (a number or a one-element sequence)."""
+    """One channel count from ``hidden`` (a number or a one-element sequence): WaveGlow's."""
     if isinstance(hidden, int) and not isinstance(hidden, bool):
         return hidden
     if isinstance(hidden, Sequence) and len(hidden) == 1:
@@ -47,7 +47,7 @@ def conv_width(name: str, hidden: int | Sequence[int]) -> int:
     raise ValueError(f"{name}: expected hidden to be a number of channels, got {hidden!r}")
 
 
-def split_prior(shape: Image, *, context: int, hidden: int) -> ChannelCoupling:
+def split_prior(shape: Image, *, context: int, hidden: Sequence[int]) -> ChannelCoupling:
     """Glow's learned prior of the factored (last) channels given the kept (first) ones.
 
     ``z_f = h_f exp(s(h_k)) + t(h_k)`` with a bounded ``s``: a standard normal on ``z_f`` is
@@ -64,7 +64,7 @@ class Glow(Preset):
 
     A step is ActNorm, an invertible 1x1 convolution (LU-decomposed unless ``lu=False``) and
     an affine coupling over channels with Glow's scale ``sigmoid(h + 2)`` and a conv net
-    ``3x3 -> 1x1 -> 3x3`` of ``hidden`` channels (last layer zero). After each level but the
+    ``3x3 -> 1x1 -> 3x3`` with hidden layers of ``hidden`` channels (last layer zero). After each level but the
     last, half of the channels are factored out through the learned split prior (a
     conditional affine map, so the base stays a standard normal). The latent is a vector of
     ``C H W`` values (order: :class:`~flowforge.transforms.Multiscale`). A context vector
@@ -75,7 +75,8 @@ class Glow(Preset):
         context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
         levels: number of levels ``L``.
         depth: number of steps of flow per level ``K``.
-        hidden: channels of each coupling's conv net.
+        hidden: channels of the hidden layers of each coupling's (and split prior's) conv net
+            (a single number ``h`` means ``(h, h)`` and is deprecated).
         lu: LU-decomposed 1x1 convolutions (``False``: a free weight, ``slogdet`` in float64).
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
@@ -87,7 +88,7 @@ class Glow(Preset):
 
     Example:
         >>> import torch, flowforge as ff
-        >>> flow = ff.flows.Glow(shape=(1, 8, 8), levels=2, depth=2, hidden=16)
+        >>> flow = ff.flows.Glow(shape=(1, 8, 8), levels=2, depth=2, hidden=(16, 16))
         >>> flow.log_prob(torch.randn(3, 1, 8, 8)).shape, flow.sample(2).shape
         (torch.Size([3]), torch.Size([2, 1, 8, 8]))
     """
@@ -99,22 +100,22 @@ class Glow(Preset):
         context: int = 0,
         levels: int = 2,
         depth: int = 8,
-        hidden: int = 128,
+        hidden: Sequence[int] = (128, 128),
         lu: bool = True,
         base: BaseDistribution | None = None,
         steps: int | None = None,
     ) -> None:
         depth = renamed_steps("Glow", steps, depth, "depth")
+        hidden = conv_hidden("Glow", hidden)
         hparams = preset_hparams({k: v for k, v in locals().items() if k != "steps"})
         c, h, w = image_shape("Glow", shape, levels)
-        width = conv_width("Glow", hidden)
         stages: list[Bijection] = []
         for level in range(levels):
             squeezed: Image = (4 * c, h // 2, w // 2)
             layers: list[Bijection] = [Squeeze((c, h, w))]
             for _ in range(depth):
                 net = ConvNet(
-                    squeezed[0] - squeezed[0] // 2 + context, 2 * (squeezed[0] // 2), width
+                    squeezed[0] - squeezed[0] // 2 + context, 2 * (squeezed[0] // 2), hidden
                 )
                 layers += [
                     ActNorm(squeezed),
@@ -122,7 +123,7 @@ class Glow(Preset):
                     ChannelCoupling(squeezed, SigmoidAffine(), net, context=context),
                 ]
             if level < levels - 1:
-                layers.append(split_prior(squeezed, context=context, hidden=width))
+                layers.append(split_prior(squeezed, context=context, hidden=hidden))
             stages.append(Compose(layers))
             c, h, w = squeezed[0] - squeezed[0] // 2, squeezed[1], squeezed[2]
         super().__init__(hparams, [Multiscale(stages)], base)

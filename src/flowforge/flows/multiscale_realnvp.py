@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.distributions.base import BaseDistribution
 from flowforge.flows._common import Preset, preset_hparams, renamed_steps
-from flowforge.flows.glow import Image, conv_width, image_shape
-from flowforge.nn.conv import ConvNet
+from flowforge.flows.glow import Image, image_shape
+from flowforge.nn.conv import ConvNet, conv_hidden
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.image_coupling import ChannelCoupling, CheckerboardCoupling
 from flowforge.transforms.multiscale import Multiscale
@@ -16,22 +16,26 @@ from flowforge.transforms.normalization import ActNorm
 from flowforge.transforms.reshape import Squeeze
 
 
-def _checkerboards(shape: Image, n: int, context: int, width: int, bound: float) -> list[Bijection]:
+def _checkerboards(
+    shape: Image, n: int, context: int, hidden: tuple[int, ...], bound: float
+) -> list[Bijection]:
     layers: list[Bijection] = []
     for i in range(n):
-        net = ConvNet(shape[0] + context, 2 * shape[0], width)
+        net = ConvNet(shape[0] + context, 2 * shape[0], hidden)
         layers += [CheckerboardCoupling(shape, Affine(bound), net, context=context, parity=i % 2)]
         layers.append(ActNorm(shape))
     return layers
 
 
-def _channels(shape: Image, n: int, context: int, width: int, bound: float) -> list[Bijection]:
+def _channels(
+    shape: Image, n: int, context: int, hidden: tuple[int, ...], bound: float
+) -> list[Bijection]:
     layers: list[Bijection] = []
     c = shape[0]
     for i in range(n):
         flip = i % 2 == 1
         a = c // 2 if flip else c - c // 2
-        net = ConvNet(a + context, 2 * (c - a), width)
+        net = ConvNet(a + context, 2 * (c - a), hidden)
         layers += [ChannelCoupling(shape, Affine(bound), net, context=context, flip=flip)]
         layers.append(ActNorm(shape))
     return layers
@@ -44,9 +48,9 @@ class MultiscaleRealNVP(Preset):
     squeeze, ``depth`` channel couplings (alternating halves), then half of the channels are
     factored out. The last scale: ``depth + 1`` checkerboard couplings. Affine couplings
     with a bounded log-scale ``B tanh(raw / B)``, each followed by an ActNorm (in place of
-    the paper's batch normalisation, which depends on the batch); conv nets of ``hidden``
-    channels with a zero last layer. The latent is a vector of ``C H W`` values (order:
-    :class:`~flowforge.transforms.Multiscale`).
+    the paper's batch normalisation, which depends on the batch); conv nets with hidden
+    layers of ``hidden`` channels and a zero last layer. The latent is a vector of ``C H W``
+    values (order: :class:`~flowforge.transforms.Multiscale`).
 
     Args:
         shape: the image event shape ``(C, H, W)``; ``H`` and ``W`` divisible by
@@ -54,7 +58,8 @@ class MultiscaleRealNVP(Preset):
         context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
         levels: number of scales.
         depth: couplings of each kind per scale.
-        hidden: channels of each coupling's conv net.
+        hidden: channels of the hidden layers of each coupling's conv net (a single number
+            ``h`` means ``(h, h)`` and is deprecated).
         scale_bound: bound ``B`` on each absolute log-scale, ``log s = B tanh(raw / B)``.
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
@@ -66,7 +71,7 @@ class MultiscaleRealNVP(Preset):
 
     Example:
         >>> import torch, flowforge as ff
-        >>> flow = ff.flows.MultiscaleRealNVP(shape=(1, 8, 8), levels=2, depth=2, hidden=16)
+        >>> flow = ff.flows.MultiscaleRealNVP(shape=(1, 8, 8), levels=2, depth=2, hidden=(16, 16))
         >>> flow.log_prob(torch.randn(3, 1, 8, 8)).shape
         torch.Size([3])
     """
@@ -78,26 +83,26 @@ class MultiscaleRealNVP(Preset):
         context: int = 0,
         levels: int = 2,
         depth: int = 3,
-        hidden: int = 64,
+        hidden: Sequence[int] = (64, 64),
         scale_bound: float = 3.0,
         base: BaseDistribution | None = None,
         steps: int | None = None,
     ) -> None:
         depth = renamed_steps("MultiscaleRealNVP", steps, depth, "depth")
+        hidden = conv_hidden("MultiscaleRealNVP", hidden)
         hparams = preset_hparams({k: v for k, v in locals().items() if k != "steps"})
         c, h, w = image_shape("MultiscaleRealNVP", shape, levels, squeezes=levels - 1)
-        width = conv_width("MultiscaleRealNVP", hidden)
         stages: list[Bijection] = []
         for level in range(levels):
             if level == levels - 1:
                 stages.append(
-                    Compose(_checkerboards((c, h, w), depth + 1, context, width, scale_bound))
+                    Compose(_checkerboards((c, h, w), depth + 1, context, hidden, scale_bound))
                 )
                 break
             squeezed: Image = (4 * c, h // 2, w // 2)
-            layers = _checkerboards((c, h, w), depth, context, width, scale_bound)
+            layers = _checkerboards((c, h, w), depth, context, hidden, scale_bound)
             layers.append(Squeeze((c, h, w)))
-            layers += _channels(squeezed, depth, context, width, scale_bound)
+            layers += _channels(squeezed, depth, context, hidden, scale_bound)
             stages.append(Compose(layers))
             c, h, w = squeezed[0] - squeezed[0] // 2, squeezed[1], squeezed[2]
         super().__init__(hparams, [Multiscale(stages)], base)

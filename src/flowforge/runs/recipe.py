@@ -44,6 +44,7 @@ from flowforge.transforms.whiten import Whiten
 
 __all__ = [
     "DEQUANTIZER_FILE",
+    "PAIRED_HIDDEN",
     "ModelSpec",
     "build_dequantizer",
     "build_flow",
@@ -164,13 +165,21 @@ RENAMED_KWARGS: dict[str, dict[str, str]] = {
 }
 
 
+#: Presets whose ``hidden`` was one number ``h`` of channels (conv nets of exactly two hidden
+#: layers) and is now the sequence of the hidden layers' channels: an old config.json's ``h``
+#: (its model kwargs and its flow options) loads as ``(h, h)`` (:func:`renamed`), the same net,
+#: without the library's deprecation warning.
+PAIRED_HIDDEN = ("glow", "multiscale_realnvp")
+
+
 def renamed(preset: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` of ``preset`` with every old option name (:data:`RENAMED_KWARGS`) replaced by
-    its new one, in place (a new name given too wins).
+    its new one, in place (a new name given too wins), and an old single ``hidden`` number of
+    a conv preset (:data:`PAIRED_HIDDEN`) as the pair of widths it meant.
 
     Example:
-        >>> renamed("glow", {"levels": 2, "steps": 4})
-        {'levels': 2, 'depth': 4}
+        >>> renamed("glow", {"levels": 2, "steps": 4, "hidden": 64})
+        {'levels': 2, 'depth': 4, 'hidden': (64, 64)}
     """
     names = RENAMED_KWARGS.get(preset, {})
     out: dict[str, Any] = {}
@@ -180,6 +189,9 @@ def renamed(preset: str, kwargs: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
         elif new not in kwargs:
             out[new] = value
+    hidden = out.get("hidden")
+    if preset in PAIRED_HIDDEN and isinstance(hidden, int) and not isinstance(hidden, bool):
+        out["hidden"] = (hidden, hidden)
     return out
 
 

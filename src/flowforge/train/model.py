@@ -32,6 +32,7 @@ from flowforge.flows import PRESETS
 from flowforge.runs.defensive import defensive_entry
 from flowforge.runs.recipe import (
     LEGACY_KWARGS,
+    PAIRED_HIDDEN,
     RENAMED_KWARGS,
     ModelSpec,
     check_flow_name,
@@ -78,8 +79,8 @@ PRESET_SIZES: dict[str, dict[str, Any]] = {
     "maf": _VECTOR_SIZE,
     "iaf": _VECTOR_SIZE,
     "nsf": _VECTOR_SIZE,
-    "glow": {"levels": 2, "depth": 4, "hidden": 64},
-    "multiscale_realnvp": {"levels": 2, "depth": 3, "hidden": 64},
+    "glow": {"levels": 2, "depth": 4, "hidden": (64, 64)},
+    "multiscale_realnvp": {"levels": 2, "depth": 3, "hidden": (64, 64)},
     "ffjord": {"transforms": 1, "hidden": (64, 64, 64)},
     "tarflow": {"patch": 2, "blocks": 4, "layers": 2, "width": 32, "heads": 2},
     # 0.2M parameters: ~0.5 s a step of 8 segments of 4,096 samples on one CPU thread
@@ -177,8 +178,12 @@ def preset_defaults(name: str, objective: str | None = None) -> dict[str, Any]:
 
 
 def _hidden(name: str, value: Any, default: Any) -> Any:
-    """``hidden`` in the form the preset takes: a channel count or a tuple of widths."""
-    if isinstance(default, int):  # image presets: one number of channels
+    """``hidden`` in the form the preset takes: a channel count (waveglow) or a tuple of widths.
+
+    For the conv presets (:data:`~flowforge.runs.recipe.PAIRED_HIDDEN`) one number ``N``
+    (``--hidden 64``) is ``(N, N)``, the two hidden layers it always meant there.
+    """
+    if isinstance(default, int):  # waveglow: one number of channels
         if isinstance(value, (list, tuple)):
             if len(value) != 1:
                 raise ConfigError(
@@ -187,8 +192,11 @@ def _hidden(name: str, value: Any, default: Any) -> Any:
             value = value[0]
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return (value,)
-    return tuple(value) if isinstance(value, list) else value
+        value = (value,)
+    value = tuple(value) if isinstance(value, list) else value
+    if name in PAIRED_HIDDEN and isinstance(value, tuple) and len(value) == 1:
+        value = (value[0], value[0])
+    return value
 
 
 def _parameter_floor(name: str, kwargs: dict[str, Any]) -> int:

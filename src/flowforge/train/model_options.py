@@ -43,7 +43,8 @@ class ModelOptions:
     hidden: tuple[int, ...] | None = field(
         default=None,
         metadata=option_doc(
-            "hidden layer widths, e.g. 64,64 (image presets: one number of channels; default: "
+            "hidden layer widths, e.g. 64,64 (glow, multiscale_realnvp: the conv nets' "
+            "channels, one number N meaning N,N; waveglow: one number of channels; default: "
             "the preset's CLI default)"
         ),
     )
@@ -54,7 +55,7 @@ class ModelOptions:
         default_factory=dict,
         metadata=option_doc(
             "other preset keyword arguments, as a JSON/TOML table, e.g. "
-            '\'{"levels": 2, "steps": 8}\' for glow or '
+            '\'{"levels": 2, "depth": 8}\' for glow or '
             '\'{"dropout": 0.1, "residual_blocks": 2}\' for the vector presets'
         ),
     )

@@ -138,7 +138,7 @@ class ChannelCoupling(_ImageCoupling):
     Example:
         >>> import torch, flowforge as ff
         >>> t = ff.transforms.Affine()
-        >>> layer = ChannelCoupling((4, 8, 8), t, ff.nn.ConvNet(2, 2 * 2, hidden=16))
+        >>> layer = ChannelCoupling((4, 8, 8), t, ff.nn.ConvNet(2, 2 * 2, hidden=(16, 16)))
         >>> z, ladj = layer(torch.randn(3, 4, 8, 8))
         >>> z.shape, ladj.shape
         (torch.Size([3, 4, 8, 8]), torch.Size([3]))
@@ -207,7 +207,7 @@ class CheckerboardCoupling(_ImageCoupling):
     Example:
         >>> import torch, flowforge as ff
         >>> t = ff.transforms.Affine()
-        >>> layer = CheckerboardCoupling((1, 4, 4), t, ff.nn.ConvNet(1, 2, hidden=8))
+        >>> layer = CheckerboardCoupling((1, 4, 4), t, ff.nn.ConvNet(1, 2, hidden=(8, 8)))
         >>> layer(torch.randn(2, 1, 4, 4))[0].shape
         torch.Size([2, 1, 4, 4])
     """
