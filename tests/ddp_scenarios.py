@@ -10,6 +10,8 @@ writes ``OUT/<name>.<rank>.error`` (the traceback) and stops, so the tests name 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import sys
 import traceback
@@ -93,9 +95,11 @@ def nan_on_one_rank(rank: int, out: Path) -> None:
         torch.device("cpu"),
         world=World(rank, 2),
     )
-    trainer.fit(progress=False)
+    with contextlib.redirect_stderr(io.StringIO()) as err:  # the bar and the log lines
+        trainer.fit(progress=True)
     torch.save(
-        {"model": flow.state_dict(), "nan_total": trainer.recovery.total}, out / f"nan.{rank}.pt"
+        {"model": flow.state_dict(), "nan_total": trainer.recovery.total, "err": err.getvalue()},
+        out / f"nan.{rank}.pt",
     )
 
 

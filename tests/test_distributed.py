@@ -362,6 +362,8 @@ def test_a_nan_on_one_rank_is_skipped_on_every_rank(scenarios: tuple[Path, str])
     a, b = (torch.load(root / f"nan.{r}.pt") for r in (0, 1))
     assert a["nan_total"] == b["nan_total"] == 1  # rank 0's slice was finite: it skipped too
     assert max_difference(a["model"], b["model"]) == 0.0
+    # with progress=True, rank 0 alone shows the bar and prints the log lines
+    assert "skipped the batch" in a["err"] and b["err"] == "", (a["err"], b["err"])
 
 
 @needs_torchrun

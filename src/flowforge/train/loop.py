@@ -536,8 +536,8 @@ class Trainer:
         bar = Progress(self.total_steps, initial=self.step, enabled=progress and self.world.is_main)
         postfix: dict[str, str] = {}
         log = self.log
-        if progress:  # print messages above the bar, not through it
-            self.log = bar.write
+        if bar.bar is not None:  # print messages above the bar, not through it (rank 0 only:
+            self.log = bar.write  # the other ranks' log stays silent)
         if self.step == 0 and self.cfg.restore_best and self.levels is None:
             self._validate_start()
         try:
