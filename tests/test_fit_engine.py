@@ -122,3 +122,19 @@ def test_keep_best_start_patience_and_tolerance() -> None:
     assert not keep.observe(7, 9.5) and not keep.stop
     assert not keep.observe(8, math.nan) and keep.stop
     assert KeepBest(net.state_dict).stop is False  # patience 0: never
+
+
+@pytest.mark.parametrize(("n", "batch"), [(10, 3), (9, 3), (4, 10), (1, 1)])
+def test_shuffled_batches_cover_every_row_once_in_one_drawn_order(n: int, batch: int) -> None:
+    """An epoch is one permutation drawn from the generator, cut into batches (the last one
+    smaller); given index rows, it shuffles those. The reference cuts its own draw with
+    torch.split."""
+    from flowforge.fit.batches import shuffled_batches
+
+    got = list(shuffled_batches(n, batch, torch.Generator().manual_seed(5)))
+    ref = torch.randperm(n, generator=torch.Generator().manual_seed(5)).split(batch)
+    assert [b.tolist() for b in got] == [b.tolist() for b in ref]
+    assert sorted(torch.cat(got).tolist()) == list(range(n))
+    rows = torch.arange(100, 100 + n)
+    got = list(shuffled_batches(rows, batch, torch.Generator().manual_seed(5)))
+    assert [b.tolist() for b in got] == [(b + 100).tolist() for b in ref]

@@ -6,7 +6,8 @@ holds :func:`~flowforge.fit.device.resolve_device` (the one device rule),
 :class:`~flowforge.fit.schedule.LRSchedule` (the one learning-rate schedule), the step engine
 (:class:`~flowforge.fit.loop.Stepper`, :class:`~flowforge.fit.loop.KeepBest`), the moving
 average of the weights (:class:`~flowforge.fit.ema.WeightAverage`), the last good state and the
-NaN policy (:class:`~flowforge.fit.recovery.Recovery`), mixed precision
+NaN policy (:class:`~flowforge.fit.recovery.Recovery`), the epochs of shuffled minibatches of
+in-memory rows (:func:`~flowforge.fit.batches.shuffled_batches`), mixed precision
 (:mod:`~flowforge.fit.precision`) and data-parallel training (:mod:`~flowforge.fit.distributed`).
 """
 

@@ -10,7 +10,6 @@ validation loss has not improved for ``patience`` validations, restoring the bes
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from flowforge.fit.batches import shuffled_batches
 from flowforge.fit.loop import KeepBest, Stepper
 from flowforge.fit.objectives import FlowMatching
 from flowforge.fit.schedule import LRSchedule
@@ -266,7 +266,6 @@ class NPE:
             optimizer, LRSchedule("cosine", lr or self.default_lr, max(max_steps, 1)), clip=clip
         )
         keep = KeepBest(post.state_dict, patience=patience)
-        per_epoch = max(1, math.ceil(len(tt) / batch_size))
         history: list[dict[str, float]] = []
         post.train()
         keep.start(self.validation_loss(post, tv, xv, seed))
@@ -275,11 +274,9 @@ class NPE:
         with torch.random.fork_rng():
             torch.manual_seed(seed + 1)
             while step < max_steps and not keep.stop:
-                perm = torch.randperm(len(tt), generator=gen)
-                for i in range(per_epoch):
+                for idx in shuffled_batches(len(tt), batch_size, gen):
                     if step >= max_steps:
                         break
-                    idx = perm[i * batch_size : (i + 1) * batch_size]
                     value = stepper.step(step, partial(self.loss, post, tt[idx], xt[idx]))
                     step += 1
                     if value is not None:

@@ -16,6 +16,7 @@ import torch
 
 from flowforge.core import Flow
 from flowforge.core.defensive import DefensiveMixture
+from flowforge.fit.batches import shuffled_batches
 from flowforge.fit.loop import KeepBest, Stepper
 from flowforge.fit.progress import Progress
 from flowforge.fit.schedule import LRSchedule
@@ -332,20 +333,18 @@ def fit_flow(
         with shown as bar:
             for epoch in range(1, max_epochs + 1):
                 flow.train()
-                rows = _kept_rows(model, data, trim) if trim > 0 and epoch > 1 else None
-                perm = torch.randperm(n, generator=gen)
-                if rows is not None:
-                    perm = rows[torch.randperm(rows.numel(), generator=gen)]
-                total_loss = 0.0
-                for i in range(0, perm.numel(), bs):
-                    xb = data[perm[i : i + bs]]
+                rows = _kept_rows(model, data, trim) if trim > 0 and epoch > 1 else n
+                total_loss, seen = 0.0, 0
+                for idx in shuffled_batches(rows, bs, gen):
+                    xb = data[idx]
                     if sigma is not None:
                         xb = xb + sigma * torch.randn(xb.shape, generator=gen)
                     loss = stepper.step(step, partial(_batch_nll, model, xb))
                     assert loss is not None  # diverged() raised otherwise
                     step += 1
                     total_loss += loss.item() * xb.shape[0]
-                train_hist.append(total_loss / perm.numel())
+                    seen += xb.shape[0]
+                train_hist.append(total_loss / seen)
                 msg = f"epoch {epoch}/{max_epochs} train NLL {train_hist[-1]:.4f}"
                 if val is not None:
                     v = _mean_nll(model, val)
