@@ -63,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         check_output(out, (".npy", ".csv", ".png"))
     run = open_run(args.run, resolve_device(args.device))
+    if run.spec.kwargs.get("context"):  # a vocoder: p(segment | its mel frames)
+        raise RunError(
+            f"{args.run} holds a flow conditioned on each example's mel frames (a vocoder); "
+            "flowforge sample draws from unconditional flows only (the run's resynthesis of its test "
+            "clips is in test*_resynthesis.wav)"
+        )
     image = run.spec.kind == "image"
     if args.attention_temperature is not None and not args.guidance:
         raise RunError(

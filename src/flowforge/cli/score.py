@@ -115,6 +115,12 @@ def run(args: argparse.Namespace) -> int:
             f"{args.input}: a .npy file has no header row; --header applies to CSV files"
         )
     run = open_run(args.run, resolve_device(args.device))
+    if run.spec.kwargs.get("context"):  # a vocoder: p(segment | its mel frames)
+        raise RunError(
+            f"{args.run} holds a flow conditioned on each example's mel frames (a vocoder); "
+            "flowforge score scores rows of unconditional flows only (the run's resynthesis of its test "
+            "clips is in test*_resynthesis.wav)"
+        )
     if args.seed is not None and run.spec.kind != "image":
         raise RunError(
             f"--seed is the dequantization seed of an image run; it does nothing for "

@@ -157,4 +157,11 @@ def _report(result: TrainResult) -> None:
             f"synthesis {a['synthesis_samples_per_s']:,.0f} samples/s on {a['threads']} CPU "
             f"thread(s), {a['real_time_factor']:.1f}x real time at {a['sample_rate']} Hz"
         )
+        v = a.get("vocoder")
+        if v:
+            print(
+                f"resynthesis of {v['test_segments']} test segments from their mel "
+                f"(temperature {v['temperature']:g}): log-spectral distance "
+                f"{v['lsd_db']:.2f} dB; Griffin-Lim from the same mel {v['griffin_lim_lsd_db']:.2f} dB"
+            )
     print(f"run directory: {result.run_dir}")

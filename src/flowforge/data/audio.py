@@ -23,6 +23,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,14 @@ from .base import DataError, Dataset, as_float32, split_size
 
 __all__ = [
     "AUDIO_LEVELS",
+    "MEL_BANDS",
+    "MEL_HOP",
     "audio_files",
     "load_audio_folder",
     "log_mel",
+    "mel_context",
+    "mel_features",
+    "mel_magnitude",
     "read_audio",
     "require",
     "to_levels",
@@ -44,6 +50,11 @@ __all__ = [
 
 #: 16-bit audio: the number of quantisation levels of a sample.
 AUDIO_LEVELS = 65536
+#: The vocoder's conditioning: mel bands per frame, and samples between frames.
+MEL_BANDS, MEL_HOP = 40, 256
+#: ``log_mel`` (natural log of magnitudes floored at 1e-5, so in about ``[-11.5, 3]``) mapped to
+#: about unit size for the networks: ``features = log_mel / 4 + 2``.
+_MEL_SCALE, _MEL_SHIFT = 4.0, 2.0
 _SUFFIXES = (".wav", ".flac")
 
 
@@ -233,3 +244,59 @@ def log_mel(
     )
     frames = a.shape[-1] // hop
     return np.log(np.maximum(mel[..., :frames], floor)).astype(np.float32)
+
+
+def mel_features(levels: Any, rate: int, bands: int = MEL_BANDS, hop: int = MEL_HOP) -> np.ndarray:
+    """The vocoder's conditioning of 16-bit segments: their log-mel frames, scaled to about
+    unit size (``log_mel / 4 + 2``) and flattened band-major.
+
+    Args:
+        levels: ``(N, 1, T)`` 16-bit levels ``0 .. 65535`` (a :class:`Dataset`'s rows).
+        rate: the sample rate in Hz.
+        bands: mel bands ``F``.
+        hop: samples between frames (``T`` a multiple of it).
+
+    Returns:
+        ``(N, F T / hop)`` float32: row ``n`` is ``(F, T / hop)`` frames of segment ``n``.
+
+    Example:
+        >>> import numpy as np
+        >>> mel_features(np.full((2, 1, 512), 32768.0), 16000, bands=8, hop=256).shape
+        (2, 16)
+    """
+    a = np.asarray(levels.cpu() if hasattr(levels, "cpu") else levels, dtype=np.float64)
+    x = (a[:, 0] - AUDIO_LEVELS // 2) / (AUDIO_LEVELS // 2)  # (N, T) the stored samples
+    mel = log_mel(x, rate, n_mels=bands, hop=hop)  # (N, F, T / hop)
+    return (mel / _MEL_SCALE + _MEL_SHIFT).reshape(len(a), -1).astype(np.float32)
+
+
+def mel_magnitude(features: Any, bands: int = MEL_BANDS) -> np.ndarray:
+    """Undo :func:`mel_features`: ``(N, F frames)`` features to ``(N, F, frames)`` mel
+    magnitudes (what Griffin-Lim inverts)."""
+    f = np.asarray(features.cpu() if hasattr(features, "cpu") else features, dtype=np.float64)
+    return np.exp((f.reshape(len(f), bands, -1) - _MEL_SHIFT) * _MEL_SCALE)
+
+
+def mel_context(ds: Dataset, bands: int = MEL_BANDS, hop: int = MEL_HOP) -> Dataset:
+    """``ds`` with each segment's :func:`mel_features` as its per-example context: a flow
+    trained on it is a vocoder, ``p(waveform | mel)``.
+
+    Raises:
+        DataError: not an audio set, or segments that are not a multiple of ``hop`` long.
+
+    Example:
+        >>> import torch
+        >>> rows = torch.full((3, 1, 512), 32768.0)
+        >>> ds = Dataset("a", "audio", (1, 512), rows, rows[:1], rows[:2], levels=65536,
+        ...              sample_rate=16000)
+        >>> mel_context(ds, bands=8, hop=256).context_of("test").shape
+        torch.Size([2, 16])
+    """
+    if ds.kind != "audio" or ds.train is None or not ds.sample_rate:
+        raise DataError(f"mel frames condition audio segments; {ds.name!r} is {ds.kind} data")
+    length = ds.event_shape[-1]
+    if length % hop:
+        raise DataError(f"mel frames every {hop} samples need segments a multiple of {hop} long, got {length}")
+    splits = {"train": ds.train, "val": ds.val, "test": ds.test}
+    context = {k: as_float32(mel_features(v, ds.sample_rate, bands, hop)) for k, v in splits.items()}
+    return dataclasses.replace(ds, context=context)

@@ -307,6 +307,11 @@ class Dataset:
         source: user files: the data file's fingerprint (``file``, ``rows``, ``columns``,
             ``sha256`` of its bytes, ``header``: whether the first CSV row was a header), which
             a run stores so that evaluating against a changed file is refused.
+        context: a per-example context of each split (``"train"``, ``"val"``, ``"test"``):
+            ``(N, C)`` float32, row ``i`` belonging to row ``i`` of that split (an audio
+            segment's mel frames, flattened); a flow trained on the set is conditioned on it
+            (``log p(x | c)``), and :meth:`iter_epoch_rows` batches it with the rows. ``None``:
+            no context (unconditional). Toy sets, which draw fresh samples, take none.
     """
 
     name: str
@@ -323,11 +328,38 @@ class Dataset:
     columns: list[str] | None = None
     source: dict[str, Any] | None = None
     sample_rate: int | None = None
+    context: dict[str, Tensor] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.context is None:
+            return
+        if self.train is None or set(self.context) != {"train", "val", "test"}:
+            raise DataError(
+                f"dataset {self.name!r}: a context needs training rows and one tensor per split "
+                f"(train, val, test), got splits {sorted(self.context)}"
+            )
+        width = {int(c.shape[-1]) for c in self.context.values()}
+        for split, c in self.context.items():
+            rows = getattr(self, split)
+            if c.dim() != 2 or c.shape[0] != rows.shape[0] or len(width) != 1:
+                raise DataError(
+                    f"dataset {self.name!r}: expected a {split} context of shape "
+                    f"({rows.shape[0]}, C) with one C for every split, got {tuple(c.shape)}"
+                )
 
     @property
     def dim(self) -> int:
         """Number of scalar dimensions of one example, ``prod(event_shape)``."""
         return math.prod(self.event_shape)
+
+    @property
+    def context_dim(self) -> int:
+        """Size ``C`` of the per-example context (0: none)."""
+        return 0 if self.context is None else int(self.context["train"].shape[-1])
+
+    def context_of(self, split: str) -> Tensor | None:
+        """The ``(N, C)`` context of a split's rows (``None``: the set has none)."""
+        return None if self.context is None else self.context[split]
 
     def sample_train(self, n: int, generator: torch.Generator) -> Tensor:
         """Draw a training batch of ``n`` examples.
@@ -358,6 +390,26 @@ class Dataset:
         Yields:
             ``(B, *event_shape)`` batches with ``B <= batch_size``.
         """
+        for x, _ in self.iter_epoch_rows(batch_size, generator):
+            yield x
+
+    def iter_epoch_rows(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """:meth:`iter_epoch` with each batch's context: the same order, the same batches.
+
+        Yields:
+            ``(x, c)``: ``(B, *event_shape)`` rows and their ``(B, C)`` context (``None``
+            when the set has none).
+
+        Example:
+            >>> ds = Dataset("d", "tabular", (1,), torch.arange(5.0)[:, None], torch.zeros(1, 1),
+            ...              torch.zeros(1, 1), context={"train": 10 * torch.arange(5.0)[:, None],
+            ...              "val": torch.zeros(1, 1), "test": torch.zeros(1, 1)})
+            >>> x, c = next(ds.iter_epoch_rows(3, torch.Generator().manual_seed(0)))
+            >>> torch.equal(c, 10 * x)
+            True
+        """
         if self.train is None:
             raise DataError(
                 f"dataset {self.name!r} draws fresh samples and has no epochs; use sample_train"
@@ -366,8 +418,10 @@ class Dataset:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         perm = torch.randperm(self.train.shape[0], generator=generator, device=generator.device)
         perm = perm.to(self.train.device)
+        context = self.context_of("train")
         for start in range(0, perm.numel(), batch_size):
-            yield self.train[perm[start : start + batch_size]]
+            idx = perm[start : start + batch_size]
+            yield self.train[idx], None if context is None else context[idx.to(context.device)]
 
     def __repr__(self) -> str:
         sizes = ", ".join(

@@ -30,13 +30,19 @@ import torch
 from flowforge.data.audio import require
 
 __all__ = [
+    "TEMPERATURES",
     "audio_summary",
     "griffin_lim",
     "log_spectral_distance",
     "mel_power",
     "nats_per_sample",
+    "resynthesize",
     "synthesis_speed",
+    "vocoder_summary",
 ]
+
+#: The temperatures a vocoder's resynthesis is tried at on the validation clips (the best kept).
+TEMPERATURES = (0.6, 0.8, 1.0)
 
 
 def nats_per_sample(nll: float, length: int, unit_interval: bool = True) -> float:
@@ -95,10 +101,17 @@ def log_spectral_distance(
 
 
 def griffin_lim(
-    mel: np.ndarray, rate: int, length: int, n_fft: int = 1024, hop: int = 256, iters: int = 64
+    mel: np.ndarray,
+    rate: int,
+    length: int,
+    n_fft: int = 1024,
+    hop: int = 256,
+    iters: int = 64,
+    seed: int = 0,
 ) -> np.ndarray:
     """Griffin-Lim's waveform from a mel *magnitude* spectrogram ``(*, F, frames)`` (librosa:
-    the mel filterbank inverted by non-negative least squares, the phase by ``iters`` rounds).
+    the mel filterbank inverted by non-negative least squares, the phase by ``iters`` rounds
+    of its fast Griffin-Lim from random phases drawn with ``seed``, so a rerun repeats it).
 
     Returns:
         ``(*, length)`` float32 waveforms.
@@ -107,21 +120,18 @@ def griffin_lim(
     m = np.asarray(mel, dtype=np.float32)
     if m.shape[-1] == length // hop:  # frames of log_mel (the centred last one dropped)
         m = np.concatenate([m, m[..., -1:]], axis=-1)  # librosa's length // hop + 1 frames
-    y = librosa.feature.inverse.mel_to_audio(
-        m,
-        sr=rate,
-        n_fft=n_fft,
-        hop_length=hop,
-        power=1.0,
-        n_iter=iters,
-        length=length,
+    stft = librosa.feature.inverse.mel_to_stft(m, sr=rate, n_fft=n_fft, power=1.0)
+    y = librosa.griffinlim(
+        stft, n_iter=iters, hop_length=hop, n_fft=n_fft, length=length, random_state=seed
     )
     return np.asarray(y, dtype=np.float32)
 
 
 def audio_summary(flow: Any, test: Any, ds: Any, temperature: float = 0.6) -> dict[str, Any]:
-    """An audio run's figures: test log-likelihood per sample (nats, waveform in ``[-1, 1)``),
-    bits per 16-bit sample, and the synthesis speed of the flow on this machine.
+    """An audio run's figures: test log-likelihood per sample (nats, waveform in ``[-1, 1)``;
+    given each segment's mel frames for a vocoder), bits per 16-bit sample, the synthesis speed
+    of the flow on this machine, and for a vocoder (a dataset with a context) the
+    :func:`vocoder_summary` of its resynthesis under ``"vocoder"``.
 
     Args:
         flow: the run's flow over dequantized levels ``u`` in ``[0, 1)``, shape ``(1, T)``.
@@ -130,7 +140,13 @@ def audio_summary(flow: Any, test: Any, ds: Any, temperature: float = 0.6) -> di
         temperature: of the timed samples.
     """
     length = int(ds.event_shape[-1])
-    speed = synthesis_speed(flow, 4, temperature=temperature)
+    context = ds.context_of("test")
+    vocoder = None
+    if context is None:
+        speed = synthesis_speed(flow, 4, temperature=temperature)
+    else:  # one resynthesis of each of 4 test segments, at the vocoder's temperature
+        vocoder = vocoder_summary(flow, ds)
+        speed = synthesis_speed(flow, 1, context[:4], temperature=vocoder["temperature"])
     rate = int(ds.sample_rate or 0)
     return {
         "sample_rate": rate,
@@ -140,6 +156,98 @@ def audio_summary(flow: Any, test: Any, ds: Any, temperature: float = 0.6) -> di
         "synthesis_samples_per_s": speed,
         "real_time_factor": speed / rate if rate else None,
         "threads": torch.get_num_threads(),
+        **({} if vocoder is None else {"vocoder": vocoder}),
+    }
+
+
+@torch.no_grad()
+def resynthesize(flow: Any, context: torch.Tensor, temperature: float, seed: int = 0) -> np.ndarray:
+    """A vocoder's waveforms from their conditioning: one draw per row at ``temperature``.
+
+    Args:
+        flow: a flow over dequantized 16-bit levels ``u`` in ``[0, 1)``, shape ``(1, T)``,
+            conditioned on ``(*, C)`` mel frames.
+        context: ``(N, C)`` the mel frames of ``N`` segments.
+        temperature: the base's standard deviation.
+        seed: of the draws (the global generator is left as it was).
+
+    Returns:
+        ``(N, T)`` float64 samples in ``[-1, 1]``.
+    """
+    from flowforge.data.audio import waveform
+
+    was = flow.training
+    flow.eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        u = flow.sample(1, context, temperature=temperature)[0, :, 0]  # (N, T)
+    flow.train(was)
+    return waveform(u.clamp(0, 1)).double().cpu().numpy()
+
+
+def _spread(n: int, k: int) -> np.ndarray:
+    """``min(n, k)`` indices spread evenly over ``0 .. n-1``."""
+    return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(int))
+
+
+def vocoder_summary(
+    flow: Any, ds: Any, clips: int = 16, temperatures: tuple[float, ...] = TEMPERATURES
+) -> dict[str, Any]:
+    """A vocoder's resynthesis of held-out segments from their mel frames, against
+    Griffin-Lim's waveform from the same mel.
+
+    The temperature is the one of :data:`TEMPERATURES` whose resynthesis of up to ``clips``
+    validation segments has the smallest log-spectral distance; then up to ``clips`` test
+    segments (spread over the test split) are resynthesised at it, and the log-spectral
+    distance (dB, 80-band mel, :func:`log_spectral_distance`) of each to its original is
+    reported with Griffin-Lim's (64 iterations from the same mel magnitudes).
+
+    Args:
+        flow: the run's flow over ``u`` in ``[0, 1)`` given mel frames (the dataset's context).
+        ds: an audio :class:`~flowforge.data.Dataset` with a mel context
+            (:func:`~flowforge.data.audio.mel_context`).
+        clips: segments resynthesised per split.
+        temperatures: the candidates.
+
+    Returns:
+        ``temperature``, ``val_lsd_by_temperature``, ``test_segments``, ``lsd_db`` and
+        ``lsd_db_err`` (2 standard errors), ``griffin_lim_lsd_db`` and its ``_err``.
+    """
+    from flowforge.data.audio import AUDIO_LEVELS, MEL_HOP, mel_magnitude
+
+    rate, length = int(ds.sample_rate), int(ds.event_shape[-1])
+
+    def originals(split: str, idx: np.ndarray) -> np.ndarray:
+        v = getattr(ds, split)[torch.as_tensor(idx)][:, 0].double().numpy()
+        return (v - AUDIO_LEVELS // 2) / (AUDIO_LEVELS // 2)  # (n, T)
+
+    val_idx = _spread(ds.val.shape[0], clips)
+    val_c = ds.context_of("val")[torch.as_tensor(val_idx)]
+    val_x = originals("val", val_idx)
+    by_t = {
+        float(t): float(log_spectral_distance(resynthesize(flow, val_c, t), val_x, rate).mean())
+        for t in temperatures
+    }
+    best = min(by_t, key=by_t.__getitem__)
+    idx = _spread(ds.test.shape[0], clips)
+    context = ds.context_of("test")[torch.as_tensor(idx)]
+    x = originals("test", idx)
+    lsd = log_spectral_distance(resynthesize(flow, context, best), x, rate)
+    gl = griffin_lim(mel_magnitude(context), rate, length, hop=MEL_HOP)
+    lsd_gl = log_spectral_distance(gl, x, rate)
+    n = len(idx)
+
+    def err(a: np.ndarray) -> float | None:
+        return float(2 * a.std(ddof=1) / math.sqrt(n)) if n > 1 else None
+
+    return {
+        "temperature": best,
+        "val_lsd_by_temperature": by_t,
+        "test_segments": n,
+        "lsd_db": float(lsd.mean()),
+        "lsd_db_err": err(lsd),
+        "griffin_lim_lsd_db": float(lsd_gl.mean()),
+        "griffin_lim_lsd_db_err": err(lsd_gl),
     }
 
 

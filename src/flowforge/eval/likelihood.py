@@ -37,15 +37,20 @@ class NonFiniteLikelihood(ValueError):
 
 @torch.no_grad()
 def log_likelihoods(
-    flow: nn.Module, x: Tensor, batch_size: int = 4096, device: torch.device | str | None = None
+    flow: nn.Module,
+    x: Tensor,
+    batch_size: int = 4096,
+    device: torch.device | str | None = None,
+    context: Tensor | None = None,
 ) -> Tensor:
-    """Per-row ``log p(x)`` in evaluation mode, batched.
+    """Per-row ``log p(x)`` (``log p(x | c)`` given a context) in evaluation mode, batched.
 
     Args:
         flow: a flow with ``log_prob``; its train/eval mode is restored afterwards.
         x: ``(N, *event_shape)`` rows.
         batch_size: rows per forward pass.
         device: where to compute (default: the flow's device).
+        context: ``(N, C)`` the rows' context (a conditional flow), or ``None``.
 
     Returns:
         ``(N,)`` float64 on the CPU.
@@ -55,10 +60,14 @@ def log_likelihoods(
     was_training = flow.training
     flow.eval()
     try:
-        parts = [
-            flow.log_prob(x[i : i + batch_size].to(device)).double().cpu()  # type: ignore[operator]
-            for i in range(0, x.shape[0], batch_size)
-        ]
+        parts = []
+        for i in range(0, x.shape[0], batch_size):
+            rows = x[i : i + batch_size].to(device)
+            if context is None:
+                lp = flow.log_prob(rows)  # type: ignore[operator]
+            else:
+                lp = flow.log_prob(rows, context[i : i + batch_size].to(device))  # type: ignore[operator]
+            parts.append(lp.double().cpu())
     finally:
         flow.train(was_training)
     return torch.cat(parts) if parts else x.new_zeros(0, dtype=torch.float64)

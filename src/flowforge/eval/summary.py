@@ -114,5 +114,5 @@ def split_summary(
         ll = standardized_log_likelihoods(flow, z, log_abs_det, batch_size)
     else:
         x = prepare_split(ds, split, seed)
-        ll = log_likelihoods(flow, x, batch_size)
+        ll = log_likelihoods(flow, x, batch_size, context=ds.context_of(split))
     return summarize(ll, ds.dim, ds.levels if ds.kind in QUANTIZED_KINDS else None)

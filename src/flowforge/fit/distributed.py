@@ -328,7 +328,8 @@ class ObjectiveModule(nn.Module):
         model: the flow.
         objective: an ``nn.Module`` objective with parameters (a learned dequantizer), else
             ``None``.
-        loss: ``loss(x) -> Loss`` (the trainer's checked objective).
+        loss: ``loss(x, context) -> Loss`` (the trainer's checked objective; ``context`` the
+            rows' ``(B, C)`` context of a conditional flow, or ``None``).
     """
 
     def __init__(
@@ -339,8 +340,10 @@ class ObjectiveModule(nn.Module):
         self.objective = objective
         self._loss = loss
 
-    def forward(self, x: Tensor, weight: float) -> tuple[Tensor, dict[str, Tensor]]:
-        out = self._loss(x)
+    def forward(
+        self, x: Tensor, weight: float, context: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        out = self._loss(x) if context is None else self._loss(x, context)
         return out.value * weight, {k: t.detach() * weight for k, t in out.terms.items()}
 
 

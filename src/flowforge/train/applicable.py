@@ -92,6 +92,7 @@ def _why_unused(cfg: TrainConfig, ds: Dataset, given: list[str]) -> str | None:
         ("data_dir", reads_data_dir(cfg.data), "is where the on-disk sets are read from"),
         ("logit_alpha", quantized and cfg.noise == 0, "is the logit pre-transform's constant"),
         ("dequantization", quantized, "dequantizes integer levels (images, audio)"),
+        ("condition", ds.kind == "audio", "conditions an audio flow on mel frames"),
         ("whiten", table and vector, "whitens a standardised table for a vector flow"),
         ("defensive", table and vector, "mixes a standardised table's flow with its Gaussian"),
         ("size_from_data", ds.kind == "tabular" and ds.train is not None, "sizes a table's run"),

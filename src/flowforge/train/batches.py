@@ -116,14 +116,21 @@ class TrainStream:
         self.noise = torch.Generator().manual_seed(seed + 1)
         self.epoch = 0
         self.position = 0  # batches already taken from the current epoch
-        self._epoch_iter: Iterator[Tensor] | None = None
+        self._epoch_iter: Iterator[tuple[Tensor, Tensor | None]] | None = None
 
-    def _epoch_batches(self) -> Iterator[Tensor]:
+    def _epoch_batches(self) -> Iterator[tuple[Tensor, Tensor | None]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return self.ds.iter_epoch(self.batch_size, g)
+        return self.ds.iter_epoch_rows(self.batch_size, g)
 
     def next(self) -> Tensor:
-        """The next ``(B, *event_shape)`` batch in the flow's input units."""
+        """The next ``(B, *event_shape)`` batch in the flow's input units (its context, if
+        the set has one, dropped: :meth:`next_batch` keeps it)."""
+        return self.next_batch()[0]
+
+    def next_batch(self) -> tuple[Tensor, Tensor | None]:
+        """The next batch in the flow's input units and its rows' ``(B, C)`` context
+        (:attr:`flowforge.data.Dataset.context`; ``None`` when the set has none)."""
+        context = None
         if self.ds.train is None:
             x = self.ds.sample_train(self.batch_size, self.draws)
         else:
@@ -131,20 +138,20 @@ class TrainStream:
                 if self._epoch_iter is None:
                     it = self._epoch_batches()
                     self._epoch_iter = itertools.islice(it, self.position, None)
-                x_or_none = next(self._epoch_iter, None)
-                if x_or_none is not None:
-                    x = x_or_none
+                batch = next(self._epoch_iter, None)
+                if batch is not None:
+                    x, context = batch
                     break
                 self.epoch, self.position, self._epoch_iter = self.epoch + 1, 0, None
             self.position += 1
         if self.raw and self.ds.kind in QUANTIZED_KINDS:
-            return x.to(torch.float32)
+            return x.to(torch.float32), context
         if self.standardized:
-            return x
+            return x, context
         u = model_input(self.ds, x, self.noise)
         if self.noise_std > 0 and self.ds.kind == "image":
             u = u + self.noise_std * torch.randn(u.shape, generator=self.noise).to(u)
-        return u
+        return u, context
 
     def state_dict(self) -> dict[str, Any]:
         """Generator states and the position in the epoch."""

@@ -1,12 +1,13 @@
 """The data options of :class:`~flowforge.train.config.TrainConfig`: its first field group.
 
-:class:`DataOptions` holds which data, which columns, the validation and test rows and the
-images' logit constant; its fields come first in the options, the flags and ``config.json``.
+:class:`DataOptions` holds which data, which columns, the validation and test rows, the
+images' logit constant and an audio flow's conditioning; its fields come first in the options,
+the flags and ``config.json``.
 
 Example:
     >>> import dataclasses
     >>> from flowforge.train.config import TrainConfig
-    >>> [f.name for f in dataclasses.fields(DataOptions)] == TrainConfig.option_names()[:7]
+    >>> [f.name for f in dataclasses.fields(DataOptions)] == TrainConfig.option_names()[:8]
     True
 """
 
@@ -61,4 +62,13 @@ class DataOptions:
     logit_alpha: float = field(
         default=1e-6,
         metadata=option_doc("images: logit pre-transform constant a in s = a + (1-2a)u"),
+    )
+    condition: str = field(
+        default="mel",
+        metadata=option_doc(
+            "audio: condition the flow on each segment's log-mel frames (mel: a vocoder, which "
+            "resynthesises held-out clips from their mel against Griffin-Lim) or on nothing "
+            "(none)",
+            ("mel", "none"),
+        ),
     )

@@ -139,6 +139,10 @@ class Trainer:
             ``val_bpd`` (:func:`~flowforge.eval.likelihood.bits_per_dim`).
         objective_weights: the file that holds the objective's parameters of the best state
             (an ``nn.Module`` objective only; ``None``: none).
+        val_context: ``(N, C)`` the validation rows' context when the dataset has one
+            (:attr:`flowforge.data.Dataset.context`): the flow is then trained and validated
+            conditioned on it, each training batch with its rows' context
+            (:meth:`~flowforge.train.batches.TrainStream.next_batch`).
         writer: the run directory's writer (:class:`~flowforge.runs.writer.RunWriter`):
             metrics, checkpoints and the best weights (and ``objective_weights``, by its file
             name) are written through it, instead of to the three files above.
@@ -166,6 +170,7 @@ class Trainer:
         objective_weights: Path | None = None,
         world: World | None = None,
         writer: RunWriter | None = None,
+        val_context: Tensor | None = None,
     ) -> None:
         self.model, self.stream, self.cfg = model, stream, cfg
         self.total_steps, self.device = total_steps, device
@@ -239,6 +244,7 @@ class Trainer:
             levels=levels,
             world=self.world,
             log=lambda msg: self.log(msg),
+            context=val_context,
         )
         self.best_objective_state: dict[str, Tensor] | None = None
         self.step = 0
@@ -295,9 +301,13 @@ class Trainer:
 
     # -- training -----------------------------------------------------------------------------
 
-    def _loss(self, x: Tensor) -> Loss:
-        """The objective on batch ``x``, checked: a :class:`Loss` with a scalar value."""
-        out = self.objective(self.model, x)
+    def _loss(self, x: Tensor, context: Tensor | None = None) -> Loss:
+        """The objective on batch ``x`` (given its ``context``, if any), checked: a
+        :class:`Loss` with a scalar value."""
+        if context is None:  # an objective of (model, batch) serves unconditional runs
+            out = self.objective(self.model, x)
+        else:
+            out = self.objective(self.model, x, context)
         if not isinstance(out, Loss):
             raise TypeError(
                 f"the objective {self.objective!r} returned a {type(out).__name__}; "
@@ -317,8 +327,9 @@ class Trainer:
                 )
         return out
 
-    def train_step(self, x: Tensor) -> float | None:
-        """One optimizer step on batch ``x``; returns the loss, or ``None`` if it was skipped.
+    def train_step(self, x: Tensor, context: Tensor | None = None) -> float | None:
+        """One optimizer step on batch ``x`` (with its rows' ``(B, C)`` context, if any);
+        returns the loss, or ``None`` if it was skipped.
 
         The objective's extra terms of the step are left in :attr:`last_terms` (empty when the
         step was skipped). The step itself (clipping, the schedule, the moving average, the
@@ -331,7 +342,7 @@ class Trainer:
             with precision_context(
                 self.cfg.precision, self.device, self.model, self.objective_module
             ):
-                value, step_terms, loss = self._step_loss(x)
+                value, step_terms, loss = self._step_loss(x, context)
             terms.update(step_terms)
             return value, loss  # the loss is summed over the ranks: the same on all of them
 
@@ -341,35 +352,47 @@ class Trainer:
         self.last_terms = {name: float(t.detach()) for name, t in terms.items()}
         return float(done)
 
-    def _step_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    def _step_loss(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """``(what to backpropagate, the terms, the loss)`` of a step on the global batch ``x``.
 
         Several ranks: this rank's weighted slice through DDP; the loss and the terms are the
         global batch's, summed over the ranks.
         """
         if not self.world.active:
-            out = self._loss(x)
+            out = self._loss(x, context)
             return out.value, dict(out.terms), out.value.detach()
         if self._ddp is None:
-            self._prepare_ranks(x)
+            self._prepare_ranks(x, context)
         assert self._ddp is not None
         local, weight = shard(x, self.world)
-        value, terms = self._ddp(local, weight)
+        local_context = None if context is None else shard(context, self.world)[0]
+        value, terms = self._ddp(local, weight, local_context)
         packed = torch.stack([value.detach().float(), *(t.float() for t in terms.values())])
         total = all_sum(packed, self.world) / self.world.size
         return value, dict(zip(terms, total[1:], strict=True)), total[0]
 
-    def _prepare_ranks(self, x: Tensor) -> None:
+    def _prepare_ranks(self, x: Tensor, context: Tensor | None = None) -> None:
         """Before the first step of several ranks: ActNorm initialised on the global batch ``x``,
         then DDP (which broadcasts rank 0's parameters and buffers), checked in sync."""
         trained = nn.ModuleList([self.model, *filter(None, [self.objective_module])])
-        initialize_from_batch(trained, lambda: self._loss(x))
+        initialize_from_batch(trained, lambda: self._loss(x, context))
         self._ddp = wrap_ddp(
             ObjectiveModule(self.model, self.objective_module, self._loss), self.device
         )
         check_in_sync(list(trained), self.world, f"step {self.step}, after initialisation")
         if self.world.rank > 0:  # the objective's own noise: its own stream on every rank
             torch.manual_seed(self.cfg.seed + 7_919 * self.world.rank + 104_729 * self.step)
+
+    def _next_batch(self) -> tuple[Tensor, Tensor | None]:
+        """The next training batch and its rows' context (``None``: the set has none), on the
+        device. A set without a context is read through ``stream.next()``."""
+        if self.stream.ds.context is None:
+            return self.stream.next().to(self.device), None
+        x, context = self.stream.next_batch()
+        assert context is not None
+        return x.to(self.device), context.to(self.device)
 
     def _solver_failed(self, e: SolverError) -> SolverError:
         """The error that stops training on a failed ODE solve (one line)."""
@@ -544,7 +567,8 @@ class Trainer:
             while self.step < self.total_steps and not self.stopped_early:
                 start = time.perf_counter()
                 try:
-                    loss = self.train_step(self.stream.next().to(self.device))
+                    x, context = self._next_batch()
+                    loss = self.train_step(x, context)
                 except SolverError as e:
                     raise self._solver_failed(e) from None
                 self.step += 1

@@ -48,16 +48,29 @@ __all__ = [
 
 
 class Objective(Protocol):
-    """A training objective: ``objective(model, batch) -> Loss``."""
+    """A training objective: ``objective(model, batch) -> Loss``; on a dataset with a
+    per-example context (:attr:`flowforge.data.Dataset.context`) the fit loop calls
+    ``objective(model, batch, context)`` instead, so an objective of two arguments still
+    serves every unconditional run."""
 
-    def __call__(self, model: nn.Module, batch: Tensor) -> Loss:
+    def __call__(self, model: nn.Module, batch: Tensor, context: Tensor | None = None) -> Loss:
         """The loss of ``model`` on ``batch``.
 
         Args:
             model: the flow being trained (in training mode).
             batch: ``(B, *event_shape)`` training rows, on the model's device.
+            context: ``(B, C)`` the rows' context (a conditional flow), or ``None``.
         """
         ...
+
+
+def _log_prob(model: nn.Module, batch: Tensor, context: Tensor | None, what: str) -> Tensor:
+    """``model.log_prob(batch[, context])``: the context passed only when there is one."""
+    log_prob = getattr(model, "log_prob", None)
+    if not callable(log_prob):
+        raise TypeError(f"{what} needs a model with log_prob(x), got {type(model).__name__}")
+    out: Tensor = log_prob(batch) if context is None else log_prob(batch, context)
+    return out
 
 
 class MaximumLikelihood:
@@ -77,22 +90,18 @@ class MaximumLikelihood:
         True
     """
 
-    def __call__(self, model: nn.Module, batch: Tensor) -> Loss:
-        """``Loss(-model.log_prob(batch).mean())``.
+    def __call__(self, model: nn.Module, batch: Tensor, context: Tensor | None = None) -> Loss:
+        """``Loss(-model.log_prob(batch, context).mean())``.
 
         Args:
             model: a flow (anything with ``log_prob(x) -> (B,)``).
             batch: ``(B, *event_shape)`` rows.
+            context: ``(B, C)`` the rows' context, or ``None`` (unconditional).
 
         Raises:
             TypeError: if ``model`` has no ``log_prob``.
         """
-        log_prob = getattr(model, "log_prob", None)
-        if not callable(log_prob):
-            raise TypeError(
-                f"maximum likelihood needs a model with log_prob(x), got {type(model).__name__}"
-            )
-        return Loss(-log_prob(batch).mean())
+        return Loss(-_log_prob(model, batch, context, "maximum likelihood").mean())
 
     def __repr__(self) -> str:
         return "MaximumLikelihood()"
@@ -142,25 +151,20 @@ class VariationalDequantization(nn.Module):
         super().__init__()
         self.dequantizer = dequantizer
 
-    def forward(self, model: nn.Module, batch: Tensor) -> Loss:
+    def forward(self, model: nn.Module, batch: Tensor, context: Tensor | None = None) -> Loss:
         """The loss of ``model`` and the dequantizer on levels ``batch``.
 
         Args:
             model: the flow of ``u`` in ``[0, 1)^D`` (``log_prob(u) -> (B,)``, pre-transforms
                 such as ``Logit`` inside it).
             batch: ``(B, *event)`` integer levels ``0 .. K-1``.
+            context: ``(B, C)`` the rows' context of a conditional flow, or ``None``.
 
         Raises:
             TypeError: if ``model`` has no ``log_prob``.
         """
-        log_prob = getattr(model, "log_prob", None)
-        if not callable(log_prob):
-            raise TypeError(
-                "variational dequantization needs a model with log_prob(u), got "
-                f"{type(model).__name__}"
-            )
         u, log_q = self.dequantizer.sample(batch)
-        value = -(log_prob(u) - log_q).mean()
+        value = -(_log_prob(model, u, context, "variational dequantization") - log_q).mean()
         d, k = self.dequantizer.dim, self.dequantizer.levels
         bpd = (value + d * math.log(k)) / (d * math.log(2.0))
         return Loss(value, {"bound_bpd": bpd, "log_q": log_q.mean()})
@@ -214,12 +218,13 @@ class CNFLikelihood:
             )
         self.kinetic, self.jacobian = float(kinetic), float(jacobian)
 
-    def __call__(self, model: nn.Module, batch: Tensor) -> Loss:
+    def __call__(self, model: nn.Module, batch: Tensor, context: Tensor | None = None) -> Loss:
         """The regularised negative log-likelihood of ``model`` on ``batch``.
 
         Args:
             model: a flow with at least one :class:`~flowforge.transforms.CNF`.
             batch: ``(B, D)`` rows.
+            context: ``(B, C)`` the rows' context, or ``None``.
 
         Raises:
             TypeError: if ``model`` has no CNF or no ``log_prob``.
@@ -230,7 +235,7 @@ class CNFLikelihood:
             if regularize:
                 for cnf in cnfs:
                     stack.enter_context(cnf.regularizing())
-            nll = MaximumLikelihood()(model, batch).value
+            nll = MaximumLikelihood()(model, batch, context).value
         records = [c.last_solve for c in cnfs if c.last_solve is not None]
         counter = records[0].backward_counter
         for r in records[1:]:  # one live counter that all backward solves add to

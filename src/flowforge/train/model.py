@@ -3,7 +3,9 @@
 Each preset declares its own options by its signature: the vector presets take ``features``,
 ``context``, ``transforms``, ``hidden`` (a tuple of widths) and their own extras; the image
 presets take ``shape``, ``context``, ``levels``, ``depth``, ``hidden`` (one number of channels)
-and theirs. The data decide ``features`` / ``shape`` (and ``context = 0``); every other option
+and theirs. The data decide ``features`` / ``shape`` and ``context`` (0, or the size of the
+dataset's per-example context: an audio segment's mel frames, whose bands are WaveGlow's
+``frame_features``); every other option
 comes from :data:`PRESET_SIZES` (the command line's default size of each preset), then
 ``--transforms``, ``--hidden``, ``--bins`` and ``--flow-options``, and an option the preset does
 not take is a :class:`ConfigError` naming the valid ones.
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 
 from flowforge.core.memory import too_big
+from flowforge.data.audio import MEL_BANDS
 from flowforge.data.base import QUANTIZED_KINDS
 from flowforge.dequantization import NOISE_FLOWS, Dequantizer
 from flowforge.flows import PRESETS
@@ -137,7 +140,7 @@ FLOW_MATCHING_DEFAULTS: dict[str, Any] = {
     "eval_every": 500,
 }
 
-_DATA_ARGS = ("features", "shape", "context")
+_DATA_ARGS = ("features", "shape", "context", "frame_features")
 
 #: Presets on sequences ``(C, T)`` (audio), whose training defaults are :data:`AUDIO_TRAINING_DEFAULTS`.
 AUDIO_PRESETS = ("waveglow",)
@@ -343,8 +346,12 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         data_args: dict[str, Any] = {"shape": list(ds.event_shape)}
     else:
         data_args = {"features": ds.dim}
-    if "context" in params:
-        data_args["context"] = 0
+    if "context" in params:  # the dataset's per-example context (audio: its mel frames)
+        data_args["context"] = ds.context_dim
+    elif ds.context_dim:
+        raise ConfigError(f"flow {cfg.flow!r} takes no context, and {ds.name!r} has one")
+    if "frame_features" in params and ds.context_dim:  # the context is mel frames (F, frames)
+        data_args["frame_features"] = MEL_BANDS
     _check_size(cfg.flow, {**data_args, **kwargs}, cfg.batch_size)
     start = _start_of(cfg, ds) if ds.kind == "tabular" and "features" in data_args else None
     return ModelSpec(

@@ -212,10 +212,13 @@ def write_run_plots(
     ds: Dataset,
     records: Sequence[dict[str, Any]],
     likelihood: bool = True,
+    temperature: float | None = None,
 ) -> list[Path]:
     """The plots of a finished run (``likelihood``: whether the training loss is an NLL, see
     :func:`plot_losses`): ``loss.png``, plus ``density.png`` (2-D data) or
-    ``samples.png`` (images: test images next to samples at temperatures 1, 0.8, 0.6)."""
+    ``samples.png`` (images: test images next to samples at temperatures 1, 0.8, 0.6), or
+    audio's WAV files and ``spectrograms.png`` (:func:`write_audio_samples`, at
+    ``temperature`` when given)."""
     written = []
     if records:
         written.append(plot_losses(records, out / "loss.png", likelihood))
@@ -226,7 +229,9 @@ def write_run_plots(
         levels = int(spec.levels or 2)
         written.append(image_samples_figure(flow, ds.test, levels, out / "samples.png"))
     elif spec.kind == "audio" and ds.sample_rate:
-        written += write_audio_samples(flow, ds.test, ds.sample_rate, out)
+        written += write_audio_samples(
+            flow, ds.test, ds.sample_rate, out, temperature or 0.6, ds.context_of("test")
+        )
     return written
 
 
@@ -258,10 +263,18 @@ def spectrogram_figure(waves: dict[str, Any], rate: int, path: str | Path) -> Pa
 
 
 def write_audio_samples(
-    flow: torch.nn.Module, test: Tensor, rate: int, out: Path, temperature: float = 0.6
+    flow: torch.nn.Module,
+    test: Tensor,
+    rate: int,
+    out: Path,
+    temperature: float = 0.6,
+    context: Tensor | None = None,
 ) -> list[Path]:
-    """An audio run's outputs: three test segments and three samples (at ``temperature``) as
-    16-bit WAV files, and ``spectrograms.png`` of the first of each.
+    """An audio run's outputs as 16-bit WAV files, and ``spectrograms.png`` of the first of
+    each kind: three test segments ``test{i}.wav`` and three samples ``sample{i}.wav`` (at
+    ``temperature``); for a vocoder (``context``: the test segments' mel frames) instead of
+    the samples, each test segment's resynthesis from its mel ``test{i}_resynthesis.wav`` and
+    Griffin-Lim's from the same mel ``test{i}_griffin_lim.wav``.
 
     Args:
         flow: the run's flow over dequantized levels ``u`` in ``[0, 1)``, shape ``(1, T)``.
@@ -269,21 +282,36 @@ def write_audio_samples(
         rate: the sample rate in Hz.
         out: the run directory.
         temperature: the base's standard deviation for the samples.
+        context: ``(N, C)`` the test segments' mel frames (a vocoder), or ``None``.
     """
     import soundfile as sf
 
-    from flowforge.data.audio import waveform
+    from flowforge.data.audio import MEL_HOP, mel_magnitude, waveform
+    from flowforge.eval.audio import griffin_lim, resynthesize
 
-    with torch.no_grad():
-        drawn = flow.sample(3, temperature=temperature)  # type: ignore[operator]
-    samples = waveform(drawn[:, 0].clamp(0, 1)).double().numpy()  # (3, T) in [-1, 1]
     originals = ((test[:3, 0].double() - 32768) / 32768).numpy()
+    outputs: dict[str, Any] = {"": originals}
+    if context is None:
+        with torch.no_grad():
+            drawn = flow.sample(3, temperature=temperature)  # type: ignore[operator]
+        samples = waveform(drawn[:, 0].clamp(0, 1)).double().numpy()  # (3, T) in [-1, 1]
+        outputs["sample"] = samples
+        waves = {"test segment": originals[0], f"sample (temperature {temperature})": samples[0]}
+    else:
+        mel = context[: len(originals)]
+        outputs["_resynthesis"] = resynthesize(flow, mel, temperature)
+        outputs["_griffin_lim"] = griffin_lim(mel_magnitude(mel), rate, test.shape[-1], hop=MEL_HOP)
+        waves = {
+            "test segment": originals[0],
+            f"resynthesis from its mel (temperature {temperature})": outputs["_resynthesis"][0],
+            "Griffin-Lim from the same mel": outputs["_griffin_lim"][0],
+        }
     written = []
-    for prefix, waves in (("test", originals), ("sample", samples)):
-        for i, wave in enumerate(waves):
-            sf.write(out / f"{prefix}{i}.wav", wave, rate, subtype="PCM_16")
-            written.append(out / f"{prefix}{i}.wav")
-    waves = {"test segment": originals[0], f"sample (temperature {temperature})": samples[0]}
+    for suffix, group in outputs.items():
+        for i, wave in enumerate(group):
+            name = f"sample{i}.wav" if suffix == "sample" else f"test{i}{suffix}.wav"
+            sf.write(out / name, np.clip(wave, -1, 1), rate, subtype="PCM_16")
+            written.append(out / name)
     written.append(spectrogram_figure(waves, rate, out / "spectrograms.png"))
     return written
 

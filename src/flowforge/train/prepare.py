@@ -19,6 +19,7 @@ import torch
 
 from flowforge._version import __version__
 from flowforge.data import Dataset, load_dataset
+from flowforge.data.audio import mel_context
 from flowforge.data.user import check_source
 from flowforge.dequantization import DequantizedLikelihood, Dequantizer
 from flowforge.eval.likelihood import NLLSummary
@@ -63,7 +64,9 @@ def run_config(record: dict[str, Any], origin: str) -> TrainConfig:
         RunError: if the options are missing or malformed.
     """
     try:
-        return TrainConfig.from_dict(record["config"])
+        options = dict(record["config"])
+        options.setdefault("condition", "none")  # audio runs before the vocoder: unconditional
+        return TrainConfig.from_dict(options)
     except (KeyError, TypeError, ValueError) as e:
         msg = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
         raise RunError(f"{origin} has a malformed run record ({msg})") from None
@@ -113,7 +116,9 @@ def default_out_dir(cfg: TrainConfig) -> Path:
 def load_data(
     cfg: TrainConfig, spec: ModelSpec | None = None, record: dict[str, Any] | None = None
 ) -> Dataset:
-    """The dataset of a run's options (the same splits every time for the same options).
+    """The dataset of a run's options (the same splits every time for the same options); audio
+    with ``condition = "mel"`` gets each segment's mel frames as its per-example context
+    (:func:`~flowforge.data.audio.mel_context`).
 
     Args:
         cfg: the run's options.
@@ -142,6 +147,8 @@ def load_data(
         columns=cfg.column_list(),
         header=header,
     )
+    if ds.kind == "audio" and cfg.condition == "mel":  # a vocoder: p(segment | its mel)
+        ds = mel_context(ds)
     if spec is not None and ds.dim != spec.features:
         raise RunError(f"{cfg.data} has dimension {ds.dim}; the run was trained on {spec.features}")
     if record is not None:

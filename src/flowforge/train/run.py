@@ -209,6 +209,7 @@ def _trainer(
         objective=objective,
         objective_weights=Path(DEQUANTIZER_FILE) if levels and world.is_main else None,
         world=world,
+        val_context=ds.context_of("val"),  # a vocoder's validation rows given their mel
     )
 
 
@@ -336,7 +337,9 @@ def _finish(
     def draw_plots(root: Path) -> list[Path]:
         from flowforge.train.plots import write_run_plots
 
-        return write_run_plots(root, model, spec, ds, records, likelihood)
+        vocoder = (audio or {}).get("vocoder") or {}
+        temperature = vocoder.get("temperature")
+        return write_run_plots(root, model, spec, ds, records, likelihood, temperature)
 
     plots = writer.write_plots(draw_plots) if cfg.plots else []
     return TrainResult(files.root, outcome, test, plots, baseline, audio, draw_plots)

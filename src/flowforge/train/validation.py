@@ -48,6 +48,8 @@ class Validation:
         levels: images: ``K`` levels per value (:attr:`last_bpd` is then set).
         world: this process's place in a multi-process run.
         log: where the note on non-finite rows goes.
+        context: ``(N, C)`` the rows' context of a conditional flow (validated as
+            ``log p(x | c)``), or ``None``.
 
     Attributes:
         last_bpd: the bits/dim of the last :meth:`nll` (``None``: not images, or non-finite).
@@ -64,8 +66,14 @@ class Validation:
         levels: int | None,
         world: World,
         log: Callable[[str], None],
+        context: Tensor | None = None,
     ) -> None:
+        if context is not None and context.shape[0] != val.shape[0]:
+            raise ValueError(
+                f"expected a validation context of {val.shape[0]} rows, got {tuple(context.shape)}"
+            )
         self.val, self.objective, self.device = val, objective, device
+        self.context = context
         self.batch_size, self.seed, self.levels, self.world = batch_size, seed, levels, world
         self.log = log
         self.last_bpd: float | None = None
@@ -99,7 +107,10 @@ class Validation:
         """``(N,)`` validation log-likelihoods of ``u`` (a learned dequantizer: its bound)."""
         if not isinstance(self.objective, VariationalDequantization):
             mine = torch.tensor_split(self.val, self.world.size)[self.world.rank]
-            ll = log_likelihoods(model, mine, self.batch_size, self.device)
+            context = self.context
+            if context is not None:
+                context = torch.tensor_split(context, self.world.size)[self.world.rank]
+            ll = log_likelihoods(model, mine, self.batch_size, self.device, context)
             return gather_rows(ll, self.world)  # every rank: all rows, in order
         if not self.world.is_main:
             return broadcast_object(torch.empty(0), self.world)
