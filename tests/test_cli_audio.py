@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from cli_util import assert_bad_input, assert_ok, run_cli
+from flowforge.data import load_dataset
+from flowforge.data.audio import mel_features
 from flowforge.eval.audio import log_spectral_distance, nats_per_sample, synthesis_speed
+from flowforge.eval.splits import prepare_split
 from flowforge.runs import open_run
 
 sf = pytest.importorskip("soundfile", reason="audio needs pip install flowforge[audio]")
@@ -31,15 +34,15 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def audio_run(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cwd = tmp_path_factory.mktemp("run")
-    args = ["--data", str(clips), "--flow", "waveglow", *SMALL, "--steps", "4"]
+def _train(clips: Path, cwd: Path, *extra: str) -> Path:
+    args = ["--data", str(clips), "--flow", "waveglow", *SMALL, "--steps", "4", *extra]
     proc = run_cli(
         "train",
         *args,
         "--eval-every",
         "2",
+        "--warmup-steps",
+        "1",
         "--n-val",
         "1",
         "--n-test",
@@ -51,6 +54,18 @@ def audio_run(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert_ok(proc)
     assert "nats per sample" in proc.stdout and "samples/s" in proc.stdout
     return cwd / "run"
+
+
+@pytest.fixture(scope="module")
+def audio_run(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default audio run: a vocoder, conditioned on each segment's mel frames."""
+    return _train(clips, tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def plain_run(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An unconditional audio run."""
+    return _train(clips, tmp_path_factory.mktemp("plain"), "--condition", "none")
 
 
 def test_audio_run_reports_per_sample_figures(audio_run: Path) -> None:
@@ -68,14 +83,57 @@ def test_audio_run_reports_per_sample_figures(audio_run: Path) -> None:
     )
 
 
-def test_audio_run_writes_wavs_and_a_spectrogram(audio_run: Path) -> None:
+def test_an_unconditional_run_writes_samples_and_a_spectrogram(plain_run: Path) -> None:
     for name in ("test0.wav", "sample0.wav", "sample2.wav"):
+        wave, rate = sf.read(plain_run / name)
+        assert rate == 16000 and wave.shape == (4096,) and np.isfinite(wave).all()
+    assert (plain_run / "spectrograms.png").stat().st_size > 5000
+    run = open_run(plain_run, torch.device("cpu"))
+    assert run.spec.kind == "audio" and run.spec.levels == 65536
+    assert run.spec.kwargs["context"] == 0
+    assert "vocoder" not in json.loads((plain_run / "results.json").read_text())["audio"]
+
+
+def test_the_vocoder_is_trained_and_tested_given_each_segments_mel(
+    audio_run: Path, clips: Path
+) -> None:
+    run = open_run(audio_run, torch.device("cpu"))
+    assert run.spec.kwargs["context"] == 40 * 16 and run.spec.kwargs["frame_features"] == 40
+    results = json.loads((audio_run / "results.json").read_text())
+    # the test NLL is log p(u | its own mel): recomputed here from the test levels
+    ds = load_dataset(str(clips), n_val=1, n_test=1)
+    test_u = prepare_split(ds, "test", 0)  # the run's seeded dequantization of the test rows
+    mel = torch.from_numpy(mel_features(ds.test, 16000))
+    with torch.no_grad():
+        own = -run.flow.log_prob(test_u, mel).double().mean()
+        quiet = mel.new_full(mel.shape, float(mel.min()))  # the quietest frame everywhere
+        other = -run.flow.log_prob(test_u, quiet).double().mean()
+    assert math.isclose(results["test"]["nll"], float(own), rel_tol=1e-6)
+    assert abs(results["test"]["nll"] - float(other)) > 1e-2  # 4 steps: the mel matters
+    voc = results["audio"]["vocoder"]
+    assert voc["test_segments"] == 2 and voc["temperature"] in (0.6, 0.8, 1.0)
+    assert voc["lsd_db"] > 0 and 0 < voc["griffin_lim_lsd_db"] < voc["lsd_db"]  # 4 steps
+    for name in ("test0.wav", "test0_resynthesis.wav", "test1_griffin_lim.wav"):
         wave, rate = sf.read(audio_run / name)
         assert rate == 16000 and wave.shape == (4096,) and np.isfinite(wave).all()
+    assert not (audio_run / "sample0.wav").exists()
     assert (audio_run / "spectrograms.png").stat().st_size > 5000
     # the test WAV is the held-out segment itself, to 16 bits
-    run = open_run(audio_run, torch.device("cpu"))
-    assert run.spec.kind == "audio" and run.spec.levels == 65536
+    wave, _ = sf.read(audio_run / "test0.wav", dtype="int16")
+    assert np.array_equal(wave.astype(np.float64) + 32768, ds.test[0, 0].double().numpy())
+
+
+def test_flowforge_eval_conditions_on_the_test_mel_and_sample_refuses(audio_run: Path) -> None:
+    proc = run_cli("eval", str(audio_run), cwd=audio_run.parent)
+    assert_ok(proc)
+    nll = json.loads((audio_run / "results.json").read_text())["test"]["nll"]
+    assert f"test NLL: {nll:.4f}" in proc.stdout
+    assert_bad_input(run_cli("sample", str(audio_run), cwd=audio_run.parent), "conditioned")
+
+
+def test_condition_on_data_that_are_not_audio_is_refused(tmp_path: Path) -> None:
+    proc = run_cli("train", "--data", "moons", "--condition", "none", "--steps", "1", cwd=tmp_path)
+    assert_bad_input(proc, "--condition none conditions an audio flow")
 
 
 def test_an_image_preset_on_audio_is_one_clear_error(clips: Path, tmp_path: Path) -> None:

@@ -9,7 +9,16 @@ import pytest
 import torch
 
 from flowforge.data import DataError, list_datasets, load_dataset
-from flowforge.data.audio import AUDIO_LEVELS, load_audio_folder, log_mel, read_audio, to_levels
+from flowforge.data.audio import (
+    AUDIO_LEVELS,
+    load_audio_folder,
+    log_mel,
+    mel_context,
+    mel_features,
+    mel_magnitude,
+    read_audio,
+    to_levels,
+)
 
 sf = pytest.importorskip("soundfile", reason="audio needs pip install flowforge[audio]")
 pytest.importorskip("librosa", reason="audio needs pip install flowforge[audio]")
@@ -108,6 +117,29 @@ def test_log_mel_frames_and_tone_band() -> None:
     assert low < high  # the 3 kHz tone sits in a higher band
     with pytest.raises(DataError, match="not a multiple of hop 256"):
         log_mel(np.zeros(1000), 16000)
+
+
+def test_mel_context_is_each_segments_own_mel(tmp_path: Path) -> None:
+    for i in range(6):  # a different tone in every clip: segments of different clips differ
+        sf.write(tmp_path / f"c{i}.wav", _tone(200 * (i + 1), 0.256 * 3, 8000), 8000)
+    ds = mel_context(load_audio_folder(tmp_path, rate=8000, segment=1024, n_val=2, n_test=2))
+    assert ds.context_dim == 40 * 4
+    for split in ("train", "val", "test"):
+        rows, context = getattr(ds, split), ds.context_of(split)
+        assert context.shape == (rows.shape[0], 160)
+        for i in (0, rows.shape[0] - 1):  # row i is the mel of segment i, from its levels
+            x = (rows[i, 0].double().numpy() - 32768) / 32768
+            mel = log_mel(x, 8000, n_mels=40, hop=256)  # (40, 4)
+            assert np.allclose(context[i].numpy(), (mel / 4 + 2).ravel(), atol=1e-5)
+    # the tones differ by clip, so a context of another split's rows would not match
+    assert not torch.allclose(ds.context_of("val")[0], ds.context_of("test")[0], atol=0.1)
+    # Griffin-Lim's input: the magnitudes back from the features
+    mag = mel_magnitude(ds.context_of("test"))
+    assert mag.shape == (ds.test.shape[0], 40, 4)
+    assert np.allclose(np.log(mag[0]), mel_features(ds.test[:1], 8000)[0].reshape(40, 4) * 4 - 8,
+                       atol=1e-4)
+    with pytest.raises(DataError, match="condition audio segments"):
+        mel_context(load_dataset("moons", n_val=10, n_test=10))
 
 
 def test_speech_is_listed_and_loads_offline(tmp_path: Path) -> None:
