@@ -29,7 +29,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(0)
     for i in range(5):
         t = np.arange(8192) / 16000
-        wave = 0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t) + 0.01 * rng.standard_normal(8192)
+        freq = np.where(t < 0.256, 200 + 40 * i, 1500 + 40 * i)  # each segment its own tone
+        wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(8192)
         sf.write(root / f"clip{i}.wav", wave, 16000, subtype="PCM_16")
     return root
 
