@@ -136,8 +136,9 @@ def test_mel_context_is_each_segments_own_mel(tmp_path: Path) -> None:
     # Griffin-Lim's input: the magnitudes back from the features
     mag = mel_magnitude(ds.context_of("test"))
     assert mag.shape == (ds.test.shape[0], 40, 4)
-    assert np.allclose(np.log(mag[0]), mel_features(ds.test[:1], 8000)[0].reshape(40, 4) * 4 - 8,
-                       atol=1e-4)
+    assert np.allclose(
+        np.log(mag[0]), mel_features(ds.test[:1], 8000)[0].reshape(40, 4) * 4 - 8, atol=1e-4
+    )
     with pytest.raises(DataError, match="condition audio segments"):
         mel_context(load_dataset("moons", n_val=10, n_test=10))
 

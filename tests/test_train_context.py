@@ -14,8 +14,8 @@ from flowforge.data import DataError, Dataset
 from flowforge.eval.summary import split_summary
 from flowforge.train.batches import TrainStream, prepare_split
 from flowforge.train.config import TrainConfig
-from flowforge.train.losses import Loss, MaximumLikelihood
 from flowforge.train.loop import Trainer
+from flowforge.train.losses import Loss, MaximumLikelihood
 
 CPU = torch.device("cpu")
 
@@ -34,14 +34,22 @@ def _conditional_set(n: int = 50) -> Dataset:
         c = torch.randn(size, 2, generator=g) * 3
         rows[split] = c + 0.1 * torch.randn(size, 2, generator=g)
         context[split] = c
-    return Dataset("cond", "tabular", (2,), rows["train"], rows["val"], rows["test"], context=context)
+    return Dataset(
+        "cond", "tabular", (2,), rows["train"], rows["val"], rows["test"], context=context
+    )
 
 
 def test_epoch_batches_carry_each_rows_own_context() -> None:
     x = torch.randn(23, 2, generator=torch.Generator().manual_seed(1))
-    ds = Dataset("d", "tabular", (2,), x, x[:3], x[:4], context={
-        "train": _tag(x), "val": _tag(x[:3]), "test": _tag(x[:4])
-    })
+    ds = Dataset(
+        "d",
+        "tabular",
+        (2,),
+        x,
+        x[:3],
+        x[:4],
+        context={"train": _tag(x), "val": _tag(x[:3]), "test": _tag(x[:4])},
+    )
     seen = []
     for rows, c in ds.iter_epoch_rows(5, torch.Generator().manual_seed(2)):
         assert c is not None and torch.equal(c, _tag(rows))  # aligned with its own rows
@@ -66,9 +74,9 @@ def test_epoch_batches_carry_each_rows_own_context() -> None:
 def test_a_context_of_the_wrong_rows_is_one_clear_error() -> None:
     x = torch.zeros(5, 2)
     with pytest.raises(DataError, match=r"expected a val context of shape \(3, C\)"):
-        Dataset("d", "tabular", (2,), x, x[:3], x[:2], context={
-            "train": x, "val": x[:2], "test": x[:2]
-        })
+        Dataset(
+            "d", "tabular", (2,), x, x[:3], x[:2], context={"train": x, "val": x[:2], "test": x[:2]}
+        )
     with pytest.raises(DataError, match="one tensor per split"):
         Dataset("d", "tabular", (2,), x, x[:3], x[:2], context={"train": x})
 

@@ -296,7 +296,11 @@ def mel_context(ds: Dataset, bands: int = MEL_BANDS, hop: int = MEL_HOP) -> Data
         raise DataError(f"mel frames condition audio segments; {ds.name!r} is {ds.kind} data")
     length = ds.event_shape[-1]
     if length % hop:
-        raise DataError(f"mel frames every {hop} samples need segments a multiple of {hop} long, got {length}")
+        raise DataError(
+            f"mel frames every {hop} samples need segments a multiple of {hop} long, got {length}"
+        )
     splits = {"train": ds.train, "val": ds.val, "test": ds.test}
-    context = {k: as_float32(mel_features(v, ds.sample_rate, bands, hop)) for k, v in splits.items()}
+    context = {
+        k: as_float32(mel_features(v, ds.sample_rate, bands, hop)) for k, v in splits.items()
+    }
     return dataclasses.replace(ds, context=context)

@@ -328,12 +328,12 @@ class ObjectiveModule(nn.Module):
         model: the flow.
         objective: an ``nn.Module`` objective with parameters (a learned dequantizer), else
             ``None``.
-        loss: ``loss(x, context) -> Loss`` (the trainer's checked objective; ``context`` the
-            rows' ``(B, C)`` context of a conditional flow, or ``None``).
+        loss: ``loss(x) -> Loss`` (the trainer's checked objective), called as ``loss(x,
+            context)`` with the rows' ``(B, C)`` context of a conditional flow.
     """
 
     def __init__(
-        self, model: nn.Module, objective: nn.Module | None, loss: Callable[[Tensor], Any]
+        self, model: nn.Module, objective: nn.Module | None, loss: Callable[..., Any]
     ) -> None:
         super().__init__()
         self.model = model

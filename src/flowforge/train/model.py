@@ -145,6 +145,10 @@ _DATA_ARGS = ("features", "shape", "context", "frame_features")
 #: Presets on sequences ``(C, T)`` (audio), whose training defaults are :data:`AUDIO_TRAINING_DEFAULTS`.
 AUDIO_PRESETS = ("waveglow",)
 
+#: The fixed map from audio's dequantized levels ``u`` in ``[0, 1)`` to what the preset sees
+#: (a :class:`~flowforge.runs.recipe.ModelSpec` ``pretransform``).
+AUDIO_PRETRANSFORM = "logit"
+
 
 def _signature(name: str) -> dict[str, inspect.Parameter]:
     check_flow_name(name)
@@ -365,8 +369,16 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         columns=list(ds.columns) if getattr(ds, "columns", None) else None,
         whiten=whiten_entry(*start) if start is not None and cfg.whiten else None,
         defensive=defensive_entry(*start) if start is not None and cfg.defensive else None,
-        pretransform="centre" if image and cfg.noise > 0 else "logit",
+        pretransform=_pretransform(cfg, ds),
     )
+
+
+def _pretransform(cfg: TrainConfig, ds: Any) -> str:
+    """The fixed map of a run's dequantized levels: audio's :data:`AUDIO_PRETRANSFORM`, the
+    logit for images, ``2u - 1`` for images trained with noise (whose values leave [0, 1))."""
+    if ds.kind == "audio":
+        return AUDIO_PRETRANSFORM
+    return "centre" if ds.kind == "image" and cfg.noise > 0 else "logit"
 
 
 def _start_of(cfg: TableOptions, ds: Any) -> tuple[Whiten, float, str] | None:
