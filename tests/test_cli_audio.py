@@ -100,6 +100,7 @@ def test_the_vocoder_is_trained_and_tested_given_each_segments_mel(
 ) -> None:
     run = open_run(audio_run, torch.device("cpu"))
     assert run.spec.kwargs["context"] == 40 * 16 and run.spec.kwargs["frame_features"] == 40
+    assert run.spec.pretransform == "centre" and run.spec.logit_alpha is None  # u -> 2u - 1
     results = json.loads((audio_run / "results.json").read_text())
     # the test NLL is log p(u | its own mel): recomputed here from the test levels
     ds = load_dataset(str(clips), n_val=1, n_test=1)
@@ -135,6 +136,13 @@ def test_flowforge_eval_conditions_on_the_test_mel_and_sample_refuses(audio_run:
 def test_condition_on_data_that_are_not_audio_is_refused(tmp_path: Path) -> None:
     proc = run_cli("train", "--data", "moons", "--condition", "none", "--steps", "1", cwd=tmp_path)
     assert_bad_input(proc, "--condition none conditions an audio flow")
+
+
+def test_logit_alpha_on_audio_is_refused(clips: Path, tmp_path: Path) -> None:
+    args = ["--data", str(clips), "--flow", "waveglow", "--logit-alpha", "0.01", "--steps", "1"]
+    proc = run_cli("train", *args, "--n-val", "1", "--n-test", "1", "--out", "r", cwd=tmp_path)
+    assert_bad_input(proc, "--logit-alpha", "takes the waveform 2u - 1")
+    assert not (tmp_path / "r").exists()
 
 
 def test_an_image_preset_on_audio_is_one_clear_error(clips: Path, tmp_path: Path) -> None:

@@ -96,9 +96,10 @@ class ModelSpec:
         logit_alpha: images: the logit pre-transform constant.
         standardizer: ``Standardizer.to_dict()`` when the data were standardised, else ``None``.
         columns: user data: the column names, in order.
-        pretransform: images: ``"logit"`` (``Logit(logit_alpha)``) or ``"centre"`` (``2u - 1``,
-            a fixed ``Standardize`` with mean and standard deviation 0.5: runs trained on
-            noisy values ``u``, which the logit is not defined for).
+        pretransform: images and audio: ``"logit"`` (``Logit(logit_alpha)``) or ``"centre"``
+            (``2u - 1``, a fixed ``Standardize`` with mean and standard deviation 0.5: image
+            runs trained on noisy values ``u``, which the logit is not defined for, and audio
+            runs, whose flow takes the waveform itself; audio runs written before it: logit).
         whiten: standardised tables that whiten: ``{"method": "ledoit-wolf" | "validated" | "cross-validated",
             "shrinkage": s,
             "position": "last" | "first", "tril": rows}``, the lower-triangular rows (row ``i``

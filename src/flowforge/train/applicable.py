@@ -90,7 +90,11 @@ def _why_unused(cfg: TrainConfig, ds: Dataset, given: list[str]) -> str | None:
         ("nan_lr_factor", cfg.on_nan == "recover", "acts when --on-nan recover recovers"),
         ("max_nan_recoveries", cfg.on_nan == "recover", "acts when --on-nan recover recovers"),
         ("data_dir", reads_data_dir(cfg.data), "is where the on-disk sets are read from"),
-        ("logit_alpha", quantized and cfg.noise == 0, "is the logit pre-transform's constant"),
+        (
+            "logit_alpha",
+            ds.kind == "image" and cfg.noise == 0,
+            "is the logit pre-transform's constant",
+        ),
         ("dequantization", quantized, "dequantizes integer levels (images, audio)"),
         ("condition", ds.kind == "audio", "conditions an audio flow on mel frames"),
         ("whiten", table and vector, "whitens a standardised table for a vector flow"),
@@ -124,6 +128,8 @@ def _context(key: str, cfg: TrainConfig, ds: Dataset) -> str:
         return f"with --on-nan {cfg.on_nan}"
     if key == "data_dir":
         return f"for {cfg.data!r}, which is not read from it"
+    if key == "logit_alpha" and ds.kind == "audio":
+        return f"for audio data ({ds.name!r}), whose flow takes the waveform 2u - 1"
     if key == "logit_alpha" and ds.kind in QUANTIZED_KINDS:
         return f"with --noise {cfg.noise:g}, which maps the values to 2u - 1 instead"
     if key in ("whiten", "defensive") and ds.kind == "tabular" and ds.standardizer is not None:
