@@ -568,7 +568,7 @@ class Trainer:
                 start = time.perf_counter()
                 try:
                     x, context = self._next_batch()
-                    loss = self.train_step(x, context)
+                    loss = self.train_step(x) if context is None else self.train_step(x, context)
                 except SolverError as e:
                     raise self._solver_failed(e) from None
                 self.step += 1
