@@ -261,8 +261,8 @@ def mel_features(levels: Any, rate: int, bands: int = MEL_BANDS, hop: int = MEL_
 
     Example:
         >>> import numpy as np
-        >>> mel_features(np.full((2, 1, 512), 32768.0), 16000, bands=8, hop=256).shape
-        (2, 16)
+        >>> mel_features(np.full((2, 1, 1024), 32768.0), 16000, bands=8, hop=256).shape
+        (2, 32)
     """
     a = np.asarray(levels.cpu() if hasattr(levels, "cpu") else levels, dtype=np.float64)
     x = (a[:, 0] - AUDIO_LEVELS // 2) / (AUDIO_LEVELS // 2)  # (N, T) the stored samples
@@ -286,11 +286,11 @@ def mel_context(ds: Dataset, bands: int = MEL_BANDS, hop: int = MEL_HOP) -> Data
 
     Example:
         >>> import torch
-        >>> rows = torch.full((3, 1, 512), 32768.0)
-        >>> ds = Dataset("a", "audio", (1, 512), rows, rows[:1], rows[:2], levels=65536,
+        >>> rows = torch.full((3, 1, 1024), 32768.0)
+        >>> ds = Dataset("a", "audio", (1, 1024), rows, rows[:1], rows[:2], levels=65536,
         ...              sample_rate=16000)
         >>> mel_context(ds, bands=8, hop=256).context_of("test").shape
-        torch.Size([2, 16])
+        torch.Size([2, 32])
     """
     if ds.kind != "audio" or ds.train is None or not ds.sample_rate:
         raise DataError(f"mel frames condition audio segments; {ds.name!r} is {ds.kind} data")
