@@ -26,6 +26,7 @@ def _check(log: list[Any], steps: int) -> None:
     assert [c.step for c in log] == list(range(1, steps + 1))
     assert all(c.nfe > 0 and math.isfinite(c.nll) for c in log)
     assert all(b.seconds > a.seconds > 0 for a, b in itertools.pairwise(log))
+    assert all(b.cpu > a.cpu > 0 for a, b in itertools.pairwise(log))  # CPU seconds counted
 
 
 def _untrained_nll(race: ModuleType, name: str) -> float:
@@ -52,7 +53,7 @@ def test_ours_trains(race: ModuleType, capsys: pytest.CaptureFixture[str]) -> No
         # the test NLL moved from the untrained model's: the optimiser stepped the flow
         assert log[name][0].nll != pytest.approx(_untrained_nll(race, "ours:"), abs=1e-6)
     out = capsys.readouterr().out
-    assert out.count("FINAL ours:") == 2 and "EQUAL SECONDS" not in out  # no zuko, no pair
+    assert out.count("FINAL ours:") == 2 and "EQUAL CPU SECONDS" not in out  # no zuko, no pair
 
 
 def test_against_zuko(race: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,11 +77,15 @@ def test_bad_model_name(race: ModuleType) -> None:
 
 
 def test_equal_seconds_gives_the_peer_the_extra_time(race: ModuleType) -> None:
-    c = race.Checkpoint
-    ours = [c(50, 40.0, 30.0, 3.5), c(100, 90.0, 30.0, 3.2)]
-    peer = [c(50, 80.0, 80.0, 3.9), c(100, 90.0, 80.0, 3.4), c(150, 130.0, 80.0, 3.1)]
-    assert race.equal_seconds(ours, peer) == (ours[-1], peer[1])  # 90 s >= 90 s: the first such
-    assert race.equal_seconds(ours, peer[:1]) is None  # the peer never trained 90 s
+    c = race.Checkpoint  # (step, wall seconds, NFE, NLL, CPU seconds)
+    ours = [c(50, 40.0, 30.0, 3.5, 20.0), c(100, 90.0, 30.0, 3.2, 45.0)]
+    peer = [c(50, 80.0, 80.0, 3.9, 45.0), c(100, 90.0, 80.0, 3.4, 70.0)]
+    peer.append(c(150, 130.0, 80.0, 3.1, 95.0))
+    # CPU seconds by default: 45 >= 45, the first such
+    assert race.equal_seconds(ours, peer) == (ours[-1], peer[0])
+    assert race.equal_seconds(ours, peer, "seconds") == (ours[-1], peer[1])  # wall: 90 >= 90
+    assert race.equal_seconds(ours[:1], peer[:1], "seconds") == (ours[0], peer[0])
+    assert race.equal_seconds([c(9, 1.0, 1.0, 3.0, 99.0)], peer) is None  # never trained 99 s
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +129,7 @@ def test_fm_race_ours(fm: ModuleType) -> None:
     log = _fm_main(fm, "ours;ours-ot")
     for name in ("ours", "ours-ot"):
         assert [c.step for c in log[name]] == [2, 4]
-        assert all(math.isfinite(c.nll) and c.seconds > 0 for c in log[name])
+        assert all(math.isfinite(c.nll) and c.seconds > 0 and c.cpu > 0 for c in log[name])
         assert log[name][0].nll != log[name][1].nll  # the optimiser moved the flow
 
 
@@ -134,7 +139,7 @@ def test_fm_race_torchcfm(fm: ModuleType, capsys: pytest.CaptureFixture[str]) ->
     for name in ("cfm", "cfm-ot"):
         assert [c.step for c in log[name]] == [2, 4]
         assert all(math.isfinite(c.nll) for c in log[name])
-    assert "EQUAL SECONDS" in capsys.readouterr().out
+    assert "EQUAL CPU SECONDS" in capsys.readouterr().out
 
 
 def test_zuko_with_the_cli_settings() -> None:
