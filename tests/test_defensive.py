@@ -163,6 +163,10 @@ def test_the_flow_is_kept_only_where_the_validation_rows_show_a_gain() -> None:
     assert (few.weight, few.reason) == (1.0, "few-rows")
     enough = defensive_weight(a[:MIN_VALIDATION_ROWS], f[:MIN_VALIDATION_ROWS])
     assert enough.reason == "validation" and enough.weight < 1
+    # a flow that kept its start: float32 rounding of the same density is not a gain
+    start = torch.from_numpy(b).float()
+    same = start + 1e-6 * torch.arange(60).float() / 60
+    assert defensive_weight(same, start).weight == 1.0
 
 
 def test_the_chosen_mixture_is_never_below_the_start_on_the_rows_that_chose() -> None:

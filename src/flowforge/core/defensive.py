@@ -42,6 +42,7 @@ from flowforge.core.flow import Flow, FlowDistribution
 
 __all__ = [
     "GAIN_MARGIN",
+    "MIN_GAIN",
     "MIN_VALIDATION_ROWS",
     "MIN_WEIGHT",
     "DefensiveMixture",
@@ -67,6 +68,11 @@ MIN_VALIDATION_ROWS = 10
 #: fallback must exceed for the flow to be kept (:func:`defensive_weight`): the error bar of every
 #: likelihood flowforge reports (two standard errors over rows).
 GAIN_MARGIN = 2.0
+
+#: The smallest mean gain per row, nats, that keeps a flow (:func:`defensive_weight`): below it
+#: the difference is float32 rounding (a flow that kept its starting weights scores the rows as
+#: its start to about 1e-6 nats, and that noise can look significant), not a better density.
+MIN_GAIN = 1e-3
 
 
 class DefensiveMixture(nn.Module):
@@ -295,7 +301,8 @@ class WeightChoice:
     Attributes:
         weight: ``w`` in ``(0, 1]``; ``1`` is the fallback alone.
         reason: ``"validation"`` (the rows show the mixture better than the fallback),
-            ``"no-gain"`` (they do not, beyond :data:`GAIN_MARGIN` standard errors) or
+            ``"no-gain"`` (they do not, beyond :data:`GAIN_MARGIN` standard errors and
+            :data:`MIN_GAIN`) or
             ``"few-rows"`` (fewer than :data:`MIN_VALIDATION_ROWS` rows).
         gain: the mean per-row gain ``log p_mix(x) - log p_fallback(x)`` of the rows at the
             maximum-likelihood weight, nats (``nan`` with fewer than 2 rows).
@@ -336,8 +343,8 @@ def defensive_weight(
     The flow is kept only where the rows show it helps: ``w`` is the maximum-likelihood weight
     of :func:`choose_weight` in ``[minimum, 1]`` when there are at least
     :data:`MIN_VALIDATION_ROWS` rows and the mean gain of that mixture over the fallback alone,
-    ``log p_mix(x) - log p_fallback(x)`` per row, exceeds :data:`GAIN_MARGIN` standard errors;
-    otherwise ``w = 1``, the fallback alone. So the mixture never scores below the fallback
+    ``log p_mix(x) - log p_fallback(x)`` per row, exceeds :data:`GAIN_MARGIN` standard errors
+    (and :data:`MIN_GAIN`); otherwise ``w = 1``, the fallback alone. So the mixture never scores below the fallback
     unless the rows showed it better, and every row keeps ``log p >= log w + log p_fallback``.
 
     Args:
@@ -373,6 +380,6 @@ def defensive_weight(
         error = GAIN_MARGIN * float(d.std()) / math.sqrt(m)
     if m < MIN_VALIDATION_ROWS:
         return WeightChoice(1.0, "few-rows", gain, error, m)
-    if w >= 1.0 or not gain > error:
+    if w >= 1.0 or not gain > max(error, MIN_GAIN):
         return WeightChoice(1.0, "no-gain", gain, error, m)
     return WeightChoice(w, "validation", gain, error, m)
