@@ -314,11 +314,12 @@ def test_few_validation_rows_give_the_start_and_the_baseline_is_the_start(tmp_pa
     out = str(tmp_path / "run")
     args = ["train", "--data", str(data), "--flow", "realnvp", "--steps", "40", "--out", out]
     assert main([*args, "--no-plots"]) == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr()
     assert (
         "defensive mixture: the model is the Gaussian start (defensive weight 1): 6 validation"
-        in printed
+        in printed.out
     )
+    assert "worse than a full-covariance Gaussian" not in printed.err  # it is that Gaussian
     entry = json.loads((tmp_path / "run" / "config.json").read_text())["model"]["defensive"]
     assert (entry["weight"], entry["weight_from"], entry["validation_rows"]) == (
         1.0,
