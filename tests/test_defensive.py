@@ -350,3 +350,15 @@ def test_few_validation_rows_give_the_start_and_the_baseline_is_the_start(tmp_pa
         ds.standardizer.log_abs_det()
     )
     assert results["gaussian_baseline"]["nll"] == pytest.approx(-ll.mean(), abs=1e-6)
+
+
+def test_a_model_at_its_gaussian_start_is_not_called_worse_than_it(capsys) -> None:  # type: ignore[no-untyped-def]
+    """float32 rounding of the start (the baseline) is not a warning; a real loss is."""
+    from flowforge.cli._common import warn_worse_than_gaussian
+    from flowforge.eval.baseline import GaussianBaseline
+
+    base = GaussianBaseline(10.0, 0.3, 50)
+    warn_worse_than_gaussian("flowforge train", "test", 10.0005, base)
+    assert capsys.readouterr().err == ""
+    warn_worse_than_gaussian("flowforge train", "test", 10.002, base)
+    assert "worse than a full-covariance Gaussian" in capsys.readouterr().err
