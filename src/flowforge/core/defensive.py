@@ -302,8 +302,7 @@ class WeightChoice:
         weight: ``w`` in ``(0, 1]``; ``1`` is the fallback alone.
         reason: ``"validation"`` (the rows show the mixture better than the fallback),
             ``"no-gain"`` (they do not, beyond :data:`GAIN_MARGIN` standard errors and
-            :data:`MIN_GAIN`) or
-            ``"few-rows"`` (fewer than :data:`MIN_VALIDATION_ROWS` rows).
+            :data:`MIN_GAIN`) or ``"few-rows"`` (fewer than :data:`MIN_VALIDATION_ROWS` rows).
         gain: the mean per-row gain ``log p_mix(x) - log p_fallback(x)`` of the rows at the
             maximum-likelihood weight, nats (``nan`` with fewer than 2 rows).
         error: :data:`GAIN_MARGIN` standard errors of that mean (``nan`` likewise).
@@ -344,8 +343,10 @@ def defensive_weight(
     of :func:`choose_weight` in ``[minimum, 1]`` when there are at least
     :data:`MIN_VALIDATION_ROWS` rows and the mean gain of that mixture over the fallback alone,
     ``log p_mix(x) - log p_fallback(x)`` per row, exceeds :data:`GAIN_MARGIN` standard errors
-    (and :data:`MIN_GAIN`); otherwise ``w = 1``, the fallback alone. So the mixture never scores below the fallback
-    unless the rows showed it better, and every row keeps ``log p >= log w + log p_fallback``.
+    (and :data:`MIN_GAIN`); otherwise ``w = 1``, the fallback alone. So the model differs from
+    the fallback only where the rows measured it better (held-out rows can still disagree: a
+    choice on rows is not a guarantee on others), and every row keeps
+    ``log p >= log w + log p_fallback``.
 
     Args:
         lp_flow: ``(M,)`` the flow's log-density of the rows (NaN counts as density 0).
