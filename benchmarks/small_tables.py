@@ -204,9 +204,18 @@ def _per_row(run_dir: Path, ds: Any) -> dict[str, Any]:
         out = lp(model)
         return {"weight": 0.0, "lp": out, "flow_lp": out, "test_nll_check": float(-out.mean())}
     mix, flow, start = lp(model), lp(model.flow), lp(model.fallback)
+    val: dict[str, Any] = {}
+    if ds.val is not None and len(ds.val):  # the rows that chose the weight
+        with torch.no_grad():
+            for key, m in (("val_flow", model.flow), ("val_start", model.fallback)):
+                val[key] = standardized_log_likelihoods(m, ds.val.double(), log_det).tolist()
     return {
         "rows_flow": flow.tolist(),  # per test row, to study other weights offline
         "rows_start": start.tolist(),
+        **val,
+        "weight_from": json.loads((run_dir / "config.json").read_text())["model"]["defensive"][
+            "weight_from"
+        ],
         "weight": model.weight,
         "lp": mix,
         "flow_lp": flow,
@@ -298,6 +307,94 @@ def splits(path: Path) -> None:
     )
 
 
+def _rules(r: dict[str, Any], few: bool) -> tuple[float, float, float, str]:
+    """One run's test NLL under the weight rule of issue 23's last stop (the validation rows'
+    maximum-likelihood weight, "before") and under the rule now (that weight only where the
+    validation rows show the mixture better than the start beyond two standard errors, else the
+    start alone, "after"); the worst test row against the start after; and how ``after`` is
+    known: ``"val"`` (recomputed from the validation rows' densities, the same as the library's
+    weight for runs of the rule now), ``"few"`` (fewer than 10 validation rows: the start by
+    construction), ``"bound"`` (a run of the last stop without validation densities: after is
+    the start or the mixture before, so at or below the start wherever before is)."""
+    import torch
+
+    from flowforge.core.defensive import choose_weight, defensive_weight, minimum_weight
+
+    a = np.asarray(r["rows_flow"], dtype=np.float64)
+    b = np.asarray(r["rows_start"], dtype=np.float64)
+
+    def nll(w: float) -> tuple[float, float]:
+        mix = b if w >= 1 else np.logaddexp(a + math.log1p(-w), b + math.log(w))
+        return float(-mix.mean()), float((mix - b).min())
+
+    if "val_flow" in r:
+        vf, vs = torch.tensor(r["val_flow"]), torch.tensor(r["val_start"])
+        before = nll(choose_weight(vf, vs, minimum_weight(vf.numel())))[0]
+        choice = defensive_weight(vf, vs)
+        after, worst = nll(choice.weight)
+        if r.get("rule") == "gated":  # a run of the rule now: the same model, but for flows
+            # that kept their start, where only rounding tells the components apart
+            assert abs(after - r["test_nll"]) < 1e-3, (r["table"], r["seed"], r["flow"])
+        return before, after, worst, "val"
+    before = float(r["test_nll"])
+    if few:
+        return before, *nll(1.0), "few"
+    return before, max(before, float(r["start_nll"])), float(r["worst_row_vs_start"]), "bound"
+
+
+def criterion(paths: list[Path]) -> None:
+    """Issue 23's criterion per table and preset, merging result files (a later file's run
+    replaces an earlier one's): against the Gaussian start (the baseline flowforge prints), the
+    mean and the worst split of test NLL minus the start's, before and after the rule now, the
+    worst test row against the start, and the worst split against the maximum-likelihood
+    Gaussian and against the better of the two numpy Gaussians (an oracle: it picks by the test
+    rows)."""
+    runs: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            runs[(r["table"], r["seed"], r["flow"])] = r
+    few_tables = {"linnerud", "bc_fewrows"}  # 2 validation rows (checked: load_data)
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for (t, _, f), r in sorted(runs.items()):
+        groups.setdefault((t, f), []).append((r, *_rules(r, t in few_tables)))
+    print(
+        "| table (train rows x cols, splits) | preset | before: mean / worst split | after: "
+        "mean / worst split | after: worst row | after vs MLE / better Gaussian, worst split "
+        "| flow kept |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    total = {"runs": 0, "before_ok": 0, "after_ok": 0, "bound": 0}
+    worst_row, worst_split = 0.0, -math.inf
+    for (t, f), rows in groups.items():
+        r0 = rows[0][0]
+        db = [b - r["start_nll"] for r, b, _, _, _ in rows]
+        da = [a - r["start_nll"] for r, _, a, _, _ in rows]
+        mle = max(a - r["mle"] for r, _, a, _, _ in rows)
+        best = max(a - min(r["mle"], r["lw"]) for r, _, a, _, _ in rows)
+        row = min(w for _, _, _, w, _ in rows)
+        how = {h for *_, h in rows}
+        kept = sum(a < r["start_nll"] - 1e-9 for r, _, a, _, _ in rows)
+        unknown = sum(h == "bound" for *_, h in rows)
+        mark = "" if how <= {"val", "few"} else " (b)"
+        known = f"{kept}/{len(rows)}" + (f" ({unknown} unknown)" if unknown else "")
+        total["runs"] += len(rows)
+        total["before_ok"] += sum(d <= 1e-6 for d in db)
+        total["after_ok"] += sum(d <= 1e-6 for d in da)
+        total["bound"] += sum(h == "bound" for *_, h in rows)
+        worst_row, worst_split = min(worst_row, row), max(worst_split, max(da))
+        print(
+            f"| {t} ({r0['rows']} x {r0['cols']}, {len(rows)}) | {f} | "
+            f"{statistics.fmean(db):+.3f} / {max(db):+.3f} | {statistics.fmean(da):+.3f}{mark} / "
+            f"{max(da):+.3f}{mark} | {row:+.2f} | {mle:+.3f}{mark} / {best:+.3f}{mark} | {known} |"
+        )
+    print(
+        f"\n{total['runs']} runs ({total['bound']} bounded: 'b'): at or below the Gaussian start "
+        f"before {total['before_ok']}, after {total['after_ok']}; worst split after "
+        f"{worst_split:+.4f} nats; worst row after {worst_row:+.2f} nats"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -315,6 +412,8 @@ def main() -> None:
     pt.add_argument("before", type=Path, nargs="?")
     ps = sub.add_parser("splits")
     ps.add_argument("results", type=Path)
+    pc = sub.add_parser("criterion")
+    pc.add_argument("results", type=Path, nargs="+")
     args = p.parse_args()
     if args.cmd == "prepare":
         prepare(args.src, args.dest)
@@ -322,6 +421,8 @@ def main() -> None:
         run(args.tables, args.seeds, args.flows, args.out, args.set)
     elif args.cmd == "splits":
         splits(args.results)
+    elif args.cmd == "criterion":
+        criterion(args.results)
     else:
         table(args.after, args.before)
 

@@ -20,7 +20,13 @@ import torch
 
 import flowforge as ff
 from flowforge.core import Compose, Flow
-from flowforge.core.defensive import MIN_WEIGHT, DefensiveMixture, choose_weight
+from flowforge.core.defensive import (
+    MIN_VALIDATION_ROWS,
+    MIN_WEIGHT,
+    DefensiveMixture,
+    choose_weight,
+    defensive_weight,
+)
 from flowforge.distributions import StandardNormal
 from flowforge.transforms import Whiten
 from flowforge.transforms.standardize import Standardize
@@ -116,11 +122,67 @@ def test_few_validation_rows_keep_a_larger_weight() -> None:
 
     entry = {"weight": MIN_WEIGHT, "weight_from": "minimum", "tril": [[1.0], [0.0, 1.0]]}
     spec = ModelSpec("maf", {"features": 2}, "tabular", (2,), defensive=entry)
-    for rows, floor in ((2, 0.25), (30, 1 / 32), (5000, MIN_WEIGHT)):
+    for rows, floor in ((10, 1 / 12), (30, 1 / 32), (5000, MIN_WEIGHT)):
         b = torch.zeros(rows, dtype=torch.float64)
-        chosen = validated_spec(spec, b + 5, b).defensive  # the flow better on every row
-        assert chosen is not None and chosen["weight"] == pytest.approx(floor)
-        assert chosen["weight_from"] == "validation"
+        chosen, choice = validated_spec(spec, b + 5, b)  # the flow better on every row
+        assert chosen.defensive is not None and chosen.defensive["weight"] == pytest.approx(floor)
+        assert chosen.defensive["weight_from"] == "validation" and choice is not None
+        assert chosen.defensive["validation_rows"] == rows
+
+
+def _gains(d: np.ndarray) -> tuple[float, float]:
+    """Mean and two standard errors of per-row gains, numpy (ddof 1)."""
+    return float(d.mean()), 2 * float(d.std(ddof=1)) / math.sqrt(d.size)
+
+
+def test_the_flow_is_kept_only_where_the_validation_rows_show_a_gain() -> None:
+    """``w = 1`` (the start alone) unless the mixture's mean gain over the start on the
+    validation rows exceeds two standard errors; fewer than 10 rows never vouch for the flow."""
+    rng = np.random.default_rng(3)
+    b = rng.normal(-3.0, 1.0, 60)
+    noise = rng.normal(0.0, 1.0, 60)
+    kept, inside = [], []
+    for shift in np.linspace(-0.6, 0.6, 25):  # a flow worse, level with, or better than the start
+        a = b + shift + noise
+        t, f = torch.from_numpy(a), torch.from_numpy(b)
+        choice = defensive_weight(t, f)
+        w = choose_weight(t, f, 1 / 62)
+        mix = np.logaddexp(a + math.log1p(-w), b + math.log(w)) if w < 1 else b
+        gain, err = _gains(mix - b)  # numpy, apart from the code under test
+        assert choice.gain == pytest.approx(gain, rel=1e-9, abs=1e-12)
+        assert choice.error == pytest.approx(err, rel=1e-9, abs=1e-12)
+        if gain > err:
+            assert choice.reason == "validation" and choice.weight == pytest.approx(w)
+        else:
+            assert choice.reason == "no-gain" and choice.weight == 1.0
+        kept.append(gain > err)
+        inside.append(err / 2 < gain <= err)  # kept by a one-standard-error rule
+    assert any(kept) and not all(kept) and any(inside)  # both sides of the margin exercised
+    a, f = torch.from_numpy(b + 5.0), torch.from_numpy(b)
+    few = defensive_weight(a[: MIN_VALIDATION_ROWS - 1], f[: MIN_VALIDATION_ROWS - 1])
+    assert (few.weight, few.reason) == (1.0, "few-rows")
+    enough = defensive_weight(a[:MIN_VALIDATION_ROWS], f[:MIN_VALIDATION_ROWS])
+    assert enough.reason == "validation" and enough.weight < 1
+    # a flow that kept its start: float32 rounding of the same density is not a gain
+    start = torch.from_numpy(b).float()
+    same = start + 1e-6 * torch.arange(60).float() / 60
+    assert defensive_weight(same, start).weight == 1.0
+
+
+def test_the_chosen_mixture_is_never_below_the_start_on_the_rows_that_chose() -> None:
+    g = torch.Generator().manual_seed(9)
+    for trial in range(200):
+        m = int(torch.randint(1, 80, (1,), generator=g))
+        b = torch.randn(m, generator=g, dtype=torch.float64)
+        a = b + torch.randn(m, generator=g, dtype=torch.float64) * float(trial % 7) + 0.3
+        if trial % 5 == 0:
+            a[0] = -1e4  # one row far outside the flow's support
+        choice = defensive_weight(a, b)
+        w = choice.weight
+        mix = b if w == 1.0 else torch.logaddexp(a + math.log1p(-w), b + math.log(w))
+        assert float(mix.mean()) >= float(b.mean()) - 1e-12
+        assert bool((mix >= b + math.log(w) - 1e-12).all())
+        assert w == 1.0 or (m >= MIN_VALIDATION_ROWS and choice.gain > choice.error)
 
 
 def _train(tmp_path, data, flow: str, *flags: str) -> str:  # type: ignore[no-untyped-def]
@@ -138,7 +200,9 @@ def test_runs_save_the_weight_and_old_runs_load_as_the_flow(tmp_path, capsys) ->
     run = _train(tmp_path, "wine", "maf", "--steps", "5")
     record = json.loads((tmp_path / "maf" / "config.json").read_text())
     entry = record["model"]["defensive"]
-    assert entry["weight_from"] == "validation" and MIN_WEIGHT <= entry["weight"] <= 1
+    assert entry["weight_from"] in ("validation", "start: no-gain")
+    assert entry["validation_rows"] == 18 and MIN_WEIGHT <= entry["weight"] <= 1
+    assert (entry["weight"] == 1.0) == (entry["weight_from"] == "start: no-gain")
     model = ff.load(run)
     assert isinstance(model, DefensiveMixture) and model.weight == pytest.approx(entry["weight"])
     rows = np.random.default_rng(0).normal(size=(6, 13)) * 5 + 10
@@ -236,3 +300,65 @@ def test_catastrophic_extrapolation_is_floored(tmp_path, table, flow, drop) -> N
     # ... the mixture never more than log(1 / w) <= log(1 / 0.01) = 4.61 nats below it
     floor = math.log(model.weight)
     assert bool((mix >= start + floor - 1e-3).all()) and floor >= math.log(MIN_WEIGHT) - 1e-9
+
+
+def test_few_validation_rows_give_the_start_and_the_baseline_is_the_start(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """60 rows leave 6 validation rows: too few to show the flow better, so the model is the
+    Gaussian start (w = 1), said in one line; the printed baseline is that same Gaussian."""
+    from flowforge.cli import main
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(60, 3)) @ np.array([[1.0, 0.8, 0.0], [0.0, 0.6, 0.5], [0.0, 0.0, 0.3]])
+    data = tmp_path / "t.csv"
+    np.savetxt(data, np.exp(x), delimiter=",", header="a,b,c", comments="")
+    out = str(tmp_path / "run")
+    args = ["train", "--data", str(data), "--flow", "realnvp", "--steps", "40", "--out", out]
+    assert main([*args, "--no-plots"]) == 0
+    printed = capsys.readouterr()
+    assert (
+        "defensive mixture: the model is the Gaussian start (defensive weight 1): 6 validation"
+        in printed.out
+    )
+    assert "worse than a full-covariance Gaussian" not in printed.err  # it is that Gaussian
+    entry = json.loads((tmp_path / "run" / "config.json").read_text())["model"]["defensive"]
+    assert (entry["weight"], entry["weight_from"], entry["validation_rows"]) == (
+        1.0,
+        "start: few-rows",
+        6,
+    )
+    model = ff.load(out)
+    assert isinstance(model, DefensiveMixture) and model.weight == 1.0
+    rows = torch.tensor(np.exp(rng.normal(size=(8, 3)) * 3), dtype=torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.log_prob(rows), model.fallback.log_prob(rows))
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["test"]["nll"] == pytest.approx(results["gaussian_baseline"]["nll"], abs=1e-4)
+    assert "Gaussian start" in results["gaussian_baseline"]["note"]
+    # the baseline, by scipy from the run's own split: the start's cross-validated shrinkage
+    from scipy.stats import multivariate_normal
+
+    from flowforge.train.config import TrainConfig
+    from flowforge.train.prepare import load_data
+    from flowforge.transforms.whiten import cross_validated_shrinkage
+
+    ds = load_data(TrainConfig.from_layers({"data": str(data), "flow": "realnvp"}))
+    z, t = ds.train.double(), ds.test.double().numpy()
+    s = cross_validated_shrinkage(z)
+    emp = np.cov(z.numpy().T, bias=True)
+    cov = (1 - s) * emp + s * np.trace(emp) / 3 * np.eye(3) + 1e-6 * np.eye(3)
+    ll = multivariate_normal(z.numpy().mean(0), cov).logpdf(t) + float(
+        ds.standardizer.log_abs_det()
+    )
+    assert results["gaussian_baseline"]["nll"] == pytest.approx(-ll.mean(), abs=1e-6)
+
+
+def test_a_model_at_its_gaussian_start_is_not_called_worse_than_it(capsys) -> None:  # type: ignore[no-untyped-def]
+    """float32 rounding of the start (the baseline) is not a warning; a real loss is."""
+    from flowforge.cli._common import warn_worse_than_gaussian
+    from flowforge.eval.baseline import GaussianBaseline
+
+    base = GaussianBaseline(10.0, 0.3, 50)
+    warn_worse_than_gaussian("flowforge train", "test", 10.0005, base)
+    assert capsys.readouterr().err == ""
+    warn_worse_than_gaussian("flowforge train", "test", 10.002, base)
+    assert "worse than a full-covariance Gaussian" in capsys.readouterr().err

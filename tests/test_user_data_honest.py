@@ -383,7 +383,7 @@ def test_eval_reports_the_gaussian_baseline(table_run: Path) -> None:
     proc = flowforge("eval", "run", cwd=table_run)
     assert_ok(proc)
     assert f"Gaussian baseline {out['gaussian_baseline']['nll']:.4f}" in proc.stdout
-    worse = out["nll"] > out["gaussian_baseline"]["nll"]
+    worse = out["nll"] > out["gaussian_baseline"]["nll"] + 1e-3  # rounding of the start is not
     assert ("worse than a full-covariance Gaussian" in proc.stderr) == worse
 
 
@@ -393,7 +393,8 @@ def test_train_reports_the_gaussian_baseline(table_run: Path) -> None:
     assert base["n"] == test["n"] == 50 and math.isfinite(base["nll"])
     out = (table_run / "train.out").read_text()
     assert f"; Gaussian baseline {base['nll']:.4f}" in out
-    assert ("worse than a full-covariance Gaussian" in out) == (test["nll"] > base["nll"])
+    worse = test["nll"] > base["nll"] + 1e-3  # a model that fell back to the start: rounding
+    assert ("worse than a full-covariance Gaussian" in out) == worse
     proc = flowforge("eval", "run", "--json", cwd=table_run)
     assert_ok(proc)  # eval's baseline is the same number
     assert math.isclose(json.loads(proc.stdout)["gaussian_baseline"]["nll"], base["nll"])

@@ -8,6 +8,10 @@ from the training rows, where a flow's density can be astronomically small (one 
     ``log p(x) >= log w + log p_fallback(x)``
 
 by construction, while where the flow is good the mixture costs at most ``-log(1 - w)`` nats.
+:func:`defensive_weight` chooses ``w`` on held-out rows and takes ``w = 1`` (the fallback alone)
+unless at least :data:`MIN_VALIDATION_ROWS` of them show the mixture better than the fallback
+beyond :data:`GAIN_MARGIN` standard errors: a flow that does not measurably help collapses to
+its start.
 The log-density is exact (log-sum-exp of the two components), sampling is exact (each sample
 comes from the flow with probability ``1 - w``, else from the fallback) and
 :meth:`DefensiveMixture.sample_and_log_prob` returns the mixture's own log-density at its
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,13 +40,39 @@ from torch import Tensor, nn
 from flowforge.core.bijection import Shape
 from flowforge.core.flow import Flow, FlowDistribution
 
-__all__ = ["MIN_WEIGHT", "DefensiveMixture", "choose_weight", "minimum_weight"]
+__all__ = [
+    "GAIN_MARGIN",
+    "MIN_GAIN",
+    "MIN_VALIDATION_ROWS",
+    "MIN_WEIGHT",
+    "DefensiveMixture",
+    "WeightChoice",
+    "choose_weight",
+    "defensive_weight",
+    "minimum_weight",
+]
 
 #: The smallest fallback weight :func:`choose_weight` returns (by default; a choice on few
 #: validation rows takes a larger one, :func:`minimum_weight`): every row then scores at least
 #: ``log(0.01) = -4.61`` nats plus its fallback log-density, and the mixture costs at most
 #: ``-log(0.99) = 0.01`` nats per row where the flow is far better than the fallback.
 MIN_WEIGHT = 0.01
+
+#: The fewest validation rows that can show a flow better than its fallback
+#: (:func:`defensive_weight`); with fewer the model is the fallback alone (``w = 1``). The same
+#: number decides how a table's Gaussian start chooses its shrinkage
+#: (:func:`flowforge.transforms.whiten.start_whiten`).
+MIN_VALIDATION_ROWS = 10
+
+#: How many standard errors of its mean the validation rows' gain of the mixture over the
+#: fallback must exceed for the flow to be kept (:func:`defensive_weight`): the error bar of every
+#: likelihood flowforge reports (two standard errors over rows).
+GAIN_MARGIN = 2.0
+
+#: The smallest mean gain per row, nats, that keeps a flow (:func:`defensive_weight`): below it
+#: the difference is float32 rounding (a flow that kept its starting weights scores the rows as
+#: its start to about 1e-6 nats, and that noise can look significant), not a better density.
+MIN_GAIN = 1e-3
 
 
 class DefensiveMixture(nn.Module):
@@ -261,3 +292,95 @@ def choose_weight(
         else:
             hi = mid
     return math.exp(0.5 * (lo + hi))
+
+
+@dataclass(frozen=True)
+class WeightChoice:
+    """A fallback weight and why it was chosen (:func:`defensive_weight`).
+
+    Attributes:
+        weight: ``w`` in ``(0, 1]``; ``1`` is the fallback alone.
+        reason: ``"validation"`` (the rows show the mixture better than the fallback),
+            ``"no-gain"`` (they do not, beyond :data:`GAIN_MARGIN` standard errors and
+            :data:`MIN_GAIN`) or ``"few-rows"`` (fewer than :data:`MIN_VALIDATION_ROWS` rows).
+        gain: the mean per-row gain ``log p_mix(x) - log p_fallback(x)`` of the rows at the
+            maximum-likelihood weight, nats (``nan`` with fewer than 2 rows).
+        error: :data:`GAIN_MARGIN` standard errors of that mean (``nan`` likewise).
+        rows: how many rows chose.
+    """
+
+    weight: float
+    reason: str
+    gain: float
+    error: float
+    rows: int
+
+    def describe(self) -> str:
+        """One line for a user: what the model is and why."""
+        if self.reason == "few-rows":
+            return (
+                f"the model is the Gaussian start (defensive weight 1): {self.rows} validation "
+                f"rows cannot show the flow better than it ({MIN_VALIDATION_ROWS} needed)"
+            )
+        shown = f"{self.gain:.4f} ± {self.error:.4f} nats per row on {self.rows} validation rows"
+        if self.reason == "no-gain":
+            return (
+                f"the model is the Gaussian start (defensive weight 1): the flow's gain over "
+                f"it, {shown}, is not above its error bar"
+            )
+        return (
+            f"the model is the flow mixed with its Gaussian start, weight {self.weight:.4g} "
+            f"(gain over the start {shown})"
+        )
+
+
+def defensive_weight(
+    lp_flow: Tensor, lp_fallback: Tensor, minimum: float | None = None
+) -> WeightChoice:
+    """The fallback weight of a defensive mixture, chosen on held-out (validation) rows.
+
+    The flow is kept only where the rows show it helps: ``w`` is the maximum-likelihood weight
+    of :func:`choose_weight` in ``[minimum, 1]`` when there are at least
+    :data:`MIN_VALIDATION_ROWS` rows and the mean gain of that mixture over the fallback alone,
+    ``log p_mix(x) - log p_fallback(x)`` per row, exceeds :data:`GAIN_MARGIN` standard errors
+    (and :data:`MIN_GAIN`); otherwise ``w = 1``, the fallback alone. So the model differs from
+    the fallback only where the rows measured it better (held-out rows can still disagree: a
+    choice on rows is not a guarantee on others), and every row keeps
+    ``log p >= log w + log p_fallback``.
+
+    Args:
+        lp_flow: ``(M,)`` the flow's log-density of the rows (NaN counts as density 0).
+        lp_fallback: ``(M,)`` the fallback's log-density of the same rows.
+        minimum: the smallest weight; by default :func:`minimum_weight` ``(M)``.
+
+    Returns:
+        The weight, why, and the rows' gain with its error bar.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> b = -torch.rand(40, generator=g) - 1.0
+        >>> defensive_weight(b + 1.0, b).reason  # the flow 1 nat better on every row
+        'validation'
+        >>> defensive_weight(b + 0.2 * torch.randn(40, generator=g), b).weight  # noise only
+        1.0
+        >>> defensive_weight((b + 1.0)[:5], b[:5]).reason
+        'few-rows'
+    """
+    a = torch.nan_to_num(lp_flow.detach().double().reshape(-1), nan=-math.inf)
+    b = lp_fallback.detach().double().reshape(-1)
+    keep = torch.isfinite(b)
+    a, b = a[keep], b[keep]
+    m = int(a.numel())
+    low = minimum_weight(m) if minimum is None else minimum
+    w = choose_weight(a, b, low)
+    gain, error = math.nan, math.nan
+    if m >= 2:
+        mix = b if w >= 1.0 else torch.logaddexp(a + math.log1p(-w), b + math.log(w))
+        d = mix - b
+        gain = float(d.mean())
+        error = GAIN_MARGIN * float(d.std()) / math.sqrt(m)
+    if m < MIN_VALIDATION_ROWS:
+        return WeightChoice(1.0, "few-rows", gain, error, m)
+    if w >= 1.0 or not gain > max(error, MIN_GAIN):
+        return WeightChoice(1.0, "no-gain", gain, error, m)
+    return WeightChoice(w, "validation", gain, error, m)

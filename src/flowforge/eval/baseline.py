@@ -4,11 +4,16 @@ A flow that scores worse than this on the test rows has learned less than the me
 covariance of the data (typically: overfitted on a small table); ``flowforge eval`` reports the
 baseline next to the test NLL and warns when the flow is worse.
 
-This is the maximum-likelihood Gaussian (plus :data:`RIDGE` on the diagonal), on the dataset's
-own training rows (standardised in float64, then cast). On nearly collinear columns it is nearly
-singular, and a test row off the training rows' subspace can score thousands of nats: there the
-number says little. A whitened table flow (:mod:`flowforge.transforms.whiten`) starts from a
-shrunk Gaussian instead, which avoids that.
+For a standardised table (every training run's default) the baseline *is* the flow's Gaussian
+start (:func:`start_baseline`): the same training rows, the same shrinkage rules
+(:func:`~flowforge.transforms.whiten.start_whiten`: chosen by at least 10 validation rows, else
+by cross-validation on the training rows, Ledoit-Wolf's on rank-deficient rows), so it is the
+best Gaussian flowforge can fit without the test rows, and the defensive mixture
+(:mod:`flowforge.runs.defensive`) falls back to exactly it. Other rows get the
+maximum-likelihood Gaussian (plus :data:`RIDGE` on the diagonal; :func:`gaussian_baseline`),
+Ledoit-Wolf's on rank-deficient rows. On nearly collinear columns the maximum-likelihood
+covariance is nearly singular, and a test row off the training rows' subspace can score
+thousands of nats: there that number says little.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from flowforge.transforms.whiten import (
     centred_covariance,
     gaussian_log_density,
     ledoit_wolf,
+    shrunk_covariance,
+    start_whiten,
 )
 
-__all__ = ["RIDGE", "GaussianBaseline", "dataset_baseline", "gaussian_baseline"]
+__all__ = ["RIDGE", "GaussianBaseline", "dataset_baseline", "gaussian_baseline", "start_baseline"]
 
 
 @dataclass
@@ -91,15 +98,55 @@ def gaussian_baseline(
     return GaussianBaseline(out.nll, out.nll_err, out.n, note=note)
 
 
+def start_baseline(
+    train: Tensor, val: Tensor | None, test: Tensor, log_abs_det: float | Tensor = 0.0
+) -> GaussianBaseline:
+    """Test NLL of a standardised table's Gaussian start: the mean and the shrunk covariance of
+    ``train``, the shrinkage chosen as the flow's start chooses it
+    (:func:`~flowforge.transforms.whiten.start_whiten` with the validation rows ``val``).
+
+    Args:
+        train: ``(N, D)`` standardised training rows, ``N >= 2``.
+        val: ``(M, D)`` validation rows in the same units, or ``None``.
+        test: ``(K, D)`` rows to score, in the same units.
+        log_abs_det: the log-Jacobian of the standardisation (its ``-sum(log std)``).
+
+    Returns:
+        The NLL summary (nats, 2 standard errors), its ``note`` naming the shrinkage and how it
+        was chosen.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.randn(300, 2, generator=g, dtype=torch.float64)
+        >>> b = start_baseline(x[:200], x[200:250], x[250:])
+        >>> b.note.startswith("the flow's Gaussian start: shrinkage")
+        True
+    """
+    a = train.double().reshape(train.shape[0], -1)
+    b = test.double().reshape(test.shape[0], -1)
+    v = None if val is None else val.double().reshape(val.shape[0], -1)
+    if a.shape[0] < 2:
+        raise ValueError(f"a Gaussian baseline needs at least 2 training rows, got {a.shape[0]}")
+    _, s, method = start_whiten(a, v)
+    chol = torch.linalg.cholesky(shrunk_covariance(a, s))
+    out = summarize(gaussian_log_density(a.mean(0), chol, b) + float(log_abs_det))
+    note = f"the flow's Gaussian start: shrinkage {s:.3g}, {method}"
+    return GaussianBaseline(out.nll, out.nll_err, out.n, note=note)
+
+
 def dataset_baseline(ds: Dataset, split: str = "test") -> GaussianBaseline | None:
     """The Gaussian baseline of a tabular dataset's split, in the data's own units.
 
     Returns:
-        The NLL of a full-covariance Gaussian fitted to ``ds.train`` on ``split``; ``None``
-        for datasets that are not tables with at least 2 training rows (toy sets, images).
+        For a standardised table, the NLL of its Gaussian start (:func:`start_baseline`); for
+        other tables that of the maximum-likelihood Gaussian of ``ds.train``
+        (:func:`gaussian_baseline`); ``None`` for datasets that are not tables with at least 2
+        training rows (toy sets, images).
     """
     rows = getattr(ds, split) if split in ("train", "val", "test") else None
     if ds.kind != "tabular" or ds.train is None or ds.train.shape[0] < 2 or rows is None:
         return None
-    log_det = 0.0 if ds.standardizer is None else ds.standardizer.log_abs_det()
-    return gaussian_baseline(ds.train, rows, log_det)
+    if ds.standardizer is None:
+        return gaussian_baseline(ds.train, rows)
+    val = getattr(ds, "val", None)
+    return start_baseline(ds.train, val, rows, ds.standardizer.log_abs_det())

@@ -7,20 +7,24 @@ starts from: ``Standardize`` with the run's statistics, then the fixed
 covariance, then a standard normal. So no row ever scores below ``log w + log p_start(x)``.
 
 :attr:`ModelSpec.defensive <flowforge.runs.recipe.ModelSpec>` holds ``{"weight": w,
-"weight_from": "validation" | "minimum", "shrinkage": s, "method": "validated" |
-"cross-validated" | "ledoit-wolf", "tril": rows}`` (the Cholesky factor as :func:`~flowforge.runs.recipe.whiten_entry`
-stores it). ``weight_from`` is ``"minimum"`` (:data:`~flowforge.core.defensive.MIN_WEIGHT`)
-until a training run ends and chooses ``w`` on its ``M`` validation rows
-(:func:`~flowforge.core.defensive.choose_weight`, at least
-:func:`~flowforge.core.defensive.minimum_weight` ``(M)``; an interrupted run keeps the
-minimum). Runs
-written before it have no entry and load as the plain flow. The weights file holds the flow's
+"weight_from": ..., "shrinkage": s, "method": "validated" | "cross-validated" |
+"ledoit-wolf", "tril": rows}`` (the Cholesky factor as
+:func:`~flowforge.runs.recipe.whiten_entry` stores it). ``weight_from`` is ``"minimum"``
+(:data:`~flowforge.core.defensive.MIN_WEIGHT`) until a training run ends and chooses ``w`` on
+its ``M`` validation rows (:func:`~flowforge.core.defensive.defensive_weight`):
+``"validation"`` (the maximum-likelihood weight, at least
+:func:`~flowforge.core.defensive.minimum_weight` ``(M)``, where the rows show the mixture
+better than the start beyond two standard errors), or ``"start: no-gain"`` / ``"start:
+few-rows"`` (``w = 1``: the model is the start), with ``validation_rows``,
+``validation_gain`` and ``validation_gain_error`` (nats per row); an interrupted run keeps the
+minimum. Runs written before it have no entry and load as the plain flow. The weights file holds the flow's
 weights only, as before: the fallback is all in ``config.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -29,8 +33,8 @@ from flowforge.core import Compose, Flow
 from flowforge.core.defensive import (
     MIN_WEIGHT,
     DefensiveMixture,
-    choose_weight,
-    minimum_weight,
+    WeightChoice,
+    defensive_weight,
 )
 from flowforge.distributions.base import StandardNormal
 from flowforge.runs.errors import ConfigError
@@ -96,12 +100,23 @@ def model_flow(model: Flow | DefensiveMixture) -> Flow:
     return model.flow if isinstance(model, DefensiveMixture) else model
 
 
-def validated_spec(spec: ModelSpec, lp_flow: torch.Tensor, lp_fallback: torch.Tensor) -> ModelSpec:
-    """``spec`` with the weight in ``[minimum_weight(M), 1]`` that maximises the likelihood of
+def validated_spec(
+    spec: ModelSpec, lp_flow: torch.Tensor, lp_fallback: torch.Tensor
+) -> tuple[ModelSpec, WeightChoice | None]:
+    """``spec`` with the weight :func:`~flowforge.core.defensive.defensive_weight` chooses on
     ``M`` validation rows, given the flow's and the fallback's log-densities of them (in the
-    same units); ``spec`` itself when it has no defensive entry or there are no rows."""
+    same units): the maximum-likelihood weight in ``[minimum_weight(M), 1]`` where the rows show
+    the mixture better than the Gaussian start, else ``1`` (the start alone); and that choice.
+    ``(spec, None)`` when it has no defensive entry or there are no rows."""
     if spec.defensive is None or lp_flow.numel() == 0:
-        return spec
-    w = choose_weight(lp_flow, lp_fallback, minimum_weight(lp_flow.numel()))
-    entry = {**spec.defensive, "weight": w, "weight_from": "validation"}
-    return dataclasses.replace(spec, defensive=entry)
+        return spec, None
+    choice = defensive_weight(lp_flow, lp_fallback)
+    entry = {
+        **spec.defensive,
+        "weight": choice.weight,
+        "weight_from": "validation" if choice.reason == "validation" else f"start: {choice.reason}",
+        "validation_rows": choice.rows,
+        "validation_gain": None if math.isnan(choice.gain) else choice.gain,
+        "validation_gain_error": None if math.isnan(choice.error) else choice.error,
+    }
+    return dataclasses.replace(spec, defensive=entry), choice

@@ -359,8 +359,10 @@ def _defend(
     was_training = flow.training
     view.eval()
     with torch.no_grad():
-        spec = validated_spec(spec, view.flow.log_prob(rows), view.fallback.log_prob(rows))
+        spec, choice = validated_spec(spec, view.flow.log_prob(rows), view.fallback.log_prob(rows))
     flow.train(was_training)
+    if choice is not None and not cfg.quiet:
+        print(f"defensive mixture: {choice.describe()}", flush=True)
     record = read_run_record(writer.files.root)
     record["model"] = spec.to_dict()
     writer.write_record(record)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from flowforge.core.bijection import Bijection, batch_shape_of
+from flowforge.core.defensive import MIN_VALIDATION_ROWS  # one rule: fewer rows vouch for nothing
 
 __all__ = [
     "FULL_RANK",
@@ -229,11 +230,6 @@ def fit_whiten(
 #: validation: ten times :data:`RIDGE`, so that the rows themselves, not the ridge, decide every
 #: direction's variance.
 FULL_RANK = 10 * RIDGE
-
-#: The fewest validation rows that choose the start's shrinkage (:func:`start_whiten`); with
-#: fewer, the training rows choose it by cross-validation. Two validation rows chose 0.1 where
-#: Ledoit-Wolf's 0.47 was 9.5 nats better on the test rows (linnerud, 16 training rows).
-MIN_VALIDATION_ROWS = 10
 
 
 def cross_validated_shrinkage(rows: Tensor, folds: int = 10) -> float:
