@@ -9,46 +9,92 @@ method:
   sbi's defaults (batch 200, lr 5e-4, 10% validation, stop after 20 epochs without
   improvement); NSF as in sbibm's NPE and the issue's reference measurement (sbi 0.27's own
   default estimator is MAF: ``sbi_maf``);
-- ``ff_fmpe``: ``ff.sbi.FMPE(prior).fit(theta, x, seed=0)``.
+- ``ff_fmpe``: ``ff.sbi.FMPE(prior).fit(theta, x, seed=0)``;
+- ``sbi_fmpe``: ``sbi.inference.FMPE(prior).train()`` with sbi's defaults.
 
-Methods of one task and budget are trained one after the other in this process (fit time is
-wall-clock seconds of the fit call, one torch thread). Then, at each of the task's first
-``--observations`` fixed observations, ``--c2st-samples`` posterior samples are compared with
-as many reference samples by :func:`flowforge.eval.c2st.c2st` (sbibm's classifier, its Adam
-epochs capped at ``--c2st-max-iter``; 0.5 is perfect). Reference samples are cached under ``--cache-dir``.
+Each piece of a (task, budget, method) run is timed in CPU seconds of this process
+(``time.process_time``; torch, OpenMP and BLAS run one thread, so on a shared machine this is
+the work done, whatever share of a core the process got) and in wall seconds, and each is
+bounded in CPU seconds (``--fit-cpu-limit``, ``--sample-cpu-limit``, ``--c2st-cpu-limit``; a
+``SIGPROF`` interval timer): a piece over its bound ends the row with ``status`` naming it
+instead of hanging the run. The pieces:
+
+- ``fit``: the library's training call;
+- ``sample``: ``--c2st-samples`` posterior samples at each observation (``sbi`` rejects
+  samples outside a box prior and loops until it has enough: its ``leak`` column is the
+  share of its flow's raw samples outside the box, drawn without rejection);
+- ``c2st``: :func:`flowforge.eval.c2st.c2st` against as many reference samples (sbibm's
+  classifier, its Adam epochs capped at ``--c2st-max-iter``; 0.5 is perfect). Reference
+  samples are cached under ``--cache-dir``.
 
 Every finished (task, budget, method) is appended to ``--jsonl`` and skipped when the command
-runs again, so a long run can be stopped and resumed; the markdown table (``--out``) is
-rewritten from all rows after each one.
+runs again, so a long run can be stopped and resumed, and several processes can share one
+file (one per core); the markdown table (``--out``) is rewritten from the file's rows after
+each one.
 
 Run (the numbers of benchmarks/results/sbi.md)::
 
-    nice -n 10 python benchmarks/sbi_race.py --budgets 1000 --tasks two_moons gaussian_linear slcp
-    nice -n 10 python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons gaussian_linear
+    nice -n 10 python benchmarks/sbi_race.py --budgets 1000 --methods ff_npe sbi_npe ff_fmpe
+    nice -n 10 python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-import torch
-from torch.distributions import Distribution, Independent, MultivariateNormal, Uniform
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"  # before torch / numpy load their thread pools
 
-from flowforge.eval.c2st import c2st
-from flowforge.sbi.tasks import TASKS, Task, get_task
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+from torch.distributions import Distribution, Independent, MultivariateNormal, Uniform  # noqa: E402
+
+from flowforge.eval.c2st import c2st  # noqa: E402
+from flowforge.sbi.tasks import TASKS, Task, get_task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("ff_npe", "sbi_npe", "ff_fmpe", "sbi_maf")
+METHODS = ("ff_npe", "sbi_npe", "ff_fmpe", "sbi_fmpe", "sbi_maf")
+PEER = {"ff_npe": "sbi_npe", "ff_fmpe": "sbi_fmpe"}
 
 Sampler = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+class OverBudget(Exception):
+    """A piece of a run used more CPU seconds than its bound."""
+
+
+@contextlib.contextmanager
+def timed(times: dict[str, float], piece: str, cpu_limit: float | None) -> Iterator[None]:
+    """Add the block's CPU and wall seconds to ``times[piece + "_cpu_s"]`` and
+    ``times[piece + "_s"]``; raise :class:`OverBudget` once the block has used ``cpu_limit``
+    CPU seconds (``None``: no bound)."""
+
+    def expire(signum: int, frame: Any) -> None:
+        raise OverBudget(f"{piece} over {cpu_limit:g} CPU s")
+
+    bounded = cpu_limit is not None and hasattr(signal, "setitimer")
+    if bounded:
+        previous = signal.signal(signal.SIGPROF, expire)
+        signal.setitimer(signal.ITIMER_PROF, float(cpu_limit))  # type: ignore[arg-type]
+    cpu, wall = time.process_time(), time.perf_counter()
+    try:
+        yield
+    finally:
+        if bounded:
+            signal.setitimer(signal.ITIMER_PROF, 0.0)
+            signal.signal(signal.SIGPROF, previous)
+        times[f"{piece}_cpu_s"] = times.get(f"{piece}_cpu_s", 0.0) + time.process_time() - cpu
+        times[f"{piece}_s"] = times.get(f"{piece}_s", 0.0) + time.perf_counter() - wall
 
 
 def float32_prior(prior: Distribution) -> Distribution:
@@ -63,9 +109,9 @@ def float32_prior(prior: Distribution) -> Distribution:
 
 def fit(
     method: str, prior: Distribution, theta: torch.Tensor, x: torch.Tensor, args: Any
-) -> tuple[Sampler, float]:
-    """Train ``method`` on the pairs; returns ``sample(n, x_o) -> (n, D)`` and fit seconds
-    (wall clock)."""
+) -> tuple[Sampler, dict[str, Any]]:
+    """Train ``method`` on the pairs; returns ``sample(n, x_o) -> (n, D)`` and what the
+    training reports (steps or epochs, the best one)."""
     torch.manual_seed(0)
     if method in ("ff_npe", "ff_fmpe"):
         import flowforge as ff
@@ -74,35 +120,46 @@ def fit(
         if args.ff_max_steps is not None:
             kwargs["max_steps"] = args.ff_max_steps
         estimator = ff.sbi.NPE(prior) if method == "ff_npe" else ff.sbi.FMPE(prior)
-        start = time.perf_counter()
         posterior = estimator.fit(theta, x, **kwargs)
-        seconds = time.perf_counter() - start
 
         def ff_sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return posterior.sample(n, x_o)
 
-        return ff_sample, seconds
-    from sbi.inference import NPE
+        info = {"steps": posterior.info["steps"], "best_step": posterior.info["best_step"]}
+        return ff_sample, info
+    from sbi.inference import FMPE, NPE
 
-    inference = NPE(
-        prior=prior,
-        density_estimator="maf" if method == "sbi_maf" else "nsf",
-        show_progress_bars=False,
-    )
+    if method == "sbi_fmpe":
+        inference: Any = FMPE(prior=prior, show_progress_bars=False)
+    else:
+        inference = NPE(
+            prior=prior,
+            density_estimator="maf" if method == "sbi_maf" else "nsf",
+            show_progress_bars=False,
+        )
     inference.append_simulations(theta, x)
     train: dict[str, Any] = {}
     if args.sbi_max_epochs is not None:
         train["max_num_epochs"] = args.sbi_max_epochs
-    start = time.perf_counter()
     estimator = inference.train(**train)
-    seconds = time.perf_counter() - start
     sbi_posterior = inference.build_posterior(estimator)
+    losses = list(inference._summary["validation_loss"])
+    info = {
+        "epochs": int(inference._summary["epochs_trained"][-1]),
+        "best_epoch": 1 + min(range(len(losses)), key=losses.__getitem__) if losses else 0,
+    }
 
     def sbi_sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
         return sbi_posterior.sample((n,), x=x_o, show_progress_bars=False)
 
-    return sbi_sample, seconds
+    def sbi_raw(n: int, x_o: torch.Tensor) -> torch.Tensor:  # no rejection: leakage
+        return sbi_posterior.sample(
+            (n,), x=x_o, show_progress_bars=False, reject_outside_prior=False
+        )
+
+    sbi_sample.raw = sbi_raw  # type: ignore[attr-defined]
+    return sbi_sample, info
 
 
 def outside_prior(task: Task, samples: torch.Tensor) -> int:
@@ -112,106 +169,144 @@ def outside_prior(task: Task, samples: torch.Tensor) -> int:
 
 
 def run_one(task: Task, budget: int, method: str, args: Any) -> dict[str, Any]:
+    """Fit, sample and score one method; every piece timed and bounded (see the module)."""
     theta, x = task.sample_joint(budget, seed=budget)  # the same pairs for every method
     prior = float32_prior(task.prior)
-    load = os.getloadavg()[0]
-    cpu = time.process_time()
-    sample, fit_s = fit(method, prior, theta.float(), x.float(), args)
-    fit_cpu_s = time.process_time() - cpu  # one thread: the CPU time the fit got
-    scores, leaks, sample_s = [], 0, 0.0
-    for i in range(args.observations):
-        _, x_o = task.observation(i)
-        reference = task.reference_posterior_samples(
-            x_o, args.c2st_samples, seed=i, cache_dir=args.cache_dir
-        )
-        start = time.perf_counter()
-        samples = sample(args.c2st_samples, x_o.float()).detach()
-        sample_s += time.perf_counter() - start
-        leaks += outside_prior(task, samples)
-        scores.append(c2st(reference, samples, seed=0, max_iter=args.c2st_max_iter))
-    return {
+    times: dict[str, float] = {}
+    row: dict[str, Any] = {
         "task": task.name,
         "budget": budget,
         "method": method,
-        "fit_s": round(fit_s, 2),
-        "fit_cpu_s": round(fit_cpu_s, 2),
-        "sample_s": round(sample_s, 2),
-        "c2st": [round(s, 4) for s in scores],
-        "c2st_mean": round(sum(scores) / len(scores), 4),
-        "outside_prior": leaks,
+        "status": "ok",
+        "c2st": [],
+        "outside_prior": 0,
+        "leak": [],
         "c2st_samples": args.c2st_samples,
         "c2st_max_iter": args.c2st_max_iter,
-        "load_at_start": round(load, 2),
+        "load_at_start": round(os.getloadavg()[0], 2),
     }
+    try:
+        with timed(times, "fit", args.fit_cpu_limit):
+            sample, info = fit(method, prior, theta.float(), x.float(), args)
+        row.update(info)
+        for i in range(args.observations):
+            _, x_o = task.observation(i)
+            reference = task.reference_posterior_samples(
+                x_o, args.c2st_samples, seed=i, cache_dir=args.cache_dir
+            )
+            with timed(times, "sample", args.sample_cpu_limit):
+                raw = getattr(sample, "raw", None)
+                if raw is not None:
+                    draw = raw(args.c2st_samples, x_o.float()).detach()
+                    row["leak"].append(round(outside_prior(task, draw) / len(draw), 4))
+                samples = sample(args.c2st_samples, x_o.float()).detach()
+            row["outside_prior"] += outside_prior(task, samples)
+            with timed(times, "c2st", args.c2st_cpu_limit):
+                row["c2st"].append(
+                    round(c2st(reference, samples, seed=0, max_iter=args.c2st_max_iter), 4)
+                )
+    except OverBudget as over:
+        row["status"] = str(over)
+    scores = row["c2st"]
+    row["c2st_mean"] = round(sum(scores) / len(scores), 4) if scores else None
+    row.update({k: round(v, 2) for k, v in times.items()})
+    return row
+
+
+def read_rows(jsonl: Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL file (none when it does not exist)."""
+    if not jsonl.exists():
+        return []
+    return [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+
+
+def _num(row: dict[str, Any], key: str) -> str:
+    return f"{row[key]:.1f}" if row.get(key) is not None else "-"
 
 
 def table(rows: list[dict[str, Any]], command: str) -> str:
-    """The markdown report of every row, with fit-time ratios to ``sbi_npe``."""
+    """The markdown report of every row, with CPU-time ratios to the ``sbi`` peer."""
+    first = rows[0] if rows else {}
     lines = [
-        "# NPE on sbibm tasks: flowforge against sbi",
+        "# NPE and FMPE on sbibm tasks: flowforge against sbi",
         "",
         f"Command: `{command}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs; "
-        f"torch {torch.__version__}, one thread; C2ST with {rows[0]['c2st_samples'] if rows else '?'}"
-        " posterior and as many reference samples per observation (sbibm: 10,000), the classifier's"
-        f" Adam epochs capped at {rows[0]['c2st_max_iter'] if rows else '?'} (sbibm: 10,000; a"
-        " 10-D C2ST at 10,000 epochs took 3 minutes here).",
+        f"torch {torch.__version__}, one thread per process; C2ST with "
+        f"{first.get('c2st_samples', '?')} posterior and as many reference samples per"
+        " observation (sbibm: 10,000), the classifier's Adam epochs capped at"
+        f" {first.get('c2st_max_iter', '?')} (sbibm: 10,000).",
         "",
-        "Fit s is wall-clock; fit CPU s is the process time of the (one-thread) fit, the fairer"
-        " measure on a machine whose load changes between runs; ratios use CPU time when both"
-        " rows have it.",
+        "CPU s is the process time of a piece (one thread), the measure that does not depend on"
+        " the machine's load; wall s depends on it. `fit CPU / peer` divides by the sbi row of"
+        " the same task, budget and estimator family (NPE or FMPE). `leak` is the share of the"
+        " sbi flow's raw samples outside the box prior, which its rejection sampler throws away"
+        " (flowforge's posteriors cannot leave the box).",
         "",
-        "| task | simulations | method | C2ST per observation | mean C2ST | fit s | fit CPU s | fit time / sbi's | samples outside prior | load at start |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | simulations | method | status | C2ST per observation | mean C2ST | fit CPU s"
+        " | fit wall s | fit CPU / peer | epochs or steps (best) | sample CPU s | C2ST CPU s"
+        " | outside prior | leak | load at start |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    peer = {(r["task"], r["budget"]): r for r in rows if r["method"] == "sbi_npe"}
+    by_key = {(r["task"], r["budget"], r["method"]): r for r in rows}
     for r in sorted(rows, key=lambda r: (r["task"], r["budget"], METHODS.index(r["method"]))):
-        ref = peer.get((r["task"], r["budget"]))
-        key = "fit_cpu_s" if ref and "fit_cpu_s" in r and "fit_cpu_s" in ref else "fit_s"
-        ratio = f"{r[key] / ref[key]:.2f}" if ref else "-"
-        per = ", ".join(f"{s:.3f}" for s in r["c2st"])
-        cpu = f"{r['fit_cpu_s']:.1f}" if "fit_cpu_s" in r else "-"
+        peer = by_key.get((r["task"], r["budget"], PEER.get(r["method"], "")))
+        ratio = "-"
+        if peer and r.get("fit_cpu_s") and peer.get("fit_cpu_s"):
+            ratio = f"{r['fit_cpu_s'] / peer['fit_cpu_s']:.2f}"
+        per = ", ".join(f"{s:.3f}" for s in r["c2st"]) or "-"
+        mean = f"{r['c2st_mean']:.3f}" if r.get("c2st_mean") is not None else "-"
+        if "epochs" in r:
+            trained = f"{r['epochs']} epochs ({r['best_epoch']})"
+        elif "steps" in r:
+            trained = f"{r['steps']} steps ({r['best_step']})"
+        else:
+            trained = "-"
+        leak = ", ".join(f"{v:.3f}" for v in r.get("leak", [])) or "-"
         lines.append(
-            f"| {r['task']} | {r['budget']} | {r['method']} | {per} | {r['c2st_mean']:.3f} | "
-            f"{r['fit_s']:.1f} | {cpu} | {ratio} | {r['outside_prior']} | {r['load_at_start']} |"
+            f"| {r['task']} | {r['budget']} | {r['method']} | {r.get('status', 'ok')} | {per} "
+            f"| {mean} | {_num(r, 'fit_cpu_s')} | {_num(r, 'fit_s')} | {ratio} | {trained} "
+            f"| {_num(r, 'sample_cpu_s')} | {_num(r, 'c2st_cpu_s')} | {r['outside_prior']} "
+            f"| {leak} | {r['load_at_start']} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--budgets", nargs="+", type=int, default=[1000])
     parser.add_argument("--methods", nargs="+", default=["ff_npe", "sbi_npe"], choices=METHODS)
     parser.add_argument("--observations", type=int, default=3)
     parser.add_argument("--c2st-samples", type=int, default=2000)
     parser.add_argument("--c2st-max-iter", type=int, default=500)
+    parser.add_argument("--fit-cpu-limit", type=float, default=3600.0, help="CPU s per fit")
+    parser.add_argument("--sample-cpu-limit", type=float, default=600.0, help="CPU s, all obs")
+    parser.add_argument("--c2st-cpu-limit", type=float, default=900.0, help="CPU s, all obs")
     parser.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache" / "sbi"))
     parser.add_argument("--jsonl", default=str(ROOT / "benchmarks" / "results" / "sbi.jsonl"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sbi.md"))
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--table-only", action="store_true", help="rewrite --out from --jsonl")
     parser.add_argument("--ff-max-steps", type=int, default=None, help="smoke runs only")
     parser.add_argument("--sbi-max-epochs", type=int, default=None, help="smoke runs only")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
+    with contextlib.suppress(RuntimeError):  # only before any inter-op work
+        torch.set_num_interop_threads(1)
     command = "python benchmarks/sbi_race.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    jsonl = Path(args.jsonl)
-    rows = (
-        [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-        if jsonl.exists()
-        else []
-    )
-    done = {(r["task"], r["budget"], r["method"]) for r in rows}
+    jsonl, out = Path(args.jsonl), Path(args.out)
     if args.table_only:
-        Path(args.out).write_text(table(rows, command))
-        return rows
+        out.write_text(table(read_rows(jsonl), command))
+        return read_rows(jsonl)
+    rows: list[dict[str, Any]] = []
     for budget in args.budgets:
         for name in args.tasks:
             task = get_task(name)
             for method in args.methods:
-                if (name, budget, method) in done:
+                done = {(r["task"], r["budget"], r["method"]): r for r in read_rows(jsonl)}
+                if (name, budget, method) in done:  # another process may have written it
+                    rows.append(done[(name, budget, method)])
                     continue
                 row = run_one(task, budget, method, args)
                 print(json.dumps(row), flush=True)
@@ -219,7 +314,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 jsonl.parent.mkdir(parents=True, exist_ok=True)
                 with jsonl.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-                Path(args.out).write_text(table(rows, command))
+                out.write_text(table(read_rows(jsonl), command))
     return rows
 
 
