@@ -134,8 +134,15 @@ class NPE:
         "maf": {"transforms": 5, "hidden": (64, 64)},
     }
     default_lr = 1e-3
+    #: AdamW's decoupled weight decay (0: Adam).
+    default_weight_decay = 0.0
     #: The fewest optimizer steps between two validations (validation is at an epoch's end).
     min_val_every = 1
+    #: Validations without improvement before stopping. 10, not sbi's 20 epochs: on two moons
+    #: at 1,000 simulations (three observations) C2ST 0.774 against 0.765 at 20, in 10.8
+    #: against 17.4 CPU seconds (sbi's NPE: 0.795 in 28.1 s); the best step is reached long
+    #: before the last ten validations.
+    default_patience = 10
 
     def __init__(
         self,
@@ -200,6 +207,14 @@ class NPE:
                 total += float(self.loss(posterior, t, c)) * len(t)
         return total / len(theta)
 
+    def _validate(self, posterior: Posterior, theta: Tensor, x: Tensor, seed: int) -> float:
+        """:meth:`validation_loss` in eval mode (no dropout), back to training mode after."""
+        posterior.eval()
+        try:
+            return self.validation_loss(posterior, theta, x, seed)
+        finally:
+            posterior.train()
+
     # ------------------------------------------------------------------ fitting
     def fit(
         self,
@@ -211,8 +226,9 @@ class NPE:
         seed: int = 0,
         *,
         validation_fraction: float = 0.1,
-        patience: int = 20,
+        patience: int | None = None,
         clip: float | None = 5.0,
+        weight_decay: float | None = None,
         drop_nonfinite: bool = True,
         posterior: Posterior | None = None,
         callback: Callable[[dict[str, float]], None] | None = None,
@@ -231,6 +247,8 @@ class NPE:
             patience: validations (one per epoch, at least :attr:`min_val_every` steps apart)
                 without improvement before stopping.
             clip: the largest gradient norm (``None``: no clipping).
+            weight_decay: AdamW's decoupled weight decay (default
+                :attr:`default_weight_decay`, 0: plain Adam).
             drop_nonfinite: drop pairs with NaN or inf values with a warning (else refuse).
             posterior: continue training this posterior (its z-scoring kept) instead of a
                 new one (sequential rounds).
@@ -261,14 +279,17 @@ class NPE:
             torch.manual_seed(seed)
             post = posterior if posterior is not None else self.build(tt, xt)
         params = [p for p in post.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=lr or self.default_lr)
+        decay = self.default_weight_decay if weight_decay is None else weight_decay
+        optimizer = torch.optim.AdamW(params, lr=lr or self.default_lr, weight_decay=decay)
         stepper = Stepper(
             optimizer, LRSchedule("cosine", lr or self.default_lr, max(max_steps, 1)), clip=clip
         )
-        keep = KeepBest(post.state_dict, patience=patience)
+        keep = KeepBest(
+            post.state_dict, patience=self.default_patience if patience is None else patience
+        )
         history: list[dict[str, float]] = []
         post.train()
-        keep.start(self.validation_loss(post, tv, xv, seed))
+        keep.start(self._validate(post, tv, xv, seed))
         history.append({"step": 0, "val_loss": keep.best})
         step, running, count, last = 0, 0.0, 0, 0
         with torch.random.fork_rng():
@@ -284,7 +305,7 @@ class NPE:
                 if step - last < self.min_val_every and step < max_steps:
                     continue  # validate once at least min_val_every steps have passed
                 last = step
-                val_loss = self.validation_loss(post, tv, xv, seed)
+                val_loss = self._validate(post, tv, xv, seed)
                 keep.observe(step, val_loss)
                 record = {"step": step, "train_loss": running / max(count, 1), "val_loss": val_loss}
                 history.append(record)
@@ -347,6 +368,7 @@ class FMPE(NPE):
     }
     default_lr = 1e-3
     min_val_every = 50
+    default_patience = 20
 
     def __init__(
         self,
