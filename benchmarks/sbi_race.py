@@ -32,10 +32,7 @@ runs again, so a long run can be stopped and resumed, and several processes can 
 file (one per core); the markdown table (``--out``) is rewritten from the file's rows after
 each one.
 
-Run (the numbers of benchmarks/results/sbi.md)::
-
-    nice -n 10 python benchmarks/sbi_race.py --budgets 1000 --methods ff_npe sbi_npe ff_fmpe
-    nice -n 10 python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons
+Run (the numbers of benchmarks/results/sbi.md): see :data:`COMMANDS`.
 """
 
 from __future__ import annotations
@@ -50,7 +47,6 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import signal  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -65,6 +61,17 @@ from flowforge.sbi.tasks import TASKS, Task, get_task  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("ff_npe", "sbi_npe", "ff_fmpe", "sbi_fmpe", "sbi_maf")
 PEER = {"ff_npe": "sbi_npe", "ff_fmpe": "sbi_fmpe"}
+#: The runs of benchmarks/results/sbi.md: one process each, niced, sharing the JSONL file.
+COMMANDS = (
+    "python benchmarks/sbi_race.py --budgets 1000 --methods sbi_npe --c2st-max-iter 100",
+    "python benchmarks/sbi_race.py --budgets 1000 --methods ff_npe --c2st-max-iter 100",
+    "python benchmarks/sbi_race.py --budgets 1000 --methods ff_fmpe --c2st-max-iter 100",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods sbi_npe"
+    " --c2st-max-iter 100",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods ff_npe"
+    " --c2st-max-iter 100",
+    "python benchmarks/sbi_race.py --table-only",
+)
 
 Sampler = Callable[[int, torch.Tensor], torch.Tensor]
 
@@ -224,13 +231,46 @@ def _num(row: dict[str, Any], key: str) -> str:
     return f"{row[key]:.1f}" if row.get(key) is not None else "-"
 
 
-def table(rows: list[dict[str, Any]], command: str) -> str:
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Side by side: each flowforge estimator against its sbi peer, mean C2ST and fit CPU s."""
+    by_key = {(r["task"], r["budget"], r["method"]): r for r in rows}
+    lines = [
+        "| task | simulations | estimator | flowforge C2ST | sbi C2ST | flowforge fit CPU s"
+        " | sbi fit CPU s | CPU ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ours_of = {peer: ours for ours, peer in PEER.items()}
+    keys = {(t, b, m if m in PEER else ours_of[m]) for t, b, m in by_key if m != "sbi_maf"}
+    for task, budget, method in sorted(keys):
+        ours, peer = by_key.get((task, budget, method)), by_key.get((task, budget, PEER[method]))
+
+        def c(r: dict[str, Any] | None) -> str:
+            return f"{r['c2st_mean']:.3f}" if r and r.get("c2st_mean") is not None else "-"
+
+        ratio = "-"
+        if ours and peer and ours.get("fit_cpu_s") and peer.get("fit_cpu_s"):
+            ratio = f"{ours['fit_cpu_s'] / peer['fit_cpu_s']:.2f}"
+        lines.append(
+            f"| {task} | {budget} | {method[3:].upper()} | {c(ours)} | {c(peer)} "
+            f"| {_num(ours or {}, 'fit_cpu_s')} | {_num(peer or {}, 'fit_cpu_s')} | {ratio} |"
+        )
+    return lines
+
+
+def table(rows: list[dict[str, Any]]) -> str:
     """The markdown report of every row, with CPU-time ratios to the ``sbi`` peer."""
     first = rows[0] if rows else {}
     lines = [
         "# NPE and FMPE on sbibm tasks: flowforge against sbi",
         "",
-        f"Command: `{command}`",
+        "Commands (each a separate process under `nice -n 10`, all appending to"
+        " `benchmarks/results/sbi.jsonl`; this file is rewritten from it):",
+        "",
+        "```bash",
+        *COMMANDS,
+        "```",
+        "",
+        *summary(rows),
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs; "
         f"torch {torch.__version__}, one thread per process; C2ST with "
@@ -238,11 +278,14 @@ def table(rows: list[dict[str, Any]], command: str) -> str:
         " observation (sbibm: 10,000), the classifier's Adam epochs capped at"
         f" {first.get('c2st_max_iter', '?')} (sbibm: 10,000).",
         "",
-        "CPU s is the process time of a piece (one thread), the measure that does not depend on"
-        " the machine's load; wall s depends on it. `fit CPU / peer` divides by the sbi row of"
+        "CPU s is the process time of a piece (one thread): the work done, whatever share of a"
+        " core the process got (a loaded machine still inflates it a little through shared"
+        " caches); wall s depends on the load. `fit CPU / peer` divides by the sbi row of"
         " the same task, budget and estimator family (NPE or FMPE). `leak` is the share of the"
         " sbi flow's raw samples outside the box prior, which its rejection sampler throws away"
         " (flowforge's posteriors cannot leave the box).",
+        "",
+        "All rows:",
         "",
         "| task | simulations | method | status | C2ST per observation | mean C2ST | fit CPU s"
         " | fit wall s | fit CPU / peer | epochs or steps (best) | sample CPU s | C2ST CPU s"
@@ -294,10 +337,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     with contextlib.suppress(RuntimeError):  # only before any inter-op work
         torch.set_num_interop_threads(1)
-    command = "python benchmarks/sbi_race.py " + " ".join(sys.argv[1:] if argv is None else argv)
     jsonl, out = Path(args.jsonl), Path(args.out)
     if args.table_only:
-        out.write_text(table(read_rows(jsonl), command))
+        out.write_text(table(read_rows(jsonl)))
         return read_rows(jsonl)
     rows: list[dict[str, Any]] = []
     for budget in args.budgets:
@@ -314,7 +356,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 jsonl.parent.mkdir(parents=True, exist_ok=True)
                 with jsonl.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-                out.write_text(table(read_rows(jsonl), command))
+                out.write_text(table(read_rows(jsonl)))
     return rows
 
 

@@ -32,7 +32,8 @@ def _tiny(tmp_path: Path, methods: list[str]) -> list[str]:
 def _check(tmp_path: Path, rows: list[dict], methods: list[str]) -> None:
     assert [r["method"] for r in rows] == methods
     for r in rows:
-        assert 0.0 <= r["c2st_mean"] <= 1.0 and r["fit_s"] > 0
+        assert r["status"] == "ok" and 0.0 <= r["c2st_mean"] <= 1.0
+        assert r["fit_cpu_s"] > 0 and r["sample_cpu_s"] > 0 and r["c2st_cpu_s"] > 0
         assert r["outside_prior"] == 0  # both libraries keep two moons' box
     saved = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert saved == rows
@@ -47,6 +48,15 @@ def test_flowforge_alone(tmp_path: Path) -> None:
     _check(tmp_path, rows, ["ff_npe"])
     again = race.main(_tiny(tmp_path, ["ff_npe"]))  # resumed: nothing recomputed
     assert again == rows
+
+
+def test_a_piece_over_its_cpu_bound_ends_the_row_instead_of_hanging(tmp_path: Path) -> None:
+    race = load_script("benchmarks/sbi_race.py", "flowforge_bench_sbi_race")
+    args = _tiny(tmp_path, ["ff_npe"])
+    args[args.index("--ff-max-steps") + 1] = "100000"  # would train for minutes
+    (row,) = race.main([*args, "--fit-cpu-limit", "0.5"])
+    assert row["status"] == "fit over 0.5 CPU s" and row["c2st"] == []
+    assert 0.4 <= row["fit_cpu_s"] < 5.0  # the timer and process_time tick differently
 
 
 # sbi warns that one epoch did not converge, nflows that torch.triangular_solve is deprecated
