@@ -126,6 +126,8 @@ def fit(
         kwargs: dict[str, Any] = {"seed": 0}
         if args.ff_max_steps is not None:
             kwargs["max_steps"] = args.ff_max_steps
+        if args.ff_patience is not None:
+            kwargs["patience"] = args.ff_patience
         estimator = ff.sbi.NPE(prior) if method == "ff_npe" else ff.sbi.FMPE(prior)
         posterior = estimator.fit(theta, x, **kwargs)
 
@@ -332,6 +334,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sbi.md"))
     parser.add_argument("--table-only", action="store_true", help="rewrite --out from --jsonl")
     parser.add_argument("--ff-max-steps", type=int, default=None, help="smoke runs only")
+    parser.add_argument("--ff-patience", type=int, default=None, help="default: the class's")
     parser.add_argument("--sbi-max-epochs", type=int, default=None, help="smoke runs only")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
