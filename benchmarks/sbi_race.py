@@ -318,6 +318,15 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_report(out: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite ``out`` from the rows, keeping the hand-written part from ``## Notes`` on."""
+    notes = ""
+    if out.exists():
+        old = out.read_text()
+        notes = old[old.index("## Notes") :] if "## Notes" in old else ""
+    out.write_text(table(rows) + ("\n" + notes if notes else ""))
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -342,7 +351,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         torch.set_num_interop_threads(1)
     jsonl, out = Path(args.jsonl), Path(args.out)
     if args.table_only:
-        out.write_text(table(read_rows(jsonl)))
+        write_report(out, read_rows(jsonl))
         return read_rows(jsonl)
     rows: list[dict[str, Any]] = []
     for budget in args.budgets:
@@ -359,7 +368,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 jsonl.parent.mkdir(parents=True, exist_ok=True)
                 with jsonl.open("a") as f:
                     f.write(json.dumps(row) + "\n")
-                out.write_text(table(read_rows(jsonl)))
+                write_report(out, read_rows(jsonl))
     return rows
 
 
