@@ -66,10 +66,15 @@ COMMANDS = (
     "python benchmarks/sbi_race.py --budgets 1000 --methods sbi_npe --c2st-max-iter 100",
     "python benchmarks/sbi_race.py --budgets 1000 --methods ff_npe --c2st-max-iter 100",
     "python benchmarks/sbi_race.py --budgets 1000 --methods ff_fmpe --c2st-max-iter 100",
+    "python benchmarks/sbi_race.py --budgets 1000 --methods sbi_fmpe --c2st-max-iter 100"
+    " --fit-cpu-limit 300",
     "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods sbi_npe"
     " --c2st-max-iter 100",
     "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods ff_npe"
     " --c2st-max-iter 100",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods ff_npe"
+    " --c2st-max-iter 100 --ff-patience 20 --jsonl benchmarks/results/sbi_patience20.jsonl"
+    " --out /tmp/p20.md",
     "python benchmarks/sbi_race.py --table-only",
 )
 
