@@ -70,3 +70,31 @@ def test_a_toml_integer_beyond_64_bits_is_refused(tmp_path: Path) -> None:
     proc = run_cli("train", "--config", "c.toml", *TINY, "--out", "run", cwd=tmp_path)
     assert_bad_input(proc, "c.toml: steps must be a 64-bit integer")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_cnf_cast_below_its_tolerances_warns_and_records_what_ran() -> None:
+    """Built in float64 at rtol 1e-9, then ``.float()``: was solved at float32's floor (3.8e-6)
+    without a word; the cast now warns, ``last_solve`` records the floor, and a cast back to
+    float64 solves at 1e-9 again."""
+    floor = 32 * torch.finfo(torch.float32).eps
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch.set_default_dtype(torch.float64)
+        try:
+            flow = ff.flows.FFJORD(features=2, hidden=(8,), rtol=1e-9, atol=1e-8)
+        finally:
+            torch.set_default_dtype(torch.float32)
+    flow.eval()
+    with pytest.warns(UserWarning, match=r"CNF: rtol=1e-09, atol=1e-08 are below 3.8e-06"):
+        flow.float()
+    cnf = flow.bijection.bijections[0]
+    assert isinstance(cnf, ff.transforms.CNF)
+    with torch.no_grad():
+        flow.log_prob(torch.randn(3, 2))
+    assert cnf.last_solve is not None
+    assert (cnf.last_solve.rtol, cnf.last_solve.atol) == (pytest.approx(floor),) * 2
+    flow.double()  # no warning: float64 resolves 1e-9
+    with torch.no_grad():
+        flow.log_prob(torch.randn(3, 2, dtype=torch.float64))
+    assert (cnf.last_solve.rtol, cnf.last_solve.atol) == (1e-9, 1e-8)
+    flow.to(torch.float64)  # the same dtype: nothing to say
