@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import flowforge as ff
-from cli_util import TINY, TINY_TABLE, assert_bad_input, assert_ok, run_cli
+from cli_util import TINY, TINY_TABLE, assert_bad_input, assert_ok, flowforge, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,36 @@ def test_a_cnf_cast_below_its_tolerances_warns_and_records_what_ran() -> None:
         flow.log_prob(torch.randn(3, 2, dtype=torch.float64))
     assert (cnf.last_solve.rtol, cnf.last_solve.atol) == (1e-9, 1e-8)
     flow.to(torch.float64)  # the same dtype: nothing to say
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--steps", "-3"], "steps must be positive, got -3"),  # checked before any rank starts
+        (["--data", "missing.csv"], "file not found"),  # met by the ranks: rank 0 says it
+    ],
+)
+def test_the_launcher_reports_bad_input_in_one_line(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    """``flowforge train --nproc-per-node 2``: torchrun's launch, without torchrun's
+    ChildFailedError traceback and log lines (40 lines after the error)."""
+    proc = flowforge("train", "--nproc-per-node", "2", *args, "--out", "r", cwd=tmp_path)
+    assert_bad_input(proc, expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- found by the fresh pass (tests/bad_input_pass.py) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # TypeError: randint(): Overflow when unpacking long long (a traceback)
+        (["--n-test", "1e30"], "n_test 1e+30: at least 6.4e+31 bytes for 1e+30 fresh samples"),
+    ],
+)
+def test_train_pass(tmp_path: Path, args: list[str], expected: str) -> None:
+    proc = run_cli("train", *TINY, "--steps", "2", *args, "--out", "run", cwd=tmp_path)
+    assert_bad_input(proc, expected)
+    assert list(tmp_path.iterdir()) == []

@@ -222,12 +222,12 @@ def score_rows(
     if not image:
         std = None if spec.standardizer is None else Standardizer.from_dict(spec.standardizer)
         ll = _table_scores(run.flow, x, std, batch_size, ref.device)
-        bad = ~torch.isfinite(ll)
-        if bad.any() and ref.dtype != torch.float64:
+        overflow = ~torch.isfinite(ll)
+        if overflow.any() and ref.dtype != torch.float64:
             # rows far out (1e30 in a float32 run: log p ~ -5e59) overflow the flow's dtype;
             # they are scored again by a float64 copy of the flow, never reported as -inf
             flow64 = copy.deepcopy(run.flow).double()
-            ll[bad] = _table_scores(flow64, x[bad.numpy()], std, batch_size, ref.device)
+            ll[overflow] = _table_scores(flow64, x[overflow.numpy()], std, batch_size, ref.device)
         return ll
     t = torch.as_tensor(x, dtype=ref.dtype)
     if image:
