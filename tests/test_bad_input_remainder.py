@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert_ok(run_cli("train", *TINY, "--steps", "2", "--out", "toy", cwd=cwd))
     assert_ok(run_cli("train", "--data", "wine", *TINY_TABLE, "--steps", "2", "--out", "tab",
                       cwd=cwd))  # fmt: skip
+    vi = ["--steps", "2", "--samples", "8", "--eval-samples", "50", "--transforms", "2"]
+    assert_ok(run_cli("vi", *vi, "--no-plots", "--quiet", "--out", "vi", cwd=cwd))
+    np.save(cwd / "rows.npy", np.zeros((4, 2)))
     return cwd
 
 
@@ -131,3 +135,70 @@ def test_train_pass(tmp_path: Path, args: list[str], expected: str) -> None:
     proc = run_cli("train", *TINY, "--steps", "2", *args, "--out", "run", cwd=tmp_path)
     assert_bad_input(proc, expected)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # RuntimeError: DefaultCPUAllocator: can't allocate memory (a traceback); 10**30: overflow
+        (["eval", "vi", "--samples", "100000000000"], "--samples 100000000000: at least"),
+        (["eval", "vi", "--samples", str(10**30)], "more than this machine's memory"),
+        # taken without a word: a VI run has no splits
+        (["eval", "vi", "--split", "val"], "--split does nothing for vi, a variational-inference"),
+        # ValueError: Overflow when unpacking long long (tracebacks)
+        (["sample", "toy", "--seed", str(2**70), "-o", "s.npy"], "a 64-bit integer seed"),
+        (["score", "toy", "-i", "rows.npy", "--seed", str(2**70)], "a 64-bit integer seed"),
+        (["sbi", "--simulator", "two_moons", "--seed", str(2**70)], "a 64-bit integer seed"),
+        # wrote 1000 samples of inf
+        (["sample", "toy", "--temperature", "1e300", "-o", "s.npy"], "samples are not finite"),
+    ],
+)
+def test_other_subcommands_pass(runs: Path, args: list[str], expected: str) -> None:
+    before = sorted(p.name for p in runs.rglob("*"))
+    assert_bad_input(run_cli(*args, cwd=runs), expected)
+    assert sorted(p.name for p in runs.rglob("*")) == before
+
+
+def test_image_noise_samples_that_cannot_fit_are_refused() -> None:
+    from flowforge.cli.eval import _check_samples
+    from flowforge.runs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--samples 100000000: at least 2.62e\+13 bytes"):
+        _check_samples(10**8, 4096, "noise samples per image")  # an allocation traceback
+    _check_samples(16, 4096, "noise samples per image")
+
+
+@pytest.fixture(scope="module")
+def posterior() -> ff.sbi.Posterior:
+    torch.manual_seed(0)
+    prior = ff.sbi.BoxUniform([-2.0, -2.0], [2.0, 2.0])
+    theta, x = ff.sbi.simulate(lambda t: t + 0.3 * torch.randn_like(t), prior, 200)
+    npe = ff.sbi.NPE(prior, flow_options={"transforms": 1, "hidden": (8,)})
+    return npe.fit(theta, x, max_steps=2)
+
+
+def test_posterior_refuses_what_it_cannot_honour(posterior: ff.sbi.Posterior) -> None:
+    xo = torch.tensor([0.5, -0.5])
+    with pytest.raises(ValueError, match="more than this machine's memory"):
+        posterior.sample(10**30, xo)  # TypeError: Overflow when unpacking long long
+    with pytest.raises(ValueError, match="expected a number of samples n >= 0, got 1\\.5"):
+        posterior.sample(1.5, xo)  # type: ignore[arg-type]
+    assert posterior.sample(np.int64(3), xo).shape == (3, 2)
+    with pytest.raises(ValueError, match="expected finite theta"):  # was -inf, as if outside
+        posterior.log_prob(torch.tensor([[float("nan"), 0.0]]), xo)
+    assert posterior.log_prob(torch.tensor([[5.0, 0.0]]), xo).item() == -math.inf
+
+
+def test_estimator_refuses_what_it_cannot_honour() -> None:
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    kw = {"max_epochs": 1, "hidden": (8,), "transforms": 1}
+    with pytest.raises(ValueError, match=r"hidden=\(1000000000000,\)\) cannot fit"):
+        ff.FlowDensity(**{**kw, "hidden": (10**12,)}).fit(X)  # an allocation RuntimeError
+    with pytest.raises(ValueError, match=r"X column 1: values up to \de\+300 overflow float64"):
+        ff.FlowDensity(**kw).fit(X * [1.0, 1e300, 1.0])  # "model.standardizer: ... inf"
+    fitted = ff.FlowDensity(**kw).fit(X)
+    with pytest.raises(ValueError, match="more than this machine's memory"):
+        fitted.sample(10**30)  # TypeError: Overflow when unpacking long long
+    with pytest.raises(ValueError, match="an integer >= 1, got 1\\.5"):
+        fitted.sample(1.5)  # type: ignore[arg-type]  # drew one row
+    assert fitted.sample(np.int64(2)).shape == (2, 3)

@@ -297,7 +297,7 @@ def sample_rows(
 
     Raises:
         DataError: ``n < 1``, more samples than fit in memory, a temperature that is not
-            positive or that the base cannot apply, ``denoise`` for a run trained without
+            positive or that the base cannot apply or that takes samples beyond the dtype, ``denoise`` for a run trained without
             noise, or guidance that the run's flow cannot take.
     """
     if n < 1:
@@ -335,4 +335,10 @@ def sample_rows(
             part = (part * levels).floor().clamp(0, levels - 1)
         chunks[i] = part
     x = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+    bad = int((~torch.isfinite(x.reshape(n, -1))).any(1).sum())
+    if bad:  # --temperature 1e300 wrote inf samples without a word
+        raise DataError(
+            f"{bad} of {n} samples are not finite in the run's dtype ({x.dtype}) at "
+            f"--temperature {temperature:g}; nothing was written (a smaller temperature)"
+        )
     return x.reshape(n, *run.spec.data_shape)
