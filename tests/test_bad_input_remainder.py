@@ -149,6 +149,10 @@ def test_train_pass(tmp_path: Path, args: list[str], expected: str) -> None:
         (["sample", "toy", "--seed", str(2**70), "-o", "s.npy"], "a 64-bit integer seed"),
         (["score", "toy", "-i", "rows.npy", "--seed", str(2**70)], "a 64-bit integer seed"),
         (["sbi", "--simulator", "two_moons", "--seed", str(2**70)], "a 64-bit integer seed"),
+        # ran (for ever), and an allocation traceback
+        (["vi", "--steps", str(10**30), "--out", "o"], "steps must be a 64-bit integer"),
+        (["vi", "--samples", str(10**12), "--out", "o"], "samples 1000000000000: at least"),
+        (["vi", "--objective", "iwae", "--iwae-k", str(10**12), "--out", "o"], "x iwae_k"),
         # wrote 1000 samples of inf
         (["sample", "toy", "--temperature", "1e300", "-o", "s.npy"], "samples are not finite"),
     ],

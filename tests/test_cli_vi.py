@@ -186,8 +186,9 @@ def test_readme_vi_commands_run(tmp_path: Path) -> None:
     for line in lines:
         args = shlex.split(line)[1:]
         # half the steps, given after the README's own as a user would (the last one wins)
-        steps = ["--steps", str(int(args[args.index("--steps") + 1]) // 2)]
-        extra = ["--quiet", *steps] if args[0] == "vi" else []
+        extra = []
+        if args[0] == "vi":
+            extra = ["--quiet", "--steps", str(int(args[args.index("--steps") + 1]) // 2)]
         assert_ok(run_cli(*args, *extra, cwd=tmp_path))
     results = json.loads((tmp_path / "runs" / "u1" / "results.json").read_text())
     assert results["steps"] == 500
