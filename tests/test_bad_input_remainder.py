@@ -153,6 +153,8 @@ def test_train_pass(tmp_path: Path, args: list[str], expected: str) -> None:
         (["vi", "--steps", str(10**30), "--out", "o"], "steps must be a 64-bit integer"),
         (["vi", "--samples", str(10**12), "--out", "o"], "samples 1000000000000: at least"),
         (["vi", "--objective", "iwae", "--iwae-k", str(10**12), "--out", "o"], "x iwae_k"),
+        # ran, growing to 14 GB
+        (["sbi", "--simulator", "two_moons", "--simulations", str(10**30)], "--simulations 1"),
         # wrote 1000 samples of inf
         (["sample", "toy", "--temperature", "1e300", "-o", "s.npy"], "samples are not finite"),
     ],
