@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 from pathlib import Path
@@ -36,15 +37,38 @@ def cli_block() -> list[str]:
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
 
+#: Shorter runs for the test, given after the README's own values as a user would (the last
+#: value of a flag wins): the README's command runs as written, every flag of it parsed and
+#: applied, with a fifth of the steps (the resumed run still goes past the first one's end).
+SHORTER = {"--steps": lambda n: max(n // 5, 10), "--epochs": lambda n: 1}
+
+
+def shorter(args: list[str]) -> list[str]:
+    """The overrides of :data:`SHORTER` for the README command ``args``."""
+    extra: list[str] = []
+    for flag, value in itertools.pairwise(args):
+        if flag in SHORTER:
+            extra += [flag, str(SHORTER[flag](int(value)))]
+    return extra
+
+
+def test_shorter_keeps_the_order_of_a_resume() -> None:
+    assert shorter(["train", "--steps", "300"]) == ["--steps", "60"]
+    assert shorter(["train", "--resume", "r", "--steps", "500"]) == ["--steps", "100"]
+    assert shorter(["train", "--epochs", "3"]) == ["--epochs", "1"]
+
+
 @pytest.mark.slow
 def test_readme_cli_commands_run(tmp_path: Path) -> None:
     """Every command of the README's block, in order, through ``cli.main`` in this process (the
-    ``python -m flowforge`` entry point itself is run by the subprocess tests of test_cli.py)."""
+    ``python -m flowforge`` entry point itself is run by the subprocess tests of test_cli.py),
+    with fewer steps (:func:`shorter`)."""
     lines = cli_block()
     assert lines and all(line.startswith("flowforge ") for line in lines)
     for line in lines:
         args = shlex.split(line)[1:]
-        done = run_cli(*args, *(["--quiet"] if args[0] == "train" else []), cwd=tmp_path)
+        extra = ["--quiet", *shorter(args)] if args[0] == "train" else []
+        done = run_cli(*args, *extra, cwd=tmp_path)
         assert done.returncode == 0, f"{line}\n{done.stderr}"
     assert (tmp_path / "scores.csv").exists()
     assert '"bpd"' in done.stdout

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from flowforge.cli import datasets, eval, sample, sbi, score, train, vi
@@ -54,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train":  # as given: its launcher (--nproc-per-node) passes it on
+        args.argv = list(sys.argv[1:] if argv is None else argv)
     from flowforge.core.extras import MissingExtra
     from flowforge.data import DataError
     from flowforge.eval.likelihood import NonFiniteLikelihood
@@ -67,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ConfigError, RunError, MissingExtra) as e:
         if not quiet_rank():  # under torchrun every rank meets the same bad input: print once
             print(f"{prog}: error: {e}", file=sys.stderr)
+        elif "TORCHELASTIC_RUN_ID" in os.environ:  # rank 0 first: torchrun then stops this one
+            time.sleep(2.0)
         return EXIT_BAD_INPUT
     except (NonFiniteLoss, NonFiniteLikelihood, SolverError) as e:
         print(f"{prog}: {e}", file=sys.stderr)

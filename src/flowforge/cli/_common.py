@@ -69,6 +69,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """A random seed: an integer that torch and numpy take (64 bits)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not -(2**63) <= value < 2**63:  # torch: "Overflow when unpacking long long"
+        raise argparse.ArgumentTypeError(f"expected a 64-bit integer seed, got {value}")
+    return value
+
+
 def version() -> str:
     from flowforge._version import __version__
 

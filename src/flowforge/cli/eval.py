@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         ),
     )
     ev.add_argument("run", metavar="RUN", help="run directory")
-    ev.add_argument("--split", default="test", choices=("test", "val", "train"))
+    ev.add_argument("--split", default=None, choices=("test", "val", "train"), help="default: test")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--data-dir", help="folder of the on-disk datasets (default: the run's)")
     ev.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
@@ -40,7 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from flowforge.vi.run import is_vi_record
 
     if is_vi_record(read_run_record(args.run)):
+        if args.split is not None:  # was taken without a word: a VI run has no data
+            raise ConfigError(
+                f"--split does nothing for {args.run}, a variational-inference run (no data "
+                f"splits: its diagnostics draw from q)"
+            )
         return _run_vi(args)
+    args.split = args.split or "test"
     from flowforge.train.run import (
         dequantized_summary,
         load_data,
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             f"nothing for {ds.kind} data ({ds.name!r})"
         )
     if ds.kind == "image":  # the bound and the importance-sampled estimate of log P(levels)
+        _check_samples(args.samples or 16, ds.dim, "noise samples per image")
         d = dequantized_summary(run.flow, ds, cfg, args.split, deq, args.samples or 16)
         extra = {
             "dequantization": "uniform" if deq is None else "variational",
@@ -129,6 +136,7 @@ def _run_vi(args: argparse.Namespace) -> int:
         raise ConfigError(f"--data-dir does nothing for {args.run}, a variational-inference run")
     run = open_run(args.run, resolve_device(args.device))
     cfg, target = vi_config_of(run)
+    _check_samples(args.samples or cfg.eval_samples, target.features, "draws from q")
     unfinished = incomplete(run.files.root, run.record, MetricsLog(run.files.metrics).read())
     d = diagnostics_dict(
         model_flow(run.flow),
@@ -146,3 +154,14 @@ def _run_vi(args: argparse.Namespace) -> int:
     print(f"{cfg.flow} fitted to {cfg.target} ({cfg.objective}, {cfg.steps} steps)")
     print("\n".join(format_diagnostics(d)))
     return 0
+
+
+def _check_samples(samples: int, dim: int, what: str) -> None:
+    """Refuse ``--samples`` whose draws cannot fit in memory (1e8 was an allocation error,
+    1e30 an overflow, both tracebacks): a few float32 copies of ``samples x dim`` values."""
+    from flowforge.core.memory import too_big
+    from flowforge.runs.errors import ConfigError
+
+    why = too_big(64.0 * samples * dim, f"{samples} {what} of {dim} values")
+    if why is not None:
+        raise ConfigError(f"--samples {samples}: {why}")

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from flowforge.cli._common import seed
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sa = sub.add_parser(
@@ -45,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     sa.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=0,
         help="seed of the base samples: the same seed gives the same samples (default: 0)",
     )

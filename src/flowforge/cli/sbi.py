@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flowforge.cli._common import float_list, json_object
+from flowforge.cli._common import float_list, json_object, seed
 
 
 def _names(text: str) -> list[str]:
@@ -52,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--lr", type=float, help="peak learning rate (NPE 1e-3)")
     p.add_argument("--samples", type=int, default=10_000, help="posterior draws for the plot")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", help="run directory (default runs/sbi-TIME)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
     p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True)

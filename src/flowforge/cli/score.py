@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flowforge.cli._common import EXIT_TRAINING_FAILED
+from flowforge.cli._common import EXIT_TRAINING_FAILED, seed
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,7 +68,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="a histogram of the scores (normal against anomalous rows with --labels)",
     )
     sc.add_argument(
-        "--seed", type=int, default=None, help="image runs: dequantization seed (default: 0)"
+        "--seed", type=seed, default=None, help="image runs: dequantization seed (default: 0)"
     )
     sc.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flowforge.cli._common import warn_worse_than_gaussian
+from flowforge.cli._common import positive_int, warn_worse_than_gaussian
 
 if TYPE_CHECKING:
     from flowforge.train.run import TrainResult
@@ -49,12 +49,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="replace the run in --out: only a flowforge run, and only the files it wrote (a "
         "folder that is not a run is refused and left as it is)",
     )
+    train.add_argument(
+        "--nproc-per-node",
+        type=positive_int,
+        metavar="N",
+        help="train data-parallel in N processes on this node (torchrun --standalone "
+        "--nproc-per-node N -m flowforge train ..., with the options checked once before any "
+        "process starts, and a failure reported in one line)",
+    )
     add_arguments(train, choices={"flow": sorted(PRESETS)})
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowforge.fit.distributed import shutdown
+    from flowforge.fit.distributed import launch_from_env, launch_local, shutdown
 
+    nproc = getattr(args, "nproc_per_node", None)
+    if nproc is not None and nproc > 1 and launch_from_env() is None:
+        _train(args, check_only=True)  # bad options: one line here, before any rank starts
+        return launch_local(nproc, list(args.argv))
     try:
         result = _train(args)
     except BaseException:
@@ -67,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> TrainResult | None:
+def _train(args: argparse.Namespace, check_only: bool = False) -> TrainResult | None:
+    """Train as the options say (``check_only``: check them, and return ``None``)."""
     from flowforge.train.config import ConfigError, TrainConfig, flags_to_dict, read_toml
     from flowforge.train.model import preset_defaults
     from flowforge.train.run import resume_run, start_run
@@ -82,6 +95,8 @@ def _train(args: argparse.Namespace) -> TrainResult | None:
                 "(which continues one)"
             )
         _refuse_vi_run(args.resume)
+        if check_only:
+            return None
         result = resume_run(args.resume, flags)
     else:
         toml = read_toml(args.config) if args.config else {}
@@ -103,15 +118,16 @@ def _train(args: argparse.Namespace) -> TrainResult | None:
             from flowforge.fit.distributed import launch_from_env
             from flowforge.train.auto import auto_run
 
-            if (launch := launch_from_env()) is not None and launch[
-                1
-            ] > 1:  # each rank would search and write on its own
+            launch = launch_from_env()
+            if check_only or (launch is not None and launch[1] > 1):  # each rank would search
                 raise ConfigError(
                     "--flow auto runs in one process, not under torchrun: search with "
                     "`flowforge train --flow auto`, then train the chosen preset under torchrun"
                 )
 
             return auto_run(cfg, overwrite=args.overwrite)
+        if check_only:
+            return None
         result = start_run(cfg, overwrite=args.overwrite)
     return result
 

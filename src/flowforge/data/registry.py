@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from flowforge.core.memory import too_big
+
 from .audio import load_audio_folder
 from .base import DataError, Dataset, DatasetInfo, default_data_dir
 from .images import IMAGE_DATASETS, image_available, image_files, load_cifar10, load_mnist
@@ -146,6 +148,10 @@ def load_dataset(
         for what, n in (("n_val", n_val), ("n_test", n_test)):
             if n is not None and (n < 1 or n != int(n)):
                 raise DataError(f"{what} for {key!r} is a count of fresh samples >= 1, got {n}")
+            # the samples and the temporaries of drawing them (float32, 2 columns)
+            why = None if n is None else too_big(64.0 * n, f"{n:g} fresh samples")
+            if why is not None:  # was an overflow traceback from torch.randint (1e30)
+                raise DataError(f"{what} {n:g}: {why}")
             counts.append(10_000 if n is None else int(n))
         return _load_toy(key, seed, counts[0], counts[1])
     if key in SKLEARN_DATASETS:

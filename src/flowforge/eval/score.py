@@ -10,6 +10,7 @@ writes it).
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 from pathlib import Path
@@ -218,11 +219,16 @@ def score_rows(
         raise DataError(f"{origin} has {found}; the run was trained on {want}")
     tensors = [*run.flow.parameters(), *run.flow.buffers()]
     ref = next((v for v in tensors if v.is_floating_point()), torch.zeros(()))
-    if spec.standardizer is not None and not image and without_standardize(run.flow) is not None:
-        # standardise in float64 with the stored statistics, then cast (never raw float32)
-        std = Standardizer.from_dict(spec.standardizer)
-        z = std.transform(torch.as_tensor(x, dtype=torch.float64).reshape(x.shape[0], -1))
-        return standardized_log_likelihoods(run.flow, z, std.log_abs_det(), batch_size, ref.device)
+    if not image:
+        std = None if spec.standardizer is None else Standardizer.from_dict(spec.standardizer)
+        ll = _table_scores(run.flow, x, std, batch_size, ref.device)
+        overflow = ~torch.isfinite(ll)
+        if overflow.any() and ref.dtype != torch.float64:
+            # rows far out (1e30 in a float32 run: log p ~ -5e59) overflow the flow's dtype;
+            # they are scored again by a float64 copy of the flow, never reported as -inf
+            flow64 = copy.deepcopy(run.flow).double()
+            ll[overflow] = _table_scores(flow64, x[overflow.numpy()], std, batch_size, ref.device)
+        return ll
     t = torch.as_tensor(x, dtype=ref.dtype)
     if image:
         levels = int(spec.levels or 0)
@@ -238,6 +244,25 @@ def score_rows(
         t = t.reshape(t.shape[0], *spec.data_shape)
         t = dequantize(t, levels, torch.Generator().manual_seed(seed))
     return log_likelihoods(run.flow, t, batch_size, ref.device)
+
+
+def _table_scores(
+    flow: torch.nn.Module,
+    x: np.ndarray,
+    std: Standardizer | None,
+    batch_size: int,
+    device: torch.device,
+) -> Tensor:
+    """``log p`` (float64, ``(N,)``) of table rows ``x`` under ``flow``, computed in the flow's
+    dtype (standardised in float64 with ``std`` first when the flow starts with the run's
+    statistics)."""
+    tensors = [*flow.parameters(), *flow.buffers()]
+    dtype = next((v.dtype for v in tensors if v.is_floating_point()), torch.float32)
+    if std is not None and without_standardize(flow) is not None:
+        # standardise in float64 with the stored statistics, then cast (never raw float32)
+        z = std.transform(torch.as_tensor(x, dtype=torch.float64).reshape(x.shape[0], -1))
+        return standardized_log_likelihoods(flow, z, std.log_abs_det(), batch_size, device)
+    return log_likelihoods(flow, torch.as_tensor(x, dtype=dtype), batch_size, device)
 
 
 @torch.no_grad()
@@ -272,7 +297,7 @@ def sample_rows(
 
     Raises:
         DataError: ``n < 1``, more samples than fit in memory, a temperature that is not
-            positive or that the base cannot apply, ``denoise`` for a run trained without
+            positive or that the base cannot apply or that takes samples beyond the dtype, ``denoise`` for a run trained without
             noise, or guidance that the run's flow cannot take.
     """
     if n < 1:
@@ -310,4 +335,10 @@ def sample_rows(
             part = (part * levels).floor().clamp(0, levels - 1)
         chunks[i] = part
     x = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+    bad = int((~torch.isfinite(x.reshape(n, -1))).any(1).sum())
+    if bad:  # --temperature 1e300 wrote inf samples without a word
+        raise DataError(
+            f"{bad} of {n} samples are not finite in the run's dtype ({x.dtype}) at "
+            f"--temperature {temperature:g}; nothing was written (a smaller temperature)"
+        )
     return x.reshape(n, *run.spec.data_shape)

@@ -37,6 +37,8 @@ import copy
 import dataclasses
 import datetime
 import os
+import pickle
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +61,7 @@ __all__ = [
     "init_world",
     "initialize_from_batch",
     "launch_from_env",
+    "launch_local",
     "main_first",
     "rank_device",
     "shard",
@@ -123,6 +126,42 @@ def launch_from_env(env: dict[str, str] | None = None) -> tuple[int, int, int] |
     if not (size >= 1 and 0 <= rank < size and local >= 0):
         raise ConfigError(f"expected 0 <= RANK < WORLD_SIZE, got RANK={rank}, WORLD_SIZE={size}")
     return rank, size, local
+
+
+def launch_local(nproc: int, argv: list[str]) -> int:
+    """Run ``python -m flowforge ARGV`` in ``nproc`` processes on this node, as ``torchrun
+    --standalone --nproc-per-node NPROC -m flowforge ARGV`` does, and return the exit status.
+
+    Unlike ``torchrun`` itself, a failed rank is no traceback of the launcher: its status is
+    returned (2 for bad input, which rank 0 has printed in one line) and any other failure is
+    one line naming the rank. The launcher's own log lines (the ``SIGTERM`` sent to the other
+    ranks) are left out; the ranks' own output is not touched.
+    """
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    args = parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "flowforge", *argv])
+    quiet = logging.getLogger("torch.distributed.elastic")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        run(args)
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        code = failure.exitcode
+        if code == 2 and rank == 0:  # bad input: rank 0 has printed it in one line
+            return 2
+        if code == 2:  # the others print nothing (it is the same on every rank, as a rule)
+            print(f"flowforge: rank {rank} of {nproc} stopped on bad input", file=sys.stderr)
+            return 2
+        how = f"status {code}" if code >= 0 else f"signal {-code}"
+        print(f"flowforge: rank {rank} of {nproc} failed ({how})", file=sys.stderr)
+        return code if 0 < code < 128 else 1
+    finally:
+        quiet.setLevel(level)
+    return 0
 
 
 def rank_device(name: str, world: World) -> torch.device:
@@ -206,12 +245,26 @@ def shutdown(finished: bool = True) -> None:
 
 @contextmanager
 def main_first(world: World) -> Iterator[None]:
-    """Rank 0 runs the block first (a download, a cache), the other ranks after it."""
+    """Rank 0 runs the block first (a download, a cache), the other ranks after it; an
+    exception there is raised on every rank (they got gloo's "Connection closed by peer"
+    traceback while rank 0 reported the error)."""
     if world.active and not world.is_main:
-        dist.barrier()
-    yield
+        failed = broadcast_object(None, world)
+        if failed is not None:
+            raise failed
+    try:
+        yield
+    except Exception as e:
+        if world.active and world.is_main:
+            try:
+                pickle.dumps(e)
+                sent: Exception = e
+            except Exception:  # an exception that cannot travel: its message does
+                sent = RuntimeError(f"rank 0 failed: {e}")
+            broadcast_object(sent, world)
+        raise
     if world.active and world.is_main:
-        dist.barrier()
+        broadcast_object(None, world)
 
 
 def broadcast_object(obj: T, world: World) -> T:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import operator
 import os
 import platform
 from collections.abc import Callable, Iterable
@@ -34,6 +35,7 @@ from torch.distributions import Distribution
 
 from flowforge._version import __version__
 from flowforge.core import Bijection, Compose, Flow
+from flowforge.core.memory import too_big
 from flowforge.flows import PRESETS
 from flowforge.nn.embedding import EMBEDDINGS, build_embedding, check_embedding
 from flowforge.runs import RUN_FORMAT, RUN_FORMAT_VERSION, RunWriter
@@ -177,10 +179,21 @@ class Posterior(nn.Module):
 
         With a box prior every sample lies strictly inside the box.
         """
+        try:  # an int, numpy's and torch's integers included; 1.5 and True are not counts
+            count = -1 if isinstance(n, bool) else operator.index(n)
+        except TypeError:
+            count = -1
+        if count < 0:
+            raise ValueError(f"expected a number of samples n >= 0, got {n!r}")
+        n = count
         was = self.training
         self.eval()
         try:
             c, batched = self._context(x_o)
+            # the samples and the flow's activations (a few copies): refused before drawing
+            why = too_big(64.0 * n * c.shape[0] * self.theta_dim, f"{n} samples")
+            if why is not None:  # 10**30 was torch's "Overflow when unpacking long long"
+                raise ValueError(f"sample(n={n}): {why}; draw fewer at a time")
             theta = self.flow.sample(n, c)  # (n, B, D)
             theta = self._inside(theta)
         finally:
@@ -227,6 +240,8 @@ class Posterior(nn.Module):
                 f"expected theta of shape {expected} for x_o of shape "
                 f"{'(B, *X)' if batched else '(*X)'}, got {tuple(theta.shape)}"
             )
+        if not torch.isfinite(theta).all():  # was -inf, as if outside the prior, in silence
+            raise ValueError("expected finite theta, got NaN or inf values")
         rows = theta if batched else theta.unsqueeze(1)  # (N, B, D)
         inside = self._support(rows)
         if self.bounded:  # evaluate outside rows at the box's centre, then -inf

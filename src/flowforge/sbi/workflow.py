@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from flowforge.core.memory import too_big
 from flowforge.data.base import DataError
 from flowforge.runs import ConfigError, check_new_run
 from flowforge.sbi.estimators import FMPE, NPE, check_pairs
@@ -83,6 +84,12 @@ def _inputs(opt: SBIOptions) -> tuple[Any, Any, BoxUniform, list[str], list[str]
         raise ConfigError(
             "expected --simulations >= 2, --steps >= 1, --samples >= 1 and --batch-size >= 1"
         )
+    for flag, n in (("--simulations", opt.simulations), ("--samples", opt.samples)):
+        # a floor: two float32 columns of theta and of x per row (10**30 simulations ran,
+        # growing to 14 GB, and sample counts overflowed)
+        why = too_big(16.0 * n, f"{n} rows") if n < 2**63 else f"{n} is beyond 64 bits"
+        if why is not None:
+            raise ConfigError(f"{flag} {n}: {why}")
     if opt.simulator is not None:
         if opt.simulator not in SIMULATORS:
             raise ConfigError(

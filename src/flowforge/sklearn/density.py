@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import numbers
+import operator
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,6 +16,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from flowforge.core.memory import too_big
 from flowforge.eval.anomaly import typicality_scores
 from flowforge.flows import PRESETS
 from flowforge.runs.defensive import defend, model_flow
@@ -201,6 +204,17 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
+    def _check_size(self, features: int) -> None:
+        """Refuse a flow whose training cannot fit in memory (``hidden=(10**12,)`` was an
+        allocation ``RuntimeError``): a lower bound on the weights of its networks (one
+        ``features -> hidden -> features`` chain per transform), their gradients and Adam's
+        moments in float32."""
+        widths = [features, *(int(h) for h in self.hidden or ()), features]
+        floor = (self.transforms or 1) * sum(a * b for a, b in itertools.pairwise(widths))
+        why = too_big(16.0 * floor, f"training {floor:.3g} parameters (weights, gradients, Adam)")
+        if why is not None:
+            raise ValueError(f"{type(self).__name__}(hidden={self.hidden}) cannot fit: {why}")
+
     def _check_options(self) -> None:
         """What ``_parameter_constraints`` cannot say, checked at ``fit`` after it: integers
         that are not bools, ``hidden`` as positive integers, options of the chosen preset
@@ -271,6 +285,15 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self._validate_params()
         self._check_options()
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=1)
+        self._check_size(X.shape[1])
+        with np.errstate(over="ignore", invalid="ignore"):
+            spread = np.std(X, axis=0)
+        if not np.isfinite(spread).all():  # was "model.standardizer: ... std[0] is inf"
+            j = int(np.flatnonzero(~np.isfinite(spread))[0])
+            raise ValueError(
+                f"X column {j}: values up to {np.abs(X[:, j]).max():.3g} overflow float64 in "
+                f"its standard deviation; rescale the column"
+            )
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         n = X.shape[0]
@@ -367,8 +390,17 @@ class FlowDensity(DensityMixin, BaseEstimator):
     def sample(self, n_samples: int = 1, random_state: Any = None) -> np.ndarray:
         """Draw ``n_samples`` rows ``(n_samples, D)`` from the fitted density (float64)."""
         check_is_fitted(self, "flow_")
+        try:  # an integer (numpy's too); 1.5 drew one row, 10**30 was a torch overflow
+            n = 0 if isinstance(n_samples, bool) else operator.index(n_samples)
+        except TypeError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"expected n_samples, an integer >= 1, got {n_samples!r}")
+        why = too_big(64.0 * n * self.n_features_in_, f"{n} samples")
+        if why is not None:
+            raise ValueError(f"n_samples={n}: {why}; draw fewer at a time")
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-        return sample_rows(self.flow_, int(n_samples), seed, spec_stats(self.spec_))
+        return sample_rows(self.flow_, n, seed, spec_stats(self.spec_))
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str], X: Any = None) -> Path:

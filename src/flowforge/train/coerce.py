@@ -72,6 +72,14 @@ def coerce(cls: type, key: str, value: Any, source: str, valid: Sequence[str]) -
         want = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
         want |= {tuple: "a list of integers", dict: "a table"}
         raise ConfigError(f"{source}{key} must be {want[base]}, got {value!r}")
+    ints = [value] if base is int else list(value) if base is tuple else []
+    if any(not -(2**63) <= v < 2**63 for v in ints):  # torch, numpy and JSON readers: 64 bits
+        what = f"{key} must be a 64-bit integer" if base is int else f"{key}'s widths must be"
+        raise ConfigError(
+            f"{source}{what} (from -2**63 to 2**63 - 1), got {value!r}"
+            if base is int
+            else f"{source}{what} 64-bit integers (at most 2**63 - 1), got {list(value)}"
+        )
     if choices is not None and value not in choices:
         raise ConfigError(f"{source}{key} must be one of {', '.join(choices)}; got {value!r}")
     return value

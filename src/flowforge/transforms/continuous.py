@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
@@ -36,6 +36,7 @@ from flowforge.transforms.cnf_solve import (
     check_tolerance,
     integrate,
     solver_options,
+    tolerance_floor,
     torchdiffeq_module,
 )
 
@@ -199,6 +200,26 @@ class CNF(Bijection):
     @atol.setter
     def atol(self, value: float) -> None:
         self._atol = check_tolerance("atol", value, self.log_time.dtype)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> CNF:
+        """A cast (``.float()``, ``.to(dtype)``) to a dtype too coarse for the tolerances
+        (``rtol=1e-9`` set in float64, then ``.float()``) warns: its solves then run at
+        :func:`tolerance_floor` of the new dtype (:attr:`last_solve` records what ran), and the
+        tighter tolerances come back with a cast back to float64."""
+        before = self.log_time.dtype
+        out = super()._apply(fn, recurse)
+        dtype = self.log_time.dtype
+        floor = tolerance_floor(dtype)
+        if dtype != before and self.method in ADAPTIVE and min(self.rtol, self.atol) < floor:
+            kind = str(dtype).removeprefix("torch.")
+            warnings.warn(
+                f"CNF: rtol={self.rtol:g}, atol={self.atol:g} are below {floor:.2g} (32 eps of "
+                f"{kind}, the smallest tolerance a {kind} solve resolves): its solves in {kind} "
+                f"run at max(tolerance, {floor:.2g}) (last_solve.rtol / .atol record what ran)",
+                UserWarning,
+                stacklevel=3,
+            )
+        return out
 
     def time_length(self) -> Tensor:
         """The integration time ``T``, a scalar tensor (differentiable when learned)."""

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from flowforge.core.memory import too_big
 from flowforge.flows import PRESETS
 from flowforge.runs import ConfigError, check_flow_name
 from flowforge.vi.targets import TARGETS, Target
@@ -152,6 +153,20 @@ class VIConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(key, "a positive integer", value)
+            if value >= 2**63:  # --steps 10**30 ran (forever): torch and JSON take 64 bits
+                raise bad(key, "a 64-bit integer (at most 2**63 - 1)", value)
+        if self.hidden is not None and any(isinstance(h, int) and h >= 2**63 for h in self.hidden):
+            raise bad("hidden", "64-bit integer widths (at most 2**63 - 1)", list(self.hidden))
+        k = self.iwae_k if self.objective == "iwae" else 1
+        for key, draws in (("samples", self.samples * k), ("eval_samples", self.eval_samples)):
+            why = too_big(16.0 * draws, f"{draws} draws from q")  # two float32 columns, a floor
+            if why is not None:  # 10**12 was an allocation traceback
+                given = (
+                    f"samples {self.samples} x iwae_k {k}"
+                    if key == "samples" and k > 1
+                    else (f"{key} {getattr(self, key)}")
+                )
+                raise ConfigError(f"{source}{given}: {why}")
         if self.eval_samples < 25:
             raise bad("eval_samples", "at least 25 (Pareto-k needs a tail)", self.eval_samples)
         if self.lr is not None and (
