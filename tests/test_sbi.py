@@ -275,6 +275,11 @@ def test_bad_observations_are_refused(box_posterior) -> None:
         box_posterior.sample(3, torch.tensor([0.0, torch.nan]))
     with pytest.raises(ValueError, match=r"expected theta of shape \(N, 4, 2\)"):
         box_posterior.log_prob(torch.zeros(5, 2), torch.zeros(4, 2))
+    # strings were torch's "too many dimensions 'str'"
+    with pytest.raises(ValueError, match=r"expected x_o as numbers .*got list"):
+        box_posterior.sample(5, ["a", "b"])
+    with pytest.raises(ValueError, match=r"expected theta as numbers .*got str"):
+        box_posterior.log_prob("ab", torch.zeros(2))
 
 
 def test_validation_runs_without_dropout() -> None:

@@ -79,6 +79,18 @@ def embedding_entry(net: nn.Module | None) -> dict[str, Any] | None:
     return {"name": "custom", "class": f"{type(net).__module__}.{type(net).__qualname__}"}
 
 
+def _numbers(value: Any, what: str, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``value`` as a tensor, or one line naming ``what`` (strings were "too many dimensions
+    'str'")."""
+    try:
+        return torch.as_tensor(value, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"expected {what} as numbers (a tensor or an array), got {type(value).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else err!r}"
+        ) from None
+
+
 class Posterior(nn.Module):
     """``q(theta | x)``: sample, evaluate and maximise the posterior at observations.
 
@@ -166,8 +178,7 @@ class Posterior(nn.Module):
         return self.embedding(self.x_score(x))
 
     def _context(self, x_o: Tensor | Any) -> tuple[Tensor, bool]:
-        ref = self.low
-        x = torch.as_tensor(x_o, dtype=torch.get_default_dtype(), device=ref.device)
+        x = _numbers(x_o, "x_o", torch.get_default_dtype(), self.low.device)
         batched = self._check_x(x)
         c = self.embed(x if batched else x.unsqueeze(0))  # (B, E)
         return c, batched
@@ -226,7 +237,7 @@ class Posterior(nn.Module):
 
     def _log_prob(self, theta: Tensor, x_o: Tensor | Any) -> Tensor:
         c, batched = self._context(x_o)  # (B, E)
-        theta = torch.as_tensor(theta, dtype=c.dtype, device=c.device)
+        theta = _numbers(theta, "theta", c.dtype, c.device)
         want = 3 if batched else 2
         if (
             theta.dim() != want
