@@ -142,6 +142,9 @@ def _bad(tmp_path: Path, npz: Path) -> list[tuple[list[str], str]]:
         (["--data", npz, "--simulator", "two_moons"], "give either --data FILE"),
         (["--simulator", "three_moons"], "unknown simulator 'three_moons'"),
         (["--data", npz, *base, "--flow-options", '{"bogus": 1}'], "cannot build flow 'nsf'"),
+        # torch's "Invalid learning rate" traceback, after the run directory was reserved
+        (["--data", npz, *base, "--lr", "-1"], "--lr must be a positive finite number, got -1"),
+        (["--data", npz, *base, "--lr", "nan"], "--lr must be a positive finite number, got nan"),
     ]
 
 

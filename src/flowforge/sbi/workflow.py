@@ -84,6 +84,8 @@ def _inputs(opt: SBIOptions) -> tuple[Any, Any, BoxUniform, list[str], list[str]
         raise ConfigError(
             "expected --simulations >= 2, --steps >= 1, --samples >= 1 and --batch-size >= 1"
         )
+    if opt.lr is not None and not (math.isfinite(opt.lr) and opt.lr > 0):  # was a traceback
+        raise ConfigError(f"--lr must be a positive finite number, got {opt.lr}")
     for flag, n in (("--simulations", opt.simulations), ("--samples", opt.samples)):
         # a floor: two float32 columns of theta and of x per row (10**30 simulations ran,
         # growing to 14 GB, and sample counts overflowed)
