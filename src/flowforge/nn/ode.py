@@ -238,7 +238,7 @@ class TimeMLP(nn.Module):
         features: dimension ``D`` of the state.
         hidden: sizes of the hidden layers.
         context: size ``C`` of the context (0: none).
-        activation: ``"silu"`` (default), ``"tanh"``, ``"softplus"`` or ``"elu"`` (smooth, so
+        activation: ``"tanh"`` (default), ``"softplus"``, ``"elu"`` or ``"silu"`` (smooth, so
             the trace of the Jacobian is a log-density rate).
 
     References:
@@ -262,7 +262,7 @@ class TimeMLP(nn.Module):
         hidden: Sequence[int] = (64, 64, 64),
         *,
         context: int = 0,
-        activation: str = "silu",
+        activation: str = "tanh",
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
