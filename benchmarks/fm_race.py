@@ -14,8 +14,12 @@ Models (separated by ``;``):
   SELU on ``[x, t]``), ``ConditionalFlowMatcher(sigma)`` or
   ``ExactOptimalTransportConditionalFlowMatcher(sigma)``, noise at ``t = 0`` and data at ``t = 1``
   (the evaluator reverses its time), Adam; torchcfm is optional (skipped with the reason).
-- ``ours`` / ``ours-ot``: ``ff.flows.FFJORD(features=2, hidden=(64, 64, 64))`` with its defaults,
-  trained by :class:`~flowforge.train.losses.FlowMatching` (``sigma``, ``ot``).
+- ``ours`` / ``ours-ot``: ``ff.flows.FFJORD(features=2, hidden=(64, 64, 64), dynamics="mlp")``
+  (what ``flowforge train --objective flow-matching`` builds), trained by
+  :class:`~flowforge.train.losses.FlowMatching` (``sigma``, ``ot``: POT's ``ot.emd`` when
+  installed, as torchcfm's, else scipy).
+- ``ours-cs`` / ``ours-cs-ot``: the same with the concat-squash dynamics (maximum likelihood's
+  default, ``dynamics="concatsquash"``).
 - ``run:DIR``: no training: the CNF of a ``flowforge train --objective flow-matching`` run,
   scored by the same evaluator (``DIR/results.json`` has its own seconds).
 
@@ -28,6 +32,7 @@ Run: ``python benchmarks/fm_race.py "cfm;ours" --steps 2000 --seed 0`` (one CPU 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -110,18 +115,24 @@ def build(name: str, args: argparse.Namespace) -> tuple[list[torch.nn.Parameter]
             return -net(torch.cat([x, (1 - s)[:, None].to(x)], dim=-1))
 
         return list(net.parameters()), cfm_step, cfm_velocity
-    if name in ("ours", "ours-ot"):
-        flow = ff.flows.FFJORD(features=2, hidden=HIDDEN)
+    if name in ("ours", "ours-ot", "ours-cs", "ours-cs-ot"):
+        dynamics = "concatsquash" if name.startswith("ours-cs") else "mlp"
+        flow = ff.flows.FFJORD(features=2, hidden=HIDDEN, dynamics=dynamics)
         cnf = flow.bijection.bijections[0]
-        objective = FlowMatching(ot=name == "ours-ot", sigma=args.sigma)
+        objective = FlowMatching(ot=name.endswith("-ot"), sigma=args.sigma)
         if objective.ot:  # imported before the clock runs, as torchcfm imports POT
             import scipy.optimize  # noqa: F401
+
+            with contextlib.suppress(ImportError):
+                import ot  # noqa: F401
 
         def step(x: Tensor) -> None:
             objective(flow, x).value.backward()
 
         return list(flow.parameters()), step, lambda s, x: cnf.velocity(s, x)
-    raise SystemExit(f"expected a model cfm, cfm-ot, ours, ours-ot or run:DIR, got {name!r}")
+    raise SystemExit(
+        f"expected a model cfm, cfm-ot, ours, ours-ot, ours-cs, ours-cs-ot or run:DIR, got {name!r}"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:

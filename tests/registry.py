@@ -398,6 +398,12 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "transformer-autoregressive-vector": lambda: Case(_tarflow_layer((6,), 2, C, True), C),
     "transformer-autoregressive-vector-1": lambda: Case(_tarflow_layer((D,), 1)),
     "cnf": lambda: Case(tight_cnf(ff.nn.ODENet(D, (8,)), D, time=0.5, rtol=1e-12, atol=1e-12)),
+    "cnf-mlp-dynamics": lambda: Case(
+        tight_cnf(
+            ff.nn.TimeMLP(D, (8,), context=C), D, context=C, time=0.5, rtol=1e-12, atol=1e-12
+        ),
+        C,
+    ),
     "cnf-context-learned-time": lambda: Case(
         tight_cnf(
             ff.nn.ODENet(D, (8,), context=C, activation="tanh"),

@@ -537,7 +537,11 @@ def test_ffjord_runs_saved_before_issue_24_rebuild_with_their_initialisation() -
     w, _, _, hb = net.layers()[-1]
     assert torch.count_nonzero(w) == 0 and torch.all(hb[:2] == 0.0)
     # A new run stores today's defaults, and they survive the round trip.
-    ds = type("Toy", (), {"kind": "toy", "dim": 2, "event_shape": (2,), "standardizer": None})()
+    ds = type(
+        "Toy",
+        (),
+        {"kind": "toy", "dim": 2, "event_shape": (2,), "standardizer": None, "context_dim": 0},
+    )()
     new = spec_for(TrainConfig(flow="ffjord"), ds)
     assert new.kwargs["zero_last"] is False and new.kwargs["gate_bias"] == 3.0
     assert ModelSpec.from_dict(new.to_dict()).kwargs == new.kwargs

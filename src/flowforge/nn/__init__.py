@@ -11,7 +11,7 @@ from flowforge.nn.embedding import (
 )
 from flowforge.nn.made import MADE, MaskedLinear
 from flowforge.nn.mlp import MLP
-from flowforge.nn.ode import ODENet
+from flowforge.nn.ode import ODENet, TimeMLP
 from flowforge.nn.residual import ResidualMADE, ResidualMLP
 from flowforge.nn.wavenet import FrameUpsample, WaveNet
 
@@ -30,5 +30,6 @@ __all__ = [
     "ODENet",
     "ResidualMADE",
     "ResidualMLP",
+    "TimeMLP",
     "WaveNet",
 ]

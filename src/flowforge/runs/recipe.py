@@ -69,12 +69,21 @@ def idle_option(preset: str, options: dict[str, Any]) -> str | None:
         "option 'hidden' of flow 'planar' sizes each layer's context network, and this run has no context"
         >>> idle_option("maf", {"hidden": (8,)}) is None
         True
+        >>> idle_option("ffjord", {"dynamics": "mlp", "gate_bias": 1.0})
+        "option 'gate_bias' of flow 'ffjord' shapes the concat-squash dynamics, and this run's dynamics are 'mlp'"
     """
     if preset in CONTEXT_ONLY_HIDDEN and "hidden" in options and not options.get("context"):
         return (
             f"option 'hidden' of flow {preset!r} sizes each layer's context network, and this "
             "run has no context"
         )
+    if preset == "ffjord" and options.get("dynamics") == "mlp":
+        for key in ("freqs", "zero_last", "gate_bias"):
+            if key in options:
+                return (
+                    f"option {key!r} of flow 'ffjord' shapes the concat-squash dynamics, and "
+                    "this run's dynamics are 'mlp'"
+                )
     return None
 
 
@@ -149,9 +158,10 @@ class ModelSpec:
 #: run was built with, filled in on load, so a rebuilt run (its initialisation included, for a
 #: rerun from its config) is the one it trained. New runs store these options
 #: (``flowforge.train.model.spec_for``). FFJORD's dynamics start with a random last layer and
-#: open gates since issue 24.
+#: open gates since issue 24, and a run saved before ``dynamics`` existed has concat-squash
+#: dynamics (flow matching's runs default to the plain MLP since).
 LEGACY_KWARGS: dict[str, dict[str, Any]] = {
-    "ffjord": {"zero_last": True, "gate_bias": 0.0},
+    "ffjord": {"zero_last": True, "gate_bias": 0.0, "dynamics": "concatsquash"},
 }
 
 #: Preset options renamed after runs were saved with the old name: ``steps`` means optimisation

@@ -332,6 +332,10 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
             )
     _check_solver_options(cfg.flow, given, params)
     kwargs.update(given)
+    if cfg.flow == "ffjord" and cfg.objective == "flow-matching":
+        # Flow matching evaluates the velocity once a step: the plain MLP on [z, t] costs 0.7x
+        # the concat-squash layers' CPU a step (benchmarks/results/cnf_issue24.md, stop 30).
+        kwargs.setdefault("dynamics", "mlp")
     for key in LEGACY_KWARGS.get(cfg.flow, {}):  # stored: an old run loads the old default
         kwargs.setdefault(key, params[key].default)
     if "hidden" in kwargs:

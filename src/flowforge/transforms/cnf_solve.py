@@ -29,7 +29,7 @@ from flowforge.functional.trace import (
     jacobian_autograd,
     jvp_autograd,
 )
-from flowforge.nn.ode import ODENet
+from flowforge.nn.ode import ODENet, TimeMLP
 
 
 class SolvedFlow(Protocol):
@@ -127,7 +127,7 @@ class Dynamics:
     ) -> None:
         self.cnf, self.record, self.context, self.noise = cnf, record, context, noise
         self.regularize, self.sign, self.context_in_state = regularize, sign, context_in_state
-        self.fused = type(cnf.net) is ODENet and eager_kernels_allowed()
+        self.fused = type(cnf.net) in (ODENet, TimeMLP) and eager_kernels_allowed()
         self.backward = False
 
     def _count(self, s: Tensor) -> None:
@@ -152,7 +152,7 @@ class Dynamics:
         noise, exact, net = self.noise, self.noise is None, self.cnf.net
         if self.fused:  # tangents as rows: None is the identity (the whole Jacobian)
             tangents = None if exact else noise.unsqueeze(-2)  # type: ignore[union-attr]
-            f, jv = typing.cast(ODENet, net).forward_and_jvp(t, z, tangents, ctx)
+            f, jv = typing.cast("ODENet | TimeMLP", net).forward_and_jvp(t, z, tangents, ctx)
             return f, exact_trace(jv) if exact else hutchinson_trace(noise, jv[:, 0])  # type: ignore[arg-type]
         graph = torch.is_grad_enabled()
         with torch.enable_grad():

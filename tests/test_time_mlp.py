@@ -1,0 +1,121 @@
+"""The plain-MLP dynamics (:class:`flowforge.nn.TimeMLP`), FFJORD's ``dynamics`` option, its
+flow-matching default on the command line, old runs' concat-squash, and the OT pairing's solvers.
+
+The CNF contract (round trips, log-det against the autograd Jacobian in float64) runs on it
+through the registry's ``cnf-mlp-dynamics`` case; here: its Jacobian kernel against autograd,
+the CNF's fused and autograd paths against each other, and the recipe's defaults.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+import flowforge as ff
+from flowforge.fit.objectives import _ot_pairing
+from flowforge.functional.trace import jacobian_autograd
+from flowforge.transforms import CNF
+from registry import randomize
+
+F64 = torch.float64
+
+
+class PlainTimeMLP(ff.nn.TimeMLP):
+    """The same network, not exactly a TimeMLP: the CNF takes its autograd path."""
+
+
+@pytest.mark.parametrize("activation", ["silu", "tanh"])
+@pytest.mark.parametrize("context", [0, 2])
+def test_forward_and_jvp_is_the_autograd_jacobian(context: int, activation: str) -> None:
+    net = randomize(ff.nn.TimeMLP(3, (8, 8), context=context, activation=activation), 0.5)
+    net = net.to(F64)
+    z = torch.randn(5, 3, dtype=F64, requires_grad=True)
+    c = torch.randn(5, context, dtype=F64) if context else None
+    for t in (torch.tensor(0.3, dtype=F64), torch.rand(5, dtype=F64)):
+        f, jac_t = net.forward_and_jvp(t, z, context=c)
+        assert torch.allclose(f, net(t, z, c), atol=1e-12)
+        jac = jacobian_autograd(net(t, z, c), z, create_graph=False)  # (N, D, D)
+        assert torch.allclose(jac_t, jac.transpose(-1, -2), atol=1e-12)
+        e = torch.randn(5, 1, 3, dtype=F64)
+        _, je = net.forward_and_jvp(t, z, e, c)
+        assert torch.allclose(je[:, 0], torch.einsum("nij,nj->ni", jac, e[:, 0]), atol=1e-12)
+
+
+def test_the_time_input_changes_the_velocity() -> None:
+    net = randomize(ff.nn.TimeMLP(2, (8,)), 0.5)
+    z = torch.randn(4, 2)
+    assert not torch.allclose(net(torch.tensor(0.1), z), net(torch.tensor(0.9), z))
+
+
+def test_cnf_fused_and_autograd_paths_agree_in_float64() -> None:
+    torch.manual_seed(0)
+    fused = randomize(CNF(ff.nn.TimeMLP(3, (8,), context=2), 3, context=2), 0.4).to(F64)
+    plain = CNF(PlainTimeMLP(3, (8,), context=2), 3, context=2).to(F64)
+    plain.load_state_dict(fused.state_dict())
+    for cnf in (fused, plain):
+        cnf.rtol = cnf.atol = 1e-10
+    x, c = torch.randn(4, 3, dtype=F64), torch.randn(4, 2, dtype=F64)
+    z1, l1 = fused.eval()(x, c)
+    z2, l2 = plain.eval()(x, c)
+    assert torch.allclose(z1, z2, atol=1e-9) and torch.allclose(l1, l2, atol=1e-9)
+
+
+def test_ffjord_dynamics_option() -> None:
+    mlp = ff.flows.FFJORD(2, hidden=(8,), dynamics="mlp").bijection.bijections[0].net
+    cs = ff.flows.FFJORD(2, hidden=(8,)).bijection.bijections[0].net
+    assert type(mlp) is ff.nn.TimeMLP and type(cs) is ff.nn.ODENet
+    with pytest.raises(ValueError, match=r"dynamics .*'concatsquash' or 'mlp', got 'x'"):
+        ff.flows.FFJORD(2, dynamics="x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="TimeMLP: expected activation"):
+        ff.nn.TimeMLP(2, activation="relu")
+
+
+def test_flow_matching_runs_default_to_the_mlp_and_old_runs_keep_concat_squash() -> None:
+    from flowforge.runs import ModelSpec, build_flow
+    from flowforge.runs.recipe import idle_option
+    from flowforge.train.config import TrainConfig
+    from flowforge.train.model import spec_for
+
+    ds = type(
+        "Toy",
+        (),
+        {"kind": "toy", "dim": 2, "event_shape": (2,), "standardizer": None, "context_dim": 0},
+    )()
+    fm = spec_for(TrainConfig(flow="ffjord", objective="flow-matching"), ds)
+    ml = spec_for(TrainConfig(flow="ffjord"), ds)
+    given = spec_for(
+        TrainConfig(
+            flow="ffjord", objective="flow-matching", flow_options={"dynamics": "concatsquash"}
+        ),
+        ds,
+    )
+    assert fm.kwargs["dynamics"] == "mlp" and ml.kwargs["dynamics"] == "concatsquash"
+    assert given.kwargs["dynamics"] == "concatsquash"
+    assert ModelSpec.from_dict(fm.to_dict()).kwargs == fm.kwargs
+    net = next(m for m in build_flow(fm).modules() if isinstance(m, CNF)).net
+    assert type(net) is ff.nn.TimeMLP
+    old = {"preset": "ffjord", "kwargs": {"features": 2, "hidden": [8]}, "kind": "toy"}
+    spec = ModelSpec.from_dict({**old, "data_shape": [2]})
+    net = next(m for m in build_flow(spec).modules() if isinstance(m, CNF)).net
+    assert spec.kwargs["dynamics"] == "concatsquash" and type(net) is ff.nn.ODENet
+    assert "gate_bias" in (idle_option("ffjord", {"dynamics": "mlp", "gate_bias": 1.0}) or "")
+    assert idle_option("ffjord", {"gate_bias": 1.0}) is None
+
+
+@pytest.mark.parametrize("pot", [True, False], ids=["pot", "scipy"])
+def test_ot_pairing_is_an_optimal_permutation(pot: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if pot:
+        pytest.importorskip("ot")
+    else:
+        monkeypatch.setitem(sys.modules, "ot", None)  # import ot -> ImportError: scipy
+    g = torch.Generator().manual_seed(0)
+    x, z = torch.randn(64, 2, generator=g) * 3, torch.randn(64, 2, generator=g)
+    p = _ot_pairing(x, z)
+    assert sorted(p.tolist()) == list(range(64))
+    cost = torch.cdist(x, z).square().double().numpy()
+    rows, cols = linear_sum_assignment(cost)
+    assert cost[range(64), p.numpy()].sum() == pytest.approx(cost[rows, cols].sum(), rel=1e-9)
+    assert not torch.equal(p, torch.arange(64))  # the pairing did move something
