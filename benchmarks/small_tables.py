@@ -393,6 +393,40 @@ def criterion(paths: list[Path]) -> None:
         f"before {total['before_ok']}, after {total['after_ok']}; worst split after "
         f"{worst_split:+.4f} nats; worst row after {worst_row:+.2f} nats"
     )
+    _criterion_tables(groups)
+
+
+def _criterion_tables(groups: dict[tuple[str, str], list[Any]]) -> None:
+    """Per table, every preset together: splits, the worst split against the start before and
+    after the rule now, the worst test row after, and the mean before -> after over the runs
+    whose result now is known exactly (recomputed from validation densities, or the start by
+    construction on fewer than 10 validation rows; bounded runs are left out of the mean)."""
+    print(
+        "\n| table (train rows x cols) | splits | worst split, before -> after | worst row, "
+        "after | mean, before -> after (runs known exactly, of all) |"
+    )
+    print("|---|---|---|---|---|")
+    tables: dict[str, list[Any]] = {}
+    for (t, _), rows in groups.items():
+        tables.setdefault(t, []).extend(rows)
+    for t, rows in tables.items():
+        r0 = rows[0][0]
+        seeds = len({r["seed"] for r, *_ in rows})
+        db = [b - r["start_nll"] for r, b, _, _, _ in rows]
+        da = [a - r["start_nll"] for r, _, a, _, _ in rows]
+        exact = [(b, a) for (_, _, _, _, h), b, a in zip(rows, db, da) if h != "bound"]
+        mark = " (b)" if len(exact) < len(rows) else ""
+        mean = (
+            f"{statistics.fmean(b for b, _ in exact):+.2f} -> "
+            f"{statistics.fmean(a for _, a in exact):+.2f}"
+            if exact
+            else "-"
+        )
+        print(
+            f"| {t} ({r0['rows']} x {r0['cols']}) | {seeds} | {max(db):+.3f} -> "
+            f"{max(da):+.3f}{mark} | {min(w for _, _, _, w, _ in rows):+.2f} | {mean} "
+            f"({len(exact)} of {len(rows)}) |"
+        )
 
 
 def main() -> None:
