@@ -305,3 +305,18 @@ def test_npe_default_patience_stops_after_ten_validations_without_improvement() 
     assert post.info["stopped_early"]
     after_best = [h for h in post.history if h["step"] > post.info["best_step"]]
     assert len(after_best) == 10
+
+
+def test_npe_halves_the_learning_rate_after_five_validations_without_improvement() -> None:
+    """NPE's rate is constant while the validation loss improves and halves after 5 validations
+    without improvement (measured: two moons at 10,000 simulations no longer stops on gradient
+    noise); the rate of each record is the one its epoch trained with."""
+    prior = ff.sbi.BoxUniform([-1.0], [1.0])
+    theta, x = ff.sbi.simulate(lambda t: t + 0.1 * torch.randn_like(t), prior, 12, seed=0)
+    est = ff.sbi.NPE(prior, flow_options={"transforms": 1, "hidden": (8,)})
+    post = est.fit(theta, x, max_steps=1000, lr=0.1)
+    assert post.info["stopped_early"]
+    best = next(h for h in post.history if h["step"] == post.info["best_step"])
+    after_best = [h["lr"] for h in post.history if h["step"] > post.info["best_step"]]
+    assert 0.0 < best["lr"] <= 0.1
+    assert after_best == [best["lr"]] * 5 + [best["lr"] / 2] * 5
