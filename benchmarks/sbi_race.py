@@ -75,6 +75,12 @@ COMMANDS = (
     "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods ff_npe"
     " --c2st-max-iter 100 --ff-patience 20 --jsonl benchmarks/results/sbi_patience20.jsonl"
     " --out /tmp/p20.md",
+    "python benchmarks/sbi_race.py --budgets 1000 --methods ff_npe --c2st-max-iter 100"
+    " --ff-plateau-patience 4 --jsonl benchmarks/results/sbi_plateau.jsonl --out /tmp/pl.md",
+    "python benchmarks/sbi_race.py --budgets 1000 --tasks two_moons gaussian_linear"
+    " --methods ff_npe --c2st-max-iter 100 --ff-plateau-patience 1"
+    " --jsonl benchmarks/results/sbi_plateau1.jsonl --out /tmp/pl1.md",
+    "# the same two with --budgets 10000 --tasks two_moons",
     "python benchmarks/sbi_race.py --table-only",
 )
 
@@ -134,6 +140,8 @@ def fit(
         if args.ff_patience is not None:
             kwargs["patience"] = args.ff_patience
         estimator = ff.sbi.NPE(prior) if method == "ff_npe" else ff.sbi.FMPE(prior)
+        if args.ff_plateau_patience is not None:
+            estimator.plateau_patience = args.ff_plateau_patience
         posterior = estimator.fit(theta, x, **kwargs)
 
         def ff_sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
@@ -349,6 +357,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--table-only", action="store_true", help="rewrite --out from --jsonl")
     parser.add_argument("--ff-max-steps", type=int, default=None, help="smoke runs only")
     parser.add_argument("--ff-patience", type=int, default=None, help="default: the class's")
+    parser.add_argument(
+        "--ff-plateau-patience", type=int, default=None, help="halve lr after this + 1 bad vals"
+    )
     parser.add_argument("--sbi-max-epochs", type=int, default=None, help="smoke runs only")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -305,3 +305,23 @@ def test_npe_default_patience_stops_after_ten_validations_without_improvement() 
     assert post.info["stopped_early"]
     after_best = [h for h in post.history if h["step"] > post.info["best_step"]]
     assert len(after_best) == 10
+
+
+def test_npe_plateau_halves_the_learning_rate_after_five_validations_without_improvement() -> None:
+    """With ``plateau_patience=4`` NPE's rate is constant while the validation loss improves and
+    halves after 5 validations without improvement; the rate of each record is the one its epoch
+    trained with (default: cosine, so the rate at a record is below the peak)."""
+    prior = ff.sbi.BoxUniform([-1.0], [1.0])
+    theta, x = ff.sbi.simulate(lambda t: t + 0.1 * torch.randn_like(t), prior, 12, seed=0)
+    est = ff.sbi.NPE(prior, flow_options={"transforms": 1, "hidden": (8,)})
+    assert est.plateau_patience is None
+    cosine = est.fit(theta, x, max_steps=40, lr=0.1, patience=100)
+    expected = [0.1 * (1 + math.cos(math.pi * s / 40)) / 2 for s in (1, 2)]
+    assert [h["lr"] for h in cosine.history[1:3]] == pytest.approx(expected, rel=1e-9)
+    est.plateau_patience = 4
+    post = est.fit(theta, x, max_steps=1000, lr=0.1)
+    assert post.info["stopped_early"]
+    best = next(h for h in post.history if h["step"] == post.info["best_step"])
+    after_best = [h["lr"] for h in post.history if h["step"] > post.info["best_step"]]
+    assert 0.0 < best["lr"] <= 0.1
+    assert after_best == [best["lr"]] * 5 + [best["lr"] / 2] * 5

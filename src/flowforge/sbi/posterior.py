@@ -110,7 +110,7 @@ class Posterior(nn.Module):
         x_score: the observations' z-scoring.
         prior: the prior (``None`` after loading a run whose prior was not a box).
         spec: the JSON recipe (:func:`build_posterior`).
-        history: the fit's validation records (``{"step", "train_loss", "val_loss"}``).
+        history: the fit's validation records (``{"step", "train_loss", "val_loss", "lr"}``).
         info: the fit's summary (steps, best step, seconds, rows dropped).
 
     Example:
