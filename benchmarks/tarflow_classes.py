@@ -52,7 +52,7 @@ def make(name: str, width: int) -> ff.Flow:
         kwargs = {"shape": [1, 8, 8], "context": 10, "blocks": 4, "layers": 2, "width": width}
         spec = ModelSpec("tarflow", kwargs, "image", (1, 8, 8), LEVELS, 1e-3, pretransform="centre")
     else:
-        kwargs = {"shape": [1, 8, 8], "context": 10, "levels": 2, "depth": 4, "hidden": 64}
+        kwargs = {"shape": [1, 8, 8], "context": 10, "levels": 2, "depth": 4, "hidden": [64, 64]}
         spec = ModelSpec("glow", kwargs, "image", (1, 8, 8), LEVELS, 1e-3)
     return build_flow(spec)
 
