@@ -9,7 +9,7 @@ presets' own files hold their signatures and the stack builders
 
 Example:
     >>> from flowforge.flows._stack import stack_args
-    >>> args = stack_args({"features": 4, "context": 0, "transforms": 2, "hidden": 8})
+    >>> args = stack_args("MAF", {"features": 4, "context": 0, "transforms": 2, "hidden": 8})
     >>> args.hidden, args.permutation
     ([8], 'reverse')
     >>> net = args.mlp(2, 4)
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flowforge.flows._common import _is_int
+from flowforge.flows.arguments import is_int
 from flowforge.nn.made import MADE
 from flowforge.nn.mlp import MLP
 from flowforge.nn.residual import ResidualMADE, ResidualMLP
@@ -34,6 +34,7 @@ class StackArgs:
     """The common arguments a vector stack is built from.
 
     Attributes:
+        preset: the preset's name, for error messages.
         features: dimension ``D`` of the data.
         context: size ``C`` of the context (0: unconditional).
         transforms: number of conditioned layers.
@@ -41,9 +42,11 @@ class StackArgs:
         activation: name of the networks' activation.
         dropout: dropout probability after each hidden activation (training mode only).
         residual_blocks: 0 (plain networks) or the number of residual blocks.
-        permutation: ``"reverse"`` or ``"random"`` (see :data:`COMMON_ARGS`).
+        permutation: ``"reverse"`` or ``"random"`` (see
+            :data:`~flowforge.flows.arguments.COMMON_ARGS`).
     """
 
+    preset: str
     features: int
     context: int
     transforms: int
@@ -77,14 +80,16 @@ class StackArgs:
         return MADE(self.features, params_per_dim, self.hidden, **opts)
 
 
-def stack_args(hparams: dict[str, Any]) -> StackArgs:
-    """The :class:`StackArgs` in a vector preset's ``hparams`` (from :func:`preset_hparams`)."""
+def stack_args(preset: str, hparams: dict[str, Any]) -> StackArgs:
+    """The :class:`StackArgs` in the ``hparams`` of the vector preset named ``preset`` (from
+    :func:`~flowforge.flows._common.preset_hparams`)."""
     hidden = hparams["hidden"]
     return StackArgs(
+        preset,
         hparams["features"],
         hparams["context"],
         hparams["transforms"],
-        [hidden] if _is_int(hidden) else list(hidden),
+        [hidden] if is_int(hidden) else list(hidden),
         hparams.get("activation", "relu"),
         float(hparams.get("dropout", 0.0)),
         hparams.get("residual_blocks", 0),

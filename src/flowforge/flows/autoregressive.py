@@ -90,7 +90,9 @@ class MAF(Preset):
         base: BaseDistribution | None = None,
     ) -> None:
         hparams = preset_hparams(locals())
-        stack = autoregressive_stack(stack_args(hparams), lambda: Affine(scale_bound))
+        stack = autoregressive_stack(
+            stack_args(type(self).__name__, hparams), lambda: Affine(scale_bound)
+        )
         super().__init__(hparams, stack, base)
 
 
@@ -148,7 +150,9 @@ class IAF(Preset):
         base: BaseDistribution | None = None,
     ) -> None:
         hparams = preset_hparams(locals())
-        stack = autoregressive_stack(stack_args(hparams), lambda: Affine(scale_bound))
+        stack = autoregressive_stack(
+            stack_args(type(self).__name__, hparams), lambda: Affine(scale_bound)
+        )
         layers: list[Bijection] = [layer.inv for layer in stack]  # the sampling direction
         super().__init__(hparams, layers, base)
 

@@ -8,6 +8,7 @@ from flowforge.core.bijection import Bijection
 from flowforge.distributions.base import BaseDistribution
 from flowforge.flows._common import Preset, preset_hparams
 from flowforge.flows._stack import StackArgs, stack_args
+from flowforge.flows.arguments import check_coupling_features
 from flowforge.transforms.additive import Additive
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.coupling import Coupling, half_mask
@@ -25,8 +26,7 @@ def coupling_stack(args: StackArgs, make_transformer: Callable[[], Transformer])
         ValueError: if ``features < 2`` (one half of the features conditions the other).
     """
     features, context = args.features, args.context
-    if features < 2:
-        raise ValueError(f"a coupling flow needs features >= 2, got {features}")
+    check_coupling_features(args.preset, features)
     layers: list[Bijection] = []
     n_a = (features + 1) // 2
     for i in range(args.transforms):
@@ -91,7 +91,7 @@ class NICE(Preset):
         base: BaseDistribution | None = None,
     ) -> None:
         hparams = preset_hparams(locals())
-        stack = coupling_stack(stack_args(hparams), Additive)
+        stack = coupling_stack(stack_args(type(self).__name__, hparams), Additive)
         super().__init__(hparams, [*stack, ActNorm(features)], base)
 
 
@@ -145,7 +145,9 @@ class RealNVP(Preset):
         base: BaseDistribution | None = None,
     ) -> None:
         hparams = preset_hparams(locals())
-        stack = coupling_stack(stack_args(hparams), lambda: Affine(scale_bound))
+        stack = coupling_stack(
+            stack_args(type(self).__name__, hparams), lambda: Affine(scale_bound)
+        )
         super().__init__(hparams, stack, base)
 
 

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_hparams, renamed_steps
+from flowforge.flows._common import Preset, preset_hparams
+from flowforge.flows.arguments import Image, conv_width, image_shape, renamed_steps
 from flowforge.nn.conv import ConvNet, conv_hidden
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.conv1x1 import Conv1x1, LUConv1x1
@@ -15,36 +16,6 @@ from flowforge.transforms.multiscale import Multiscale
 from flowforge.transforms.normalization import ActNorm
 from flowforge.transforms.reshape import Squeeze
 from flowforge.transforms.sigmoid_affine import SigmoidAffine
-
-Image = tuple[int, int, int]
-
-
-def image_shape(name: str, shape: Sequence[int], levels: int, squeezes: int | None = None) -> Image:
-    """Check an image preset's ``shape`` against its levels, of which ``squeezes`` (default:
-    all) halve the height and width."""
-    dims = tuple(int(s) for s in shape)
-    if len(dims) != 3:
-        raise ValueError(f"{name}: expected shape=(C, H, W), got {tuple(shape)!r}")
-    if not isinstance(levels, int) or isinstance(levels, bool) or levels < 1:
-        raise ValueError(f"{name}: expected levels >= 1, got {levels!r}")
-    c, h, w = dims
-    halvings = levels if squeezes is None else squeezes
-    step = 2**halvings
-    if h % step or w % step:
-        raise ValueError(
-            f"{name}: {levels} levels halve the height and width {halvings} times, so they "
-            f"must be divisible by {step}; got {h}x{w}"
-        )
-    return c, h, w
-
-
-def conv_width(name: str, hidden: int | Sequence[int]) -> int:
-    """One channel count from ``hidden`` (a number or a one-element sequence): WaveGlow's."""
-    if isinstance(hidden, int) and not isinstance(hidden, bool):
-        return hidden
-    if isinstance(hidden, Sequence) and len(hidden) == 1:
-        return int(hidden[0])
-    raise ValueError(f"{name}: expected hidden to be a number of channels, got {hidden!r}")
 
 
 def split_prior(shape: Image, *, context: int, hidden: Sequence[int]) -> ChannelCoupling:
@@ -129,4 +100,6 @@ class Glow(Preset):
         super().__init__(hparams, [Multiscale(stages)], base)
 
 
+# conv_width and image_shape are imported from here by the presets written before
+# flows.arguments (waveglow); new code imports them from flowforge.flows.arguments.
 __all__ = ["Glow", "conv_width", "image_shape", "split_prior"]

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_hparams, renamed_steps
-from flowforge.flows.glow import Image, image_shape
+from flowforge.flows._common import Preset, preset_hparams
+from flowforge.flows.arguments import Image, image_shape, renamed_steps
 from flowforge.nn.conv import ConvNet, conv_hidden
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.image_coupling import ChannelCoupling, CheckerboardCoupling

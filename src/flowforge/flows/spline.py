@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from flowforge.distributions.base import BaseDistribution
 from flowforge.flows._common import Preset, preset_hparams
 from flowforge.flows._stack import stack_args
+from flowforge.flows.arguments import bad_argument
 from flowforge.flows.autoregressive import autoregressive_stack
 from flowforge.flows.coupling import coupling_stack
 from flowforge.transforms.spline import RationalQuadraticSpline
@@ -72,13 +73,13 @@ class NSF(Preset):
     ) -> None:
         hparams = preset_hparams(locals())
         if bins < 1:
-            raise ValueError(f"NSF: expected bins >= 1, got {bins}")
+            raise bad_argument("NSF", "bins >= 1", bins)
 
         def make() -> RationalQuadraticSpline:
             return RationalQuadraticSpline(bins, bound)
 
         build = coupling_stack if coupling else autoregressive_stack
-        stack = build(stack_args(hparams), make)
+        stack = build(stack_args(type(self).__name__, hparams), make)
         super().__init__(hparams, stack, base)
 
 

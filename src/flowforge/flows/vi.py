@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from flowforge.core.bijection import Bijection
 from flowforge.distributions.base import BaseDistribution
 from flowforge.flows._common import Preset, preset_hparams
+from flowforge.flows.arguments import bad_argument
 from flowforge.transforms.normalization import ActNorm
 from flowforge.transforms.planar import Planar as PlanarLayer
 from flowforge.transforms.radial import Radial as RadialLayer
@@ -165,7 +166,7 @@ class Sylvester(Preset):
     ) -> None:
         hparams = preset_hparams(locals())
         if kind not in KINDS:
-            raise ValueError(f"Sylvester: expected kind in {KINDS}, got {kind!r}")
+            raise bad_argument("Sylvester", f"kind in {KINDS}", kind)
         layers: list[Bijection] = [
             SylvesterLayer(
                 features,
