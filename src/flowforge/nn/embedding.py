@@ -85,24 +85,67 @@ class MLPEmbedding(nn.Module):
         return self.net(x.reshape(*batch, -1))  # (*, prod(in_shape)) -> (*, E)
 
 
-def _conv_stack(
-    conv: type[nn.Conv1d] | type[nn.Conv2d],
-    channels: int,
-    filters: Sequence[int],
-    kernel: int,
-    activation: str,
-) -> nn.Sequential:
-    """``[conv -> act -> max-pool 2] * len(filters)``, keeping the size through padding."""
-    act = activation_factory(activation)
-    pool = nn.MaxPool1d if conv is nn.Conv1d else nn.MaxPool2d
-    layers: list[nn.Module] = []
-    for f in filters:
-        layers += [conv(channels, int(f), kernel, padding=kernel // 2), act(), pool(2)]
-        channels = int(f)
-    return nn.Sequential(*layers)
+class _ConvEmbedding(nn.Module):
+    """What the CNN embeddings share: ``[conv -> act -> max-pool 2] * len(filters)`` over a
+    channels-first view of the observation (the size kept through padding), then an MLP head.
+
+    An observation of ``dims + 1`` dimensions is ``(channels, *spatial)``; one of ``dims``
+    dimensions is ``spatial`` alone, read as one channel. Subclasses hold the signature and
+    the documentation; the submodules are ``conv`` and ``head`` (the keys of saved weights).
+
+    Args:
+        dims: 1 (series) or 2 (images).
+        shape: the event shape of one observation.
+        shapes: the valid forms of ``shape``, for the error message (``"(L,) or (channels, L)"``).
+        out_features, filters, kernel, hidden, activation: as the subclass documents them.
+    """
+
+    def __init__(
+        self,
+        dims: int,
+        shape: tuple[int, ...],
+        shapes: str,
+        out_features: int,
+        filters: Sequence[int],
+        kernel: int,
+        hidden: Sequence[int],
+        activation: str,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if len(shape) not in (dims, dims + 1) or kernel < 1 or kernel % 2 == 0:
+            raise ValueError(
+                f"{name}: expected in_shape {shapes} and an odd kernel, got {shape} and {kernel}"
+            )
+        self.in_shape, self.out_features = shape, int(out_features)
+        self.config: dict[str, Any] = {
+            "in_shape": list(shape),
+            "out_features": self.out_features,
+            "filters": list(filters),
+            "kernel": kernel,
+            "hidden": list(hidden),
+            "activation": activation,
+        }
+        self._view = (1, *shape) if len(shape) == dims else shape  # (channels, *spatial)
+        conv, pool = (nn.Conv1d, nn.MaxPool1d) if dims == 1 else (nn.Conv2d, nn.MaxPool2d)
+        act = activation_factory(activation)
+        layers: list[nn.Module] = []
+        channels = self._view[0]
+        for f in filters:
+            layers += [conv(channels, int(f), kernel, padding=kernel // 2), act(), pool(2)]
+            channels = int(f)
+        self.conv = nn.Sequential(*layers)
+        with torch.no_grad():
+            size = self.conv(torch.zeros(1, *self._view)).numel()
+        self.head = MLP(size, self.out_features, tuple(hidden), activation, zero_last=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch = _batch_of(x, self.in_shape, type(self).__name__)
+        h = self.conv(x.reshape(-1, *self._view))  # (N, channels, *spatial) -> (N, F, *spatial')
+        return self.head(h.flatten(1)).reshape(*batch, self.out_features)  # (*, E)
 
 
-class Conv1dEmbedding(nn.Module):
+class Conv1dEmbedding(_ConvEmbedding):
     """A 1-D CNN over series ``(*, L)`` or ``(*, channels, L)``, then an MLP head.
 
     Each block is a convolution (``kernel`` wide, padded), the activation and a max-pool by 2.
@@ -130,36 +173,12 @@ class Conv1dEmbedding(nn.Module):
         hidden: Sequence[int] = (64,),
         activation: str = "relu",
     ) -> None:
-        super().__init__()
         shape = (int(in_shape),) if isinstance(in_shape, int) else tuple(int(s) for s in in_shape)
-        if len(shape) not in (1, 2) or kernel < 1 or kernel % 2 == 0:
-            raise ValueError(
-                f"Conv1dEmbedding: expected in_shape (L,) or (channels, L) and an odd kernel, "
-                f"got {shape} and {kernel}"
-            )
-        self.in_shape, self.out_features = shape, int(out_features)
-        self.config: dict[str, Any] = {
-            "in_shape": list(shape),
-            "out_features": self.out_features,
-            "filters": list(filters),
-            "kernel": kernel,
-            "hidden": list(hidden),
-            "activation": activation,
-        }
-        channels, length = (1, shape[0]) if len(shape) == 1 else shape
-        self._channels = channels
-        self.conv = _conv_stack(nn.Conv1d, channels, filters, kernel, activation)
-        with torch.no_grad():
-            size = self.conv(torch.zeros(1, channels, length)).numel()
-        self.head = MLP(size, self.out_features, tuple(hidden), activation, zero_last=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        batch = _batch_of(x, self.in_shape, "Conv1dEmbedding")
-        h = self.conv(x.reshape(-1, self._channels, self.in_shape[-1]))  # (N, F, L')
-        return self.head(h.flatten(1)).reshape(*batch, self.out_features)
+        shapes = "(L,) or (channels, L)"
+        super().__init__(1, shape, shapes, out_features, filters, kernel, hidden, activation)
 
 
-class Conv2dEmbedding(nn.Module):
+class Conv2dEmbedding(_ConvEmbedding):
     """A 2-D CNN over images ``(*, C, H, W)`` (or ``(*, H, W)``), then an MLP head.
 
     Args:
@@ -185,32 +204,9 @@ class Conv2dEmbedding(nn.Module):
         hidden: Sequence[int] = (64,),
         activation: str = "relu",
     ) -> None:
-        super().__init__()
         shape = tuple(int(s) for s in in_shape)
-        if len(shape) not in (2, 3) or kernel < 1 or kernel % 2 == 0:
-            raise ValueError(
-                f"Conv2dEmbedding: expected in_shape (C, H, W) or (H, W) and an odd kernel, "
-                f"got {shape} and {kernel}"
-            )
-        self.in_shape, self.out_features = shape, int(out_features)
-        self.config: dict[str, Any] = {
-            "in_shape": list(shape),
-            "out_features": self.out_features,
-            "filters": list(filters),
-            "kernel": kernel,
-            "hidden": list(hidden),
-            "activation": activation,
-        }
-        self._image = (1, *shape) if len(shape) == 2 else shape
-        self.conv = _conv_stack(nn.Conv2d, self._image[0], filters, kernel, activation)
-        with torch.no_grad():
-            size = self.conv(torch.zeros(1, *self._image)).numel()
-        self.head = MLP(size, self.out_features, tuple(hidden), activation, zero_last=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        batch = _batch_of(x, self.in_shape, "Conv2dEmbedding")
-        h = self.conv(x.reshape(-1, *self._image))  # (N, F, H', W')
-        return self.head(h.flatten(1)).reshape(*batch, self.out_features)
+        shapes = "(C, H, W) or (H, W)"
+        super().__init__(2, shape, shapes, out_features, filters, kernel, hidden, activation)
 
 
 class DeepSetEmbedding(nn.Module):
