@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from flowforge.core.bijection import Shape, as_shape
 
-__all__ = ["BaseDistribution"]
+__all__ = ["BaseDistribution", "ParameterFreeDistribution"]
 
 
 class BaseDistribution(nn.Module):
@@ -46,3 +46,20 @@ class BaseDistribution(nn.Module):
     def _noise(self, shape: Sequence[int]) -> Tensor:
         ref = self._ref()
         return torch.randn((*shape, *self.event_shape), dtype=ref.dtype, device=ref.device)
+
+
+class ParameterFreeDistribution(BaseDistribution):
+    """A base distribution without parameters (the standard normal, the standard logistic).
+
+    A scalar buffer, not saved with the weights, follows ``.to(device, dtype)``, so samples
+    take the module's device and dtype.
+    """
+
+    _anchor: Tensor
+
+    def __init__(self, event_shape: int | Sequence[int]) -> None:
+        super().__init__(event_shape)
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    def _ref(self) -> Tensor:
+        return self._anchor

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowforge.core.bijection import sum_event
-from flowforge.core.distribution import BaseDistribution
+from flowforge.core.distribution import BaseDistribution, ParameterFreeDistribution
 
 _LOG_2PI = math.log(2 * math.pi)
 
 
-class StandardNormal(BaseDistribution):
+class StandardNormal(ParameterFreeDistribution):
     """The standard normal ``N(0, I)`` over an event of any shape.
 
     Args:
@@ -29,16 +29,6 @@ class StandardNormal(BaseDistribution):
     """
 
     tempered_by_scaling = True
-
-    def __init__(self, event_shape: int | Sequence[int]) -> None:
-        super().__init__(event_shape)
-        # A zero-size buffer that follows .to(device, dtype) so samples match the module.
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
-
-    _anchor: Tensor
-
-    def _ref(self) -> Tensor:
-        return self._anchor
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         d = math.prod(self.event_shape)

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from flowforge.core.bijection import sum_event
-from flowforge.distributions.base import BaseDistribution
+from flowforge.core.distribution import ParameterFreeDistribution
 
 
-class StandardLogistic(BaseDistribution):
+class StandardLogistic(ParameterFreeDistribution):
     """Independent standard logistic values: ``log p(z) = -sum(z + 2 softplus(-z))``.
 
     Each value has the density ``sigmoid(z) (1 - sigmoid(z))``, so ``sigmoid(z)`` is uniform on
@@ -34,15 +34,6 @@ class StandardLogistic(BaseDistribution):
         >>> round(base.log_prob(torch.zeros(1, 2)).item(), 4)  # 2 log(1/4)
         -2.7726
     """
-
-    def __init__(self, event_shape: int | Sequence[int]) -> None:
-        super().__init__(event_shape)
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
-
-    _anchor: Tensor
-
-    def _ref(self) -> Tensor:
-        return self._anchor
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """``(*)`` log-density of ``z`` with shape ``(*, *event_shape)``."""
