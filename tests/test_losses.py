@@ -11,13 +11,11 @@ from torch import Tensor, nn
 
 import flowforge as ff
 from flowforge.data import load_dataset
-from flowforge.train.batches import TrainStream, prepare_split
 from flowforge.train.config import TrainConfig
 from flowforge.train.loop import Trainer
 from flowforge.train.losses import Loss, MaximumLikelihood, Objective
 from flowforge.train.metrics import MetricsLog
-
-CPU = torch.device("cpu")
+from trainers import quiet_trainer
 
 
 def _randomised(flow: nn.Module, scale: float = 0.3) -> nn.Module:
@@ -57,17 +55,8 @@ def _trainer(tmp_path: Path, objective: Objective | None, total: int = 20) -> Tr
     ds = load_dataset("moons", seed=0, n_val=cfg.n_val, n_test=cfg.n_test)
     torch.manual_seed(0)
     flow = _randomised(ff.flows.MAF(features=2, transforms=2, hidden=(8,)), 0.1)
-    return Trainer(
-        flow,
-        TrainStream(ds, cfg.batch_size, cfg.seed),
-        prepare_split(ds, "val", cfg.seed),
-        cfg,
-        total,
-        CPU,
-        metrics=MetricsLog(tmp_path / "metrics.jsonl"),
-        log=lambda msg: None,
-        objective=objective,
-    )
+    metrics = MetricsLog(tmp_path / "metrics.jsonl")
+    return quiet_trainer(flow, ds, cfg, total, metrics=metrics, objective=objective)
 
 
 def test_the_default_objective_is_maximum_likelihood(tmp_path: Path) -> None:

@@ -12,12 +12,11 @@ from torch import Tensor, nn
 import flowforge as ff
 from flowforge.data import DataError, Dataset
 from flowforge.eval.summary import split_summary
-from flowforge.train.batches import TrainStream, prepare_split
+from flowforge.train.batches import TrainStream
 from flowforge.train.config import TrainConfig
 from flowforge.train.loop import Trainer
 from flowforge.train.losses import Loss, MaximumLikelihood
-
-CPU = torch.device("cpu")
+from trainers import CPU, quiet_trainer
 
 
 def _tag(x: Tensor) -> Tensor:
@@ -98,16 +97,8 @@ def _trainer(ds: Dataset, objective: object, steps: int = 60) -> Trainer:
     )
     torch.manual_seed(0)
     flow = ff.flows.MAF(features=2, context=2, transforms=2, hidden=(16,))
-    return Trainer(
-        flow,
-        TrainStream(ds, cfg.batch_size, cfg.seed),
-        prepare_split(ds, "val", cfg.seed),
-        cfg,
-        steps,
-        CPU,
-        log=lambda msg: None,
-        objective=objective,  # type: ignore[arg-type]
-        val_context=ds.context_of("val"),
+    return quiet_trainer(
+        flow, ds, cfg, steps, objective=objective, val_context=ds.context_of("val")
     )
 
 

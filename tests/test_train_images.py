@@ -16,7 +16,7 @@ import torch
 import flowforge as ff
 from flowforge.data import load_dataset
 from flowforge.runs import RunError, build_flow, read_run_record
-from flowforge.train.batches import TrainStream, prepare_split
+from flowforge.train.batches import prepare_split
 from flowforge.train.config import ConfigError, TrainConfig
 from flowforge.train.loop import Trainer
 from flowforge.train.model import (
@@ -27,8 +27,7 @@ from flowforge.train.model import (
     spec_for,
 )
 from flowforge.train.run import test_summary as split_summary
-
-CPU = torch.device("cpu")
+from trainers import quiet_trainer
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +103,7 @@ def test_vector_presets_see_images_through_a_reshape(digits: ff.data.Dataset) ->
 def _trainer(ds: ff.data.Dataset, cfg: TrainConfig, total: int) -> Trainer:
     torch.manual_seed(cfg.seed)
     flow = build_flow(spec_for(cfg, ds))
-    return Trainer(
-        flow,
-        TrainStream(ds, cfg.batch_size, cfg.seed),
-        prepare_split(ds, "val", cfg.seed),
-        cfg,
-        total,
-        CPU,
-        log=lambda msg: None,
-        levels=ds.levels,
-    )
+    return quiet_trainer(flow, ds, cfg, total, levels=ds.levels)
 
 
 def _write_mnist(root: Path, n_train: int, n_test: int) -> None:

@@ -12,13 +12,12 @@ from torch import Tensor, nn
 import flowforge as ff
 from flowforge.data import Dataset, load_dataset
 from flowforge.fit.schedule import LRSchedule
-from flowforge.train.batches import TrainStream, prepare_split
+from flowforge.train.batches import TrainStream
 from flowforge.train.checkpoint import load_checkpoint
 from flowforge.train.config import TrainConfig
 from flowforge.train.loop import NonFiniteLoss, Trainer
 from flowforge.train.metrics import MetricsLog
-
-CPU = torch.device("cpu")
+from trainers import quiet_trainer, run_files
 
 
 def _setup(tmp_path: Path, total: int = 40, **options: object) -> Trainer:
@@ -29,18 +28,7 @@ def _setup(tmp_path: Path, total: int = 40, **options: object) -> Trainer:
     ds = load_dataset("8gaussians", seed=1, n_val=cfg.n_val, n_test=cfg.n_test)
     torch.manual_seed(0)
     flow = ff.flows.NSF(features=2, transforms=2, hidden=(16, 16), bins=4)
-    return Trainer(
-        flow,
-        TrainStream(ds, cfg.batch_size, cfg.seed),
-        prepare_split(ds, "val", cfg.seed),
-        cfg,
-        total,
-        CPU,
-        metrics=MetricsLog(tmp_path / "metrics.jsonl"),
-        checkpoint=tmp_path / "checkpoint.safetensors",
-        weights=tmp_path / "model.safetensors",
-        log=lambda msg: None,
-    )
+    return quiet_trainer(flow, ds, cfg, total, **run_files(tmp_path))
 
 
 class _Stop(Exception):

@@ -15,14 +15,11 @@ from flowforge.eval.likelihood import log_likelihoods
 from flowforge.fit.ema import WeightAverage
 from flowforge.fit.schedule import LRSchedule
 from flowforge.runs import RunError, read_safetensors
-from flowforge.train.batches import TrainStream, prepare_split
 from flowforge.train.checkpoint import load_checkpoint
 from flowforge.train.config import TrainConfig
 from flowforge.train.loop import Trainer
 from flowforge.train.metrics import MetricsLog
-
-CPU = torch.device("cpu")
-
+from trainers import quiet_trainer, run_files
 
 # -- warmup -----------------------------------------------------------------------------------
 
@@ -56,18 +53,7 @@ def _setup(tmp_path: Path, total: int = 30, **options: object) -> Trainer:
     ds = load_dataset("moons", seed=1, n_val=cfg.n_val, n_test=cfg.n_test)
     torch.manual_seed(0)
     flow = ff.flows.RealNVP(features=2, transforms=2, hidden=(8,))
-    return Trainer(
-        flow,
-        TrainStream(ds, cfg.batch_size, cfg.seed),
-        prepare_split(ds, "val", cfg.seed),
-        cfg,
-        total,
-        CPU,
-        metrics=MetricsLog(tmp_path / "metrics.jsonl"),
-        checkpoint=tmp_path / "checkpoint.safetensors",
-        weights=tmp_path / "model.safetensors",
-        log=lambda msg: None,
-    )
+    return quiet_trainer(flow, ds, cfg, total, **run_files(tmp_path))
 
 
 def test_the_trainer_applies_the_warmup(tmp_path: Path) -> None:
