@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+from torch import Tensor, nn
+
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.distributions.base import BaseDistribution
 from flowforge.flows._common import Preset, preset_hparams, renamed_steps
 from flowforge.flows.glow import conv_width
+from flowforge.nn.griffin_lim import MelGriffinLim
 from flowforge.nn.wavenet import FrameUpsample, WaveNet
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.conv1x1 import Conv1x1, LUConv1x1
@@ -16,6 +20,10 @@ from flowforge.transforms.image_coupling import ChannelCoupling
 from flowforge.transforms.multiscale import Multiscale
 from flowforge.transforms.normalization import ActNorm
 from flowforge.transforms.reshape import Squeeze1d
+from flowforge.transforms.source_shift import SourceShift
+
+#: The deterministic estimates a vocoder's flow can be centred on (``source=``).
+SOURCES = ("none", "griffin-lim")
 
 
 def _check(
@@ -26,6 +34,8 @@ def _check(
     every: int,
     early: int,
     frame_features: int,
+    source: str,
+    sample_rate: int,
 ) -> tuple[int, int]:
     dims = tuple(int(s) for s in shape)
     if len(dims) != 2:
@@ -40,12 +50,32 @@ def _check(
             f"{c * group} squeezed channels; lower early_size or raise group"
         )
     frames = context // frame_features if frame_features > 0 else 0
+    if source not in SOURCES or (source != "none" and (not context or sample_rate < 1)):
+        raise ValueError(
+            f"WaveGlow: source is one of {SOURCES}, an estimate from the mel frames that needs "
+            f"context > 0 and sample_rate > 0; got source={source!r}, context={context}, "
+            f"sample_rate={sample_rate}"
+        )
     if context and (frame_features < 1 or context % frame_features or t % frames):
         raise ValueError(
             f"WaveGlow: a context of {context} values is frame_features={frame_features} "
             f"features per frame times a number of frames that divides the length {t}"
         )
     return c, t
+
+
+class _Estimate(nn.Module):
+    """Mel frames to Griffin-Lim's waveform ``(*, C, T)`` and the couplings' per-step context:
+    the upsampled frames and the waveform's squeezed samples, flattened channel-major."""
+
+    def __init__(self, source: nn.Module, up: FrameUpsample, squeeze: Squeeze1d) -> None:
+        super().__init__()
+        self.source, self.up, self.squeeze = source, up, squeeze
+
+    def forward(self, c: Tensor) -> tuple[Tensor, Tensor]:
+        s = self.source(c)  # (*, C, T)
+        grouped = self.squeeze.forward_value(s).flatten(-2)  # (*, C g T / g)
+        return s, torch.cat([self.up(c), grouped.to(c.dtype)], dim=-1)
 
 
 class WaveGlow(Preset):
@@ -66,6 +96,14 @@ class WaveGlow(Preset):
     (:class:`~flowforge.nn.FrameUpsample`, ``T / frames`` samples per frame) and fed to every
     layer of every WaveNet through its own 1x1 convolution.
 
+    With ``source="griffin-lim"`` the vocoder is centred on a deterministic waveform estimate
+    from the mel frames, Griffin-Lim's (:class:`~flowforge.nn.MelGriffinLim`, ``source_iters``
+    rounds; the context in flowforge's mel units, :func:`~flowforge.data.audio.mel_features`):
+    the flow models the residual ``x - s(mel)`` (:class:`~flowforge.transforms.SourceShift`),
+    its WaveNets see the estimate's samples beside the mel, and ``p(x | mel)`` stays exact
+    because the estimate is a function of the mel only. Sampled at a low temperature it
+    returns the estimate plus the flow's learned correction.
+
     Args:
         shape: the event shape ``(C, T)``; ``T`` divisible by ``group``.
         context: size ``C`` of the context, which has shape ``(*, C)`` (0: unconditional).
@@ -79,6 +117,9 @@ class WaveGlow(Preset):
         scale_bound: bound ``B`` on each absolute log-scale, ``log s = B tanh(raw / B)``.
         lu: LU-decomposed 1x1 convolutions (``False``: a free weight, ``slogdet`` in float64).
         frame_features: features per frame ``F`` of the context (mel bands).
+        source: ``"none"`` or ``"griffin-lim"`` (a vocoder centred on Griffin-Lim's waveform).
+        sample_rate: the audio's sample rate in Hz (the source's mel filterbank).
+        source_iters: Griffin-Lim rounds of the source.
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
         steps: the old name of ``depth`` (deprecated: ``steps`` are optimisation steps).
@@ -114,16 +155,26 @@ class WaveGlow(Preset):
         scale_bound: float = 4.0,
         lu: bool = True,
         frame_features: int = 0,
+        source: str = "none",
+        sample_rate: int = 0,
+        source_iters: int = 32,
         base: BaseDistribution | None = None,
         steps: int | None = None,
     ) -> None:
         depth = renamed_steps("WaveGlow", steps, depth, "depth")
         hparams = preset_hparams({k: v for k, v in locals().items() if k != "steps"})
         hidden = conv_width("WaveGlow", hidden)
-        c, t = _check(shape, context, group, depth, early_every, early_size, frame_features)
+        c, t = _check(
+            shape, context, group, depth, early_every, early_size, frame_features, source,
+            sample_rate,
+        )
         frames = context // frame_features if context else 0
         up = FrameUpsample(frame_features, frames, t, group) if context else None
         cond = up.channels if up is not None else 0  # per-step channels after upsampling
+        gl = None
+        if source == "griffin-lim":
+            gl = MelGriffinLim(frame_features, frames, t, sample_rate, iters=source_iters)
+            cond += c * group  # the estimate's samples, squeezed like the waveform
         channels, length = c * group, t // group
         levels: list[Bijection] = []
         layers_now: list[Bijection] = [Squeeze1d((c, t), group)]
@@ -143,7 +194,9 @@ class WaveGlow(Preset):
             ]
         levels.append(Compose(layers_now))
         stack: Bijection = Multiscale(levels, split=[early_size] * (len(levels) - 1))
-        if up is not None:
+        if gl is not None and up is not None:
+            stack = SourceShift(stack, _Estimate(gl, up, Squeeze1d((c, t), group)), context=context)
+        elif up is not None:
             stack = EmbedContext(stack, up, context=context)
         super().__init__(hparams, [stack], base)
 

@@ -9,6 +9,7 @@ from flowforge.nn.embedding import (
     DeepSetEmbedding,
     MLPEmbedding,
 )
+from flowforge.nn.griffin_lim import MelGriffinLim
 from flowforge.nn.made import MADE, MaskedLinear
 from flowforge.nn.mlp import MLP
 from flowforge.nn.ode import ODENet, TimeMLP
@@ -27,6 +28,7 @@ __all__ = [
     "KVCache",
     "MLPEmbedding",
     "MaskedLinear",
+    "MelGriffinLim",
     "ODENet",
     "ResidualMADE",
     "ResidualMLP",

@@ -139,7 +139,7 @@ FLOW_MATCHING_DEFAULTS: dict[str, Any] = {
     "eval_every": 500,
 }
 
-_DATA_ARGS = ("features", "shape", "context", "frame_features")
+_DATA_ARGS = ("features", "shape", "context", "frame_features", "sample_rate")
 
 #: Presets on sequences ``(C, T)`` (audio), whose training defaults are :data:`AUDIO_TRAINING_DEFAULTS`.
 AUDIO_PRESETS = ("waveglow",)
@@ -367,6 +367,8 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         raise ConfigError(f"flow {cfg.flow!r} takes no context, and {ds.name!r} has one")
     if "frame_features" in params and ds.context_dim:  # the context is mel frames (F, frames)
         data_args["frame_features"] = MEL_BANDS
+    if "sample_rate" in params and ds.sample_rate:  # a vocoder's source: its mel filterbank
+        data_args["sample_rate"] = int(ds.sample_rate)
     _check_size(cfg.flow, {**data_args, **kwargs}, cfg.batch_size)
     start = _start_of(cfg, ds) if ds.kind == "tabular" and "features" in data_args else None
     return ModelSpec(

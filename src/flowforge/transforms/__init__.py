@@ -16,6 +16,7 @@ from flowforge.transforms.permutation import Permutation, RandomPermutation, Rev
 from flowforge.transforms.planar import Planar
 from flowforge.transforms.radial import Radial
 from flowforge.transforms.reshape import Reshape, Squeeze, Squeeze1d
+from flowforge.transforms.source_shift import SourceShift
 from flowforge.transforms.sigmoid_affine import SigmoidAffine
 from flowforge.transforms.spline import RationalQuadraticSpline
 from flowforge.transforms.standardize import Standardize
@@ -54,6 +55,7 @@ __all__ = [
     "ReversePermutation",
     "SigmoidAffine",
     "SolverError",
+    "SourceShift",
     "Squeeze",
     "Squeeze1d",
     "Standardize",
