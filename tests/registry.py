@@ -178,6 +178,23 @@ def _frames() -> Bijection:
     return T.EmbedContext(ff.Compose([inner, coupling]), up, context=2 * 3)
 
 
+class _Estimate(torch.nn.Module):
+    """A context's estimate of a SEQ event and its per-step features (random linear maps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.map = torch.nn.Linear(C, SEQ[0] * SEQ[1])
+        self.embed = torch.nn.Linear(C, C * SEQ[1])
+
+    def forward(self, c: Tensor) -> tuple[Tensor, Tensor]:
+        return self.map(c).reshape(*c.shape[:-1], *SEQ), self.embed(c)
+
+
+def _source_shift() -> Bijection:
+    """WaveGlow's coupling on SEQ modelling the residual from a context's estimate."""
+    return T.SourceShift(_wavenet(C), _Estimate(), context=C)
+
+
 def _multiscale_1d() -> Bijection:
     """WaveGlow's early outputs on (1, 16): squeeze to (4, 4), a step, 1 channel out, a step."""
     level0 = ff.Compose([T.Squeeze1d((1, 16), 4), T.LUConv1x1((4, 4)), _wavenet_on((4, 4))])
@@ -297,6 +314,14 @@ REGISTRY: dict[str, Callable[[], Case]] = {
             (1, 16), context=2 * 4, group=4, depth=2, hidden=4, layers=2, lu=False, frame_features=2
         ).bijection,
         2 * 4,
+    ),
+    "source-shift": lambda: Case(_source_shift(), C),
+    "preset-waveglow-vocoder-griffin-lim": lambda: Case(
+        ff.flows.WaveGlow(
+            (1, 64), context=4 * 2, frame_features=4, group=4, depth=2, hidden=4, layers=2,
+            source="griffin-lim", sample_rate=8000, source_iters=2,
+        ).bijection,
+        4 * 2,
     ),
     "channel-affine": lambda: Case(_channel(T.Affine())),
     "channel-sigmoid-affine-flip": lambda: Case(_channel(T.SigmoidAffine(), flip=True)),

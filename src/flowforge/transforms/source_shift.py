@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from flowforge.core.bijection import Bijection, Shape
+from flowforge.core.bijection import Bijection, Shape, batch_shape_of
 
 
 class SourceShift(Bijection):
@@ -56,19 +56,23 @@ class SourceShift(Bijection):
         return s, e
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch_shape_of(x, self.event_shape)
         s, e = self._source(context)
         return self.bijection(x - s.to(x.dtype), e)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch_shape_of(z, self.bijection.forward_shape(self.event_shape))
         s, e = self._source(context)
         y, ladj = self.bijection.inverse(z, e)
         return y + s.to(y.dtype), ladj
 
     def forward_value(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        batch_shape_of(x, self.event_shape)
         s, e = self._source(context)
         return self.bijection.forward_value(x - s.to(x.dtype), e)
 
     def inverse_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        batch_shape_of(z, self.bijection.forward_shape(self.event_shape))
         s, e = self._source(context)
         y = self.bijection.inverse_value(z, e)
         return y + s.to(y.dtype)
