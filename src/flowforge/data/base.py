@@ -374,12 +374,33 @@ class Dataset:
         Returns:
             ``(n, *event_shape)`` float32.
         """
+        return self.sample_train_rows(n, generator)[0]
+
+    def sample_train_rows(
+        self, n: int, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor | None]:
+        """:meth:`sample_train` with each drawn row's context: the same draw.
+
+        Returns:
+            ``(x, c)``: ``(n, *event_shape)`` rows and their ``(n, C)`` context (``None`` when
+            the set has none; a toy set's fresh samples have none).
+
+        Example:
+            >>> ds = Dataset("d", "tabular", (1,), torch.arange(5.0)[:, None], torch.zeros(1, 1),
+            ...              torch.zeros(1, 1), context={"train": 10 * torch.arange(5.0)[:, None],
+            ...              "val": torch.zeros(1, 1), "test": torch.zeros(1, 1)})
+            >>> x, c = ds.sample_train_rows(4, torch.Generator().manual_seed(0))
+            >>> torch.equal(c, 10 * x), torch.equal(x, ds.sample_train(4, torch.Generator().manual_seed(0)))
+            (True, True)
+        """
         if self.sampler is not None:
-            return self.sampler(n, generator)
+            return self.sampler(n, generator), None
         if self.train is None:
             raise DataError(f"dataset {self.name!r} has neither training rows nor a sampler")
         idx = torch.randint(self.train.shape[0], (n,), generator=generator, device=generator.device)
-        return self.train[idx.to(self.train.device)]
+        context = self.context_of("train")
+        x = self.train[idx.to(self.train.device)]
+        return x, None if context is None else context[idx.to(context.device)]
 
     def iter_epoch(self, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
         """Iterate once over the training rows in a random order, in batches.
