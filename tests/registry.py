@@ -318,8 +318,16 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "source-shift": lambda: Case(_source_shift(), C),
     "preset-waveglow-vocoder-griffin-lim": lambda: Case(
         ff.flows.WaveGlow(
-            (1, 64), context=4 * 2, frame_features=4, group=4, depth=2, hidden=4, layers=2,
-            source="griffin-lim", sample_rate=8000, source_iters=2,
+            (1, 64),
+            context=4 * 2,
+            frame_features=4,
+            group=4,
+            depth=2,
+            hidden=4,
+            layers=2,
+            source="griffin-lim",
+            sample_rate=8000,
+            source_iters=2,
         ).bijection,
         4 * 2,
     ),

@@ -157,7 +157,7 @@ def test_waveglow_centred_on_griffin_lim_models_the_residual() -> None:
     )
     plain = ff.flows.WaveGlow((1, 256), **kwargs, layers=2)
     mel = 0.3 * torch.randn(3, 16) + 1.0
-    shift = [m for m in flow.modules() if isinstance(m, T.SourceShift)][0]
+    shift = next(m for m in flow.modules() if isinstance(m, T.SourceShift))
     estimate = shift.estimate(mel)
     assert estimate.abs().max() > 1e-3  # not a trivial estimate
     drawn = flow.sample(1, mel, temperature=1e-6)[0]

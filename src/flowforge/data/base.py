@@ -376,9 +376,7 @@ class Dataset:
         """
         return self.sample_train_rows(n, generator)[0]
 
-    def sample_train_rows(
-        self, n: int, generator: torch.Generator
-    ) -> tuple[Tensor, Tensor | None]:
+    def sample_train_rows(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
         """:meth:`sample_train` with each drawn row's context: the same draw.
 
         Returns:

@@ -165,7 +165,14 @@ class WaveGlow(Preset):
         hparams = preset_hparams({k: v for k, v in locals().items() if k != "steps"})
         hidden = conv_width("WaveGlow", hidden)
         c, t = _check(
-            shape, context, group, depth, early_every, early_size, frame_features, source,
+            shape,
+            context,
+            group,
+            depth,
+            early_every,
+            early_size,
+            frame_features,
+            source,
             sample_rate,
         )
         frames = context // frame_features if context else 0

@@ -48,6 +48,10 @@ class MelGriffinLim(nn.Module):
         torch.Size([3, 1, 1024])
     """
 
+    basis: Tensor
+    pinv: Tensor
+    window: Tensor
+
     def __init__(
         self,
         features: int,
@@ -91,7 +95,9 @@ class MelGriffinLim(nn.Module):
                 f"MelGriffinLim: expected features of shape (*, {size}) ({self.features} "
                 f"bands x {self.frames} frames), got {tuple(c.shape)}"
             )
-        mel = torch.exp((c.reshape(-1, self.features, self.frames) - self.log_shift) * self.log_scale)
+        mel = torch.exp(
+            (c.reshape(-1, self.features, self.frames) - self.log_shift) * self.log_scale
+        )
         mel = torch.cat([mel, mel[..., -1:]], dim=-1)  # the centred frame after the last
         basis = self.basis.to(mel.dtype)
         s = (self.pinv.to(mel.dtype) @ mel).clamp_min(0)
@@ -106,15 +112,17 @@ class MelGriffinLim(nn.Module):
         work = c.float() if c.dtype not in (torch.float32, torch.float64) else c
         s = self.magnitudes(work)
         window = self.window.to(s.dtype)
-        stft = {"n_fft": self.n_fft, "hop_length": self.hop, "window": window}
-        angles = torch.ones_like(s, dtype=torch.complex128 if s.dtype == torch.float64 else torch.complex64)
+        n, hop = self.n_fft, self.hop
+        angles = torch.ones_like(
+            s, dtype=torch.complex128 if s.dtype == torch.float64 else torch.complex64
+        )
         rebuilt = torch.zeros_like(angles)
         alpha = 0.99 / (1 + 0.99)
         for _ in range(self.iters):
-            y = torch.istft(s * angles, length=self.length, **stft)
+            y = torch.istft(s * angles, n, hop, window=window, length=self.length)
             previous = rebuilt
-            rebuilt = torch.stft(y, pad_mode="constant", return_complex=True, **stft)
+            rebuilt = torch.stft(y, n, hop, window=window, pad_mode="constant", return_complex=True)
             angles = rebuilt - alpha * previous
             angles = angles / (angles.abs() + 1e-16)
-        y = torch.istft(s * angles, length=self.length, **stft)
+        y = torch.istft(s * angles, n, hop, window=window, length=self.length)
         return y.reshape(*batch, 1, self.length).to(c.dtype)

@@ -16,8 +16,8 @@ from flowforge.transforms.permutation import Permutation, RandomPermutation, Rev
 from flowforge.transforms.planar import Planar
 from flowforge.transforms.radial import Radial
 from flowforge.transforms.reshape import Reshape, Squeeze, Squeeze1d
-from flowforge.transforms.source_shift import SourceShift
 from flowforge.transforms.sigmoid_affine import SigmoidAffine
+from flowforge.transforms.source_shift import SourceShift
 from flowforge.transforms.spline import RationalQuadraticSpline
 from flowforge.transforms.standardize import Standardize
 from flowforge.transforms.sylvester import Sylvester
