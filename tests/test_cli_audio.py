@@ -106,6 +106,8 @@ def test_the_vocoder_is_trained_and_tested_given_each_segments_mel(
     run = open_run(audio_run, torch.device("cpu"))
     assert run.spec.kwargs["context"] == 40 * 16 and run.spec.kwargs["frame_features"] == 40
     assert run.spec.pretransform == "centre" and run.spec.logit_alpha is None  # u -> 2u - 1
+    config = json.loads((audio_run / "config.json").read_text())["config"]
+    assert config["ema_decay"] == 0.0  # audio's default: no average over a short run
     results = json.loads((audio_run / "results.json").read_text())
     # the test NLL is log p(u | its own mel): recomputed here from the test levels
     ds = load_dataset(str(clips), n_val=1, n_test=1)
