@@ -30,7 +30,7 @@ class MelGriffinLim(nn.Module):
         frames: frames per sequence.
         length: samples per sequence ``T`` (``hop = T / frames``).
         rate: sample rate in Hz (of the mel filterbank).
-        n_fft: FFT size (a Hann window of that size).
+        n_fft: FFT size (a Hann window of that size), at least twice the hop.
         iters: Griffin-Lim rounds.
         nnls_iters: projected-gradient rounds of the non-negative least squares.
         log_scale: the features' scale of the natural-log magnitudes.
@@ -43,7 +43,7 @@ class MelGriffinLim(nn.Module):
 
     Example:
         >>> import torch
-        >>> gl = MelGriffinLim(features=8, frames=4, length=1024, rate=16000, n_fft=256)
+        >>> gl = MelGriffinLim(features=8, frames=4, length=1024, rate=16000, n_fft=512)
         >>> gl(torch.zeros(3, 8 * 4)).shape  # (*, 1, T)
         torch.Size([3, 1, 1024])
     """
@@ -70,6 +70,11 @@ class MelGriffinLim(nn.Module):
                 f"MelGriffinLim: expected positive sizes with length a multiple of frames, got "
                 f"features={features}, frames={frames}, length={length}, rate={rate}, "
                 f"n_fft={n_fft}, iters={iters}"
+            )
+        if 2 * (length // frames) > n_fft:  # Hann windows overlapping by half at least
+            raise ValueError(
+                f"MelGriffinLim: expected a hop (length / frames = {length // frames}) of at "
+                f"most n_fft / 2 = {n_fft // 2}"
             )
         try:
             librosa = importlib.import_module("librosa")
