@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -36,8 +37,9 @@ from flowforge.fit.schedule import LRSchedule
 HIDDEN = (64, 64, 64)
 
 
-def cli_run(args: argparse.Namespace, out: Path) -> tuple[float, float]:
-    """Train with the command line into ``out``; the subprocess's wall and CPU seconds.
+def cli_run(args: argparse.Namespace, out: Path, extra: Sequence[str] = ()) -> tuple[float, float]:
+    """Train with the command line into ``out`` (``extra``: more of its flags); the
+    subprocess's wall and CPU seconds.
 
     CPU seconds (user + system, ``resource.getrusage`` of the children) include the
     interpreter's start and imports and the final test, which the CLI's own seconds do not.
@@ -45,6 +47,7 @@ def cli_run(args: argparse.Namespace, out: Path) -> tuple[float, float]:
     cmd = [sys.executable, "-m", "flowforge", "train", "--data", "8gaussians", "--flow", "ffjord"]
     cmd += ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--steps", str(args.steps)]
     cmd += ["--seed", str(args.seed), "--threads", "1", "--quiet", "--no-plots", "--out", str(out)]
+    cmd += list(extra)
     print("$ python", " ".join(cmd[1:]), flush=True)
     start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -160,3 +160,25 @@ def test_zuko_with_the_cli_settings() -> None:
     with torch.no_grad():  # the best validated weights are the ones returned
         nll = -z().log_prob(val).mean().item()
     assert nll == pytest.approx(min(r["val_nll"] for r in records), abs=1e-5)
+
+
+def test_torchcfm_with_the_cli_settings() -> None:
+    pytest.importorskip("torchcfm", reason="torchcfm is optional (it pulls a CUDA torch)")
+    cli = load_script("benchmarks/fm_cli_race.py", "flowforge_bench_fm_cli_race")
+    cfg = {"ema_decay": 0.0, "warmup_steps": 0, "optimizer": "adam", "lr": 1e-2, "ot": False}
+    cfg |= {"weight_decay": 0.0, "steps": 3, "schedule": "cosine", "min_lr": 0.0}
+    cfg |= {"n_val": 32, "batch_size": 16, "clip_grad": 5.0, "eval_every": 2}
+    cfg |= {"restore_best": True, "fm_sigma": 0.1}
+    threads = torch.get_num_threads()
+    try:
+        net, records = cli.torchcfm_like_cli(cfg, 0)
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["step"] for r in records] == [2, 3]
+    assert records[1]["cpu"] > records[0]["cpu"] > 0
+    val = sample_toy("8gaussians", 32, torch.Generator().manual_seed(20_000))
+    fm = load_script("benchmarks/fm_race.py", "flowforge_bench_fm_race")
+    nll = fm.test_nll(cli.velocity(net), val)  # the best validated weights are the ones returned
+    assert nll == pytest.approx(min(r["val_nll"] for r in records), abs=1e-5)
+    with pytest.raises(SystemExit, match="without EMA, warmup or OT"):
+        cli.torchcfm_like_cli({**cfg, "ot": True}, 0)
