@@ -175,7 +175,7 @@ def test_torchcfm_with_the_cli_settings() -> None:
     finally:
         torch.set_num_threads(threads)
     assert [r["step"] for r in records] == [2, 3]
-    assert records[1]["cpu"] > records[0]["cpu"] > 0
+    assert records[1]["cpu"] > records[0]["cpu"] > records[0]["train_cpu"] > 0
     val = sample_toy("8gaussians", 32, torch.Generator().manual_seed(20_000))
     fm = load_script("benchmarks/fm_race.py", "flowforge_bench_fm_race")
     nll = fm.test_nll(cli.velocity(net), val)  # the best validated weights are the ones returned
