@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,10 +14,12 @@ import torch
 from cli_util import assert_bad_input, assert_ok, run_cli
 from flowforge.data import load_dataset
 from flowforge.data.audio import mel_features
+from flowforge.data.base import dequantize
 from flowforge.eval.audio import (
     TEMPERATURES,
     log_spectral_distance,
     nats_per_sample,
+    resynthesize,
     synthesis_speed,
 )
 from flowforge.eval.splits import prepare_split
@@ -133,13 +136,18 @@ def test_the_vocoder_is_trained_and_tested_given_each_segments_mel(
     assert np.array_equal(wave.astype(np.float64) + 32768, ds.test[0, 0].double().numpy())
 
 
-def test_a_vocoder_centred_on_griffin_lim_reports_the_estimate_alone(
-    clips: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def gl_run(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A vocoder centred on the Griffin-Lim estimate from its mel: at a low temperature its
+    resynthesis is the mel's, so it shows which mel frames it was given."""
+    options = '{"depth": 2, "hidden": 4, "layers": 2, "group": 4, "source": "griffin-lim"}'
+    return _train(clips, tmp_path_factory.mktemp("gl"), "--flow-options", options)
+
+
+def test_a_vocoder_centred_on_griffin_lim_reports_the_estimate_alone(gl_run: Path) -> None:
     """``source: griffin-lim``: the run records the sample rate the source needs, reloads, and
     reports the estimate's own distance beside the flow's and Griffin-Lim's (librosa's)."""
-    options = '{"depth": 2, "hidden": 4, "layers": 2, "group": 4, "source": "griffin-lim"}'
-    root = _train(clips, tmp_path, "--flow-options", options)
+    root = gl_run
     run = open_run(root, torch.device("cpu"))
     assert run.spec.kwargs["source"] == "griffin-lim" and run.spec.kwargs["sample_rate"] == 16000
     voc = json.loads((root / "results.json").read_text())["audio"]["vocoder"]
@@ -153,7 +161,125 @@ def test_flowforge_eval_conditions_on_the_test_mel_and_sample_refuses(audio_run:
     assert_ok(proc)
     nll = json.loads((audio_run / "results.json").read_text())["test"]["nll"]
     assert f"test NLL: {nll:.4f}" in proc.stdout
-    assert_bad_input(run_cli("sample", str(audio_run), cwd=audio_run.parent), "conditioned")
+    proc = run_cli("sample", str(audio_run), cwd=audio_run.parent)
+    assert_bad_input(proc, "is a vocoder", "--mel-from CLIP.wav")
+    proc = run_cli("score", str(audio_run), "--input", "rows.csv", cwd=audio_run.parent)
+    assert_bad_input(proc, "rows.csv: no such file; expected a WAV clip")
+
+
+def _clip_levels(path: Path) -> np.ndarray:
+    """A 16 kHz 16-bit clip's whole 4096-sample segments as levels ``(N, 1, 4096)``, read here
+    with soundfile, not through the data pipeline."""
+    wave, rate = sf.read(path, dtype="int16")
+    assert rate == 16000
+    n = len(wave) // 4096 * 4096
+    return wave[:n].astype(np.float64).reshape(-1, 1, 4096) + 32768
+
+
+def test_sample_mel_from_resynthesises_a_users_clip_from_its_own_mel(
+    gl_run: Path, clips: Path, tmp_path: Path
+) -> None:
+    run = open_run(gl_run, torch.device("cpu"))
+    levels = _clip_levels(clips / "clip3.wav")  # two segments: a 200-ish Hz and a 1500 Hz tone
+    mel = torch.from_numpy(mel_features(levels, 16000, bands=40, hop=256))
+    args = ["sample", str(gl_run), "--mel-from", str(clips / "clip3.wav"), "--seed", "3"]
+    proc = run_cli(*args, "--temperature", "0.01", "-o", "low.wav", cwd=tmp_path)
+    assert_ok(proc)
+    assert "8192 samples at 16000 Hz, temperature 0.01" in proc.stderr
+    wave, rate = sf.read(tmp_path / "low.wav", dtype="int16")
+    assert rate == 16000 and wave.shape == (8192,)
+    expected = resynthesize(run.flow, mel, 0.01, seed=3).reshape(-1)
+    assert np.abs(wave / 32768 - expected).max() <= 1.5 / 32768  # to 16 bits
+    original = levels.reshape(-1) / 32768 - 1
+    lsd = float(log_spectral_distance(wave / 32768, original, 16000))
+    other = (_clip_levels(clips / "clip0.wav").reshape(-1)) / 32768 - 1
+    assert lsd < float(log_spectral_distance(wave / 32768, other, 16000)) - 1.0
+    # no --temperature: the run's chosen one
+    assert_ok(run_cli(*args, "-o", "chosen.wav", cwd=tmp_path))
+    chosen = json.loads((gl_run / "results.json").read_text())["audio"]["vocoder"]["temperature"]
+    wave, _ = sf.read(tmp_path / "chosen.wav", dtype="int16")
+    expected = resynthesize(run.flow, mel, chosen, seed=3).reshape(-1)
+    assert np.abs(wave / 32768 - expected).max() <= 1.5 / 32768
+    # another rate and a length that is not whole segments: resampled, padded, cut back
+    t = np.arange(5000) / 22050
+    sf.write(tmp_path / "odd.wav", 0.3 * np.sin(2 * np.pi * 440 * t), 22050, subtype="PCM_16")
+    proc = run_cli(
+        "sample", str(gl_run), "--mel-from", "odd.wav", "-o", "odd_out.wav", cwd=tmp_path
+    )
+    assert_ok(proc)
+    wave, rate = sf.read(tmp_path / "odd_out.wav")
+    assert rate == 16000 and wave.shape == (round(5000 * 16000 / 22050),)
+    assert np.isfinite(wave).all()
+
+
+def test_score_gives_a_users_clip_nats_per_sample_given_its_own_mel(
+    gl_run: Path, clips: Path, tmp_path: Path
+) -> None:
+    run = open_run(gl_run, torch.device("cpu"))
+    proc = run_cli("score", str(gl_run), "--input", str(clips / "clip2.wav"), cwd=tmp_path)
+    assert_ok(proc)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "nats_per_sample" and len(lines) == 3
+    got = np.array([float(v) for v in lines[1:]])
+    levels = _clip_levels(clips / "clip2.wav")
+    # the documented noise: 16-bit levels dequantized with a generator seeded by --seed (0)
+    u = dequantize(torch.from_numpy(levels).float(), 65536, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mel = torch.from_numpy(mel_features(levels, 16000, bands=40, hop=256))
+        own = run.flow.log_prob(u, mel).double().numpy() / 4096 - math.log(2)
+        wrong = run.flow.log_prob(u, mel.flip(0)).double().numpy() / 4096 - math.log(2)
+    np.testing.assert_allclose(got, own, rtol=0, atol=1e-5)
+    assert np.abs(wrong - own).min() > 1e-3  # the mel matters: a swapped one is caught
+    assert f"{own.mean():.4f} nats per sample given its own mel (2 segments" in proc.stderr
+    out = tmp_path / "scores.npy"
+    assert_ok(
+        run_cli("score", str(gl_run), "-i", str(clips / "clip2.wav"), "-o", out, cwd=tmp_path)
+    )
+    np.testing.assert_allclose(np.load(out), got, atol=1e-8)
+
+
+def test_a_clip_on_the_wrong_run_or_a_bad_clip_is_one_clear_line(
+    audio_run: Path, plain_run: Path, clips: Path, tmp_path: Path
+) -> None:
+    clip = str(clips / "clip0.wav")
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "fake.wav").write_bytes(b"not a RIFF file at all")
+    sf.write(tmp_path / "short.wav", np.zeros(1000), 16000, subtype="PCM_16")
+    run = str(audio_run)
+    cases = [
+        (["sample", run, "--mel-from", "nope.wav", "-o", "o.wav"], ["nope.wav: no such file"]),
+        (["sample", run, "--mel-from", "notes.txt", "-o", "o.wav"], ["expected a .wav"]),
+        (["sample", run, "--mel-from", "fake.wav", "-o", "o.wav"], ["cannot read audio file"]),
+        (["sample", run, "--mel-from", clip], ["give -o FILE.wav"]),
+        (["sample", run, "--mel-from", clip, "-o", "o.png"], ["unsupported output type"]),
+        (["sample", run, "--mel-from", clip, "-o", "o.wav", "-n", "3"], ["--num"]),
+        (["sample", str(plain_run), "--mel-from", clip, "-o", "o.wav"], ["an unconditional flow"]),
+        (["score", str(plain_run), "--input", clip], ["gives a vocoder", "unconditional"]),
+        (["score", run, "--input", "fake.wav"], ["cannot read audio file"]),
+        (["score", run, "--input", "short.wav"], ["1000 samples", "whole segments of 4096"]),
+        (["score", run, "--input", clip, "--labels", "y"], ["--labels applies to table rows"]),
+    ]
+    for argv, fragments in cases:
+        assert_bad_input(run_cli(*argv, cwd=tmp_path), *fragments)
+    assert not (tmp_path / "o.wav").exists() and not (tmp_path / "o.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.wav", "notes.txt", "short.wav"]
+
+
+def test_a_run_conditioned_on_something_else_is_refused_generically() -> None:
+    """A context that is not mel frames (classes, say): neither pointed to --mel-from nor
+    given a clip."""
+    from types import SimpleNamespace
+
+    from flowforge.cli._common import refuse_context, vocoder_settings
+    from flowforge.runs import RunError
+
+    spec = SimpleNamespace(kind="image", kwargs={"context": 10}, data_shape=(1, 8, 8))
+    run: Any = SimpleNamespace(spec=spec, files=SimpleNamespace(results=Path("/nonexistent")))
+    with pytest.raises(RunError, match="conditioned on a per-example context") as e:
+        refuse_context(run, "r", "sample", "--mel-from")
+    assert "--mel-from" not in str(e.value)
+    with pytest.raises(RunError, match="other than mel frames of image data"):
+        vocoder_settings(run, "r", "--mel-from")
 
 
 def test_condition_on_data_that_are_not_audio_is_refused(tmp_path: Path) -> None:

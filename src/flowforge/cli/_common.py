@@ -6,7 +6,11 @@ import argparse
 import json
 import os
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from flowforge.eval.clip import MelSettings
+    from flowforge.runs import Run
 
 EXIT_BAD_INPUT = 2
 EXIT_TRAINING_FAILED = 1
@@ -99,3 +103,57 @@ def warn_worse_than_gaussian(prog: str, split: str, nll: float, base: object) ->
             f"help on small tables)",
             file=sys.stderr,
         )
+
+
+def refuse_context(run: Run, name: str, command: str, flag: str) -> None:
+    """Refuse, in one line, a conditional run that ``flowforge COMMAND`` was given without the
+    conditioning it needs: a vocoder (conditioned on mel frames) is pointed to ``flag``; any
+    other context (classes, say) is refused generically.
+
+    Args:
+        run: the opened :class:`~flowforge.runs.run.Run`.
+        name: the run as the user named it.
+        command: ``sample`` or ``score``.
+        flag: the option that gives a vocoder its clip (``--mel-from``, ``--input``).
+
+    Raises:
+        RunError: the run's flow takes a context.
+    """
+    from flowforge.runs import RunError
+
+    spec = run.spec
+    if not spec.kwargs.get("context"):
+        return
+    if spec.kind == "audio" and spec.kwargs.get("frame_features"):
+        raise RunError(
+            f"{name} is a vocoder (a flow conditioned on each segment's mel frames): give "
+            f"flowforge {command} a clip with {flag} CLIP.wav, whose mel it conditions on"
+        )
+    raise RunError(
+        f"{name} holds a flow conditioned on a per-example context; flowforge {command} "
+        f"cannot supply that context for it"
+    )
+
+
+def vocoder_settings(run: Run, name: str, flag: str) -> tuple[MelSettings, dict[str, Any]]:
+    """A vocoder run's mel settings and its recorded audio figures; a run that is not one is
+    refused in one line."""
+    from flowforge.eval.clip import mel_settings
+    from flowforge.runs import RunError
+
+    try:
+        audio = json.loads(run.files.results.read_text()).get("audio") or {}
+    except (OSError, ValueError, AttributeError):
+        audio = {}
+    settings = mel_settings(run.spec, audio.get("sample_rate"))
+    if settings is None:
+        what = (
+            "an unconditional flow"
+            if not run.spec.kwargs.get("context")
+            else "a flow conditioned on something other than mel frames"
+        )
+        raise RunError(
+            f"{flag} CLIP.wav gives a vocoder (an audio run trained with --condition mel) its "
+            f"clip; {name} holds {what} of {run.spec.kind} data"
+        )
+    return settings, audio

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from flowforge.cli._common import seed
+from flowforge.cli._common import refuse_context, seed, vocoder_settings
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -16,15 +16,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Draw samples in the data's units (.npy, .csv; .png for images and 2-D data).",
     )
     sa.add_argument("run", metavar="RUN", help="run directory")
-    sa.add_argument("-n", "--num", type=int, default=1000, help="number of samples (default: 1000)")
+    sa.add_argument("-n", "--num", type=int, default=None, help="number of samples (default: 1000)")
     sa.add_argument(
         "-o",
         "--output",
         default="-",
-        help="output file: .npy, .csv or .png; - (the default) writes CSV to stdout, like score",
+        help="output file: .npy, .csv or .png; - (the default) writes CSV to stdout, like score; "
+        "with --mel-from a .wav file",
     )
     sa.add_argument(
-        "--temperature", type=float, default=1.0, help="scale of the base samples (default: 1)"
+        "--mel-from",
+        metavar="CLIP.wav",
+        help="vocoder runs: resynthesise this WAV clip from its own mel frames (computed with the "
+        "run's sample rate, bands and hop) and write it to -o FILE.wav",
+    )
+    sa.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="scale of the base samples (default: 1; with --mel-from the run's chosen temperature)",
     )
     sa.add_argument(
         "--denoise",
@@ -62,15 +72,12 @@ def run(args: argparse.Namespace) -> int:
     from flowforge.train.run import resolve_device
 
     out = None if args.output == "-" else Path(args.output)
+    if args.mel_from is not None:
+        return _resynthesize(args, out)
     if out is not None:
         check_output(out, (".npy", ".csv", ".png"))
     run = open_run(args.run, resolve_device(args.device))
-    if run.spec.kwargs.get("context"):  # a vocoder: p(segment | its mel frames)
-        raise RunError(
-            f"{args.run} holds a flow conditioned on each example's mel frames (a vocoder); "
-            "flowforge sample draws from unconditional flows only (the run's resynthesis of its test "
-            "clips is in test*_resynthesis.wav)"
-        )
+    refuse_context(run, args.run, "sample", "--mel-from")
     image = run.spec.kind == "image"
     if args.attention_temperature is not None and not args.guidance:
         raise RunError(
@@ -81,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         raise RunError("PNG output needs image or 2-D data; use .npy or .csv")
     x = sample_rows(
         run,
-        args.num,
-        temperature=args.temperature,
+        args.num or 1000,
+        temperature=1.0 if args.temperature is None else args.temperature,
         seed=args.seed,
         denoise=args.denoise,
         guidance=args.guidance,
@@ -107,5 +114,39 @@ def run(args: argparse.Namespace) -> int:
             scatter(x, out)
     else:
         write_table(out, x.numpy(), names)
-    print(f"wrote {args.num} samples to {out}", file=sys.stderr)  # as score: beside messages
+    print(f"wrote {x.shape[0]} samples to {out}", file=sys.stderr)  # as score: beside messages
+    return 0
+
+
+def _resynthesize(args: argparse.Namespace, out: Path | None) -> int:
+    from flowforge.eval.clip import resynthesize_clip, wav_bytes
+    from flowforge.runs import RunError, atomic_write_bytes, check_output, open_run
+    from flowforge.train.run import resolve_device
+
+    unused = [
+        f
+        for f, on in (
+            ("--num", args.num is not None),
+            ("--denoise", args.denoise),
+            ("--guidance", bool(args.guidance)),
+        )
+        if on
+    ]
+    if unused:
+        raise RunError(f"--mel-from resynthesises one clip; {', '.join(unused)} does not apply")
+    if out is None:
+        raise RunError("--mel-from writes a WAV file; give -o FILE.wav")
+    check_output(out, (".wav",))
+    run = open_run(args.run, resolve_device(args.device))
+    settings, audio = vocoder_settings(run, args.run, "--mel-from")
+    temperature = args.temperature
+    if temperature is None:
+        temperature = float((audio.get("vocoder") or {}).get("temperature") or 0.6)
+    wave = resynthesize_clip(run.flow, args.mel_from, settings, temperature, seed=args.seed)
+    atomic_write_bytes(out, wav_bytes(wave, settings.rate))
+    print(
+        f"wrote the resynthesis of {args.mel_from} ({wave.size} samples at {settings.rate} Hz, "
+        f"temperature {temperature:g}) to {out}",
+        file=sys.stderr,
+    )
     return 0

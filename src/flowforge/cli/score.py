@@ -6,10 +6,19 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from flowforge.cli._common import EXIT_TRAINING_FAILED, seed
+from flowforge.cli._common import (
+    EXIT_TRAINING_FAILED,
+    refuse_context,
+    seed,
+    vocoder_settings,
+)
+
+if TYPE_CHECKING:
+    from flowforge.runs import Run
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--input",
         "-i",
         required=True,
-        help="rows to score: .csv or .npy (a run trained with --columns takes the same columns)",
+        help="rows to score: .csv or .npy (a run trained with --columns takes the same columns); "
+        "for a vocoder run a .wav clip, scored per segment given its own mel frames",
     )
     sc.add_argument(
         "--header",
@@ -115,12 +125,10 @@ def run(args: argparse.Namespace) -> int:
             f"{args.input}: a .npy file has no header row; --header applies to CSV files"
         )
     run = open_run(args.run, resolve_device(args.device))
-    if run.spec.kwargs.get("context"):  # a vocoder: p(segment | its mel frames)
-        raise RunError(
-            f"{args.run} holds a flow conditioned on each example's mel frames (a vocoder); "
-            "flowforge score scores rows of unconditional flows only (the run's resynthesis of its test "
-            "clips is in test*_resynthesis.wav)"
-        )
+    clip = Path(args.input).suffix.lower() in (".wav", ".flac")
+    if clip or (run.spec.kind == "audio" and run.spec.kwargs.get("context")):
+        return _score_clip(args, run, out)
+    refuse_context(run, args.run, "score", "--input")
     if args.seed is not None and run.spec.kind != "image":
         raise RunError(
             f"--seed is the dequantization seed of an image run; it does nothing for "
@@ -173,6 +181,36 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_TRAINING_FAILED
     return 0
+
+
+def _score_clip(args: argparse.Namespace, run: Run, out: Path | None) -> int:
+    """A vocoder run's log-likelihood per sample of each whole segment of a clip, given the
+    segment's own mel frames."""
+    from flowforge.eval.clip import clip_nats_per_sample
+    from flowforge.runs import RunError, write_table
+
+    settings, _ = vocoder_settings(run, args.run, "--input")
+    table_only = (
+        ("--header", args.header is not None),
+        ("--labels", args.labels is not None),
+        ("--threshold", args.threshold is not None),
+        ("--contamination", args.contamination is not None),
+        ("--plot", args.plot is not None),
+    )
+    unused = [flag for flag, given in table_only if given]
+    if unused:
+        raise RunError(f"a clip is scored per segment; {', '.join(unused)} applies to table rows")
+    nats = clip_nats_per_sample(run.flow, args.input, settings, seed=args.seed or 0)
+    if out is None:
+        sys.stdout.write("nats_per_sample\n" + "".join(f"{v:.9g}\n" for v in nats))
+    else:
+        write_table(out, nats, ["nats_per_sample"])
+    print(
+        f"{args.input}: {nats.mean():.4f} nats per sample given its own mel ({nats.size} "
+        f"segments of {settings.length} samples at {settings.rate} Hz)",
+        file=sys.stderr,
+    )
+    return 0 if np.isfinite(nats).all() else EXIT_TRAINING_FAILED
 
 
 def _with_flags(
