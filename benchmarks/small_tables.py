@@ -45,6 +45,8 @@ from typing import Any
 import numpy as np
 
 FLOWS = ("nice", "realnvp", "maf", "iaf", "nsf")
+BUILT_IN = {"wine", "breast_cancer"}
+FEW_VALIDATION_ROWS = {"linnerud", "bc_fewrows"}  # 2 validation rows (checked: load_data)
 
 
 def _write(path: Path, head: list[str], rows: np.ndarray) -> None:
@@ -169,6 +171,7 @@ def run(tables: list[str], seeds: list[int], flows: list[str], out: Path, sets: 
                         "seed": seed,
                         "flow": flow,
                         "set": sets,
+                        "rule": "lower-bound",  # the weight rule of the code that ran
                         "test_nll": res.test.nll,
                         "best_step": res.outcome.best_step,
                         "steps": res.outcome.step,
@@ -182,6 +185,41 @@ def run(tables: list[str], seeds: list[int], flows: list[str], out: Path, sets: 
                     log.write(json.dumps(row) + "\n")
                     log.flush()
                     print(json.dumps(row), flush=True)
+
+
+def _merge(paths: list[Path]) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """Every run of the result files by (table, seed, preset); a later file's run replaces an
+    earlier one's."""
+    runs: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            runs[(r["table"], r["seed"], r["flow"])] = r
+    return runs
+
+
+def rerun(paths: list[Path], data: Path, out: Path, order: list[str]) -> None:
+    """Rerun, under the code now, every run of ``paths`` that has no validation densities (so
+    its result under the weight rule is only bounded) and whose table leaves at least 10
+    validation rows (with fewer the model is the start by construction), appending to ``out``.
+    Resumable: a run already in ``out`` is skipped, so an interrupted job restarts where it
+    stopped. Tables named in ``order`` go first, in that order; a table is ``DATA/NAME.csv``
+    unless it is built in (``wine``, ``breast_cancer``)."""
+    old = _merge(paths)
+    done = set(_merge([out]))
+    todo: dict[tuple[str, int], list[str]] = {}
+    for (t, seed, flow), r in sorted(old.items()):
+        if "val_flow" in r or t in FEW_VALIDATION_ROWS or (t, seed, flow) in done:
+            continue
+        todo.setdefault((t, seed), []).append(flow)
+    rank = {t: i for i, t in enumerate(order)}
+    tasks = sorted(todo.items(), key=lambda kv: (rank.get(kv[0][0], len(rank)), kv[0]))
+    print(f"{sum(len(f) for _, f in tasks)} runs to go ({len(done)} already in {out})", flush=True)
+    for (t, seed), flows in tasks:
+        table = t if t in BUILT_IN else str(data / f"{t}.csv")
+        run([table], [seed], [f for f in FLOWS if f in flows], out, [])
 
 
 def _per_row(run_dir: Path, ds: Any) -> dict[str, Any]:
@@ -234,46 +272,73 @@ def _read(path: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
     return groups
 
 
+def _start_ref(r: dict[str, Any]) -> tuple[float, str]:
+    """The Gaussian a run is held to: its Gaussian start (the baseline flowforge prints), or,
+    for a run of an older stop that did not record it, the maximum-likelihood Gaussian."""
+    return (r["start_nll"], "start") if "start_nll" in r else (r["mle"], "MLE")
+
+
 def table(after: Path, before: Path | None) -> None:
-    """Print the Markdown table of a results file (and a 'before' file in parentheses)."""
+    """Print the Markdown table of a results file (and a 'before' file in brackets)."""
     a = _read(after)
     b = _read(before) if before else {}
     names = list(dict.fromkeys(t for t, _ in a))
-    print("| table (train rows x columns) | " + " | ".join(FLOWS) + " | Gaussian LW | MLE |")
-    print("|---|" + "---|" * (len(FLOWS) + 2))
+    print(
+        "| table (train rows x columns) | " + " | ".join(FLOWS) + " | Gaussian start | LW | MLE |"
+    )
+    print("|---|" + "---|" * (len(FLOWS) + 3))
+
+    def cell(rows: list[dict[str, Any]]) -> str:
+        mean = statistics.fmean(r["test_nll"] for r in rows)
+        refs = [_start_ref(r) for r in rows]
+        wins = sum(r["test_nll"] <= g + 1e-4 for r, (g, _) in zip(rows, refs))
+        wins_mle = sum(r["test_nll"] <= r["mle"] + 1e-4 for r in rows)
+        if all(k == "start" for _, k in refs):
+            return f"{mean:.2f} ({wins}/{len(rows)}; MLE {wins_mle})"
+        return f"{mean:.2f} (MLE {wins_mle}/{len(rows)})"
+
     for name in names:
         first = next(v for (t, _), v in a.items() if t == name)
         cells = []
         for flow in FLOWS:
             rows = a.get((name, flow), [])
-            if not rows:
-                cells.append("")
-                continue
-            mean = statistics.fmean(r["test_nll"] for r in rows)
-            wins = sum(r["test_nll"] <= r["mle"] + 1e-4 for r in rows)
-            cell = f"{mean:.2f} ({wins}/{len(rows)})"
+            text = cell(rows) if rows else ""
             old = b.get((name, flow))
             if old:
-                old_wins = sum(r["test_nll"] <= r["mle"] + 1e-4 for r in old)
-                old_mean = statistics.fmean(r["test_nll"] for r in old)
-                cell += f" [{old_mean:.2f} ({old_wins}/{len(old)})]"
-            cells.append(cell)
+                text += f" [{cell(old)}]"
+            cells.append(text)
         lw = statistics.fmean(r["lw"] for r in first)
         mle = statistics.fmean(r["mle"] for r in first)
+        start = (
+            f"{statistics.fmean(r['start_nll'] for r in first):.2f}"
+            if all("start_nll" in r for r in first)
+            else "-"
+        )
         head = f"{name} ({first[0]['rows']} x {first[0]['cols']})"
-        print(f"| {head} | " + " | ".join(cells) + f" | {lw:.2f} | {mle:.2f} |")
+        print(f"| {head} | " + " | ".join(cells) + f" | {start} | {lw:.2f} | {mle:.2f} |")
+    print(
+        "\nEach cell: mean test NLL over the splits, nats; in parentheses on how many splits the "
+        "run is at or below its Gaussian start (the baseline flowforge prints) and the "
+        "maximum-likelihood Gaussian (MLE; only that where the runs did not record the start)."
+    )
 
 
 def splits(path: Path) -> None:
-    """Per table and preset, flow alone -> mixture: mean over splits of (test NLL - the better
-    Gaussian's), the worst split, and the worst test row against the Gaussian start."""
+    """Per table and preset, flow alone -> mixture: mean over splits of (test NLL - the Gaussian
+    start's), the worst split, the worst test row against the start, and as a reference the
+    worst split against the better of the two numpy Gaussians (picked by the test rows)."""
     a = _read(path)
     names = list(dict.fromkeys(t for t, _ in a))
-    print("Each cell: flow alone -> defensive mixture. mean / worst split: test NLL minus the")
-    print("better Gaussian's (MLE or Ledoit-Wolf), nats (negative: the model is better); worst")
-    print("row: the lowest log p(x) - log p_start(x) over every test row of every split.\n")
-    print("| table (train rows x cols, splits) | preset | mean | worst split | worst row |")
-    print("|---|---|---|---|---|")
+    print("Each cell: flow alone -> model (the defensive mixture). mean / worst split: test NLL")
+    print("minus the Gaussian start's (the baseline flowforge prints), nats (negative: the model")
+    print("is better); worst row: the lowest log p(x) - log p_start(x) over every test row of")
+    print("every split; last column: the worst split against the better of the MLE and")
+    print("Ledoit-Wolf Gaussians, whichever scores the test rows better (a reference).\n")
+    print(
+        "| table (train rows x cols, splits) | preset | mean | worst split | worst row "
+        "| worst split vs better Gaussian |"
+    )
+    print("|---|---|---|---|---|---|")
     every: list[dict[str, Any]] = []
     for name in names:
         for flow in FLOWS:
@@ -281,16 +346,18 @@ def splits(path: Path) -> None:
             if not rows or "flow_nll" not in rows[0]:
                 continue
             every += rows
-            ref = [min(r["mle"], r["lw"]) for r in rows]
-            before = [r["flow_nll"] - g for r, g in zip(rows, ref)]
-            after = [r["test_nll"] - g for r, g in zip(rows, ref)]
+            before = [r["flow_nll"] - r["start_nll"] for r in rows]
+            after = [r["test_nll"] - r["start_nll"] for r in rows]
+            best = [min(r["mle"], r["lw"]) for r in rows]
             wb = min(r["flow_worst_row_vs_start"] for r in rows)
             wa = min(r["worst_row_vs_start"] for r in rows)
+            gb = max(r["flow_nll"] - g for r, g in zip(rows, best))
+            ga = max(r["test_nll"] - g for r, g in zip(rows, best))
             head = f"{name} ({rows[0]['rows']} x {rows[0]['cols']}, {len(rows)})"
             print(
                 f"| {head} | {flow} | {statistics.fmean(before):+.2f} -> "
                 f"{statistics.fmean(after):+.2f} | {max(before):+.2f} -> {max(after):+.2f} | "
-                f"{wb:+.1f} -> {wa:+.2f} |"
+                f"{wb:+.1f} -> {wa:+.2f} | {gb:+.2f} -> {ga:+.2f} |"
             )
     if not every:
         return
@@ -300,9 +367,9 @@ def splits(path: Path) -> None:
     start_b = sum(r["flow_nll"] <= r["start_nll"] + 1e-4 for r in every)
     start_a = sum(r["test_nll"] <= r["start_nll"] + 1e-4 for r in every)
     print(
-        f"\n{len(every)} runs: at or below the better Gaussian {wins_b} -> {wins_a}; at or below "
-        f"the Gaussian start {start_b} -> {start_a}; worst row against the start "
-        f"{min(r['flow_worst_row_vs_start'] for r in every):+.1f} -> "
+        f"\n{len(every)} runs: at or below the Gaussian start {start_b} -> {start_a}; at or "
+        f"below the better Gaussian (a reference) {wins_b} -> {wins_a}; worst row against the "
+        f"start {min(r['flow_worst_row_vs_start'] for r in every):+.1f} -> "
         f"{min(r['worst_row_vs_start'] for r in every):+.2f} nats"
     )
 
@@ -332,9 +399,14 @@ def _rules(r: dict[str, Any], few: bool) -> tuple[float, float, float, str]:
         before = nll(choose_weight(vf, vs, minimum_weight(vf.numel())))[0]
         choice = defensive_weight(vf, vs)
         after, worst = nll(choice.weight)
-        if r.get("rule") == "gated":  # a run of the rule now: the same model, but for flows
-            # that kept their start, where only rounding tells the components apart
-            assert abs(after - r["test_nll"]) < 1e-3, (r["table"], r["seed"], r["flow"])
+        # the recorded model is its recorded weight's mixture (the recomputation's check); a
+        # run of stop 30's rule ("gated") took the maximum-likelihood weight gated at 2 SE
+        assert abs(nll(float(r["weight"]))[0] - r["test_nll"]) < 1e-3, (r["table"], r["seed"])
+        if r.get("rule") == "gated":
+            gated = choose_weight(vf, vs, minimum_weight(vf.numel()))
+            d = _mix_rows(np.asarray(r["val_flow"]), np.asarray(r["val_start"]), gated)
+            gated = gated if vf.numel() >= 10 and gated < 1 and _gated(d, 2.0) else 1.0
+            assert abs(gated - float(r["weight"])) < 1e-4, (r["table"], r["seed"], r["flow"])
         return before, after, worst, "val"
     before = float(r["test_nll"])
     if few:
@@ -349,12 +421,8 @@ def criterion(paths: list[Path]) -> None:
     worst test row against the start, and the worst split against the maximum-likelihood
     Gaussian and against the better of the two numpy Gaussians (an oracle: it picks by the test
     rows)."""
-    runs: dict[tuple[str, int, str], dict[str, Any]] = {}
-    for path in paths:
-        for line in path.read_text().splitlines():
-            r = json.loads(line)
-            runs[(r["table"], r["seed"], r["flow"])] = r
-    few_tables = {"linnerud", "bc_fewrows"}  # 2 validation rows (checked: load_data)
+    runs = _merge(paths)
+    few_tables = FEW_VALIDATION_ROWS
     groups: dict[tuple[str, str], list[Any]] = {}
     for (t, _, f), r in sorted(runs.items()):
         groups.setdefault((t, f), []).append((r, *_rules(r, t in few_tables)))
@@ -429,6 +497,126 @@ def _criterion_tables(groups: dict[tuple[str, str], list[Any]]) -> None:
         )
 
 
+def _mix_rows(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
+    """Per row, ``log((1 - w) p_flow + w p_start) - log p_start``."""
+    return np.zeros_like(b) if w >= 1 else np.logaddexp(a + math.log1p(-w), b + math.log(w)) - b
+
+
+def _gated(d: np.ndarray, margin: float) -> bool:
+    """The rule's test: the mean per-row gain above ``margin`` standard errors and 0.001."""
+    from flowforge.core.defensive import MIN_GAIN
+
+    return bool(d.mean() > max(margin * d.std(ddof=1) / math.sqrt(d.size), MIN_GAIN))
+
+
+def _weight_rules() -> dict[str, Any]:
+    """Candidate weight rules, each ``(val_flow, val_start) -> w`` (float64 arrays, at least
+    10 rows; fewer give the start under every rule): the library's rule now
+    (:func:`flowforge.core.defensive.defensive_weight`, the weight maximising the gain's lower
+    bound), the earlier stops' rules (the validation rows' maximum-likelihood weight ``ML``,
+    kept always or where its gain exceeds 2 standard errors) and the variants measured by the
+    ``rules`` subcommand."""
+    import torch
+
+    from flowforge.core.defensive import choose_weight, defensive_weight, minimum_weight
+
+    def ml(a: np.ndarray, b: np.ndarray) -> float:
+        return choose_weight(torch.from_numpy(a), torch.from_numpy(b), minimum_weight(a.size))
+
+    def margin(k: float) -> Any:
+        def rule(a: np.ndarray, b: np.ndarray) -> float:
+            w = ml(a, b)
+            return w if w < 1 and _gated(_mix_rows(a, b, w), k) else 1.0
+
+        return rule
+
+    def now(a: np.ndarray, b: np.ndarray) -> float:
+        # the library's rule: the weight that maximises the gain's lower 2-standard-error bound
+        return defensive_weight(torch.from_numpy(a), torch.from_numpy(b)).weight
+
+    gate = margin(2.0)  # stop 30's rule: the maximum-likelihood weight, gated at 2 SE
+
+    def halves(a: np.ndarray, b: np.ndarray) -> float:
+        # stop 30's rule, and the mixture's gain positive on each half of the rows too
+        w, h = gate(a, b), a.size // 2
+        d = _mix_rows(a, b, w)
+        return w if w < 1 and d[:h].mean() > 0 and d[h:].mean() > 0 else 1.0
+
+    def cross(a: np.ndarray, b: np.ndarray) -> float:
+        # cross-fitted gain: each half's rows scored at the weight the other half chose, so no
+        # row judges the weight it chose; the flow kept if that gain passes 2 standard errors
+        h = a.size // 2
+        wa, wb = ml(a[:h], b[:h]), ml(a[h:], b[h:])
+        d = np.concatenate([_mix_rows(a[:h], b[:h], wb), _mix_rows(a[h:], b[h:], wa)])
+        w = ml(a, b)
+        return w if w < 1 and _gated(d, 2.0) else 1.0
+
+    def cross_both(a: np.ndarray, b: np.ndarray) -> float:
+        # stop 30's rule, and each half's cross-fitted gain positive
+        h = a.size // 2
+        wa, wb = ml(a[:h], b[:h]), ml(a[h:], b[h:])
+        w = gate(a, b)
+        ok = _mix_rows(a[:h], b[:h], wb).mean() > 0 and _mix_rows(a[h:], b[h:], wa).mean() > 0
+        return w if w < 1 and ok else 1.0
+
+    def median(a: np.ndarray, b: np.ndarray) -> float:
+        # stop 30's rule, and the median row gains too (one or two rows cannot carry the mean)
+        w = gate(a, b)
+        return w if w < 1 and float(np.median(_mix_rows(a, b, w))) > 0 else 1.0
+
+    return {
+        "ML weight, no margin (stop 29)": margin(0.0),
+        "ML weight if gain > 2 SE (stop 30)": gate,
+        "ML weight if gain > 3 SE": margin(3.0),
+        "stop 30 + gain > 0 on both halves": halves,
+        "ML weight if cross-fitted gain > 2 SE": cross,
+        "stop 30 + both cross-fitted halves > 0": cross_both,
+        "stop 30 + median gain > 0": median,
+        "**w maximising gain - 2 SE (now)**": now,
+    }
+
+
+def rules(paths: list[Path]) -> None:
+    """Every candidate weight rule (:func:`_weight_rules`) over every run of the merged result
+    files whose result is known from recorded densities (validation densities, or fewer than 10
+    validation rows: the start under every rule): runs above their start, the worst split and
+    worst row against the start, the mean test NLL minus the start's, and flows kept."""
+    runs = _merge(paths)
+    known = [
+        r for (t, _, _), r in sorted(runs.items()) if "val_flow" in r or t in FEW_VALIDATION_ROWS
+    ]
+    tables = sorted({r["table"] for r in known})
+    print(f"{len(known)} of {len(runs)} runs known from recorded densities\n")
+    print(
+        "| rule | runs above the start | worst split | worst row | mean vs the start "
+        "| flows kept | " + " | ".join(tables) + " |"
+    )
+    print("|---|---|---|---|---|---|" + "---|" * len(tables))
+    for name, rule in _weight_rules().items():
+        res = []
+        for r in known:
+            a = np.asarray(r["rows_flow"], dtype=np.float64)
+            b = np.asarray(r["rows_start"], dtype=np.float64)
+            w = 1.0
+            if "val_flow" in r and len(r["val_flow"]) >= 10:
+                w = rule(
+                    np.asarray(r["val_flow"], np.float64), np.asarray(r["val_start"], np.float64)
+                )
+            d = _mix_rows(a, b, w)
+            res.append((r["table"], -float(d.mean()), float(d.min()), w < 1))
+        per = [statistics.fmean(x for t, x, _, _ in res if t == name_t) for name_t in tables]
+        above = sum(x > 1e-6 for _, x, _, _ in res)
+        print(
+            f"| {name} | {above} | {max(x for _, x, _, _ in res):+.3f} | "
+            f"{min(x for _, _, x, _ in res):+.2f} | {statistics.fmean(x for _, x, _, _ in res):+.3f} "
+            f"| {sum(k for *_, k in res)} | " + " | ".join(f"{x:+.2f}" for x in per) + " |"
+        )
+    print(
+        "\nNLL minus the Gaussian start's, nats (negative: better than the start); the last "
+        "columns are each table's mean over its known runs."
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -441,11 +629,18 @@ def main() -> None:
     pr.add_argument("--flows", nargs="+", default=list(FLOWS))
     pr.add_argument("--out", type=Path, required=True)
     pr.add_argument("--set", nargs="*", default=[], help="extra options, key=value")
+    prr = sub.add_parser("rerun")
+    prr.add_argument("results", type=Path, nargs="+")
+    prr.add_argument("--data", type=Path, required=True)
+    prr.add_argument("--out", type=Path, required=True)
+    prr.add_argument("--order", nargs="*", default=[], help="tables to run first, in order")
     pt = sub.add_parser("table")
     pt.add_argument("after", type=Path)
     pt.add_argument("before", type=Path, nargs="?")
     ps = sub.add_parser("splits")
     ps.add_argument("results", type=Path)
+    pw = sub.add_parser("rules")
+    pw.add_argument("results", type=Path, nargs="+")
     pc = sub.add_parser("criterion")
     pc.add_argument("results", type=Path, nargs="+")
     args = p.parse_args()
@@ -455,6 +650,10 @@ def main() -> None:
         run(args.tables, args.seeds, args.flows, args.out, args.set)
     elif args.cmd == "splits":
         splits(args.results)
+    elif args.cmd == "rerun":
+        rerun(args.results, args.data, args.out, args.order)
+    elif args.cmd == "rules":
+        rules(args.results)
     elif args.cmd == "criterion":
         criterion(args.results)
     else:

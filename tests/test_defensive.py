@@ -135,29 +135,47 @@ def _gains(d: np.ndarray) -> tuple[float, float]:
     return float(d.mean()), 2 * float(d.std(ddof=1)) / math.sqrt(d.size)
 
 
+def _bound(a: np.ndarray, b: np.ndarray, w: float) -> tuple[float, float]:
+    """numpy: the mixture's mean gain over the start at ``w`` and that less 2 standard errors."""
+    mix = np.logaddexp(a + math.log1p(-w), b + math.log(w)) if w < 1 else b
+    gain, err = _gains(mix - b)
+    return gain, gain - err
+
+
 def test_the_flow_is_kept_only_where_the_validation_rows_show_a_gain() -> None:
-    """``w = 1`` (the start alone) unless the mixture's mean gain over the start on the
-    validation rows exceeds two standard errors; fewer than 10 rows never vouch for the flow."""
+    """``w = 1`` (the start alone) unless some weight from the maximum-likelihood one up to 1
+    gives a mean gain over the start above two standard errors; then ``w`` is the weight whose
+    gain less two standard errors is largest (checked on a fine numpy grid). Fewer than 10
+    rows never vouch for the flow."""
     rng = np.random.default_rng(3)
     b = rng.normal(-3.0, 1.0, 60)
     noise = rng.normal(0.0, 1.0, 60)
-    kept, inside = [], []
-    for shift in np.linspace(-0.6, 0.6, 25):  # a flow worse, level with, or better than the start
-        a = b + shift + noise
-        t, f = torch.from_numpy(a), torch.from_numpy(b)
-        choice = defensive_weight(t, f)
-        w = choose_weight(t, f, 1 / 62)
-        mix = np.logaddexp(a + math.log1p(-w), b + math.log(w)) if w < 1 else b
-        gain, err = _gains(mix - b)  # numpy, apart from the code under test
-        assert choice.gain == pytest.approx(gain, rel=1e-9, abs=1e-12)
-        assert choice.error == pytest.approx(err, rel=1e-9, abs=1e-12)
-        if gain > err:
-            assert choice.reason == "validation" and choice.weight == pytest.approx(w)
-        else:
-            assert choice.reason == "no-gain" and choice.weight == 1.0
-        kept.append(gain > err)
-        inside.append(err / 2 < gain <= err)  # kept by a one-standard-error rule
-    assert any(kept) and not all(kept) and any(inside)  # both sides of the margin exercised
+    kept, safer = [], []
+    for far in (0, 3):  # the flow misses `far` rows by 40 nats
+        for shift in np.linspace(-0.6, 0.6, 25):  # a flow worse, level with, or better
+            a = b + shift + noise
+            a[:far] -= 40.0
+            t, f = torch.from_numpy(a), torch.from_numpy(b)
+            choice = defensive_weight(t, f)
+            w_ml = choose_weight(t, f, 1 / 62)
+            grid = np.exp(np.linspace(math.log(w_ml), 0.0, 3000))[:-1] if w_ml < 1 else []
+            bounds = [lb for g, lb in (_bound(a, b, v) for v in grid) if g > 1e-3]
+            best = max(bounds, default=-math.inf)  # numpy, apart from the code under test
+            if choice.reason == "validation":
+                gain, lb = _bound(a, b, choice.weight)
+                assert w_ml - 1e-12 <= choice.weight < 1 and lb > 0 and gain > 1e-3
+                assert lb >= best - 1e-3  # the best bound, to the grid's resolution
+                assert choice.gain == pytest.approx(gain, rel=1e-9, abs=1e-12)
+                assert choice.gain - choice.error == pytest.approx(lb, rel=1e-9, abs=1e-12)
+            else:
+                assert choice.reason == "no-gain" and choice.weight == 1.0
+                assert best <= 1e-3  # no weight shows a gain beyond its error bar
+                gain, lb = _bound(a, b, w_ml)
+                assert choice.gain == pytest.approx(gain, rel=1e-9, abs=1e-12)
+            kept.append(choice.weight < 1)
+            safer.append(choice.weight > 1.5 * w_ml)
+    assert any(kept) and not all(kept)  # both sides of the margin exercised
+    assert any(safer)  # a weight above the maximum-likelihood one, where a few rows are missed
     a, f = torch.from_numpy(b + 5.0), torch.from_numpy(b)
     few = defensive_weight(a[: MIN_VALIDATION_ROWS - 1], f[: MIN_VALIDATION_ROWS - 1])
     assert (few.weight, few.reason) == (1.0, "few-rows")

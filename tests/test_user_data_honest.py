@@ -387,6 +387,17 @@ def test_eval_reports_the_gaussian_baseline(table_run: Path) -> None:
     assert ("worse than a full-covariance Gaussian" in proc.stderr) == worse
 
 
+def test_eval_on_the_validation_rows_says_they_chose_the_baseline(table_run: Path) -> None:
+    """``eval --split val`` scores rows that chose the flow's kept step, its mixture weight and
+    (30 rows) the start's shrinkage: the baseline's note says so; the test split's does not."""
+    proc = flowforge("eval", "run", "--split", "val", cwd=table_run)
+    assert_ok(proc)
+    assert "scored on the validation rows, which chose" in proc.stdout
+    assert "and this shrinkage: both scores are optimistic" in proc.stdout
+    proc = flowforge("eval", "run", "--json", cwd=table_run)
+    assert "validation rows" not in json.loads(proc.stdout)["gaussian_baseline"]["note"]
+
+
 def test_train_reports_the_gaussian_baseline(table_run: Path) -> None:
     results = json.loads((table_run / "run" / "results.json").read_text())
     base, test = results["gaussian_baseline"], results["test"]

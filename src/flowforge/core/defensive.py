@@ -8,10 +8,10 @@ from the training rows, where a flow's density can be astronomically small (one 
     ``log p(x) >= log w + log p_fallback(x)``
 
 by construction, while where the flow is good the mixture costs at most ``-log(1 - w)`` nats.
-:func:`defensive_weight` chooses ``w`` on held-out rows and takes ``w = 1`` (the fallback alone)
-unless at least :data:`MIN_VALIDATION_ROWS` of them show the mixture better than the fallback
-beyond :data:`GAIN_MARGIN` standard errors: a flow that does not measurably help collapses to
-its start.
+:func:`defensive_weight` chooses ``w`` on held-out rows: the weight whose mean gain over the
+fallback, less :data:`GAIN_MARGIN` standard errors, is largest, and ``w = 1`` (the fallback
+alone) unless at least :data:`MIN_VALIDATION_ROWS` rows show a gain beyond that error bar: a
+flow that does not measurably help collapses to its start.
 The log-density is exact (log-sum-exp of the two components), sampling is exact (each sample
 comes from the flow with probability ``1 - w``, else from the fallback) and
 :meth:`DefensiveMixture.sample_and_log_prob` returns the mixture's own log-density at its
@@ -42,6 +42,7 @@ from flowforge.core.flow import Flow, FlowDistribution
 
 __all__ = [
     "GAIN_MARGIN",
+    "LOWER_BOUND_GRID",
     "MIN_GAIN",
     "MIN_VALIDATION_ROWS",
     "MIN_WEIGHT",
@@ -73,6 +74,11 @@ GAIN_MARGIN = 2.0
 #: the difference is float32 rounding (a flow that kept its starting weights scores the rows as
 #: its start to about 1e-6 nats, and that noise can look significant), not a better density.
 MIN_GAIN = 1e-3
+
+#: How many log-spaced weights in ``[w*, 1)`` (``w*`` the maximum-likelihood weight, the first)
+#: :func:`defensive_weight` tries when it maximises the gain's lower bound: neighbours differ by
+#: a factor of at most ``100 ** (1 / 200) = 1.023``.
+LOWER_BOUND_GRID = 200
 
 
 class DefensiveMixture(nn.Module):
@@ -303,8 +309,9 @@ class WeightChoice:
         reason: ``"validation"`` (the rows show the mixture better than the fallback),
             ``"no-gain"`` (they do not, beyond :data:`GAIN_MARGIN` standard errors and
             :data:`MIN_GAIN`) or ``"few-rows"`` (fewer than :data:`MIN_VALIDATION_ROWS` rows).
-        gain: the mean per-row gain ``log p_mix(x) - log p_fallback(x)`` of the rows at the
-            maximum-likelihood weight, nats (``nan`` with fewer than 2 rows).
+        gain: the mean per-row gain ``log p_mix(x) - log p_fallback(x)`` of the rows at
+            ``weight`` (at the maximum-likelihood weight where ``weight`` is 1), nats (``nan``
+            with fewer than 2 rows).
         error: :data:`GAIN_MARGIN` standard errors of that mean (``nan`` likewise).
         rows: how many rows chose.
     """
@@ -339,14 +346,21 @@ def defensive_weight(
 ) -> WeightChoice:
     """The fallback weight of a defensive mixture, chosen on held-out (validation) rows.
 
-    The flow is kept only where the rows show it helps: ``w`` is the maximum-likelihood weight
-    of :func:`choose_weight` in ``[minimum, 1]`` when there are at least
-    :data:`MIN_VALIDATION_ROWS` rows and the mean gain of that mixture over the fallback alone,
-    ``log p_mix(x) - log p_fallback(x)`` per row, exceeds :data:`GAIN_MARGIN` standard errors
-    (and :data:`MIN_GAIN`); otherwise ``w = 1``, the fallback alone. So the model differs from
-    the fallback only where the rows measured it better (held-out rows can still disagree: a
-    choice on rows is not a guarantee on others), and every row keeps
-    ``log p >= log w + log p_fallback``.
+    The flow is kept only where the rows show it helps, and by as much as they can vouch for:
+    with at least :data:`MIN_VALIDATION_ROWS` rows, ``w`` maximises the *lower bound* of the
+    mixture's mean gain over the fallback alone, ``log p_mix(x) - log p_fallback(x)`` per row,
+    less :data:`GAIN_MARGIN` standard errors of that mean, over ``w`` from the
+    maximum-likelihood weight ``w*`` of :func:`choose_weight` (in ``[minimum, 1]``) up to 1
+    (:data:`LOWER_BOUND_GRID` log-spaced weights); the flow is kept when that bound is positive
+    and the gain exceeds :data:`MIN_GAIN`, otherwise ``w = 1``, the fallback alone. A larger
+    ``w`` gives up a little of the mean where the flow is good but bounds every row's loss by
+    ``log w``, so it narrows the error bar: where a few rows carry the gain, the bound picks a
+    safer mixture than ``w*`` would, and keeps a flow whose ``w*`` mixture the error bar would
+    reject. Since ``w`` lies between ``w*`` and 1 and the mean log-likelihood of any rows is
+    concave in ``w``, on any rows the model scores at least the worse of the ``w*`` mixture and
+    the fallback. So the model differs from the fallback only where the rows measured it
+    better (held-out rows can still disagree: a choice on rows is not a guarantee on others),
+    and every row keeps ``log p >= log w + log p_fallback``.
 
     Args:
         lp_flow: ``(M,)`` the flow's log-density of the rows (NaN counts as density 0).
@@ -354,7 +368,8 @@ def defensive_weight(
         minimum: the smallest weight; by default :func:`minimum_weight` ``(M)``.
 
     Returns:
-        The weight, why, and the rows' gain with its error bar.
+        The weight, why, and the rows' gain at that weight with its error bar (at the
+        maximum-likelihood weight where the fallback is kept).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -365,6 +380,10 @@ def defensive_weight(
         1.0
         >>> defensive_weight((b + 1.0)[:5], b[:5]).reason
         'few-rows'
+        >>> a = b + 1.0
+        >>> a[:3] = -50.0  # 3 of 40 rows far outside the flow: a safer weight than the mean's
+        >>> defensive_weight(a, b).weight > choose_weight(a, b, minimum_weight(40))
+        True
     """
     a = torch.nan_to_num(lp_flow.detach().double().reshape(-1), nan=-math.inf)
     b = lp_fallback.detach().double().reshape(-1)
@@ -372,15 +391,22 @@ def defensive_weight(
     a, b = a[keep], b[keep]
     m = int(a.numel())
     low = minimum_weight(m) if minimum is None else minimum
-    w = choose_weight(a, b, low)
-    gain, error = math.nan, math.nan
-    if m >= 2:
-        mix = b if w >= 1.0 else torch.logaddexp(a + math.log1p(-w), b + math.log(w))
-        d = mix - b
-        gain = float(d.mean())
-        error = GAIN_MARGIN * float(d.std()) / math.sqrt(m)
-    if m < MIN_VALIDATION_ROWS:
-        return WeightChoice(1.0, "few-rows", gain, error, m)
-    if w >= 1.0 or not gain > max(error, MIN_GAIN):
-        return WeightChoice(1.0, "no-gain", gain, error, m)
-    return WeightChoice(w, "validation", gain, error, m)
+    w_ml = choose_weight(a, b, low)
+    if m < 2:
+        return WeightChoice(1.0, "few-rows", math.nan, math.nan, m)
+    best, ws = -1, torch.ones(0, dtype=a.dtype)
+    if w_ml < 1.0:  # from the maximum-likelihood weight up: below it the mean falls
+        ws = torch.exp(torch.linspace(math.log(w_ml), 0.0, LOWER_BOUND_GRID + 1, dtype=a.dtype))
+        ws = ws[:-1]
+        d = torch.logaddexp(a + torch.log1p(-ws)[:, None], b + torch.log(ws)[:, None]) - b
+        gains = d.mean(1)
+        errors = GAIN_MARGIN * d.std(1) / math.sqrt(m)
+        bound = torch.where(gains > MIN_GAIN, gains - errors, -math.inf)
+        best = int(torch.argmax(bound)) if float(bound.max()) > 0 else -1
+    if m < MIN_VALIDATION_ROWS or best < 0:
+        # the fallback alone: report the gain at the maximum-likelihood weight
+        at = b if w_ml >= 1.0 else torch.logaddexp(a + math.log1p(-w_ml), b + math.log(w_ml))
+        gain, error = float((at - b).mean()), GAIN_MARGIN * float((at - b).std()) / math.sqrt(m)
+        reason = "few-rows" if m < MIN_VALIDATION_ROWS else "no-gain"
+        return WeightChoice(1.0, reason, gain, error, m)
+    return WeightChoice(float(ws[best]), "validation", float(gains[best]), float(errors[best]), m)

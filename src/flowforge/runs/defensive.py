@@ -12,9 +12,10 @@ covariance, then a standard normal. So no row ever scores below ``log w + log p_
 :func:`~flowforge.runs.recipe.whiten_entry` stores it). ``weight_from`` is ``"minimum"``
 (:data:`~flowforge.core.defensive.MIN_WEIGHT`) until a training run ends and chooses ``w`` on
 its ``M`` validation rows (:func:`~flowforge.core.defensive.defensive_weight`):
-``"validation"`` (the maximum-likelihood weight, at least
-:func:`~flowforge.core.defensive.minimum_weight` ``(M)``, where the rows show the mixture
-better than the start beyond two standard errors), or ``"start: no-gain"`` / ``"start:
+``"validation"`` (where the rows show the mixture better than the start beyond two standard
+errors: the weight, from the maximum-likelihood one, at least
+:func:`~flowforge.core.defensive.minimum_weight` ``(M)``, up to 1, whose gain less two
+standard errors is largest), or ``"start: no-gain"`` / ``"start:
 few-rows"`` (``w = 1``: the model is the start), with ``validation_rows``,
 ``validation_gain`` and ``validation_gain_error`` (nats per row); an interrupted run keeps the
 minimum. Runs written before it have no entry and load as the plain flow. The weights file holds the flow's
@@ -105,8 +106,9 @@ def validated_spec(
 ) -> tuple[ModelSpec, WeightChoice | None]:
     """``spec`` with the weight :func:`~flowforge.core.defensive.defensive_weight` chooses on
     ``M`` validation rows, given the flow's and the fallback's log-densities of them (in the
-    same units): the maximum-likelihood weight in ``[minimum_weight(M), 1]`` where the rows show
-    the mixture better than the Gaussian start, else ``1`` (the start alone); and that choice.
+    same units): where the rows show the mixture better than the Gaussian start, the weight
+    whose gain over it less two standard errors is largest, else ``1`` (the start alone); and
+    that choice.
     ``(spec, None)`` when it has no defensive entry or there are no rows."""
     if spec.defensive is None or lp_flow.numel() == 0:
         return spec, None
