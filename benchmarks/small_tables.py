@@ -385,7 +385,7 @@ def _rules(r: dict[str, Any], few: bool) -> tuple[float, float, float, str]:
     the start or the mixture before, so at or below the start wherever before is)."""
     import torch
 
-    from flowforge.core.defensive import choose_weight, defensive_weight, minimum_weight
+    from flowforge.core.defensive import choose_weight, defensive_weight
 
     a = np.asarray(r["rows_flow"], dtype=np.float64)
     b = np.asarray(r["rows_start"], dtype=np.float64)
@@ -396,21 +396,24 @@ def _rules(r: dict[str, Any], few: bool) -> tuple[float, float, float, str]:
 
     if "val_flow" in r:
         vf, vs = torch.tensor(r["val_flow"]), torch.tensor(r["val_start"])
-        before = nll(choose_weight(vf, vs, minimum_weight(vf.numel())))[0]
+        before = nll(choose_weight(vf, vs, _old_floor(vf.numel())))[0]
         choice = defensive_weight(vf, vs)
         after, worst = nll(choice.weight)
         # the recorded model is its recorded weight's mixture (the recomputation's check); a
         # run of stop 30's rule ("gated") took the maximum-likelihood weight gated at 2 SE
         assert abs(nll(float(r["weight"]))[0] - r["test_nll"]) < 1e-3, (r["table"], r["seed"])
+        gated = choose_weight(vf, vs, _old_floor(vf.numel()))
+        d = _mix_rows(np.asarray(r["val_flow"]), np.asarray(r["val_start"]), gated)
+        gated = gated if vf.numel() >= 10 and gated < 1 and _gated(d, 2.0) else 1.0
         if r.get("rule") == "gated":
-            gated = choose_weight(vf, vs, minimum_weight(vf.numel()))
-            d = _mix_rows(np.asarray(r["val_flow"]), np.asarray(r["val_start"]), gated)
-            gated = gated if vf.numel() >= 10 and gated < 1 and _gated(d, 2.0) else 1.0
             assert abs(gated - float(r["weight"])) < 1e-4, (r["table"], r["seed"], r["flow"])
+        r["_gate"] = nll(gated)[0]  # stop 30's rule, for the per-table summary
         return before, after, worst, "val"
     before = float(r["test_nll"])
     if few:
+        r["_gate"] = nll(1.0)[0]
         return before, *nll(1.0), "few"
+    r["_gate"] = max(before, float(r["start_nll"]))
     return before, max(before, float(r["start_nll"])), float(r["worst_row_vs_start"]), "bound"
 
 
@@ -465,13 +468,17 @@ def criterion(paths: list[Path]) -> None:
 
 
 def _criterion_tables(groups: dict[tuple[str, str], list[Any]]) -> None:
-    """Per table, every preset together: splits, the worst split against the start before and
-    after the rule now, the worst test row after, and the mean before -> after over the runs
-    whose result now is known exactly (recomputed from validation densities, or the start by
-    construction on fewer than 10 validation rows; bounded runs are left out of the mean)."""
+    """Per table, every preset together, test NLL minus the start's: the worst split of the
+    flow alone (the model before issue 23), of the mixture at the maximum-likelihood weight
+    (stop 29) and of the rule now; the worst test row against the start, flow alone and now;
+    and the means of the flow alone, stop 29's rule, stop 30's (that weight gated at 2 standard
+    errors) and the rule now, over the runs whose result is known exactly (recomputed from
+    validation densities, or the start by construction on fewer than 10 validation rows;
+    bounded runs are left out of the means)."""
     print(
-        "\n| table (train rows x cols) | splits | worst split, before -> after | worst row, "
-        "after | mean, before -> after (runs known exactly, of all) |"
+        "\n| table (train rows x cols) | splits | worst split: flow alone / ML weight / now "
+        "| worst row: flow alone / now | mean: flow alone / ML weight / 2-SE gate / now "
+        "(runs known exactly, of all) |"
     )
     print("|---|---|---|---|---|")
     tables: dict[str, list[Any]] = {}
@@ -480,19 +487,17 @@ def _criterion_tables(groups: dict[tuple[str, str], list[Any]]) -> None:
     for t, rows in tables.items():
         r0 = rows[0][0]
         seeds = len({r["seed"] for r, *_ in rows})
+        df = [r["flow_nll"] - r["start_nll"] for r, *_ in rows]
         db = [b - r["start_nll"] for r, b, _, _, _ in rows]
         da = [a - r["start_nll"] for r, _, a, _, _ in rows]
-        exact = [(b, a) for (_, _, _, _, h), b, a in zip(rows, db, da) if h != "bound"]
+        dg = [r["_gate"] - r["start_nll"] for r, *_ in rows]
+        exact = [i for i, (*_, h) in enumerate(rows) if h != "bound"]
         mark = " (b)" if len(exact) < len(rows) else ""
-        mean = (
-            f"{statistics.fmean(b for b, _ in exact):+.2f} -> "
-            f"{statistics.fmean(a for _, a in exact):+.2f}"
-            if exact
-            else "-"
-        )
+        mean = " / ".join(f"{statistics.fmean(v[i] for i in exact):+.2f}" for v in (df, db, dg, da))
         print(
-            f"| {t} ({r0['rows']} x {r0['cols']}) | {seeds} | {max(db):+.3f} -> "
-            f"{max(da):+.3f}{mark} | {min(w for _, _, _, w, _ in rows):+.2f} | {mean} "
+            f"| {t} ({r0['rows']} x {r0['cols']}) | {seeds} | {max(df):+.2f} / {max(db):+.3f} / "
+            f"{max(da):+.3f}{mark} | {min(r['flow_worst_row_vs_start'] for r, *_ in rows):+.1f} / "
+            f"{min(w for _, _, _, w, _ in rows):+.2f} | {mean if exact else '-'} "
             f"({len(exact)} of {len(rows)}) |"
         )
 
@@ -509,6 +514,12 @@ def _gated(d: np.ndarray, margin: float) -> bool:
     return bool(d.mean() > max(margin * d.std(ddof=1) / math.sqrt(d.size), MIN_GAIN))
 
 
+def _old_floor(rows: int) -> float:
+    """The weight floor of issue 23's stops 29-31, ``max(0.01, 1 / (rows + 2))`` (now
+    :func:`flowforge.core.defensive.minimum_weight` is ``max(0.01, 3 / rows)``)."""
+    return max(0.01, 1.0 / (rows + 2))
+
+
 def _weight_rules() -> dict[str, Any]:
     """Candidate weight rules, each ``(val_flow, val_start) -> w`` (float64 arrays, at least
     10 rows; fewer give the start under every rule): the library's rule now
@@ -518,10 +529,10 @@ def _weight_rules() -> dict[str, Any]:
     ``rules`` subcommand."""
     import torch
 
-    from flowforge.core.defensive import choose_weight, defensive_weight, minimum_weight
+    from flowforge.core.defensive import choose_weight, defensive_weight
 
     def ml(a: np.ndarray, b: np.ndarray) -> float:
-        return choose_weight(torch.from_numpy(a), torch.from_numpy(b), minimum_weight(a.size))
+        return choose_weight(torch.from_numpy(a), torch.from_numpy(b), _old_floor(a.size))
 
     def margin(k: float) -> Any:
         def rule(a: np.ndarray, b: np.ndarray) -> float:
@@ -531,8 +542,13 @@ def _weight_rules() -> dict[str, Any]:
         return rule
 
     def now(a: np.ndarray, b: np.ndarray) -> float:
-        # the library's rule: the weight that maximises the gain's lower 2-standard-error bound
+        # the library's rule: the weight from the maximum-likelihood one (at least 3 / M) up to
+        # 1 that maximises the gain's lower 2-standard-error bound
         return defensive_weight(torch.from_numpy(a), torch.from_numpy(b)).weight
+
+    def bound_old_floor(a: np.ndarray, b: np.ndarray) -> float:
+        # the same, with the earlier floor 1 / (M + 2)
+        return defensive_weight(torch.from_numpy(a), torch.from_numpy(b), _old_floor(a.size)).weight
 
     gate = margin(2.0)  # stop 30's rule: the maximum-likelihood weight, gated at 2 SE
 
@@ -572,7 +588,8 @@ def _weight_rules() -> dict[str, Any]:
         "ML weight if cross-fitted gain > 2 SE": cross,
         "stop 30 + both cross-fitted halves > 0": cross_both,
         "stop 30 + median gain > 0": median,
-        "**w maximising gain - 2 SE (now)**": now,
+        "w from the ML weight up maximising gain - 2 SE, floor 1/(M+2)": bound_old_floor,
+        "**the same, floor 3/M (now)**": now,
     }
 
 

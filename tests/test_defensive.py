@@ -122,7 +122,7 @@ def test_few_validation_rows_keep_a_larger_weight() -> None:
 
     entry = {"weight": MIN_WEIGHT, "weight_from": "minimum", "tril": [[1.0], [0.0, 1.0]]}
     spec = ModelSpec("maf", {"features": 2}, "tabular", (2,), defensive=entry)
-    for rows, floor in ((10, 1 / 12), (30, 1 / 32), (5000, MIN_WEIGHT)):
+    for rows, floor in ((10, 0.3), (30, 0.1), (5000, MIN_WEIGHT)):  # 3 / rows, at least 0.01
         b = torch.zeros(rows, dtype=torch.float64)
         chosen, choice = validated_spec(spec, b + 5, b)  # the flow better on every row
         assert chosen.defensive is not None and chosen.defensive["weight"] == pytest.approx(floor)
@@ -157,7 +157,7 @@ def test_the_flow_is_kept_only_where_the_validation_rows_show_a_gain() -> None:
             a[:far] -= 40.0
             t, f = torch.from_numpy(a), torch.from_numpy(b)
             choice = defensive_weight(t, f)
-            w_ml = choose_weight(t, f, 1 / 62)
+            w_ml = choose_weight(t, f, 3 / 60)  # the floor: 3 / M
             grid = np.exp(np.linspace(math.log(w_ml), 0.0, 3000))[:-1] if w_ml < 1 else []
             bounds = [lb for g, lb in (_bound(a, b, v) for v in grid) if g > 1e-3]
             best = max(bounds, default=-math.inf)  # numpy, apart from the code under test

@@ -235,18 +235,26 @@ class DefensiveMixture(nn.Module):
 
 def minimum_weight(rows: int) -> float:
     """The smallest fallback weight for a choice made on ``rows`` validation rows:
-    ``max(MIN_WEIGHT, 1 / (rows + 2))``.
+    ``max(MIN_WEIGHT, min(1, 3 / rows))``.
 
-    Having seen none of ``rows`` rows fall where the flow fails, the chance that the next row
-    does is still about ``1 / (rows + 2)`` (Laplace's rule of succession), so a few validation
-    rows cannot vouch for the flow everywhere: with 2 of them (a 24-row table) every row keeps
-    at least ``log p_start - log 4``; from 98 rows on, the floor is ``log p_start - 4.61``.
+    Having seen none of ``rows`` rows fall where the flow fails, the share of rows that do can
+    still be up to ``3 / rows`` (the 95% upper confidence bound of a proportion with no events:
+    ``(1 - p) ** rows = 0.05``, the "rule of three"), so a few validation rows cannot vouch
+    for the flow everywhere: on 30 of them every row keeps at least ``log p_start - log 10``;
+    from 300 rows on, the floor is ``log p_start - 4.61``. (Until issue 23's stop 32 the floor
+    was the point estimate ``1 / (rows + 2)``, Laplace's rule of succession: on iris, 15
+    validation rows, one test row at -458 nats took a realnvp 0.009 nats above its start.)
+
+    References:
+        Hanley and Lippman-Hand, "If nothing goes wrong, is everything all right?
+        Interpreting zero numerators", JAMA 249 (1983).
 
     Example:
-        >>> minimum_weight(2), round(minimum_weight(30), 4), minimum_weight(10_000)
-        (0.25, 0.0312, 0.01)
+        >>> minimum_weight(2), minimum_weight(30), minimum_weight(10_000)
+        (1.0, 0.1, 0.01)
     """
-    return max(MIN_WEIGHT, 1.0 / (max(int(rows), 0) + 2))
+    rows = max(int(rows), 0)
+    return 1.0 if rows <= 3 else max(MIN_WEIGHT, 3.0 / rows)
 
 
 def choose_weight(

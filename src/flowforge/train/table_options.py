@@ -44,7 +44,7 @@ class TableOptions:
         default=True,
         metadata=option_doc(
             "standardised tables: the model is the mixture (1 - w) flow + w Gaussian start, w "
-            "chosen on the M validation rows (at least max(0.01, 1/(M+2)), the weight whose mean "
+            "chosen on the M validation rows (at least max(0.01, 3/M), the weight whose mean "
             "gain over the start less two standard errors is largest; w = 1, the start alone, "
             "unless at least 10 rows show the mixture better beyond two standard errors), "
             "so no row scores more than log(1/w) nats below the Gaussian start (--no-defensive: "
