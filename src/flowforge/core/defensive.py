@@ -406,9 +406,10 @@ def defensive_weight(
     if w_ml < 1.0:  # from the maximum-likelihood weight up: below it the mean falls
         ws = torch.exp(torch.linspace(math.log(w_ml), 0.0, LOWER_BOUND_GRID + 1, dtype=a.dtype))
         ws = ws[:-1]
-        d = torch.logaddexp(a + torch.log1p(-ws)[:, None], b + torch.log(ws)[:, None]) - b
-        gains = d.mean(1)
-        errors = GAIN_MARGIN * d.std(1) / math.sqrt(m)
+        gains, errors = torch.empty_like(ws), torch.empty_like(ws)
+        for i, w in enumerate(ws.tolist()):  # one weight at a time: memory O(M)
+            d = torch.logaddexp(a + math.log1p(-w), b + math.log(w)) - b
+            gains[i], errors[i] = d.mean(), GAIN_MARGIN * d.std() / math.sqrt(m)
         bound = torch.where(gains > MIN_GAIN, gains - errors, -math.inf)
         best = int(torch.argmax(bound)) if float(bound.max()) > 0 else -1
     if m < MIN_VALIDATION_ROWS or best < 0:
