@@ -22,12 +22,20 @@ palmerpenguins==0.1.6 statsmodels --no-deps`` and unzip them in ``SRC``, outside
         --seeds 100 101 102 103 104 105 106 107 108 109 --out results.jsonl
     python benchmarks/small_tables.py table results.jsonl [before.jsonl]
     python benchmarks/small_tables.py splits results.jsonl
+    python benchmarks/small_tables.py rerun OLD.jsonl ... --data DIR --out new.jsonl
+    python benchmarks/small_tables.py rules OLD.jsonl ... new.jsonl
+    python benchmarks/small_tables.py criterion OLD.jsonl ... new.jsonl
 
-``table`` prints a Markdown table (mean test NLL over seeds, and in parentheses how many seeds
-are at or below the maximum-likelihood Gaussian); with a second file, the mean of that file
-(the code before a change) in brackets, with its count. ``splits`` prints, per table and
-preset, the flow alone and the mixture: the mean over splits of the test NLL minus the better
-of the two Gaussians', the worst split, and the worst single row against the Gaussian start.
+``table`` prints a Markdown table (mean test NLL over seeds, and in parentheses on how many
+seeds the run is at or below its Gaussian start, the baseline flowforge prints, and the
+maximum-likelihood Gaussian); with a second file, the same for that file (the code before a
+change) in brackets. ``splits`` prints, per table and preset, the flow alone and the mixture:
+the mean over splits of the test NLL minus the Gaussian start's, the worst split, the worst
+single row against the start, and the worst split against the better of the two numpy
+Gaussians (a reference: it picks by the test rows). ``rerun`` reruns, resumably, the runs of
+earlier files that lack validation densities; ``rules`` recomputes candidate weight rules
+from recorded densities (the trade-off table); ``criterion`` prints issue 23's criterion per
+preset and per table.
 """
 
 from __future__ import annotations
