@@ -241,7 +241,7 @@ def minimum_weight(rows: int) -> float:
     still be up to ``3 / rows`` (the 95% upper confidence bound of a proportion with no events:
     ``(1 - p) ** rows = 0.05``, the "rule of three"), so a few validation rows cannot vouch
     for the flow everywhere: on 30 of them every row keeps at least ``log p_start - log 10``;
-    from 300 rows on, the floor is ``log p_start - 4.61``. (Until issue 23's stop 32 the floor
+    from 300 rows on, the floor is ``log p_start - 4.61``. (Until issue 23's stop 31 the floor
     was the point estimate ``1 / (rows + 2)``, Laplace's rule of succession: on iris, 15
     validation rows, one test row at -458 nats took a realnvp 0.009 nats above its start.)
 
