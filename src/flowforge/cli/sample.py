@@ -43,17 +43,28 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "sigma the run's training --noise (TarFlow's denoising)",
     )
     sa.add_argument(
+        "--class",
+        dest="label",
+        type=int,
+        default=None,
+        metavar="K",
+        help="class-conditional runs (train --condition class): samples of class K "
+        "(default: the classes in turn)",
+    )
+    sa.add_argument(
         "--guidance",
         type=float,
         default=0.0,
-        help="TarFlow runs: guidance weight w against the flow with attention logits divided "
-        "by --attention-temperature (default: 0, none)",
+        help="TarFlow runs: guidance weight w against the weak model: the flow given the null "
+        "class (class-conditional runs) with attention logits divided by "
+        "--attention-temperature (default: 0, none)",
     )
     sa.add_argument(
         "--attention-temperature",
         type=float,
         default=None,
-        help="the weak model's attention temperature for --guidance (default: 1.5)",
+        help="the weak model's attention temperature for --guidance (default: 1.5, or 1 for "
+        "class-conditional runs)",
     )
     sa.add_argument(
         "--seed",
@@ -67,7 +78,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowforge.eval.score import sample_rows
+    from flowforge.eval.score import run_classes, sample_rows
     from flowforge.runs import RunError, check_output, open_run, write_table
     from flowforge.train.run import resolve_device
 
@@ -77,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         check_output(out, (".npy", ".csv", ".png"))
     run = open_run(args.run, resolve_device(args.device))
-    refuse_context(run, args.run, "sample", "--mel-from")
+    classes = run_classes(run)
+    if not classes:  # a class-conditional run takes --class; any other context is refused
+        refuse_context(run, args.run, "sample", "--mel-from")
     image = run.spec.kind == "image"
     if args.attention_temperature is not None and not args.guidance:
         raise RunError(
@@ -93,9 +106,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         denoise=args.denoise,
         guidance=args.guidance,
-        attention_temperature=1.5
+        attention_temperature=(1.0 if classes else 1.5)
         if args.attention_temperature is None
         else args.attention_temperature,
+        label=args.label,
     )
     names = run.spec.columns or [f"x{i}" for i in range(run.spec.features)]
     if out is None:  # CSV on stdout (images flattened, as in a .csv file)

@@ -104,7 +104,7 @@ def _share(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowforge.eval.score import read_rows, score_rows
+    from flowforge.eval.score import read_rows, run_classes, score_rows
     from flowforge.runs import RunError, check_output, open_run, read_run_record, write_table
     from flowforge.train.run import resolve_device, run_config
     from flowforge.vi.run import is_vi_record
@@ -128,6 +128,12 @@ def run(args: argparse.Namespace) -> int:
     clip = Path(args.input).suffix.lower() in (".wav", ".flac")
     if clip or (run.spec.kind == "audio" and run.spec.kwargs.get("context")):
         return _score_clip(args, run, out)
+    if run_classes(run):
+        raise RunError(
+            f"{args.run} holds a class-conditional flow (--condition class); flowforge score "
+            "scores rows of unconditional flows only (flowforge eval reports its test "
+            "likelihood given each row's class)"
+        )
     refuse_context(run, args.run, "score", "--input")
     if args.seed is not None and run.spec.kind != "image":
         raise RunError(

@@ -14,6 +14,7 @@ by default, or ``n_val``/``n_test`` rows (a count, or a fraction below 1). sciki
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -22,7 +23,13 @@ import numpy as np
 
 from .base import DataError, Dataset, as_float32, fit_standardize, random_split
 
-__all__ = ["SKLEARN_DATASETS", "load_sklearn_dataset", "sklearn_available"]
+__all__ = [
+    "CLASSIFIED_DATASETS",
+    "SKLEARN_DATASETS",
+    "class_context",
+    "load_sklearn_dataset",
+    "sklearn_available",
+]
 
 #: name -> (kind, event_shape, description)
 SKLEARN_DATASETS: dict[str, tuple[str, tuple[int, ...], str]] = {
@@ -34,6 +41,10 @@ SKLEARN_DATASETS: dict[str, tuple[str, tuple[int, ...], str]] = {
 }
 
 DIGITS_LEVELS = 17
+
+#: The image sets whose rows carry a class label (``flowforge train --condition class``):
+#: name -> number of classes.
+CLASSIFIED_DATASETS: dict[str, int] = {"digits": 10}
 
 
 def sklearn_available() -> bool:
@@ -107,3 +118,44 @@ def load_sklearn_dataset(
         test=t[2],
         standardizer=std,
     )
+
+
+def class_context(
+    ds: Dataset, seed: int = 0, n_val: float | None = None, n_test: float | None = None
+) -> Dataset:
+    """``ds`` with each row's class as its one-hot context ``(N, K)``: a flow trained on it is
+    class-conditional, ``p(x | class)``.
+
+    The labels are split exactly as :func:`load_sklearn_dataset` split the rows (the same
+    shuffle of the same seed), so row ``i`` of a split gets its own label.
+
+    Args:
+        ds: a set of :data:`CLASSIFIED_DATASETS`, loaded with ``seed``, ``n_val``, ``n_test``.
+        seed: the seed it was split with.
+        n_val: its validation rows (as given to the loader).
+        n_test: its test rows.
+
+    Raises:
+        DataError: a set without class labels.
+
+    Example:
+        >>> ds = class_context(load_sklearn_dataset("digits", seed=1), seed=1)
+        >>> ds.context_of("train").shape, ds.context_of("test").sum(-1).unique().tolist()
+        (torch.Size([1439, 10]), [1.0])
+    """
+    if ds.name not in CLASSIFIED_DATASETS or ds.train is None:
+        raise DataError(
+            f"--condition class needs class labels, which only "
+            f"{', '.join(CLASSIFIED_DATASETS)} have; {ds.name!r} has none"
+        )
+    classes = CLASSIFIED_DATASETS[ds.name]
+    labels = np.asarray(_sklearn_datasets().load_digits().target, dtype=np.int64)
+    splits = random_split(labels, seed, n_val, n_test)
+    context = {k: as_float32(np.eye(classes)[y]) for k, y in zip(("train", "val", "test"), splits)}
+    for k, rows in (("train", ds.train), ("val", ds.val), ("test", ds.test)):
+        if context[k].shape[0] != rows.shape[0]:
+            raise DataError(
+                f"{ds.name!r}: expected {rows.shape[0]} {k} labels (the rows' split), got "
+                f"{context[k].shape[0]}; load the set with the seed and sizes given here"
+            )
+    return dataclasses.replace(ds, context=context)

@@ -82,6 +82,7 @@ def dequantized_log_likelihood(
     v: Tensor,
     samples: int = 16,
     batch_size: int = 1024,
+    context: Tensor | None = None,
 ) -> DequantizedLikelihood:
     """The dequantization bound of ``log P(v)`` and its importance-sampled estimate.
 
@@ -98,6 +99,8 @@ def dequantized_log_likelihood(
         v: ``(N, *event)`` integer levels ``0 .. K-1``.
         samples: ``S >= 1`` noise samples per example.
         batch_size: examples per pass (each pass evaluates ``batch_size * S`` rows).
+        context: ``(N, C)`` the examples' context for a conditional flow (a one-hot class):
+            ``log p(u | c)``; ``None``: unconditional.
 
     Returns:
         A :class:`DequantizedLikelihood` (per-example float64 values on the CPU).
@@ -130,7 +133,12 @@ def dequantized_log_likelihood(
             b = vb.shape[0]
             rep = vb.repeat(samples, *([1] * (vb.dim() - 1)))  # (S b, *event), sample-major
             u, log_q = dequantizer.sample(rep)
-            w = (flow.log_prob(u) - shift - log_q).double().reshape(samples, b)  # type: ignore[operator]
+            if context is None:
+                lp = flow.log_prob(u)  # type: ignore[operator]
+            else:  # each noise of an example given the example's context, sample-major
+                c = context[i : i + batch_size].repeat(samples, 1).to(u)  # (S b, C)
+                lp = flow.log_prob(u, c)  # type: ignore[operator]
+            w = (lp - shift - log_q).double().reshape(samples, b)
             if not bool(torch.isfinite(w).all()):
                 bad = int((~torch.isfinite(w)).any(0).sum())
                 raise FloatingPointError(

@@ -32,7 +32,53 @@ from flowforge.eval.likelihood import (
 from flowforge.runs import Run
 from flowforge.transforms.transformer_autoregressive import guided
 
-__all__ = ["label_index", "read_labels", "read_rows", "sample_rows", "score_rows"]
+__all__ = [
+    "class_contexts",
+    "label_index",
+    "read_labels",
+    "read_rows",
+    "run_classes",
+    "sample_rows",
+    "score_rows",
+]
+
+
+def _like(flow: torch.nn.Module) -> Tensor:
+    """A tensor with the device and dtype of the flow's parameters."""
+    p = next(flow.parameters(), None)
+    return torch.zeros(()) if p is None else p
+
+
+def run_classes(run: Run) -> int:
+    """The number of classes ``K`` of a class-conditional run (``flowforge train --condition
+    class``: a one-hot context of size ``K``); 0 for any other run (a vocoder's context is
+    mel frames, not classes)."""
+    config = run.record.get("config") or {}
+    if config.get("condition") != "class":
+        return 0
+    return int(run.spec.kwargs.get("context") or 0)
+
+
+def class_contexts(run: Run, n: int, label: int | None) -> Tensor | None:
+    """The ``(n, K)`` one-hot contexts of ``n`` samples of a class-conditional run: all of
+    class ``label``, or (``None``) the classes ``0, 1, .., K-1`` in turn; ``None`` for an
+    unconditional run without ``label``.
+
+    Raises:
+        DataError: ``label`` for a run that is not class-conditional, or outside ``0..K-1``.
+    """
+    classes = run_classes(run)
+    if label is not None and classes == 0:
+        raise DataError(
+            f"--class {label} needs a class-conditional run (flowforge train --condition "
+            f"class); {run.files.root} was trained without classes"
+        )
+    if classes == 0:
+        return None
+    if label is not None and not 0 <= label < classes:
+        raise DataError(f"--class: expected a class in 0..{classes - 1}, got {label}")
+    rows = torch.arange(n) % classes if label is None else torch.full((n,), label)
+    return torch.eye(classes)[rows]  # (n, K)
 
 
 def _run_names(run: Run) -> list[str] | None:
@@ -275,6 +321,7 @@ def sample_rows(
     denoise: bool = False,
     guidance: float = 0.0,
     attention_temperature: float = 1.0,
+    label: int | None = None,
     chunk: int = 65_536,
 ) -> Tensor:
     """``n`` samples in the data's units, shape ``(n, *data_shape)`` (images: levels).
@@ -289,19 +336,24 @@ def sample_rows(
         denoise: move each sample one step along the flow's score, ``x + sigma^2 grad log
             p(x)`` (:meth:`flowforge.Flow.denoise`), ``sigma`` the run's training ``noise``.
         guidance: TarFlow runs: the guidance weight (:func:`flowforge.transforms.guided`; the
-            command line trains unconditional flows, so the weak model is the flow with its
+            weak model is the flow given the null class (class-conditional runs) with its
             attention logits divided by ``attention_temperature``); 0: none.
-        attention_temperature: the weak model's attention temperature (above 1).
+        attention_temperature: the weak model's attention temperature (above 1 for an
+            unconditional run; 1 gives plain class guidance).
+        label: class-conditional runs (:func:`run_classes`): the class of every sample;
+            ``None``: the classes in turn (sample ``i`` of class ``i mod K``).
         chunk: samples drawn per pass of the flow (the same samples as one pass for
             ``n <= chunk``).
 
     Raises:
         DataError: ``n < 1``, more samples than fit in memory, a temperature that is not
             positive or that the base cannot apply or that takes samples beyond the dtype, ``denoise`` for a run trained without
-            noise, or guidance that the run's flow cannot take.
+            noise, guidance that the run's flow cannot take, or a ``label`` that is not one
+            of the run's classes.
     """
     if n < 1:
         raise DataError(f"-n must be positive, got {n}")
+    context = class_contexts(run, n, label)
     if not temperature > 0 or not math.isfinite(temperature):
         raise DataError(f"--temperature must be a positive number, got {temperature}")
     sigma = float(run.record.get("config", {}).get("noise", 0.0) or 0.0)
@@ -321,14 +373,20 @@ def sample_rows(
         torch.manual_seed(seed)
         try:
             for start in range(0, n, chunk):  # the flow's activations for one chunk at a time
-                chunks.append(run.flow.sample(min(chunk, n - start), temperature=temperature))
+                if context is None:
+                    part = run.flow.sample(min(chunk, n - start), temperature=temperature)
+                else:  # one sample per row's class: (1, B, *event) -> (B, *event)
+                    c = context[start : start + chunk].to(_like(run.flow))
+                    part = run.flow.sample(1, c, temperature=temperature)[0]
+                chunks.append(part)
         except ValueError as e:
             raise DataError(f"--temperature {temperature}: {e}") from None
     for i, part in enumerate(chunks):  # outside the guidance: the score is the flow's own
         if denoise:
             if not isinstance(run.flow, Flow):  # a table's defensive mixture: never noised
                 raise DataError("--denoise applies to image runs trained with --noise")
-            part = run.flow.denoise(part, sigma)
+            rows = None if context is None else context[i * chunk : (i + 1) * chunk].to(part)
+            part = run.flow.denoise(part, sigma, rows)
         part = part.cpu()
         if run.spec.kind == "image":
             levels = int(run.spec.levels or 0)

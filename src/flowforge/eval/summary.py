@@ -60,8 +60,9 @@ def dequantized_summary(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed + 15_485_863)
         try:
+            c = ds.context_of(split) if split in ("train", "val", "test") else None
             return dequantized_log_likelihood(
-                flow, deq.to(device), v, samples, max(1, batch_size // samples)
+                flow, deq.to(device), v, samples, max(1, batch_size // samples), context=c
             )
         except FloatingPointError as e:
             raise NonFiniteLikelihood(str(e)) from None

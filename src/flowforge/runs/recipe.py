@@ -77,6 +77,11 @@ def idle_option(preset: str, options: dict[str, Any]) -> str | None:
             f"option 'hidden' of flow {preset!r} sizes each layer's context network, and this "
             "run has no context"
         )
+    if preset == "tarflow" and options.get("label_dropout") and not options.get("context"):
+        return (
+            "option 'label_dropout' of flow 'tarflow' nulls the class of training rows, and "
+            "this run has no context (--condition class gives digits' classes)"
+        )
     if preset == "ffjord" and options.get("dynamics") == "mlp":
         for key in ("freqs", "zero_last", "gate_bias"):
             if key in options:

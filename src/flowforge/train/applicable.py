@@ -96,7 +96,11 @@ def _why_unused(cfg: TrainConfig, ds: Dataset, given: list[str]) -> str | None:
             "is the logit pre-transform's constant",
         ),
         ("dequantization", quantized, "dequantizes integer levels (images, audio)"),
-        ("condition", ds.kind == "audio", "conditions an audio flow on mel frames"),
+        (
+            "condition",
+            ds.kind == "audio" or cfg.condition == "class",
+            "conditions an audio flow on mel frames",
+        ),
         ("whiten", table and vector, "whitens a standardised table for a vector flow"),
         ("defensive", table and vector, "mixes a standardised table's flow with its Gaussian"),
         ("size_from_data", ds.kind == "tabular" and ds.train is not None, "sizes a table's run"),
@@ -105,6 +109,7 @@ def _why_unused(cfg: TrainConfig, ds: Dataset, given: list[str]) -> str | None:
         if key in given and not applies:
             return f"{_flag(key, cfg)} {what}; it does nothing {_context(key, cfg, ds)}"
     options = dict(cfg.flow_options)
+    options["context"] = ds.context_dim  # comes from the data (mel frames, classes)
     if "hidden" in given:
         options["hidden"] = cfg.hidden
     idle = None if cfg.flow == "auto" else idle_option(cfg.flow, options)

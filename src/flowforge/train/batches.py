@@ -95,6 +95,18 @@ class TrainStream:
             then cast), for :func:`training_flow`; otherwise in the data's own units.
         noise: images: the standard deviation of Gaussian noise added to the dequantized
             values (noise augmentation; from the same generator as the dequantization).
+        label_dropout: sets with a context (a one-hot class): the probability that a batch
+            row's context is replaced by the null, all-zero context (TarFlow's label dropout,
+            which trains the unconditional density that class guidance extrapolates from);
+            drawn from the dequantization's generator.
+
+    Example:
+        >>> from flowforge.data import load_dataset
+        >>> from flowforge.data.sklearn_sets import class_context
+        >>> ds = class_context(load_dataset("digits"))
+        >>> x, c = TrainStream(ds, 256, seed=0, label_dropout=0.5).next_batch()
+        >>> x.shape, c.shape, 0.3 < (c.sum(-1) == 0).float().mean().item() < 0.7
+        (torch.Size([256, 1, 8, 8]), torch.Size([256, 10]), True)
     """
 
     def __init__(
@@ -105,8 +117,12 @@ class TrainStream:
         raw: bool = False,
         standardized: bool = False,
         noise: float = 0.0,
+        label_dropout: float = 0.0,
     ) -> None:
+        if not 0 <= label_dropout < 1:
+            raise ConfigError(f"expected label_dropout in [0, 1), got {label_dropout!r}")
         self.ds = ds
+        self.label_dropout = float(label_dropout)
         self.noise_std = float(noise)
         self.raw = raw
         self.standardized = _standardized(ds, standardized)
@@ -144,6 +160,9 @@ class TrainStream:
                     break
                 self.epoch, self.position, self._epoch_iter = self.epoch + 1, 0, None
             self.position += 1
+        if context is not None and self.label_dropout > 0:
+            keep = torch.rand(context.shape[0], generator=self.noise) >= self.label_dropout
+            context = context * keep.unsqueeze(-1).to(context)  # (B, C), dropped rows all zero
         if self.raw and self.ds.kind in QUANTIZED_KINDS:
             return x.to(torch.float32), context
         if self.standardized:

@@ -1,7 +1,7 @@
 """The data options of :class:`~flowforge.train.config.TrainConfig`: its first field group.
 
 :class:`DataOptions` holds which data, which columns, the validation and test rows, the
-images' logit constant and an audio flow's conditioning; its fields come first in the options,
+images' logit constant and the flow's conditioning (audio: mel frames; images: classes); its fields come first in the options,
 the flags and ``config.json``.
 
 Example:
@@ -68,7 +68,8 @@ class DataOptions:
         metadata=option_doc(
             "audio: condition the flow on each segment's log-mel frames (mel: a vocoder, which "
             "resynthesises held-out clips from their mel against Griffin-Lim) or on nothing "
-            "(none)",
-            ("mel", "none"),
+            "(none); labelled images (digits): class conditions the flow on each image's class "
+            "(flowforge sample --class K)",
+            ("mel", "none", "class"),
         ),
     )

@@ -90,6 +90,11 @@ PRESET_SIZES: dict[str, dict[str, Any]] = {
     "waveglow": {"depth": 8, "hidden": 32, "layers": 3},
 }
 
+#: The label dropout of a class-conditional TarFlow run (``--condition class``): the share of
+#: training rows whose class is nulled, so that class guidance has an unconditional model to
+#: extrapolate from (the TarFlow paper's 0.1).
+CLASS_LABEL_DROPOUT = 0.1
+
 #: The command line's default noise flow of variational dequantization: 4 checkerboard
 #: couplings of 16 channels given conv features of the image (8k parameters on 8x8 digits;
 #: it beats uniform noise at equal steps, examples/dequantization_digits.py). Options:
@@ -369,6 +374,8 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         data_args["context"] = ds.context_dim
     elif ds.context_dim:
         raise ConfigError(f"flow {cfg.flow!r} takes no context, and {ds.name!r} has one")
+    if cfg.flow == "tarflow" and ds.context_dim:  # classes: train the null context too
+        kwargs.setdefault("label_dropout", CLASS_LABEL_DROPOUT)
     if "frame_features" in params and ds.context_dim:  # the context is mel frames (F, frames)
         data_args["frame_features"] = MEL_BANDS
     if "sample_rate" in params and ds.sample_rate:  # a vocoder's source: its mel filterbank

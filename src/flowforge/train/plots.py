@@ -156,6 +156,7 @@ def image_samples_figure(
     temperatures: Sequence[float] = (1.0, 0.8, 0.6),
     n: int = 64,
     seed: int = 0,
+    context: Tensor | None = None,
 ) -> Path:
     """Real images next to flow samples at a few temperatures, one grid per panel.
 
@@ -168,6 +169,8 @@ def image_samples_figure(
         temperatures: sampling temperatures; only 1 when the base cannot be tempered.
         n: images per panel.
         seed: seed of the samples.
+        context: ``(N, K)`` the real images' classes (a class-conditional flow): sample ``i``
+            is drawn given real image ``i``'s class.
     """
     base = getattr(flow, "base", None)
     if not getattr(base, "tempered_by_scaling", False):
@@ -178,7 +181,11 @@ def image_samples_figure(
     try:
         for t in temperatures:
             torch.manual_seed(seed)
-            u = flow.sample(n, temperature=t).cpu()  # type: ignore[operator]
+            if context is None:
+                u = flow.sample(n, temperature=t).cpu()  # type: ignore[operator]
+            else:  # one sample per real image's class: (1, n, C, H, W) -> (n, C, H, W)
+                c = context[:n].to(next(flow.parameters()))
+                u = flow.sample(1, c, temperature=t)[0].cpu()  # type: ignore[operator]
             panels.append((f"samples, T = {t:g}", _quantized(u, levels)))
     finally:
         flow.train(was_training)
@@ -227,7 +234,11 @@ def write_run_plots(
         written.append(plot_density_2d(flow, test, out / "density.png"))
     elif spec.kind == "image":
         levels = int(spec.levels or 2)
-        written.append(image_samples_figure(flow, ds.test, levels, out / "samples.png"))
+        written.append(
+            image_samples_figure(
+                flow, ds.test, levels, out / "samples.png", context=ds.context_of("test")
+            )
+        )
     elif spec.kind == "audio" and ds.sample_rate:
         written += write_audio_samples(
             flow, ds.test, ds.sample_rate, out, temperature or 0.6, ds.context_of("test")

@@ -20,6 +20,7 @@ import torch
 from flowforge._version import __version__
 from flowforge.data import Dataset, load_dataset
 from flowforge.data.audio import mel_context
+from flowforge.data.sklearn_sets import class_context
 from flowforge.data.user import check_source
 from flowforge.dequantization import DequantizedLikelihood, Dequantizer
 from flowforge.eval.likelihood import NLLSummary
@@ -118,7 +119,8 @@ def load_data(
 ) -> Dataset:
     """The dataset of a run's options (the same splits every time for the same options); audio
     with ``condition = "mel"`` gets each segment's mel frames as its per-example context
-    (:func:`~flowforge.data.audio.mel_context`).
+    (:func:`~flowforge.data.audio.mel_context`), a labelled image set with ``condition =
+    "class"`` each image's one-hot class (:func:`~flowforge.data.sklearn_sets.class_context`).
 
     Args:
         cfg: the run's options.
@@ -149,6 +151,8 @@ def load_data(
     )
     if ds.kind == "audio" and cfg.condition == "mel":  # a vocoder: p(segment | its mel)
         ds = mel_context(ds)
+    if cfg.condition == "class":  # p(image | its class), one-hot
+        ds = class_context(ds, cfg.seed, n_val, n_test)
     if spec is not None and ds.dim != spec.features:
         raise RunError(f"{cfg.data} has dimension {ds.dim}; the run was trained on {spec.features}")
     if record is not None:

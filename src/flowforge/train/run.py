@@ -168,7 +168,7 @@ def start_run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult | Non
     if short is not None and world.is_main:  # after every refusal: one line for bad input
         print(f"flowforge train: warning: {short}", file=sys.stderr, flush=True)
     cfg = cfg.replace(out=str(out))
-    trainer = _trainer(flow, ds, cfg, total, device, objective, world)  # checks first
+    trainer = _trainer(flow, ds, cfg, spec, total, device, objective, world)  # checks first
     writer = None
     if world.is_main:
         record = {**new_record(cfg, spec, ds, total, deq_spec), "sized_from_data": sized}
@@ -187,6 +187,7 @@ def _trainer(
     flow: Flow,
     ds: Dataset,
     cfg: TrainConfig,
+    spec: ModelSpec,
     total: int,
     device: torch.device,
     objective: Objective,
@@ -194,13 +195,22 @@ def _trainer(
 ) -> Trainer:
     """The trainer of a run: its objective, data stream, validation split, metrics log and
     checkpoints (a learned dequantizer gets the images' levels, not dequantized values;
-    standardised tables train in standardised units through :func:`training_flow`); on ranks
-    other than 0, no files."""
+    standardised tables train in standardised units through :func:`training_flow`; a
+    class-conditional TarFlow's ``label_dropout`` nulls contexts in the training batches, since
+    the run's flow wraps the preset's stack); on ranks other than 0, no files."""
     levels = isinstance(objective, VariationalDequantization)
     val = level_split(ds, "val") if levels else prepare_split(ds, "val", cfg.seed, True)
     return Trainer(
         training_flow(flow, ds),
-        TrainStream(ds, cfg.batch_size, cfg.seed, raw=levels, standardized=True, noise=cfg.noise),
+        TrainStream(
+            ds,
+            cfg.batch_size,
+            cfg.seed,
+            raw=levels,
+            standardized=True,
+            noise=cfg.noise,
+            label_dropout=float(spec.kwargs.get("label_dropout", 0.0)),
+        ),
         val,
         cfg,
         total,
@@ -277,7 +287,7 @@ def _resume(
     except ConfigError as e:
         raise RunError(f"{files.config}: {e}") from None
     objective = objective_for(cfg, flow, deq)
-    trainer = _trainer(flow, ds, cfg, total, device, objective, world)
+    trainer = _trainer(flow, ds, cfg, spec, total, device, objective, world)
     if writer is not None:
         trainer.attach(writer)
     trainer.load_state_dict(state, str(files.checkpoint))
