@@ -98,7 +98,7 @@ class TrainStream:
         label_dropout: sets with a context (a one-hot class): the probability that a batch
             row's context is replaced by the null, all-zero context (TarFlow's label dropout,
             which trains the unconditional density that class guidance extrapolates from);
-            drawn from the dequantization's generator.
+            drawn from the dequantization's generator, after the batch's noise.
 
     Example:
         >>> from flowforge.data import load_dataset
@@ -160,17 +160,16 @@ class TrainStream:
                     break
                 self.epoch, self.position, self._epoch_iter = self.epoch + 1, 0, None
             self.position += 1
-        if context is not None and self.label_dropout > 0:
+        if self.raw and self.ds.kind in QUANTIZED_KINDS:
+            x = x.to(torch.float32)
+        elif not self.standardized:
+            x = model_input(self.ds, x, self.noise)
+            if self.noise_std > 0 and self.ds.kind == "image":
+                x = x + self.noise_std * torch.randn(x.shape, generator=self.noise).to(x)
+        if context is not None and self.label_dropout > 0:  # after the dequantization's draws
             keep = torch.rand(context.shape[0], generator=self.noise) >= self.label_dropout
             context = context * keep.unsqueeze(-1).to(context)  # (B, C), dropped rows all zero
-        if self.raw and self.ds.kind in QUANTIZED_KINDS:
-            return x.to(torch.float32), context
-        if self.standardized:
-            return x, context
-        u = model_input(self.ds, x, self.noise)
-        if self.noise_std > 0 and self.ds.kind == "image":
-            u = u + self.noise_std * torch.randn(u.shape, generator=self.noise).to(u)
-        return u, context
+        return x, context
 
     def state_dict(self) -> dict[str, Any]:
         """Generator states and the position in the epoch."""

@@ -1,0 +1,151 @@
+"""Class-conditional image flows from the command line: ``flowforge train --condition class``
+(digits' labels as the per-split context), label dropout in the training batches, the class
+given to every likelihood, and ``flowforge sample --class K --guidance G``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cli_util import assert_bad_input, assert_ok, run_cli
+from flowforge.data import load_dataset
+from flowforge.data.sklearn_sets import class_context
+from flowforge.runs import open_run
+
+SMALL = ["--quiet", "--no-plots", "--steps", "8", "--eval-every", "4", "--warmup-steps", "0"]
+SMALL += ["--lr", "1e-2", "--ema-decay", "0"]
+SMALL += ["--flow-options", '{"blocks": 2, "layers": 1, "width": 16, "heads": 2}']
+
+
+@pytest.fixture(scope="module")
+def class_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("classes")
+    proc = run_cli(
+        "train", "--data", "digits", "--flow", "tarflow", "--condition", "class", *SMALL,
+        "--seed", "3", "--out", "run", cwd=cwd,
+    )  # fmt: skip
+    assert_ok(proc)
+    return cwd / "run"
+
+
+def test_each_row_gets_its_own_label() -> None:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = d.images.reshape(len(d.target), -1)
+    for seed, n_test in ((0, None), (5, 0.3)):
+        ds = class_context(load_dataset("digits", seed=seed, n_test=n_test), seed, None, n_test)
+        for split in ("train", "val", "test"):
+            rows = getattr(ds, split).reshape(-1, 64).numpy()
+            labels = ds.context_of(split).argmax(-1).numpy()
+            assert ds.context_of(split).sum(-1).eq(1).all()
+            # the first image of the whole set equal to each row: its label
+            match = (rows[:, None, :] == images[None, :, :]).all(-1).argmax(1)
+            agree = (d.target[match] == labels).mean()
+            assert agree > 0.99, (seed, split, agree)  # a few duplicate images differ
+
+
+def test_class_run_records_its_classes_and_scores_given_them(class_run: Path) -> None:
+    record = json.loads((class_run / "config.json").read_text())
+    assert record["config"]["condition"] == "class"
+    assert record["model"]["kwargs"]["context"] == 10
+    assert record["model"]["kwargs"]["label_dropout"] == 0.1
+    run = open_run(class_run)
+    ds = class_context(load_dataset("digits", seed=3), seed=3)
+    torch.manual_seed(0)
+    u = (ds.test + torch.rand(ds.test.shape)) / 17
+    c = ds.context_of("test")
+    own = run.flow.log_prob(u, c)
+    other = run.flow.log_prob(u, c.roll(1, -1))  # every row given the next class
+    assert not torch.allclose(own, other)  # the class reaches the density
+    results = json.loads((class_run / "results.json").read_text())
+    assert math.isfinite(results["test"]["bpd"])
+    proc = run_cli("eval", class_run, "--samples", "2", cwd=class_run.parent)
+    assert_ok(proc)
+    assert "bound" in proc.stdout
+
+
+def test_dequantized_bound_gives_each_noise_its_row_class(class_run: Path) -> None:
+    from flowforge.dequantization import UniformDequantizer, dequantized_log_likelihood
+
+    run = open_run(class_run)
+    v = load_dataset("digits", seed=3).test[:5]
+    c = torch.eye(10)[torch.tensor([3, 1, 4, 1, 5])]
+    deq = UniformDequantizer((1, 8, 8), 17)
+    torch.manual_seed(1)
+    res = dequantized_log_likelihood(run.flow, deq, v, samples=3, context=c)
+    torch.manual_seed(1)  # the reference: each row's three noises one row at a time
+    rep = v.repeat(3, 1, 1, 1)
+    u, log_q = deq.sample(rep)
+    w = run.flow.log_prob(u, c.repeat(3, 1)) - 64 * math.log(17) - log_q
+    expected = w.double().reshape(3, 5).mean(0)
+    torch.testing.assert_close(res.bound, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_sample_class_is_the_flow_given_that_class(class_run: Path) -> None:
+    from flowforge.eval.score import sample_rows
+
+    run = open_run(class_run)
+    for label in (2, 7):
+        x = sample_rows(run, 6, seed=4, label=label)
+        torch.manual_seed(4)  # the reference: the preset's sampling given the one-hot class
+        u = run.flow.sample(6, torch.eye(10)[label])
+        assert torch.equal(x, (u * 17).floor().clamp(0, 16))
+    turns = sample_rows(run, 12, seed=4)  # no class: the classes in turn
+    torch.manual_seed(4)
+    u = run.flow.sample(1, torch.eye(10)[torch.arange(12) % 10])[0]
+    assert torch.equal(turns, (u * 17).floor().clamp(0, 16))
+
+
+def test_sample_with_class_and_guidance_from_the_cli(class_run: Path) -> None:
+    cwd = class_run.parent
+    outs = {}
+    for name, flags in {
+        "three": ["--class", "3"],
+        "five": ["--class", "5"],
+        "guided": ["--class", "3", "--guidance", "2"],
+    }.items():
+        assert_ok(run_cli("sample", class_run, "-n", "6", "-o", f"{name}.npy", *flags, cwd=cwd))
+        outs[name] = np.load(cwd / f"{name}.npy")
+        assert outs[name].shape == (6, 1, 8, 8) and 0 <= outs[name].min() <= outs[name].max() <= 16
+    assert not np.array_equal(outs["three"], outs["five"])
+    assert not np.array_equal(outs["three"], outs["guided"])
+    assert_ok(run_cli("sample", class_run, "-n", "20", "-o", "grid.png", cwd=cwd))
+
+
+def test_bad_class_options_are_one_line(class_run: Path, tmp_path: Path) -> None:
+    for k in ("10", "-1"):
+        proc = run_cli("sample", class_run, "-n", "2", "--class", k, cwd=tmp_path)
+        assert_bad_input(proc, f"expected a class in 0..9, got {k}")
+    proc = run_cli("score", class_run, "--input", "x.csv", cwd=tmp_path)
+    assert_bad_input(proc, "class-conditional")
+    proc = run_cli("train", "--data", "digits", "--flow", "tarflow", *SMALL[:-2], "--steps", "1",
+                   "--flow-options", '{"blocks": 1, "width": 8}', "--out", "u", cwd=tmp_path)  # fmt: skip
+    assert_ok(proc)
+    proc = run_cli("sample", tmp_path / "u", "-n", "2", "--class", "3", cwd=tmp_path)
+    assert_bad_input(proc, "--class 3 needs a class-conditional run", "without classes")
+    for data, why in (("wine", "only digits have"), ("moons", "only digits have")):
+        proc = run_cli("train", "--data", data, "--condition", "class", "--quiet", cwd=tmp_path)
+        assert_bad_input(proc, why)
+    proc = run_cli("train", "--data", "digits", "--flow", "tarflow", "--flow-options",
+                   '{"label_dropout": 0.2}', "--quiet", cwd=tmp_path)  # fmt: skip
+    assert_bad_input(proc, "'label_dropout'", "no context")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_label_dropout_nulls_training_classes_only() -> None:
+    from flowforge.train.batches import TrainStream
+
+    ds = class_context(load_dataset("digits"))
+    plain = TrainStream(ds, 512, seed=0).next_batch()
+    x, c = TrainStream(ds, 512, seed=0, label_dropout=0.25).next_batch()
+    assert plain[1] is not None and c is not None
+    dropped = c.sum(-1) == 0
+    assert 0.15 < dropped.float().mean().item() < 0.35
+    assert torch.equal(c[~dropped], plain[1][~dropped])  # the others keep their own class
+    assert torch.equal(x, plain[0])  # the same rows, the same dequantization
