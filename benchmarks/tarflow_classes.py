@@ -12,6 +12,10 @@ Usage:
     python benchmarks/tarflow_classes.py                   # the README's table (~6 minutes)
     python benchmarks/tarflow_classes.py --seconds 20 --per-class 10    # a quick look
     python benchmarks/tarflow_classes.py --grid docs/tarflow_digits.png  # and a samples figure
+    python benchmarks/tarflow_classes.py --run RUN   # a `flowforge train --condition class` run
+
+With ``--run``, nothing is trained: the samples are ``flowforge sample RUN --class K`` (the
+same function), plain and at each ``--guidance`` (class guidance against the null class).
 
 Both flows see the data as the command line's runs do (``flowforge.runs.build_flow``): Glow
 behind the logit, TarFlow, trained on noisy values, behind ``u -> 2u - 1``.
@@ -24,6 +28,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +109,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     ap.add_argument("--grid", default=None, help="write a PNG of samples (one row per class)")
+    ap.add_argument("--run", default=None, help="score a class-conditional run's CLI samples")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from sklearn.svm import SVC
@@ -116,6 +122,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
         labels = np.broadcast_to(np.arange(10), levels.shape[:2]).reshape(-1)
         return float(svc.score(levels.reshape(-1, 64), labels))
 
+    if args.run:
+        return _score_run(args, accuracy, ceiling)
     torch.manual_seed(args.seed)
     tar, glow = make("tarflow", args.width), make("glow", args.width)
     steps_t = train(tar, xtr, ytr, args.seconds, args.noise, 0.1, args.seed)
@@ -146,6 +154,34 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
             "Glow, temperature 1",
         ]
         _figure({k: grids[k] for k in picks if k in grids}, Path(args.grid))
+    return rows
+
+
+def _score_run(
+    args: argparse.Namespace, accuracy: Callable[[np.ndarray], float], ceiling: float
+) -> list[dict[str, float | str]]:
+    """The SVC's accuracy on a class-conditional run's ``flowforge sample --class K`` samples."""
+    from flowforge.eval.score import sample_rows
+    from flowforge.runs import open_run
+
+    run = open_run(args.run)
+    rows: list[dict[str, float | str]] = [{"model": "SVC on real test digits", "accuracy": ceiling}]
+    for w in (0.0, *args.guidance):
+        start = time.process_time()
+        grid = np.stack(
+            [sample_rows(run, args.per_class, seed=args.seed, label=k, guidance=w).numpy()
+             for k in range(10)],
+            axis=1,
+        )  # fmt: skip
+        name = f"{args.run}, --guidance {w:g}" if w else str(args.run)
+        rows.append({"model": name, "accuracy": accuracy(grid),
+                     "sample_cpu_s": time.process_time() - start})  # fmt: skip
+    print(f"| samples ({args.per_class} per class) | SVC accuracy | sampling CPU s |")
+    print("|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['accuracy']:.3f} | {r.get('sample_cpu_s', 0):.1f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
     return rows
 
 

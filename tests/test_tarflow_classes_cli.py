@@ -149,3 +149,16 @@ def test_label_dropout_nulls_training_classes_only() -> None:
     assert 0.15 < dropped.float().mean().item() < 0.35
     assert torch.equal(c[~dropped], plain[1][~dropped])  # the others keep their own class
     assert torch.equal(x, plain[0])  # the same rows, the same dequantization
+
+
+def test_classifier_benchmark_scores_a_cli_run(class_run: Path, tmp_path: Path) -> None:
+    from repo_scripts import load_script
+
+    classes = load_script("benchmarks/tarflow_classes.py", "flowforge_bench_tarflow_classes")
+    out = tmp_path / "r.json"
+    rows = classes.main(
+        ["--run", str(class_run), "--per-class", "2", "--guidance", "1", "--json", str(out)]
+    )
+    assert json.loads(out.read_text()) == rows
+    assert rows[0]["accuracy"] > 0.9 and len(rows) == 3  # the ceiling, plain, guided
+    assert all(0 <= r["accuracy"] <= 1 for r in rows)
