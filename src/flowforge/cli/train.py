@@ -105,7 +105,7 @@ def _train(args: argparse.Namespace, check_only: bool = False) -> TrainResult | 
         flow = asked.flow
         # the preset's (and objective's) own defaults go under the file and the flags (auto:
         # each trial's own)
-        defaults = {} if flow == "auto" else preset_defaults(flow, asked.objective)
+        defaults = {} if flow == "auto" else preset_defaults(flow, asked.objective, asked.data)
         cfg = TrainConfig.from_layers(defaults, toml, source=source).updated(flags)
         if flow != "auto" and "time_budget" in asked.given:
             raise ConfigError(

@@ -23,7 +23,7 @@ from flowforge.data.registry import reads_data_dir
 from flowforge.runs.errors import ConfigError
 from flowforge.runs.recipe import idle_option
 from flowforge.train.config import TrainConfig
-from flowforge.train.model import QUANTIZED_KINDS, is_image_preset, preset_defaults
+from flowforge.train.model import QUANTIZED_KINDS, preset_defaults, takes_vectors
 
 __all__ = ["CNF_TRAINING_ONLY", "check_applicable", "check_warmup", "user_given"]
 
@@ -42,7 +42,7 @@ def user_given(cfg: TrainConfig) -> list[str]:
     """The options a user set (flags, TOML keys): ``cfg.given`` less the training defaults of
     the preset and objective that hold their default value (``flowforge train`` puts those
     under the user's layers)."""
-    defaults = {} if cfg.flow == "auto" else preset_defaults(cfg.flow, cfg.objective)
+    defaults = {} if cfg.flow == "auto" else preset_defaults(cfg.flow, cfg.objective, cfg.data)
     return [k for k in cfg.given if not (k in defaults and getattr(cfg, k) == defaults[k])]
 
 
@@ -82,7 +82,7 @@ def _why_unused(cfg: TrainConfig, ds: Dataset, given: list[str]) -> str | None:
     """The message for the first given option that does nothing (``None``: none)."""
     quantized = ds.kind in QUANTIZED_KINDS
     table = ds.kind == "tabular" and ds.standardizer is not None and ds.train is not None
-    vector = not is_image_preset(cfg.flow) if cfg.flow != "auto" else True
+    vector = takes_vectors(cfg.flow) if cfg.flow != "auto" else True
     rules: list[tuple[str, bool, str]] = [
         ("min_lr", cfg.schedule == "cosine", "is the learning rate the cosine schedule ends at"),
         ("lr_factor", cfg.schedule == "plateau", "is the plateau schedule's factor"),

@@ -30,6 +30,8 @@ from torch import nn
 from flowforge.core.memory import too_big
 from flowforge.data.audio import MEL_BANDS
 from flowforge.data.base import QUANTIZED_KINDS
+from flowforge.data.images import IMAGE_DATASETS
+from flowforge.data.sklearn_sets import SKLEARN_DATASETS
 from flowforge.dequantization import NOISE_FLOWS, Dequantizer
 from flowforge.flows import PRESETS
 from flowforge.runs.defensive import defensive_entry
@@ -65,11 +67,13 @@ __all__ = [
     "PRESET_SIZES",
     "PRESET_TRAINING_DEFAULTS",
     "dequantizer_spec_for",
+    "is_image_data",
     "is_image_preset",
     "objective_for",
     "preset_defaults",
     "preset_options",
     "spec_for",
+    "takes_vectors",
 ]
 
 _VECTOR_SIZE: dict[str, Any] = {"transforms": 5, "hidden": (64, 64)}
@@ -174,8 +178,31 @@ def _signature(name: str) -> dict[str, inspect.Parameter]:
 
 
 def is_image_preset(name: str) -> bool:
-    """Whether preset ``name`` takes images (``shape=``) rather than vectors (``features=``)."""
+    """Whether preset ``name`` takes images (``shape=``); TarFlow takes images and vectors
+    (:func:`takes_vectors`)."""
     return "shape" in _signature(name)
+
+
+def takes_vectors(name: str) -> bool:
+    """Whether preset ``name`` takes vectors (``features=``): every preset but the image-only
+    ones; TarFlow takes both, and a table gets its vector mode.
+
+    Example:
+        >>> takes_vectors("maf"), takes_vectors("tarflow"), takes_vectors("glow")
+        (True, True, False)
+    """
+    return "features" in _signature(name)
+
+
+def is_image_data(data: str) -> bool:
+    """Whether the data option names a built-in image set (a file is a table).
+
+    Example:
+        >>> is_image_data("digits"), is_image_data("wine"), is_image_data("rows.csv")
+        (True, False, False)
+    """
+    key = data.lower()
+    return key in IMAGE_DATASETS or SKLEARN_DATASETS.get(key, ("",))[0] == "image"
 
 
 def preset_options(name: str) -> list[str]:
@@ -188,14 +215,20 @@ def preset_options(name: str) -> list[str]:
     return [k for k in _signature(name) if k not in _DATA_ARGS]
 
 
-def preset_defaults(name: str, objective: str | None = None) -> dict[str, Any]:
+def preset_defaults(
+    name: str, objective: str | None = None, data: str | None = None
+) -> dict[str, Any]:
     """Training options whose command-line default differs for preset ``name`` trained with
-    ``objective`` (a layer for :meth:`TrainConfig.from_layers`, under the user's own)."""
+    ``objective`` on ``data`` (a layer for :meth:`TrainConfig.from_layers`, under the user's
+    own): a preset that takes images and vectors (TarFlow) gets the image defaults on image
+    data (or ``data=None``) only."""
     if objective == "flow-matching":
         return dict(FLOW_MATCHING_DEFAULTS)
     if name in AUDIO_PRESETS:
         return dict(AUDIO_TRAINING_DEFAULTS)
     if not is_image_preset(name):
+        return {}
+    if data is not None and takes_vectors(name) and not is_image_data(data):
         return {}
     return {**IMAGE_TRAINING_DEFAULTS, **PRESET_TRAINING_DEFAULTS.get(name, {})}
 
@@ -355,7 +388,10 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         raise ConfigError(
             f"--noise augments uniformly dequantized images; it cannot be used with {what}"
         )
-    if "shape" in params:
+    if "features" in params and not image and "shape" in params:  # TarFlow on a table
+        if "patch" not in given:
+            kwargs["patch"] = 1  # each column a token: any number of columns
+    if "shape" in params and (image or "features" not in params):
         if not image or len(ds.event_shape) not in (2, 3):
             what = (
                 "an audio flow: it needs audio segments (1, T)"
