@@ -149,3 +149,37 @@ def test_tarflow_brings_its_training_defaults() -> None:
     assert defaults["lr"] == 2e-3 and defaults["ema_decay"] == 0.998
     assert defaults["batch_size"] == IMAGE_TRAINING_DEFAULTS["batch_size"]
     assert preset_defaults("glow") == IMAGE_TRAINING_DEFAULTS
+
+
+def test_tarflow_on_a_table_is_its_vector_mode(tmp_path: Path) -> None:
+    from flowforge.train.model import preset_defaults
+
+    assert preset_defaults("tarflow", None, "wine") == {}  # a table's own defaults
+    assert preset_defaults("tarflow", None, "digits")["lr"] == 2e-3
+    tiny = ["--quiet", "--no-plots", "--steps", "4", "--eval-every", "2"]
+    tiny += ["--flow-options", '{"blocks": 2, "layers": 1, "width": 8, "heads": 2}']
+    proc = run_cli("train", "--data", "wine", "--flow", "tarflow", *tiny, "--out", "w", cwd=tmp_path)
+    assert_ok(proc)
+    record = json.loads((tmp_path / "w" / "config.json").read_text())
+    kwargs = record["model"]["kwargs"]
+    assert kwargs["features"] == 13 and kwargs["patch"] == 1 and "shape" not in kwargs
+    cfg = record["config"]  # not the image preset's training defaults
+    assert cfg["ema_decay"] != 0.998 and cfg["warmup_steps"] != 200
+    run = open_run(tmp_path / "w")
+    x = torch.randn(5, 13, dtype=torch.float32)
+    assert torch.isfinite(run.flow.log_prob(x)).all()
+    assert_ok(run_cli("sample", tmp_path / "w", "-n", "3", "-o", "s.csv", cwd=tmp_path))
+    proc = run_cli("train", "--data", "wine", "--flow", "tarflow", "--quiet", "--flow-options",
+                   '{"patch": 2}', cwd=tmp_path)  # fmt: skip
+    assert_bad_input(proc, "divisible by patch 2")
+
+
+def test_vector_benchmark_smoke(tmp_path: Path) -> None:
+    bench = load_script("benchmarks/tarflow_vector.py", "flowforge_bench_tarflow_vector")
+    out = tmp_path / "v.jsonl"
+    args = ["--tables", "wine", "--flows", "tarflow", "maf", "--seeds", "0", "--steps", "2"]
+    assert bench.main([*args, "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["flow"] for r in rows] == ["tarflow", "maf"]
+    assert all(r["steps"] == 2 and math.isfinite(r["test_nll"]) for r in rows)
+    assert "| wine |" in bench.table(out)
