@@ -158,7 +158,9 @@ def test_tarflow_on_a_table_is_its_vector_mode(tmp_path: Path) -> None:
     assert preset_defaults("tarflow", None, "digits")["lr"] == 2e-3
     tiny = ["--quiet", "--no-plots", "--steps", "4", "--eval-every", "2"]
     tiny += ["--flow-options", '{"blocks": 2, "layers": 1, "width": 8, "heads": 2}']
-    proc = run_cli("train", "--data", "wine", "--flow", "tarflow", *tiny, "--out", "w", cwd=tmp_path)
+    proc = run_cli(
+        "train", "--data", "wine", "--flow", "tarflow", *tiny, "--out", "w", cwd=tmp_path
+    )
     assert_ok(proc)
     record = json.loads((tmp_path / "w" / "config.json").read_text())
     kwargs = record["model"]["kwargs"]

@@ -388,9 +388,8 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         raise ConfigError(
             f"--noise augments uniformly dequantized images; it cannot be used with {what}"
         )
-    if "features" in params and not image and "shape" in params:  # TarFlow on a table
-        if "patch" not in given:
-            kwargs["patch"] = 1  # each column a token: any number of columns
+    if "features" in params and "shape" in params and not image and "patch" not in given:
+        kwargs["patch"] = 1  # TarFlow on a table: each column a token, any number of columns
     if "shape" in params and (image or "features" not in params):
         if not image or len(ds.event_shape) not in (2, 3):
             what = (
