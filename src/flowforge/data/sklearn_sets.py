@@ -141,7 +141,7 @@ def class_context(
     Example:
         >>> ds = class_context(load_sklearn_dataset("digits", seed=1), seed=1)
         >>> ds.context_of("train").shape, ds.context_of("test").sum(-1).unique().tolist()
-        (torch.Size([1439, 10]), [1.0])
+        (torch.Size([1437, 10]), [1.0])
     """
     if ds.name not in CLASSIFIED_DATASETS or ds.train is None:
         raise DataError(
