@@ -39,7 +39,7 @@ from typing import Any
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.core.flow import Flow
 from flowforge.distributions.base import BaseDistribution, StandardNormal
-from flowforge.flows.arguments import check_arguments, renamed_steps
+from flowforge.flows.arguments import check_arguments
 
 _NOT_HPARAMS = {"self", "__class__", "base"}
 
@@ -92,6 +92,4 @@ class Preset(Flow):
         self.hparams = hparams
 
 
-# renamed_steps is imported from here by the presets written before flows.arguments
-# (ffjord, waveglow); new code imports it from flowforge.flows.arguments.
-__all__ = ["Preset", "preset_hparams", "renamed_steps"]
+__all__ = ["Preset", "preset_hparams"]

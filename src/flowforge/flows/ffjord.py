@@ -8,7 +8,8 @@ from typing import Literal
 from torch import nn
 
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_hparams, renamed_steps
+from flowforge.flows._common import Preset, preset_hparams
+from flowforge.flows.arguments import renamed_steps
 from flowforge.nn.ode import ODENet, TimeMLP
 from flowforge.transforms.continuous import CNF, Method, Trace
 

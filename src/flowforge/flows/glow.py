@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.distributions.base import BaseDistribution
 from flowforge.flows._common import Preset, preset_hparams
-from flowforge.flows.arguments import Image, conv_width, image_shape, renamed_steps
+from flowforge.flows.arguments import Image, image_shape, renamed_steps
 from flowforge.nn.conv import ConvNet, conv_hidden
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.conv1x1 import Conv1x1, LUConv1x1
@@ -100,6 +100,4 @@ class Glow(Preset):
         super().__init__(hparams, [Multiscale(stages)], base)
 
 
-# conv_width and image_shape are imported from here by the presets written before
-# flows.arguments (waveglow); new code imports them from flowforge.flows.arguments.
-__all__ = ["Glow", "conv_width", "image_shape", "split_prior"]
+__all__ = ["Glow", "split_prior"]

@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from flowforge.core.bijection import Bijection, Compose
 from flowforge.distributions.base import BaseDistribution
-from flowforge.flows._common import Preset, preset_hparams, renamed_steps
-from flowforge.flows.glow import conv_width
+from flowforge.flows._common import Preset, preset_hparams
+from flowforge.flows.arguments import conv_width, renamed_steps
 from flowforge.nn.griffin_lim import MelGriffinLim
 from flowforge.nn.wavenet import FrameUpsample, WaveNet
 from flowforge.transforms.affine import Affine
