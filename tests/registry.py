@@ -116,6 +116,18 @@ def _unit(n: int, shape: tuple[int, ...] = (D,)) -> Tensor:
     return torch.rand(n, *shape) * 0.98 + 0.01
 
 
+def _bounds() -> Bijection:
+    """Every kind of coordinate: a half-line each way, an interval, the line, a shifted one."""
+    inf = float("inf")
+    return T.Bounds(
+        torch.tensor([0.0, -1.0, -inf, -inf, 2.0]), torch.tensor([inf, 1.0, 3.0, inf, inf])
+    )
+
+
+def _inside_bounds(n: int) -> Tensor:
+    return _bounds().inverse(torch.randn(n, D) * 1.5)[0]
+
+
 IMG = (2, 4, 4)
 
 
@@ -288,6 +300,7 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "batchnorm": lambda: Case(T.BatchNorm(D)),
     "batchnorm-image": lambda: Case(T.BatchNorm((3, 2, 2))),
     "logit": lambda: Case(T.Logit(0.05, D), sample=_unit),
+    "bounds": lambda: Case(_bounds(), sample=_inside_bounds),
     "logit-image": lambda: Case(T.Logit(1e-6, (1, 3, 3)), sample=lambda n: _unit(n, (1, 3, 3))),
     "standardize": lambda: Case(T.Standardize(torch.randn(D), torch.rand(D) + 0.5)),
     "whiten": lambda: Case(

@@ -1,7 +1,9 @@
 """Simulation-based inference: amortised posteriors ``q(theta | x)`` from a simulator.
 
 - priors (:mod:`.prior`): any ``torch.distributions.Distribution`` over ``(D,)``, and
-  :class:`BoxUniform`; a box prior is learned in its logit space (no sample ever leaves it);
+  :class:`BoxUniform`; a box prior is learned in its logit space, any other bounded support
+  (:func:`support_bounds`: ``Gamma``, ``Beta``, ...) through a logit or log per coordinate (no
+  sample ever leaves it);
 - :func:`simulate`: run a batched simulator ``(n, D) -> (n, *X)`` on prior draws
   (:func:`two_moons` is the built-in demo);
 - :class:`NPE` (neural posterior estimation, any conditional preset, NSF by default) and
@@ -30,7 +32,7 @@ Example:
 from flowforge.sbi.diagnostics import hpd_coverage, posterior_predictive_check, sbc, tarp_coverage
 from flowforge.sbi.estimators import FMPE, NPE, check_pairs
 from flowforge.sbi.posterior import Posterior, build_posterior
-from flowforge.sbi.prior import BoxUniform, box_bounds
+from flowforge.sbi.prior import BoxUniform, box_bounds, support_bounds
 from flowforge.sbi.run import load
 from flowforge.sbi.sequential import Truncated, sequential, truncated_prior_sample
 from flowforge.sbi.simulators import SIMULATORS, simulate, two_moons
@@ -48,6 +50,7 @@ __all__ = [
     "Simulations",
     "Truncated",
     "box_bounds",
+    "support_bounds",
     "build_posterior",
     "check_pairs",
     "get_task",

@@ -27,7 +27,7 @@ from flowforge.fit.objectives import FlowMatching
 from flowforge.fit.schedule import LRSchedule
 from flowforge.nn.embedding import check_embedding
 from flowforge.sbi.posterior import Posterior, build_posterior, embedding_entry
-from flowforge.sbi.prior import box_bounds, check_prior
+from flowforge.sbi.prior import box_bounds, check_prior, support_bounds
 from flowforge.sbi.zscore import check_mode
 
 __all__ = ["FMPE", "NPE", "check_pairs"]
@@ -43,7 +43,8 @@ def check_pairs(
 
     Raises:
         ValueError: one line: shapes that do not fit the prior or each other, no finite row
-            left, or parameters outside a box prior (counted, the first one named).
+            left, or parameters outside a bounded prior's support (counted, the first one
+            named).
     """
     d = check_prior(prior)
     theta = torch.as_tensor(theta, dtype=torch.get_default_dtype())
@@ -74,20 +75,31 @@ def check_pairs(
         )
         theta, x = theta[finite], x[finite]
     box = box_bounds(prior)
-    if box is not None:
-        low, high = box[0].to(theta), box[1].to(theta)
+    bounds = box if box is not None else support_bounds(prior)
+    if bounds is not None:
+        low, high = bounds[0].to(theta), bounds[1].to(theta)
         out = ~((theta >= low) & (theta <= high)).all(1)
         if bool(out.any()):
             i = int(out.nonzero()[0, 0])
+            where = "the box prior" if box is not None else "the prior's support"
             raise ValueError(
-                f"{int(out.sum())} of {len(theta)} parameter rows lie outside the box prior "
+                f"{int(out.sum())} of {len(theta)} parameter rows lie outside {where} "
                 f"[{low.tolist()}, {high.tolist()}] (first: row {i}, {theta[i].tolist()})"
             )
-        # the logit needs the open box: nudge rows on a face inside
+        # the logit and log need the open support: nudge rows on a bound inside
         theta = torch.minimum(
             torch.maximum(theta, torch.nextafter(low, high)), torch.nextafter(high, low)
         )
     return theta, x, bad
+
+
+def _json_bounds(low: Tensor, high: Tensor) -> dict[str, list[float | None]]:
+    """Per-coordinate bounds for JSON: ``None`` for an open side (JSON has no infinity)."""
+
+    def side(t: Tensor) -> list[float | None]:
+        return [v if abs(v) != float("inf") else None for v in t.tolist()]
+
+    return {"low": side(low), "high": side(high)}
 
 
 class NPE:
@@ -96,8 +108,10 @@ class NPE:
 
     Args:
         prior: a ``torch.distributions.Distribution`` over ``(D,)`` (:class:`~flowforge.sbi.
-            BoxUniform` or any other); a box prior is learned in its logit space, so no sample
-            leaves it.
+            BoxUniform` or any other); a prior with a bounded support (a box, or any support
+            :func:`~flowforge.sbi.support_bounds` reads: ``Gamma``, ``Beta``, ``LogNormal``...)
+            is learned in its unconstrained space (a logit per interval, a log per half-line),
+            so no sample leaves it.
         flow: a conditional preset of :data:`flowforge.flows.PRESETS` (default ``"nsf"``).
         z_score: z-scoring of both ``theta`` and ``x``: ``"none"``, ``"independent"``
             (default) or ``"structured"`` (:mod:`flowforge.sbi.zscore`).
@@ -183,11 +197,13 @@ class NPE:
     def spec(self, x_shape: tuple[int, ...]) -> dict[str, Any]:
         """The posterior's JSON recipe for observations of event shape ``x_shape``."""
         box = box_bounds(self.prior)
+        bounds = None if box is not None else support_bounds(self.prior)
         return {
             "method": self.method,
             "theta_dim": self.theta_dim,
             "x_shape": list(x_shape),
             "box": None if box is None else {"low": box[0].tolist(), "high": box[1].tolist()},
+            "bounds": None if bounds is None else _json_bounds(*bounds),
             "flow": self.flow,
             "flow_options": {
                 k: list(v) if isinstance(v, tuple) else v for k, v in self.flow_options.items()

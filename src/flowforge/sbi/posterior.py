@@ -8,6 +8,9 @@ preset's layers:
   sample lies inside the box by construction and ``log_prob`` carries the Jacobian
   ``-sum(log(high - low)) - sum(log u + log(1 - u))``; ``theta`` outside the box has
   ``log_prob = -inf``;
+- any other bounded support (``spec["bounds"]``, :func:`~flowforge.sbi.prior.support_bounds`):
+  :class:`~flowforge.transforms.Bounds`, a logit per interval and a log per half-line, with its
+  Jacobian;
 - the parameters' z-scoring (:func:`~flowforge.sbi.zscore.theta_zscore`).
 
 The observation ``x`` (``(*x_shape)`` per simulation) goes through its z-scoring
@@ -42,7 +45,7 @@ from flowforge.runs import RUN_FORMAT, RUN_FORMAT_VERSION, RunWriter
 from flowforge.runs.status import SBI_KIND
 from flowforge.sbi.prior import BoxUniform
 from flowforge.sbi.zscore import XScore, theta_zscore
-from flowforge.transforms import Logit
+from flowforge.transforms import Bounds, Logit
 from flowforge.transforms.standardize import Standardize
 
 __all__ = [
@@ -143,9 +146,12 @@ class Posterior(nn.Module):
         self.x_shape = tuple(int(s) for s in spec["x_shape"])
         self.trial_axis = bool(getattr(embedding, "trial_axis", False))
         box = spec.get("box")
-        self.bounded = box is not None
-        lo = torch.tensor(box["low"] if box else [-math.inf] * self.theta_dim)
-        hi = torch.tensor(box["high"] if box else [math.inf] * self.theta_dim)
+        self.is_box = box is not None
+        lo, hi = _bounds_of(spec)
+        self.bounded = lo is not None
+        if lo is None or hi is None:
+            lo = torch.full((self.theta_dim,), -math.inf)
+            hi = torch.full((self.theta_dim,), math.inf)
         self.register_buffer("low", lo, persistent=False)
         self.register_buffer("high", hi, persistent=False)
         self.history: list[dict[str, float]] = []
@@ -188,7 +194,7 @@ class Posterior(nn.Module):
     def sample(self, n: int, x_o: Tensor | Any) -> Tensor:
         """``n`` posterior samples at ``x_o``: ``(n, D)``, or ``(n, B, D)`` for ``(B, *X)``.
 
-        With a box prior every sample lies strictly inside the box.
+        With a bounded prior every sample lies strictly inside its support.
         """
         try:  # an int, numpy's and torch's integers included; 1.5 and True are not counts
             count = -1 if isinstance(n, bool) else operator.index(n)
@@ -212,7 +218,7 @@ class Posterior(nn.Module):
         return theta if batched else theta[:, 0]
 
     def _inside(self, theta: Tensor) -> Tensor:
-        """Samples clamped into the open box (a float32 sigmoid may round to 0 or 1)."""
+        """Samples clamped into the open support (a float32 sigmoid may round to 0 or 1)."""
         if not self.bounded:
             return theta
         lo, hi = self.low.to(theta), self.high.to(theta)
@@ -230,7 +236,7 @@ class Posterior(nn.Module):
                 default the result is computed without it.
 
         Returns:
-            ``(N,)`` or ``(N, B)``; ``-inf`` for ``theta`` outside a box prior.
+            ``(N,)`` or ``(N, B)``; ``-inf`` for ``theta`` outside a bounded prior's support.
         """
         with torch.set_grad_enabled(track_gradients and torch.is_grad_enabled()):
             return self._log_prob(theta, x_o)
@@ -255,18 +261,30 @@ class Posterior(nn.Module):
             raise ValueError("expected finite theta, got NaN or inf values")
         rows = theta if batched else theta.unsqueeze(1)  # (N, B, D)
         inside = self._support(rows)
-        if self.bounded:  # evaluate outside rows at the box's centre, then -inf
-            centre = (0.5 * (self.low + self.high)).to(rows)
-            rows = torch.where(inside.unsqueeze(-1), rows, centre)
+        if self.bounded:  # evaluate outside rows at a point inside, then -inf
+            rows = torch.where(inside.unsqueeze(-1), rows, self._centre().to(rows))
         ctx = c.unsqueeze(0).expand(rows.shape[0], *c.shape)  # (N, B, E)
         lp = self.flow.log_prob(rows.reshape(-1, self.theta_dim), ctx.reshape(-1, c.shape[-1]))
         lp = lp.reshape(rows.shape[:2]).masked_fill(~inside, -math.inf)
         return lp if batched else lp[:, 0]
 
+    def _centre(self) -> Tensor:
+        """A point inside the support: the middle of an interval, one unit in from the bound
+        of a half-line, 0 on the line."""
+        lo_f, hi_f = torch.isfinite(self.low), torch.isfinite(self.high)
+        zero = torch.zeros_like(self.low)
+        lo, hi = torch.where(lo_f, self.low, zero), torch.where(hi_f, self.high, zero)
+        return torch.where(
+            lo_f & hi_f,
+            0.5 * (lo + hi),
+            torch.where(lo_f, lo + 1.0, torch.where(hi_f, hi - 1.0, zero)),
+        )
+
     def log_prob_unconstrained(self, theta: Tensor, x_o: Tensor | Any) -> Tensor:
         """The log-density at ``theta`` of the posterior of the unconstrained parameters
-        ``eta = logit((theta - low) / (high - low))`` (a box prior; otherwise
-        :meth:`log_prob`): ``log q(theta | x_o) + sum(log |d theta / d eta|)``.
+        ``eta`` (a box prior: ``logit((theta - low) / (high - low))``; another bounded
+        support: :class:`~flowforge.transforms.Bounds`; otherwise :meth:`log_prob`):
+        ``log q(theta | x_o) + sum(log |d theta / d eta|)``.
 
         Its level sets bound the region where the posterior's mass lies without the logit's
         spikes of density at the box's faces (what the truncated rounds of
@@ -276,6 +294,12 @@ class Posterior(nn.Module):
         if not self.bounded:
             return lp
         t = torch.as_tensor(theta, dtype=lp.dtype, device=lp.device)
+        if not self.is_box:
+            inside = torch.isfinite(lp).unsqueeze(-1)
+            t = torch.where(inside, self._inside(t), self._centre().to(t))
+            to_free = Bounds(self.low, self.high).to(t.device)
+            eta_ladj = to_free(t.reshape(-1, self.theta_dim))[1].reshape(lp.shape)
+            return torch.where(torch.isfinite(lp), lp - eta_ladj, lp)
         width = (self.high - self.low).to(t)
         u = ((t - self.low.to(t)) / width).clamp(1e-30, 1.0)
         ladj = (torch.log(width) + torch.log(u) + torch.log1p(-u.clamp(max=1 - 1e-7))).sum(-1)
@@ -330,13 +354,12 @@ class Posterior(nn.Module):
     def _to_free(self, theta: Tensor) -> Tensor:
         if not self.bounded:
             return theta
-        u = (theta - self.low.to(theta)) / (self.high - self.low).to(theta)
-        return torch.logit(u)
+        return Bounds(self.low, self.high).to(theta)(theta)[0]
 
     def _from_free(self, eta: Tensor) -> Tensor:
         if not self.bounded:
             return eta
-        return self.low.to(eta) + (self.high - self.low).to(eta) * torch.sigmoid(eta)
+        return Bounds(self.low, self.high).to(eta).inverse(eta)[0]
 
     # ------------------------------------------------------------------ runs
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> None:
@@ -351,8 +374,22 @@ class Posterior(nn.Module):
         return f"method={method!r}, theta_dim={self.theta_dim}, x_shape={self.x_shape}"
 
 
+def _bounds_of(spec: dict[str, Any]) -> tuple[Tensor | None, Tensor | None]:
+    """``(low, high)`` of a recipe's box or bounds (``None`` sides read as infinite), or
+    ``(None, None)`` without either."""
+    entry = spec.get("box") or spec.get("bounds")
+    if entry is None:
+        return None, None
+
+    def side(values: list[float | None], open_at: float) -> Tensor:
+        return torch.tensor([open_at if v is None else float(v) for v in values])
+
+    return side(entry["low"], -math.inf), side(entry["high"], math.inf)
+
+
 def _theta_prefix(spec: dict[str, Any], rows: Tensor | None) -> list[Bijection]:
-    """The fixed bijections before the preset: the box's logit, then the z-scoring.
+    """The fixed bijections before the preset: the box's logit (or another support's
+    :class:`~flowforge.transforms.Bounds`), then the z-scoring.
 
     ``rows``: training parameters in the user's units (``None``: placeholders, a saved
     posterior's values are loaded into them).
@@ -364,6 +401,10 @@ def _theta_prefix(spec: dict[str, Any], rows: Tensor | None) -> list[Bijection]:
         low = torch.tensor(box["low"], dtype=torch.float64)
         high = torch.tensor(box["high"], dtype=torch.float64)
         pre += [Standardize(low, high - low), Logit(0.0, d)]
+    elif spec.get("bounds") is not None:
+        low_b, high_b = _bounds_of(spec)
+        assert low_b is not None and high_b is not None
+        pre += [Bounds(low_b, high_b)]
     free = rows
     if rows is not None and pre:
         with torch.no_grad():
@@ -386,7 +427,8 @@ def build_posterior(
     """The (untrained) posterior of a recipe, its z-scoring fitted to ``theta`` and ``x``.
 
     Args:
-        spec: ``{"method", "theta_dim", "x_shape", "box": {"low", "high"} | None, "flow",
+        spec: ``{"method", "theta_dim", "x_shape", "box": {"low", "high"} | None, "bounds":
+            {"low", "high"} | None (``None`` entries: an open side), "flow",
             "flow_options", "z_score_theta", "z_score_x", "embedding"}`` (see
             :func:`embedding_entry`).
         theta: ``(N, D)`` training parameters (``None``: placeholders, for loading).

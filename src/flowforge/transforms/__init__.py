@@ -3,6 +3,7 @@
 from flowforge.transforms.additive import Additive
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.autoregressive import MaskedAutoregressive
+from flowforge.transforms.bounds import Bounds
 from flowforge.transforms.continuous import CNF, SolverError
 from flowforge.transforms.conv1x1 import Conv1x1, LUConv1x1
 from flowforge.transforms.coupling import Coupling, half_mask
@@ -35,6 +36,7 @@ __all__ = [
     "Additive",
     "Affine",
     "BatchNorm",
+    "Bounds",
     "ChannelCoupling",
     "CheckerboardCoupling",
     "Conv1x1",
