@@ -192,6 +192,36 @@ def test_z_scored_density_is_in_the_users_units(z_score: str) -> None:
     assert abs(float(mass) - 1.0) < 0.01, float(mass)
 
 
+def test_default_schedule_stretches_with_the_budget() -> None:
+    """The cosine spans 150 epochs (at least 2,000 steps) and the patience grows past 3,000
+    training pairs, so a large budget is not stopped while its rate is still high."""
+    npe = ff.sbi.NPE(ff.sbi.BoxUniform([0.0], [1.0]))
+    assert npe.plan(900, 200) == (2000, 10)  # 5 steps an epoch: the floor
+    assert npe.plan(9000, 200) == (6750, 30)  # 45 steps an epoch
+    assert npe.plan(90_000, 500) == (27_000, 300)
+    assert ff.sbi.FMPE(ff.sbi.BoxUniform([0.0], [1.0])).plan(9000, 200) == (20_000, 20)
+    prior = ff.sbi.BoxUniform([0.0], [1.0])
+    theta, x = _identity_sims(3400, prior)
+    seen: list[float] = []
+
+    class Enough(Exception):
+        pass
+
+    def record(r: dict[str, float]) -> None:
+        seen.append(r["lr"])
+        if len(seen) == 2:
+            raise Enough
+
+    with pytest.raises(Enough):
+        ff.sbi.NPE(prior, flow_options={"transforms": 1, "bins": 4, "hidden": (8,)}).fit(
+            theta, x, callback=record
+        )
+    # 3,060 training pairs: 16 steps an epoch, 2,400 steps of cosine
+    want = ff.fit.LRSchedule("cosine", 1e-3, 2400)
+    assert seen == [want.lr_at(16), want.lr_at(32)]
+    assert ff.sbi.NPE(prior).plan(3060, 200) == (2400, 10)
+
+
 # ---------------------------------------------------------------------------- runs
 def test_save_and_load_give_identical_log_prob(box_posterior, tmp_path) -> None:
     box_posterior.save(tmp_path / "run")

@@ -149,6 +149,23 @@ class NPE:
         "maf": {"transforms": 5, "hidden": (64, 64)},
     }
     default_lr = 1e-3
+    #: Without ``max_steps``: train this many epochs (``ceil(train / batch_size)`` steps each,
+    #: at least :attr:`min_horizon` steps), the cosine decay spanning them, so the schedule
+    #: stretches with the simulation budget (``None``: 20,000 steps). 150, about the length of
+    #: sbi's own fits: on two moons at 10,000 simulations (three observations, no early stop)
+    #: C2ST 0.598 in 122 CPU s against 0.670 in 47 s with the cosine over a fixed 20,000
+    #: steps, which the early stop cut at step 2,475 with the rate still at its peak (sbi's
+    #: NPE: 0.585 in 296.5 s).
+    default_epochs: int | None = 150
+    #: The fewest steps the cosine spans: a small budget, which the early stop ends after a few
+    #: hundred steps, trains near its peak rate as before (two moons at 1,000 simulations:
+    #: 0.810 with the cosine over 150 epochs, 750 steps, stopped at step 335; 0.774 over
+    #: 20,000).
+    min_horizon = 2000
+    #: Validations without improvement grow with the training pairs beyond 3,000: at least
+    #: ``train // patience_pairs`` (two moons at 10,000: patience 10 stopped the 150-epoch
+    #: cosine at step 2,070 of 6,750, C2ST 0.687; 30 lets it run).
+    patience_pairs = 300
     #: AdamW's decoupled weight decay (0: Adam).
     default_weight_decay = 0.0
     #: The fewest optimizer steps between two validations (validation is at an epoch's end).
@@ -241,11 +258,28 @@ class NPE:
             posterior.train()
 
     # ------------------------------------------------------------------ fitting
+    def plan(self, train: int, batch_size: int) -> tuple[int, int]:
+        """The default ``(max_steps, patience)`` for ``train`` training pairs: the cosine spans
+        :attr:`default_epochs` epochs (at least :attr:`min_horizon` steps; 20,000 steps without
+        epochs), and the patience is :attr:`default_patience` or ``train //
+        patience_pairs`` when larger.
+
+        Example:
+            >>> import flowforge as ff
+            >>> npe = ff.sbi.NPE(ff.sbi.BoxUniform([0.0], [1.0]))
+            >>> npe.plan(900, 200), npe.plan(9000, 200)
+            ((2000, 10), (6750, 30))
+        """
+        epochs = self.default_epochs
+        per_epoch = -(-train // batch_size)
+        steps = 20_000 if epochs is None else max(epochs * per_epoch, self.min_horizon)
+        return steps, max(self.default_patience, train // self.patience_pairs)
+
     def fit(
         self,
         theta: Tensor,
         x: Tensor,
-        max_steps: int = 20_000,
+        max_steps: int | None = None,
         batch_size: int = 200,
         lr: float | None = None,
         seed: int = 0,
@@ -263,7 +297,8 @@ class NPE:
         Args:
             theta: ``(N, D)`` parameters drawn from the prior (or a truncated prior).
             x: ``(N, *X)`` simulator outputs, ``x_i ~ p(x | theta_i)``.
-            max_steps: the most optimizer steps.
+            max_steps: the most optimizer steps, which the cosine decay spans (default:
+                :attr:`default_epochs` epochs of the training pairs).
             batch_size: pairs per step.
             lr: Adam's peak learning rate (default :attr:`default_lr`), multiplied by
                 :attr:`plateau_factor` after each :attr:`plateau_patience` + 1 validations
@@ -272,7 +307,8 @@ class NPE:
             seed: seeds the split, the initialisation and the batches.
             validation_fraction: the share of pairs held out to validate (at least one).
             patience: validations (one per epoch, at least :attr:`min_val_every` steps apart)
-                without improvement before stopping.
+                without improvement before stopping (default: :attr:`default_patience`, or
+                ``train // patience_pairs`` when larger).
             clip: the largest gradient norm (``None``: no clipping).
             weight_decay: AdamW's decoupled weight decay (default
                 :attr:`default_weight_decay`, 0: plain Adam).
@@ -288,7 +324,11 @@ class NPE:
         Raises:
             ValueError: one line on bad input (see :func:`check_pairs`).
         """
-        if max_steps < 0 or batch_size < 1 or not 0.0 < validation_fraction < 1.0:
+        if (
+            (max_steps is not None and max_steps < 0)
+            or batch_size < 1
+            or not 0.0 < validation_fraction < 1.0
+        ):
             raise ValueError(
                 f"expected max_steps >= 0, batch_size >= 1 and 0 < validation_fraction < 1, "
                 f"got {max_steps}, {batch_size}, {validation_fraction}"
@@ -303,6 +343,9 @@ class NPE:
         n_val = min(max(1, round(validation_fraction * n)), n - 1)
         val, train = order[:n_val], order[n_val:]
         tt, xt, tv, xv = theta[train], x[train], theta[val], x[val]
+        default_steps, default_patience = self.plan(len(tt), batch_size)
+        max_steps = default_steps if max_steps is None else max_steps
+        patience = default_patience if patience is None else patience
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             post = posterior if posterior is not None else self.build(tt, xt)
@@ -321,9 +364,7 @@ class NPE:
                 patience=self.plateau_patience,
             )
         stepper = Stepper(optimizer, schedule, clip=clip)
-        keep = KeepBest(
-            post.state_dict, patience=self.default_patience if patience is None else patience
-        )
+        keep = KeepBest(post.state_dict, patience=patience)
         history: list[dict[str, float]] = []
         post.train()
         keep.start(self._validate(post, tv, xv, seed))
@@ -366,6 +407,8 @@ class NPE:
             "train": len(tt),
             "validation": n_val,
             "steps": step,
+            "max_steps": max_steps,
+            "patience": patience,
             "best_step": keep.best_step,
             "best_val_loss": keep.best,
             "stopped_early": keep.stop,
@@ -410,8 +453,10 @@ class FMPE(NPE):
         "ffjord": {"hidden": (128, 128, 128), "freqs": 4, "rtol": 1e-5, "atol": 1e-5}
     }
     default_lr = 1e-3
+    default_epochs = None
     min_val_every = 50
     default_patience = 20
+    patience_pairs = 10**12  # a fixed patience
 
     def __init__(
         self,
