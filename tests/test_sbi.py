@@ -193,15 +193,17 @@ def test_z_scored_density_is_in_the_users_units(z_score: str) -> None:
 
 
 def test_default_schedule_stretches_with_the_budget() -> None:
-    """The cosine spans 150 epochs (at least 2,000 steps) and the patience grows past 3,000
-    training pairs, so a large budget is not stopped while its rate is still high."""
+    """Past 3,000 training pairs the patience grows and the cosine spans 150 epochs, so a
+    large budget is not stopped while its rate is still high; below, 20,000 steps."""
     npe = ff.sbi.NPE(ff.sbi.BoxUniform([0.0], [1.0]))
-    assert npe.plan(900, 200) == (2000, 10)  # 5 steps an epoch: the floor
+    assert npe.plan(900, 200) == (20_000, 10)
+    assert npe.plan(3299, 200) == (20_000, 10)
+    assert npe.plan(3300, 200) == (17 * 150, 11)
     assert npe.plan(9000, 200) == (6750, 30)  # 45 steps an epoch
     assert npe.plan(90_000, 500) == (27_000, 300)
     assert ff.sbi.FMPE(ff.sbi.BoxUniform([0.0], [1.0])).plan(9000, 200) == (20_000, 20)
     prior = ff.sbi.BoxUniform([0.0], [1.0])
-    theta, x = _identity_sims(3400, prior)
+    theta, x = _identity_sims(3700, prior)
     seen: list[float] = []
 
     class Enough(Exception):
@@ -216,10 +218,9 @@ def test_default_schedule_stretches_with_the_budget() -> None:
         ff.sbi.NPE(prior, flow_options={"transforms": 1, "bins": 4, "hidden": (8,)}).fit(
             theta, x, callback=record
         )
-    # 3,060 training pairs: 16 steps an epoch, 2,400 steps of cosine
-    want = ff.fit.LRSchedule("cosine", 1e-3, 2400)
-    assert seen == [want.lr_at(16), want.lr_at(32)]
-    assert ff.sbi.NPE(prior).plan(3060, 200) == (2400, 10)
+    # 3,330 training pairs: 17 steps an epoch, 2,550 steps of cosine
+    want = ff.fit.LRSchedule("cosine", 1e-3, 2550)
+    assert seen == [want.lr_at(17), want.lr_at(34)]
 
 
 # ---------------------------------------------------------------------------- runs

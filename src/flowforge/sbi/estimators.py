@@ -149,19 +149,17 @@ class NPE:
         "maf": {"transforms": 5, "hidden": (64, 64)},
     }
     default_lr = 1e-3
-    #: Without ``max_steps``: train this many epochs (``ceil(train / batch_size)`` steps each,
-    #: at least :attr:`min_horizon` steps), the cosine decay spanning them, so the schedule
-    #: stretches with the simulation budget (``None``: 20,000 steps). 150, about the length of
-    #: sbi's own fits: on two moons at 10,000 simulations (three observations, no early stop)
-    #: C2ST 0.598 in 122 CPU s against 0.670 in 47 s with the cosine over a fixed 20,000
-    #: steps, which the early stop cut at step 2,475 with the rate still at its peak (sbi's
-    #: NPE: 0.585 in 296.5 s).
+    #: Without ``max_steps``, for a budget large enough for a longer patience (over
+    #: ``default_patience * patience_pairs`` = 3,000 training pairs): train this many epochs
+    #: (``ceil(train / batch_size)`` steps each), the cosine decay spanning them, so the
+    #: schedule stretches with the budget. 150, about the length of sbi's own fits: on two moons
+    #: at 10,000 simulations (three observations, no early stop) C2ST 0.598 in 122 CPU s
+    #: against 0.670 in 47 s with the cosine over a fixed 20,000 steps, which the early stop
+    #: cut at step 2,475 with the rate still at its peak (sbi's NPE: 0.585 in 296.5 s).
+    #: Smaller budgets keep 20,000 steps (a flat rate until the early stop, a few hundred
+    #: steps in): two moons at 1,000 simulations gave 0.774 so, against 0.810 with the cosine
+    #: over 150 epochs (750 steps) and 0.802 over 2,000 steps. ``None``: always 20,000.
     default_epochs: int | None = 150
-    #: The fewest steps the cosine spans: a small budget, which the early stop ends after a few
-    #: hundred steps, trains near its peak rate as before (two moons at 1,000 simulations:
-    #: 0.810 with the cosine over 150 epochs, 750 steps, stopped at step 335; 0.774 over
-    #: 20,000).
-    min_horizon = 2000
     #: Validations without improvement grow with the training pairs beyond 3,000: at least
     #: ``train // patience_pairs`` (two moons at 10,000: patience 10 stopped the 150-epoch
     #: cosine at step 2,070 of 6,750, C2ST 0.687; 30 lets it run).
@@ -259,21 +257,21 @@ class NPE:
 
     # ------------------------------------------------------------------ fitting
     def plan(self, train: int, batch_size: int) -> tuple[int, int]:
-        """The default ``(max_steps, patience)`` for ``train`` training pairs: the cosine spans
-        :attr:`default_epochs` epochs (at least :attr:`min_horizon` steps; 20,000 steps without
-        epochs), and the patience is :attr:`default_patience` or ``train //
-        patience_pairs`` when larger.
+        """The default ``(max_steps, patience)`` for ``train`` training pairs: the patience is
+        :attr:`default_patience`, or ``train // patience_pairs`` when larger, and then the
+        cosine spans :attr:`default_epochs` epochs (else 20,000 steps).
 
         Example:
             >>> import flowforge as ff
             >>> npe = ff.sbi.NPE(ff.sbi.BoxUniform([0.0], [1.0]))
             >>> npe.plan(900, 200), npe.plan(9000, 200)
-            ((2000, 10), (6750, 30))
+            ((20000, 10), (6750, 30))
         """
+        patience = max(self.default_patience, train // self.patience_pairs)
         epochs = self.default_epochs
-        per_epoch = -(-train // batch_size)
-        steps = 20_000 if epochs is None else max(epochs * per_epoch, self.min_horizon)
-        return steps, max(self.default_patience, train // self.patience_pairs)
+        if epochs is None or patience == self.default_patience:
+            return 20_000, patience
+        return epochs * -(-train // batch_size), patience
 
     def fit(
         self,
