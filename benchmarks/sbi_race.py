@@ -81,6 +81,17 @@ COMMANDS = (
     " --methods ff_npe --c2st-max-iter 100 --ff-plateau-patience 1"
     " --jsonl benchmarks/results/sbi_plateau1.jsonl --out /tmp/pl1.md",
     "# the same two with --budgets 10000 --tasks two_moons",
+    "# NPE's budget-dependent schedule (150-epoch cosine, patience train // 300 over 3,000"
+    " pairs): earlier ff_npe rows in sbi_fixed_horizon.jsonl and sbi_horizon2000.jsonl",
+    "python benchmarks/sbi_race.py --budgets 1000 --methods ff_npe --c2st-max-iter 100",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods ff_npe"
+    " --c2st-max-iter 100",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks gaussian_linear --methods ff_npe"
+    " --c2st-max-iter 100",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks slcp --methods ff_npe"
+    " --c2st-max-iter 100",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks gaussian_linear slcp"
+    " --methods sbi_npe --c2st-max-iter 100 --fit-cpu-limit 600",
     "python benchmarks/sbi_race.py --table-only",
 )
 
