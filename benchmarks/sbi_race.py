@@ -92,6 +92,9 @@ COMMANDS = (
     " --c2st-max-iter 100",
     "python benchmarks/sbi_race.py --budgets 10000 --tasks gaussian_linear slcp"
     " --methods sbi_npe --c2st-max-iter 100 --fit-cpu-limit 600",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods ff_npe"
+    " --c2st-max-iter 100 --ff-lr 2e-3 --jsonl benchmarks/results/sbi_lr2e-3.jsonl"
+    " --out /tmp/lr.md",
     "python benchmarks/sbi_race.py --table-only",
 )
 
@@ -150,6 +153,8 @@ def fit(
             kwargs["max_steps"] = args.ff_max_steps
         if args.ff_patience is not None:
             kwargs["patience"] = args.ff_patience
+        if args.ff_lr is not None:
+            kwargs["lr"] = args.ff_lr
         estimator = ff.sbi.NPE(prior) if method == "ff_npe" else ff.sbi.FMPE(prior)
         if args.ff_plateau_patience is not None:
             estimator.plateau_patience = args.ff_plateau_patience
@@ -368,6 +373,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--table-only", action="store_true", help="rewrite --out from --jsonl")
     parser.add_argument("--ff-max-steps", type=int, default=None, help="smoke runs only")
     parser.add_argument("--ff-patience", type=int, default=None, help="default: the class's")
+    parser.add_argument("--ff-lr", type=float, default=None, help="default: the class's")
     parser.add_argument(
         "--ff-plateau-patience", type=int, default=None, help="halve lr after this + 1 bad vals"
     )
