@@ -218,8 +218,8 @@ def test_default_schedule_stretches_with_the_budget() -> None:
         ff.sbi.NPE(prior, flow_options={"transforms": 1, "bins": 4, "hidden": (8,)}).fit(
             theta, x, callback=record
         )
-    # 3,330 training pairs: 17 steps an epoch, 2,550 steps of cosine
-    want = ff.fit.LRSchedule("cosine", 1e-3, 2550)
+    # 3,330 training pairs: 17 steps an epoch, 2,550 steps of cosine from the larger peak
+    want = ff.fit.LRSchedule("cosine", 2e-3, 2550)
     assert seen == [want.lr_at(17), want.lr_at(34)]
 
 
