@@ -82,6 +82,7 @@ def dequantized_log_likelihood(
     v: Tensor,
     samples: int = 16,
     batch_size: int = 1024,
+    *,
     context: Tensor | None = None,
 ) -> DequantizedLikelihood:
     """The dequantization bound of ``log P(v)`` and its importance-sampled estimate.

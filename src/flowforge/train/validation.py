@@ -123,7 +123,7 @@ class Validation:
             torch.manual_seed(self.seed + 104_729)  # the same noise at every evaluation
             try:
                 res = dequantized_log_likelihood(
-                    model, deq, self.val.to(self.device), 1, self.batch_size, self.context
+                    model, deq, self.val.to(self.device), 1, self.batch_size, context=self.context
                 )
             except FloatingPointError:
                 return torch.full((self.val.shape[0],), math.nan, dtype=torch.float64)
