@@ -12,19 +12,12 @@ import pytest
 import torch
 
 import flowforge as ff
-from cli_util import TINY, TINY_TABLE, assert_bad_input, assert_ok, flowforge, run_cli
+from cli_util import TINY, assert_bad_input, assert_ok, flowforge, run_cli
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cwd = tmp_path_factory.mktemp("runs")
-    assert_ok(run_cli("train", *TINY, "--steps", "2", "--out", "toy", cwd=cwd))
-    assert_ok(run_cli("train", "--data", "wine", *TINY_TABLE, "--steps", "2", "--out", "tab",
-                      cwd=cwd))  # fmt: skip
-    vi = ["--steps", "2", "--samples", "8", "--eval-samples", "50", "--transforms", "2"]
-    assert_ok(run_cli("vi", *vi, "--no-plots", "--quiet", "--out", "vi", cwd=cwd))
-    np.save(cwd / "rows.npy", np.zeros((4, 2)))
-    return cwd
+@pytest.fixture
+def runs(tiny_runs: Path) -> Path:
+    return tiny_runs  # the tiny runs the bad-input tests share (conftest.py)
 
 
 def _float64_reference(run: Path, x: np.ndarray) -> np.ndarray:

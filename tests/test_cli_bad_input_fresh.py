@@ -10,22 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_util import TINY, TINY_TABLE, assert_bad_input, assert_ok, run_cli
+from cli_util import TINY, TINY_TABLE, assert_bad_input, run_cli
 from flowforge.train.applicable import check_warmup
 from flowforge.train.config import ConfigError, TrainConfig
 
 VI = ["--steps", "2", "--samples", "8", "--eval-samples", "50", "--transforms", "2"]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cwd = tmp_path_factory.mktemp("runs")
-    assert_ok(run_cli("train", *TINY, "--steps", "2", "--out", "toy", cwd=cwd))
-    assert_ok(run_cli("train", "--data", "wine", *TINY_TABLE, "--steps", "2", "--out", "tab",
-                      cwd=cwd))  # fmt: skip
-    assert_ok(run_cli("vi", *VI, "--no-plots", "--out", "vi", cwd=cwd))
-    np.save(cwd / "rows.npy", np.zeros((4, 2), np.float32))
-    return cwd
+@pytest.fixture
+def runs(tiny_runs: Path) -> Path:
+    return tiny_runs  # the tiny runs the bad-input tests share (conftest.py)
 
 
 @pytest.mark.parametrize(
