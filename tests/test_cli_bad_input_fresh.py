@@ -84,6 +84,7 @@ def test_a_default_warmup_longer_than_the_run_is_a_warning() -> None:
         (["score", "toy", "--input", "rows.npy", "--header"], "a .npy file has no header row"),
         (["score", "tab", "--input", "rows.npy", "--seed", "3"], "--seed is the dequantization"),
         (["datasets", "--data-dir", "rows.npy"], "--data-dir rows.npy is a file"),
+        (["sample", "toy", "-n", "0", "-o", "s.npy"], "-n must be positive"),  # not 1000
         (["vi", *VI, "--anneal", "100", "--out", "o"], "anneal (100 steps) must not exceed"),
         (["vi", *VI, "--seed", str(2**70), "--out", "o"], "seed must be a 64-bit integer"),
         (["vi", *VI, "--flow", "planar", "--hidden", "8", "--out", "o"], "context network"),

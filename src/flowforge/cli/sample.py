@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         raise RunError("PNG output needs image or 2-D data; use .npy or .csv")
     x = sample_rows(
         run,
-        args.num or 1000,
+        1000 if args.num is None else args.num,
         temperature=1.0 if args.temperature is None else args.temperature,
         seed=args.seed,
         denoise=args.denoise,
