@@ -270,9 +270,10 @@ def test_bad_arguments_are_named() -> None:
 @pytest.mark.slow
 def test_variational_dequantization_training_on_digits_lowers_the_bound() -> None:
     """A short joint training on the digits: the bound drops from its start and stays finite,
-    and the learned noise beats uniform noise for the flow it was trained with (300 steps:
-    3.705 -> 2.425 bits/dim, uniform noise 2.486; 600 steps took twice as long for a margin
-    the assertions do not need)."""
+    and the learned noise beats uniform noise for the flow it was trained with (150 steps,
+    seeds 0-2: 3.705 -> 2.590, 3.730 -> 2.636, 3.679 -> 2.584 bits/dim against uniform noise's
+    2.623, 2.661, 2.622; 300 steps: 2.425 against 2.486, for a margin the assertions do not
+    need)."""
     from flowforge.data.sklearn_sets import load_sklearn_dataset
 
     ds = load_sklearn_dataset("digits", 0)
@@ -287,7 +288,7 @@ def test_variational_dequantization_training_on_digits_lowers_the_bound() -> Non
     val = ds.val[:128]
     start = None
     gen = torch.Generator().manual_seed(0)
-    for step in range(300):
+    for step in range(150):
         for group in opt.param_groups:
             group["lr"] = 1e-3 * min(1.0, (step + 1) / 50)
         loss = objective(flow, ds.train[torch.randint(0, ds.train.shape[0], (64,), generator=gen)])

@@ -8,6 +8,7 @@ forbidden packages and records whichever of them ``import flowforge`` brings bac
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import subprocess
 import sys
@@ -61,7 +62,8 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _modules() -> list[str]:
+@functools.cache
+def _modules() -> tuple[str, ...]:
     """Every module of the source tree, by dotted name (packages as their own name)."""
     names = []
     for p in sorted((SRC / "flowforge").rglob("*.py")):
@@ -69,7 +71,7 @@ def _modules() -> list[str]:
         if parts[-1] == "__init__":
             parts.pop()
         names.append(".".join(parts))
-    return names
+    return tuple(names)
 
 
 def test_import_flowforge_is_light() -> None:
@@ -133,7 +135,8 @@ print(json.dumps({{"failed": failed, "imports": len(tried)}}))
     assert 1 <= out["imports"] <= len(_modules())
 
 
-def _imports(name: str, top_level_only: bool, type_only: bool = False) -> set[str]:
+@functools.cache
+def _imports(name: str, top_level_only: bool, type_only: bool = False) -> frozenset[str]:
     """The flowforge modules that module ``name`` imports (``if TYPE_CHECKING`` left out unless
     ``type_only``; a module-level ``__getattr__``, the lazy re-export of names that moved up
     for old imports, always left out).
@@ -169,7 +172,7 @@ def _imports(name: str, top_level_only: bool, type_only: bool = False) -> set[st
                     visit(getattr(node, block, []), top)
 
     visit(ast.parse(path.read_text(encoding="utf-8")).body, True)
-    return {m for m in out if m in known}
+    return frozenset(m for m in out if m in known)
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str]:

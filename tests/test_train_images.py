@@ -177,15 +177,15 @@ def test_image_runs_of_the_old_format_are_refused(tmp_path: Path) -> None:
 def test_glow_on_digits_goes_well_below_the_uniform_bits_per_dim(
     digits: ff.data.Dataset,
 ) -> None:
-    """Glow's CLI defaults, 400 steps, well below log2(17) = 4.09 (measured: 2.31 bits/dim at
-    400 steps, 2.27 at 500, 2.18 at 800, 2.09 at 1,500; standard error 0.03)."""
+    """Glow's CLI defaults, 150 steps, well below log2(17) = 4.09 (measured: 2.59, 2.64, 2.59
+    bits/dim at 150 steps for seeds 0-2; 2.31 at 400, 2.09 at 1,500; standard error 0.03)."""
     torch.set_num_threads(1)
     cfg = TrainConfig.from_layers(
         preset_defaults("glow"),
-        {"data": "digits", "flow": "glow", "steps": 400, "eval_every": 200},
+        {"data": "digits", "flow": "glow", "steps": 150, "eval_every": 75},
     )
-    trainer = _trainer(digits, cfg, total=400)
+    trainer = _trainer(digits, cfg, total=150)
     trainer.fit(progress=False)
     s = split_summary(trainer.model, digits, cfg, "test")
-    assert s.bpd is not None and s.bpd < 2.5, s
+    assert s.bpd is not None and s.bpd < 2.8, s
     assert s.bpd + s.bpd_err < 0.7 * math.log2(17)
