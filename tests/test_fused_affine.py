@@ -23,7 +23,9 @@ def test_gradcheck_float64(bound: float) -> None:
     params = (2 * torch.randn(5, 4, 2, dtype=torch.float64, generator=gen)).requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: AffineFunction.apply(a, b, bound), (x, params))
     # create_graph=True takes a differentiable backward: second derivatives are exact too.
-    assert torch.autograd.gradgradcheck(lambda a, b: AffineFunction.apply(a, b, bound), (x, params), fast_mode=True)
+    assert torch.autograd.gradgradcheck(
+        lambda a, b: AffineFunction.apply(a, b, bound), (x, params), fast_mode=True
+    )
 
 
 def test_matches_reference_values_and_gradients() -> None:
