@@ -341,6 +341,7 @@ REGISTRY: dict[str, Callable[[], Case]] = {
             source="griffin-lim",
             sample_rate=8000,
             source_iters=2,
+            source_refine=2,  # a learned refinement of the magnitudes (random in the tests)
         ).bijection,
         4 * 2,
     ),

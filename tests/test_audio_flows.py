@@ -146,6 +146,90 @@ def test_mel_griffin_lim_is_as_close_as_librosas_and_deterministic() -> None:
     assert gl(feats.double()).dtype == torch.float64
 
 
+def test_accelerated_least_squares_fits_the_mel_closer_than_projected() -> None:
+    """The mel inversion: with Nesterov's momentum the same rounds leave a smaller residual
+    ``|basis s - mel|`` than the plain projected gradient (saved runs keep the plain one), and
+    both stay non-negative."""
+    pytest.importorskip("librosa")
+    torch.manual_seed(0)
+    mel = torch.rand(3, 8, 4) + 0.05  # (N, F, frames) positive mel magnitudes
+    c = (torch.log(mel) / 4 + 2).flatten(1)  # the vocoder's feature units
+    args = (8, 4, 1024, 8000)
+    fast = ff.nn.MelGriffinLim(*args, n_fft=512, nnls_iters=20)
+    plain = ff.nn.MelGriffinLim(*args, n_fft=512, nnls_iters=20, nnls="projected")
+    target = torch.cat([mel, mel[..., -1:]], -1)
+
+    def residual(gl: ff.nn.MelGriffinLim) -> float:
+        s = gl.least_squares(c)
+        assert s.min() >= 0
+        return float((gl.basis @ s - target).norm())
+
+    assert residual(fast) < 0.7 * residual(plain)
+    with pytest.raises(ValueError, match="nnls in"):
+        ff.nn.MelGriffinLim(*args, n_fft=512, nnls="lbfgs")
+
+
+def test_a_refined_source_starts_as_the_least_squares_and_gets_no_likelihood_gradient() -> None:
+    """``source_refine``: zero-initialised, the estimate is the plain one; with random weights
+    it differs, the vocoder still inverts exactly, and its likelihood gives the refinement no
+    gradient (only the spectral fit trains it)."""
+    pytest.importorskip("librosa")
+    torch.manual_seed(0)
+    kwargs = {"context": 4 * 4, "frame_features": 4, "group": 4, "depth": 2, "hidden": 4}
+    make = lambda r: ff.flows.WaveGlow(  # noqa: E731
+        (1, 256), **kwargs, layers=2, source="griffin-lim", sample_rate=8000, source_iters=2,
+        source_refine=r,
+    )  # fmt: skip
+    flow, plain = make(3), make(0)
+    mel = 0.3 * torch.randn(3, 16) + 1.0
+    gl = next(m for m in flow.modules() if isinstance(m, ff.nn.MelGriffinLim))
+    assert gl.refiner is not None
+    plain_gl = next(m for m in plain.modules() if isinstance(m, ff.nn.MelGriffinLim))
+    torch.testing.assert_close(gl.magnitudes(mel), plain_gl.magnitudes(mel))
+    randomize(flow)
+    assert not torch.allclose(gl.magnitudes(mel), plain_gl.magnitudes(mel))
+    x = 0.1 * torch.randn(3, 1, 256, dtype=torch.float64)
+    flow.double()
+    z, ladj = flow.bijection(x, mel.double())
+    back, _ = flow.bijection.inverse(z, mel.double())
+    torch.testing.assert_close(back, x)
+    flow.log_prob(x, mel.double()).sum().backward()
+    assert all(p.grad is None for p in gl.refiner.parameters())
+    assert any(p.grad is not None for p in flow.parameters())
+
+
+def test_fit_source_lowers_the_spectral_loss_and_trains_only_the_refinement() -> None:
+    """``flowforge train``'s fit of a vocoder's refined source, on three tiny segments."""
+    pytest.importorskip("librosa")
+    from flowforge.data.audio import mel_context, to_levels
+    from flowforge.data.base import Dataset
+    from flowforge.train.vocoder_source import fit_source
+
+    x = _harmonic(3, 1024)
+    rows = torch.from_numpy(to_levels(x.numpy())[:, None].astype("float32"))  # (3, 1, 1024)
+    ds = mel_context(
+        Dataset("h", "audio", (1, 1024), rows, rows, rows, levels=65536, sample_rate=16000)
+    )
+    torch.manual_seed(0)
+    flow = ff.flows.WaveGlow(
+        (1, 1024), context=40 * 4, frame_features=40, group=4, depth=2, hidden=4, layers=2,
+        source="griffin-lim", sample_rate=16000, source_iters=2, source_refine=4,
+    )  # fmt: skip
+    gl = next(m for m in flow.modules() if isinstance(m, ff.nn.MelGriffinLim))
+    c = ds.context_of("train")
+    wave = ((rows[:, 0].double() - 32768) / 32768).float()
+    before = float(gl.spectral_loss(c, wave).detach())
+    others = {k: v.clone() for k, v in flow.state_dict().items() if "refiner" not in k}
+    fitted = fit_source(flow, ds, seed=0, fit={"steps": 15, "lr": 1e-2})
+    assert fitted is not None and fitted["steps"] == 15
+    assert float(gl.spectral_loss(c, wave).detach()) < 0.8 * before
+    for k, v in flow.state_dict().items():
+        if "refiner" not in k:
+            assert torch.equal(v, others[k]), k
+    plain = ff.flows.WaveGlow((1, 1024), depth=2, hidden=4, layers=2, group=4)
+    assert fit_source(plain, ds, seed=0) is None
+
+
 def test_waveglow_centred_on_griffin_lim_models_the_residual() -> None:
     """An untrained source-centred vocoder (its couplings start at the identity) returns its
     estimate at a tiny temperature; the source needs a sample rate and a known name."""

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import flowforge as ff
 from cli_util import assert_bad_input, assert_ok, run_cli
 from flowforge.data import load_dataset
 from flowforge.data.audio import mel_features
@@ -138,9 +139,13 @@ def test_the_vocoder_is_trained_and_tested_given_each_segments_mel(
 
 @pytest.fixture(scope="module")
 def gl_run(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A vocoder centred on the Griffin-Lim estimate from its mel: at a low temperature its
-    resynthesis is the mel's, so it shows which mel frames it was given."""
-    options = '{"depth": 2, "hidden": 4, "layers": 2, "group": 4, "source": "griffin-lim"}'
+    """A vocoder centred on the Griffin-Lim estimate from its mel, with a learned refinement
+    of its magnitudes: at a low temperature its resynthesis is the mel's, so it shows which
+    mel frames it was given."""
+    options = (
+        '{"depth": 2, "hidden": 4, "layers": 2, "group": 4, "source": "griffin-lim", '
+        '"source_refine": 2}'
+    )
     return _train(clips, tmp_path_factory.mktemp("gl"), "--flow-options", options)
 
 
@@ -150,6 +155,11 @@ def test_a_vocoder_centred_on_griffin_lim_reports_the_estimate_alone(gl_run: Pat
     root = gl_run
     run = open_run(root, torch.device("cpu"))
     assert run.spec.kwargs["source"] == "griffin-lim" and run.spec.kwargs["sample_rate"] == 16000
+    assert run.spec.kwargs["source_nnls"] == "accelerated"  # stored: an old run loads "projected"
+    # the refinement was fitted before the flow trained, and its weights were saved
+    assert json.loads((root / "config.json").read_text())["source_fit"]["steps"] > 0
+    (gl,) = [m for m in run.flow.modules() if isinstance(m, ff.nn.MelGriffinLim)]
+    assert gl.refiner is not None and gl.refiner[-1].weight.abs().max() > 0
     voc = json.loads((root / "results.json").read_text())["audio"]["vocoder"]
     # the torch estimate and librosa's Griffin-Lim invert the same mel: within a few dB
     assert abs(voc["source_lsd_db"] - voc["griffin_lim_lsd_db"]) < 3.0, voc

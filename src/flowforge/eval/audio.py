@@ -43,7 +43,7 @@ __all__ = [
 
 #: The temperatures a vocoder's resynthesis is tried at on the validation clips (the best kept;
 #: WaveGlow samples at 0.6, a flow centred on a mel-derived estimate wants lower ones).
-TEMPERATURES = (0.01, 0.1, 0.3, 0.6, 0.8, 1.0)
+TEMPERATURES = (0.001, 0.003, 0.01, 0.1, 0.3, 0.6, 0.8, 1.0)
 
 
 def nats_per_sample(nll: float, length: int, unit_interval: bool = True) -> float:

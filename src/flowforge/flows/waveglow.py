@@ -102,7 +102,10 @@ class WaveGlow(Preset):
     the flow models the residual ``x - s(mel)`` (:class:`~flowforge.transforms.SourceShift`),
     its WaveNets see the estimate's samples beside the mel, and ``p(x | mel)`` stays exact
     because the estimate is a function of the mel only. Sampled at a low temperature it
-    returns the estimate plus the flow's learned correction.
+    returns the estimate plus the flow's learned correction. ``source_refine`` adds a small
+    network that refines the estimate's STFT magnitudes before Griffin-Lim; it is fitted by a
+    spectral loss (:meth:`~flowforge.nn.MelGriffinLim.spectral_loss`), not by the likelihood,
+    and the density stays exact for any value of its weights.
 
     Args:
         shape: the event shape ``(C, T)``; ``T`` divisible by ``group``.
@@ -120,6 +123,11 @@ class WaveGlow(Preset):
         source: ``"none"`` or ``"griffin-lim"`` (a vocoder centred on Griffin-Lim's waveform).
         sample_rate: the audio's sample rate in Hz (the source's mel filterbank).
         source_iters: Griffin-Lim rounds of the source.
+        source_nnls: the source's mel inversion, ``"accelerated"`` or ``"projected"`` (the
+            runs saved before the accelerated one load with it).
+        source_refine: channels of the source's learned magnitude refinement (0: none), fitted
+            to the training waveforms by a spectral loss before the flow trains
+            (``flowforge train`` does it) and fixed while it does.
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
         steps: the old name of ``depth`` (deprecated: ``steps`` are optimisation steps).
@@ -158,6 +166,8 @@ class WaveGlow(Preset):
         source: str = "none",
         sample_rate: int = 0,
         source_iters: int = 32,
+        source_nnls: str = "accelerated",
+        source_refine: int = 0,
         base: BaseDistribution | None = None,
         steps: int | None = None,
     ) -> None:
@@ -180,7 +190,15 @@ class WaveGlow(Preset):
         cond = up.channels if up is not None else 0  # per-step channels after upsampling
         gl = None
         if source == "griffin-lim":
-            gl = MelGriffinLim(frame_features, frames, t, sample_rate, iters=source_iters)
+            gl = MelGriffinLim(
+                frame_features,
+                frames,
+                t,
+                sample_rate,
+                iters=source_iters,
+                nnls=source_nnls,
+                refine=source_refine,
+            )
             cond += c * group  # the estimate's samples, squeezed like the waveform
         channels, length = c * group, t // group
         levels: list[Bijection] = []

@@ -73,6 +73,7 @@ from flowforge.train.prepare import (
     total_steps_of,
 )
 from flowforge.train.sizing import describe, size_for_data
+from flowforge.train.vocoder_source import fit_source
 from flowforge.transforms.standardize import standardized_view
 
 __all__ = [
@@ -163,6 +164,13 @@ def start_run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult | Non
     set_threads(cfg, device, spec)
     torch.manual_seed(cfg.seed)
     flow = build_flow(spec).to(device)
+    source_fit = fit_source(flow, ds, cfg.seed)  # a vocoder's learned source, before the flow
+    if source_fit is not None and world.is_main and not cfg.quiet:
+        print(
+            f"source estimate fitted: {source_fit['steps']} steps, {source_fit['seconds']:.1f} s, "
+            f"log-mel error {source_fit['rms_db']:.2f} dB",
+            flush=True,
+        )
     deq = None if deq_spec is None else build_dequantizer(deq_spec).to(device)
     objective = objective_for(cfg, flow, deq)
     if short is not None and world.is_main:  # after every refusal: one line for bad input
@@ -172,6 +180,8 @@ def start_run(cfg: TrainConfig, *, overwrite: bool = False) -> TrainResult | Non
     writer = None
     if world.is_main:
         record = {**new_record(cfg, spec, ds, total, deq_spec), "sized_from_data": sized}
+        if source_fit is not None:
+            record["source_fit"] = source_fit
         writer = RunWriter.create(out, record, overwrite, RESUME)
         trainer.attach(writer)
     with writer or nullcontext():
