@@ -190,7 +190,7 @@ def test_a_refined_source_starts_as_the_least_squares_and_gets_no_likelihood_gra
     assert not torch.allclose(gl.magnitudes(mel), plain_gl.magnitudes(mel))
     x = 0.1 * torch.randn(3, 1, 256, dtype=torch.float64)
     flow.double()
-    z, ladj = flow.bijection(x, mel.double())
+    z, _ = flow.bijection(x, mel.double())
     back, _ = flow.bijection.inverse(z, mel.double())
     torch.testing.assert_close(back, x)
     flow.log_prob(x, mel.double()).sum().backward()
