@@ -120,6 +120,7 @@ class MelGriffinLim(nn.Module):
             bins = self.n_fft // 2 + 1
             out = nn.Conv1d(refine, bins, 1)
             nn.init.zeros_(out.weight)
+            assert out.bias is not None
             nn.init.zeros_(out.bias)
             self.refiner = nn.Sequential(
                 nn.Conv1d(features, refine, 3, padding=1),
