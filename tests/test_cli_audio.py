@@ -160,6 +160,7 @@ def test_a_vocoder_centred_on_griffin_lim_reports_the_estimate_alone(gl_run: Pat
     assert json.loads((root / "config.json").read_text())["source_fit"]["steps"] > 0
     (gl,) = [m for m in run.flow.modules() if isinstance(m, ff.nn.MelGriffinLim)]
     assert gl.refiner is not None and gl.refiner[-1].weight.abs().max() > 0
+    assert (root / "test0_estimate.wav").is_file()  # the estimate alone, beside the flow's
     voc = json.loads((root / "results.json").read_text())["audio"]["vocoder"]
     # the torch estimate and librosa's Griffin-Lim invert the same mel: within a few dB
     assert abs(voc["source_lsd_db"] - voc["griffin_lim_lsd_db"]) < 3.0, voc

@@ -37,6 +37,7 @@ __all__ = [
     "mel_power",
     "nats_per_sample",
     "resynthesize",
+    "source_estimate",
     "synthesis_speed",
     "vocoder_summary",
 ]
@@ -255,16 +256,23 @@ def vocoder_summary(
 
 
 @torch.no_grad()
-def _estimate_lsd(flow: Any, context: torch.Tensor, x: np.ndarray, rate: int) -> float | None:
-    """The log-spectral distance of a source-centred vocoder's deterministic estimate alone
-    (its :class:`~flowforge.transforms.SourceShift`'s, without the flow), or ``None``."""
+def source_estimate(flow: Any, context: torch.Tensor) -> np.ndarray | None:
+    """A source-centred vocoder's deterministic estimate alone (its
+    :class:`~flowforge.transforms.SourceShift`'s, without the flow): ``(N, T)`` float64
+    waveforms from ``(N, C)`` mel frames, or ``None`` for a vocoder without one."""
     from flowforge.transforms.source_shift import SourceShift
 
     shifts = [m for m in flow.modules() if isinstance(m, SourceShift)]
     if len(shifts) != 1:
         return None
     s = shifts[0].estimate(context.to(next(flow.parameters()).device))  # the waveform 2u - 1
-    return float(log_spectral_distance(s[:, 0].double().cpu().numpy(), x, rate).mean())
+    return s[:, 0].double().cpu().numpy()
+
+
+def _estimate_lsd(flow: Any, context: torch.Tensor, x: np.ndarray, rate: int) -> float | None:
+    """The log-spectral distance of a source-centred vocoder's estimate alone, or ``None``."""
+    s = source_estimate(flow, context)
+    return None if s is None else float(log_spectral_distance(s, x, rate).mean())
 
 
 @torch.no_grad()

@@ -284,8 +284,9 @@ def write_audio_samples(
     """An audio run's outputs as 16-bit WAV files, and ``spectrograms.png`` of the first of
     each kind: three test segments ``test{i}.wav`` and three samples ``sample{i}.wav`` (at
     ``temperature``); for a vocoder (``context``: the test segments' mel frames) instead of
-    the samples, each test segment's resynthesis from its mel ``test{i}_resynthesis.wav`` and
-    Griffin-Lim's from the same mel ``test{i}_griffin_lim.wav``.
+    the samples, each test segment's resynthesis from its mel ``test{i}_resynthesis.wav``,
+    Griffin-Lim's from the same mel ``test{i}_griffin_lim.wav`` and, for a vocoder centred on a
+    source, the source's estimate alone ``test{i}_estimate.wav``.
 
     Args:
         flow: the run's flow over dequantized levels ``u`` in ``[0, 1)``, shape ``(1, T)``.
@@ -298,7 +299,7 @@ def write_audio_samples(
     import soundfile as sf
 
     from flowforge.data.audio import MEL_HOP, mel_magnitude, waveform
-    from flowforge.eval.audio import griffin_lim, resynthesize
+    from flowforge.eval.audio import griffin_lim, resynthesize, source_estimate
 
     originals = ((test[:3, 0].double() - 32768) / 32768).numpy()
     outputs: dict[str, Any] = {"": originals}
@@ -315,8 +316,12 @@ def write_audio_samples(
         waves = {
             "test segment": originals[0],
             f"resynthesis from its mel (temperature {temperature})": outputs["_resynthesis"][0],
-            "Griffin-Lim from the same mel": outputs["_griffin_lim"][0],
         }
+        estimate = source_estimate(flow, mel)
+        if estimate is not None:
+            outputs["_estimate"] = estimate
+            waves["the vocoder's source estimate alone"] = estimate[0]
+        waves["Griffin-Lim (librosa) from the same mel"] = outputs["_griffin_lim"][0]
     written = []
     for suffix, group in outputs.items():
         for i, wave in enumerate(group):
