@@ -129,12 +129,31 @@ def resynthesize_clip(
 ) -> np.ndarray:
     """The flow's resynthesis of a clip from its own mel frames.
 
+    The clip is cut into segments of the run's length ``T`` every ``T / 2`` samples (padded
+    with ``T / 2`` samples of silence before and after), each resynthesised from its own mel
+    frames, and the segments are cross-faded with periodic Hann windows, which sum to one: a
+    segment's edges, where its mel frames are padded, weigh least, so there is no seam every
+    ``T`` samples. Measured on 8 speech clips with a vocoder centred on a refined source
+    (``benchmarks/results/vocoder.md``): back to back, the frames within 512
+    samples of a seam were 1.9 dB (the flow) and 2.6 dB (its estimate) worse than the others;
+    cross-faded, 0.05 dB worse and 0.3 dB better.
+
     Returns:
         ``(n,)`` float64 samples in ``[-1, 1]`` at ``settings.rate``, as long as the clip.
     """
     levels, n = read_clip(path, settings, pad=True)
-    wave = resynthesize(flow, _context(levels, settings, flow), temperature, seed=seed)
-    return wave.reshape(-1)[:n]
+    t = settings.length
+    half = t // 2
+    count = math.ceil(n / half) + 1  # segments starting at 0, T/2, ... of the padded clip
+    flat = np.full(count * half + t, AUDIO_LEVELS // 2, dtype=np.float64)  # silence
+    flat[half : half + n] = levels.reshape(-1)[:n]
+    segments = np.stack([flat[k * half : k * half + t] for k in range(count)])[:, None]
+    waves = resynthesize(flow, _context(segments, settings, flow), temperature, seed=seed)
+    window = np.sin(np.pi * np.arange(t) / t) ** 2  # w(i) + w(i + T/2) = 1
+    out = np.zeros(flat.size)
+    for k, wave in enumerate(waves):  # (count, T)
+        out[k * half : k * half + t] += window * wave
+    return out[half : half + n]
 
 
 @torch.no_grad()
