@@ -118,17 +118,64 @@ def test_sample_with_class_and_guidance_from_the_cli(class_run: Path) -> None:
     assert_ok(run_cli("sample", class_run, "-n", "20", "-o", "grid.png", cwd=cwd))
 
 
+def test_score_gives_each_row_its_class(class_run: Path, tmp_path: Path) -> None:
+    run = open_run(class_run)
+    v = load_dataset("digits", seed=3).test[:6]  # (6, 1, 8, 8) levels
+    labels = np.array([3, 1, 4, 1, 5, 9])
+    pixels = v.reshape(6, -1).numpy()
+    rows = np.concatenate([pixels, labels[:, None], labels[:, None] % 2], axis=1)
+    names = [str(i) for i in range(64)] + ["digit", "odd"]
+    np.savetxt(tmp_path / "rows.csv", rows, delimiter=",", header=",".join(names), comments="")
+    bare = np.concatenate([labels[:, None], pixels], axis=1)  # the class first; no header
+    np.savetxt(tmp_path / "bare.csv", bare, delimiter=",")
+    np.savetxt(tmp_path / "pixels.csv", pixels, delimiter=",")
+    # the reference: seed 0's uniform noise, the flow given a one-hot class
+    noise = torch.rand(v.shape, generator=torch.Generator().manual_seed(0))
+    u = (v + noise) / 17
+    with torch.no_grad():
+        own = run.flow.log_prob(u, torch.eye(10)[labels]).double()
+        three = run.flow.log_prob(u, torch.eye(10)[[3] * 6]).double()
+    assert not torch.allclose(own, three)
+    for flags, expected in (
+        (["--input", "rows.csv", "--class-column", "digit", "--labels", "odd"], own),
+        (["--input", "rows.csv", "--class-column", "digit", "--class", "3"], None),
+        (["--input", "pixels.csv", "--class", "3"], three),
+    ):
+        proc = run_cli("score", class_run, *flags, "-o", "s.npy", cwd=tmp_path)
+        if expected is None:  # --class and --class-column exclude each other
+            assert proc.returncode == 2 and "not allowed with" in proc.stderr
+            continue
+        assert_ok(proc)
+        got = torch.from_numpy(np.load(tmp_path / "s.npy"))
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    assert_ok(run_cli("score", class_run, "-i", "bare.csv", "--class-column", "0", "-o", "b.npy",
+                      cwd=tmp_path))  # fmt: skip
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "b.npy")), own, rtol=1e-5,
+                               atol=1e-4)  # fmt: skip
+    rows[2, -2] = 10
+    np.savetxt(tmp_path / "bad.csv", rows, delimiter=",", header=",".join(names), comments="")
+    proc = run_cli("score", class_run, "-i", "bad.csv", "--class-column", "digit", "--labels",
+                   "odd", cwd=tmp_path)  # fmt: skip
+    assert_bad_input(proc, "row 3: expected a class in 0..9, got 10")
+    proc = run_cli("score", class_run, "-i", "bad.csv", "--class-column", "odd", cwd=tmp_path)
+    assert_bad_input(proc, "has 65 columns")  # the other label is taken for a pixel
+    proc = run_cli("score", class_run, "-i", "pixels.csv", "--class", "10", cwd=tmp_path)
+    assert_bad_input(proc, "expected a class in 0..9, got 10")
+
+
 def test_bad_class_options_are_one_line(class_run: Path, tmp_path: Path) -> None:
     for k in ("10", "-1"):
         proc = run_cli("sample", class_run, "-n", "2", "--class", k, cwd=tmp_path)
         assert_bad_input(proc, f"expected a class in 0..9, got {k}")
     proc = run_cli("score", class_run, "--input", "x.csv", cwd=tmp_path)
-    assert_bad_input(proc, "class-conditional")
+    assert_bad_input(proc, "class-conditional", "--class K")
     proc = run_cli("train", "--data", "digits", "--flow", "tarflow", *SMALL[:-2], "--steps", "1",
                    "--flow-options", '{"blocks": 1, "width": 8}', "--out", "u", cwd=tmp_path)  # fmt: skip
     assert_ok(proc)
     proc = run_cli("sample", tmp_path / "u", "-n", "2", "--class", "3", cwd=tmp_path)
     assert_bad_input(proc, "--class 3 needs a class-conditional run", "without classes")
+    proc = run_cli("score", tmp_path / "u", "--input", "x.csv", "--class", "3", cwd=tmp_path)
+    assert_bad_input(proc, "--class needs a class-conditional run", "without classes")
     for data, why in (("wine", "only digits have"), ("moons", "only digits have")):
         proc = run_cli("train", "--data", data, "--condition", "class", "--quiet", cwd=tmp_path)
         assert_bad_input(proc, why)
@@ -162,3 +209,27 @@ def test_classifier_benchmark_scores_a_cli_run(class_run: Path, tmp_path: Path) 
     assert json.loads(out.read_text()) == rows
     assert rows[0]["accuracy"] > 0.9 and len(rows) == 3  # the ceiling, plain, guided
     assert all(0 <= r["accuracy"] <= 1 for r in rows)
+
+
+def test_glow_with_classes_is_conditioned_by_them(tmp_path: Path) -> None:
+    small = [*SMALL[:-2], "--flow-options", '{"levels": 1, "depth": 1, "hidden": [8, 8]}']
+    proc = run_cli("train", "--data", "digits", "--flow", "glow", "--condition", "class", *small,
+                   "--steps", "6", "--out", "g", cwd=tmp_path)  # fmt: skip
+    assert_ok(proc)
+    run = open_run(tmp_path / "g")
+    assert run.record["config"]["condition"] == "class" and run.spec.kwargs["context"] == 10
+    assert "label_dropout" not in run.spec.kwargs  # TarFlow's only
+    v = load_dataset("digits").test[:8]
+    u = (v + torch.rand(v.shape, generator=torch.Generator().manual_seed(0))) / 17
+    c = torch.eye(10)[torch.arange(8)]
+    with torch.no_grad():  # the class reaches every coupling's network, hence the density
+        own, other = run.flow.log_prob(u, c), run.flow.log_prob(u, c.roll(1, -1))
+    assert torch.isfinite(own).all() and (own - other).abs().max() > 1e-3
+    from flowforge.eval.score import sample_rows
+
+    assert not torch.equal(
+        sample_rows(run, 4, seed=1, label=2), sample_rows(run, 4, seed=1, label=7)
+    )
+    proc = run_cli("sample", tmp_path / "g", "-n", "2", "--class", "3", "--guidance", "1",
+                   cwd=tmp_path)  # fmt: skip
+    assert_bad_input(proc, "--guidance 1", "TarFlow")

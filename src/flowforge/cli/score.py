@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "units: a run trained on standardised data applies its saved training statistics "
             "and adds their log-Jacobian, so the score is the log-density of the raw row. For "
             "image runs the rows are integer pixel levels 0..K-1 (any numeric dtype; fractions and [0, 1) floats are refused) and the score is log p(u) of the "
-            "uniformly dequantized row (seeded). Low scores flag anomalies."
+            "uniformly dequantized row (seeded); a class-conditional run (--condition class) scores "
+            "log p(u | class) given --class K or each row's --class-column. Low scores flag "
+            "anomalies."
         ),
     )
     sc.add_argument("run", metavar="RUN", help="run directory")
@@ -57,6 +59,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="a column of the input that marks anomalies (0 normal / 1 anomaly, or 1 normal / "
         "-1 anomaly): it is not a model input; prints AUROC and average precision of the "
         "score. Its name with a header, else its 0-based index",
+    )
+    given = sc.add_mutually_exclusive_group()
+    given.add_argument(
+        "--class",
+        dest="label",
+        type=int,
+        metavar="K",
+        help="a class-conditional run (--condition class): score every row given class K",
+    )
+    given.add_argument(
+        "--class-column",
+        metavar="COLUMN",
+        help="a class-conditional run: a column of the input that holds each row's class "
+        "0..K-1 (not a model input); each row is scored given its own class. Its name with a "
+        "header, else its 0-based index",
     )
     flag = sc.add_mutually_exclusive_group()
     flag.add_argument(
@@ -104,7 +121,14 @@ def _share(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowforge.eval.score import read_rows, run_classes, score_rows
+    from flowforge.eval.score import (
+        class_contexts,
+        read_labels,
+        read_rows,
+        row_class_contexts,
+        run_classes,
+        score_rows,
+    )
     from flowforge.runs import RunError, check_output, open_run, read_run_record, write_table
     from flowforge.train.run import resolve_device, run_config
     from flowforge.vi.run import is_vi_record
@@ -128,13 +152,20 @@ def run(args: argparse.Namespace) -> int:
     clip = Path(args.input).suffix.lower() in (".wav", ".flac")
     if clip or (run.spec.kind == "audio" and run.spec.kwargs.get("context")):
         return _score_clip(args, run, out)
-    if run_classes(run):
+    classes = run_classes(run)
+    if classes and args.label is None and args.class_column is None:
         raise RunError(
-            f"{args.run} holds a class-conditional flow (--condition class); flowforge score "
-            "scores rows of unconditional flows only (flowforge eval reports its test "
-            "likelihood given each row's class)"
+            f"{args.run} holds a class-conditional flow (--condition class): give the class "
+            f"of the rows, --class K for all of them or --class-column COLUMN for each its own"
         )
-    refuse_context(run, args.run, "score", "--input")
+    if not classes:
+        if args.label is not None or args.class_column is not None:
+            flag = "--class" if args.label is not None else "--class-column"
+            raise RunError(
+                f"{flag} needs a class-conditional run (flowforge train --condition class); "
+                f"{args.run} was trained without classes"
+            )
+        refuse_context(run, args.run, "score", "--input")
     if args.seed is not None and run.spec.kind != "image":
         raise RunError(
             f"--seed is the dequantization seed of an image run; it does nothing for "
@@ -142,8 +173,17 @@ def run(args: argparse.Namespace) -> int:
         )
     columns = run_config(run.record, str(run.files.config)).column_list()
     # the columns of training, by name; the label column is never a model input
-    x = read_rows(run, args.input, columns, args.header, exclude=args.labels)
-    ll = score_rows(run, x, origin=str(args.input), seed=args.seed or 0).numpy()
+    skipped = {"--labels": args.labels, "--class-column": args.class_column}
+    skipped = {flag: col for flag, col in skipped.items() if col is not None}
+    x = read_rows(run, args.input, columns, args.header, exclude=skipped)
+    context = None
+    if args.class_column is not None:
+        values = read_labels(args.input, args.class_column, args.header, "--class-column")
+        context = row_class_contexts(run, values, f"--class-column {args.class_column!r}")
+    elif args.label is not None:  # refuses a class out of range in one line
+        context = class_contexts(run, x.shape[0], args.label)
+    scores = score_rows(run, x, origin=str(args.input), seed=args.seed or 0, context=context)
+    ll = scores.numpy()
     table, names, threshold = _with_flags(ll, args.threshold, args.contamination)
     is_anomaly = None if args.labels is None else _labels(args, ll.shape[0])
     if out is None:
@@ -199,6 +239,8 @@ def _score_clip(args: argparse.Namespace, run: Run, out: Path | None) -> int:
     table_only = (
         ("--header", args.header is not None),
         ("--labels", args.labels is not None),
+        ("--class", args.label is not None),
+        ("--class-column", args.class_column is not None),
         ("--threshold", args.threshold is not None),
         ("--contamination", args.contamination is not None),
         ("--plot", args.plot is not None),

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ __all__ = [
     "label_index",
     "read_labels",
     "read_rows",
+    "row_class_contexts",
     "run_classes",
     "sample_rows",
     "score_rows",
@@ -81,6 +83,38 @@ def class_contexts(run: Run, n: int, label: int | None) -> Tensor | None:
     return torch.eye(classes)[rows]  # (n, K)
 
 
+def row_class_contexts(run: Run, labels: np.ndarray, origin: str) -> Tensor:
+    """The ``(N, K)`` one-hot contexts of ``N`` rows of a class-conditional run, each row's
+    own class ``labels[i]`` (integers ``0 .. K-1`` in any numeric dtype).
+
+    Example:
+        >>> import types
+        >>> run = types.SimpleNamespace(record={"config": {"condition": "class"}},
+        ...     spec=types.SimpleNamespace(kwargs={"context": 3}))
+        >>> row_class_contexts(run, np.array([2.0, 0.0]), "rows.csv")
+        tensor([[0., 0., 1.],
+                [1., 0., 0.]])
+
+    Raises:
+        DataError: a label that is not an integer class ``0 .. K-1`` (naming its row), or a
+            run that is not class-conditional.
+    """
+    classes = run_classes(run)
+    if classes == 0:
+        raise DataError(
+            f"{origin}: per-row classes need a class-conditional run (flowforge train "
+            f"--condition class); this run was trained without classes"
+        )
+    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~((labels >= 0) & (labels <= classes - 1) & (np.floor(labels) == labels)))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"{origin}, row {i + 1}: expected a class in 0..{classes - 1}, got {labels[i]:g}"
+        )
+    return torch.eye(classes)[torch.as_tensor(labels.astype(np.int64))]  # (N, K)
+
+
 def _run_names(run: Run) -> list[str] | None:
     """The column names a run was trained on, or ``None`` when its file had no header."""
     data = run.record.get("data") or {}
@@ -121,7 +155,7 @@ def read_rows(
     path: str | os.PathLike[str],
     columns: list[str] | None,
     header: bool | None = None,
-    exclude: str | None = None,
+    exclude: str | Mapping[str, str] | None = None,
 ) -> np.ndarray:
     """The rows of a ``.csv`` / ``.npy`` file to score with ``run`` (see :func:`score_rows`).
 
@@ -138,13 +172,15 @@ def read_rows(
         columns: the run's ``--columns`` selection (``None``: all columns).
         header: CSV only: whether the first row is a header (``None``: the rule of
             :mod:`flowforge.data.user`, and a first row equal to the run's column names).
-        exclude: a column that is not a model input (``--labels``): its name in a file with a
-            header, else its 0-based index.
+        exclude: columns that are not model inputs, by the option that names them
+            (``{"--labels": "y", "--class-column": "label"}``; a single name stands for
+            ``--labels``): each its name in a file with a header, else its 0-based index.
 
     Raises:
         DataError: a missing or malformed file, duplicate names, or names that do not match.
     """
     p = Path(path).expanduser()
+    skipped = _excluded(exclude)
     if run.spec.kind == "image" and p.suffix.lower() == ".npy" and p.is_file():
         try:
             x = np.load(p, allow_pickle=False)
@@ -154,8 +190,9 @@ def read_rows(
         if x.ndim > 2:
             if x.dtype.kind not in "biuf":
                 raise DataError(f"{p}: expected a numeric array, got dtype {x.dtype}")
-            if exclude is not None:
-                raise DataError(f"{p}: an array of images has no label column to take")
+            if skipped:
+                flag = next(iter(skipped))
+                raise DataError(f"{p}: an array of images has no column for {flag} to take")
             return np.asarray(x, dtype=np.float64)
     names = _run_names(run)
     stored = (run.record.get("data") or {}).get("columns") or run.spec.columns
@@ -164,29 +201,32 @@ def read_rows(
             first = read_header(p, header=True)
         except DataError:
             first = None
-        if first is not None and sorted(n for n in first if n != exclude) == sorted(stored):
+        if first is not None and sorted(n for n in first if n not in skipped.values()) == sorted(
+            stored
+        ):
             header = True
     got = read_header(p, header)
     if got is None:  # no header: by position, as the run's selection of indices says
-        if exclude is None:
+        if not skipped:
             x, _ = read_table(p, columns=None if names else columns, header=False)
             return x
         x, _ = read_table(p, columns=None, header=False)
-        skip = label_index(exclude, x.shape[1], str(path))
+        skip = [label_index(c, x.shape[1], str(path), flag) for flag, c in skipped.items()]
         if names is None and columns is not None:  # the run's indices are the file's
-            if str(skip) in columns:
-                raise DataError(f"--labels {exclude}: column {skip} is an input of the run")
+            for (flag, _), i in zip(skipped.items(), skip, strict=True):
+                if str(i) in columns:
+                    raise DataError(f"{flag} {i}: column {i} is an input of the run")
             return x[:, [int(c) for c in columns]]
         return np.delete(x, skip, axis=1)
-    if exclude is not None:
-        if exclude not in got:
+    for flag, col in skipped.items():
+        if col not in got:
             raise DataError(
-                f"--labels {exclude!r}: {path} has no such column (its columns: "
+                f"{flag} {col!r}: {path} has no such column (its columns: "
                 f"{', '.join(map(repr, got))})"
             )
-        if exclude in (columns or []) or (columns is None and exclude in (names or [])):
-            raise DataError(f"--labels {exclude!r} is an input column of the run")
-        got = [n for n in got if n != exclude]
+        if col in (columns or []) or (columns is None and col in (names or [])):
+            raise DataError(f"{flag} {col!r} is an input column of the run")
+    got = [n for n in got if n not in skipped.values()]
     if names is None:  # the run has no names to match: by position
         x, _ = read_table(p, columns=columns or got, header=True)
         return x
@@ -195,9 +235,26 @@ def read_rows(
     return x
 
 
-def label_index(label: str, width: int, origin: str) -> int:
+def _excluded(exclude: str | Mapping[str, str] | None) -> dict[str, str]:
+    """``read_rows``'s ``exclude`` as option -> column (a single name is ``--labels``'s).
+
+    Raises:
+        DataError: two options name the same column.
+    """
+    if exclude is None:
+        return {}
+    out = {"--labels": exclude} if isinstance(exclude, str) else dict(exclude)
+    if len(set(out.values())) < len(out):
+        raise DataError(
+            f"{' and '.join(out)} name the same column {next(iter(out.values()))!r}; each "
+            f"takes its own column"
+        )
+    return out
+
+
+def label_index(label: str, width: int, origin: str, flag: str = "--labels") -> int:
     """The 0-based index of the label column ``label`` in a file of ``width`` columns without a
-    header (``--labels`` then names a column by its index).
+    header (``flag``, ``--labels`` say, then names a column by its index).
 
     Raises:
         DataError: ``label`` is not an index in ``0 .. width - 1``.
@@ -208,15 +265,17 @@ def label_index(label: str, width: int, origin: str) -> int:
         index = -1
     if not 0 <= index < width:
         raise DataError(
-            f"--labels {label!r}: {origin} has no header, so the label column is given by its "
+            f"{flag} {label!r}: {origin} has no header, so the column is given by its "
             f"0-based index, 0..{width - 1}"
         )
     return index
 
 
-def read_labels(path: str | os.PathLike[str], label: str, header: bool | None) -> np.ndarray:
+def read_labels(
+    path: str | os.PathLike[str], label: str, header: bool | None, flag: str = "--labels"
+) -> np.ndarray:
     """The label column ``label`` of a ``.csv`` / ``.npy`` file (by name with a header, else
-    by 0-based index) as float64 ``(N,)``.
+    by 0-based index) as float64 ``(N,)``; ``flag`` is the option that named it (messages).
 
     Raises:
         DataError: a missing column or a value that is not a number.
@@ -226,13 +285,20 @@ def read_labels(path: str | os.PathLike[str], label: str, header: bool | None) -
         x, _ = read_table(path, columns=[label], header=True)
         return x[:, 0]
     x, _ = read_table(path, columns=None, header=False)
-    return x[:, label_index(label, x.shape[1], str(path))]
+    return x[:, label_index(label, x.shape[1], str(path), flag)]
 
 
 def score_rows(
-    run: Run, x: np.ndarray, *, origin: str = "input", seed: int = 0, batch_size: int = 4096
+    run: Run,
+    x: np.ndarray,
+    *,
+    origin: str = "input",
+    seed: int = 0,
+    batch_size: int = 4096,
+    context: Tensor | None = None,
 ) -> Tensor:
-    """``log p`` (nats) of each row of ``x`` under the run's flow.
+    """``log p`` (nats) of each row of ``x`` under the run's flow (``log p(x | c)`` given
+    each row's context).
 
     Args:
         run: an opened run.
@@ -243,6 +309,8 @@ def score_rows(
         seed: images: the seed of the uniform dequantization noise; the score is then
             ``log p(u)`` of the dequantized image, so ``-mean`` is the NLL that ``eval`` reports.
         batch_size: rows per forward pass.
+        context: ``(N, C)``, each row's context (a class-conditional image run's one-hot
+            classes, :func:`row_class_contexts`); ``None`` for an unconditional run.
 
     Returns:
         ``(N,)`` float64.
@@ -263,6 +331,11 @@ def score_rows(
         if image:
             want += f" (images {spec.data_shape}, or {spec.features} columns)"
         raise DataError(f"{origin} has {found}; the run was trained on {want}")
+    if context is not None and (not image or context.shape != (x.shape[0], run_classes(run))):
+        raise DataError(
+            f"{origin}: expected one context row of {run_classes(run)} classes per image "
+            f"({x.shape[0]} rows), got shape {tuple(context.shape)}"
+        )
     tensors = [*run.flow.parameters(), *run.flow.buffers()]
     ref = next((v for v in tensors if v.is_floating_point()), torch.zeros(()))
     if not image:
@@ -289,7 +362,9 @@ def score_rows(
             )
         t = t.reshape(t.shape[0], *spec.data_shape)
         t = dequantize(t, levels, torch.Generator().manual_seed(seed))
-    return log_likelihoods(run.flow, t, batch_size, ref.device)
+    if context is not None:
+        context = context.to(ref.dtype)
+    return log_likelihoods(run.flow, t, batch_size, ref.device, context=context)
 
 
 def _table_scores(

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Sequence
@@ -26,10 +27,17 @@ def option_doc(help: str, choices: tuple[str, ...] | None = None) -> dict[str, A
     return {"help": help} if choices is None else {"help": help, "choices": choices}
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints(cls)``, evaluated once per class: evaluating the string
+    annotations took 1.3 of the 2.1 CPU seconds of a tiny ``flowforge train`` run."""
+    return typing.get_type_hints(cls)
+
+
 def plain_type(cls: type, key: str) -> tuple[type, bool]:
     """The plain type of field ``key`` of dataclass ``cls`` (``int`` for ``int | None``) and
     whether None is allowed."""
-    hint = typing.get_type_hints(cls)[key]
+    hint = _type_hints(cls)[key]
     optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
     if optional:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
