@@ -137,9 +137,12 @@ def test_speed_and_comparison_scripts_smoke(tmp_path: Path) -> None:
     assert len(rows) == 7 and all(0 <= r["accuracy"] <= 1 for r in rows)
     digits = load_script("benchmarks/tarflow_digits.py", "flowforge_bench_tarflow_digits")
     flags = '--flow tarflow --steps 2 --no-plots --flow-options \'{"blocks": 1, "width": 8}\''
-    assert digits.main(["--only", "--extra", f"t={flags}", "--json", str(tmp_path / "d.json")]) == 0
-    (row,) = json.loads((tmp_path / "d.json").read_text())
-    assert row["steps"] == 2 and 0 < row["bpd"] < 12
+    assert (
+        digits.main(["--only", "--extra", f"t={flags}", "--json", str(tmp_path / "d.jsonl")]) == 0
+    )
+    (row,) = map(json.loads, (tmp_path / "d.jsonl").read_text().splitlines())
+    assert row["steps"] == 2 and 0 < row["bpd"] < 12 and 0 < row["train_bpd"] < 12
+    assert 0 < row["cpu_seconds"] and row["seed"] == 0
 
 
 def test_tarflow_brings_its_training_defaults() -> None:
