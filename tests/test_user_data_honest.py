@@ -1,9 +1,9 @@
 """Issue 11: numbers on user data that are never quietly wrong.
 
 Library-level checks first (header rule, duplicate names, split sizes, fingerprints, checksums,
-float64 standardisation, non-finite test rows), then the command line as subprocesses on one
-small trained run (columns matched by name, non-finite scores flagged, flipped weight bytes,
-a changed data file, the run's record of header and splits).
+float64 standardisation, non-finite test rows), then the command line in this process
+(:func:`cli_util.run_cli`) on one small trained run (columns matched by name, non-finite scores
+flagged, flipped weight bytes, a changed data file, the run's record of header and splits).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from cli_util import TINY_TABLE, assert_bad_input, assert_ok, flowforge
+from cli_util import TINY_TABLE, assert_bad_input, assert_ok, run_cli
 from flowforge.data import DataError, Dataset, load_dataset, read_table
 from flowforge.data.base import fit_standardize, random_split
 from flowforge.data.user import check_source, file_source, load_user_file
@@ -262,7 +262,7 @@ def table_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     args = [*TINY_TABLE, "--data", "data.csv", "--flow", "maf", "--steps", "20"]
     args += ["--eval-every", "10", "--n-val", "30", "--n-test", "0.25"]
-    proc = flowforge("train", *args, "--out", "run", cwd=root)
+    proc = run_cli("train", *args, "--out", "run", cwd=root)
     assert_ok(proc)
     (root / "train.out").write_text(proc.stdout + "\n--stderr--\n" + proc.stderr)
     return root
@@ -279,7 +279,7 @@ def test_run_records_header_fingerprint_and_splits(table_run: Path) -> None:
 
 def _score(root: Path, name: str, text: str, *extra: str) -> tuple[int, list[float], str]:
     (root / name).write_text(text)
-    proc = flowforge("score", "run", "--input", name, *extra, cwd=root)
+    proc = run_cli("score", "run", "--input", name, *extra, cwd=root)
     values = [float(v) for v in proc.stdout.split()[1:]] if proc.stdout else []
     return proc.returncode, values, proc.stderr
 
@@ -302,12 +302,12 @@ def test_score_matches_columns_by_name(table_run: Path) -> None:
 
 def test_score_refuses_other_and_duplicate_names(table_run: Path) -> None:
     (table_run / "o.csv").write_text("big,b,z\n1700000000,0,0\n")
-    proc = flowforge("score", "run", "--input", "o.csv", cwd=table_run)
+    proc = run_cli("score", "run", "--input", "o.csv", cwd=table_run)
     assert_bad_input(proc, "missing 'c'", "extra 'z'")
     (table_run / "e.csv").write_text("big,b,c,d\n1700000000,0,0,0\n")
-    assert_bad_input(flowforge("score", "run", "--input", "e.csv", cwd=table_run), "extra 'd'")
+    assert_bad_input(run_cli("score", "run", "--input", "e.csv", cwd=table_run), "extra 'd'")
     (table_run / "d.csv").write_text("big,b,b\n1700000000,0,0\n")
-    proc = flowforge("score", "run", "--input", "d.csv", cwd=table_run)
+    proc = run_cli("score", "run", "--input", "d.csv", cwd=table_run)
     assert_bad_input(proc, "duplicate column names", "'b' (columns 1 and 2)")
 
 
@@ -320,7 +320,7 @@ def test_score_flags_non_finite_rows(table_run: Path) -> None:
 
 
 def test_flipped_bytes_and_changed_data_are_refused(table_run: Path, tmp_path: Path) -> None:
-    assert_ok(flowforge("eval", table_run / "run", cwd=table_run))
+    assert_ok(run_cli("eval", table_run / "run", cwd=table_run))
     bad = tmp_path / "bad"
     shutil.copytree(table_run / "run", bad)
     weights = bad / "model.safetensors"
@@ -328,7 +328,7 @@ def test_flipped_bytes_and_changed_data_are_refused(table_run: Path, tmp_path: P
     data[-9] ^= 0x10
     weights.write_bytes(bytes(data))
     for cmd in (("eval", bad), ("score", bad, "--input", table_run / "data.csv")):
-        assert_bad_input(flowforge(*cmd, cwd=table_run), "model.safetensors is corrupted")
+        assert_bad_input(run_cli(*cmd, cwd=table_run), "model.safetensors is corrupted")
     # the data file changed: its rows reordered
     copy = tmp_path / "copy"
     shutil.copytree(table_run / "run", copy)
@@ -338,7 +338,7 @@ def test_flipped_bytes_and_changed_data_are_refused(table_run: Path, tmp_path: P
     record = json.loads((copy / "config.json").read_text())
     record["config"]["data"] = str(changed)
     (copy / "config.json").write_text(json.dumps(record))
-    proc = flowforge("eval", copy, cwd=tmp_path)
+    proc = run_cli("eval", copy, cwd=tmp_path)
     assert_bad_input(proc, "changed since the run was trained", "content")
 
 
@@ -346,13 +346,13 @@ def test_numeric_header_is_recorded(tmp_path: Path) -> None:
     x = np.random.default_rng(4).normal(size=(60, 3))
     _csv(tmp_path / "n.csv", "0,1,2", x)
     args = [*TINY_TABLE, "--data", "n.csv", "--steps", "2", "--eval-every", "1"]
-    assert_ok(flowforge("train", *args, "--out", "h", cwd=tmp_path))
-    assert_ok(flowforge("train", *args, "--no-header", "--out", "nh", cwd=tmp_path))
+    assert_ok(run_cli("train", *args, "--out", "h", cwd=tmp_path))
+    assert_ok(run_cli("train", *args, "--no-header", "--out", "nh", cwd=tmp_path))
     h = json.loads((tmp_path / "h" / "config.json").read_text())["data"]
     nh = json.loads((tmp_path / "nh" / "config.json").read_text())["data"]
     assert h["source"]["header"] is True and h["source"]["rows"] == 60
     assert nh["source"]["header"] is False and nh["source"]["rows"] == 61
-    assert_ok(flowforge("eval", "nh", cwd=tmp_path))  # eval re-reads with the recorded choice
+    assert_ok(run_cli("eval", "nh", cwd=tmp_path))  # eval re-reads with the recorded choice
 
 
 # -- the Gaussian baseline --------------------------------------------------------------------
@@ -376,11 +376,11 @@ def test_gaussian_baseline_matches_the_closed_form() -> None:
 
 
 def test_eval_reports_the_gaussian_baseline(table_run: Path) -> None:
-    proc = flowforge("eval", "run", "--json", cwd=table_run)
+    proc = run_cli("eval", "run", "--json", cwd=table_run)
     assert_ok(proc)
     out = json.loads(proc.stdout)
     assert out["gaussian_baseline"]["n"] == out["n"] == 50
-    proc = flowforge("eval", "run", cwd=table_run)
+    proc = run_cli("eval", "run", cwd=table_run)
     assert_ok(proc)
     assert f"Gaussian baseline {out['gaussian_baseline']['nll']:.4f}" in proc.stdout
     worse = out["nll"] > out["gaussian_baseline"]["nll"] + 1e-3  # rounding of the start is not
@@ -390,11 +390,11 @@ def test_eval_reports_the_gaussian_baseline(table_run: Path) -> None:
 def test_eval_on_the_validation_rows_says_they_chose_the_baseline(table_run: Path) -> None:
     """``eval --split val`` scores rows that chose the flow's kept step, its mixture weight and
     (30 rows) the start's shrinkage: the baseline's note says so; the test split's does not."""
-    proc = flowforge("eval", "run", "--split", "val", cwd=table_run)
+    proc = run_cli("eval", "run", "--split", "val", cwd=table_run)
     assert_ok(proc)
     assert "scored on the validation rows, which chose" in proc.stdout
     assert "and this shrinkage: both scores are optimistic" in proc.stdout
-    proc = flowforge("eval", "run", "--json", cwd=table_run)
+    proc = run_cli("eval", "run", "--json", cwd=table_run)
     assert "validation rows" not in json.loads(proc.stdout)["gaussian_baseline"]["note"]
 
 
@@ -406,7 +406,7 @@ def test_train_reports_the_gaussian_baseline(table_run: Path) -> None:
     assert f"; Gaussian baseline {base['nll']:.4f}" in out
     worse = test["nll"] > base["nll"] + 1e-3  # a model that fell back to the start: rounding
     assert ("worse than a full-covariance Gaussian" in out) == worse
-    proc = flowforge("eval", "run", "--json", cwd=table_run)
+    proc = run_cli("eval", "run", "--json", cwd=table_run)
     assert_ok(proc)  # eval's baseline is the same number
     assert math.isclose(json.loads(proc.stdout)["gaussian_baseline"]["nll"], base["nll"])
 
