@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 import flowforge as ff
-from cli_util import TINY, assert_bad_input, assert_ok, flowforge
+from cli_util import TINY, assert_bad_input, assert_ok, run_cli
 from flowforge.runs.weights import load_weights, save_weights
 from registry import randomize
 
@@ -259,14 +259,14 @@ def test_options_are_documented_once() -> None:
 def test_cli_trains_and_evaluates_a_run_with_every_option(tmp_path: Path) -> None:
     options = {"activation": "tanh", "dropout": 0.1, "residual_blocks": 1, "permutation": "random"}
     args = ["--data", "moons", "--flow", "maf", *TINY, "--steps", "5"]
-    proc = flowforge(
+    proc = run_cli(
         "train", *args, "--flow-options", json.dumps(options), "--out", "run", cwd=tmp_path
     )
     assert_ok(proc)
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     assert {k: record["model"]["kwargs"][k] for k in options} == options
     assert record["config"]["flow_options"] == options
-    ev = flowforge("eval", "run", cwd=tmp_path)
+    ev = run_cli("eval", "run", cwd=tmp_path)
     assert_ok(ev)
     nll = json.loads((tmp_path / "run" / "results.json").read_text())["test"]["nll"]
     assert f"test NLL: {nll:.4f}" in ev.stdout
@@ -290,7 +290,7 @@ def test_cli_trains_and_evaluates_a_run_with_every_option(tmp_path: Path) -> Non
 def test_cli_refuses_bad_options_in_one_line(
     options: str, fragments: list[str], tmp_path: Path
 ) -> None:
-    proc = flowforge(
+    proc = run_cli(
         "train", "--data", "moons", "--flow", "maf", "--quiet", "--steps", "1",
         "--flow-options", options, "--out", "run", cwd=tmp_path,
     )  # fmt: skip
