@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from cli_util import assert_ok, flowforge, run_cli
+from cli_util import assert_ok, run_cli
 from flowforge.data.base import Dataset, fit_standardize
 from flowforge.runs.recipe import ModelSpec, build_flow
 from flowforge.train.config import TrainConfig
@@ -257,7 +257,7 @@ def test_a_crazy_learning_rate_ends_at_the_gaussian_start(tmp_path: Path) -> Non
     csv = _corr_csv(tmp_path / "t.csv")
     out = tmp_path / "run"
     args = ["train", "--data", csv, "--flow", "realnvp", "--lr", "5", "--steps", "12"]
-    proc = flowforge(*args, "--quiet", "--no-plots", "--out", out, cwd=tmp_path)
+    proc = run_cli(*args, "--quiet", "--no-plots", "--out", out, cwd=tmp_path)
     assert_ok(proc)
     assert "--whiten" in proc.stdout
     results = json.loads((out / "results.json").read_text())
