@@ -27,8 +27,10 @@ def test_nsf_reaches_the_optimum_on_a_gaussian_mixture() -> None:
     optimum = -p.log_prob(x_test).mean().item()  # the test NLL of the true density
     flow = ff.flows.NSF(features=2, transforms=3, bins=8, hidden=(64, 64))
     opt = torch.optim.Adam(flow.parameters(), 3e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 600)
-    for _ in range(600):
+    # 300 steps: gap to the optimum 0.012, 0.011, 0.014 nats over seeds 1-3 (600 steps: 0.006,
+    # 0.006, 0.007), so the 0.05 bound keeps 3.5x headroom at half the cost
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 300)
+    for _ in range(300):
         loss = -flow.log_prob(p.sample((512,))).mean()
         opt.zero_grad()
         loss.backward()
