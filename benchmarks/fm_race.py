@@ -35,9 +35,10 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -47,7 +48,7 @@ from flowforge.train.losses import FlowMatching
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cnf_race import Checkpoint, equal_seconds
+from cnf_race import Checkpoint, _kwargs, equal_seconds
 
 HIDDEN = (64, 64, 64)
 #: ``u(s, x)``: the velocity in normalised time, data at ``s = 0``, the standard normal at 1.
@@ -115,11 +116,19 @@ def build(name: str, args: argparse.Namespace) -> tuple[list[torch.nn.Parameter]
             return -net(torch.cat([x, (1 - s)[:, None].to(x)], dim=-1))
 
         return list(net.parameters()), cfm_step, cfm_velocity
-    if name in ("ours", "ours-ot", "ours-cs", "ours-cs-ot"):
-        dynamics = "concatsquash" if name.startswith("ours-cs") else "mlp"
-        flow = ff.flows.FFJORD(features=2, hidden=HIDDEN, dynamics=dynamics)
+    base, _, spec = name.partition(":")
+    if base in ("ours", "ours-ot", "ours-cs", "ours-cs-ot"):
+        kw = _kwargs(spec)
+        rebias = kw.pop("rebias", False)
+        kw.setdefault("dynamics", "concatsquash" if base.startswith("ours-cs") else "mlp")
+        flow = ff.flows.FFJORD(features=2, hidden=HIDDEN, **kw)
         cnf = flow.bijection.bijections[0]
-        objective = FlowMatching(ot=name.endswith("-ot"), sigma=args.sigma)
+        if rebias:  # rev's initial function with the input t: first bias b + w_t, w_t -> -w_t
+            with torch.no_grad():
+                (w, b) = cnf.net.layers()[0]
+                b += w[:, 2]
+                w[:, 2] *= -1
+        objective = FlowMatching(ot=base.endswith("-ot"), sigma=args.sigma)
         if objective.ot:  # imported before the clock runs, as torchcfm imports POT
             import scipy.optimize  # noqa: F401
 
@@ -131,8 +140,35 @@ def build(name: str, args: argparse.Namespace) -> tuple[list[torch.nn.Parameter]
 
         return list(flow.parameters()), step, lambda s, x: cnf.velocity(s, x)
     raise SystemExit(
-        f"expected a model cfm, cfm-ot, ours, ours-ot, ours-cs, ours-cs-ot or run:DIR, got {name!r}"
+        "expected a model cfm, cfm-ot, ours, ours-ot, ours-cs, ours-cs-ot (each 'ours' with "
+        f"optional ':kwargs' of FFJORD) or run:DIR, got {name!r}"
     )
+
+
+class Streams:
+    """One random stream per model: torch's and numpy's global generators swapped in for its step.
+
+    torchcfm draws its noise and times from torch's global generator (and its OT pairs from
+    numpy's), as :class:`FlowMatching` does: with one shared stream a model's draws depend on
+    which other models race beside it (the same model and seed moved by up to 0.08 at 500 steps
+    when another model joined). Each model starts from ``seed`` and keeps its own state, so its
+    rows are reproducible whatever races with it.
+    """
+
+    def __init__(self, names: list[str], seed: int) -> None:
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        self.state = {n: (torch.get_rng_state(), np.random.get_state()) for n in names}
+
+    @contextlib.contextmanager
+    def of(self, name: str) -> Iterator[None]:
+        """Run the block on ``name``'s stream, then store the stream's state."""
+        torch.set_rng_state(self.state[name][0])
+        np.random.set_state(self.state[name][1])
+        try:
+            yield
+        finally:
+            self.state[name] = (torch.get_rng_state(), np.random.get_state())
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:
@@ -163,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:
     cpu = dict.fromkeys(names, 0.0)
     g = torch.Generator().manual_seed(args.seed)
     test = sample_toy("8gaussians", args.test, torch.Generator().manual_seed(10_000 + args.seed))
+    streams = Streams(list(opts), args.seed)
     for n in names:
         if n not in opts:
             c = Checkpoint(0, 0.0, 0.0, test_nll(models[n][2], test, args.tol))
@@ -172,18 +209,19 @@ def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:
         x = sample_toy("8gaussians", args.batch, g)
         for n in opts:
             opts[n].zero_grad()
-            start, start_cpu = time.perf_counter(), time.process_time()
-            models[n][1](x)
-            opts[n].step()
-            clock[n] += time.perf_counter() - start
-            cpu[n] += time.process_time() - start_cpu
+            with streams.of(n):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                models[n][1](x)
+                opts[n].step()
+                clock[n] += time.perf_counter() - start
+                cpu[n] += time.process_time() - start_cpu
         if i % args.every == 0 or i == args.steps:
             for n in opts:
                 nll = test_nll(models[n][2], test, args.tol)
                 c = Checkpoint(i, clock[n], 0.0, nll, cpu[n])
                 log[n].append(c)
                 print(
-                    f"step {i:5d} {n:10s} seconds {c.seconds:7.2f} cpu {c.cpu:7.2f} "
+                    f"step {i:5d} {n:24s} seconds {c.seconds:7.2f} cpu {c.cpu:7.2f} "
                     f"test NLL {c.nll:.4f}",
                     flush=True,
                 )

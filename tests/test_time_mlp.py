@@ -50,6 +50,19 @@ def test_the_time_input_changes_the_velocity() -> None:
     assert not torch.allclose(net(torch.tensor(0.1), z), net(torch.tensor(0.9), z))
 
 
+def test_reverse_time_feeds_one_minus_t() -> None:
+    # Reference: the same weights without the option, evaluated at 1 - t (torchcfm's time).
+    net = randomize(ff.nn.TimeMLP(2, (8,), context=1, reverse_time=True), 0.5).to(F64)
+    ref = ff.nn.TimeMLP(2, (8,), context=1).to(F64)
+    ref.flat.data.copy_(net.flat.data)
+    z, c, t = torch.randn(4, 2, dtype=F64), torch.randn(4, 1, dtype=F64), torch.rand(4, dtype=F64)
+    assert torch.allclose(net(t, z, c), ref(1 - t, z, c), atol=1e-12)
+    f, jt = net.forward_and_jvp(t, z, context=c)
+    f_ref, jt_ref = ref.forward_and_jvp(1 - t, z, context=c)
+    assert torch.allclose(f, f_ref, atol=1e-12) and torch.allclose(jt, jt_ref, atol=1e-12)
+    assert not torch.allclose(net(t, z, c), ref(t, z, c))
+
+
 def test_cnf_fused_and_autograd_paths_agree_in_float64() -> None:
     torch.manual_seed(0)
     fused = randomize(CNF(ff.nn.TimeMLP(3, (8,), context=2), 3, context=2), 0.4).to(F64)

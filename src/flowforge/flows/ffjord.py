@@ -38,6 +38,8 @@ class FFJORD(Preset):
             elementwise work: the command line's default for ``--objective flow-matching``,
             where it costs 0.93x torchcfm's 2-D recipe a step; ``freqs``,
             ``zero_last`` and ``gate_bias`` do not apply to it).
+        reverse_time: with ``dynamics="mlp"``, the network sees ``1 - t`` (torchcfm's time:
+            1 at the data) instead of ``t``.
         freqs: Fourier time features of the dynamics network's gates and shifts
             (:class:`~flowforge.nn.ODENet`).
         zero_last: start the dynamics at zero velocity (the flow starts as the identity).
@@ -82,6 +84,7 @@ class FFJORD(Preset):
         hidden: Sequence[int] = (64, 64, 64),
         activation: str = "tanh",
         dynamics: Literal["concatsquash", "mlp"] = "concatsquash",
+        reverse_time: bool = False,
         freqs: int = 0,
         zero_last: bool = False,
         gate_bias: float = 3.0,
@@ -102,7 +105,13 @@ class FFJORD(Preset):
 
         def net() -> nn.Module:
             if dynamics == "mlp":
-                return TimeMLP(features, hidden, context=context, activation=activation)
+                return TimeMLP(
+                    features,
+                    hidden,
+                    context=context,
+                    activation=activation,
+                    reverse_time=reverse_time,
+                )
             return ODENet(
                 features,
                 hidden,

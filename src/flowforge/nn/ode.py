@@ -240,6 +240,8 @@ class TimeMLP(nn.Module):
         context: size ``C`` of the context (0: none).
         activation: ``"tanh"`` (default), ``"softplus"``, ``"elu"`` or ``"silu"`` (smooth, so
             the trace of the Jacobian is a log-density rate).
+        reverse_time: feed the network ``1 - t`` instead of ``t`` (with the CNF's ``T = 1``:
+            0 at the latent end, 1 at the data, torchcfm's convention).
 
     References:
         Lipman, Chen, Ben-Hamu, Nickel, Le (2023). Flow Matching for Generative Modeling.
@@ -263,6 +265,7 @@ class TimeMLP(nn.Module):
         *,
         context: int = 0,
         activation: str = "tanh",
+        reverse_time: bool = False,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -270,6 +273,7 @@ class TimeMLP(nn.Module):
                 f"TimeMLP: expected activation in {sorted(ACTIVATIONS)}, got {activation!r}"
             )
         self.features, self.context, self.activation = int(features), int(context), activation
+        self.reverse_time = bool(reverse_time)
         sizes = [self.features + 1 + self.context, *hidden, self.features]
         layers = [
             (m.weight.detach(), m.bias.detach())
@@ -286,6 +290,8 @@ class TimeMLP(nn.Module):
     def _input(self, t: Tensor, z: Tensor, context: Tensor | None) -> Tensor:
         """``[z, t, c]``, ``(N, D + 1 + C)``."""
         tt = t.to(z).reshape(-1, 1).expand(z.shape[0], 1)
+        if self.reverse_time:
+            tt = 1 - tt
         if self.context == 0:
             if context is not None:
                 raise ValueError(f"TimeMLP has no context input, got {tuple(context.shape)}")
