@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:
     p.add_argument("--sigma", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=int, default=500, help="test NLL every N steps")
+    p.add_argument(
+        "--at", default="", help="test NLL at these steps instead, e.g. 250,500,1000 (and the end)"
+    )
     p.add_argument("--test", type=int, default=5000, help="fresh test rows")
     p.add_argument("--tol", type=float, default=1e-5, help="the evaluator's rtol = atol")
     args = p.parse_args(argv)
@@ -200,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:
     g = torch.Generator().manual_seed(args.seed)
     test = sample_toy("8gaussians", args.test, torch.Generator().manual_seed(10_000 + args.seed))
     streams = Streams(list(opts), args.seed)
+    at = {int(k) for k in args.at.split(",") if k}
     for n in names:
         if n not in opts:
             c = Checkpoint(0, 0.0, 0.0, test_nll(models[n][2], test, args.tol))
@@ -215,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:
                 opts[n].step()
                 clock[n] += time.perf_counter() - start
                 cpu[n] += time.process_time() - start_cpu
-        if i % args.every == 0 or i == args.steps:
+        if (i in at if at else i % args.every == 0) or i == args.steps:
             for n in opts:
                 nll = test_nll(models[n][2], test, args.tol)
                 c = Checkpoint(i, clock[n], 0.0, nll, cpu[n])

@@ -8,7 +8,9 @@ the CNF's fused and autograd paths against each other, and the recipe's defaults
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,6 +63,18 @@ def test_reverse_time_feeds_one_minus_t() -> None:
     f_ref, jt_ref = ref.forward_and_jvp(1 - t, z, context=c)
     assert torch.allclose(f, f_ref, atol=1e-12) and torch.allclose(jt, jt_ref, atol=1e-12)
     assert not torch.allclose(net(t, z, c), ref(t, z, c))
+
+
+def test_a_flow_matching_run_saved_before_reverse_time_scores_as_it_did() -> None:
+    # Written and scored by commit 4228ec8 (tests/fixtures/old_runs/README.md).
+    old = Path(__file__).parent / "fixtures" / "old_runs"
+    expected = json.loads((old / "fm_mlp_expected.json").read_text())
+    flow = ff.load(old / "fm_mlp")
+    net = next(m for m in flow.modules() if isinstance(m, CNF)).net
+    assert type(net) is ff.nn.TimeMLP and net.reverse_time is False
+    with torch.no_grad():
+        lp = flow.log_prob(torch.tensor(expected["points"])).tolist()
+    assert lp == pytest.approx(expected["log_prob"], rel=1e-6, abs=1e-6)
 
 
 def test_cnf_fused_and_autograd_paths_agree_in_float64() -> None:
