@@ -76,6 +76,17 @@ def _cli_cfg(*layers: dict[str, object]) -> TrainConfig:
             _toy,
             "flow matching trains the field, not the integration time",
         ),
+        # an option of the other dynamics (flow matching's default is the plain MLP)
+        (
+            {"flow": "ffjord", "objective": "flow-matching", "flow_options": {"gate_bias": 1.0}},
+            _toy,
+            "'gate_bias' .* dynamics are 'mlp'",
+        ),
+        (
+            {"flow": "ffjord", "flow_options": {"reverse_time": True}},
+            _toy,
+            "'reverse_time' .* dynamics are 'concatsquash'",
+        ),
     ],
 )
 def test_an_option_that_does_nothing_is_refused(
@@ -97,6 +108,11 @@ def test_an_option_that_does_nothing_is_refused(
         ({"flow": "glow", "noise": 0.05}, _image),  # logit_alpha from the image defaults
         ({"flow": "ffjord", "objective": "flow-matching", "flow_options": {"rtol": 1e-4}}, _toy),
         ({"flow": "ffjord", "flow_options": {"adjoint": False, "trace": "exact"}}, _toy),
+        (
+            {"flow": "ffjord", "objective": "flow-matching", "flow_options": {"reverse_time": 1}},
+            _toy,
+        ),
+        ({"flow": "ffjord", "flow_options": {"dynamics": "mlp", "reverse_time": True}}, _toy),
     ],
 )
 def test_the_same_options_where_they_act_are_taken(layer: dict[str, object], data: object) -> None:

@@ -71,6 +71,8 @@ def idle_option(preset: str, options: dict[str, Any]) -> str | None:
         True
         >>> idle_option("ffjord", {"dynamics": "mlp", "gate_bias": 1.0})
         "option 'gate_bias' of flow 'ffjord' shapes the concat-squash dynamics, and this run's dynamics are 'mlp'"
+        >>> idle_option("ffjord", {"reverse_time": True})
+        "option 'reverse_time' of flow 'ffjord' shapes the plain-MLP dynamics, and this run's dynamics are 'concatsquash'"
     """
     if preset in CONTEXT_ONLY_HIDDEN and "hidden" in options and not options.get("context"):
         return (
@@ -89,6 +91,11 @@ def idle_option(preset: str, options: dict[str, Any]) -> str | None:
                     f"option {key!r} of flow 'ffjord' shapes the concat-squash dynamics, and "
                     "this run's dynamics are 'mlp'"
                 )
+    if preset == "ffjord" and options.get("dynamics") != "mlp" and "reverse_time" in options:
+        return (
+            "option 'reverse_time' of flow 'ffjord' shapes the plain-MLP dynamics, and this "
+            "run's dynamics are 'concatsquash'"
+        )
     return None
 
 

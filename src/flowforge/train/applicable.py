@@ -112,6 +112,8 @@ def _why_unused(cfg: TrainConfig, ds: Dataset, given: list[str]) -> str | None:
     options["context"] = ds.context_dim  # comes from the data (mel frames, classes)
     if "hidden" in given:
         options["hidden"] = cfg.hidden
+    if cfg.flow == "ffjord" and cfg.objective == "flow-matching":
+        options.setdefault("dynamics", "mlp")  # the command line's flow-matching default
     idle = None if cfg.flow == "auto" else idle_option(cfg.flow, options)
     if idle is not None:
         return idle
