@@ -182,3 +182,28 @@ def test_torchcfm_with_the_cli_settings() -> None:
     assert nll == pytest.approx(min(r["val_nll"] for r in records), abs=1e-5)
     with pytest.raises(SystemExit, match="without EMA, warmup or OT"):
         cli.torchcfm_like_cli({**cfg, "ot": True}, 0)
+
+
+def test_fm_race_rows_do_not_depend_on_the_other_models(fm: ModuleType) -> None:
+    # Each model draws from its own stream: 'ours' alone and after another model match digit for
+    # digit (with one shared stream the companion's draws shifted ours' noise and times).
+    threads = torch.get_num_threads()
+    try:
+        args = ["--steps", "2", "--at", "1", "--test", "16", "--tol", "1e-3", "--lr", "1e-2"]
+        alone = fm.main(["ours", *args])["ours"]
+        beside = fm.main(["ours:reverse_time=True;ours", *args])
+    finally:
+        torch.set_num_threads(threads)
+    assert [c.step for c in alone] == [1, 2]
+    assert [c.nll for c in beside["ours"]] == [c.nll for c in alone]
+    assert beside["ours:reverse_time=True"][-1].nll != alone[-1].nll
+
+
+def test_fm_race_rebias_starts_as_reverse_time(fm: ModuleType) -> None:
+    import argparse
+
+    ns = argparse.Namespace(seed=0, sigma=0.1)
+    s, x = torch.rand(16), torch.randn(16, 2)
+    rev = fm.build("ours:reverse_time=True", ns)[2](s, x)
+    assert torch.allclose(fm.build("ours:rebias=True", ns)[2](s, x), rev, atol=1e-6)
+    assert not torch.allclose(fm.build("ours", ns)[2](s, x), rev)
