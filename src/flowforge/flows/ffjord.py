@@ -39,7 +39,9 @@ class FFJORD(Preset):
             where it costs 0.93x torchcfm's 2-D recipe a step; ``freqs``,
             ``zero_last`` and ``gate_bias`` do not apply to it).
         reverse_time: with ``dynamics="mlp"``, the network sees ``1 - t`` (torchcfm's time:
-            1 at the data) instead of ``t``.
+            1 at the data) instead of ``t``. Off by default: by flow matching on 8gaussians
+            (six seeds) it is lower at 250 and 500 steps and, with OT pairs, 0.05 lower at
+            1000, but 0.025 higher at 1000 steps without OT.
         freqs: Fourier time features of the dynamics network's gates and shifts
             (:class:`~flowforge.nn.ODENet`).
         zero_last: start the dynamics at zero velocity (the flow starts as the identity).
