@@ -160,6 +160,35 @@ def test_fit_vi_history_progress_and_errors(capsys) -> None:
     assert "fit_vi" in capsys.readouterr().err  # the progress bar
     with pytest.raises(FloatingPointError, match="at step 0"):
         vi.fit_vi(flow, lambda x: x.sum(-1) * math.nan, steps=2, samples=4)
+
+
+def test_fit_vi_recovers_from_a_few_non_finite_draws(capsys) -> None:
+    """Non-finite losses skip their step and restore the last snapshot; the step is drawn
+    again, so the history keeps one record per step; more than ``max_recoveries`` in a row
+    raise, and ``max_recoveries=0`` raises at the first."""
+    calls = {"n": 0}
+
+    def flaky(x: torch.Tensor) -> torch.Tensor:  # NaN on the 31st and 32nd evaluations
+        calls["n"] += 1
+        return -x.square().sum(-1) * (math.nan if calls["n"] in (31, 32) else 1.0)
+
+    flow = ff.flows.Radial(2, transforms=2)
+    history = vi.fit_vi(flow, flaky, steps=40, samples=8, schedule="constant", lr=1e-2)
+    assert [r["step"] for r in history] == list(range(40))
+    assert all(math.isfinite(r["loss"]) for r in history)
+    assert [r["lr"] for r in history[29:31]] == [1e-2, 1e-2 / 4]  # two halvings at step 30
+    err = capsys.readouterr().err
+    assert "step 30: the loss is nan: skipped, restored the state of step 25" in err, err
+    assert "(recovery 2 of 5 in a row)" in err
+    calls["n"] = 4  # 26 steps (a snapshot after 25), then the final weights' loss is NaN
+    vi.fit_vi(flow, flaky, steps=26, samples=8)
+    assert (
+        "step 26: the loss at the final weights is nan: skipped, restored the state of step 25"
+        in (capsys.readouterr().err)
+    )
+    calls["n"] = 30  # the next evaluation is NaN
+    with pytest.raises(FloatingPointError, match="at step 0"):
+        vi.fit_vi(flow, flaky, steps=2, samples=4, max_recoveries=0)
     with pytest.raises(ValueError, match="schedule"):
         vi.fit_vi(flow, lambda x: x.sum(-1), steps=2, schedule="linear")
 

@@ -124,7 +124,7 @@ def test_resume_refusals(reference: Path, tmp_path: Path) -> None:
 
 
 def test_a_non_finite_fresh_run_leaves_nothing_and_default_lr(tmp_path: Path) -> None:
-    cfg = replace(SMALL, out=str(tmp_path / "run"), lr=1e4, steps=5)
+    cfg = replace(SMALL, out=str(tmp_path / "run"), lr=1e30, steps=30)  # 6 NaNs in 25 steps
     with pytest.raises(FloatingPointError):
         run_vi(cfg)
     assert list(tmp_path.iterdir()) == []
@@ -160,6 +160,33 @@ def test_iaf_with_the_default_lr_stays_finite(target: str, tmp_path: Path) -> No
     result = run_vi(replace(cfg, quiet=True, plots=False, out=str(tmp_path / "run")))
     assert result.results["lr"] == 1e-3
     assert all(math.isfinite(e) for _, e in _elbos(tmp_path / "run"))
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_draw_that_overflows_is_skipped_and_the_fit_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Seed 2 of the funnel's IAF at the default lr drew a sample whose ``log p~`` overflowed at
+    step 7 (a NaN loss, and the run was lost): it is skipped, the flow goes back to its last
+    snapshot with half the learning rate, and every step after is finite."""
+    seen: list[dict[str, float]] = []
+
+    def stop_at_12(step: int, record: dict[str, float]) -> None:
+        seen.append(record)
+        if step == 11:
+            raise _Stop
+
+    cfg = VIConfig(target="funnel", flow="iaf", steps=150, samples=128, seed=2, quiet=True)
+    with pytest.raises(_Stop):
+        run_vi(replace(cfg, plots=False, out=str(tmp_path / "run")), callback=stop_at_12)
+    assert [r["step"] for r in seen] == list(range(12))
+    assert all(math.isfinite(r["loss"]) for r in seen)
+    err = capsys.readouterr().err
+    assert "step 7: the loss is nan: skipped, restored the state of step 0" in err, err
+    assert seen[8]["lr"] < 0.6 * seen[6]["lr"]  # halved
 
 
 @pytest.mark.slow

@@ -10,10 +10,14 @@ from torch import Tensor
 from flowforge.core.flow import Flow
 from flowforge.fit.loop import Stepper
 from flowforge.fit.progress import Progress
+from flowforge.fit.recovery import Recovery
 from flowforge.fit.schedule import LRSchedule
 from flowforge.vi.objectives import ELBO, LogDensity, VariationalObjective
 
 __all__ = ["fit_vi"]
+
+#: Steps between the snapshots that a non-finite step goes back to.
+SNAPSHOT_EVERY = 25
 
 
 def fit_vi(
@@ -31,6 +35,7 @@ def fit_vi(
     optimizer: torch.optim.Optimizer | None = None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
     start: int = 0,
+    max_recoveries: int = 5,
 ) -> list[dict[str, float]]:
     """Fit ``flow`` to the unnormalised density ``exp(log_target)``.
 
@@ -61,6 +66,12 @@ def fit_vi(
         start: the first step to take (resuming: the flow, ``optimizer`` and the random
             generator restored as they were after step ``start - 1``; the schedule and the
             annealing continue where they were).
+        max_recoveries: a non-finite loss or gradient norm (a draw from ``q`` where
+            ``log p~`` overflows) skips the step, restores the flow and the optimizer as they
+            were at the last snapshot (every 25 steps), halves the learning rate, says so on
+            stderr and draws again; more than ``max_recoveries`` in a row raise (0: raise at
+            the first). The halving is not kept in a checkpoint: a resumed run starts again
+            from the schedule's rate.
 
     Returns:
         The history of steps ``start .. steps - 1``: ``{"step", "loss", "beta", "lr", *terms}``
@@ -68,7 +79,8 @@ def fit_vi(
 
     Raises:
         ValueError: on an unknown ``schedule`` or non-positive ``steps`` / ``samples``.
-        FloatingPointError: if the loss becomes infinite or NaN (the step is named).
+        FloatingPointError: if the loss or the gradient norm is infinite or NaN more than
+            ``max_recoveries`` times in a row (the step is named).
 
     Example:
         >>> import torch, flowforge as ff
@@ -88,21 +100,36 @@ def fit_vi(
     opt = optimizer if optimizer is not None else torch.optim.Adam(flow.parameters(), lr=lr)
     base_lrs = [g.setdefault("initial_lr", g["lr"]) for g in opt.param_groups]
     params = [p for g in opt.param_groups for p in g["params"]]
+    rates = LRSchedule(schedule, 1.0, steps)  # times each group's peak
+    bar = Progress(steps, initial=start, enabled=progress, desc="fit_vi", leave=False)
+    recovery = Recovery(flow, opt, rates, max_recoveries=max_recoveries, log=lambda _: None)
+
+    def non_finite(what: str, value: float, step: int) -> None:
+        if recovery.streak >= max_recoveries:
+            _diverged(what, value, step)
+        recovery.recover(what, step)
+        bar.write(
+            f"fit_vi: step {step}: the {what} is {value}: skipped, restored the state of step "
+            f"{recovery.step} and halved the learning rate to {base_lrs[0] * rates.lr_at(step):.3g}"
+            f" (recovery {recovery.streak} of {max_recoveries} in a row)"
+        )
+
     stepper = Stepper(
         opt,
-        LRSchedule(schedule, 1.0, steps),  # times each group's peak
+        rates,
         params=params,
         clip=clip,
         check_gradient=False,  # an infinite norm is clipped (the gradients scaled to zero)
         peaks=base_lrs,
-        on_non_finite=_diverged,
+        on_non_finite=non_finite,
     )
-    bar = Progress(steps, initial=start, enabled=progress, desc="fit_vi", leave=False)
     history: list[dict[str, float]] = []
     was_training = flow.training
     flow.train()
+    recovery.take(start)
     try:
-        for step in range(start, steps):
+        step = start
+        while step < steps:
             beta = min(1.0, 0.01 + 0.99 * step / anneal) if anneal > 0 else 1.0
             target = log_target if beta == 1.0 else _tempered(log_target, beta)
             terms: dict[str, Tensor] = {}
@@ -113,7 +140,8 @@ def fit_vi(
                 return out.value
 
             done = stepper.step(step, loss)
-            assert done is not None  # _diverged raised otherwise
+            if done is None:  # skipped and restored: draw this step again
+                continue
             value = float(done)
             lr_now = float(opt.param_groups[0]["lr"])
             record = {"step": float(step), "loss": value, "beta": beta, "lr": lr_now}
@@ -122,6 +150,15 @@ def fit_vi(
             if callback is not None:
                 callback(step, record)
             bar.show(step + 1, {"loss": f"{value:.4g}"})
+            step += 1
+            if step % SNAPSHOT_EVERY == 0:
+                recovery.streak = 0
+                recovery.take(step)
+        # The last update was never evaluated: weights it broke go back to the last snapshot.
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            final = objective(flow, log_target, samples, context).value
+        if start < steps and not bool(torch.isfinite(final)):
+            non_finite("loss at the final weights", float(final), steps)
     finally:
         bar.close()
         flow.train(was_training)
