@@ -356,3 +356,27 @@ def test_npe_plateau_halves_the_learning_rate_after_five_validations_without_imp
     after_best = [h["lr"] for h in post.history if h["step"] > post.info["best_step"]]
     assert 0.0 < best["lr"] <= 0.1
     assert after_best == [best["lr"]] * 5 + [best["lr"] / 2] * 5
+
+
+def test_alternatives_keep_the_flow_with_the_lowest_validation_loss() -> None:
+    """Opt-in selection: where the patience grows, the default flow and each alternative
+    train on the same split and the lowest validation loss is kept; a chosen flow opts out."""
+    prior = ff.sbi.BoxUniform([0.0, 0.0], [1.0, 1.0])
+    theta, x = _identity_sims(60, prior)
+    theta[3, 0] = float("nan")  # a failed simulation: counted once, dropped
+    tiny = {"transforms": 1, "hidden": (8,)}
+    npe = ff.sbi.NPE(prior)
+    npe.alternatives, npe.patience_pairs = ("maf",), 4  # 53 training pairs: patience 13
+    npe.flow_options = {**tiny, "bins": 4}
+    npe.preset_defaults = {"maf": tiny}
+    with pytest.warns(UserWarning, match="dropped 1 of 60"):
+        post = npe.fit(theta, x, max_steps=2)
+    cands = post.info["candidates"]
+    assert set(cands) == {"nsf", "maf"} and cands["nsf"] != cands["maf"]
+    kept = min(cands, key=cands.__getitem__)
+    assert post.spec["flow"] == kept and post.info["best_val_loss"] == cands[kept]
+    assert (post.info["simulations"], post.info["dropped"]) == (60, 1)
+    chosen = ff.sbi.NPE(prior, flow="nsf", flow_options={**tiny, "bins": 4})
+    chosen.alternatives, chosen.patience_pairs = ("maf",), 4
+    with pytest.warns(UserWarning):
+        assert "candidates" not in chosen.fit(theta, x, max_steps=2).info

@@ -44,8 +44,11 @@ def _check(tmp_path: Path, rows: list[dict], methods: list[str]) -> None:
 
 def test_flowforge_alone(tmp_path: Path) -> None:
     race = load_script("benchmarks/sbi_race.py", "flowforge_bench_sbi_race")
-    rows = race.main(_tiny(tmp_path, ["ff_npe"]))
+    rows = race.main([*_tiny(tmp_path, ["ff_npe"]), "--c2st-draws", "2"])
     _check(tmp_path, rows, ["ff_npe"])
+    (draws,) = rows[0]["c2st_draws"]  # one observation, two draws of samples, averaged
+    assert len(draws) == 2 and draws[0] != draws[1]
+    assert rows[0]["c2st"] == [round(sum(draws) / 2, 4)]
     again = race.main(_tiny(tmp_path, ["ff_npe"]))  # resumed: nothing recomputed
     assert again == rows
 

@@ -11,6 +11,7 @@ improved for ``patience`` validations, restoring the best weights
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Callable
@@ -186,6 +187,11 @@ class NPE:
     #: 1,000 0.790 (cosine: 0.774); ``P = 1``: 0.715 and 0.820.
     plateau_patience: int | None = None
     plateau_factor = 0.5
+    #: Presets also fitted where the patience grows (over 3,000 training pairs) when neither
+    #: ``flow`` nor ``flow_options`` was given: each on the same split, with patience
+    #: :attr:`default_patience`; the posterior with the lowest validation loss is kept
+    #: (``info["candidates"]`` holds each one's).
+    alternatives: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -203,6 +209,7 @@ class NPE:
         self.theta_dim = check_prior(prior)
         self.prior = prior
         self.flow = flow or self.default_flow
+        self._default_flow = flow is None and flow_options is None
         if self.flow not in PRESETS:
             raise ValueError(
                 f"unknown flow {self.flow!r}; valid flows: {', '.join(sorted(PRESETS))}"
@@ -278,6 +285,31 @@ class NPE:
             return 20_000, patience
         return epochs * -(-train // batch_size), patience
 
+    def _select(self, theta: Tensor, x: Tensor, dropped: int, **options: Any) -> Posterior:
+        """Fit the default flow and each of :attr:`alternatives` (with patience
+        :attr:`default_patience`) on the same split; keep the lowest validation loss."""
+        fits: dict[str, Posterior] = {}
+        start = time.perf_counter()
+        untrained = copy.deepcopy(self.embedding)  # the default flow's fit trains its own
+        for flow in (self.flow, *self.alternatives):
+            other = copy.copy(self)
+            other.alternatives = ()
+            other.flow = flow
+            if flow != self.flow:
+                other.flow_options = dict(self.preset_defaults.get(flow, {}))
+                options = {**options, "patience": self.default_patience}
+                other.embedding = copy.deepcopy(untrained)
+            fits[flow] = other.fit(theta, x, **options)
+        best = min(fits, key=lambda f: fits[f].info["best_val_loss"])
+        post = fits[best]
+        post.info.update(
+            simulations=post.info["simulations"] + dropped,
+            dropped=dropped,
+            candidates={f: p.info["best_val_loss"] for f, p in fits.items()},
+            seconds=time.perf_counter() - start,
+        )
+        return post
+
     def fit(
         self,
         theta: Tensor,
@@ -348,6 +380,26 @@ class NPE:
         val, train = order[:n_val], order[n_val:]
         tt, xt, tv, xv = theta[train], x[train], theta[val], x[val]
         default_steps, default_patience = self.plan(len(tt), batch_size)
+        if (
+            self.alternatives
+            and self._default_flow
+            and posterior is None
+            and default_patience > self.default_patience
+        ):
+            return self._select(
+                theta,
+                x,
+                dropped,
+                max_steps=max_steps,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+                validation_fraction=validation_fraction,
+                patience=patience,
+                clip=clip,
+                weight_decay=weight_decay,
+                callback=callback,
+            )
         max_steps = default_steps if max_steps is None else max_steps
         patience = default_patience if patience is None else patience
         with torch.random.fork_rng():
