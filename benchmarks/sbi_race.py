@@ -95,6 +95,13 @@ COMMANDS = (
     "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods ff_npe"
     " --c2st-max-iter 100 --ff-lr 2e-3 --jsonl benchmarks/results/sbi_lr2e-3.jsonl"
     " --out /tmp/lr.md",
+    "# Stop 32: SLCP 10k for sbi; Gaussian linear 10k screens (rows in sbi_gl_screens.jsonl)",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks slcp --methods sbi_npe"
+    " --c2st-max-iter 100 --c2st-draws 3 --fit-cpu-limit 1500",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks gaussian_linear --methods ff_npe"
+    " --c2st-max-iter 100 --c2st-draws 3 --ff-flow maf --jsonl /tmp/gl_maf.jsonl",
+    "# the same with --ff-flow maf --ff-lr 5e-4 --ff-patience 10 and --ff-flow nsf"
+    " --ff-lr 5e-4 --ff-patience 10",
     "python benchmarks/sbi_race.py --table-only",
 )
 
@@ -174,6 +181,8 @@ def fit(
             "best_step": posterior.info["best_step"],
             "seed": args.ff_seed,
             "flow": estimator.flow,
+            "lr": args.ff_lr,
+            "patience": args.ff_patience,
         }
         return ff_sample, info
     from sbi.inference import FMPE, NPE
