@@ -352,7 +352,8 @@ class NPE:
             posterior: continue training this posterior (its z-scoring kept) instead of a
                 new one (sequential rounds).
             callback: called with each validation record (``step``, ``train_loss``,
-                ``val_loss`` and the ``lr`` the epoch trained with).
+                ``val_loss`` and the ``lr`` the epoch trained with; with
+                :attr:`alternatives`, each candidate's records in turn).
 
         Returns:
             The trained :class:`~flowforge.sbi.Posterior`, with the best validation weights.
