@@ -368,9 +368,11 @@ def test_alternatives_keep_the_flow_with_the_lowest_validation_loss() -> None:
     npe = ff.sbi.NPE(prior)
     npe.alternatives, npe.patience_pairs = ("maf",), 4  # 53 training pairs: patience 13
     npe.flow_options = {**tiny, "bins": 4}
-    npe.preset_defaults = {"maf": tiny}
+    npe.preset_defaults, npe.alternative_lr = {"maf": tiny}, 0.25
+    rates: list[float] = []
     with pytest.warns(UserWarning, match="dropped 1 of 60"):
-        post = npe.fit(theta, x, max_steps=2)
+        post = npe.fit(theta, x, max_steps=2, callback=lambda r: rates.append(r["lr"]))
+    assert len(rates) == 4 and rates[0] < 3e-3 and rates[2] > 0.1  # NSF's, then MAF's rate
     cands = post.info["candidates"]
     assert set(cands) == {"nsf", "maf"} and cands["nsf"] != cands["maf"]
     kept = min(cands, key=cands.__getitem__)

@@ -192,6 +192,8 @@ class NPE:
     #: :attr:`default_patience`; the posterior with the lowest validation loss is kept
     #: (``info["candidates"]`` holds each one's).
     alternatives: tuple[str, ...] = ()
+    #: The alternatives' peak rate when ``fit`` is given none (``None``: the default flow's).
+    alternative_lr: float | None = None
 
     def __init__(
         self,
@@ -298,6 +300,8 @@ class NPE:
             if flow != self.flow:
                 other.flow_options = dict(self.preset_defaults.get(flow, {}))
                 options = {**options, "patience": self.default_patience}
+                if options["lr"] is None and self.alternative_lr is not None:
+                    options["lr"] = self.alternative_lr
                 other.embedding = copy.deepcopy(untrained)
             fits[flow] = other.fit(theta, x, **options)
         best = min(fits, key=lambda f: fits[f].info["best_val_loss"])
