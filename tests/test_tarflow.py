@@ -169,6 +169,23 @@ def test_label_dropout_zeroes_contexts_in_training_only(monkeypatch) -> None:
     assert torch.equal(seen[-1], c)
 
 
+def test_dropout_acts_in_training_only() -> None:
+    """With ``dropout``, a training-mode density is random and an eval-mode one is that of the
+    same weights without dropout; a probability outside [0, 1) is refused."""
+    torch.manual_seed(8)
+    flow = _tarflow(dropout=0.3)
+    plain = _tarflow(dropout=0.0)
+    plain.load_state_dict(flow.state_dict())
+    x = torch.randn(6, 1, 4, 4, dtype=DT)
+    flow.train()
+    assert not torch.allclose(flow.log_prob(x), flow.log_prob(x))
+    flow.eval()
+    torch.testing.assert_close(flow.log_prob(x), plain.eval().log_prob(x), rtol=0, atol=0)
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"dropout in \[0, 1\)"):
+            ff.flows.TarFlow(shape=(1, 4, 4), dropout=bad)
+
+
 def test_denoise_is_a_step_along_the_score() -> None:
     torch.manual_seed(8)
     flow = _tarflow()

@@ -50,6 +50,8 @@ class TarFlow(Preset):
         label_dropout: probability that a row's context is replaced by the null (zero)
             context in training mode (``flow.train()``), so that the flow also learns the
             unconditional density that class guidance extrapolates from.
+        dropout: of the transformers' attention and MLP outputs in training mode (0: none; a
+            regulariser for small image sets, which TarFlow overfits).
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
 
@@ -81,6 +83,7 @@ class TarFlow(Preset):
         heads: int = 4,
         scale_bound: float = 3.0,
         label_dropout: float = 0.0,
+        dropout: float = 0.0,
         base: BaseDistribution | None = None,
     ) -> None:
         given = {k: v for k, v in locals().items() if v is not None}
@@ -102,7 +105,9 @@ class TarFlow(Preset):
             raise ValueError(f"TarFlow: {e}") from None
         stack: list[Bijection] = []
         for i in range(blocks):
-            net = CausalTransformer(size, 2 * size, tokens, width, heads, layers, context=context)
+            net = CausalTransformer(
+                size, 2 * size, tokens, width, heads, layers, context=context, dropout=dropout
+            )
             stack.append(
                 TransformerAutoregressive(event, net, patch, i % 2 == 1, Affine(scale_bound))
             )

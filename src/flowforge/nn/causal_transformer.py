@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowforge.nn.activations import check_dropout
+
 
 @dataclass
 class KVCache:
@@ -48,11 +50,14 @@ class CausalBlock(nn.Module):
         width: model width ``E``.
         heads: attention heads (``E`` divisible by it).
         expansion: hidden width of the MLP, in multiples of ``E``.
+        dropout: of the attention's and the MLP's outputs before each residual sum (training
+            mode only).
     """
 
-    def __init__(self, width: int, heads: int, expansion: int = 4) -> None:
+    def __init__(self, width: int, heads: int, expansion: int = 4, dropout: float = 0.0) -> None:
         super().__init__()
         self.heads = heads
+        self.drop = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(width)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
@@ -73,8 +78,9 @@ class CausalBlock(nn.Module):
         )
 
     def _out(self, h: Tensor, attended: Tensor) -> Tensor:
-        h = h + self.proj(attended.transpose(1, 2).flatten(2))  # (N, H, T, E/H) -> (N, T, E)
-        return h + self.mlp(self.norm2(h))
+        # (N, H, T, E/H) -> (N, T, E)
+        h = h + self.drop(self.proj(attended.transpose(1, 2).flatten(2)))
+        return h + self.drop(self.mlp(self.norm2(h)))
 
     def forward(self, h: Tensor, query_scale: float = 1.0) -> Tensor:
         """``(N, T, E) -> (N, T, E)``; position ``t`` attends to positions ``<= t``."""
@@ -127,6 +133,7 @@ class CausalTransformer(nn.Module):
         layers: number of transformer blocks.
         context: size ``C`` of the context vector (0: none).
         expansion: MLP hidden width in multiples of ``E``.
+        dropout: of each block's attention and MLP outputs, in training mode (0: none).
 
     Example:
         >>> import torch
@@ -150,6 +157,7 @@ class CausalTransformer(nn.Module):
         *,
         context: int = 0,
         expansion: int = 4,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if min(features, out_features, tokens, width, heads, layers) < 1 or context < 0:
@@ -168,7 +176,9 @@ class CausalTransformer(nn.Module):
         self.start = nn.Parameter(torch.randn(width) * 0.02)
         self.position = nn.Parameter(torch.randn(tokens, width) * 0.02)
         self.context_embed = nn.Linear(context, width) if context else None
-        self.blocks = nn.ModuleList(CausalBlock(width, heads, expansion) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            CausalBlock(width, heads, expansion, check_dropout(dropout)) for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, out_features)
         nn.init.zeros_(self.out.weight)
