@@ -141,12 +141,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
         name = f"Glow, temperature {t:g}"
         grids[name] = sample(glow, args.per_class, temperature=t)
         rows.append({"model": name, "accuracy": accuracy(grids[name]), "steps": steps_g})
-    print(f"| samples ({args.per_class} per class) | SVC accuracy | training steps |")
-    print("|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['accuracy']:.3f} | {r.get('steps', '')} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    _report(rows, args, "training steps", lambda r: str(r.get("steps", "")))
     if args.grid:
         picks = [
             "TarFlow",
@@ -176,13 +171,24 @@ def _score_run(
         name = f"{args.run}, --guidance {w:g}" if w else str(args.run)
         rows.append({"model": name, "accuracy": accuracy(grid),
                      "sample_cpu_s": time.process_time() - start})  # fmt: skip
-    print(f"| samples ({args.per_class} per class) | SVC accuracy | sampling CPU s |")
+    _report(rows, args, "sampling CPU s", lambda r: f"{r.get('sample_cpu_s', 0):.1f}")
+    return rows
+
+
+def _report(
+    rows: list[dict[str, float | str]],
+    args: argparse.Namespace,
+    last: str,
+    cell: Callable[[dict[str, float | str]], str],
+) -> None:
+    """The rows as a Markdown table (model, accuracy and the column ``last``), and as JSON to
+    ``--json``."""
+    print(f"| samples ({args.per_class} per class) | SVC accuracy | {last} |")
     print("|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['accuracy']:.3f} | {r.get('sample_cpu_s', 0):.1f} |")
+        print(f"| {r['model']} | {r['accuracy']:.3f} | {cell(r)} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-    return rows
 
 
 def _figure(grids: dict[str, np.ndarray], out: Path) -> None:

@@ -33,6 +33,15 @@ TINY += ["--hidden", "16,16"]
 TINY_TABLE = ["--quiet", "--no-plots", "--transforms", "2", "--hidden", "16,16"]
 
 
+def tiny_tarflow(steps: int) -> list[str]:
+    """Flags of a tiny TarFlow run of ``steps`` steps on the digits, validated twice."""
+    return [
+        *("--quiet", "--no-plots", "--steps", str(steps), "--eval-every", str(steps // 2)),
+        *("--warmup-steps", "0", "--lr", "1e-2", "--ema-decay", "0"),
+        *("--flow-options", '{"blocks": 2, "layers": 1, "width": 16, "heads": 2}'),
+    ]
+
+
 def cli_env() -> dict[str, str]:
     """The environment of the subprocess: the source tree importable, one CPU thread."""
     env = dict(os.environ)

@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from cli_util import assert_bad_input, assert_ok, run_cli
+from cli_util import assert_bad_input, assert_ok, run_cli, tiny_tarflow
 from flowforge.data import load_dataset
 from flowforge.data.sklearn_sets import class_context
 from flowforge.runs import open_run
 
-SMALL = ["--quiet", "--no-plots", "--steps", "8", "--eval-every", "4", "--warmup-steps", "0"]
-SMALL += ["--lr", "1e-2", "--ema-decay", "0"]
-SMALL += ["--flow-options", '{"blocks": 2, "layers": 1, "width": 16, "heads": 2}']
+SMALL = tiny_tarflow(8)
 
 
 @pytest.fixture(scope="module")

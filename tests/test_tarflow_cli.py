@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from cli_util import assert_bad_input, assert_ok, run_cli
+from cli_util import assert_bad_input, assert_ok, run_cli, tiny_tarflow
 from flowforge.runs import open_run
 from repo_scripts import load_script
 
-SMALL = ["--quiet", "--no-plots", "--steps", "6", "--eval-every", "3", "--warmup-steps", "0"]
-SMALL += ["--lr", "1e-2", "--ema-decay", "0"]
-SMALL += ["--flow-options", '{"blocks": 2, "layers": 1, "width": 16, "heads": 2}']
+SMALL = tiny_tarflow(6)
 
 
 @pytest.fixture(scope="module")

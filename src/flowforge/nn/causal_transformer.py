@@ -57,7 +57,7 @@ class CausalBlock(nn.Module):
     def __init__(self, width: int, heads: int, expansion: int = 4, dropout: float = 0.0) -> None:
         super().__init__()
         self.heads = heads
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # none: no call
         self.norm1 = nn.LayerNorm(width)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
