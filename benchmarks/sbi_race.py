@@ -151,7 +151,7 @@ def fit(
 ) -> tuple[Sampler, dict[str, Any]]:
     """Train ``method`` on the pairs; returns ``sample(n, x_o) -> (n, D)`` and what the
     training reports (steps or epochs, the best one)."""
-    torch.manual_seed(0)
+    torch.manual_seed(0 if method in ("ff_npe", "ff_fmpe") else args.sbi_seed)
     if method in ("ff_npe", "ff_fmpe"):
         import flowforge as ff
 
@@ -180,7 +180,8 @@ def fit(
             "steps": posterior.info["steps"],
             "best_step": posterior.info["best_step"],
             "seed": args.ff_seed,
-            "flow": estimator.flow,
+            "flow": posterior.spec["flow"],
+            "candidates": posterior.info.get("candidates"),
             "lr": args.ff_lr,
             "patience": args.ff_patience,
         }
@@ -205,6 +206,7 @@ def fit(
     info = {
         "epochs": int(inference._summary["epochs_trained"][-1]),
         "best_epoch": 1 + min(range(len(losses)), key=losses.__getitem__) if losses else 0,
+        "seed": args.sbi_seed,
     }
 
     def sbi_sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
@@ -409,6 +411,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "--ff-plateau-patience", type=int, default=None, help="halve lr after this + 1 bad vals"
     )
     parser.add_argument("--sbi-max-epochs", type=int, default=None, help="smoke runs only")
+    parser.add_argument(
+        "--sbi-seed", type=int, default=0, help="torch's seed before sbi's training"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with contextlib.suppress(RuntimeError):  # only before any inter-op work

@@ -358,6 +358,29 @@ def test_npe_plateau_halves_the_learning_rate_after_five_validations_without_imp
     assert after_best == [best["lr"]] * 5 + [best["lr"] / 2] * 5
 
 
+def test_selection_screens_and_only_the_best_trains_on() -> None:
+    """The selection trains each candidate ``screen_epochs`` validations, drops all but the
+    lowest validation loss so far, and the kept one trains on to the weights it reaches alone
+    (its random stream is its own: dropout draws are not shared between candidates)."""
+    prior = ff.sbi.BoxUniform([0.0, 0.0], [1.0, 1.0])
+    theta, x = _identity_sims(60, prior)
+    tiny = {"transforms": 1, "hidden": (8,), "dropout": 0.2}
+    npe = ff.sbi.NPE(prior)
+    npe.alternatives, npe.patience_pairs, npe.screen_epochs = ("maf",), 4, 2
+    npe.flow_options = {**tiny, "bins": 4}
+    maf = {**tiny, "hidden": (8, 8)}  # draws more dropout masks than the NSF
+    npe.preset_defaults, npe.alternative_lr = {"maf": maf}, 1e-5  # MAF hardly moves
+    records: list[dict[str, float]] = []
+    post = npe.fit(theta, x, max_steps=12, lr=0.02, callback=records.append)
+    cands = post.info["candidates"]
+    assert post.spec["flow"] == "nsf" and cands["nsf"] < cands["maf"]
+    assert len(records) == 2 + 12 and len(post.history) == 13  # MAF dropped after 2
+    alone = ff.sbi.NPE(prior, flow_options={**tiny, "bins": 4}).fit(
+        theta, x, max_steps=12, lr=0.02, patience=13
+    )
+    assert all(torch.equal(v, alone.state_dict()[k]) for k, v in post.state_dict().items())
+
+
 def test_alternatives_keep_the_flow_with_the_lowest_validation_loss() -> None:
     """Opt-in selection: where the patience grows, the default flow and each alternative
     train on the same split and the lowest validation loss is kept; a chosen flow opts out."""
