@@ -102,6 +102,14 @@ COMMANDS = (
     " --c2st-max-iter 100 --c2st-draws 3 --ff-flow maf --jsonl /tmp/gl_maf.jsonl",
     "# the same with --ff-flow maf --ff-lr 5e-4 --ff-patience 10 and --ff-flow nsf"
     " --ff-lr 5e-4 --ff-patience 10",
+    "# Stop 33: NSF screened against MAF over 3,000 pairs (the default); the replaced Stop 32"
+    " rows in sbi_stop32_rows.jsonl, other seeds (--ff-seed, --sbi-seed) in sbi_seeds.jsonl",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks gaussian_linear --methods ff_npe"
+    " --c2st-max-iter 100 --c2st-draws 3",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons slcp --methods ff_npe"
+    " --c2st-max-iter 100",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks gaussian_linear --methods sbi_npe"
+    " --c2st-max-iter 100 --c2st-draws 3",
     "python benchmarks/sbi_race.py --table-only",
 )
 
