@@ -110,6 +110,8 @@ COMMANDS = (
     " --c2st-max-iter 100",
     "python benchmarks/sbi_race.py --budgets 10000 --tasks gaussian_linear --methods sbi_npe"
     " --c2st-max-iter 100 --c2st-draws 3",
+    "# SLCP 1k with 3 transforms: --ff-flow-options '{\"transforms\": 3}' --ff-seed 0/1/2"
+    " (sbi_slcp1k_t3.jsonl)",
     "python benchmarks/sbi_race.py --table-only",
 )
 
