@@ -180,8 +180,13 @@ def test_torchcfm_with_the_cli_settings() -> None:
     fm = load_script("benchmarks/fm_race.py", "flowforge_bench_fm_race")
     nll = fm.test_nll(cli.velocity(net), val)  # the best validated weights are the ones returned
     assert nll == pytest.approx(min(r["val_nll"] for r in records), abs=1e-5)
-    with pytest.raises(SystemExit, match="without EMA, warmup or OT"):
-        cli.torchcfm_like_cli({**cfg, "ot": True}, 0)
+    try:  # OT pairs: torchcfm's exact-OT matcher, a different regression from the same start
+        net_ot, _ = cli.torchcfm_like_cli({**cfg, "ot": True}, 0)
+    finally:
+        torch.set_num_threads(threads)
+    assert not torch.equal(net_ot.net[0].weight, net.net[0].weight)
+    with pytest.raises(SystemExit, match="without EMA or warmup"):
+        cli.torchcfm_like_cli({**cfg, "ema_decay": 0.5}, 0)
 
 
 def test_fm_race_rows_do_not_depend_on_the_other_models(fm: ModuleType) -> None:
