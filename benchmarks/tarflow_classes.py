@@ -12,10 +12,12 @@ Usage:
     python benchmarks/tarflow_classes.py                   # the README's table (~6 minutes)
     python benchmarks/tarflow_classes.py --seconds 20 --per-class 10    # a quick look
     python benchmarks/tarflow_classes.py --grid docs/tarflow_digits.png  # and a samples figure
-    python benchmarks/tarflow_classes.py --run RUN   # a `flowforge train --condition class` run
+    python benchmarks/tarflow_classes.py --run RUN GLOW_RUN   # `flowforge train --condition class` runs
 
 With ``--run``, nothing is trained: the samples are ``flowforge sample RUN --class K`` (the
-same function), plain and at each ``--guidance`` (class guidance against the null class).
+same function), plain and, for a TarFlow run, at each ``--guidance`` (class guidance against
+the null class) and denoised if the run was trained with ``--noise``; another flow (Glow) at
+temperature 1 and 0.7.
 
 Both flows see the data as the command line's runs do (``flowforge.runs.build_flow``): Glow
 behind the logit, TarFlow, trained on noisy values, behind ``u -> 2u - 1``.
@@ -30,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,7 +112,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     ap.add_argument("--grid", default=None, help="write a PNG of samples (one row per class)")
-    ap.add_argument("--run", default=None, help="score a class-conditional run's CLI samples")
+    ap.add_argument(
+        "--run", nargs="+", default=None, help="score class-conditional runs' CLI samples"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from sklearn.svm import SVC
@@ -155,22 +160,34 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
 def _score_run(
     args: argparse.Namespace, accuracy: Callable[[np.ndarray], float], ceiling: float
 ) -> list[dict[str, float | str]]:
-    """The SVC's accuracy on a class-conditional run's ``flowforge sample --class K`` samples."""
+    """The SVC's accuracy on class-conditional runs' ``flowforge sample --class K`` samples:
+    each run plain; a TarFlow run at each ``--guidance`` and, if it was trained with
+    ``--noise``, denoised too; another flow (Glow) at temperature 1 and 0.7."""
     from flowforge.eval.score import sample_rows
     from flowforge.runs import open_run
 
-    run = open_run(args.run)
     rows: list[dict[str, float | str]] = [{"model": "SVC on real test digits", "accuracy": ceiling}]
-    for w in (0.0, *args.guidance):
-        start = time.process_time()
-        grid = np.stack(
-            [sample_rows(run, args.per_class, seed=args.seed, label=k, guidance=w).numpy()
-             for k in range(10)],
-            axis=1,
-        )  # fmt: skip
-        name = f"{args.run}, --guidance {w:g}" if w else str(args.run)
-        rows.append({"model": name, "accuracy": accuracy(grid),
-                     "sample_cpu_s": time.process_time() - start})  # fmt: skip
+    for path in args.run:
+        run = open_run(path)
+        cases: list[tuple[str, dict[str, Any]]] = [("", {})]
+        if run.spec.preset == "tarflow":
+            denoise = [False, True] if run.record["config"].get("noise", 0) > 0 else [False]
+            cases = [
+                (" ".join(f for f in (f"--guidance {w:g}" * bool(w), "--denoise" * d) if f),
+                 {"guidance": w, "denoise": d})
+                for w in (0.0, *args.guidance) for d in denoise
+            ]  # fmt: skip
+        else:
+            cases.append(("--temperature 0.7", {"temperature": 0.7}))
+        for flags, kw in cases:
+            start = time.process_time()
+            grid = np.stack(
+                [sample_rows(run, args.per_class, seed=args.seed, label=k, **kw).numpy()
+                 for k in range(10)],
+                axis=1,
+            )  # fmt: skip
+            rows.append({"model": f"{path} {flags}".strip(), "accuracy": accuracy(grid),
+                         "sample_cpu_s": time.process_time() - start})  # fmt: skip
     _report(rows, args, "sampling CPU s", lambda r: f"{r.get('sample_cpu_s', 0):.1f}")
     return rows
 

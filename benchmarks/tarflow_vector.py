@@ -7,7 +7,8 @@ test NLL (nats, lower is better) with its standard deviation over the splits, an
 and CPU seconds of a run; in brackets the NLL of the run's flow alone (without the mixture,
 which falls back on the Gaussian start where the flow does not beat it on the validation
 rows). TarFlow on a table is its vector mode: each column a token, 4 blocks
-of 2 transformer layers of width 32.
+of 2 transformer layers of width 32. A flow given as ``PRESET:JSON`` gets those flow options
+(``--flow-options``) and is its own row.
 
 Tables: ``breast_cancer`` and ``wine`` (scikit-learn, built in) and ``digits64``: the 64 pixels
 of scikit-learn's digits as a table, each pixel's level ``v`` dequantized once, ``(v + U) / 17``
@@ -17,6 +18,7 @@ would let a density grow without bound on them).
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/tarflow_vector.py --seeds 0 1 2 --out vector.jsonl
+    python benchmarks/tarflow_vector.py --flows tarflow 'tarflow:{"dropout": 0.1}' --steps 100
     python benchmarks/tarflow_vector.py --table vector.jsonl     # the Markdown table again
 """
 
@@ -61,11 +63,14 @@ def run(
         for table in tables:
             data = str(digits_table(Path(tmp))) if table == "digits64" else table
             for seed in seeds:
-                for flow in flows:
+                for i, entry in enumerate(flows):
+                    flow, _, options = entry.partition(":")
                     layers: dict[str, Any] = {
                         "data": data, "seed": seed, "flow": flow, "quiet": True,
-                        "plots": False, "out": f"{tmp}/{table}-{seed}-{flow}",
+                        "plots": False, "out": f"{tmp}/{table}-{seed}-{i}",
                     }  # fmt: skip
+                    if options:
+                        layers["flow_options"] = json.loads(options)
                     if steps is not None:
                         layers["steps"] = steps
                     wall, cpu = time.perf_counter(), time.process_time()
@@ -76,22 +81,23 @@ def run(
                     row = {
                         "table": table,
                         "seed": seed,
-                        "flow": flow,
+                        "flow": entry,
                         "test_nll": res.test.nll,
                         "steps": res.outcome.step,
                         "best_step": res.outcome.best_step,
                         "wall_s": round(seconds[0], 1),
                         "cpu_s": round(seconds[1], 1),
-                        "flow_nll": _flow_alone(res.run_dir, cfg),
                     }
+                    row["flow_nll"], row["parameters"] = _flow_alone(res.run_dir, cfg)
                     log.write(json.dumps(row) + "\n")
                     log.flush()
                     print(json.dumps(row), flush=True)
 
 
-def _flow_alone(run_dir: Path, cfg: Any) -> float:
+def _flow_alone(run_dir: Path, cfg: Any) -> tuple[float, int]:
     """The test NLL of the run's flow without its defensive mixture (the Gaussian start the
-    run falls back on when the flow does not beat it on the validation rows)."""
+    run falls back on when the flow does not beat it on the validation rows), and its number
+    of parameters."""
     import torch
 
     import flowforge as ff
@@ -104,7 +110,7 @@ def _flow_alone(run_dir: Path, cfg: Any) -> float:
     flow = model.flow if isinstance(model, DefensiveMixture) else model
     with torch.no_grad():
         lp = standardized_log_likelihoods(flow, ds.test.double(), ds.standardizer.log_abs_det())
-    return float(-lp.mean())
+    return float(-lp.mean()), sum(p.numel() for p in flow.parameters())
 
 
 def table(path: Path) -> str:
@@ -142,7 +148,9 @@ def table(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tables", nargs="+", default=list(TABLES))
-    ap.add_argument("--flows", nargs="+", default=list(FLOWS))
+    ap.add_argument(
+        "--flows", nargs="+", default=list(FLOWS), help="presets, or PRESET:JSON of flow options"
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=None, help="cap each run (default: the CLI's)")
     ap.add_argument("--out", type=Path, default=Path("tarflow_vector.jsonl"))

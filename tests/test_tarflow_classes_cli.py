@@ -207,9 +207,21 @@ def test_classifier_benchmark_scores_a_cli_run(class_run: Path, tmp_path: Path) 
     assert json.loads(out.read_text()) == rows
     assert rows[0]["accuracy"] > 0.9 and len(rows) == 3  # the ceiling, plain, guided
     assert all(0 <= r["accuracy"] <= 1 for r in rows)
+    proc = run_cli("train", "--data", "digits", "--flow", "tarflow", "--condition", "class",
+                   *SMALL, "--noise", "0.05", "--out", "n", cwd=tmp_path)  # fmt: skip
+    assert_ok(proc)
+    noisy = str(tmp_path / "n")
+    rows = classes.main(["--run", noisy, "--per-class", "1", "--guidance", "1"])
+    names = [
+        noisy,
+        f"{noisy} --denoise",
+        f"{noisy} --guidance 1",
+        f"{noisy} --guidance 1 --denoise",
+    ]
+    assert [r["model"] for r in rows[1:]] == names  # a noisy run's samples denoised too
 
 
-def test_glow_with_classes_is_conditioned_by_them(tmp_path: Path) -> None:
+def test_glow_with_classes_is_conditioned_by_them(class_run: Path, tmp_path: Path) -> None:
     small = [*SMALL[:-2], "--flow-options", '{"levels": 1, "depth": 1, "hidden": [8, 8]}']
     proc = run_cli("train", "--data", "digits", "--flow", "glow", "--condition", "class", *small,
                    "--steps", "6", "--out", "g", cwd=tmp_path)  # fmt: skip
@@ -231,3 +243,10 @@ def test_glow_with_classes_is_conditioned_by_them(tmp_path: Path) -> None:
     proc = run_cli("sample", tmp_path / "g", "-n", "2", "--class", "3", "--guidance", "1",
                    cwd=tmp_path)  # fmt: skip
     assert_bad_input(proc, "--guidance 1", "TarFlow")
+    from repo_scripts import load_script
+
+    classes = load_script("benchmarks/tarflow_classes.py", "flowforge_bench_tarflow_classes")
+    glow = str(tmp_path / "g")
+    rows = classes.main(["--run", str(class_run), glow, "--per-class", "1", "--guidance", "1"])
+    names = [str(class_run), f"{class_run} --guidance 1", glow, f"{glow} --temperature 0.7"]
+    assert [r["model"] for r in rows[1:]] == names  # side by side; Glow unguided, at T 0.7

@@ -44,6 +44,21 @@ def test_noisy_run_maps_u_to_2u_minus_1_and_reports_clean_bits_per_dim(noisy_run
     assert 0 < results["test"]["bpd"] < 12
 
 
+def _dropouts(flow: torch.nn.Module) -> set[float]:
+    return {m.p for m in flow.modules() if isinstance(m, torch.nn.Dropout)}
+
+
+def test_image_runs_get_dropout_and_old_runs_load_without(noisy_run: Path) -> None:
+    from flowforge.runs.recipe import ModelSpec, build_flow
+    from flowforge.train.model import TARFLOW_IMAGE_DROPOUT
+
+    model = json.loads((noisy_run / "config.json").read_text())["model"]
+    assert model["kwargs"]["dropout"] == TARFLOW_IMAGE_DROPOUT > 0  # saved with the run
+    assert _dropouts(open_run(noisy_run).flow) == {TARFLOW_IMAGE_DROPOUT}
+    old = {**model, "kwargs": {k: v for k, v in model["kwargs"].items() if k != "dropout"}}
+    assert _dropouts(build_flow(ModelSpec.from_dict(old))) == set()  # saved before: as trained
+
+
 def test_noise_reaches_the_training_batches_only() -> None:
     from flowforge.data import load_dataset
     from flowforge.train.batches import TrainStream
@@ -148,6 +163,7 @@ def test_tarflow_brings_its_training_defaults() -> None:
 
     defaults = preset_defaults("tarflow")
     assert defaults["lr"] == 4e-3 and defaults["ema_decay"] == 0.998
+    assert defaults["epochs"] == 170
     assert defaults["batch_size"] == IMAGE_TRAINING_DEFAULTS["batch_size"]
     assert preset_defaults("glow") == IMAGE_TRAINING_DEFAULTS
 
@@ -166,9 +182,11 @@ def test_tarflow_on_a_table_is_its_vector_mode(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "w" / "config.json").read_text())
     kwargs = record["model"]["kwargs"]
     assert kwargs["features"] == 13 and kwargs["patch"] == 1 and "shape" not in kwargs
+    assert "dropout" not in kwargs  # the image runs' dropout is not a table's default
     cfg = record["config"]  # not the image preset's training defaults
     assert cfg["ema_decay"] != 0.998 and cfg["warmup_steps"] != 200
     run = open_run(tmp_path / "w")
+    assert _dropouts(run.flow) == set()
     x = torch.randn(5, 13, dtype=torch.float32)
     assert torch.isfinite(run.flow.log_prob(x)).all()
     assert_ok(run_cli("sample", tmp_path / "w", "-n", "3", "-o", "s.csv", cwd=tmp_path))
@@ -180,9 +198,11 @@ def test_tarflow_on_a_table_is_its_vector_mode(tmp_path: Path) -> None:
 def test_vector_benchmark_smoke(tmp_path: Path) -> None:
     bench = load_script("benchmarks/tarflow_vector.py", "flowforge_bench_tarflow_vector")
     out = tmp_path / "v.jsonl"
-    args = ["--tables", "wine", "--flows", "tarflow", "maf", "--seeds", "0", "--steps", "2"]
+    tar = 'tarflow:{"blocks": 1, "width": 8, "dropout": 0.1}'
+    args = ["--tables", "wine", "--flows", tar, "maf", "--seeds", "0", "--steps", "2"]
     assert bench.main([*args, "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["flow"] for r in rows] == ["tarflow", "maf"]
+    assert [r["flow"] for r in rows] == [tar, "maf"]
+    assert rows[0]["parameters"] < 5_000  # its options, not the default width 32 x 4 blocks
     assert all(r["steps"] == 2 and math.isfinite(r["test_nll"]) for r in rows)
     assert "| wine |" in bench.table(out)
