@@ -43,6 +43,11 @@ def _finish(run: Generator[float, None, Posterior]) -> Posterior:
             return end.value
 
 
+def _validation_size(n: int, fraction: float) -> int:
+    """Validation pairs of ``n``: ``fraction`` of them, at least one, and one left to train."""
+    return min(max(1, round(fraction * n)), n - 1)
+
+
 def check_pairs(
     theta: Tensor, x: Tensor, prior: Distribution, drop_nonfinite: bool = True
 ) -> tuple[Tensor, Tensor, int]:
@@ -414,7 +419,7 @@ class NPE:
         n = len(theta)
         if n < 2:
             raise ValueError(f"expected at least 2 simulations to fit and validate, got {n}")
-        n_val = min(max(1, round(validation_fraction * n)), n - 1)
+        n_val = _validation_size(n, validation_fraction)
         options: dict[str, Any] = {
             "max_steps": max_steps,
             "batch_size": batch_size,
@@ -459,7 +464,7 @@ class NPE:
         start = time.perf_counter()
         gen = torch.Generator().manual_seed(seed)
         order = torch.randperm(n, generator=gen)
-        n_val = min(max(1, round(validation_fraction * n)), n - 1)
+        n_val = _validation_size(n, validation_fraction)
         val, train = order[:n_val], order[n_val:]
         tt, xt, tv, xv = theta[train], x[train], theta[val], x[val]
         default_steps, default_patience = self.plan(len(tt), batch_size)
