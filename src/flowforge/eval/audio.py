@@ -34,8 +34,10 @@ __all__ = [
     "audio_summary",
     "griffin_lim",
     "log_spectral_distance",
+    "match_mel",
     "mel_power",
     "nats_per_sample",
+    "remove_lines",
     "resynthesize",
     "source_estimate",
     "synthesis_speed",
@@ -127,6 +129,94 @@ def griffin_lim(
         stft, n_iter=iters, hop_length=hop, n_fft=n_fft, length=length, random_state=seed
     )
     return np.asarray(y, dtype=np.float32)
+
+
+def remove_lines(d: Any, spacing: float, width: float, rate: int) -> np.ndarray:
+    """``d`` with its spectrum zeroed within ``width`` Hz of every multiple of ``spacing`` Hz
+    (0 Hz included): the lines a squeeze of ``g`` samples into channels leaves in a flow's
+    output when a channel carries an offset (``spacing = rate / g``).
+
+    A per-channel constant over the whole segment (``T`` a multiple of ``g``) lies exactly on
+    those multiples, so ``width=0`` (the nearest FFT bin to each) removes it and nothing else of
+    a segment without one; a slowly varying per-channel shift lies within its bandwidth of them.
+
+    Args:
+        d: ``(*, T)`` waveforms.
+        spacing: Hz between the lines.
+        width: Hz either side of a line that are zeroed (0: the nearest bin only).
+        rate: sample rate in Hz.
+
+    Returns:
+        ``(*, T)`` float64.
+
+    Example:
+        >>> import numpy as np
+        >>> t = np.arange(64)
+        >>> tone, pattern = np.sin(2 * np.pi * 3 * t / 64), np.tile([0.5, -1, 0, 0.5], 16)
+        >>> bool(np.allclose(remove_lines(tone + pattern, 4000, 0, 16000), tone))
+        True
+    """
+    a = np.asarray(d, dtype=np.float64)
+    n = a.shape[-1]
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    near = np.abs(freqs - spacing * np.round(freqs / spacing))  # Hz from the nearest line
+    keep = near > max(float(width), 0.5 * rate / n)  # at least the nearest bin goes
+    return np.fft.irfft(np.fft.rfft(a, axis=-1) * keep, n=n, axis=-1)
+
+
+def match_mel(
+    y: Any,
+    features: Any,
+    rate: int,
+    rounds: int = 1,
+    n_fft: int = 1024,
+    hop: int = 256,
+    bound: float = 10.0,
+) -> np.ndarray:
+    """A waveform's STFT scaled per frame and mel band so that its mel matches the conditioning
+    mel, its phases and the shape within each band kept: a vocoder's deterministic last step.
+
+    Per frame, the gain of band ``b`` is ``m_b / mel(|Y|)_b`` (``m`` the mel magnitudes of the
+    vocoder's features, :func:`~flowforge.data.audio.mel_magnitude`; both floored at 1e-5 as
+    :func:`~flowforge.data.audio.log_mel` floors, the log-gain clipped to ``+-bound``); each
+    STFT bin gets the geometric mean of the gains of the bands over it, weighted by the
+    filterbank (librosa's, the features' own); the inverse STFT changes the magnitudes a
+    little, so ``rounds`` repeats it.
+
+    Args:
+        y: ``(N, T)`` waveforms.
+        features: ``(N, F frames)`` mel features (:func:`~flowforge.data.audio.mel_features`).
+        rate: sample rate in Hz.
+        rounds: analysis-gain-synthesis rounds.
+        n_fft: FFT size of the features' mel (Hann window).
+        hop: samples between frames.
+        bound: largest absolute log-gain (natural log).
+
+    Returns:
+        ``(N, T)`` float64.
+    """
+    from flowforge.data.audio import mel_magnitude
+
+    librosa = require("librosa")
+    wave = torch.as_tensor(np.asarray(y, dtype=np.float64))
+    length = wave.shape[-1]
+    target = torch.as_tensor(mel_magnitude(features))  # (N, F, T / hop)
+    target = torch.cat([target, target[..., -1:]], dim=-1).clamp_min(1e-5)  # the centred last
+    basis = torch.as_tensor(
+        librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=target.shape[-2]), dtype=torch.float64
+    )  # (F, bins)
+    cover = basis.sum(0)
+    weights = basis / cover.clamp_min(1e-12)  # per bin, over the bands
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    for _ in range(rounds):
+        spec = torch.stft(
+            wave, n_fft, hop, window=window, pad_mode="constant", return_complex=True
+        )  # (N, bins, frames)
+        mel = (basis @ spec.abs()).clamp_min(1e-5)
+        log_gain = (target.log() - mel.log()).clamp(-bound, bound)
+        gain = torch.where(cover[:, None] > 0, torch.exp(weights.T @ log_gain), 1.0)
+        wave = torch.istft(spec * gain, n_fft, hop, window=window, length=length)
+    return wave.numpy()
 
 
 def audio_summary(flow: Any, test: Any, ds: Any, temperature: float = 0.6) -> dict[str, Any]:

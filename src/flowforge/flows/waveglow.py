@@ -66,16 +66,34 @@ def _check(
 
 class _Estimate(nn.Module):
     """Mel frames to Griffin-Lim's waveform ``(*, C, T)`` and the couplings' per-step context:
-    the upsampled frames and the waveform's squeezed samples, flattened channel-major."""
+    the upsampled frames and the waveform's squeezed samples, flattened channel-major. With
+    ``envelope > 0`` also the scale of the residual: the estimate's local RMS (a Hann window
+    of ``2 hop + 1`` samples) plus ``envelope``."""
 
-    def __init__(self, source: nn.Module, up: FrameUpsample, squeeze: Squeeze1d) -> None:
+    window: Tensor
+
+    def __init__(
+        self, source: nn.Module, up: FrameUpsample, squeeze: Squeeze1d, envelope: float, hop: int
+    ) -> None:
         super().__init__()
         self.source, self.up, self.squeeze = source, up, squeeze
+        self.envelope = float(envelope)
+        w = torch.hann_window(2 * hop + 3)[1:-1]  # 2 hop + 1 taps, none zero
+        self.register_buffer("window", (w / w.sum()).reshape(1, 1, -1), persistent=False)
 
-    def forward(self, c: Tensor) -> tuple[Tensor, Tensor]:
+    def scale(self, s: Tensor) -> Tensor:
+        """The residual's scale ``(*, C, T)`` of estimates ``s``: local RMS plus the floor."""
+        flat = s.reshape(-1, 1, s.shape[-1])
+        power = torch.nn.functional.conv1d(
+            flat * flat, self.window.to(s.dtype), padding=self.window.shape[-1] // 2
+        )
+        return (power.clamp_min(0).sqrt() + self.envelope).reshape(s.shape)
+
+    def forward(self, c: Tensor) -> tuple[Tensor, ...]:
         s = self.source(c)  # (*, C, T)
         grouped = self.squeeze.forward_value(s).flatten(-2)  # (*, C g T / g)
-        return s, torch.cat([self.up(c), grouped.to(c.dtype)], dim=-1)
+        e = torch.cat([self.up(c), grouped.to(c.dtype)], dim=-1)
+        return (s, e) if self.envelope <= 0 else (s, e, self.scale(s))
 
 
 class WaveGlow(Preset):
@@ -105,7 +123,10 @@ class WaveGlow(Preset):
     returns the estimate plus the flow's learned correction. ``source_refine`` adds a small
     network that refines the estimate's STFT magnitudes before Griffin-Lim; it is fitted by a
     spectral loss (:meth:`~flowforge.nn.MelGriffinLim.spectral_loss`), not by the likelihood,
-    and the density stays exact for any value of its weights.
+    and the density stays exact for any value of its weights. ``source_envelope > 0`` divides
+    the residual by the estimate's local RMS plus that floor (a deterministic scale, so the
+    density stays exact): the flow then models the residual relative to the expected loudness,
+    and its errors shrink in quiet frames with the audio instead of leaving a floor there.
 
     Args:
         shape: the event shape ``(C, T)``; ``T`` divisible by ``group``.
@@ -128,6 +149,8 @@ class WaveGlow(Preset):
         source_refine: channels of the source's learned magnitude refinement (0: none), fitted
             to the training waveforms by a spectral loss before the flow trains
             (``flowforge train`` does it) and fixed while it does.
+        source_envelope: the floor added to the estimate's local RMS by which the residual is
+            divided (0: the residual itself).
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
         steps: the old name of ``depth`` (deprecated: ``steps`` are optimisation steps).
@@ -168,6 +191,7 @@ class WaveGlow(Preset):
         source_iters: int = 32,
         source_nnls: str = "accelerated",
         source_refine: int = 0,
+        source_envelope: float = 0.0,
         base: BaseDistribution | None = None,
         steps: int | None = None,
     ) -> None:
@@ -185,6 +209,11 @@ class WaveGlow(Preset):
             source,
             sample_rate,
         )
+        if source_envelope < 0 or (source_envelope > 0 and source == "none"):
+            raise ValueError(
+                f"WaveGlow: source_envelope is a floor >= 0 of a source's envelope (0: none); "
+                f"got {source_envelope} with source={source!r}"
+            )
         frames = context // frame_features if context else 0
         up = FrameUpsample(frame_features, frames, t, group) if context else None
         cond = up.channels if up is not None else 0  # per-step channels after upsampling
@@ -220,7 +249,8 @@ class WaveGlow(Preset):
         levels.append(Compose(layers_now))
         stack: Bijection = Multiscale(levels, split=[early_size] * (len(levels) - 1))
         if gl is not None and up is not None:
-            stack = SourceShift(stack, _Estimate(gl, up, Squeeze1d((c, t), group)), context=context)
+            estimate = _Estimate(gl, up, Squeeze1d((c, t), group), source_envelope, t // frames)
+            stack = SourceShift(stack, estimate, context=context)
         elif up is not None:
             stack = EmbedContext(stack, up, context=context)
         super().__init__(hparams, [stack], base)

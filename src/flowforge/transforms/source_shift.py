@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-from flowforge.core.bijection import Bijection, Shape, batch_shape_of
+from flowforge.core.bijection import Bijection, Shape, batch_shape_of, sum_event
 
 
 class SourceShift(Bijection):
@@ -19,9 +20,15 @@ class SourceShift(Bijection):
     temperature ``T -> 0`` the flow returns ``s(c)`` plus ``g``'s learned correction
     ``g^{-1}(0; e(c))``.
 
+    ``net`` may return a third tensor, a positive scale ``a(c)`` shaped like ``x`` (a
+    vocoder's loudness envelope): then ``f(x; c) = g((x - s(c)) / a(c); e(c))``, whose
+    log-determinant adds ``-sum log a(c)``, so ``g`` sees the residual relative to the
+    expected loudness and its errors, ``g^{-1}(0; e)`` included, scale with it.
+
     Args:
         bijection: the conditional bijection ``g``, which takes contexts ``(*, K')``.
-        net: the context's estimate and embedding, ``(*, K) -> ((*, *event), (*, K'))``.
+        net: the context's estimate and embedding, ``(*, K) -> ((*, *event), (*, K'))``,
+            optionally with a scale: ``(*, K) -> ((*, *event), (*, K'), (*, *event))``.
         context: the size ``K`` of the context this bijection takes.
 
     References:
@@ -48,34 +55,43 @@ class SourceShift(Bijection):
         self.net = net
         self.context = int(context)
 
-    def _source(self, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _source(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
         if context is None or context.shape[-1] != self.context:
             found = None if context is None else tuple(context.shape)
             raise ValueError(f"expected a context of shape (*, {self.context}), got {found}")
-        s, e = self.net(context)
-        return s, e
+        out = self.net(context)
+        return out[0], out[1], (out[2] if len(out) > 2 else None)
+
+    def _log_scale(self, a: Tensor, dtype: torch.dtype) -> Tensor:
+        return sum_event(torch.log(a.to(dtype)), len(self.event_shape))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch_shape_of(x, self.event_shape)
-        s, e = self._source(context)
-        return self.bijection(x - s.to(x.dtype), e)
+        s, e, a = self._source(context)
+        if a is None:
+            return self.bijection(x - s.to(x.dtype), e)
+        z, ladj = self.bijection((x - s.to(x.dtype)) / a.to(x.dtype), e)
+        return z, ladj - self._log_scale(a, ladj.dtype)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch_shape_of(z, self.bijection.forward_shape(self.event_shape))
-        s, e = self._source(context)
+        s, e, a = self._source(context)
         y, ladj = self.bijection.inverse(z, e)
-        return y + s.to(y.dtype), ladj
+        if a is None:
+            return y + s.to(y.dtype), ladj
+        return y * a.to(y.dtype) + s.to(y.dtype), ladj + self._log_scale(a, ladj.dtype)
 
     def forward_value(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         batch_shape_of(x, self.event_shape)
-        s, e = self._source(context)
-        return self.bijection.forward_value(x - s.to(x.dtype), e)
+        s, e, a = self._source(context)
+        r = x - s.to(x.dtype)
+        return self.bijection.forward_value(r if a is None else r / a.to(x.dtype), e)
 
     def inverse_value(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         batch_shape_of(z, self.bijection.forward_shape(self.event_shape))
-        s, e = self._source(context)
+        s, e, a = self._source(context)
         y = self.bijection.inverse_value(z, e)
-        return y + s.to(y.dtype)
+        return (y if a is None else y * a.to(y.dtype)) + s.to(y.dtype)
 
     def estimate(self, context: Tensor) -> Tensor:
         """The deterministic estimate ``s(c)`` alone, ``(*, *event)``."""
