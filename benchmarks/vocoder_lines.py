@@ -38,6 +38,13 @@ from flowforge.eval.audio import (
 from flowforge.runs import open_run
 from flowforge.transforms.reshape import Squeeze1d
 
+#: The decodings compared segment by segment on the test split.
+PAIRS = (
+    ("flow + mel gain", "griffin-lim"),
+    ("flow + mel gain", "estimate + mel gain"),
+    ("flow, lines removed, + mel gain", "estimate + mel gain"),
+)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -94,8 +101,11 @@ def rows(
     group = next(m.factor for m in flow.modules() if isinstance(m, Squeeze1d))
     out: list[dict[str, Any]] = []
 
-    def lsd(y: np.ndarray) -> float:
-        return round(float(log_spectral_distance(y, x, rate).mean()), 3)
+    clips: dict[str, np.ndarray] = {}  # the per-segment distances of each decoding's last row
+
+    def lsd(name: str, y: np.ndarray) -> float:
+        clips[name] = log_spectral_distance(y, x, rate)
+        return round(float(clips[name].mean()), 3)
 
     def pick(name: str, settings: list[dict[str, Any]], make: Callable[..., np.ndarray]) -> None:
         """Rows of ``make(**setting)``; on val all, and the best kept under ``name``."""
@@ -104,7 +114,12 @@ def rows(
         for kw in todo:
             start = time.process_time()
             y = make(**kw)
-            row = {"decode": name, **kw, "lsd": lsd(y), "s": round(time.process_time() - start, 2)}
+            row = {
+                "decode": name,
+                **kw,
+                "lsd": lsd(name, y),
+                "s": round(time.process_time() - start, 2),
+            }
             out.append(row)
             if best is None or row["lsd"] < best[0]:
                 best = (row["lsd"], kw)
@@ -154,6 +169,12 @@ def rows(
         [{**kw, "rounds": r} for kw in cutoffs for r in args.rounds],
         lambda T, fc, rounds: match_mel(below(T, fc), c, rate, rounds=rounds),
     )
+    if split == "test":  # paired per-segment differences (dB), mean and 2 standard errors
+        for a, b in PAIRS:
+            diff = clips[a] - clips[b]
+            err = 2 * diff.std(ddof=1) / np.sqrt(len(diff))
+            out.append({"decode": f"{a} - ({b})", "paired_db": round(float(diff.mean()), 3),
+                        "paired_2se": round(float(err), 3)})  # fmt: skip
     return out
 
 

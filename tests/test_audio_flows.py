@@ -293,11 +293,11 @@ def test_source_envelope_scales_the_residual_with_an_exact_log_det() -> None:
     pytest.importorskip("librosa")
     torch.manual_seed(0)
     kwargs = {"context": 4 * 2, "frame_features": 4, "group": 4, "depth": 2, "hidden": 4}
-    make = lambda e: ff.flows.WaveGlow(  # noqa: E731
-        (1, 32), **kwargs, layers=2, source="griffin-lim", sample_rate=8000, source_iters=2,
-        source_envelope=e,
-    ).double()  # fmt: skip
-    flow, plain = make(1e-3), make(0.0)
+    source = {"source": "griffin-lim", "sample_rate": 8000, "source_iters": 2, "layers": 2}
+    flow, plain = (
+        ff.flows.WaveGlow((1, 32), **kwargs, **source, source_envelope=e).double()
+        for e in (1e-3, 0.0)
+    )
     randomize(flow)
     plain.load_state_dict(flow.state_dict())
     mel = (0.3 * torch.randn(2, 8) + 1.0).double()
