@@ -96,6 +96,20 @@ class _Estimate(nn.Module):
         return (s, e) if self.envelope <= 0 else (s, e, self.scale(s))
 
 
+class _ScaleNorm(ActNorm):
+    """ActNorm whose ``loc`` stays 0 (no gradient, not set from data): only a per-channel
+    scale, so the flow adds no per-channel offset to a residual known to have mean 0."""
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__(shape)
+        self.loc.requires_grad_(False)
+
+    @torch.no_grad()
+    def _initialize(self, x: Tensor) -> None:
+        super()._initialize(x)
+        self.loc.zero_()
+
+
 class WaveGlow(Preset):
     """WaveGlow for sequences ``(C, T)`` (a mono waveform: ``(1, T)``), optionally a vocoder.
 
@@ -151,6 +165,8 @@ class WaveGlow(Preset):
             (``flowforge train`` does it) and fixed while it does.
         source_envelope: the floor added to the estimate's local RMS by which the residual is
             divided (0: the residual itself).
+        actnorm_loc: the ActNorms have a learned per-channel offset (``False``: a scale
+            only, its offset fixed at 0).
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
         steps: the old name of ``depth`` (deprecated: ``steps`` are optimisation steps).
@@ -192,6 +208,7 @@ class WaveGlow(Preset):
         source_nnls: str = "accelerated",
         source_refine: int = 0,
         source_envelope: float = 0.0,
+        actnorm_loc: bool = True,
         base: BaseDistribution | None = None,
         steps: int | None = None,
     ) -> None:
@@ -240,7 +257,7 @@ class WaveGlow(Preset):
             kept = channels - channels // 2
             net = WaveNet(kept, 2 * (channels // 2), hidden, layers, kernel, cond)
             layers_now += [
-                ActNorm(squeezed),
+                ActNorm(squeezed) if actnorm_loc else _ScaleNorm(squeezed),
                 LUConv1x1(squeezed) if lu else Conv1x1(squeezed),
                 ChannelCoupling(
                     squeezed, Affine(scale_bound), net, context=cond * length, spatial=bool(cond)
