@@ -368,13 +368,14 @@ def test_match_mel_gives_the_conditioning_mel_and_keeps_a_matching_waveform() ->
     assert np.sqrt(((same - x) ** 2).mean()) < 0.1 * np.sqrt((x**2).mean())
 
 
-def test_actnorm_loc_false_keeps_every_offset_at_zero() -> None:
-    """``actnorm_loc=False``: the data initialisation and gradient steps leave each
-    ActNorm's offset at 0 (the default learns one from data with a mean)."""
+def test_waveglow_without_offsets_keeps_them_at_zero() -> None:
+    """``offsets=False``: the data initialisation and gradient steps leave each ActNorm's
+    offset and each LU 1x1 convolution's bias at 0 (the default learns them from data with a
+    mean)."""
     torch.manual_seed(0)
     x = torch.randn(8, 1, 64) + 0.3  # a mean the default's offsets take up
     for loc in (False, True):
-        flow = ff.flows.WaveGlow((1, 64), depth=2, hidden=4, layers=2, group=4, actnorm_loc=loc)
+        flow = ff.flows.WaveGlow((1, 64), depth=2, hidden=4, layers=2, group=4, offsets=loc)
         flow.train()
         for _ in range(2):  # gradient steps on every parameter that takes one
             flow.zero_grad()
@@ -384,5 +385,7 @@ def test_actnorm_loc_false_keeps_every_offset_at_zero() -> None:
                     if p.requires_grad and p.grad is not None:
                         p -= 1e-2 * p.grad
         offsets = [m.loc for m in flow.modules() if isinstance(m, T.ActNorm)]
-        assert len(offsets) == 2
+        biases = [m.linear.bias for m in flow.modules() if isinstance(m, T.LUConv1x1)]
+        assert len(offsets) == len(biases) == 2
         assert all(bool((o == 0).all()) for o in offsets) is not loc
+        assert all(bool((b == 0).all()) for b in biases) is not loc

@@ -110,6 +110,16 @@ class _ScaleNorm(ActNorm):
         self.loc.zero_()
 
 
+def _conv(shape: tuple[int, int], lu: bool, offsets: bool) -> Bijection:
+    """The step's 1x1 convolution; without ``offsets`` the LU one's bias stays 0."""
+    if not lu:
+        return Conv1x1(shape)
+    conv = LUConv1x1(shape)
+    if not offsets:
+        conv.linear.bias.requires_grad_(False)
+    return conv
+
+
 class WaveGlow(Preset):
     """WaveGlow for sequences ``(C, T)`` (a mono waveform: ``(1, T)``), optionally a vocoder.
 
@@ -165,8 +175,9 @@ class WaveGlow(Preset):
             (``flowforge train`` does it) and fixed while it does.
         source_envelope: the floor added to the estimate's local RMS by which the residual is
             divided (0: the residual itself).
-        actnorm_loc: the ActNorms have a learned per-channel offset (``False``: a scale
-            only, its offset fixed at 0).
+        offsets: the ActNorms and the LU 1x1 convolutions have learned per-channel offsets
+            (``False``: both fixed at 0, so ``g^{-1}(0)`` has no constant pattern per sample
+            phase; a vocoder's residual has mean 0).
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
         steps: the old name of ``depth`` (deprecated: ``steps`` are optimisation steps).
@@ -208,7 +219,7 @@ class WaveGlow(Preset):
         source_nnls: str = "accelerated",
         source_refine: int = 0,
         source_envelope: float = 0.0,
-        actnorm_loc: bool = True,
+        offsets: bool = True,
         base: BaseDistribution | None = None,
         steps: int | None = None,
     ) -> None:
@@ -257,8 +268,8 @@ class WaveGlow(Preset):
             kept = channels - channels // 2
             net = WaveNet(kept, 2 * (channels // 2), hidden, layers, kernel, cond)
             layers_now += [
-                ActNorm(squeezed) if actnorm_loc else _ScaleNorm(squeezed),
-                LUConv1x1(squeezed) if lu else Conv1x1(squeezed),
+                ActNorm(squeezed) if offsets else _ScaleNorm(squeezed),
+                _conv(squeezed, lu, offsets),
                 ChannelCoupling(
                     squeezed, Affine(scale_bound), net, context=cond * length, spatial=bool(cond)
                 ),
