@@ -2,9 +2,11 @@
 
 Trains through ``flowforge train`` (the same engine, options and run directory as the command
 line): ``--flow waveglow --data speech`` conditioned on each segment's 40-band log-mel frames,
-one run per seed. Each run resynthesises 16 held-out test segments from their mel (temperature
+one run per seed. Each run resynthesises 16 held-out test segments from their mel (the
+temperature and the rounds of the mel gain after the draw, ``flowforge.eval.audio.match_mel``,
 chosen on validation segments) and reports the log-spectral distance (dB, 80-band mel of the
-resynthesis against the original) beside Griffin-Lim's waveform from the same mel (librosa);
+resynthesis against the original) of the vocoder's output, of the flow's draw before the gain
+and of Griffin-Lim's waveform from the same mel (librosa);
 with ``--source griffin-lim`` the flow is centred on a torch Griffin-Lim estimate from the mel
 and models the residual (its STFT magnitudes refined by a small network, ``--source-refine``
 channels, fitted by a log-mel loss on the training segments before the flow trains; 0 for
@@ -73,7 +75,9 @@ def main() -> None:
                 "seconds": results["seconds"],
                 "test_nats_per_sample": audio["test_ll_nats_per_sample"],
                 "temperature": voc["temperature"],
+                "mel_gain_rounds": voc["mel_gain_rounds"],
                 "lsd_db": voc["lsd_db"],
+                "flow_lsd_db": voc["flow_lsd_db"],
                 "lsd_db_err": voc["lsd_db_err"],
                 "source_lsd_db": voc.get("source_lsd_db"),
                 "griffin_lim_lsd_db": voc["griffin_lim_lsd_db"],
@@ -81,13 +85,17 @@ def main() -> None:
             }
         )
     (out / "vocoder.json").write_text(json.dumps({"source": args.source, "runs": rows}, indent=2))
-    print("seed | steps | s | test nats/sample | T | LSD dB | source alone | Griffin-Lim")
+    print(
+        "seed | steps | s | test nats/sample | T | gain rounds | LSD dB, the vocoder | "
+        "the draw alone | source alone | Griffin-Lim | samples/s"
+    )
     for r in rows:
         source = "-" if r["source_lsd_db"] is None else f"{r['source_lsd_db']:.2f}"
         print(
             f"{r['seed']} | {r['steps']} | {r['seconds']:.0f} | {r['test_nats_per_sample']:.3f} | "
-            f"{r['temperature']} | {r['lsd_db']:.2f} +- {r['lsd_db_err']:.2f} | {source} | "
-            f"{r['griffin_lim_lsd_db']:.2f}"
+            f"{r['temperature']} | {r['mel_gain_rounds']} | {r['lsd_db']:.2f} +- "
+            f"{r['lsd_db_err']:.2f} | {r['flow_lsd_db']:.2f} | {source} | "
+            f"{r['griffin_lim_lsd_db']:.2f} | {r['synthesis_samples_per_s']:,.0f}"
         )
     if args.figure:
         shutil.copyfile(out / f"seed{args.seeds[0]}" / "spectrograms.png", args.figure)

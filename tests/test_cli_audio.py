@@ -17,8 +17,10 @@ from flowforge.data import load_dataset
 from flowforge.data.audio import mel_features
 from flowforge.data.base import dequantize
 from flowforge.eval.audio import (
+    MEL_GAIN_ROUNDS,
     TEMPERATURES,
     log_spectral_distance,
+    match_mel,
     nats_per_sample,
     resynthesize,
     synthesis_speed,
@@ -126,7 +128,20 @@ def test_the_vocoder_is_trained_and_tested_given_each_segments_mel(
     voc = results["audio"]["vocoder"]
     assert voc["test_segments"] == 2 and voc["temperature"] in TEMPERATURES
     assert "source_lsd_db" not in voc  # no source: nothing to report
-    assert voc["lsd_db"] > 0 and 0 < voc["griffin_lim_lsd_db"] < voc["lsd_db"]  # 4 steps
+    assert 0 < voc["griffin_lim_lsd_db"] < voc["flow_lsd_db"]  # 4 steps: the draw alone
+    # the temperature and the mel gain's rounds: the best pair on the validation segments
+    rounds, by_gain = voc["mel_gain_rounds"], voc["val_lsd_by_mel_gain"]
+    assert sorted(map(int, by_gain)) == sorted(MEL_GAIN_ROUNDS) and rounds > 0
+    assert by_gain[str(rounds)] == min(by_gain.values())
+    assert by_gain[str(rounds)] <= min(voc["val_lsd_by_temperature"].values())
+    assert by_gain["0"] == voc["val_lsd_by_temperature"][str(voc["temperature"])]
+    # the reported distance is the vocoder's output with that gain, recomputed here
+    idx = torch.tensor([0, len(ds.test) - 1])[: voc["test_segments"]]
+    x = (ds.test[idx, 0].double().numpy() - 32768) / 32768
+    y = resynthesize(run.flow, mel[idx], voc["temperature"], mel_gain=rounds, rate=16000)
+    assert math.isclose(
+        voc["lsd_db"], float(log_spectral_distance(y, x, 16000).mean()), rel_tol=1e-6
+    )
     for name in ("test0.wav", "test0_resynthesis.wav", "test1_griffin_lim.wav"):
         wave, rate = sf.read(audio_run / name)
         assert rate == 16000 and wave.shape == (4096,) and np.isfinite(wave).all()
@@ -187,9 +202,12 @@ def _clip_levels(path: Path) -> np.ndarray:
     return wave[:n].astype(np.float64).reshape(-1, 1, 4096) + 32768
 
 
-def _cross_faded(flow: Any, levels: np.ndarray, temperature: float, seed: int) -> np.ndarray:
+def _cross_faded(
+    flow: Any, levels: np.ndarray, temperature: float, seed: int, mel_gain: int = 0
+) -> np.ndarray:
     """A clip's resynthesis from segments every 2048 samples of a 4096-sample run, Hann
-    cross-faded: segment k covers the clip's samples k 2048 - 2048 .. k 2048 + 2048."""
+    cross-faded: segment k covers the clip's samples k 2048 - 2048 .. k 2048 + 2048; each
+    segment's draw followed by ``mel_gain`` rounds of the mel gain."""
     flat = levels.reshape(-1)
     n = flat.size
     padded = np.concatenate([np.full(2048, 32768.0), flat, np.full(2 * 2048 + 4096, 32768.0)])
@@ -197,6 +215,8 @@ def _cross_faded(flow: Any, levels: np.ndarray, temperature: float, seed: int) -
     segs = np.stack([padded[s : s + 4096] for s in starts])[:, None]
     mel = torch.from_numpy(mel_features(segs, 16000, bands=40, hop=256))
     waves = resynthesize(flow, mel, temperature, seed=seed)
+    if mel_gain:
+        waves = match_mel(waves, mel, 16000, rounds=mel_gain)
     out = np.zeros(padded.size)
     for s, w in zip(starts, waves, strict=True):
         out[s : s + 4096] += np.hanning(4097)[:4096] * w
@@ -211,10 +231,12 @@ def test_sample_mel_from_resynthesises_a_users_clip_from_its_own_mel(
     args = ["sample", str(gl_run), "--mel-from", str(clips / "clip3.wav"), "--seed", "3"]
     proc = run_cli(*args, "--temperature", "0.01", "-o", "low.wav", cwd=tmp_path)
     assert_ok(proc)
-    assert "8192 samples at 16000 Hz, temperature 0.01" in proc.stderr
+    voc = json.loads((gl_run / "results.json").read_text())["audio"]["vocoder"]
+    chosen, rounds = voc["temperature"], voc["mel_gain_rounds"]
+    assert f"8192 samples at 16000 Hz, temperature 0.01, mel gain {rounds} rounds" in proc.stderr
     wave, rate = sf.read(tmp_path / "low.wav", dtype="int16")
     assert rate == 16000 and wave.shape == (8192,)
-    expected = _cross_faded(run.flow, levels, 0.01, seed=3)
+    expected = _cross_faded(run.flow, levels, 0.01, seed=3, mel_gain=rounds)
     assert np.abs(wave / 32768 - expected).max() <= 1.5 / 32768  # to 16 bits
     original = levels.reshape(-1) / 32768 - 1
     lsd = float(log_spectral_distance(wave / 32768, original, 16000))
@@ -222,9 +244,8 @@ def test_sample_mel_from_resynthesises_a_users_clip_from_its_own_mel(
     assert lsd < float(log_spectral_distance(wave / 32768, other, 16000)) - 1.0
     # no --temperature: the run's chosen one
     assert_ok(run_cli(*args, "-o", "chosen.wav", cwd=tmp_path))
-    chosen = json.loads((gl_run / "results.json").read_text())["audio"]["vocoder"]["temperature"]
     wave, _ = sf.read(tmp_path / "chosen.wav", dtype="int16")
-    expected = _cross_faded(run.flow, levels, chosen, seed=3)
+    expected = _cross_faded(run.flow, levels, chosen, seed=3, mel_gain=rounds)
     assert np.abs(wave / 32768 - expected).max() <= 1.5 / 32768
     # another rate and a length that is not whole segments: resampled, padded, cut back
     t = np.arange(5000) / 22050
@@ -236,6 +257,45 @@ def test_sample_mel_from_resynthesises_a_users_clip_from_its_own_mel(
     wave, rate = sf.read(tmp_path / "odd_out.wav")
     assert rate == 16000 and wave.shape == (round(5000 * 16000 / 22050),)
     assert np.isfinite(wave).all()
+
+
+def test_mel_gain_flag_overrides_the_run_and_an_old_run_resynthesises_without_it(
+    gl_run: Path, clips: Path, tmp_path: Path
+) -> None:
+    """``--mel-gain 0`` is the flow's draw alone, as a run saved before the setting existed
+    (no ``mel_gain_rounds``) resynthesises; a negative count is one clear line."""
+    import shutil
+
+    run = open_run(gl_run, torch.device("cpu"))
+    levels = _clip_levels(clips / "clip1.wav")
+    voc = json.loads((gl_run / "results.json").read_text())["audio"]["vocoder"]
+    plain = _cross_faded(run.flow, levels, voc["temperature"], seed=0)
+    old = tmp_path / "old"
+    shutil.copytree(gl_run, old)
+    results = json.loads((old / "results.json").read_text())
+    del results["audio"]["vocoder"]["mel_gain_rounds"]  # the settings of an older run
+    (old / "results.json").write_text(json.dumps(results))
+    clip = str(clips / "clip1.wav")
+    for name, argv in (
+        ("off.wav", [str(gl_run), "--mel-gain", "0"]),
+        ("old.wav", [str(old)]),
+        ("two.wav", [str(old), "--mel-gain", "2"]),
+    ):
+        proc = run_cli("sample", *argv, "--mel-from", clip, "-o", name, cwd=tmp_path)
+        assert_ok(proc)
+        wave, _ = sf.read(tmp_path / name, dtype="int16")
+        want = (
+            plain if name != "two.wav" else _cross_faded(run.flow, levels, voc["temperature"], 0, 2)
+        )
+        assert np.abs(wave / 32768 - want).max() <= 1.5 / 32768, name
+    assert np.abs(want - plain).max() > 1e-3  # the gain changes the output
+    proc = run_cli(
+        "sample", str(gl_run), "--mel-from", clip, "-o", "neg.wav", "--mel-gain", "-1", cwd=tmp_path
+    )
+    assert_bad_input(proc, "--mel-gain takes a number of rounds, 0 or more", "got -1")
+    proc = run_cli("sample", str(gl_run), "--mel-gain", "4", cwd=tmp_path)
+    assert_bad_input(proc, "--mel-gain", "with --mel-from only")
+    assert not (tmp_path / "neg.wav").exists()
 
 
 def test_score_gives_a_users_clip_nats_per_sample_given_its_own_mel(

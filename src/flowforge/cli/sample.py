@@ -31,6 +31,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "run's sample rate, bands and hop) and write it to -o FILE.wav",
     )
     sa.add_argument(
+        "--mel-gain",
+        type=int,
+        default=None,
+        metavar="ROUNDS",
+        help="with --mel-from: rounds of the mel gain after the flow's draw (per frame and mel "
+        "band, the gain that gives the output the clip's mel, phases kept); 0 turns it off "
+        "(default: the run's, chosen on validation clips; 0 for runs made before it)",
+    )
+    sa.add_argument(
         "--temperature",
         type=float,
         default=None,
@@ -85,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     out = None if args.output == "-" else Path(args.output)
     if args.mel_from is not None:
         return _resynthesize(args, out)
+    if args.mel_gain is not None:
+        raise RunError("--mel-gain is the vocoder's last step; it applies with --mel-from only")
     if out is not None:
         check_output(out, (".npy", ".csv", ".png"))
     run = open_run(args.run, resolve_device(args.device))
@@ -150,17 +161,28 @@ def _resynthesize(args: argparse.Namespace, out: Path | None) -> int:
         raise RunError(f"--mel-from resynthesises one clip; {', '.join(unused)} does not apply")
     if out is None:
         raise RunError("--mel-from writes a WAV file; give -o FILE.wav")
+    if args.mel_gain is not None and args.mel_gain < 0:
+        raise RunError(
+            f"--mel-gain takes a number of rounds, 0 or more (0 turns the gain off); "
+            f"got {args.mel_gain}"
+        )
     check_output(out, (".wav",))
     run = open_run(args.run, resolve_device(args.device))
     settings, audio = vocoder_settings(run, args.run, "--mel-from")
+    chosen = audio.get("vocoder") or {}
     temperature = args.temperature
     if temperature is None:
-        temperature = float((audio.get("vocoder") or {}).get("temperature") or 0.6)
-    wave = resynthesize_clip(run.flow, args.mel_from, settings, temperature, seed=args.seed)
+        temperature = float(chosen.get("temperature") or 0.6)
+    rounds = args.mel_gain
+    if rounds is None:  # runs made before the gain have no setting: none, as they ran
+        rounds = int(chosen.get("mel_gain_rounds") or 0)
+    wave = resynthesize_clip(
+        run.flow, args.mel_from, settings, temperature, seed=args.seed, mel_gain=rounds
+    )
     atomic_write_bytes(out, wav_bytes(wave, settings.rate))
     print(
         f"wrote the resynthesis of {args.mel_from} ({wave.size} samples at {settings.rate} Hz, "
-        f"temperature {temperature:g}) to {out}",
+        f"temperature {temperature:g}, mel gain {rounds} rounds) to {out}",
         file=sys.stderr,
     )
     return 0

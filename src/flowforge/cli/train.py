@@ -175,9 +175,13 @@ def _report(result: TrainResult) -> None:
         )
         v = a.get("vocoder")
         if v:
+            estimate = v.get("source_lsd_db")
             print(
-                f"resynthesis of {v['test_segments']} test segments from their mel "
-                f"(temperature {v['temperature']:g}): log-spectral distance "
-                f"{v['lsd_db']:.2f} dB; Griffin-Lim from the same mel {v['griffin_lim_lsd_db']:.2f} dB"
+                f"resynthesis of {v['test_segments']} test segments from their mel, log-spectral "
+                f"distance: the vocoder {v['lsd_db']:.2f} dB (temperature {v['temperature']:g}, "
+                f"mel gain {v.get('mel_gain_rounds', 0)} rounds; the draw before the gain "
+                f"{v.get('flow_lsd_db', v['lsd_db']):.2f} dB)"
+                + ("" if estimate is None else f"; its source estimate alone {estimate:.2f} dB")
+                + f"; Griffin-Lim from the same mel {v['griffin_lim_lsd_db']:.2f} dB"
             )
     print(f"run directory: {result.run_dir}")

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowforge.data.audio import require
+from flowforge.data.audio import MEL_BANDS, MEL_HOP, require
 
 __all__ = [
+    "MEL_GAIN_ROUNDS",
     "TEMPERATURES",
     "audio_summary",
     "griffin_lim",
@@ -47,6 +48,11 @@ __all__ = [
 #: The temperatures a vocoder's resynthesis is tried at on the validation clips (the best kept;
 #: WaveGlow samples at 0.6, a flow centred on a mel-derived estimate wants lower ones).
 TEMPERATURES = (0.001, 0.003, 0.01, 0.1, 0.3, 0.6, 0.8, 1.0)
+
+#: The rounds of :func:`match_mel` tried with every temperature on the validation clips (0: the
+#: flow's draw as it is). Each round costs an STFT and its inverse: 32 keeps the CPU-sized
+#: vocoder faster than real time on one thread (``benchmarks/results/vocoder.md``).
+MEL_GAIN_ROUNDS = (0, 8, 16, 32)
 
 
 def nats_per_sample(nll: float, length: int, unit_interval: bool = True) -> float:
@@ -169,8 +175,10 @@ def match_mel(
     features: Any,
     rate: int,
     rounds: int = 1,
+    *,
+    bands: int = MEL_BANDS,
     n_fft: int = 1024,
-    hop: int = 256,
+    hop: int = MEL_HOP,
     bound: float = 10.0,
 ) -> np.ndarray:
     """A waveform's STFT scaled per frame and mel band so that its mel matches the conditioning
@@ -188,6 +196,7 @@ def match_mel(
         features: ``(N, F frames)`` mel features (:func:`~flowforge.data.audio.mel_features`).
         rate: sample rate in Hz.
         rounds: analysis-gain-synthesis rounds.
+        bands: mel bands ``F`` of the features.
         n_fft: FFT size of the features' mel (Hann window).
         hop: samples between frames.
         bound: largest absolute log-gain (natural log).
@@ -200,7 +209,7 @@ def match_mel(
     librosa = require("librosa")
     wave = torch.as_tensor(np.asarray(y, dtype=np.float64))
     length = wave.shape[-1]
-    target = torch.as_tensor(mel_magnitude(features))  # (N, F, T / hop)
+    target = torch.as_tensor(mel_magnitude(features, bands))  # (N, F, T / hop)
     target = torch.cat([target, target[..., -1:]], dim=-1).clamp_min(1e-5)  # the centred last
     basis = torch.as_tensor(
         librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=target.shape[-2]), dtype=torch.float64
@@ -222,7 +231,7 @@ def match_mel(
 def audio_summary(flow: Any, test: Any, ds: Any, temperature: float = 0.6) -> dict[str, Any]:
     """An audio run's figures: test log-likelihood per sample (nats, waveform in ``[-1, 1)``;
     given each segment's mel frames for a vocoder), bits per 16-bit sample, the synthesis speed
-    of the flow on this machine, and for a vocoder (a dataset with a context) the
+    of the flow on this machine (a vocoder's with its mel gain), and for a vocoder (a dataset with a context) the
     :func:`vocoder_summary` of its resynthesis under ``"vocoder"``.
 
     Args:
@@ -236,9 +245,16 @@ def audio_summary(flow: Any, test: Any, ds: Any, temperature: float = 0.6) -> di
     vocoder = None
     if context is None:
         speed = synthesis_speed(flow, 4, temperature=temperature)
-    else:  # one resynthesis of each of 4 test segments, at the vocoder's temperature
+    else:  # one resynthesis of each of 4 test segments with the vocoder's settings
         vocoder = vocoder_summary(flow, ds)
-        speed = synthesis_speed(flow, 1, context[:4], temperature=vocoder["temperature"])
+        speed = synthesis_speed(
+            flow,
+            1,
+            context[:4],
+            temperature=vocoder["temperature"],
+            mel_gain=vocoder["mel_gain_rounds"],
+            rate=int(ds.sample_rate),
+        )
     rate = int(ds.sample_rate or 0)
     return {
         "sample_rate": rate,
@@ -253,8 +269,18 @@ def audio_summary(flow: Any, test: Any, ds: Any, temperature: float = 0.6) -> di
 
 
 @torch.no_grad()
-def resynthesize(flow: Any, context: torch.Tensor, temperature: float, seed: int = 0) -> np.ndarray:
-    """A vocoder's waveforms from their conditioning: one draw per row at ``temperature``.
+def resynthesize(
+    flow: Any,
+    context: torch.Tensor,
+    temperature: float,
+    seed: int = 0,
+    mel_gain: int = 0,
+    rate: int | None = None,
+    bands: int = MEL_BANDS,
+    hop: int = MEL_HOP,
+) -> np.ndarray:
+    """A vocoder's waveforms from their conditioning: one draw per row at ``temperature``,
+    then ``mel_gain`` rounds of :func:`match_mel` towards the same mel (0: none).
 
     Args:
         flow: a flow over dequantized 16-bit levels ``u`` in ``[0, 1)``, shape ``(1, T)``,
@@ -262,19 +288,31 @@ def resynthesize(flow: Any, context: torch.Tensor, temperature: float, seed: int
         context: ``(N, C)`` the mel frames of ``N`` segments.
         temperature: the base's standard deviation.
         seed: of the draws (the global generator is left as it was).
+        mel_gain: rounds of the mel gain; the run's choice is ``mel_gain_rounds`` of its
+            :func:`vocoder_summary`.
+        rate, bands, hop: the mel's sample rate (needed with a gain), bands and hop.
 
     Returns:
-        ``(N, T)`` float64 samples in ``[-1, 1]``.
+        ``(N, T)`` float64 samples in ``[-1, 1]`` (a gain may leave a few beyond).
+
+    Raises:
+        ValueError: a negative ``mel_gain``, or a gain without ``rate``.
     """
     from flowforge.data.audio import waveform
 
+    if mel_gain < 0 or (mel_gain and rate is None):
+        raise ValueError(f"mel_gain takes rounds >= 0 and a rate; got {mel_gain}, rate {rate}")
     was = flow.training
     flow.eval()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         u = flow.sample(1, context, temperature=temperature)[0, :, 0]  # (N, T)
     flow.train(was)
-    return waveform(u.clamp(0, 1)).double().cpu().numpy()
+    wave = waveform(u.clamp(0, 1)).double().cpu().numpy()
+    if not mel_gain:
+        return wave
+    c = context.cpu()
+    return match_mel(wave, c, int(rate or 0), rounds=mel_gain, hop=hop, bands=bands)
 
 
 def _spread(n: int, k: int) -> np.ndarray:
@@ -283,29 +321,39 @@ def _spread(n: int, k: int) -> np.ndarray:
 
 
 def vocoder_summary(
-    flow: Any, ds: Any, clips: int = 16, temperatures: tuple[float, ...] = TEMPERATURES
+    flow: Any,
+    ds: Any,
+    clips: int = 16,
+    temperatures: tuple[float, ...] = TEMPERATURES,
+    mel_gains: tuple[int, ...] = MEL_GAIN_ROUNDS,
 ) -> dict[str, Any]:
     """A vocoder's resynthesis of held-out segments from their mel frames, against
-    Griffin-Lim's waveform from the same mel.
+    Griffin-Lim's waveform from the same mel and the vocoder's source estimate alone.
 
-    The temperature is the one of :data:`TEMPERATURES` whose resynthesis of up to ``clips``
-    validation segments has the smallest log-spectral distance; then up to ``clips`` test
-    segments (spread over the test split) are resynthesised at it, and the log-spectral
-    distance (dB, 80-band mel, :func:`log_spectral_distance`) of each to its original is
-    reported with Griffin-Lim's (64 iterations from the same mel magnitudes).
+    The vocoder's settings, the temperature of :data:`TEMPERATURES` and the rounds of
+    :data:`MEL_GAIN_ROUNDS` of :func:`match_mel` after the draw, are the pair whose
+    resynthesis of up to ``clips`` validation segments has the smallest log-spectral distance;
+    then up to ``clips`` test segments (spread over the test split) are resynthesised with
+    them, and the log-spectral distance (dB, 80-band mel, :func:`log_spectral_distance`) of
+    each to its original is reported with the flow's draw before the gain, the source
+    estimate's and Griffin-Lim's (64 iterations from the same mel magnitudes).
 
     Args:
         flow: the run's flow over ``u`` in ``[0, 1)`` given mel frames (the dataset's context).
         ds: an audio :class:`~flowforge.data.Dataset` with a mel context
             (:func:`~flowforge.data.audio.mel_context`).
         clips: segments resynthesised per split.
-        temperatures: the candidates.
+        temperatures: the candidate temperatures.
+        mel_gains: the candidate rounds of the mel gain.
 
     Returns:
-        ``temperature``, ``val_lsd_by_temperature``, ``test_segments``, ``lsd_db`` and
-        ``lsd_db_err`` (2 standard errors), ``griffin_lim_lsd_db`` and its ``_err``.
+        ``temperature``, ``mel_gain_rounds``, ``val_lsd_by_temperature`` (no gain),
+        ``val_lsd_by_mel_gain`` (at the chosen temperature), ``test_segments``, ``lsd_db`` and
+        ``lsd_db_err`` (2 standard errors; the vocoder's output, gain included),
+        ``flow_lsd_db`` (the draw before the gain), ``griffin_lim_lsd_db`` and its ``_err``,
+        and ``source_lsd_db`` for a vocoder centred on a source.
     """
-    from flowforge.data.audio import AUDIO_LEVELS, MEL_HOP, mel_magnitude
+    from flowforge.data.audio import AUDIO_LEVELS, mel_magnitude
 
     rate, length = int(ds.sample_rate), int(ds.event_shape[-1])
 
@@ -313,18 +361,31 @@ def vocoder_summary(
         v = getattr(ds, split)[torch.as_tensor(idx)][:, 0].double().numpy()
         return (v - AUDIO_LEVELS // 2) / (AUDIO_LEVELS // 2)  # (n, T)
 
+    def by_gain(wave: np.ndarray, c: torch.Tensor, x: np.ndarray) -> dict[int, np.ndarray]:
+        """Per-segment distances after each number of rounds (one pass, rounds in order)."""
+        out, done = {}, 0
+        for r in sorted(mel_gains):
+            if r > done:
+                wave, done = match_mel(wave, c, rate, rounds=r - done, hop=MEL_HOP), r
+            out[r] = log_spectral_distance(wave, x, rate)
+        return out
+
     val_idx = _spread(ds.val.shape[0], clips)
-    val_c = ds.context_of("val")[torch.as_tensor(val_idx)]
+    val_c = ds.context_of("val")[torch.as_tensor(val_idx)].cpu()
     val_x = originals("val", val_idx)
-    by_t = {
-        float(t): float(log_spectral_distance(resynthesize(flow, val_c, t), val_x, rate).mean())
+    grid = {
+        float(t): {
+            r: float(d.mean())
+            for r, d in by_gain(resynthesize(flow, val_c, t), val_c, val_x).items()
+        }
         for t in temperatures
     }
-    best = min(by_t, key=by_t.__getitem__)
+    best, rounds = min(((t, r) for t in grid for r in grid[t]), key=lambda k: grid[k[0]][k[1]])
     idx = _spread(ds.test.shape[0], clips)
-    context = ds.context_of("test")[torch.as_tensor(idx)]
+    context = ds.context_of("test")[torch.as_tensor(idx)].cpu()
     x = originals("test", idx)
-    lsd = log_spectral_distance(resynthesize(flow, context, best), x, rate)
+    drawn = resynthesize(flow, context, best)
+    lsd = by_gain(drawn, context, x)[rounds]
     gl = griffin_lim(mel_magnitude(context), rate, length, hop=MEL_HOP)
     lsd_gl = log_spectral_distance(gl, x, rate)
     n = len(idx)
@@ -335,10 +396,13 @@ def vocoder_summary(
 
     return {
         "temperature": best,
-        "val_lsd_by_temperature": by_t,
+        "mel_gain_rounds": rounds,
+        "val_lsd_by_temperature": {t: v[0] for t, v in grid.items() if 0 in v},
+        "val_lsd_by_mel_gain": grid[best],
         "test_segments": n,
         "lsd_db": float(lsd.mean()),
         "lsd_db_err": err(lsd),
+        "flow_lsd_db": float(log_spectral_distance(drawn, x, rate).mean()),
         "griffin_lim_lsd_db": float(lsd_gl.mean()),
         "griffin_lim_lsd_db_err": err(lsd_gl),
         **({} if estimate is None else {"source_lsd_db": estimate}),
@@ -372,8 +436,11 @@ def synthesis_speed(
     context: torch.Tensor | None = None,
     temperature: float = 0.6,
     repeats: int = 3,
+    mel_gain: int = 0,
+    rate: int | None = None,
 ) -> float:
-    """Samples per second that ``flow.sample`` generates (the best of ``repeats`` timings).
+    """Samples per second that ``flow.sample`` generates (the best of ``repeats`` timings),
+    a vocoder's ``mel_gain`` rounds of :func:`match_mel` included.
 
     Args:
         flow: a flow over sequences ``(C, T)``.
@@ -381,6 +448,8 @@ def synthesis_speed(
         context: the conditioning (mel frames) of the draws, or ``None``.
         temperature: the base's standard deviation.
         repeats: timings; the fastest counts (the machine may be shared).
+        mel_gain, rate: rounds of the mel gain after each draw (given ``context``: the mel
+            frames) and the sample rate.
 
     Returns:
         Samples (time steps times channels) per second.
@@ -391,6 +460,10 @@ def synthesis_speed(
     for _ in range(repeats):
         start = time.perf_counter()
         x = flow.sample(n, context, temperature=temperature)
+        if mel_gain and context is not None:
+            c = context.repeat(n, 1).cpu()  # (n B, C): the draws' rows, sample-major
+            y = (2 * x.reshape(n * context.shape[0], -1).double().cpu() - 1).numpy()
+            match_mel(y, c, int(rate or 0), rounds=mel_gain)
         best = min(best, time.perf_counter() - start)
     flow.train(was)
     return x.numel() / best

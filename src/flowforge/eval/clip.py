@@ -125,9 +125,16 @@ def _context(levels: np.ndarray, settings: MelSettings, flow: Any) -> torch.Tens
 
 
 def resynthesize_clip(
-    flow: Any, path: str | Path, settings: MelSettings, temperature: float, seed: int = 0
+    flow: Any,
+    path: str | Path,
+    settings: MelSettings,
+    temperature: float,
+    seed: int = 0,
+    mel_gain: int = 0,
 ) -> np.ndarray:
-    """The flow's resynthesis of a clip from its own mel frames.
+    """The flow's resynthesis of a clip from its own mel frames, each segment's draw followed
+    by ``mel_gain`` rounds of :func:`~flowforge.eval.audio.match_mel` towards its mel (0:
+    none; a run's choice is its vocoder's ``mel_gain_rounds``, 0 in runs made before it).
 
     The clip is cut into segments of the run's length ``T`` every ``T / 2`` samples (padded
     with ``T / 2`` samples of silence before and after), each resynthesised from its own mel
@@ -148,7 +155,16 @@ def resynthesize_clip(
     flat = np.full(count * half + t, AUDIO_LEVELS // 2, dtype=np.float64)  # silence
     flat[half : half + n] = levels.reshape(-1)[:n]
     segments = np.stack([flat[k * half : k * half + t] for k in range(count)])[:, None]
-    waves = resynthesize(flow, _context(segments, settings, flow), temperature, seed=seed)
+    waves = resynthesize(
+        flow,
+        _context(segments, settings, flow),
+        temperature,
+        seed=seed,
+        mel_gain=mel_gain,
+        rate=settings.rate,
+        bands=settings.bands,
+        hop=settings.hop,
+    )
     window = np.sin(np.pi * np.arange(t) / t) ** 2  # w(i) + w(i + T/2) = 1
     out = np.zeros(flat.size)
     for k, wave in enumerate(waves):  # (count, T)

@@ -220,12 +220,14 @@ def write_run_plots(
     records: Sequence[dict[str, Any]],
     likelihood: bool = True,
     temperature: float | None = None,
+    mel_gain: int = 0,
 ) -> list[Path]:
     """The plots of a finished run (``likelihood``: whether the training loss is an NLL, see
     :func:`plot_losses`): ``loss.png``, plus ``density.png`` (2-D data) or
     ``samples.png`` (images: test images next to samples at temperatures 1, 0.8, 0.6), or
     audio's WAV files and ``spectrograms.png`` (:func:`write_audio_samples`, at
-    ``temperature`` when given)."""
+    ``temperature`` when given, a vocoder's resynthesis with ``mel_gain`` rounds of its mel
+    gain)."""
     written = []
     if records:
         written.append(plot_losses(records, out / "loss.png", likelihood))
@@ -241,7 +243,7 @@ def write_run_plots(
         )
     elif spec.kind == "audio" and ds.sample_rate:
         written += write_audio_samples(
-            flow, ds.test, ds.sample_rate, out, temperature or 0.6, ds.context_of("test")
+            flow, ds.test, ds.sample_rate, out, temperature or 0.6, ds.context_of("test"), mel_gain
         )
     return written
 
@@ -280,6 +282,7 @@ def write_audio_samples(
     out: Path,
     temperature: float = 0.6,
     context: Tensor | None = None,
+    mel_gain: int = 0,
 ) -> list[Path]:
     """An audio run's outputs as 16-bit WAV files, and ``spectrograms.png`` of the first of
     each kind: three test segments ``test{i}.wav`` and three samples ``sample{i}.wav`` (at
@@ -295,6 +298,7 @@ def write_audio_samples(
         out: the run directory.
         temperature: the base's standard deviation for the samples.
         context: ``(N, C)`` the test segments' mel frames (a vocoder), or ``None``.
+        mel_gain: a vocoder's rounds of its mel gain after the draw.
     """
     import soundfile as sf
 
@@ -311,11 +315,13 @@ def write_audio_samples(
         waves = {"test segment": originals[0], f"sample (temperature {temperature})": samples[0]}
     else:
         mel = context[: len(originals)]
-        outputs["_resynthesis"] = resynthesize(flow, mel, temperature)
+        outputs["_resynthesis"] = resynthesize(flow, mel, temperature, mel_gain=mel_gain, rate=rate)
         outputs["_griffin_lim"] = griffin_lim(mel_magnitude(mel), rate, test.shape[-1], hop=MEL_HOP)
         waves = {
             "test segment": originals[0],
-            f"resynthesis from its mel (temperature {temperature})": outputs["_resynthesis"][0],
+            f"resynthesis from its mel (temperature {temperature}, mel gain {mel_gain})": outputs[
+                "_resynthesis"
+            ][0],
         }
         estimate = source_estimate(flow, mel)
         if estimate is not None:

@@ -358,8 +358,8 @@ def _finish(
         from flowforge.train.plots import write_run_plots
 
         vocoder = (audio or {}).get("vocoder") or {}
-        temperature = vocoder.get("temperature")
-        return write_run_plots(root, model, spec, ds, records, likelihood, temperature)
+        temperature, gain = vocoder.get("temperature"), int(vocoder.get("mel_gain_rounds") or 0)
+        return write_run_plots(root, model, spec, ds, records, likelihood, temperature, gain)
 
     plots = writer.write_plots(draw_plots) if cfg.plots else []
     return TrainResult(files.root, outcome, test, plots, baseline, audio, draw_plots)
