@@ -8,7 +8,8 @@ settings ``benchmarks/vocoder_lines.py`` chose (``--check T ROUNDS``, one pair p
 must reproduce that script's figures; the synthesis speed of 4 test segments with the gain
 (:func:`~flowforge.eval.audio.synthesis_speed`, one thread); and the speed of
 ``flowforge sample --mel-from`` (:func:`~flowforge.eval.clip.resynthesize_clip`: segments every
-``T / 2`` samples, cross-faded) on a clip of 8 test segments. ``--update`` writes the new
+``T / 2`` samples, cross-faded) on a clip of 8 test segments, with its log-spectral distance
+to the clip beside librosa's Griffin-Lim from the whole clip's mel. ``--update`` writes the new
 summary into the run's ``results.json``, so ``flowforge sample --mel-from`` uses its settings.
 
     OMP_NUM_THREADS=1 nice python benchmarks/vocoder_product.py runs/vocoder/seed0 ... \\
@@ -25,9 +26,14 @@ from pathlib import Path
 
 import torch
 
-from flowforge.data.audio import AUDIO_LEVELS, mel_context
+from flowforge.data.audio import AUDIO_LEVELS, MEL_HOP, mel_context, mel_features, mel_magnitude
 from flowforge.data.registry import load_dataset
-from flowforge.eval.audio import synthesis_speed, vocoder_summary
+from flowforge.eval.audio import (
+    griffin_lim,
+    log_spectral_distance,
+    synthesis_speed,
+    vocoder_summary,
+)
 from flowforge.eval.clip import mel_settings, resynthesize_clip, wav_bytes
 from flowforge.runs import open_run
 
@@ -63,6 +69,9 @@ def main() -> None:
         assert settings is not None
         levels = ds.test[:8, 0].double().numpy().reshape(-1)
         wave = (levels - AUDIO_LEVELS // 2) / (AUDIO_LEVELS // 2)
+        whole = mel_features(levels[None, None], rate)
+        gl = griffin_lim(mel_magnitude(whole), rate, wave.size, hop=MEL_HOP)
+        clip_lsd = {"griffin_lim": float(log_spectral_distance(gl[0], wave, rate))}
         with tempfile.TemporaryDirectory() as tmp:
             clip = Path(tmp) / "clip.wav"
             clip.write_bytes(wav_bytes(wave, rate))
@@ -70,11 +79,13 @@ def main() -> None:
                 best = float("inf")
                 for _ in range(2):
                     begin = time.perf_counter()
-                    resynthesize_clip(flow, clip, settings, t, mel_gain=gain)
+                    y = resynthesize_clip(flow, clip, settings, t, mel_gain=gain)
                     best = min(best, time.perf_counter() - begin)
                 speed[name] = wave.size / best
+                clip_lsd[name] = float(log_spectral_distance(y, wave, rate))
         per_s = {f"{k}_samples_per_s": round(v) for k, v in speed.items()}
-        print(json.dumps({"run": path, "rate": rate, **per_s}), flush=True)
+        lsd = {f"{k}_lsd_db": round(v, 3) for k, v in clip_lsd.items()}
+        print(json.dumps({"run": path, "rate": rate, **per_s, **lsd}), flush=True)
         if args.update:
             results_path = Path(path) / "results.json"
             results = json.loads(results_path.read_text())

@@ -206,8 +206,8 @@ def _cross_faded(
     flow: Any, levels: np.ndarray, temperature: float, seed: int, mel_gain: int = 0
 ) -> np.ndarray:
     """A clip's resynthesis from segments every 2048 samples of a 4096-sample run, Hann
-    cross-faded: segment k covers the clip's samples k 2048 - 2048 .. k 2048 + 2048; each
-    segment's draw followed by ``mel_gain`` rounds of the mel gain."""
+    cross-faded: segment k covers the clip's samples k 2048 - 2048 .. k 2048 + 2048; then
+    ``mel_gain`` rounds of the mel gain towards the whole padded clip's mel."""
     flat = levels.reshape(-1)
     n = flat.size
     padded = np.concatenate([np.full(2048, 32768.0), flat, np.full(2 * 2048 + 4096, 32768.0)])
@@ -215,11 +215,12 @@ def _cross_faded(
     segs = np.stack([padded[s : s + 4096] for s in starts])[:, None]
     mel = torch.from_numpy(mel_features(segs, 16000, bands=40, hop=256))
     waves = resynthesize(flow, mel, temperature, seed=seed)
-    if mel_gain:
-        waves = match_mel(waves, mel, 16000, rounds=mel_gain)
     out = np.zeros(padded.size)
     for s, w in zip(starts, waves, strict=True):
         out[s : s + 4096] += np.hanning(4097)[:4096] * w
+    if mel_gain:
+        whole = mel_features(padded[None, None], 16000, bands=40, hop=256)
+        out = match_mel(out[None], whole, 16000, rounds=mel_gain)[0]
     return out[2048 : 2048 + n]
 
 
