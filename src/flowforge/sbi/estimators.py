@@ -219,6 +219,12 @@ class NPE:
     #: Validations each candidate of the selection trains before all but the one with the
     #: lowest validation loss so far are dropped (the winners above lead from the third).
     screen_epochs = 5
+    #: The presets that model ``theta - (A c + b)`` given the context ``c``: a linear skip from
+    #: the observation into the parameters' shift (:class:`~flowforge.sbi.shift.LinearShift`,
+    #: fitted by least squares to the training pairs before training, then trained with the
+    #: flow), so a posterior whose mean is linear in ``x`` is the flow's start. MAF, the
+    #: screened alternative kept on Gaussian linear; not NSF, kept on two moons and SLCP.
+    linear_shift_flows: tuple[str, ...] = ("maf",)
 
     def __init__(
         self,
@@ -265,6 +271,7 @@ class NPE:
             "z_score_theta": self.z_score_theta,
             "z_score_x": self.z_score_x,
             "embedding": embedding_entry(self.embedding),
+            "linear_shift": self.flow in self.linear_shift_flows,
         }
 
     def build(self, theta: Tensor, x: Tensor) -> Posterior:
@@ -586,6 +593,7 @@ class FMPE(NPE):
     default_epochs = None
     large_budget_lr = None
     alternatives = ()
+    linear_shift_flows = ()
     min_val_every = 50
     default_patience = 20
     patience_pairs = 10**12  # a fixed patience

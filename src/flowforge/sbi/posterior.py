@@ -44,8 +44,9 @@ from flowforge.nn.embedding import EMBEDDINGS, build_embedding, check_embedding
 from flowforge.runs import RUN_FORMAT, RUN_FORMAT_VERSION, RunWriter
 from flowforge.runs.status import SBI_KIND
 from flowforge.sbi.prior import BoxUniform
+from flowforge.sbi.shift import LinearShift
 from flowforge.sbi.zscore import XScore, theta_zscore
-from flowforge.transforms import Bounds, Logit
+from flowforge.transforms import Bounds, Logit, SourceShift
 from flowforge.transforms.standardize import Standardize
 
 __all__ = [
@@ -417,6 +418,40 @@ def _theta_prefix(spec: dict[str, Any], rows: Tensor | None) -> list[Bijection]:
     return pre
 
 
+#: The most training pairs the linear shift's least squares reads.
+_SHIFT_ROWS = 20_000
+
+
+def _linear_shift(
+    inner: Bijection,
+    pre: list[Bijection],
+    embedding: nn.Module,
+    x_score: XScore,
+    context: int,
+    theta: Tensor | None,
+    x: Tensor | None,
+) -> SourceShift:
+    """``inner`` behind a :class:`~flowforge.sbi.shift.LinearShift` of the context, fitted by
+    least squares to the training pairs' prefixed parameters and contexts (at most
+    :data:`_SHIFT_ROWS` of them; without pairs: zeros, a saved posterior's weights load into
+    it)."""
+    d = int(inner.event_shape[0])
+    net = LinearShift(context, d)
+    if theta is not None and x is not None:
+        with torch.no_grad():
+            z = theta[:_SHIFT_ROWS].to(torch.get_default_dtype())
+            for b in pre:
+                z, _ = b(z)
+            was = embedding.training
+            embedding.eval()
+            try:
+                c = embedding(x_score(x[:_SHIFT_ROWS].to(z.dtype)))
+            finally:
+                embedding.train(was)
+            net.fit(z, c)
+    return SourceShift(inner, net, context=context)
+
+
 def build_posterior(
     spec: dict[str, Any],
     theta: Tensor | None = None,
@@ -429,8 +464,10 @@ def build_posterior(
     Args:
         spec: ``{"method", "theta_dim", "x_shape", "box": {"low", "high"} | None, "bounds":
             {"low", "high"} | None (``None`` entries: an open side), "flow",
-            "flow_options", "z_score_theta", "z_score_x", "embedding"}`` (see
-            :func:`embedding_entry`).
+            "flow_options", "z_score_theta", "z_score_x", "embedding", "linear_shift"}`` (see
+            :func:`embedding_entry`; ``linear_shift``, absent in runs saved before it: the
+            preset models ``theta - (A c + b)`` given the context ``c``,
+            :class:`~flowforge.sbi.shift.LinearShift`, fitted to ``theta`` and ``x``).
         theta: ``(N, D)`` training parameters (``None``: placeholders, for loading).
         x: ``(N, *X)`` training observations (``None``: placeholders).
         embedding: the embedding module (required for a ``"custom"`` entry; a built-in one is
@@ -470,6 +507,8 @@ def build_posterior(
         raise ValueError(f"cannot build flow {name!r} with {options}: {e}") from None
     pre = _theta_prefix(spec, theta)
     inner: Bijection = preset.bijection
+    if spec.get("linear_shift"):
+        inner = _linear_shift(inner, pre, embedding, x_score, context, theta, x)
     bijection: Bijection
     if spec.get("method") == "fmpe" and isinstance(inner, Compose):  # flow matching: one chain
         bijection = Compose([*pre, *inner.bijections]) if pre else inner
