@@ -112,6 +112,17 @@ COMMANDS = (
     " --c2st-max-iter 100 --c2st-draws 3",
     "# SLCP 1k with 3 transforms: --ff-flow-options '{\"transforms\": 3}' --ff-seed 0/1/2"
     " (sbi_slcp1k_t3.jsonl)",
+    "# Stop 34: MAF with the linear shift (sbi_shift.jsonl, --ff-seed 0/1/2, one process each);"
+    " the replaced Stop 33 row in sbi_stop33_rows.jsonl",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks gaussian_linear --methods ff_npe"
+    " --c2st-max-iter 100 --c2st-draws 3 --ff-seed 0 --jsonl benchmarks/results/sbi_shift.jsonl",
+    "# two moons 10k side by side (two processes started together), 10 observations:"
+    " sbi_side_by_side.jsonl",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods sbi_npe"
+    " --c2st-max-iter 100 --observations 10 --jsonl benchmarks/results/sbi_side_by_side.jsonl",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods ff_npe"
+    " --c2st-max-iter 100 --observations 10 --ff-seed 2"
+    " --jsonl benchmarks/results/sbi_side_by_side.jsonl",
     "python benchmarks/sbi_race.py --table-only",
 )
 

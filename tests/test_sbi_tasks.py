@@ -36,8 +36,8 @@ def test_registry_and_observations_are_fixed() -> None:
         get_task("moons")
     with pytest.raises(ValueError, match=r"expected theta of shape \(N, 2\)"):
         TwoMoons().simulator(torch.zeros(3, 5))
-    with pytest.raises(ValueError, match=r"expected an observation index in \[0, 5\)"):
-        SLCP().observation(5)
+    with pytest.raises(ValueError, match=r"expected an observation index in \[0, 10\)"):
+        SLCP().observation(10)
 
 
 def test_gaussian_linear_closed_form_is_likelihood_times_prior() -> None:

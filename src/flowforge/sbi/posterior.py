@@ -445,7 +445,8 @@ def _linear_shift(
             was = embedding.training
             embedding.eval()
             try:
-                c = embedding(x_score(x[:_SHIFT_ROWS].to(z.dtype)))
+                rows = x[:_SHIFT_ROWS].to(z.dtype)
+                c = torch.cat([embedding(x_score(r)) for r in rows.split(4096)])
             finally:
                 embedding.train(was)
             net.fit(z, c)

@@ -99,7 +99,7 @@ class Task:
     name: str = ""
     dim_theta: int = 0
     dim_x: int = 0
-    num_observations: int = 5
+    num_observations: int = 10  # sbibm's count
     prior: Distribution
 
     def __call__(self, theta: Tensor) -> Tensor:
