@@ -191,6 +191,8 @@ def fit(
         )
         if args.ff_plateau_patience is not None:
             estimator.plateau_patience = args.ff_plateau_patience
+        if args.ff_epochs is not None:
+            estimator.default_epochs = args.ff_epochs
         posterior = estimator.fit(theta, x, **kwargs)
 
         def ff_sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
@@ -205,6 +207,7 @@ def fit(
             "candidates": posterior.info.get("candidates"),
             "lr": args.ff_lr,
             "patience": args.ff_patience,
+            "epochs_default": args.ff_epochs,
         }
         return ff_sample, info
     from sbi.inference import FMPE, NPE
@@ -428,6 +431,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--ff-flow", default=None, help="NPE's preset (default: the class's)")
     parser.add_argument("--ff-flow-options", default=None, help="JSON flow_options")
     parser.add_argument("--ff-seed", type=int, default=0, help="the training seed")
+    parser.add_argument(
+        "--ff-epochs", type=int, default=None, help="NPE's default_epochs (default: the class's)"
+    )
     parser.add_argument(
         "--ff-plateau-patience", type=int, default=None, help="halve lr after this + 1 bad vals"
     )
