@@ -183,6 +183,8 @@ def fit(
             kwargs["patience"] = args.ff_patience
         if args.ff_lr is not None:
             kwargs["lr"] = args.ff_lr
+        if args.ff_batch_size is not None:
+            kwargs["batch_size"] = args.ff_batch_size
         options = json.loads(args.ff_flow_options) if args.ff_flow_options else None
         estimator = (
             ff.sbi.NPE(prior, flow=args.ff_flow, flow_options=options)
@@ -208,6 +210,7 @@ def fit(
             "lr": args.ff_lr,
             "patience": args.ff_patience,
             "epochs_default": args.ff_epochs,
+            "batch_size": args.ff_batch_size,
         }
         return ff_sample, info
     from sbi.inference import FMPE, NPE
@@ -431,6 +434,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--ff-flow", default=None, help="NPE's preset (default: the class's)")
     parser.add_argument("--ff-flow-options", default=None, help="JSON flow_options")
     parser.add_argument("--ff-seed", type=int, default=0, help="the training seed")
+    parser.add_argument("--ff-batch-size", type=int, default=None, help="NPE.fit's batch_size")
     parser.add_argument(
         "--ff-epochs", type=int, default=None, help="NPE's default_epochs (default: the class's)"
     )
