@@ -11,7 +11,10 @@ preset's layers:
 - any other bounded support (``spec["bounds"]``, :func:`~flowforge.sbi.prior.support_bounds`):
   :class:`~flowforge.transforms.Bounds`, a logit per interval and a log per half-line, with its
   Jacobian;
-- the parameters' z-scoring (:func:`~flowforge.sbi.zscore.theta_zscore`).
+- the parameters' z-scoring (:func:`~flowforge.sbi.zscore.theta_zscore`);
+- with ``spec["linear_shift"]``, the preset then models ``theta - (A c + b)`` given the
+  context ``c`` (:class:`~flowforge.sbi.shift.LinearShift`, fitted by least squares to the
+  training pairs when the posterior is built).
 
 The observation ``x`` (``(*x_shape)`` per simulation) goes through its z-scoring
 (:class:`~flowforge.sbi.zscore.XScore`) and the embedding (flatten when there is none) to a
