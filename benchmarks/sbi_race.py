@@ -123,6 +123,9 @@ COMMANDS = (
     "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods ff_npe"
     " --c2st-max-iter 100 --observations 10 --ff-seed 2"
     " --jsonl benchmarks/results/sbi_side_by_side.jsonl",
+    "# ten observations (sbi_10obs.jsonl): --observations 10 --ff-seed 0 / 1 on two moons,"
+    " and --tasks gaussian_linear --methods sbi_npe / ff_npe (started together)",
+    "# cuts (sbi_tm10k_cuts.jsonl): --ff-batch-size 300 / 400, --ff-epochs 100",
     "python benchmarks/sbi_race.py --table-only",
 )
 
