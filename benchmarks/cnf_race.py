@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:
             f"FINAL {n:40s} steps {k} seconds {clock[n]:.1f} cpu {cpu[n]:.1f} "
             f"cpu s/step {cpu[n] / k:.3f} NFE/step {mean_nfe:.1f} test NLL {log[n][-1].nll:.4f}"
         )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"PEAK RSS of the process (every model, tests included): {peak:.0f} MiB")
     if "zuko" in log:
         for n in names:
             pair = equal_seconds(log[n], log["zuko"]) if n != "zuko" else None

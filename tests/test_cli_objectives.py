@@ -38,7 +38,7 @@ def test_ffjord_trains_with_nfe_and_regularisers_in_the_metrics(ffjord_run: Path
     rows = _metrics(ffjord_run)
     assert [r["step"] for r in rows] == [3, 6]
     for r in rows:
-        assert r["train_nfe_forward"] > 0 and r["train_nfe_backward"] > 0  # the adjoint's
+        assert r["train_nfe_forward"] > 0 and r["train_nfe_backward"] == 0  # no adjoint
         assert r["train_kinetic"] > 0 and r["train_jacobian"] > 0
         assert r["train_loss"] > r["train_nll"]  # the regularisers are in the loss
     cfg = json.loads((ffjord_run / "config.json").read_text())
@@ -62,13 +62,13 @@ def test_ffjord_evaluates_and_resumes(ffjord_run: Path) -> None:
 
 def test_ffjord_options_pass_through(tmp_path: Path) -> None:
     args = ["--flow", "ffjord", *TOY, "--no-plots", "--steps", "4", "--eval-every", "2"]
-    options = '{"method": "rk4", "solver_steps": 4, "adjoint": false}'
+    options = '{"method": "rk4", "solver_steps": 4, "adjoint": true}'
     proc = run_cli("train", *args, "--flow-options", options, "--out", "run", cwd=tmp_path)
     assert_ok(proc)
     kwargs = json.loads((tmp_path / "run" / "config.json").read_text())["model"]["kwargs"]
-    assert (kwargs["method"], kwargs["solver_steps"], kwargs["adjoint"]) == ("rk4", 4, False)
+    assert (kwargs["method"], kwargs["solver_steps"], kwargs["adjoint"]) == ("rk4", 4, True)
     rows = _metrics(tmp_path / "run")
-    assert rows[-1]["train_nfe_backward"] == 0  # no adjoint: nothing solved backwards
+    assert rows[-1]["train_nfe_backward"] > 0  # the adjoint: solved backwards too
     assert rows[-1]["train_nfe_forward"] == 16  # rk4: 4 evaluations per step, 4 steps
     bad = run_cli("train", *args, "--flow-options", '{"bins": 3}', "--out", "x", cwd=tmp_path)
     assert_bad_input(bad, "bins", "max_nfe")

@@ -266,7 +266,7 @@ def test_regularisers_leave_the_adaptive_steps_unchanged() -> None:
 
 
 def test_cnf_likelihood_adds_weighted_regularisers_and_reports_nfe() -> None:
-    flow = ff.flows.FFJORD(features=2, hidden=(8,)).to(F64)
+    flow = ff.flows.FFJORD(features=2, hidden=(8,), adjoint=True).to(F64)  # counts its NFE
     randomize(flow, 0.3)
     x = torch.randn(32, 2, dtype=F64)
     reference = -flow.log_prob(x).mean()
@@ -533,7 +533,11 @@ def test_ffjord_runs_saved_before_issue_24_rebuild_with_their_initialisation() -
     old = {"preset": "ffjord", "kwargs": {"features": 2, "hidden": [8]}, "kind": "toy"}
     spec = ModelSpec.from_dict({**old, "data_shape": [2]})
     assert spec.kwargs["zero_last"] is True and spec.kwargs["gate_bias"] == 0.0
-    net = next(m for m in build_flow(spec).modules() if isinstance(m, ff.nn.ODENet))
+    assert spec.kwargs["adjoint"] is True  # ... and train as they did (before stop 34)
+    flow = build_flow(spec)
+    net = next(m for m in flow.modules() if isinstance(m, ff.nn.ODENet))
+    cnf = next(m for m in flow.modules() if isinstance(m, ff.transforms.CNF))
+    assert cnf.adjoint is True
     w, _, _, hb = net.layers()[-1]
     assert torch.count_nonzero(w) == 0 and torch.all(hb[:2] == 0.0)
     # A new run stores today's defaults, and they survive the round trip.
@@ -544,4 +548,5 @@ def test_ffjord_runs_saved_before_issue_24_rebuild_with_their_initialisation() -
     )()
     new = spec_for(TrainConfig(flow="ffjord"), ds)
     assert new.kwargs["zero_last"] is False and new.kwargs["gate_bias"] == 3.0
+    assert new.kwargs["adjoint"] is False
     assert ModelSpec.from_dict(new.to_dict()).kwargs == new.kwargs

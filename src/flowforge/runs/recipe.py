@@ -171,10 +171,17 @@ class ModelSpec:
 #: rerun from its config) is the one it trained. New runs store these options
 #: (``flowforge.train.model.spec_for``). FFJORD's dynamics start with a random last layer and
 #: open gates since issue 24, and a run saved before ``dynamics`` existed has concat-squash
-#: dynamics (flow matching's runs default to the plain MLP since). A WaveGlow vocoder's
+#: dynamics (flow matching's runs default to the plain MLP since); it trains without the adjoint
+#: since issue 24, stop 34 (evaluation never uses the adjoint, so an old run scores the same).
+#: A WaveGlow vocoder's
 #: Griffin-Lim source inverts the mel by accelerated least squares since issue 27.
 LEGACY_KWARGS: dict[str, dict[str, Any]] = {
-    "ffjord": {"zero_last": True, "gate_bias": 0.0, "dynamics": "concatsquash"},
+    "ffjord": {
+        "zero_last": True,
+        "gate_bias": 0.0,
+        "dynamics": "concatsquash",
+        "adjoint": True,
+    },
     "waveglow": {"source_nnls": "projected"},
 }
 

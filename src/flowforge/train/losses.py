@@ -202,7 +202,7 @@ class CNFLikelihood:
 
     Example:
         >>> import torch, flowforge as ff
-        >>> flow = ff.flows.FFJORD(features=2, hidden=(8,))
+        >>> flow = ff.flows.FFJORD(features=2, hidden=(8,), adjoint=True)
         >>> loss = CNFLikelihood(kinetic=0.01, jacobian=0.01)(flow, torch.randn(16, 2))
         >>> sorted(loss.terms)
         ['jacobian', 'kinetic', 'nfe_backward', 'nfe_forward', 'nll']
