@@ -60,9 +60,9 @@ class FFJORD(Preset):
         adjoint: backpropagate through the adjoint ODE (memory independent of the number of
             solver steps). Off by default: backpropagating through the solver's operations
             gives the same gradients to the solver's accuracy (on 8gaussians at lr 1e-2 the
-            same test NLL to 4e-4 over 300 steps) with no backward solve, in 0.43x zuko's
+            same test NLL to 0.001 over 300 steps) with no backward solve, in 0.43x zuko's
             CPU a step against the adjoint's 0.6x. Its memory grows with the batch times the
-            function evaluations (batch 512, 3 x 64 dynamics: 135 MiB at 68 evaluations
+            function evaluations (batch 512, 3 x 64 dynamics: 171 MiB at 86 evaluations
             against the adjoint's 21 MiB): turn the adjoint on for large batches.
         trace: ``"auto"`` (exact for ``D <= 16``), ``"exact"`` or ``"hutchinson"`` in
             training; evaluation is exact.
