@@ -186,6 +186,31 @@ def test_dropout_acts_in_training_only() -> None:
             ff.flows.TarFlow(shape=(1, 4, 4), dropout=bad)
 
 
+def test_token_noise_perturbs_what_the_conditioner_reads_in_training_only() -> None:
+    """With ``token_noise``, a training-mode density is random, the tokens a network reads carry
+    noise of that scale, and an eval-mode density is that of the same weights without noise; a
+    negative or non-finite scale is refused."""
+    torch.manual_seed(9)
+    flow = _tarflow(token_noise=0.5)
+    plain = _tarflow()
+    plain.load_state_dict(flow.state_dict())
+    x = torch.randn(6, 1, 4, 4, dtype=DT)
+    flow.train()
+    assert not torch.allclose(flow.log_prob(x), flow.log_prob(x))
+    layer = flow.bijection.bijections[0]  # type: ignore[union-attr,index]
+    net, seen = layer.net, []
+    net.embed.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    torch.manual_seed(0)
+    layer(x)
+    noise = seen[0] - layer._tokens(x)[:, :-1]
+    assert 0.3 < noise.std().item() < 0.7  # the scale asked for, on the inputs it reads
+    flow.eval()
+    torch.testing.assert_close(flow.log_prob(x), plain.eval().log_prob(x), rtol=0, atol=0)
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="token_noise >= 0"):
+            ff.flows.TarFlow(shape=(1, 4, 4), token_noise=bad)
+
+
 def test_denoise_is_a_step_along_the_score() -> None:
     torch.manual_seed(8)
     flow = _tarflow()

@@ -11,6 +11,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -134,6 +135,9 @@ class CausalTransformer(nn.Module):
         context: size ``C`` of the context vector (0: none).
         expansion: MLP hidden width in multiples of ``E``.
         dropout: of each block's attention and MLP outputs, in training mode (0: none).
+        token_noise: standard deviation of Gaussian noise added to the input tokens that the
+            network reads (not to its output's targets), in training mode only (0: none): a
+            regulariser of the conditioner; evaluation and decoding read the clean tokens.
 
     Example:
         >>> import torch
@@ -158,6 +162,7 @@ class CausalTransformer(nn.Module):
         context: int = 0,
         expansion: int = 4,
         dropout: float = 0.0,
+        token_noise: float = 0.0,
     ) -> None:
         super().__init__()
         if min(features, out_features, tokens, width, heads, layers) < 1 or context < 0:
@@ -171,7 +176,10 @@ class CausalTransformer(nn.Module):
                 f"CausalTransformer: expected width divisible by heads, got {width} and {heads}"
             )
         self.features, self.out_features, self.tokens = features, out_features, tokens
+        if not (token_noise >= 0 and math.isfinite(token_noise)):
+            raise ValueError(f"CausalTransformer: expected token_noise >= 0, got {token_noise!r}")
         self.context = context
+        self.token_noise = float(token_noise)
         self.embed = nn.Linear(features, width)
         self.start = nn.Parameter(torch.randn(width) * 0.02)
         self.position = nn.Parameter(torch.randn(tokens, width) * 0.02)
@@ -210,7 +218,10 @@ class CausalTransformer(nn.Module):
         """
         n, t, _ = x.shape
         start = self.start.expand(n, 1, -1)  # (N, 1, E)
-        h = torch.cat([start, self.embed(x[:, :-1])], dim=1)  # (N, T, E), shifted by one
+        read = x[:, :-1]
+        if self.training and self.token_noise > 0:
+            read = read + self.token_noise * torch.randn_like(read)
+        h = torch.cat([start, self.embed(read)], dim=1)  # (N, T, E), shifted by one
         h = h + self._offset(context, n)[:, :t]
         for block in self.blocks:
             h = block(h, 1.0 / attention_temperature)
