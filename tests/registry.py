@@ -232,13 +232,13 @@ class SamplingOnly(Bijection):
 
 
 def _tarflow_layer(
-    shape: tuple[int, ...], patch: int, context: int = 0, reverse: bool = False
+    shape: tuple[int, ...], patch: int, context: int = 0, reverse: bool = False, shift: int = 0
 ) -> Bijection:
     tokens, size = T.transformer_autoregressive.token_layout(shape, patch)
     net = ff.nn.CausalTransformer(
         size, 2 * size, tokens, width=8, heads=2, layers=2, context=context
     )
-    return T.TransformerAutoregressive(shape, net, patch, reverse)
+    return T.TransformerAutoregressive(shape, net, patch, reverse, shift=shift)
 
 
 def _planar(layer: T.Planar) -> Case:
@@ -440,7 +440,7 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     ),
     "transformer-autoregressive-image": lambda: Case(_tarflow_layer((2, 4, 4), 2, C), C),
     "transformer-autoregressive-image-reverse": lambda: Case(
-        _tarflow_layer((1, 4, 6), 2, reverse=True)
+        _tarflow_layer((1, 4, 6), 2, reverse=True, shift=1)  # the preset's shifted layer
     ),
     "transformer-autoregressive-vector": lambda: Case(_tarflow_layer((6,), 2, C, True), C),
     "transformer-autoregressive-vector-1": lambda: Case(_tarflow_layer((D,), 1)),

@@ -92,6 +92,24 @@ def test_patches_are_the_image_blocks_in_row_major_order() -> None:
     torch.testing.assert_close(rev._untokens(rev._tokens(x)), x)
 
 
+def test_shifted_patches_couple_the_values_of_one_unshifted_patch() -> None:
+    """A layer never conditions a value on another of its own token; with ``shift`` 1 the
+    patches straddle the unshifted ones, so pixel (0, 0) is moved given pixel (0, 1), its
+    neighbour in the unshifted first patch. The preset shifts its reversed layers only."""
+    tokens, size = token_layout((1, 4, 4), 2)
+    net = _net(size, tokens)
+    x = torch.randn(16, dtype=DT)
+
+    def jacobian(shift: int) -> torch.Tensor:
+        b = TransformerAutoregressive((1, 4, 4), net, 2, True, shift=shift).eval()
+        return torch.autograd.functional.jacobian(lambda v: b(v.reshape(1, 1, 4, 4))[0], x)
+
+    plain, shifted = jacobian(0).reshape(16, 16), jacobian(1).reshape(16, 16)
+    assert plain[0, 1] == 0 and shifted[0, 1] != 0  # d z(0, 0) / d x(0, 1)
+    flow = ff.flows.TarFlow(shape=(1, 4, 4), blocks=3, width=8, heads=2, shifted=True)
+    assert [b.shift for b in flow.bijection.bijections] == [0, 1, 0]  # type: ignore[union-attr]
+
+
 def test_the_first_token_depends_on_the_context_only() -> None:
     torch.manual_seed(3)
     b = _layer((4,), 1, context=2)

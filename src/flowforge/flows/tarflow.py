@@ -56,6 +56,9 @@ class TarFlow(Preset):
             (the conditioner's inputs, not the values it transforms), in training mode only
             (0: none): a regulariser that leaves the density exact (evaluation reads the clean
             tokens).
+        shifted: cut every reversed layer's patches half a patch (``patch // 2``) down and
+            right (rolled around the edges), so that values sharing a token in one layer sit
+            in different tokens of the next and condition each other (no effect at patch 1).
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
 
@@ -89,6 +92,7 @@ class TarFlow(Preset):
         label_dropout: float = 0.0,
         dropout: float = 0.0,
         token_noise: float = 0.0,
+        shifted: bool = False,
         base: BaseDistribution | None = None,
     ) -> None:
         given = {k: v for k, v in locals().items() if v is not None}
@@ -121,8 +125,11 @@ class TarFlow(Preset):
                 dropout=dropout,
                 token_noise=token_noise,
             )
+            shift = patch // 2 if shifted and i % 2 == 1 else 0
             stack.append(
-                TransformerAutoregressive(event, net, patch, i % 2 == 1, Affine(scale_bound))
+                TransformerAutoregressive(
+                    event, net, patch, i % 2 == 1, Affine(scale_bound), shift=shift
+                )
             )
         super().__init__(hparams, stack, base)
         self.label_dropout = float(label_dropout)

@@ -63,6 +63,10 @@ class TransformerAutoregressive(Bijection):
             ``tokens = T``.
         patch: ``p``, the patch side (images) or the number of features per token (vectors).
         reverse: reverse the token order.
+        shift: roll the event by this many pixels down and right (images) or features
+            (vectors) before cutting it into tokens, and back after: the patches of a layer
+            with ``shift = patch // 2`` straddle those of an unshifted one, so values that
+            share a token in one layer condition each other in the next (0: none).
         transformer: the elementwise transformer (default :class:`Affine` with bound 3, the
             project's bounded scale).
 
@@ -84,10 +88,11 @@ class TransformerAutoregressive(Bijection):
         patch: int = 1,
         reverse: bool = False,
         transformer: Transformer | None = None,
+        shift: int = 0,
     ) -> None:
         shape = as_shape(shape)
         super().__init__(shape)
-        self.patch, self.reverse = int(patch), bool(reverse)
+        self.patch, self.reverse, self.shift = int(patch), bool(reverse), int(shift)
         self.transformer = Affine() if transformer is None else transformer
         self.num_tokens, self.token_size = token_layout(shape, self.patch)
         expected = (self.token_size, self.token_size * self.transformer.params_per_dim)
@@ -106,6 +111,8 @@ class TransformerAutoregressive(Bijection):
     def _tokens(self, x: Tensor) -> Tensor:
         """``(N, *event) -> (N, T, d)`` in autoregressive order."""
         n, p = x.shape[0], self.patch
+        if self.shift:
+            x = x.roll(self._shifts(), self._dims())
         if len(self.event_shape) == 3:
             c, h, w = self.event_shape
             x = x.reshape(n, c, h // p, p, w // p, p).permute(
@@ -124,7 +131,14 @@ class TransformerAutoregressive(Bijection):
             t = t.reshape(n, h // p, w // p, c, p, p).permute(
                 0, 3, 1, 4, 2, 5
             )  # (N, C, h, p, w, p)
-        return t.reshape(n, *self.event_shape)
+        x = t.reshape(n, *self.event_shape)
+        return x.roll([-s for s in self._shifts()], self._dims()) if self.shift else x
+
+    def _dims(self) -> list[int]:
+        return [-2, -1] if len(self.event_shape) == 3 else [-1]
+
+    def _shifts(self) -> list[int]:
+        return [self.shift] * len(self._dims())
 
     def _flat(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor | None]:
         batch = batch_shape_of(x, self.event_shape)
@@ -199,7 +213,7 @@ class TransformerAutoregressive(Bijection):
     def extra_repr(self) -> str:
         return (
             f"event_shape={self.event_shape}, patch={self.patch}, tokens={self.num_tokens}, "
-            f"reverse={self.reverse}"
+            f"reverse={self.reverse}" + (f", shift={self.shift}" if self.shift else "")
         )
 
 
