@@ -176,8 +176,8 @@ class WaveGlow(Preset):
         source_envelope: the floor added to the estimate's local RMS by which the residual is
             divided (0: the residual itself).
         offsets: the ActNorms and the LU 1x1 convolutions have learned per-channel offsets
-            (``False``: both fixed at 0, so ``g^{-1}(0)`` has no constant pattern per sample
-            phase; a vocoder's residual has mean 0).
+            (``False``: both fixed at 0, so the inverse at ``z = 0`` has no constant pattern
+            per sample phase; a vocoder's residual has mean 0).
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
         steps: the old name of ``depth`` (deprecated: ``steps`` are optimisation steps).
