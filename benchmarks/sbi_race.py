@@ -213,7 +213,7 @@ def fit(
             "lr": args.ff_lr,
             "patience": args.ff_patience,
             "epochs_default": args.ff_epochs,
-            "batch_size": args.ff_batch_size,
+            "batch_size": posterior.info["batch_size"],
         }
         return ff_sample, info
     from sbi.inference import FMPE, NPE

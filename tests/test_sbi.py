@@ -223,6 +223,26 @@ def test_default_schedule_stretches_with_the_budget() -> None:
     assert seen == [want.lr_at(17), want.lr_at(34)]
 
 
+def test_default_batch_grows_with_the_training_pairs() -> None:
+    """Without a batch_size, NPE steps 200 pairs up to 4,500 training pairs, then
+    200 * train / 4,500 up to 400 (10,000 simulations); a given batch_size is kept; FMPE
+    stays at 200."""
+    prior = ff.sbi.BoxUniform([0.0], [1.0])
+    npe = ff.sbi.NPE(prior)
+    sizes = [npe.batch_for(t) for t in (1, 900, 4500, 4501, 4590, 6750, 8999, 9000, 90_000)]
+    assert sizes == [200, 200, 200, 200, 204, 300, 399, 400, 400]
+    assert ff.sbi.FMPE(prior).batch_for(9000) == 200
+    theta, x = _identity_sims(5100, prior)  # 4,590 training pairs: batch 204, 23 steps
+    tiny = {"transforms": 1, "bins": 4, "hidden": (4,)}
+    steps: list[float] = []
+    post = ff.sbi.NPE(prior, flow_options=tiny).fit(
+        theta, x, max_steps=23, callback=lambda r: steps.append(r["step"])
+    )
+    assert post.info["batch_size"] == 204 and steps == [23]
+    post = ff.sbi.NPE(prior, flow_options=tiny).fit(theta, x, max_steps=1, batch_size=50)
+    assert post.info["batch_size"] == 50
+
+
 # ---------------------------------------------------------------------------- runs
 def test_save_and_load_give_identical_log_prob(box_posterior, tmp_path) -> None:
     box_posterior.save(tmp_path / "run")

@@ -188,6 +188,17 @@ class NPE:
     large_budget_lr: float | None = 2e-3
     #: AdamW's decoupled weight decay (0: Adam).
     default_weight_decay = 0.0
+    #: Pairs per step when ``fit`` is given no ``batch_size``: 200 up to
+    #: :attr:`batch_pairs` training pairs, then ``200 * train / batch_pairs`` (rounded down),
+    #: at most :attr:`max_batch_size`; :meth:`plan`'s epochs then take fewer steps. 200 (sbi's
+    #: batch) up to 5,000 simulations; 400 at 10,000 (9,000 training pairs), where two moons
+    #: (ten observations, training seed 2) gave C2ST 0.557 at about 0.4 of sbi's fit CPU
+    #: time, against 0.541 at 0.68 with batch 200 (sbi's NPE: 0.580).
+    default_batch_size = 200
+    #: Training pairs beyond which the default batch grows (``None``: always 200).
+    batch_pairs: int | None = 4_500
+    #: The largest default batch (the largest measured).
+    max_batch_size = 400
     #: The fewest optimizer steps between two validations (validation is at an epoch's end).
     min_val_every = 1
     #: Validations without improvement before stopping. 10, not sbi's 20 epochs: on two moons
@@ -302,6 +313,20 @@ class NPE:
             posterior.train()
 
     # ------------------------------------------------------------------ fitting
+    def batch_for(self, train: int) -> int:
+        """The default batch size for ``train`` training pairs (see :attr:`batch_pairs`).
+
+        Example:
+            >>> import flowforge as ff
+            >>> npe = ff.sbi.NPE(ff.sbi.BoxUniform([0.0], [1.0]))
+            >>> npe.batch_for(900), npe.batch_for(6750), npe.batch_for(9000), npe.batch_for(90000)
+            (200, 300, 400, 400)
+        """
+        base = self.default_batch_size
+        if self.batch_pairs is None or train <= self.batch_pairs:
+            return base
+        return min(self.max_batch_size, max(base, base * train // self.batch_pairs))
+
     def plan(self, train: int, batch_size: int) -> tuple[int, int]:
         """The default ``(max_steps, patience)`` for ``train`` training pairs: the patience is
         :attr:`default_patience`, or ``train // patience_pairs`` when larger, and then the
@@ -366,7 +391,7 @@ class NPE:
         theta: Tensor,
         x: Tensor,
         max_steps: int | None = None,
-        batch_size: int = 200,
+        batch_size: int | None = None,
         lr: float | None = None,
         seed: int = 0,
         *,
@@ -385,7 +410,8 @@ class NPE:
             x: ``(N, *X)`` simulator outputs, ``x_i ~ p(x | theta_i)``.
             max_steps: the most optimizer steps, which the cosine decay spans (default:
                 :attr:`default_epochs` epochs of the training pairs).
-            batch_size: pairs per step.
+            batch_size: pairs per step (default: :meth:`batch_for` the training pairs, 200
+                up to 5,000 simulations, 400 from 10,000).
             lr: Adam's peak learning rate (default :attr:`default_lr`, or
                 :attr:`large_budget_lr` over 3,000 training pairs), multiplied by
                 :attr:`plateau_factor` after each :attr:`plateau_patience` + 1 validations
@@ -415,7 +441,7 @@ class NPE:
         """
         if (
             (max_steps is not None and max_steps < 0)
-            or batch_size < 1
+            or (batch_size is not None and batch_size < 1)
             or not 0.0 < validation_fraction < 1.0
         ):
             raise ValueError(
@@ -427,6 +453,8 @@ class NPE:
         if n < 2:
             raise ValueError(f"expected at least 2 simulations to fit and validate, got {n}")
         n_val = _validation_size(n, validation_fraction)
+        if batch_size is None:
+            batch_size = self.batch_for(n - n_val)
         options: dict[str, Any] = {
             "max_steps": max_steps,
             "batch_size": batch_size,
@@ -545,6 +573,7 @@ class NPE:
             "validation": n_val,
             "steps": step,
             "max_steps": max_steps,
+            "batch_size": batch_size,
             "patience": patience,
             "best_step": keep.best_step,
             "best_val_loss": keep.best,
@@ -594,6 +623,7 @@ class FMPE(NPE):
     large_budget_lr = None
     alternatives = ()
     linear_shift_flows = ()
+    batch_pairs = None  # always 200 (the growing batch was measured on NPE only)
     min_val_every = 50
     default_patience = 20
     patience_pairs = 10**12  # a fixed patience
