@@ -128,7 +128,8 @@ COMMANDS = (
     "# cuts (sbi_tm10k_cuts.jsonl): --ff-batch-size 300 / 400, --ff-epochs 100",
     "# the default batch 200 * train / 4,500 in [200, 400] (sbi_batch_rule.jsonl: one --jsonl"
     " file per run, then concatenated); two moons --ff-seed 0 beside sbi_npe (started"
-    " together), then --ff-seed 1 / 2, --tasks gaussian_linear and --tasks slcp (--ff-seed 0)",
+    " together), then --ff-seed 1 / 2, --tasks gaussian_linear (--ff-seed 0), --tasks slcp (--ff-seed 0 beside"
+    " sbi_npe, then --ff-batch-size 200)",
     "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods ff_npe"
     " --c2st-max-iter 100 --observations 10 --ff-seed 0 --jsonl /tmp/tm_ff0.jsonl",
     "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods sbi_npe"
