@@ -18,6 +18,9 @@ Models (separated by ``;``):
   (what ``flowforge train --objective flow-matching`` builds), trained by
   :class:`~flowforge.train.losses.FlowMatching` (``sigma``, ``ot``: POT's ``ot.emd`` when
   installed, as torchcfm's, else scipy).
+  Race-only initialisations in the ``:kwargs``: ``rebias=True`` (the first layer starts as
+  ``reverse_time``'s function of ``t``) and ``outscale=K`` (the output layer's initial weights
+  and bias times ``K``; 0: a zero output layer, the identity start of maximum likelihood).
 - ``ours-cs`` / ``ours-cs-ot``: the same with the concat-squash dynamics (maximum likelihood's
   default, ``dynamics="concatsquash"``).
 - ``run:DIR``: no training: the CNF of a ``flowforge train --objective flow-matching`` run,
@@ -120,6 +123,7 @@ def build(name: str, args: argparse.Namespace) -> tuple[list[torch.nn.Parameter]
     if base in ("ours", "ours-ot", "ours-cs", "ours-cs-ot"):
         kw = _kwargs(spec)
         rebias = kw.pop("rebias", False)
+        outscale = float(kw.pop("outscale", 1.0))
         kw.setdefault("dynamics", "concatsquash" if base.startswith("ours-cs") else "mlp")
         flow = ff.flows.FFJORD(features=2, hidden=HIDDEN, **kw)
         cnf = flow.bijection.bijections[0]
@@ -128,6 +132,10 @@ def build(name: str, args: argparse.Namespace) -> tuple[list[torch.nn.Parameter]
                 (w, b) = cnf.net.layers()[0]
                 b += w[:, 2]
                 w[:, 2] *= -1
+        if outscale != 1.0:  # the output layer's initial weights and bias times outscale (0: zero)
+            with torch.no_grad():
+                for tensor in cnf.net.layers()[-1]:
+                    tensor *= outscale
         objective = FlowMatching(ot=base.endswith("-ot"), sigma=args.sigma)
         if objective.ot:  # imported before the clock runs, as torchcfm imports POT
             import scipy.optimize  # noqa: F401

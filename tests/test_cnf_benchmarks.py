@@ -212,3 +212,16 @@ def test_fm_race_rebias_starts_as_reverse_time(fm: ModuleType) -> None:
     rev = fm.build("ours:reverse_time=True", ns)[2](s, x)
     assert torch.allclose(fm.build("ours:rebias=True", ns)[2](s, x), rev, atol=1e-6)
     assert not torch.allclose(fm.build("ours", ns)[2](s, x), rev)
+
+
+def test_fm_race_outscale_scales_the_initial_velocity(fm: ModuleType) -> None:
+    # The last layer is linear: its weights and bias times K scale the initial velocity by K,
+    # and K = 0 is the zero output layer (the identity start).
+    import argparse
+
+    ns = argparse.Namespace(seed=0, sigma=0.1)
+    s, x = torch.rand(16), torch.randn(16, 2)
+    with torch.no_grad():
+        u = fm.build("ours", ns)[2](s, x)
+        assert torch.allclose(fm.build("ours:outscale=2.5", ns)[2](s, x), 2.5 * u, atol=1e-6)
+        assert torch.equal(fm.build("ours:outscale=0", ns)[2](s, x), torch.zeros_like(u))
