@@ -59,6 +59,10 @@ class TarFlow(Preset):
         shifted: cut every reversed layer's patches half a patch (``patch // 2``) down and
             right (rolled around the edges), so that values sharing a token in one layer sit
             in different tokens of the next and condition each other (no effect at patch 1).
+        local: add to each token's embedding a causal 3x3 convolution over the grid of
+            tokens (an image's patches; a vector's groups on one row) in each layer's order,
+            reading a token's earlier neighbours only (:class:`~flowforge.nn.CausalTransformer`
+            ``grid``): the locality of a convolutional coupling.
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
 
@@ -93,6 +97,7 @@ class TarFlow(Preset):
         dropout: float = 0.0,
         token_noise: float = 0.0,
         shifted: bool = False,
+        local: bool = False,
         base: BaseDistribution | None = None,
     ) -> None:
         given = {k: v for k, v in locals().items() if v is not None}
@@ -113,6 +118,8 @@ class TarFlow(Preset):
         except ValueError as e:
             raise ValueError(f"TarFlow: {e}") from None
         stack: list[Bijection] = []
+        rows = event[1] // patch if len(event) == 3 else 1
+        grid = (rows, tokens // rows) if local else None
         for i in range(blocks):
             net = CausalTransformer(
                 size,
@@ -124,6 +131,7 @@ class TarFlow(Preset):
                 context=context,
                 dropout=dropout,
                 token_noise=token_noise,
+                grid=grid,
             )
             shift = patch // 2 if shifted and i % 2 == 1 else 0
             stack.append(

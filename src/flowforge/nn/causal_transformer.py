@@ -35,6 +35,8 @@ class KVCache:
         keys: per layer, ``(N, heads, t, width / heads)`` (or the buffer of ``capacity``).
         values: per layer, the same shape.
         length: ``t``, the number of positions cached.
+        inputs: the input tokens read so far, each ``(N, D_in)`` (kept for a network with a
+            local embedding, which reads a token's earlier neighbours).
     """
 
     batch: int
@@ -42,6 +44,7 @@ class KVCache:
     keys: list[Tensor] = field(default_factory=list)
     values: list[Tensor] = field(default_factory=list)
     length: int = 0
+    inputs: list[Tensor] = field(default_factory=list)
 
 
 class CausalBlock(nn.Module):
@@ -114,6 +117,36 @@ class CausalBlock(nn.Module):
         return self._out(h, a)
 
 
+class CausalConv(nn.Module):
+    """``(N, T, D) -> (N, T, E)``: a 3x3 convolution over tokens on a ``rows x cols`` grid in
+    raster order, masked so that output ``t`` reads tokens ``<= t`` only (PixelCNN's mask
+    "B": the row above and the left neighbour and itself).
+
+    Args:
+        grid: ``(rows, cols)``.
+        features: ``D``.
+        width: ``E``.
+    """
+
+    def __init__(self, grid: tuple[int, int], features: int, width: int) -> None:
+        super().__init__()
+        self.rows, self.cols = (int(g) for g in grid)
+        if min(self.rows, self.cols) < 1:
+            raise ValueError(f"CausalConv: expected a grid of positive sides, got {grid}")
+        self.conv = nn.Conv2d(features, width, 3, padding=1)
+        mask = torch.ones(3, 3)
+        mask[1, 2:] = 0  # right of the centre
+        mask[2:] = 0  # the row below
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, t, d = x.shape
+        grid = x.transpose(1, 2).reshape(n, d, self.rows, self.cols)
+        w = self.conv.weight * self.mask
+        out = F.conv2d(grid, w, self.conv.bias, padding=1)  # (N, E, rows, cols)
+        return out.flatten(2).transpose(1, 2)
+
+
 class CausalTransformer(nn.Module):
     """``(N, T, D_in) -> (N, T, D_out)``, output ``t`` a function of input tokens ``< t``.
 
@@ -138,6 +171,11 @@ class CausalTransformer(nn.Module):
         token_noise: standard deviation of Gaussian noise added to the input tokens that the
             network reads (not to its output's targets), in training mode only (0: none): a
             regulariser of the conditioner; evaluation and decoding read the clean tokens.
+        grid: ``(rows, cols)`` with ``rows * cols = T``: the tokens lie on this grid in
+            raster order, and each token's embedding adds a causal (PixelCNN-style masked)
+            3x3 convolution over its grid neighbours at or before it in that order (the rows
+            above, the left on its own row): locality, as in a convolutional coupling.
+            ``None``: the linear embedding only.
 
     Example:
         >>> import torch
@@ -163,6 +201,7 @@ class CausalTransformer(nn.Module):
         expansion: int = 4,
         dropout: float = 0.0,
         token_noise: float = 0.0,
+        grid: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if min(features, out_features, tokens, width, heads, layers) < 1 or context < 0:
@@ -181,6 +220,9 @@ class CausalTransformer(nn.Module):
         self.context = context
         self.token_noise = float(token_noise)
         self.embed = nn.Linear(features, width)
+        self.local = None if grid is None else CausalConv(grid, features, width)
+        if self.local is not None and self.local.rows * self.local.cols != tokens:
+            raise ValueError(f"CausalTransformer: expected a grid of {tokens} tokens, got {grid}")
         self.start = nn.Parameter(torch.randn(width) * 0.02)
         self.position = nn.Parameter(torch.randn(tokens, width) * 0.02)
         self.context_embed = nn.Linear(context, width) if context else None
@@ -221,7 +263,10 @@ class CausalTransformer(nn.Module):
         read = x[:, :-1]
         if self.training and self.token_noise > 0:
             read = read + self.token_noise * torch.randn_like(read)
-        h = torch.cat([start, self.embed(read)], dim=1)  # (N, T, E), shifted by one
+        e = self.embed(read)
+        if self.local is not None:
+            e = e + self.local(torch.cat([read, x[:, -1:]], dim=1))[:, :-1]
+        h = torch.cat([start, e], dim=1)  # (N, T, E), shifted by one
         h = h + self._offset(context, n)[:, :t]
         for block in self.blocks:
             h = block(h, 1.0 / attention_temperature)
@@ -253,6 +298,11 @@ class CausalTransformer(nn.Module):
             h = self.start.expand(cache.batch, 1, -1)  # (N, 1, E)
         else:
             h = self.embed(previous).unsqueeze(1)  # (N, 1, E)
+            if self.local is not None:
+                cache.inputs.append(previous)
+                seen = torch.stack(cache.inputs, 1)  # (N, t, D_in)
+                pad = seen.new_zeros(seen.shape[0], self.tokens - t, seen.shape[2])
+                h = h + self.local(torch.cat([seen, pad], 1))[:, t - 1 : t]  # sees tokens < t
         n = cache.batch
         h = h + self._offset(context, n)[:, t : t + 1]
         for i, block in enumerate(self.blocks):
@@ -262,4 +312,4 @@ class CausalTransformer(nn.Module):
         return self.out(self.norm(h)).squeeze(1)
 
 
-__all__ = ["CausalBlock", "CausalTransformer", "KVCache"]
+__all__ = ["CausalBlock", "CausalConv", "CausalTransformer", "KVCache"]
