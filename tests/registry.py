@@ -392,6 +392,17 @@ REGISTRY: dict[str, Callable[[], Case]] = {
     "preset-tarflow": lambda: Case(
         ff.flows.TarFlow((1, 4, 4), context=C, blocks=2, layers=1, width=8, heads=2).bijection, C
     ),
+    "preset-tarflow-local": lambda: Case(
+        ff.flows.TarFlow(
+            (1, 4, 6), context=C, blocks=2, layers=1, width=8, heads=2, shifted=True, local=True
+        ).bijection,
+        C,
+    ),
+    "preset-tarflow-vector-local": lambda: Case(
+        ff.flows.TarFlow(
+            features=6, patch=2, blocks=2, layers=1, width=8, heads=2, local=True
+        ).bijection
+    ),
     "preset-tarflow-vector": lambda: Case(
         ff.flows.TarFlow(features=6, patch=3, blocks=3, layers=1, width=8, heads=2).bijection
     ),

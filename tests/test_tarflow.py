@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import flowforge as ff
-from flowforge.nn.causal_transformer import CausalTransformer, KVCache
+from flowforge.nn.causal_transformer import CausalConv, CausalTransformer, KVCache
 from flowforge.transforms.transformer_autoregressive import (
     TransformerAutoregressive,
     guided,
@@ -53,6 +53,39 @@ def test_cached_steps_equal_the_full_pass(context: int) -> None:
         assert cache.keys[0].shape[2] == 5 and cache.length == 5
         torch.testing.assert_close(torch.stack(steps, 1), full, rtol=0, atol=1e-12)
     assert not torch.allclose(net(x, c, 2.5), net(x, c))  # the temperature acts
+
+
+@pytest.mark.parametrize("grid", [(2, 3), (1, 6)])
+def test_local_embedding_reads_earlier_grid_neighbours_and_caches(grid) -> None:
+    torch.manual_seed(9)
+    net = CausalTransformer(3, 6, 6, width=16, heads=4, layers=1, grid=grid)
+    net = randomize(net, 0.3).to(DT)  # type: ignore[assignment]
+    x = torch.randn(2, 6, 3, dtype=DT)
+    jac = torch.autograd.functional.jacobian(lambda v: net(v), x)
+    dep = jac[0, :, :, 0].abs().sum((1, 3)) > 0  # output t reads tokens < t only
+    assert torch.equal(dep, torch.ones(6, 6, dtype=torch.bool).tril(-1))
+    assert net.local is not None
+    emb = torch.autograd.functional.jacobian(net.local, x)[0, :, :, 0].abs().sum((1, 3)) > 0
+    cols = grid[1]  # token (r, c) embeds (r-1, c-1..c+1) and (r, c-1..c): its neighbours
+    want = torch.zeros(6, 6, dtype=torch.bool)
+    for t in range(6):
+        r, c = divmod(t, cols)
+        for s in range(6):
+            rs, cs = divmod(s, cols)
+            want[t, s] = abs(cs - c) <= 1 and (rs == r - 1 or (rs == r and cs <= c))
+    assert torch.equal(emb, want)
+    full = net(x)
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            cache = KVCache(2, 6)
+            steps = [net.step(None, cache)] + [net.step(x[:, t - 1], cache) for t in range(1, 6)]
+        torch.testing.assert_close(torch.stack(steps, 1), full, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="grid of 6 tokens"):
+        CausalTransformer(3, 6, 6, width=16, heads=4, layers=1, grid=(2, 2))
+    for kwargs, want_grid in (({"shape": (1, 4, 6)}, (2, 3)), ({"features": 6}, (1, 3))):
+        flow = ff.flows.TarFlow(**kwargs, blocks=2, width=8, heads=2, local=True)  # type: ignore[arg-type]
+        grids = {(m.rows, m.cols) for m in flow.modules() if isinstance(m, CausalConv)}
+        assert grids == {want_grid}  # the patches' rows and columns
 
 
 @pytest.mark.parametrize(

@@ -137,10 +137,11 @@ class CausalConv(nn.Module):
         mask = torch.ones(3, 3)
         mask[1, 2:] = 0  # right of the centre
         mask[2:] = 0  # the row below
+        self.mask: Tensor
         self.register_buffer("mask", mask)
 
     def forward(self, x: Tensor) -> Tensor:
-        n, t, d = x.shape
+        n, _, d = x.shape
         grid = x.transpose(1, 2).reshape(n, d, self.rows, self.cols)
         w = self.conv.weight * self.mask
         out = F.conv2d(grid, w, self.conv.bias, padding=1)  # (N, E, rows, cols)
