@@ -196,9 +196,10 @@ def test_default_schedule_stretches_with_the_budget() -> None:
     """Past 3,000 training pairs the patience grows and the cosine spans 150 epochs, so a
     large budget is not stopped while its rate is still high; below, 20,000 steps."""
     npe = ff.sbi.NPE(ff.sbi.BoxUniform([0.0], [1.0]))
-    assert npe.plan(900, 200) == (20_000, 10)
-    assert npe.plan(3299, 200) == (20_000, 10)
-    assert npe.plan(3300, 200) == (17 * 150, 11)
+    assert npe.plan(900, 200) == (20_000, 20)
+    assert npe.plan(3299, 200) == (20_000, 20)
+    assert npe.plan(3300, 200) == (17 * 150, 20)  # the large budget's schedule, patience floor
+    assert npe.plan(6600, 200) == (33 * 150, 22)
     assert npe.plan(9000, 200) == (6750, 30)  # 45 steps an epoch
     assert npe.plan(90_000, 500) == (27_000, 300)
     assert ff.sbi.FMPE(ff.sbi.BoxUniform([0.0], [1.0])).plan(9000, 200) == (20_000, 20)
@@ -346,16 +347,16 @@ def test_validation_runs_without_dropout() -> None:
     assert again == pytest.approx(post.info["best_val_loss"], rel=1e-6, abs=1e-6)
 
 
-def test_npe_default_patience_stops_after_ten_validations_without_improvement() -> None:
-    """NPE stops after 10 validations without a better loss (measured: as accurate as 20 on
-    two moons at 1,000 simulations in 0.6 of the time)."""
+def test_npe_default_patience_stops_after_twenty_validations_without_improvement() -> None:
+    """At small budgets NPE stops after 20 validations without a better loss (measured: lower
+    C2ST than 10 on two moons at 1,000 simulations over ten observations, seeds 0-2)."""
     prior = ff.sbi.BoxUniform([-1.0], [1.0])
     theta, x = ff.sbi.simulate(lambda t: t + 0.1 * torch.randn_like(t), prior, 12, seed=0)
     est = ff.sbi.NPE(prior, flow_options={"transforms": 1, "hidden": (8,)})
     post = est.fit(theta, x, max_steps=1000, lr=0.1)
     assert post.info["stopped_early"]
     after_best = [h for h in post.history if h["step"] > post.info["best_step"]]
-    assert len(after_best) == 10
+    assert len(after_best) == 20 == est.plan(10, 200)[1]
 
 
 def test_npe_plateau_halves_the_learning_rate_after_five_validations_without_improvement() -> None:
@@ -370,7 +371,7 @@ def test_npe_plateau_halves_the_learning_rate_after_five_validations_without_imp
     expected = [0.1 * (1 + math.cos(math.pi * s / 40)) / 2 for s in (1, 2)]
     assert [h["lr"] for h in cosine.history[1:3]] == pytest.approx(expected, rel=1e-9)
     est.plateau_patience = 4
-    post = est.fit(theta, x, max_steps=1000, lr=0.1)
+    post = est.fit(theta, x, max_steps=1000, lr=0.1, patience=10)
     assert post.info["stopped_early"]
     best = next(h for h in post.history if h["step"] == post.info["best_step"])
     after_best = [h["lr"] for h in post.history if h["step"] > post.info["best_step"]]
