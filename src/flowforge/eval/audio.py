@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowforge.data.audio import MEL_BANDS, MEL_HOP, require
+from flowforge.data.audio import (
+    AUDIO_LEVELS,
+    MEL_BANDS,
+    MEL_HOP,
+    mel_magnitude,
+    require,
+    waveform,
+)
 
 __all__ = [
     "MEL_GAIN_ROUNDS",
@@ -204,8 +211,6 @@ def match_mel(
     Returns:
         ``(N, T)`` float64.
     """
-    from flowforge.data.audio import mel_magnitude
-
     librosa = require("librosa")
     wave = torch.as_tensor(np.asarray(y, dtype=np.float64))
     length = wave.shape[-1]
@@ -298,8 +303,6 @@ def resynthesize(
     Raises:
         ValueError: a negative ``mel_gain``, or a gain without ``rate``.
     """
-    from flowforge.data.audio import waveform
-
     if mel_gain < 0 or (mel_gain and rate is None):
         raise ValueError(f"mel_gain takes rounds >= 0 and a rate; got {mel_gain}, rate {rate}")
     was = flow.training
@@ -353,8 +356,6 @@ def vocoder_summary(
         ``flow_lsd_db`` (the draw before the gain), ``griffin_lim_lsd_db`` and its ``_err``,
         and ``source_lsd_db`` for a vocoder centred on a source.
     """
-    from flowforge.data.audio import AUDIO_LEVELS, mel_magnitude
-
     rate, length = int(ds.sample_rate), int(ds.event_shape[-1])
 
     def originals(split: str, idx: np.ndarray) -> np.ndarray:
@@ -462,7 +463,7 @@ def synthesis_speed(
         x = flow.sample(n, context, temperature=temperature)
         if mel_gain and context is not None:
             c = context.repeat(n, 1).cpu()  # (n B, C): the draws' rows, sample-major
-            y = (2 * x.reshape(n * context.shape[0], -1).double().cpu() - 1).numpy()
+            y = waveform(x.reshape(n * context.shape[0], -1).double().cpu()).numpy()
             match_mel(y, c, int(rate or 0), rounds=mel_gain)
         best = min(best, time.perf_counter() - start)
     flow.train(was)
