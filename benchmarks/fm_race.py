@@ -14,22 +14,29 @@ Models (separated by ``;``):
   SELU on ``[x, t]``), ``ConditionalFlowMatcher(sigma)`` or
   ``ExactOptimalTransportConditionalFlowMatcher(sigma)``, noise at ``t = 0`` and data at ``t = 1``
   (the evaluator reverses its time), Adam; torchcfm is optional (skipped with the reason).
-- ``ours`` / ``ours-ot``: ``ff.flows.FFJORD(features=2, hidden=(64, 64, 64), dynamics="mlp")``
-  (what ``flowforge train --objective flow-matching`` builds), trained by
+- ``ours`` / ``ours-ot``: ``ff.flows.FFJORD(features=2, hidden=(64, 64, 64),
+  **ff.flows.ffjord.FLOW_MATCHING)`` (what ``flowforge train --objective flow-matching``
+  builds: the plain MLP, GELU, one Fourier time pair; before stop 35 it was
+  ``ours:activation='tanh',freqs=0``), trained by
   :class:`~flowforge.train.losses.FlowMatching` (``sigma``, ``ot``: POT's ``ot.emd`` when
   installed, as torchcfm's, else scipy).
   Race-only initialisations in the ``:kwargs``: ``rebias=True`` (the first layer starts as
-  ``reverse_time``'s function of ``t``) and ``outscale=K`` (the output layer's initial weights
+  ``reverse_time``'s function of ``t`` and its time features) and ``outscale=K`` (the output layer's initial weights
   and bias times ``K``; 0: a zero output layer, the identity start of maximum likelihood).
 - ``ours-cs`` / ``ours-cs-ot``: the same with the concat-squash dynamics (maximum likelihood's
-  default, ``dynamics="concatsquash"``).
+  default, ``dynamics="concatsquash"``, tanh, ``t`` alone).
 - ``run:DIR``: no training: the CNF of a ``flowforge train --objective flow-matching`` run,
   scored by the same evaluator (``DIR/results.json`` has its own seconds).
 
 Every model gets ``--lr`` (no schedule), ``--batch`` and ``--sigma``: the recipe's are lr 1e-3,
 batch 256, sigma 0.1 (its README example; 0 is exact straight paths).
 
-Run: ``python benchmarks/fm_race.py "cfm;ours" --steps 2000 --seed 0`` (one CPU thread).
+Equal CPU seconds: at each test, every model whose training took fewer CPU seconds than the
+slowest model's trains on (on the same batches) until it has spent as many, and is tested there
+too (``EQUAL CPU`` lines: each model at the slowest one's CPU seconds of that test).
+
+Run: ``python benchmarks/fm_race.py "cfm;ours" --steps 1000 --at 250,500,1000 --seed 0`` (one
+CPU thread; the table of benchmarks/results/cnf_issue24.md, stop 35).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from torch import Tensor
 
 import flowforge as ff
 from flowforge.data.toy import sample_toy
+from flowforge.flows.ffjord import FLOW_MATCHING
 from flowforge.train.losses import FlowMatching
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -124,14 +132,21 @@ def build(name: str, args: argparse.Namespace) -> tuple[list[torch.nn.Parameter]
         kw = _kwargs(spec)
         rebias = kw.pop("rebias", False)
         outscale = float(kw.pop("outscale", 1.0))
-        kw.setdefault("dynamics", "concatsquash" if base.startswith("ours-cs") else "mlp")
-        flow = ff.flows.FFJORD(features=2, hidden=HIDDEN, **kw)
+        if base.startswith("ours-cs"):
+            kw.setdefault("dynamics", "concatsquash")
+        else:
+            kw = {**FLOW_MATCHING, **kw}
+        flow = ff.flows.FFJORD(features=2, **{"hidden": HIDDEN, **kw})
         cnf = flow.bijection.bijections[0]
-        if rebias:  # rev's initial function with the input t: first bias b + w_t, w_t -> -w_t
-            with torch.no_grad():
-                (w, b) = cnf.net.layers()[0]
+        if rebias:  # rev's initial function of the input [t, cos(pi k t), sin(pi k t)]
+            with torch.no_grad():  # of 1 - t: first bias b + w_t, w_t -> -w_t; the cos and
+                (w, b) = cnf.net.layers()[0]  # sin columns times (-1)^k and -(-1)^k
+                f = cnf.net.freqs
                 b += w[:, 2]
                 w[:, 2] *= -1
+                for k in range(1, f + 1):
+                    w[:, 2 + k] *= (-1) ** k
+                    w[:, 2 + f + k] *= -((-1) ** k)
         if outscale != 1.0:  # the output layer's initial weights and bias times outscale (0: zero)
             with torch.no_grad():
                 for tensor in cnf.net.layers()[-1]:
@@ -180,7 +195,8 @@ class Streams:
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:
-    """Race the models named in ``argv``; every model's checkpoints (NFE: 0, no solve)."""
+    """Race the models named in ``argv``; every model's checkpoints (NFE: 0, no solve), and
+    under ``"NAME=cpu"`` its checkpoints at the slowest model's CPU seconds of each test."""
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("models", help="models separated by ';', e.g. \"cfm;ours\"")
     p.add_argument("--steps", type=int, default=2000)
@@ -206,20 +222,26 @@ def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:
     models = {n: build(n, args) for n in names}
     opts = {n: torch.optim.Adam(m[0], args.lr) for n, m in models.items() if m[0]}
     log: dict[str, list[Checkpoint]] = {n: [] for n in names}
+    log |= {f"{n}=cpu": [] for n in opts}
     clock = dict.fromkeys(names, 0.0)
     cpu = dict.fromkeys(names, 0.0)
     g = torch.Generator().manual_seed(args.seed)
     test = sample_toy("8gaussians", args.test, torch.Generator().manual_seed(10_000 + args.seed))
     streams = Streams(list(opts), args.seed)
     at = {int(k) for k in args.at.split(",") if k}
+    behind: dict[str, list[tuple[int, float]]] = {n: [] for n in opts}  # (test, CPU to reach)
     for n in names:
         if n not in opts:
             c = Checkpoint(0, 0.0, 0.0, test_nll(models[n][2], test, args.tol))
             log[n].append(c)
             print(f"{n}: test NLL {c.nll:.4f}", flush=True)
-    for i in range(1, args.steps + 1):
+    i = 0
+    while i < args.steps or any(behind.values()):
+        i += 1
         x = sample_toy("8gaussians", args.batch, g)
         for n in opts:
+            if i > args.steps and not behind[n]:
+                continue
             opts[n].zero_grad()
             with streams.of(n):
                 start, start_cpu = time.perf_counter(), time.process_time()
@@ -227,7 +249,15 @@ def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:
                 opts[n].step()
                 clock[n] += time.perf_counter() - start
                 cpu[n] += time.process_time() - start_cpu
-        if (i in at if at else i % args.every == 0) or i == args.steps:
+            while behind[n] and cpu[n] >= behind[n][0][1]:
+                c = Checkpoint(i, clock[n], 0.0, test_nll(models[n][2], test, args.tol), cpu[n])
+                log[f"{n}=cpu"].append(c)
+                print(
+                    f"EQUAL CPU {behind[n].pop(0)[0]:5d} {n:24s} cpu {c.cpu:7.2f} ({i} steps) "
+                    f"test NLL {c.nll:.4f}",
+                    flush=True,
+                )
+        if i <= args.steps and ((i in at if at else i % args.every == 0) or i == args.steps):
             for n in opts:
                 nll = test_nll(models[n][2], test, args.tol)
                 c = Checkpoint(i, clock[n], 0.0, nll, cpu[n])
@@ -237,6 +267,17 @@ def main(argv: list[str] | None = None) -> dict[str, list[Checkpoint]]:
                     f"test NLL {c.nll:.4f}",
                     flush=True,
                 )
+            slowest = max(cpu[n] for n in opts)
+            for n in opts:
+                if cpu[n] < slowest:
+                    behind[n].append((i, slowest))
+                else:
+                    log[f"{n}=cpu"].append(log[n][-1])
+                    print(
+                        f"EQUAL CPU {i:5d} {n:24s} cpu {cpu[n]:7.2f} ({i} steps) test NLL "
+                        f"{log[n][-1].nll:.4f}",
+                        flush=True,
+                    )
     for n in opts:  # the model that trained fewer seconds, at its end, gives the peer the extra
         for peer in opts:
             pair = equal_seconds(log[n], log[peer]) if peer != n else None

@@ -204,6 +204,23 @@ def test_fm_race_rows_do_not_depend_on_the_other_models(fm: ModuleType) -> None:
     assert beside["ours:reverse_time=True"][-1].nll != alone[-1].nll
 
 
+def test_fm_race_equal_cpu_readings(fm: ModuleType) -> None:
+    # At each test every model is also read at the slowest one's CPU seconds: the slowest at
+    # the test itself, the others after training on, past the last test if need be. A wider
+    # network is slower a step, so the default catches up after more steps than it tested at.
+    threads = torch.get_num_threads()
+    try:
+        args = ["--steps", "3", "--at", "2", "--test", "16", "--tol", "1e-3", "--lr", "1e-2"]
+        log = fm.main(["ours;ours:hidden=(512,512,512)", *args])
+    finally:
+        torch.set_num_threads(threads)
+    wide = "ours:hidden=(512,512,512)"
+    assert [c.step for c in log[f"{wide}=cpu"]] == [2, 3] and log[f"{wide}=cpu"] == log[wide]
+    for mine, slow in zip(log["ours=cpu"], log[wide], strict=True):
+        assert mine.cpu >= slow.cpu and mine.step > slow.step
+    assert log["ours=cpu"][-1].step > 3  # trained past the end to the wide one's seconds
+
+
 def test_fm_race_rebias_starts_as_reverse_time(fm: ModuleType) -> None:
     import argparse
 

@@ -29,10 +29,13 @@ class PlainTimeMLP(ff.nn.TimeMLP):
     """The same network, not exactly a TimeMLP: the CNF takes its autograd path."""
 
 
-@pytest.mark.parametrize("activation", ["silu", "tanh"])
+@pytest.mark.parametrize(("activation", "freqs"), [("silu", 0), ("tanh", 0), ("gelu", 2)])
 @pytest.mark.parametrize("context", [0, 2])
-def test_forward_and_jvp_is_the_autograd_jacobian(context: int, activation: str) -> None:
-    net = randomize(ff.nn.TimeMLP(3, (8, 8), context=context, activation=activation), 0.5)
+def test_forward_and_jvp_is_the_autograd_jacobian(
+    context: int, activation: str, freqs: int
+) -> None:
+    net = ff.nn.TimeMLP(3, (8, 8), context=context, activation=activation, freqs=freqs)
+    net = randomize(net, 0.5)
     net = net.to(F64)
     z = torch.randn(5, 3, dtype=F64, requires_grad=True)
     c = torch.randn(5, context, dtype=F64) if context else None
@@ -65,6 +68,25 @@ def test_reverse_time_feeds_one_minus_t() -> None:
     assert not torch.allclose(net(t, z, c), ref(t, z, c))
 
 
+@pytest.mark.parametrize("reverse_time", [False, True])
+def test_freqs_feed_fourier_features_of_the_time(reverse_time: bool) -> None:
+    # Reference written out: act(W [z, tau, cos(pi k tau), sin(pi k tau), c] + b), tau = t or
+    # 1 - t, then the linear output; GELU as x Phi(x).
+    net = ff.nn.TimeMLP(2, (8,), context=1, activation="gelu", freqs=2, reverse_time=reverse_time)
+    net = randomize(net, 0.5).to(F64)
+    z, c, t = torch.randn(4, 2, dtype=F64), torch.randn(4, 1, dtype=F64), torch.rand(4, dtype=F64)
+    tau = (1 - t if reverse_time else t)[:, None]
+    k = torch.tensor([1.0, 2.0], dtype=F64) * torch.pi
+    x = torch.cat([z, tau, torch.cos(k * tau), torch.sin(k * tau), c], -1)
+    (w1, b1), (w2, b2) = net.layers()
+    h = x @ w1.T + b1
+    h = h * 0.5 * (1 + torch.erf(h / 2**0.5))
+    assert torch.allclose(net(t, z, c), h @ w2.T + b2, atol=1e-12)
+    assert w1.shape == (8, 2 + 1 + 4 + 1)
+    with pytest.raises(ValueError, match="freqs >= 0"):
+        ff.nn.TimeMLP(2, freqs=-1)
+
+
 def test_a_flow_matching_run_saved_before_reverse_time_scores_as_it_did() -> None:
     # Written and scored by commit 4228ec8 (tests/fixtures/old_runs/README.md).
     old = Path(__file__).parent / "fixtures" / "old_runs"
@@ -72,6 +94,7 @@ def test_a_flow_matching_run_saved_before_reverse_time_scores_as_it_did() -> Non
     flow = ff.load(old / "fm_mlp")
     net = next(m for m in flow.modules() if isinstance(m, CNF)).net
     assert type(net) is ff.nn.TimeMLP and net.reverse_time is False
+    assert (net.activation, net.freqs) == ("tanh", 0)  # saved before flow matching's GELU
     with torch.no_grad():
         lp = flow.log_prob(torch.tensor(expected["points"])).tolist()
     assert lp == pytest.approx(expected["log_prob"], rel=1e-6, abs=1e-6)
@@ -121,14 +144,23 @@ def test_flow_matching_runs_default_to_the_mlp_and_old_runs_keep_concat_squash()
     )
     assert fm.kwargs["dynamics"] == "mlp" and ml.kwargs["dynamics"] == "concatsquash"
     assert given.kwargs["dynamics"] == "concatsquash"
+    # flow matching's MLP: GELU and one time pair, stored; ML and a concat-squash FM run: not
+    assert (fm.kwargs["activation"], fm.kwargs["freqs"]) == ("gelu", 1)
+    assert "activation" not in ml.kwargs and "freqs" not in ml.kwargs
+    assert "activation" not in given.kwargs and "freqs" not in given.kwargs
+    tanh = spec_for(
+        TrainConfig(flow="ffjord", objective="flow-matching", flow_options={"freqs": 0}), ds
+    )
+    assert (tanh.kwargs["activation"], tanh.kwargs["freqs"]) == ("gelu", 0)
     assert ModelSpec.from_dict(fm.to_dict()).kwargs == fm.kwargs
     net = next(m for m in build_flow(fm).modules() if isinstance(m, CNF)).net
-    assert type(net) is ff.nn.TimeMLP
+    assert type(net) is ff.nn.TimeMLP and (net.activation, net.freqs) == ("gelu", 1)
     old = {"preset": "ffjord", "kwargs": {"features": 2, "hidden": [8]}, "kind": "toy"}
     spec = ModelSpec.from_dict({**old, "data_shape": [2]})
     net = next(m for m in build_flow(spec).modules() if isinstance(m, CNF)).net
     assert spec.kwargs["dynamics"] == "concatsquash" and type(net) is ff.nn.ODENet
     assert "gate_bias" in (idle_option("ffjord", {"dynamics": "mlp", "gate_bias": 1.0}) or "")
+    assert idle_option("ffjord", {"dynamics": "mlp", "freqs": 2}) is None  # the MLP's too
     assert idle_option("ffjord", {"gate_bias": 1.0}) is None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
 
@@ -31,19 +31,20 @@ class FFJORD(Preset):
         activation: ``"tanh"`` (default: on 8gaussians it learns as fast per step as zuko's
             CNF, where softplus is 0.4 nats behind after 100 steps; with ``dynamics="mlp"``
             and flow matching it ends 1000 steps lower than ``"silu"``), ``"softplus"``,
-            ``"elu"`` or ``"silu"``.
+            ``"elu"``, ``"silu"`` or ``"gelu"`` (flow matching's: see :data:`FLOW_MATCHING`).
         dynamics: ``"concatsquash"`` (default: :class:`~flowforge.nn.ODENet`, time-gated
             layers; by maximum likelihood it learns faster per step than zuko's CNF) or
             ``"mlp"`` (:class:`~flowforge.nn.TimeMLP`, a plain MLP on ``[z, t, c]``, half the
             elementwise work: the command line's default for ``--objective flow-matching``,
-            where it costs 0.93x torchcfm's 2-D recipe a step; ``freqs``,
-            ``zero_last`` and ``gate_bias`` do not apply to it).
+            where it costs 0.93x torchcfm's 2-D recipe a step; ``zero_last`` and
+            ``gate_bias`` do not apply to it).
         reverse_time: with ``dynamics="mlp"``, the network sees ``1 - t`` (torchcfm's time:
             1 at the data) instead of ``t``. Off by default: by flow matching on 8gaussians
             (six seeds) it is lower at 250 and 500 steps and, with OT pairs, 0.05 lower at
             1000, but 0.025 higher at 1000 steps without OT.
-        freqs: Fourier time features of the dynamics network's gates and shifts
-            (:class:`~flowforge.nn.ODENet`).
+        freqs: Fourier time features ``cos(pi k t), sin(pi k t)``, ``k = 1..freqs``, beside
+            ``t`` in the input of the dynamics network's gates and shifts
+            (:class:`~flowforge.nn.ODENet`) or of the plain MLP (:class:`~flowforge.nn.TimeMLP`).
         zero_last: start the dynamics at zero velocity (the flow starts as the identity).
             Off by default: with a zero last layer no gradient reaches the other layers at
             first, and at lr 1e-3 the flow is 0.7 nats behind after 25 steps on 8gaussians.
@@ -122,6 +123,7 @@ class FFJORD(Preset):
                     context=context,
                     activation=activation,
                     reverse_time=reverse_time,
+                    freqs=freqs,
                 )
             return ODENet(
                 features,
@@ -153,4 +155,13 @@ class FFJORD(Preset):
         super().__init__(hparams, blocks, base)
 
 
-__all__ = ["FFJORD"]
+#: The dynamics options of a flow-matching FFJORD (what ``flowforge train --objective
+#: flow-matching`` builds unless told otherwise): the plain MLP (0.7x the concat-squash CPU a
+#: step), GELU and one Fourier pair of time features. On 8gaussians at torchcfm's 2-D recipe
+#: (lr 1e-3, batch 256, sigma 0.1, seeds 0-2) the MLP with tanh and ``t`` alone trailed
+#: torchcfm by 0.1-0.2 nats at 250 and 500 steps; GELU learns faster from the start and the
+#: time features lower the end (benchmarks/results/cnf_issue24.md, stop 35). ``FFJORD(features,
+#: **FLOW_MATCHING)`` builds it in Python.
+FLOW_MATCHING: dict[str, Any] = {"dynamics": "mlp", "activation": "gelu", "freqs": 1}
+
+__all__ = ["FFJORD", "FLOW_MATCHING"]

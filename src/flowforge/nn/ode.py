@@ -28,7 +28,24 @@ ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tens
     "tanh": (torch.tanh, lambda h: 1.0 - torch.tanh(h).square()),
     "elu": (F.elu, lambda h: torch.where(h > 0, torch.ones_like(h), torch.exp(h.clamp(max=0)))),
     "silu": (F.silu, lambda h: torch.sigmoid(h) * (1.0 + h * (1.0 - torch.sigmoid(h)))),
+    # gelu(h) = h Phi(h): Phi(h) + h phi(h)
+    "gelu": (
+        F.gelu,
+        lambda h: (
+            0.5 * (1.0 + torch.erf(h / math.sqrt(2.0)))
+            + h * torch.exp(-0.5 * h.square()) / math.sqrt(2.0 * math.pi)
+        ),
+    ),
 }
+
+
+def time_features(t: Tensor, freqs: int) -> Tensor:
+    """``(M, 1)`` times -> ``(M, 1 + 2 F)`` features ``[t, cos(pi k t), sin(pi k t)]``,
+    ``k = 1..F`` (``F = 0``: ``t`` alone)."""
+    if freqs == 0:
+        return t
+    k = torch.arange(1, freqs + 1, dtype=t.dtype, device=t.device) * math.pi
+    return torch.cat([t, torch.cos(t * k), torch.sin(t * k)], dim=-1)
 
 
 class ODENet(nn.Module):
@@ -49,7 +66,7 @@ class ODENet(nn.Module):
         features: dimension ``D`` of the state.
         hidden: sizes of the hidden layers.
         context: size ``C`` of the context (0: none).
-        activation: ``"softplus"``, ``"tanh"``, ``"elu"`` or ``"silu"``.
+        activation: ``"softplus"``, ``"tanh"``, ``"elu"``, ``"silu"`` or ``"gelu"``.
         zero_last: initialise the last layer's weights and shift to zero, so the flow starts
             as the identity.
         freqs: number ``F`` of Fourier time features added to the gates' and shifts' input:
@@ -121,10 +138,7 @@ class ODENet(nn.Module):
 
     def _time(self, t: Tensor) -> Tensor:
         """``(M, 1)`` times -> ``(M, 1 + 2 F)`` time features."""
-        if self.freqs == 0:
-            return t
-        k = torch.arange(1, self.freqs + 1, dtype=t.dtype, device=t.device) * math.pi
-        return torch.cat([t, torch.cos(t * k), torch.sin(t * k)], dim=-1)
+        return time_features(t, self.freqs)
 
     def _conditioning(self, t: Tensor, z: Tensor, context: Tensor | None) -> Tensor:
         """``[t features, c]``: ``(N, 1 + 2 F + C)``, or ``(1, 1 + 2 F)`` for one scalar time
@@ -228,7 +242,8 @@ class ODENet(nn.Module):
 class TimeMLP(nn.Module):
     """A plain MLP on the concatenation ``[z, t, c]``, ``f(t, z, c) -> dz/dt``.
 
-    The time (and context) enter once, at the input: ``h_1 = act(W_1 [z, t, c] + b_1)``, then
+    The time (and context) enter once, at the input: ``h_1 = act(W_1 [z, tau(t), c] + b_1)``
+    with ``tau(t) = t`` or, with ``freqs = F``, ``[t, cos(pi k t), sin(pi k t)]``, then
     ``h_{k+1} = act(W_k h_k + b_k)`` and a linear output. Half the elementwise work of
     :class:`ODENet`'s gated layers, which makes it the cheaper network for flow matching, where
     every step is one evaluation of the velocity (torchcfm's 2-D recipe is this network). All
@@ -238,10 +253,13 @@ class TimeMLP(nn.Module):
         features: dimension ``D`` of the state.
         hidden: sizes of the hidden layers.
         context: size ``C`` of the context (0: none).
-        activation: ``"tanh"`` (default), ``"softplus"``, ``"elu"`` or ``"silu"`` (smooth, so
-            the trace of the Jacobian is a log-density rate).
+        activation: ``"tanh"`` (default), ``"softplus"``, ``"elu"``, ``"silu"`` or ``"gelu"``
+            (smooth, so the trace of the Jacobian is a log-density rate).
         reverse_time: feed the network ``1 - t`` instead of ``t`` (with the CNF's ``T = 1``:
             0 at the latent end, 1 at the data, torchcfm's convention).
+        freqs: number ``F`` of Fourier time features beside ``t`` in the input,
+            ``cos(pi k t), sin(pi k t)`` for ``k = 1..F`` (of ``1 - t`` with ``reverse_time``;
+            0: ``t`` alone).
 
     References:
         Lipman, Chen, Ben-Hamu, Nickel, Le (2023). Flow Matching for Generative Modeling.
@@ -266,15 +284,18 @@ class TimeMLP(nn.Module):
         context: int = 0,
         activation: str = "tanh",
         reverse_time: bool = False,
+        freqs: int = 0,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"TimeMLP: expected activation in {sorted(ACTIVATIONS)}, got {activation!r}"
             )
+        if freqs < 0:
+            raise ValueError(f"TimeMLP: expected freqs >= 0, got {freqs}")
         self.features, self.context, self.activation = int(features), int(context), activation
-        self.reverse_time = bool(reverse_time)
-        sizes = [self.features + 1 + self.context, *hidden, self.features]
+        self.reverse_time, self.freqs = bool(reverse_time), int(freqs)
+        sizes = [self.features + 1 + 2 * self.freqs + self.context, *hidden, self.features]
         layers = [
             (m.weight.detach(), m.bias.detach())
             for m in (nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
@@ -288,10 +309,11 @@ class TimeMLP(nn.Module):
         return split_layers(self.flat, self.shapes, self._sizes)
 
     def _input(self, t: Tensor, z: Tensor, context: Tensor | None) -> Tensor:
-        """``[z, t, c]``, ``(N, D + 1 + C)``."""
+        """``[z, tau(t), c]``, ``(N, D + 1 + 2 F + C)``."""
         tt = t.to(z).reshape(-1, 1).expand(z.shape[0], 1)
         if self.reverse_time:
             tt = 1 - tt
+        tt = time_features(tt, self.freqs)
         if self.context == 0:
             if context is not None:
                 raise ValueError(f"TimeMLP has no context input, got {tuple(context.shape)}")
@@ -349,4 +371,4 @@ def _folded(w: Tensor, b: Tensor, g: Tensor, shift: Tensor) -> tuple[Tensor, Ten
     return w * gc.unsqueeze(-1), b * gc + shift.reshape(-1)
 
 
-__all__ = ["ACTIVATIONS", "ODENet", "TimeMLP"]
+__all__ = ["ACTIVATIONS", "ODENet", "TimeMLP", "time_features"]

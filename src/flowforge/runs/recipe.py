@@ -85,7 +85,7 @@ def idle_option(preset: str, options: dict[str, Any]) -> str | None:
             "this run has no context (--condition class gives digits' classes)"
         )
     if preset == "ffjord" and options.get("dynamics") == "mlp":
-        for key in ("freqs", "zero_last", "gate_bias"):
+        for key in ("zero_last", "gate_bias"):
             if key in options:
                 return (
                     f"option {key!r} of flow 'ffjord' shapes the concat-squash dynamics, and "
