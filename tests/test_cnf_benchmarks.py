@@ -210,15 +210,33 @@ def test_fm_race_equal_cpu_readings(fm: ModuleType) -> None:
     # network is slower a step, so the default catches up after more steps than it tested at.
     threads = torch.get_num_threads()
     try:
-        args = ["--steps", "3", "--at", "2", "--test", "16", "--tol", "1e-3", "--lr", "1e-2"]
-        log = fm.main(["ours;ours:hidden=(512,512,512)", *args])
+        args = ["--steps", "3", "--at", "2", "--test", "16", "--tol", "1e-3", "--lr", "1e-3"]
+        log = fm.main(["ours;ours:hidden=(256,256,256)", *args])
     finally:
         torch.set_num_threads(threads)
-    wide = "ours:hidden=(512,512,512)"
+    wide = "ours:hidden=(256,256,256)"
     assert [c.step for c in log[f"{wide}=cpu"]] == [2, 3] and log[f"{wide}=cpu"] == log[wide]
     for mine, slow in zip(log["ours=cpu"], log[wide], strict=True):
         assert mine.cpu >= slow.cpu and mine.step > slow.step
     assert log["ours=cpu"][-1].step > 3  # trained past the end to the wide one's seconds
+
+
+def test_fm_levers_networks() -> None:
+    # The screen's levers: the skip path starts at zero (same velocity as without it, same
+    # seed), then is linear in [x, t, x t]; K time pairs widen the first layer by 2 K.
+    lv = load_script("benchmarks/fm_levers.py", "flowforge_bench_fm_levers")
+    s, x = torch.rand(8), torch.randn(8, 2)
+    torch.manual_seed(0)
+    plain = lv.Net(act="gelu")
+    torch.manual_seed(0)
+    skip = lv.Net(act="gelu", skip=1)
+    with torch.no_grad():
+        assert torch.equal(skip(s, x), plain(s, x))
+        skip.skip.weight.normal_()
+        w = skip.skip.weight
+        extra = x @ w[:, :2].T + s[:, None] * w[:, 2] + (x * s[:, None]) @ w[:, 3:].T
+        assert torch.allclose(skip(s, x), plain(s, x) + extra + skip.skip.bias, atol=1e-6)
+    assert lv.Net(tfeat=3).layers[0].in_features == 3 + 6
 
 
 def test_fm_race_rebias_starts_as_reverse_time(fm: ModuleType) -> None:
