@@ -17,7 +17,8 @@ Models (separated by ``;``):
 - ``ours`` / ``ours-ot``: ``ff.flows.FFJORD(features=2, hidden=(64, 64, 64),
   **ff.flows.ffjord.FLOW_MATCHING)`` (what ``flowforge train --objective flow-matching``
   builds: the plain MLP, GELU, one Fourier time pair; before stop 35 it was
-  ``ours:activation='tanh',freqs=0``), trained by
+  ``ours:activation='tanh',freqs=0``), or with ``-ot`` ``**FLOW_MATCHING_OT`` (``--ot``'s:
+  the plain MLP with tanh on ``t``; ``ours-ot:activation='gelu',freqs=1`` is the other), trained by
   :class:`~flowforge.train.losses.FlowMatching` (``sigma``, ``ot``: POT's ``ot.emd`` when
   installed, as torchcfm's, else scipy).
   Race-only initialisations in the ``:kwargs``: ``rebias=True`` (the first layer starts as
@@ -54,7 +55,7 @@ from torch import Tensor
 
 import flowforge as ff
 from flowforge.data.toy import sample_toy
-from flowforge.flows.ffjord import FLOW_MATCHING
+from flowforge.flows.ffjord import FLOW_MATCHING, FLOW_MATCHING_OT
 from flowforge.train.losses import FlowMatching
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -135,7 +136,7 @@ def build(name: str, args: argparse.Namespace) -> tuple[list[torch.nn.Parameter]
         if base.startswith("ours-cs"):
             kw.setdefault("dynamics", "concatsquash")
         else:
-            kw = {**FLOW_MATCHING, **kw}
+            kw = {**(FLOW_MATCHING_OT if base.endswith("-ot") else FLOW_MATCHING), **kw}
         flow = ff.flows.FFJORD(features=2, **{"hidden": HIDDEN, **kw})
         cnf = flow.bijection.bijections[0]
         if rebias:  # rev's initial function of the input [t, cos(pi k t), sin(pi k t)]

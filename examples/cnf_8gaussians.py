@@ -2,8 +2,8 @@
 
 Every model has 3 x 64 hidden dynamics and trains with Adam on fresh batches of 512; test NLL
 (nats, exact trace through the ODE) is measured on 4000 fixed test rows, outside the timed
-training. Flow matching (the dynamics of ``FLOW_MATCHING``, what ``flowforge train --objective
-flow-matching`` builds) decays its rate to 0 over ``--fm-steps`` (cosine) and stops once it
+training. Flow matching (the dynamics of ``FLOW_MATCHING`` / ``FLOW_MATCHING_OT``, what
+``flowforge train --objective flow-matching`` builds without / with ``--ot``) decays its rate to 0 over ``--fm-steps`` (cosine) and stops once it
 reaches the first maximum-likelihood run's test NLL. Prints a table and saves ``docs/cnf_8gaussians.png`` (test NLL against training
 seconds). The optimum is the data's entropy, about 2.838 nats.
 
@@ -23,7 +23,7 @@ import torch
 
 import flowforge as ff
 from flowforge.data.toy import sample_toy
-from flowforge.flows.ffjord import FLOW_MATCHING
+from flowforge.flows.ffjord import FLOW_MATCHING, FLOW_MATCHING_OT
 from flowforge.train.losses import CNFLikelihood, FlowMatching
 
 OPTIMUM = 2.838
@@ -164,7 +164,7 @@ def main() -> None:
         "rnode": lambda: ours("ML + RNODE (0.01, 0.01)", CNFLikelihood(0.01, 0.01), args, test),
         "fm": lambda: ours("flow matching", FlowMatching(), args, test, **FLOW_MATCHING),
         "fm-ot": lambda: ours(
-            "flow matching (OT pairs)", FlowMatching(ot=True), args, test, **FLOW_MATCHING
+            "flow matching (OT pairs)", FlowMatching(ot=True), args, test, **FLOW_MATCHING_OT
         ),
         "zuko": lambda: zuko_cnf(args, test),
     }

@@ -239,6 +239,25 @@ def test_fm_levers_networks() -> None:
     assert lv.Net(tfeat=3).layers[0].in_features == 3 + 6
 
 
+def test_fm_race_ours_is_what_the_command_line_builds(fm: ModuleType) -> None:
+    # ours: GELU with a time pair (2 more inputs); ours-ot: --ot's tanh on t. The velocity at
+    # the same seed tells the two apart, the parameter count tells the widths apart.
+    import argparse
+
+    import flowforge as ff
+    from flowforge.flows.ffjord import FLOW_MATCHING, FLOW_MATCHING_OT
+
+    ns = argparse.Namespace(seed=0, sigma=0.1)
+    s, x = torch.rand(8), torch.randn(8, 2)
+    for name, kw in (("ours", FLOW_MATCHING), ("ours-ot", FLOW_MATCHING_OT)):
+        params, _, velocity = fm.build(name, ns)
+        torch.manual_seed(0)
+        cnf = ff.flows.FFJORD(features=2, hidden=(64, 64, 64), **kw).bijection.bijections[0]
+        assert sum(p.numel() for p in params) == cnf.net.flat.numel()
+        with torch.no_grad():
+            assert torch.equal(velocity(s, x), cnf.velocity(s, x))
+
+
 def test_fm_race_rebias_starts_as_reverse_time(fm: ModuleType) -> None:
     import argparse
 

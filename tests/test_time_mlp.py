@@ -152,6 +152,9 @@ def test_flow_matching_runs_default_to_the_mlp_and_old_runs_keep_concat_squash()
         TrainConfig(flow="ffjord", objective="flow-matching", flow_options={"freqs": 0}), ds
     )
     assert (tanh.kwargs["activation"], tanh.kwargs["freqs"]) == ("gelu", 0)
+    ot = spec_for(TrainConfig(flow="ffjord", objective="flow-matching", ot=True), ds)
+    assert ot.kwargs["dynamics"] == "mlp"  # with OT pairs: tanh on t, FFJORD's defaults
+    assert "activation" not in ot.kwargs and "freqs" not in ot.kwargs
     assert ModelSpec.from_dict(fm.to_dict()).kwargs == fm.kwargs
     net = next(m for m in build_flow(fm).modules() if isinstance(m, CNF)).net
     assert type(net) is ff.nn.TimeMLP and (net.activation, net.freqs) == ("gelu", 1)

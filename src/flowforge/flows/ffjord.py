@@ -36,8 +36,8 @@ class FFJORD(Preset):
             layers; by maximum likelihood it learns faster per step than zuko's CNF) or
             ``"mlp"`` (:class:`~flowforge.nn.TimeMLP`, a plain MLP on ``[z, t, c]``, half the
             elementwise work: the command line's default for ``--objective flow-matching``,
-            where it costs 0.93x torchcfm's 2-D recipe a step; ``zero_last`` and
-            ``gate_bias`` do not apply to it).
+            with :data:`FLOW_MATCHING`'s GELU and time pair (without OT pairs);
+            ``zero_last`` and ``gate_bias`` do not apply to it).
         reverse_time: with ``dynamics="mlp"``, the network sees ``1 - t`` (torchcfm's time:
             1 at the data) instead of ``t``. Off by default: by flow matching on 8gaussians
             (six seeds) it is lower at 250 and 500 steps and, with OT pairs, 0.05 lower at
@@ -158,10 +158,17 @@ class FFJORD(Preset):
 #: The dynamics options of a flow-matching FFJORD (what ``flowforge train --objective
 #: flow-matching`` builds unless told otherwise): the plain MLP (0.7x the concat-squash CPU a
 #: step), GELU and one Fourier pair of time features. On 8gaussians at torchcfm's 2-D recipe
-#: (lr 1e-3, batch 256, sigma 0.1, seeds 0-2) the MLP with tanh and ``t`` alone trailed
-#: torchcfm by 0.1-0.2 nats at 250 and 500 steps; GELU learns faster from the start and the
-#: time features lower the end (benchmarks/results/cnf_issue24.md, stop 35). ``FFJORD(features,
-#: **FLOW_MATCHING)`` builds it in Python.
+#: (lr 1e-3, batch 256, sigma 0.1, seeds 0-5) it is lower than torchcfm at 250, 500 and 1000
+#: steps and at equal CPU seconds on every seed, at 1.08-1.2x its CPU a step; the MLP with tanh
+#: on ``t`` alone (0.93x) trailed by 0.07-0.25 nats at 250 steps and 0.2-0.44 at 500
+#: (benchmarks/results/cnf_issue24.md, stop 35). ``FFJORD(features, **FLOW_MATCHING)`` builds it
+#: in Python. With OT pairs see :data:`FLOW_MATCHING_OT`.
 FLOW_MATCHING: dict[str, Any] = {"dynamics": "mlp", "activation": "gelu", "freqs": 1}
 
-__all__ = ["FFJORD", "FLOW_MATCHING"]
+#: The dynamics options of a flow-matching FFJORD trained on mini-batch OT pairs (``--ot``):
+#: the plain MLP with FFJORD's tanh on ``t`` alone. With OT pairs :data:`FLOW_MATCHING`'s GELU
+#: and time pair is lower at 250 steps but higher than tanh at 500 and 1000 (by 0.06-0.08 and
+#: 0.10-0.15, seeds 0-2, torchcfm's recipe with its exact-OT matcher), and behind torchcfm there.
+FLOW_MATCHING_OT: dict[str, Any] = {"dynamics": "mlp"}
+
+__all__ = ["FFJORD", "FLOW_MATCHING", "FLOW_MATCHING_OT"]

@@ -34,7 +34,7 @@ from flowforge.data.images import IMAGE_DATASETS
 from flowforge.data.sklearn_sets import SKLEARN_DATASETS
 from flowforge.dequantization import NOISE_FLOWS, Dequantizer
 from flowforge.flows import PRESETS
-from flowforge.flows.ffjord import FLOW_MATCHING
+from flowforge.flows.ffjord import FLOW_MATCHING, FLOW_MATCHING_OT
 from flowforge.runs.defensive import defensive_entry
 from flowforge.runs.recipe import (
     LEGACY_KWARGS,
@@ -391,11 +391,13 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
     if cfg.flow == "ffjord" and cfg.objective == "flow-matching":
         # Flow matching evaluates the velocity once a step: the plain MLP on [z, t] costs 0.7x
         # the concat-squash layers' CPU a step (benchmarks/results/cnf_issue24.md, stop 30);
-        # GELU and one Fourier time pair learn faster than tanh on t (stop 35). Stored in the
-        # run's spec, so a run saved without them (tanh, t alone) rebuilds as it trained.
-        kwargs.setdefault("dynamics", FLOW_MATCHING["dynamics"])
+        # without OT pairs GELU and one Fourier time pair learn faster than tanh on t (stop
+        # 35). Stored in the run's spec, so a run saved without them (tanh, t alone) rebuilds
+        # as it trained.
+        defaults = FLOW_MATCHING_OT if cfg.ot else FLOW_MATCHING
+        kwargs.setdefault("dynamics", defaults["dynamics"])
         if kwargs["dynamics"] == "mlp":
-            for key, value in FLOW_MATCHING.items():
+            for key, value in defaults.items():
                 kwargs.setdefault(key, value)
     for key in LEGACY_KWARGS.get(cfg.flow, {}):  # stored: an old run loads the old default
         kwargs.setdefault(key, params[key].default)
