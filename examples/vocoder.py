@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ def train(args: argparse.Namespace, seed: int, out: Path) -> dict[str, Any]:
         "--steps", str(args.steps), "--ema-decay", str(args.ema_decay),
         "--eval-every", str(max(1, args.steps // 2)), "--seed", str(seed),
         "--threads", str(args.threads), "--out", str(out), "--overwrite", "--quiet",
+        *shlex.split(args.train_options),
         "--flow-options", json.dumps(
             {"source": args.source, **refine, **json.loads(args.flow_options)}
         ),
@@ -58,6 +60,9 @@ def main() -> None:
     )
     parser.add_argument("--ema-decay", type=float, default=0.0)
     parser.add_argument("--flow-options", default="{}", help="more WaveGlow options (JSON)")
+    parser.add_argument(
+        "--train-options", default="", help="more flowforge train options, e.g. '--lr 5e-4'"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/vocoder")
     parser.add_argument("--figure", help="copy the first run's spectrograms.png here")
@@ -80,6 +85,13 @@ def main() -> None:
                 "flow_lsd_db": voc["flow_lsd_db"],
                 "lsd_db_err": voc["lsd_db_err"],
                 "source_lsd_db": voc.get("source_lsd_db"),
+                "source_gain_lsd_db": voc.get("source_gain_lsd_db"),
+                "gain_minus_source_gain_db": voc.get("gain_minus_source_gain_db"),
+                "gain_minus_source_gain_db_err": voc.get("gain_minus_source_gain_db_err"),
+                "val_lsd_db": voc["val_lsd_by_mel_gain"][str(voc["mel_gain_rounds"])],
+                "val_source_gain_lsd_db": voc.get("val_source_lsd_by_mel_gain", {}).get(
+                    str(voc["mel_gain_rounds"])
+                ),
                 "griffin_lim_lsd_db": voc["griffin_lim_lsd_db"],
                 "synthesis_samples_per_s": audio["synthesis_samples_per_s"],
             }
@@ -87,14 +99,21 @@ def main() -> None:
     (out / "vocoder.json").write_text(json.dumps({"source": args.source, "runs": rows}, indent=2))
     print(
         "seed | steps | s | test nats/sample | T | gain rounds | LSD dB, the vocoder | "
-        "the draw alone | source alone | Griffin-Lim | samples/s"
+        "the draw alone | source alone | source + the same gain | vocoder - (source + gain), "
+        "paired | Griffin-Lim | samples/s"
     )
     for r in rows:
         source = "-" if r["source_lsd_db"] is None else f"{r['source_lsd_db']:.2f}"
+        gain = "-" if r["source_gain_lsd_db"] is None else f"{r['source_gain_lsd_db']:.2f}"
+        diff = (
+            "-"
+            if r["gain_minus_source_gain_db"] is None
+            else f"{r['gain_minus_source_gain_db']:+.3f} +- {r['gain_minus_source_gain_db_err']:.3f}"
+        )
         print(
             f"{r['seed']} | {r['steps']} | {r['seconds']:.0f} | {r['test_nats_per_sample']:.3f} | "
             f"{r['temperature']} | {r['mel_gain_rounds']} | {r['lsd_db']:.2f} +- "
-            f"{r['lsd_db_err']:.2f} | {r['flow_lsd_db']:.2f} | {source} | "
+            f"{r['lsd_db_err']:.2f} | {r['flow_lsd_db']:.2f} | {source} | {gain} | {diff} | "
             f"{r['griffin_lim_lsd_db']:.2f} | {r['synthesis_samples_per_s']:,.0f}"
         )
     if args.figure:

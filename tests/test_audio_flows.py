@@ -389,3 +389,120 @@ def test_waveglow_without_offsets_keeps_them_at_zero() -> None:
         assert len(offsets) == len(biases) == 2
         assert all(bool((o == 0).all()) for o in offsets) is not loc
         assert all(bool((b == 0).all()) for b in biases) is not loc
+
+
+def test_centred_output_removes_the_shifts_mean_over_time_only() -> None:
+    """:class:`~flowforge.nn.CentredOutput`: the last ``channels`` outputs minus their mean
+    over the whole sequence (``window=0``) or a centred moving window shrinking at the ends
+    (a loop here); the other outputs as the network's."""
+    torch.manual_seed(0)
+    wn = ff.nn.WaveNet(3, 6, hidden=8, layers=2, zero_last=False).double()
+    randomize(wn)
+    x = torch.randn(2, 3, 20, dtype=torch.float64)
+    raw = wn(x)
+    whole = ff.nn.CentredOutput(wn, channels=2)(x)
+    assert torch.equal(whole[:, :4], raw[:, :4])
+    assert torch.allclose(whole[:, 4:], raw[:, 4:] - raw[:, 4:].mean(-1, keepdim=True))
+    moving = ff.nn.CentredOutput(wn, channels=3, window=5)(x)
+    expect = raw.clone()
+    for t in range(20):
+        expect[:, 3:, t] -= raw[:, 3:, max(0, t - 2) : t + 3].mean(-1)
+    assert torch.allclose(moving, expect)
+    with pytest.raises(ValueError, match="odd window"):
+        ff.nn.CentredOutput(wn, channels=2, window=4)
+
+
+def test_waveglow_centre_shift_keeps_the_scale_and_log_det_and_moves_only_the_shift() -> None:
+    """``centre_shift=0``: one coupling with the same random weights as without gives the same
+    log-determinant and the same latent but for the shifts' mean over time, per channel; the
+    round trip holds; a bad window is refused by name."""
+    torch.manual_seed(0)
+    kw = {"depth": 1, "hidden": 4, "layers": 2, "group": 4, "offsets": False}
+    plain = ff.flows.WaveGlow((1, 32), **kw).double()
+    randomize(plain)
+    centred = ff.flows.WaveGlow((1, 32), centre_shift=0, **kw).double()
+    state = {k.replace(".net.", ".net.net.", 1) if ".net." in k else k: v
+             for k, v in plain.state_dict().items()}  # fmt: skip
+    centred.load_state_dict(state)
+    x = torch.randn(3, 1, 32, dtype=torch.float64)
+    z0, l0 = plain.bijection(x)
+    z1, l1 = centred.bijection(x)
+    assert torch.allclose(l0, l1)
+    (coupling,) = [m for m in plain.modules() if isinstance(m, T.ChannelCoupling)]
+    seen: list[torch.Tensor] = []
+    hook = coupling.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    plain.bijection(x)
+    hook.remove()
+    kept = coupling.sizes[0]
+    with torch.no_grad():  # the plain coupling's shifts, from its input
+        shift = coupling.net(seen[0][:, :kept])[:, 2:]
+    d0, d1 = z0.reshape(3, 4, 8), z1.reshape(3, 4, 8)
+    assert torch.allclose(d0[:, :kept], d1[:, :kept])
+    assert torch.allclose(d0[:, kept:] - d1[:, kept:], shift.mean(-1, keepdim=True).expand(3, 2, 8))
+    assert not torch.allclose(l0, plain.bijection(x + 0.1)[1])  # the scales are not trivial
+    back = centred.bijection.inverse(z1)[0]
+    assert torch.allclose(back, x)
+    with pytest.raises(ValueError, match="centre_shift"):
+        ff.flows.WaveGlow((1, 32), centre_shift=4, **kw)
+
+
+def test_anchored_output_subtracts_the_network_at_a_zero_signal() -> None:
+    """:class:`~flowforge.nn.AnchoredOutput`: the last ``channels`` outputs are ``f(h, c) -
+    f(0, c)`` (two separate calls here), the others ``f(h, c)``; zero for a zero signal."""
+    torch.manual_seed(0)
+    wn = ff.nn.WaveNet(2, 6, hidden=8, layers=2, cond_channels=3, zero_last=False).double()
+    randomize(wn)
+    h, c = torch.randn(2, 2, 16, dtype=torch.float64), torch.randn(2, 3, 16, dtype=torch.float64)
+    net = ff.nn.AnchoredOutput(wn, signal=2, channels=4)
+    out, raw = net(torch.cat([h, c], 1)), wn(torch.cat([h, c], 1))
+    at_zero = wn(torch.cat([torch.zeros_like(h), c], 1))
+    assert torch.allclose(out[:, :2], raw[:, :2])
+    assert torch.allclose(out[:, 2:], raw[:, 2:] - at_zero[:, 2:])
+    assert net(torch.cat([torch.zeros_like(h), c], 1))[:, 2:].abs().max() == 0
+    assert at_zero[:, 2:].abs().max() > 1e-3  # the conditioning alone moves the raw shifts
+
+
+def test_anchored_waveglow_maps_zero_to_zero_and_keeps_the_log_det() -> None:
+    """``anchored=True`` (with ``offsets=False``): a conditioned flow with random weights maps
+    ``z = 0`` to exactly 0 for any mel, round-trips, and one coupling gives the log-det of the
+    same weights unanchored with its latent moved by the shifts at a zero half; with offsets
+    it is refused by name."""
+    torch.manual_seed(0)
+    kw = {"context": 4 * 8, "frame_features": 4, "hidden": 4, "layers": 2, "group": 4}
+    kw["offsets"] = False
+    deep = ff.flows.WaveGlow((1, 64), depth=4, early_every=2, anchored=True, **kw).double()
+    randomize(deep)
+    with torch.no_grad():  # the fixed offsets (ActNorm loc, LU bias) back at their 0
+        for p in deep.parameters():
+            p.mul_(p.requires_grad)
+    c = torch.randn(3, 32, dtype=torch.float64)
+    x = torch.randn(3, 1, 64, dtype=torch.float64)
+    z, _ = deep.bijection(x, c)
+    assert torch.allclose(deep.bijection.inverse(z, c)[0], x)
+    assert deep.bijection.inverse(torch.zeros_like(z), c)[0].abs().max() == 0
+    plain = ff.flows.WaveGlow((1, 64), depth=1, **kw).double()
+    randomize(plain)
+    one = ff.flows.WaveGlow((1, 64), depth=1, anchored=True, **kw).double()
+    state = {k.replace(".net.", ".net.net.", 1) if ".net." in k else k: v
+             for k, v in plain.state_dict().items()}  # fmt: skip
+    one.load_state_dict(state)
+    (coupling,) = [m for m in plain.modules() if isinstance(m, T.ChannelCoupling)]
+    seen: list = []
+    hook = coupling.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append((args, kwargs)), with_kwargs=True
+    )
+    z0, l0 = plain.bijection(x, c)
+    hook.remove()
+    z1, l1 = one.bijection(x, c)
+    assert torch.allclose(l0, l1)
+    (h, *rest), kwargs = seen[0]
+    flat, ctx, _ = coupling._flat(h, rest[0] if rest else kwargs["context"])
+    kept = coupling.sizes[0]
+    with torch.no_grad():  # the plain coupling's shifts with its conditioning half zeroed
+        shift0 = coupling._params(torch.zeros_like(flat[:, :kept]), ctx, 2)[..., 1]
+    d0, d1 = z0.reshape(3, 4, 16), z1.reshape(3, 4, 16)
+    assert torch.allclose(d1[:, :kept], d0[:, :kept])
+    assert torch.allclose(d1[:, kept:], d0[:, kept:] - shift0)
+    assert shift0.abs().max() > 1e-3
+    with pytest.raises(ValueError, match="offsets=False"):
+        ff.flows.WaveGlow((1, 64), anchored=True)

@@ -23,6 +23,7 @@ from flowforge.eval.audio import (
     match_mel,
     nats_per_sample,
     resynthesize,
+    source_estimate,
     synthesis_speed,
 )
 from flowforge.eval.splits import prepare_split
@@ -164,7 +165,9 @@ def gl_run(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train(clips, tmp_path_factory.mktemp("gl"), "--flow-options", options)
 
 
-def test_a_vocoder_centred_on_griffin_lim_reports_the_estimate_alone(gl_run: Path) -> None:
+def test_a_vocoder_centred_on_griffin_lim_reports_the_estimate_alone(
+    gl_run: Path, clips: Path
+) -> None:
     """``source: griffin-lim``: the run records the sample rate the source needs, reloads, and
     reports the estimate's own distance beside the flow's and Griffin-Lim's (librosa's)."""
     root = gl_run
@@ -180,6 +183,29 @@ def test_a_vocoder_centred_on_griffin_lim_reports_the_estimate_alone(gl_run: Pat
     # the torch estimate and librosa's Griffin-Lim invert the same mel: within a few dB
     assert abs(voc["source_lsd_db"] - voc["griffin_lim_lsd_db"]) < 3.0, voc
     assert voc["lsd_db"] > 0 and voc["temperature"] in TEMPERATURES
+    # the estimate with the vocoder's own rounds of the gain, recomputed here, and the paired
+    # difference of the vocoder's output from it (what the flow must beat to add anything)
+    ds = load_dataset(str(clips), n_val=1, n_test=1)
+    idx = torch.tensor([0, len(ds.test) - 1])[: voc["test_segments"]]
+    mel = torch.from_numpy(mel_features(ds.test[idx], 16000))
+    x = (ds.test[idx, 0].double().numpy() - 32768) / 32768
+    s = source_estimate(run.flow, mel)
+    rounds = voc["mel_gain_rounds"]
+    with_gain = log_spectral_distance(match_mel(s, mel, 16000, rounds=rounds), x, 16000)
+    assert math.isclose(voc["source_gain_lsd_db"], float(with_gain.mean()), rel_tol=1e-6)
+    y = resynthesize(run.flow, mel, voc["temperature"], mel_gain=rounds, rate=16000)
+    paired = log_spectral_distance(y, x, 16000) - with_gain
+    assert math.isclose(voc["gain_minus_source_gain_db"], float(paired.mean()), abs_tol=1e-6)
+    assert voc["gain_minus_source_gain_db_err"] == pytest.approx(
+        2 * paired.std(ddof=1) / math.sqrt(len(idx)), rel=1e-5
+    )
+    by_gain = voc["val_source_lsd_by_mel_gain"]
+    assert sorted(map(int, by_gain)) == sorted(MEL_GAIN_ROUNDS)
+    assert by_gain["0"] > by_gain[str(max(MEL_GAIN_ROUNDS))]  # the gain helps the estimate
+    val_mel = torch.from_numpy(mel_features(ds.val, 16000))  # the one validation segment
+    val_s = match_mel(source_estimate(run.flow, val_mel), val_mel, 16000, rounds=8)
+    val_x = (ds.val[:, 0].double().numpy() - 32768) / 32768
+    assert math.isclose(by_gain["8"], float(log_spectral_distance(val_s, val_x, 16000).mean()))
 
 
 def test_flowforge_eval_conditions_on_the_test_mel_and_sample_refuses(audio_run: Path) -> None:

@@ -354,7 +354,11 @@ def vocoder_summary(
         ``val_lsd_by_mel_gain`` (at the chosen temperature), ``test_segments``, ``lsd_db`` and
         ``lsd_db_err`` (2 standard errors; the vocoder's output, gain included),
         ``flow_lsd_db`` (the draw before the gain), ``griffin_lim_lsd_db`` and its ``_err``,
-        and ``source_lsd_db`` for a vocoder centred on a source.
+        and for a vocoder centred on a source ``source_lsd_db`` (the estimate alone),
+        ``val_source_lsd_by_mel_gain`` (the estimate with each number of rounds),
+        ``source_gain_lsd_db`` (the estimate with the vocoder's rounds: what the flow's draw
+        must beat to add anything) and the paired difference of the vocoder's output from it
+        over the test segments, ``gain_minus_source_gain_db`` and its ``_err``.
     """
     rate, length = int(ds.sample_rate), int(ds.event_shape[-1])
 
@@ -382,6 +386,7 @@ def vocoder_summary(
         for t in temperatures
     }
     best, rounds = min(((t, r) for t in grid for r in grid[t]), key=lambda k: grid[k[0]][k[1]])
+    val_s = source_estimate(flow, val_c)
     idx = _spread(ds.test.shape[0], clips)
     context = ds.context_of("test")[torch.as_tensor(idx)].cpu()
     x = originals("test", idx)
@@ -390,10 +395,23 @@ def vocoder_summary(
     gl = griffin_lim(mel_magnitude(context), rate, length, hop=MEL_HOP)
     lsd_gl = log_spectral_distance(gl, x, rate)
     n = len(idx)
-    estimate = _estimate_lsd(flow, context, x, rate)
+    s = source_estimate(flow, context)
 
     def err(a: np.ndarray) -> float | None:
         return float(2 * a.std(ddof=1) / math.sqrt(n)) if n > 1 else None
+
+    source: dict[str, Any] = {}
+    if s is not None and val_s is not None:  # the estimate alone, and with the same gain
+        s_gain = by_gain(s, context, x)[rounds]
+        source = {
+            "source_lsd_db": float(log_spectral_distance(s, x, rate).mean()),
+            "val_source_lsd_by_mel_gain": {
+                r: float(d.mean()) for r, d in by_gain(val_s, val_c, val_x).items()
+            },
+            "source_gain_lsd_db": float(s_gain.mean()),
+            "gain_minus_source_gain_db": float((lsd - s_gain).mean()),
+            "gain_minus_source_gain_db_err": err(lsd - s_gain),
+        }
 
     return {
         "temperature": best,
@@ -406,7 +424,7 @@ def vocoder_summary(
         "flow_lsd_db": float(log_spectral_distance(drawn, x, rate).mean()),
         "griffin_lim_lsd_db": float(lsd_gl.mean()),
         "griffin_lim_lsd_db_err": err(lsd_gl),
-        **({} if estimate is None else {"source_lsd_db": estimate}),
+        **source,
     }
 
 
@@ -422,12 +440,6 @@ def source_estimate(flow: Any, context: torch.Tensor) -> np.ndarray | None:
         return None
     s = shifts[0].estimate(context.to(next(flow.parameters()).device))  # the waveform 2u - 1
     return s[:, 0].double().cpu().numpy()
-
-
-def _estimate_lsd(flow: Any, context: torch.Tensor, x: np.ndarray, rate: int) -> float | None:
-    """The log-spectral distance of a source-centred vocoder's estimate alone, or ``None``."""
-    s = source_estimate(flow, context)
-    return None if s is None else float(log_spectral_distance(s, x, rate).mean())
 
 
 @torch.no_grad()

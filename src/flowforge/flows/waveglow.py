@@ -12,7 +12,7 @@ from flowforge.distributions.base import BaseDistribution
 from flowforge.flows._common import Preset, preset_hparams
 from flowforge.flows.arguments import conv_width, renamed_steps
 from flowforge.nn.griffin_lim import MelGriffinLim
-from flowforge.nn.wavenet import FrameUpsample, WaveNet
+from flowforge.nn.wavenet import AnchoredOutput, CentredOutput, FrameUpsample, WaveNet
 from flowforge.transforms.affine import Affine
 from flowforge.transforms.conv1x1 import Conv1x1, LUConv1x1
 from flowforge.transforms.embed_context import EmbedContext
@@ -178,6 +178,15 @@ class WaveGlow(Preset):
         offsets: the ActNorms and the LU 1x1 convolutions have learned per-channel offsets
             (``False``: both fixed at 0, so the inverse at ``z = 0`` has no constant pattern
             per sample phase; a vocoder's residual has mean 0).
+        centre_shift: each coupling's shifts have their mean over time removed
+            (:class:`~flowforge.nn.CentredOutput`): ``0`` over the whole segment, an odd
+            ``w`` over a moving window of ``w`` squeezed steps (``w g`` samples); ``None``:
+            not centred. With ``offsets=False`` the inverse at ``z = 0`` then carries no
+            per-channel constant, so no lines at the multiples of ``rate / group``.
+        anchored: each coupling's shifts are 0 where its conditioning half is 0
+            (:class:`~flowforge.nn.AnchoredOutput`: ``f(x_A, c) - f(0, c)``; twice the
+            couplings' network cost). With ``offsets=False`` (required) the flow maps ``z = 0``
+            to 0, so a vocoder's draw is its source estimate plus the flow's spread alone.
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
         steps: the old name of ``depth`` (deprecated: ``steps`` are optimisation steps).
@@ -220,6 +229,8 @@ class WaveGlow(Preset):
         source_refine: int = 0,
         source_envelope: float = 0.0,
         offsets: bool = True,
+        centre_shift: int | None = None,
+        anchored: bool = False,
         base: BaseDistribution | None = None,
         steps: int | None = None,
     ) -> None:
@@ -237,6 +248,16 @@ class WaveGlow(Preset):
             source,
             sample_rate,
         )
+        if centre_shift is not None and (centre_shift < 0 or centre_shift % 2 == 0 < centre_shift):
+            raise ValueError(
+                f"WaveGlow: centre_shift is None, 0 (the whole segment) or an odd window of "
+                f"squeezed steps; got {centre_shift!r}"
+            )
+        if anchored and offsets:
+            raise ValueError(
+                "WaveGlow: anchored=True maps z = 0 to 0 only without per-channel offsets; "
+                "give offsets=False"
+            )
         if source_envelope < 0 or (source_envelope > 0 and source == "none"):
             raise ValueError(
                 f"WaveGlow: source_envelope is a floor >= 0 of a source's envelope (0: none); "
@@ -266,7 +287,11 @@ class WaveGlow(Preset):
                 layers_now, channels = [], channels - early_size
             squeezed = (channels, length)
             kept = channels - channels // 2
-            net = WaveNet(kept, 2 * (channels // 2), hidden, layers, kernel, cond)
+            net: nn.Module = WaveNet(kept, 2 * (channels // 2), hidden, layers, kernel, cond)
+            if centre_shift is not None:  # the shifts: the second block of channels // 2
+                net = CentredOutput(net, channels // 2, centre_shift)
+            if anchored:
+                net = AnchoredOutput(net, kept, channels // 2)
             layers_now += [
                 ActNorm(squeezed) if offsets else _ScaleNorm(squeezed),
                 _conv(squeezed, lu, offsets),

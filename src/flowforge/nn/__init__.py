@@ -14,12 +14,14 @@ from flowforge.nn.made import MADE, MaskedLinear
 from flowforge.nn.mlp import MLP
 from flowforge.nn.ode import ODENet, TimeMLP
 from flowforge.nn.residual import ResidualMADE, ResidualMLP
-from flowforge.nn.wavenet import FrameUpsample, WaveNet
+from flowforge.nn.wavenet import AnchoredOutput, CentredOutput, FrameUpsample, WaveNet
 
 __all__ = [
     "MADE",
     "MLP",
+    "AnchoredOutput",
     "CausalTransformer",
+    "CentredOutput",
     "Conv1dEmbedding",
     "Conv2dEmbedding",
     "ConvNet",

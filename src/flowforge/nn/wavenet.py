@@ -107,6 +107,97 @@ class WaveNet(nn.Module):
         return self.end(skip)
 
 
+class CentredOutput(nn.Module):
+    """A sequence network whose last ``channels`` outputs have their mean over time removed.
+
+    ``(N, in, T) -> (N, out, T)`` as ``net``, then the last ``channels`` output channels minus
+    their mean over the whole sequence (``window=0``) or over a centred moving window of
+    ``window`` steps (odd; the window shrinks at the ends). In a WaveGlow coupling those
+    channels are the affine shifts: a squeezed sequence turns a shift that is constant (or slow)
+    per channel into a pattern repeating every group of samples, i.e. spectral lines at the
+    multiples of ``rate / group``; centred shifts cannot carry one. The output stays a function
+    of the network's input, so the coupling stays invertible with the same log-determinant.
+
+    Args:
+        net: the network, ``(N, in, T) -> (N, out, T)``.
+        channels: how many of the last output channels are centred (``<= out``).
+        window: steps of the moving mean (odd), 0 for the mean over the whole sequence.
+
+    Example:
+        >>> import torch
+        >>> net = CentredOutput(WaveNet(2, 4, hidden=8, layers=2, zero_last=False), channels=2)
+        >>> out = net(torch.randn(3, 2, 16))
+        >>> out.shape, bool(out[:, 2:].mean(-1).abs().max() < 1e-6)
+        (torch.Size([3, 4, 16]), True)
+    """
+
+    def __init__(self, net: nn.Module, channels: int, window: int = 0) -> None:
+        super().__init__()
+        if channels < 1 or window < 0 or (window and window % 2 == 0):
+            raise ValueError(
+                f"CentredOutput: expected channels >= 1 and an odd window (0: the whole "
+                f"sequence), got channels={channels}, window={window}"
+            )
+        self.net, self.channels, self.window = net, int(channels), int(window)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, in, T) -> (N, out, T)``, the last :attr:`channels` centred over time."""
+        out = self.net(x)
+        rest, shift = out.split([out.shape[1] - self.channels, self.channels], dim=1)
+        if self.window and self.window < shift.shape[-1]:
+            w = self.window
+            mean = nn.functional.avg_pool1d(
+                shift, w, stride=1, padding=w // 2, count_include_pad=False
+            )
+        else:
+            mean = shift.mean(-1, keepdim=True)
+        return torch.cat([rest, shift - mean], dim=1)
+
+
+class AnchoredOutput(nn.Module):
+    """A sequence network whose last ``channels`` outputs are 0 wherever its signal input is.
+
+    ``(N, signal + cond, T) -> (N, out, T)``: the last ``channels`` outputs are
+    ``f(h, c) - f(0, c)``, ``f`` the network, ``h`` its first ``signal`` input channels and
+    ``c`` the rest (the conditioning); the other outputs are ``f(h, c)``. In a WaveGlow
+    coupling those channels are the affine shifts, so a coupling maps a zero half to zero
+    whatever the conditioning: with no per-channel offsets elsewhere, the flow maps ``z = 0``
+    to its source estimate exactly, and every draw is the estimate plus what the flow's spread
+    adds. The output stays a function of the conditioning half and the conditioning, so the
+    coupling stays invertible with the same log-determinant. Costs a second pass of ``f``
+    (both in one batch).
+
+    Args:
+        net: the network, ``(N, signal + cond, T) -> (N, out, T)``.
+        signal: the input channels that are the coupling's conditioning half.
+        channels: how many of the last output channels are anchored (``<= out``).
+
+    Example:
+        >>> import torch
+        >>> wn = WaveNet(2, 4, hidden=8, layers=2, cond_channels=3, zero_last=False)
+        >>> net = AnchoredOutput(wn, signal=2, channels=2)
+        >>> x = torch.cat([torch.zeros(1, 2, 16), torch.randn(1, 3, 16)], dim=1)
+        >>> bool(net(x)[:, 2:].abs().max() == 0), bool(net(x)[:, :2].abs().max() > 0)
+        (True, True)
+    """
+
+    def __init__(self, net: nn.Module, signal: int, channels: int) -> None:
+        super().__init__()
+        if signal < 1 or channels < 1:
+            raise ValueError(
+                f"AnchoredOutput: expected signal >= 1 and channels >= 1, got signal={signal}, "
+                f"channels={channels}"
+            )
+        self.net, self.signal, self.channels = net, int(signal), int(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, signal + cond, T) -> (N, out, T)``, the last :attr:`channels` anchored."""
+        zero = torch.cat([torch.zeros_like(x[:, : self.signal]), x[:, self.signal :]], dim=1)
+        out, at_zero = self.net(torch.cat([x, zero], dim=0)).chunk(2, dim=0)
+        k = out.shape[1] - self.channels
+        return torch.cat([out[:, :k], out[:, k:] - at_zero[:, k:]], dim=1)
+
+
 class FrameUpsample(nn.Module):
     """Feature frames to per-step features of a squeezed sequence (fixed, no parameters).
 
@@ -168,4 +259,4 @@ class FrameUpsample(nn.Module):
         return up.transpose(-1, -2).flatten(-3)  # (*, F g T/g)
 
 
-__all__ = ["FrameUpsample", "WaveNet"]
+__all__ = ["AnchoredOutput", "CentredOutput", "FrameUpsample", "WaveNet"]
