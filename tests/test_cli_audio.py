@@ -112,6 +112,7 @@ def test_the_vocoder_is_trained_and_tested_given_each_segments_mel(
 ) -> None:
     run = open_run(audio_run, torch.device("cpu"))
     assert run.spec.kwargs["context"] == 40 * 16 and run.spec.kwargs["frame_features"] == 40
+    assert "anchored" not in run.spec.kwargs  # no source: the flow's own default
     assert run.spec.pretransform == "centre" and run.spec.logit_alpha is None  # u -> 2u - 1
     config = json.loads((audio_run / "config.json").read_text())["config"]
     assert config["ema_decay"] == 0.0  # audio's default: no average over a short run
@@ -174,6 +175,14 @@ def test_a_vocoder_centred_on_griffin_lim_reports_the_estimate_alone(
     run = open_run(root, torch.device("cpu"))
     assert run.spec.kwargs["source"] == "griffin-lim" and run.spec.kwargs["sample_rate"] == 16000
     assert run.spec.kwargs["source_nnls"] == "accelerated"  # stored: an old run loads "projected"
+    # a source-centred vocoder's default: anchored couplings, no offsets, stored with the run;
+    # a saved spec without them (an old run) rebuilds the flow it trained: offsets, unanchored
+    assert run.spec.kwargs["offsets"] is False and run.spec.kwargs["anchored"] is True
+    assert any(isinstance(m, ff.nn.AnchoredOutput) for m in run.flow.modules())
+    old = {k: v for k, v in run.spec.kwargs.items() if k not in ("offsets", "anchored")}
+    rebuilt = ff.flows.PRESETS["waveglow"](**old)
+    assert not any(isinstance(m, ff.nn.AnchoredOutput) for m in rebuilt.modules())
+    assert all(m.loc.requires_grad for m in rebuilt.modules() if isinstance(m, ff.transforms.ActNorm))
     # the refinement was fitted before the flow trained, and its weights were saved
     assert json.loads((root / "config.json").read_text())["source_fit"]["steps"] > 0
     (gl,) = [m for m in run.flow.modules() if isinstance(m, ff.nn.MelGriffinLim)]
@@ -452,3 +461,29 @@ def test_synthesis_speed_counts_samples() -> None:
 
     flow = ff.flows.WaveGlow((1, 256), depth=2, hidden=4, layers=2, group=4)
     assert synthesis_speed(flow, 2, repeats=1) > 256
+
+
+def test_a_source_centred_vocoder_defaults_to_anchored_couplings_without_offsets() -> None:
+    """``spec_for``: with a source and neither option given, ``offsets=False, anchored=True``
+    are set and saved; ``offsets`` given true keeps the couplings unanchored; given options
+    win; a vocoder without a source keeps the flow's defaults (nothing stored)."""
+    from types import SimpleNamespace
+
+    from flowforge.train.config import TrainConfig
+    from flowforge.train.model import spec_for
+
+    ds = SimpleNamespace(
+        kind="audio", event_shape=(1, 4096), context_dim=40 * 16, sample_rate=16000,
+        name="speech", levels=65536, standardizer=None, dim=4096,
+    )  # fmt: skip
+
+    def kwargs(**options: Any) -> dict[str, Any]:
+        cfg = TrainConfig(flow="waveglow", flow_options=options)
+        return spec_for(cfg, ds).kwargs
+
+    new = kwargs(source="griffin-lim")
+    assert new["offsets"] is False and new["anchored"] is True
+    assert kwargs(source="griffin-lim", offsets=True)["anchored"] is False
+    assert kwargs(source="griffin-lim", anchored=False)["offsets"] is False
+    plain = kwargs()
+    assert "offsets" not in plain and "anchored" not in plain

@@ -53,8 +53,10 @@ __all__ = [
 ]
 
 #: The temperatures a vocoder's resynthesis is tried at on the validation clips (the best kept;
-#: WaveGlow samples at 0.6, a flow centred on a mel-derived estimate wants lower ones).
-TEMPERATURES = (0.001, 0.003, 0.01, 0.1, 0.3, 0.6, 0.8, 1.0)
+#: WaveGlow samples at 0.6, a flow centred on a mel-derived estimate wants lower ones; an
+#: anchored vocoder's draw with the mel gain was best at 0.03-0.05 on validation, between the
+#: older grid's 0.01 and 0.1, benchmarks/results/vocoder.md).
+TEMPERATURES = (0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.3, 0.6, 0.8, 1.0)
 
 #: The rounds of :func:`match_mel` tried with every temperature on the validation clips (0: the
 #: flow's draw as it is). Each round costs an STFT and its inverse: 32 keeps the CPU-sized

@@ -68,6 +68,7 @@ __all__ = [
     "PRESET_SIZES",
     "PRESET_TRAINING_DEFAULTS",
     "TARFLOW_IMAGE_DROPOUT",
+    "VOCODER_ANCHORED",
     "dequantizer_spec_for",
     "is_image_data",
     "is_image_preset",
@@ -108,6 +109,16 @@ CLASS_LABEL_DROPOUT = 0.1
 #: mode) keeps the flow's default 0. Not in :data:`PRESET_SIZES`, which sizes both modes; an old
 #: run's saved options have no ``dropout`` and load with the flow's default 0, as they trained.
 TARFLOW_IMAGE_DROPOUT = 0.2
+
+#: A WaveGlow vocoder centred on a source (``source != "none"``): no per-channel offsets and
+#: anchored couplings (``offsets=False, anchored=True``), so the flow maps ``z = 0`` to the
+#: estimate exactly and a draw is the estimate plus the flow's spread. The per-channel offsets
+#: and the couplings' shifts at ``z = 0`` put lines at the multiples of ``rate / group`` into
+#: the draw, which left the vocoder (draw + mel gain) behind the estimate + the same gain
+#: (benchmarks/results/vocoder.md, issue 27). Set when neither option is given (``offsets``
+#: alone given: ``anchored = not offsets``) and saved with the run; an old run's saved options
+#: have neither and load with the flow's defaults (offsets, not anchored), as they trained.
+VOCODER_ANCHORED = {"offsets": False, "anchored": True}
 
 #: The command line's default noise flow of variational dequantization: 4 checkerboard
 #: couplings of 16 channels given conv features of the image (8k parameters on 8x8 digits;
@@ -434,6 +445,9 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         kwargs.setdefault("dropout", TARFLOW_IMAGE_DROPOUT)
     if cfg.flow == "tarflow" and ds.context_dim:  # classes: train the null context too
         kwargs.setdefault("label_dropout", CLASS_LABEL_DROPOUT)
+    if cfg.flow == "waveglow" and kwargs.get("source", "none") != "none":
+        kwargs.setdefault("offsets", VOCODER_ANCHORED["offsets"])
+        kwargs.setdefault("anchored", VOCODER_ANCHORED["anchored"] and not kwargs["offsets"])
     if "frame_features" in params and ds.context_dim:  # the context is mel frames (F, frames)
         data_args["frame_features"] = MEL_BANDS
     if "sample_rate" in params and ds.sample_rate:  # a vocoder's source: its mel filterbank
