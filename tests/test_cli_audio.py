@@ -66,6 +66,7 @@ def _train(clips: Path, cwd: Path, *extra: str) -> Path:
     )
     assert_ok(proc)
     assert "nats per sample" in proc.stdout and "samples/s" in proc.stdout
+    (cwd / "stdout.txt").write_text(proc.stdout)  # the report, for the tests to read
     return cwd / "run"
 
 
@@ -182,7 +183,9 @@ def test_a_vocoder_centred_on_griffin_lim_reports_the_estimate_alone(
     old = {k: v for k, v in run.spec.kwargs.items() if k not in ("offsets", "anchored")}
     rebuilt = ff.flows.PRESETS["waveglow"](**old)
     assert not any(isinstance(m, ff.nn.AnchoredOutput) for m in rebuilt.modules())
-    assert all(m.loc.requires_grad for m in rebuilt.modules() if isinstance(m, ff.transforms.ActNorm))
+    assert all(
+        m.loc.requires_grad for m in rebuilt.modules() if isinstance(m, ff.transforms.ActNorm)
+    )
     # the refinement was fitted before the flow trained, and its weights were saved
     assert json.loads((root / "config.json").read_text())["source_fit"]["steps"] > 0
     (gl,) = [m for m in run.flow.modules() if isinstance(m, ff.nn.MelGriffinLim)]
@@ -208,6 +211,11 @@ def test_a_vocoder_centred_on_griffin_lim_reports_the_estimate_alone(
     assert voc["gain_minus_source_gain_db_err"] == pytest.approx(
         2 * paired.std(ddof=1) / math.sqrt(len(idx)), rel=1e-5
     )
+    report = (root.parent / "stdout.txt").read_text()  # the same figures, in the report
+    assert (
+        f"with the same gain {voc['source_gain_lsd_db']:.2f} dB (the vocoder "
+        f"{voc['gain_minus_source_gain_db']:+.3f} ± {voc['gain_minus_source_gain_db_err']:.3f}"
+    ) in report
     by_gain = voc["val_source_lsd_by_mel_gain"]
     assert sorted(map(int, by_gain)) == sorted(MEL_GAIN_ROUNDS)
     assert by_gain["0"] > by_gain[str(max(MEL_GAIN_ROUNDS))]  # the gain helps the estimate

@@ -176,12 +176,21 @@ def _report(result: TrainResult) -> None:
         v = a.get("vocoder")
         if v:
             estimate = v.get("source_lsd_db")
+            gained = v.get("source_gain_lsd_db")
+            with_gain = (
+                ""
+                if gained is None
+                else f", with the same gain {gained:.2f} dB (the vocoder "
+                f"{v['gain_minus_source_gain_db']:+.3f} ± {v['gain_minus_source_gain_db_err']:.3f}"
+                " dB from it, paired)"
+            )
             print(
                 f"resynthesis of {v['test_segments']} test segments from their mel, log-spectral "
                 f"distance: the vocoder {v['lsd_db']:.2f} dB (temperature {v['temperature']:g}, "
                 f"mel gain {v.get('mel_gain_rounds', 0)} rounds; the draw before the gain "
                 f"{v.get('flow_lsd_db', v['lsd_db']):.2f} dB)"
                 + ("" if estimate is None else f"; its source estimate alone {estimate:.2f} dB")
+                + with_gain
                 + f"; Griffin-Lim from the same mel {v['griffin_lim_lsd_db']:.2f} dB"
             )
     print(f"run directory: {result.run_dir}")
