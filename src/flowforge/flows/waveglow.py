@@ -248,7 +248,8 @@ class WaveGlow(Preset):
             source,
             sample_rate,
         )
-        if centre_shift is not None and (centre_shift < 0 or centre_shift % 2 == 0 < centre_shift):
+        even_window = centre_shift is not None and centre_shift > 0 and centre_shift % 2 == 0
+        if centre_shift is not None and (centre_shift < 0 or even_window):
             raise ValueError(
                 f"WaveGlow: centre_shift is None, 0 (the whole segment) or an odd window of "
                 f"squeezed steps; got {centre_shift!r}"
