@@ -27,7 +27,7 @@ instead of hanging the run. The pieces:
   classifier, its Adam epochs capped at ``--c2st-max-iter``; 0.5 is perfect). Reference
   samples are cached under ``--cache-dir``.
 
-Every finished (task, budget, method) is appended to ``--jsonl`` and skipped when the command
+Every finished (task, budget, method, seed) is appended to ``--jsonl`` and skipped when the command
 runs again, so a long run can be stopped and resumed, and several processes can share one
 file (one per core); the markdown table (``--out``) is rewritten from the file's rows after
 each one.
@@ -196,9 +196,11 @@ def fit(
             kwargs["lr"] = args.ff_lr
         if args.ff_batch_size is not None:
             kwargs["batch_size"] = args.ff_batch_size
+        if args.ff_validation_fraction is not None:
+            kwargs["validation_fraction"] = args.ff_validation_fraction
         options = json.loads(args.ff_flow_options) if args.ff_flow_options else None
         estimator = (
-            ff.sbi.NPE(prior, flow=args.ff_flow, flow_options=options)
+            ff.sbi.NPE(prior, flow=args.ff_flow, flow_options=options, z_score=args.ff_z_score)
             if method == "ff_npe"
             else ff.sbi.FMPE(prior, flow_options=options)
         )
@@ -222,7 +224,15 @@ def fit(
             "patience": args.ff_patience,
             "epochs_default": args.ff_epochs,
             "batch_size": posterior.info["batch_size"],
+            "validation_fraction": args.ff_validation_fraction,
+            "z_score": args.ff_z_score,
         }
+        if args.heldout:  # a proper score beside C2ST: -log q(theta | x) on fresh pairs
+            theta_h, x_h = args.heldout_pairs
+            with torch.no_grad():
+                info["heldout_nll"] = round(
+                    -float(posterior.log_prob(theta_h.float()[None], x_h.float()).mean()), 4
+                )
         return ff_sample, info
     from sbi.inference import FMPE, NPE
 
@@ -283,6 +293,8 @@ def run_one(task: Task, budget: int, method: str, args: Any) -> dict[str, Any]:
         "c2st_draws": [],
         "load_at_start": round(os.getloadavg()[0], 2),
     }
+    if getattr(args, "heldout", 0):
+        args.heldout_pairs = task.sample_joint(args.heldout, seed=10**6 + budget)
     try:
         with timed(times, "fit", args.fit_cpu_limit):
             sample, info = fit(method, prior, theta.float(), x.float(), args)
@@ -452,6 +464,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument(
         "--ff-plateau-patience", type=int, default=None, help="halve lr after this + 1 bad vals"
     )
+    parser.add_argument(
+        "--ff-validation-fraction", type=float, default=None, help="NPE.fit's (default 0.1)"
+    )
+    parser.add_argument("--ff-z-score", default="independent", help="NPE's z_score")
+    parser.add_argument(
+        "--heldout", type=int, default=0, help="ff: mean -log q on this many fresh pairs"
+    )
     parser.add_argument("--sbi-max-epochs", type=int, default=None, help="smoke runs only")
     parser.add_argument(
         "--sbi-seed", type=int, default=0, help="torch's seed before sbi's training"
@@ -469,9 +488,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for name in args.tasks:
             task = get_task(name)
             for method in args.methods:
-                done = {(r["task"], r["budget"], r["method"]): r for r in read_rows(jsonl)}
-                if (name, budget, method) in done:  # another process may have written it
-                    rows.append(done[(name, budget, method)])
+                seed = args.ff_seed if method.startswith("ff_") else args.sbi_seed
+                done = {
+                    (r["task"], r["budget"], r["method"], r.get("seed", 0)): r
+                    for r in read_rows(jsonl)
+                }
+                if (name, budget, method, seed) in done:  # another process may have written it
+                    rows.append(done[(name, budget, method, seed)])
                     continue
                 row = run_one(task, budget, method, args)
                 print(json.dumps(row), flush=True)

@@ -161,3 +161,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(npz: Path, tmp_path: Pa
 def test_bad_numbers_are_refused_by_the_parser(tmp_path: Path) -> None:
     r = run_cli("sbi", "--simulator", "two_moons", "--observation", "1,x", cwd=tmp_path)
     assert r.returncode == 2 and "expected comma-separated numbers" in r.stderr
+
+
+def test_the_batch_is_the_library_rule_unless_given(tmp_path: Path) -> None:
+    """6,000 simulations: 5,400 training pairs, NPE's rule gives 240 a step (not the 200 the
+    command once passed); ``--batch-size`` still wins."""
+    args = ["sbi", "--simulator", "two_moons", "--simulations", "6000", *TINY]
+    args += ["--steps", "1", "--samples", "10", "--no-plots"]
+    for extra, batch in (([], 240), (["--batch-size", "64"], 64)):
+        out = tmp_path / f"run{batch}"
+        r = run_cli(*args, *extra, "--out", out, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        results = json.loads((out / "results.json").read_text())
+        assert (results["train"], results["batch_size"]) == (5400, batch)

@@ -48,7 +48,7 @@ class SBIOptions:
     z_score: str = "independent"
     simulations: int = 2000
     steps: int = 3000
-    batch_size: int = 200
+    batch_size: int | None = None  # the estimator's own rule (NPE.batch_for)
     lr: float | None = None
     samples: int = 10_000
     seed: int = 0
@@ -80,7 +80,12 @@ def _inputs(opt: SBIOptions) -> tuple[Any, Any, BoxUniform, list[str], list[str]
         raise ConfigError("give either --data FILE (pre-simulated pairs) or --simulator NAME")
     if opt.method not in ("npe", "fmpe"):
         raise ConfigError(f"unknown method {opt.method!r}; valid: npe, fmpe")
-    if opt.simulations < 2 or opt.steps < 1 or opt.samples < 1 or opt.batch_size < 1:
+    if (
+        opt.simulations < 2
+        or opt.steps < 1
+        or opt.samples < 1
+        or (opt.batch_size is not None and opt.batch_size < 1)
+    ):
         raise ConfigError(
             "expected --simulations >= 2, --steps >= 1, --samples >= 1 and --batch-size >= 1"
         )
