@@ -208,6 +208,9 @@ def fit(
             estimator.plateau_patience = args.ff_plateau_patience
         if args.ff_epochs is not None:
             estimator.default_epochs = args.ff_epochs
+        for setting in args.ff_attr:  # screens of class defaults: NAME=JSON
+            name, value = setting.split("=", 1)
+            setattr(estimator, name, json.loads(value))
         posterior = estimator.fit(theta, x, **kwargs)
 
         def ff_sample(n: int, x_o: torch.Tensor) -> torch.Tensor:
@@ -226,6 +229,7 @@ def fit(
             "batch_size": posterior.info["batch_size"],
             "validation_fraction": args.ff_validation_fraction,
             "z_score": args.ff_z_score,
+            "attrs": args.ff_attr or None,
         }
         if args.heldout:  # a proper score beside C2ST: -log q(theta | x) on fresh pairs
             theta_h, x_h = args.heldout_pairs
@@ -466,6 +470,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     )
     parser.add_argument(
         "--ff-validation-fraction", type=float, default=None, help="NPE.fit's (default 0.1)"
+    )
+    parser.add_argument(
+        "--ff-attr", nargs="*", default=[], help="NPE attributes set before the fit: NAME=JSON"
     )
     parser.add_argument("--ff-z-score", default="independent", help="NPE's z_score")
     parser.add_argument(

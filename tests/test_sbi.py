@@ -244,6 +244,44 @@ def test_default_batch_grows_with_the_training_pairs() -> None:
     assert post.info["batch_size"] == 50
 
 
+def test_small_budgets_keep_the_moving_average_of_the_weights() -> None:
+    """Below 3,000 training pairs NPE trains from 2e-3, validates, keeps and returns the moving
+    average of its weights, and stops after at most ``small_budget_max_epochs`` epochs: the raw
+    weights train as without the average (the same training losses), the kept average scores
+    the best validation loss; large budgets (bitwise) and FMPE do not average."""
+    prior = ff.sbi.BoxUniform([0.0, 0.0], [1.0, 1.0])
+    theta, x = _identity_sims(60, prior)  # 54 training pairs: 3 steps of 18 an epoch
+    tiny = {"transforms": 1, "bins": 4, "hidden": (8,)}
+    runs = {}
+    for decay in (0.9, None):
+        npe = ff.sbi.NPE(prior, flow_options=tiny)
+        npe.small_budget_average, npe.small_budget_max_epochs = decay, 4
+        records: list[dict[str, float]] = []
+        post = npe.fit(theta, x, batch_size=18, patience=100, callback=records.append)
+        runs[decay] = post, records
+    (avg, kept), (_, trained) = runs[0.9], runs[None]
+    assert [r["step"] for r in kept] == [3, 6, 9, 12]  # 4 epochs, not 20,000 steps
+    assert kept[0]["lr"] == ff.fit.LRSchedule("cosine", 2e-3, 20_000).lr_at(3)
+    assert [r["train_loss"] for r in kept] == [r["train_loss"] for r in trained]
+    assert all(a["val_loss"] != b["val_loss"] for a, b in zip(kept, trained))
+    val = torch.randperm(60, generator=torch.Generator().manual_seed(0))[:6]
+    again = ff.sbi.NPE(prior).validation_loss(avg, theta[val], x[val], 0)
+    assert abs(again - avg.info["best_val_loss"]) < 1e-6
+    assert avg.info["best_val_loss"] == min(r["val_loss"] for r in [avg.history[0], *kept])
+    default = ff.sbi.NPE(prior)
+    assert (default.small_budget_average, default.small_budget_lr) == (0.99, 2e-3)
+    assert (default.step_cap(900, 200), default.step_cap(9000, 400)) == (750, None)
+    large = []
+    for decay in (0.9, None):
+        npe = ff.sbi.NPE(prior, flow_options=tiny)
+        npe.small_budget_average, npe.patience_pairs = decay, 4  # 54 // 4 = 13: large
+        large.append(npe.fit(theta, x, max_steps=6, batch_size=18).state_dict())
+    assert all(torch.equal(v, large[1][k]) for k, v in large[0].items())
+    fmpe = ff.sbi.FMPE(prior)
+    assert fmpe.small_budget_average is None and fmpe.small_budget_lr is None
+    assert fmpe.step_cap(900, 200) is None
+
+
 # ---------------------------------------------------------------------------- runs
 def test_save_and_load_give_identical_log_prob(box_posterior, tmp_path) -> None:
     box_posterior.save(tmp_path / "run")
@@ -397,9 +435,9 @@ def test_selection_screens_and_only_the_best_trains_on() -> None:
     cands = post.info["candidates"]
     assert post.spec["flow"] == "nsf" and cands["nsf"] < cands["maf"]
     assert len(records) == 2 + 12 and len(post.history) == 13  # MAF dropped after 2
-    alone = ff.sbi.NPE(prior, flow_options={**tiny, "bins": 4}).fit(
-        theta, x, max_steps=12, lr=0.02, patience=13
-    )
+    alone = ff.sbi.NPE(prior, flow_options={**tiny, "bins": 4})
+    alone.patience_pairs = 4  # the large budget's fit (no moving average), as the screen's
+    alone = alone.fit(theta, x, max_steps=12, lr=0.02, patience=13)
     assert all(torch.equal(v, alone.state_dict()[k]) for k, v in post.state_dict().items())
 
 

@@ -58,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=int,
         help="pairs per step (default: NPE's rule, 200 growing to 400 from 5,000 simulations)",
     )
-    p.add_argument("--lr", type=float, help="peak learning rate (NPE 1e-3)")
+    p.add_argument("--lr", type=float, help="peak learning rate (NPE 2e-3, FMPE 1e-3)")
     p.add_argument("--samples", type=int, default=10_000, help="posterior draws for the plot")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", help="run directory (default runs/sbi-TIME)")
