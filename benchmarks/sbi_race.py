@@ -134,6 +134,19 @@ COMMANDS = (
     " --c2st-max-iter 100 --observations 10 --ff-seed 0 --jsonl /tmp/tm_ff0.jsonl",
     "python benchmarks/sbi_race.py --budgets 10000 --tasks two_moons --methods sbi_npe"
     " --c2st-max-iter 100 --observations 10 --jsonl /tmp/tm_sbi0.jsonl",
+    "# Stop 35: two moons 1k screens, ten observations, --ff-seed 0 / 1, one --jsonl per"
+    " setting (concatenated, each row's `screen` naming it, in sbi_tm1k_screens.jsonl), e.g.",
+    "python benchmarks/sbi_race.py --budgets 1000 --tasks two_moons --methods ff_npe"
+    " --c2st-max-iter 100 --observations 10 --heldout 5000 --ff-seed 0"
+    " --ff-attr small_budget_average=0.99 --ff-patience 10 --ff-lr 2e-3 --jsonl /tmp/s.jsonl",
+    "# the new small-budget default (moving average, lr 2e-3, at most 150 epochs), seeds 0-2"
+    " on all three tasks, sbi's seeds beside (sbi_1k_average.jsonl, one process per method)",
+    "python benchmarks/sbi_race.py --budgets 1000 --tasks two_moons gaussian_linear slcp"
+    " --methods ff_npe --c2st-max-iter 100 --observations 10 --heldout 5000 --ff-seed 0"
+    " --jsonl benchmarks/results/sbi_1k_average.jsonl",
+    "python benchmarks/sbi_race.py --budgets 1000 --tasks two_moons gaussian_linear slcp"
+    " --methods sbi_npe --c2st-max-iter 100 --observations 10 --sbi-seed 1"
+    " --jsonl benchmarks/results/sbi_1k_average.jsonl",
     "python benchmarks/sbi_race.py --table-only",
 )
 

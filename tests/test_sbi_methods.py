@@ -178,6 +178,7 @@ def test_sequential_rounds_beat_one_round_at_equal_simulations() -> None:
     options = {"transforms": 2, "bins": 4, "hidden": (32, 32)}
     fit = {"max_steps": 600, "lr": 3e-3, "patience": 20}  # as measured (NPE default: 10)
     est = ff.sbi.NPE(prior, flow_options=options)
+    est.small_budget_average = None  # the raw weights, as measured (and early stopped)
     single = est.fit(*ff.sbi.simulate(simulator, prior, 600, seed=0), seed=0, **fit)
     seq = ff.sbi.sequential(est, simulator, x_o, rounds=2, per_round=300, seed=0, **fit)
     assert [r["simulations"] for r in seq.info["rounds"]] == [300, 300]

@@ -254,9 +254,10 @@ class NPE:
     #: raw ones train on unchanged); ``None``: the raw weights. The smoothed validation loss
     #: lets a fit train on at a higher rate (:attr:`small_budget_lr`) where the raw one's
     #: noise stopped it early: two moons at 1,000 simulations over sbibm's ten observations,
-    #: training seeds 0 / 1 / 2, C2ST 0.670 / 0.669 / 0.697 (mean 0.679) in 9.8-10.8 CPU s
+    #: training seeds 0 / 1 / 2, C2ST 0.670 / 0.682 / 0.673 (mean 0.675) in 9.8-11.3 CPU s
     #: against 0.704 / 0.710 / 0.736 (0.717) without it at lr 1e-3 (sbi's NPE: 0.716 / 0.694 /
-    #: 0.660, mean 0.690, 22.5 CPU s side by side with seed 0). Screens at seeds 0 / 1
+    #: 0.660, mean 0.690, 22.5 CPU s side by side with seed 0); Gaussian linear 0.648 (sbi
+    #: 0.682) and SLCP 0.944 (sbi 0.954), seeds 0-2. Screens at seeds 0 / 1
     #: (``benchmarks/results/sbi_tm1k_screens.jsonl``): decay 0.98 at lr 1e-3 0.692 / 0.670,
     #: 0.995 0.679 / 0.661 (26 CPU s); without the average lr 5e-4, batch 100, hidden (128,
     #: 128), validation 5%, a cosine over 1,000 steps all 0.70-0.75.
