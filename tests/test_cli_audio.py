@@ -72,8 +72,10 @@ def _train(clips: Path, cwd: Path, *extra: str) -> Path:
 
 @pytest.fixture(scope="module")
 def audio_run(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default audio run: a vocoder, conditioned on each segment's mel frames."""
-    return _train(clips, tmp_path_factory.mktemp("run"))
+    """A vocoder conditioned on each segment's mel frames, without a source (the plain flow;
+    the command line's default centres it on Griffin-Lim, ``gl_run``)."""
+    options = '{"depth": 2, "hidden": 4, "layers": 2, "group": 4, "source": "none"}'
+    return _train(clips, tmp_path_factory.mktemp("run"), "--flow-options", options)
 
 
 @pytest.fixture(scope="module")
@@ -493,5 +495,44 @@ def test_a_source_centred_vocoder_defaults_to_anchored_couplings_without_offsets
     assert new["offsets"] is False and new["anchored"] is True
     assert kwargs(source="griffin-lim", offsets=True)["anchored"] is False
     assert kwargs(source="griffin-lim", anchored=False)["offsets"] is False
-    plain = kwargs()
+    plain = kwargs(source="none")
     assert "offsets" not in plain and "anchored" not in plain
+
+
+def test_a_mel_conditioned_waveglow_defaults_to_the_refined_anchored_griffin_lim_source() -> (
+    None
+):
+    """``spec_for``: a vocoder given no source is centred on the refined Griffin-Lim estimate
+    (:data:`VOCODER_SOURCE`) and anchored, all stored with the run; ``source: none`` gives the
+    plain flow (no refinement, no anchoring); an unconditional WaveGlow has no source; a saved
+    spec without ``source`` (an old run) rebuilds the plain flow it trained."""
+    from types import SimpleNamespace
+
+    from flowforge.nn.griffin_lim import MelGriffinLim
+    from flowforge.runs.recipe import ModelSpec, build_flow
+    from flowforge.train.config import TrainConfig
+    from flowforge.train.model import VOCODER_SOURCE, spec_for
+
+    def kwargs(context: int = 4 * 2, **options: Any) -> dict[str, Any]:
+        ds = SimpleNamespace(
+            kind="audio", event_shape=(1, 64), context_dim=context, sample_rate=16000,
+            name="speech", levels=65536, standardizer=None, dim=64,
+        )  # fmt: skip
+        cfg = TrainConfig(flow="waveglow", flow_options=options)
+        return spec_for(cfg, ds).kwargs
+
+    assert VOCODER_SOURCE == {"source": "griffin-lim", "source_refine": 128}
+    new = kwargs()
+    assert new["source"] == "griffin-lim" and new["source_refine"] == 128
+    assert new["offsets"] is False and new["anchored"] is True
+    assert kwargs(source_refine=0)["source_refine"] == 0  # a given option wins
+    plain = kwargs(source="none")
+    assert plain["source"] == "none" and not {"source_refine", "offsets", "anchored"} & set(plain)
+    assert not {"source", "source_refine", "offsets", "anchored"} & set(kwargs(context=0))
+    small = {"depth": 1, "hidden": 2, "layers": 1, "group": 4, "frame_features": 4}
+    spec = ModelSpec(preset="waveglow", kwargs={**new, **small}, kind="audio", data_shape=(1, 64))
+    old = {k: v for k, v in spec.to_dict()["kwargs"].items() if k not in VOCODER_SOURCE}
+    old = {k: v for k, v in old.items() if k not in ("offsets", "anchored")}  # saved before
+    loaded = ModelSpec.from_dict({**spec.to_dict(), "kwargs": old})
+    assert "source" not in loaded.kwargs and "anchored" not in loaded.kwargs
+    assert not any(isinstance(m, MelGriffinLim) for m in build_flow(loaded).modules())

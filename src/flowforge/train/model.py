@@ -69,6 +69,7 @@ __all__ = [
     "PRESET_TRAINING_DEFAULTS",
     "TARFLOW_IMAGE_DROPOUT",
     "VOCODER_ANCHORED",
+    "VOCODER_SOURCE",
     "dequantizer_spec_for",
     "is_image_data",
     "is_image_preset",
@@ -123,6 +124,18 @@ TARFLOW_IMAGE_DROPOUT = 0.2
 #: saved options have neither and load with the flow's defaults (offsets, not anchored), as
 #: they trained.
 VOCODER_ANCHORED = {"offsets": False, "anchored": True}
+
+#: The source of a mel-conditioned WaveGlow (a vocoder) when ``--flow-options`` names none:
+#: the flow is centred on Griffin-Lim's waveform from the mel, its magnitudes refined by a
+#: network of 128 channels fitted before the flow trains (``flowforge.train.vocoder_source``),
+#: and anchored (:data:`VOCODER_ANCHORED`). examples/vocoder.py's runs of it (200 steps) beat
+#: Griffin-Lim's test LSD by 1.38 / 1.29 / 1.27 dB and the estimate + the same mel gain by
+#: 0.036 / 0.033 / 0.003 dB (seeds 0 / 1 / 2; benchmarks/results/vocoder.md, issue 27).
+#: ``source_refine`` is set only with a source (``{"source": "none"}`` gives the plain flow).
+#: Saved with each new run; a run saved before has no ``source`` and rebuilds with the flow's
+#: own default (``"none"``), as it trained. Unconditional runs (``--condition none``) have no
+#: mel and no source.
+VOCODER_SOURCE: dict[str, Any] = {"source": "griffin-lim", "source_refine": 128}
 
 #: The command line's default noise flow of variational dequantization: 4 checkerboard
 #: couplings of 16 channels given conv features of the image (8k parameters on 8x8 digits;
@@ -449,6 +462,10 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         kwargs.setdefault("dropout", TARFLOW_IMAGE_DROPOUT)
     if cfg.flow == "tarflow" and ds.context_dim:  # classes: train the null context too
         kwargs.setdefault("label_dropout", CLASS_LABEL_DROPOUT)
+    if cfg.flow == "waveglow" and ds.context_dim and ds.sample_rate:  # a vocoder: its source
+        kwargs.setdefault("source", VOCODER_SOURCE["source"])
+        if kwargs["source"] != "none":
+            kwargs.setdefault("source_refine", VOCODER_SOURCE["source_refine"])
     if cfg.flow == "waveglow" and kwargs.get("source", "none") != "none":
         kwargs.setdefault("offsets", VOCODER_ANCHORED["offsets"])
         kwargs.setdefault("anchored", VOCODER_ANCHORED["anchored"] and not kwargs["offsets"])
