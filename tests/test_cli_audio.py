@@ -499,9 +499,7 @@ def test_a_source_centred_vocoder_defaults_to_anchored_couplings_without_offsets
     assert "offsets" not in plain and "anchored" not in plain
 
 
-def test_a_mel_conditioned_waveglow_defaults_to_the_refined_anchored_griffin_lim_source() -> (
-    None
-):
+def test_a_vocoder_defaults_to_the_refined_anchored_griffin_lim_source() -> None:
     """``spec_for``: a vocoder given no source is centred on the refined Griffin-Lim estimate
     (:data:`VOCODER_SOURCE`) and anchored, all stored with the run; ``source: none`` gives the
     plain flow (no refinement, no anchoring); an unconditional WaveGlow has no source; a saved
