@@ -403,6 +403,12 @@ REGISTRY: dict[str, Callable[[], Case]] = {
             features=6, patch=2, blocks=2, layers=1, width=8, heads=2, local=True
         ).bijection
     ),
+    "preset-tarflow-relative": lambda: Case(
+        ff.flows.TarFlow(
+            (1, 4, 6), context=C, blocks=2, layers=1, width=8, heads=2, relative=True
+        ).bijection,
+        C,
+    ),
     "preset-tarflow-vector": lambda: Case(
         ff.flows.TarFlow(features=6, patch=3, blocks=3, layers=1, width=8, heads=2).bijection
     ),

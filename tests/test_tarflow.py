@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import flowforge as ff
-from flowforge.nn.causal_transformer import CausalConv, CausalTransformer, KVCache
+from flowforge.nn.causal_transformer import CausalConv, CausalTransformer, KVCache, RelativeBias
 from flowforge.transforms.transformer_autoregressive import (
     TransformerAutoregressive,
     guided,
@@ -86,6 +86,52 @@ def test_local_embedding_reads_earlier_grid_neighbours_and_caches(grid) -> None:
         flow = ff.flows.TarFlow(**kwargs, blocks=2, width=8, heads=2, local=True)  # type: ignore[arg-type]
         grids = {(m.rows, m.cols) for m in flow.modules() if isinstance(m, CausalConv)}
         assert grids == {want_grid}  # the patches' rows and columns
+
+
+@pytest.mark.parametrize("grid", [(2, 3), (1, 6)])
+def test_relative_bias_is_per_offset_causal_and_caches(grid) -> None:
+    torch.manual_seed(10)
+    net = CausalTransformer(3, 6, 6, width=16, heads=4, layers=2, relative=grid)
+    net = randomize(net, 0.3).to(DT)  # type: ignore[assignment]
+    assert net.relative is not None
+    rel = net.relative[0]
+    assert isinstance(rel, RelativeBias)
+    bias, table = rel(), rel.table  # (H, T, T): query i reads key j, which holds token j - 1
+    cols = grid[1]
+    for i in range(6):
+        for j in range(6):
+            if j > i:
+                assert bool((bias[:, i, j] == float("-inf")).all())
+            elif j == 0:  # the start token's own entry
+                torch.testing.assert_close(bias[:, i, 0], table[:, -1], rtol=0, atol=0)
+            else:  # the offset of token i from token j - 1 on the grid
+                (r, c), (rs, cs) = divmod(i, cols), divmod(j - 1, cols)
+                k = (r - rs + grid[0] - 1) * (2 * cols - 1) + c - cs + cols - 1
+                torch.testing.assert_close(bias[:, i, j], table[:, k], rtol=0, atol=0)
+    x = torch.randn(2, 6, 3, dtype=DT)
+    jac = torch.autograd.functional.jacobian(lambda v: net(v), x)
+    dep = jac[0, :, :, 0].abs().sum((1, 3)) > 0  # output t reads tokens < t only
+    assert torch.equal(dep, torch.ones(6, 6, dtype=torch.bool).tril(-1))
+    for temp in (1.0, 2.5):
+        full = net(x, None, temp)
+        for grad in (True, False):
+            with torch.set_grad_enabled(grad):
+                cache = KVCache(2, 6)
+                steps = [net.step(None, cache, None, temp)]
+                steps += [net.step(x[:, t - 1], cache, None, temp) for t in range(1, 6)]
+            torch.testing.assert_close(torch.stack(steps, 1), full, rtol=0, atol=1e-12)
+    before = net(x)
+    with torch.no_grad():
+        rel.table.zero_()  # the bias acts
+    assert not torch.allclose(net(x), before)
+    with pytest.raises(ValueError, match="relative grid of 6 tokens"):
+        CausalTransformer(3, 6, 6, width=16, heads=4, layers=1, relative=(2, 2))
+    for kwargs, want_grid in (({"shape": (1, 4, 6)}, (2, 3)), ({"features": 6}, (1, 3))):
+        flow = ff.flows.TarFlow(**kwargs, blocks=2, width=8, heads=2, relative=True)  # type: ignore[arg-type]
+        sizes = {m.index.shape for m in flow.modules() if isinstance(m, RelativeBias)}
+        assert sizes == {torch.Size([want_grid[0] * want_grid[1]] * 2)}
+        tables = {m.table.shape[1] for m in flow.modules() if isinstance(m, RelativeBias)}
+        assert tables == {(2 * want_grid[0] - 1) * (2 * want_grid[1] - 1) + 1}
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,9 @@ class TarFlow(Preset):
             tokens (an image's patches; a vector's groups on one row) in each layer's order,
             reading a token's earlier neighbours only (:class:`~flowforge.nn.CausalTransformer`
             ``grid``): the locality of a convolutional coupling.
+        relative: add to every attention logit a learned bias per head and relative offset
+            of the two tokens on that grid (:class:`~flowforge.nn.causal_transformer.RelativeBias`, zero at
+            the start): locality in the attention rather than in the embedding.
         base: latent distribution, whose event shape is the stack's output shape; default a
             standard normal.
 
@@ -98,6 +101,7 @@ class TarFlow(Preset):
         token_noise: float = 0.0,
         shifted: bool = False,
         local: bool = False,
+        relative: bool = False,
         base: BaseDistribution | None = None,
     ) -> None:
         given = {k: v for k, v in locals().items() if v is not None}
@@ -120,6 +124,7 @@ class TarFlow(Preset):
         stack: list[Bijection] = []
         rows = event[1] // patch if len(event) == 3 else 1
         grid = (rows, tokens // rows) if local else None
+        relative_grid = (rows, tokens // rows) if relative else None
         for i in range(blocks):
             net = CausalTransformer(
                 size,
@@ -132,6 +137,7 @@ class TarFlow(Preset):
                 dropout=dropout,
                 token_noise=token_noise,
                 grid=grid,
+                relative=relative_grid,
             )
             shift = patch // 2 if shifted and i % 2 == 1 else 0
             stack.append(

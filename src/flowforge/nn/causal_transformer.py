@@ -86,14 +86,31 @@ class CausalBlock(nn.Module):
         h = h + self.drop(self.proj(attended.transpose(1, 2).flatten(2)))
         return h + self.drop(self.mlp(self.norm2(h)))
 
-    def forward(self, h: Tensor, query_scale: float = 1.0) -> Tensor:
-        """``(N, T, E) -> (N, T, E)``; position ``t`` attends to positions ``<= t``."""
+    def forward(self, h: Tensor, query_scale: float = 1.0, bias: Tensor | None = None) -> Tensor:
+        """``(N, T, E) -> (N, T, E)``; position ``t`` attends to positions ``<= t``.
+
+        ``bias``: ``(H, T, T)`` added to the attention logits (already causal: ``-inf`` above
+        the diagonal), or ``None`` for plain causal attention.
+        """
         q, k, v = self._qkv(h)
-        a = F.scaled_dot_product_attention(q * query_scale, k, v, is_causal=True)
+        if bias is None:
+            a = F.scaled_dot_product_attention(q * query_scale, k, v, is_causal=True)
+        else:
+            a = F.scaled_dot_product_attention(q * query_scale, k, v, bias * query_scale)
         return self._out(h, a)
 
-    def step(self, h: Tensor, cache: KVCache, layer: int, query_scale: float = 1.0) -> Tensor:
-        """One new position ``(N, 1, E)`` given the cached ones; appends its keys/values."""
+    def step(
+        self,
+        h: Tensor,
+        cache: KVCache,
+        layer: int,
+        query_scale: float = 1.0,
+        bias: Tensor | None = None,
+    ) -> Tensor:
+        """One new position ``(N, 1, E)`` given the cached ones; appends its keys/values.
+
+        ``bias``: ``(H, 1, t + 1)``, the new position's row of :meth:`forward`'s bias.
+        """
         q, k, v = self._qkv(h)  # (N, H, 1, E/H)
         t = cache.length
         if cache.capacity is not None and not torch.is_grad_enabled():
@@ -113,8 +130,48 @@ class CausalBlock(nn.Module):
                 cache.values[layer] = torch.cat([cache.values[layer], v], dim=2)
             keys, values = cache.keys[layer], cache.values[layer]
         # one query over every cached position: nothing to mask
-        a = F.scaled_dot_product_attention(q * query_scale, keys, values)
+        mask = None if bias is None else bias * query_scale
+        a = F.scaled_dot_product_attention(q * query_scale, keys, values, mask)
         return self._out(h, a)
+
+
+class RelativeBias(nn.Module):
+    """Learned attention biases of a causal transformer over tokens on a ``rows x cols``
+    grid in raster order, one per head and relative grid offset (Shaw et al. 2018; Swin's
+    relative position bias): locality in the attention rather than in the embedding.
+
+    Position ``t`` of the shifted sequence predicts token ``t`` and holds token ``t - 1``, so
+    the bias of query ``i`` on key ``j >= 1`` is the table's entry for the offset of token
+    ``i`` from token ``j - 1``; key 0 (the start token) has its own entry. Starts at zero
+    (plain attention).
+
+    Args:
+        grid: ``(rows, cols)``.
+        heads: attention heads.
+    """
+
+    def __init__(self, grid: tuple[int, int], heads: int) -> None:
+        super().__init__()
+        rows, cols = (int(g) for g in grid)
+        if min(rows, cols) < 1:
+            raise ValueError(f"RelativeBias: expected a grid of positive sides, got {grid}")
+        tokens = rows * cols
+        r = torch.arange(tokens) // cols
+        c = torch.arange(tokens) % cols
+        offset = (r[:, None] - r[None, :] + rows - 1) * (2 * cols - 1) + c[:, None] - c[None, :]
+        offset = offset + cols - 1  # (T, T): query token i, key token j
+        start = (2 * rows - 1) * (2 * cols - 1)  # the start token's entry
+        index = torch.full((tokens, tokens), start, dtype=torch.long)
+        index[:, 1:] = offset[:, :-1]  # key position j holds token j - 1
+        self.index: Tensor
+        self.register_buffer("index", index, persistent=False)
+        self.table = nn.Parameter(torch.zeros(heads, start + 1))
+
+    def forward(self) -> Tensor:
+        """``(H, T, T)``: the biases, ``-inf`` where a key comes after its query."""
+        t = self.index.shape[0]
+        future = torch.ones(t, t, dtype=torch.bool, device=self.index.device).triu(1)
+        return self.table[:, self.index].masked_fill(future, float("-inf"))
 
 
 class CausalConv(nn.Module):
@@ -177,6 +234,9 @@ class CausalTransformer(nn.Module):
             3x3 convolution over its grid neighbours at or before it in that order (the rows
             above, the left on its own row): locality, as in a convolutional coupling.
             ``None``: the linear embedding only.
+        relative: ``(rows, cols)`` with ``rows * cols = T``: each block adds a learned
+            :class:`RelativeBias` over this grid of tokens to its attention logits (``None``:
+            none).
 
     Example:
         >>> import torch
@@ -203,6 +263,7 @@ class CausalTransformer(nn.Module):
         dropout: float = 0.0,
         token_noise: float = 0.0,
         grid: tuple[int, int] | None = None,
+        relative: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if min(features, out_features, tokens, width, heads, layers) < 1 or context < 0:
@@ -230,6 +291,15 @@ class CausalTransformer(nn.Module):
         self.blocks = nn.ModuleList(
             CausalBlock(width, heads, expansion, check_dropout(dropout)) for _ in range(layers)
         )
+        self.relative = (
+            None
+            if relative is None
+            else nn.ModuleList(RelativeBias(relative, heads) for _ in range(layers))
+        )
+        if relative is not None and relative[0] * relative[1] != tokens:
+            raise ValueError(
+                f"CausalTransformer: expected a relative grid of {tokens} tokens, got {relative}"
+            )
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, out_features)
         nn.init.zeros_(self.out.weight)
@@ -269,8 +339,9 @@ class CausalTransformer(nn.Module):
             e = e + self.local(torch.cat([read, x[:, -1:]], dim=1))[:, :-1]
         h = torch.cat([start, e], dim=1)  # (N, T, E), shifted by one
         h = h + self._offset(context, n)[:, :t]
-        for block in self.blocks:
-            h = block(h, 1.0 / attention_temperature)
+        for i, block in enumerate(self.blocks):
+            bias = None if self.relative is None else self.relative[i]()[:, :t, :t]
+            h = block(h, 1.0 / attention_temperature, bias)
         return self.out(self.norm(h))
 
     def step(
@@ -308,9 +379,10 @@ class CausalTransformer(nn.Module):
         h = h + self._offset(context, n)[:, t : t + 1]
         for i, block in enumerate(self.blocks):
             assert isinstance(block, CausalBlock)
-            h = block.step(h, cache, i, 1.0 / attention_temperature)
+            bias = None if self.relative is None else self.relative[i]()[:, t : t + 1, : t + 1]
+            h = block.step(h, cache, i, 1.0 / attention_temperature, bias)
         cache.length = t + 1
         return self.out(self.norm(h)).squeeze(1)
 
 
-__all__ = ["CausalBlock", "CausalConv", "CausalTransformer", "KVCache"]
+__all__ = ["CausalBlock", "CausalConv", "CausalTransformer", "KVCache", "RelativeBias"]
