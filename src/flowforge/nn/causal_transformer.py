@@ -96,7 +96,8 @@ class CausalBlock(nn.Module):
         if bias is None:
             a = F.scaled_dot_product_attention(q * query_scale, k, v, is_causal=True)
         else:
-            a = F.scaled_dot_product_attention(q * query_scale, k, v, bias * query_scale)
+            mask = (bias * query_scale).to(q.dtype)  # autocast: q may be bf16
+            a = F.scaled_dot_product_attention(q * query_scale, k, v, mask)
         return self._out(h, a)
 
     def step(
@@ -130,7 +131,7 @@ class CausalBlock(nn.Module):
                 cache.values[layer] = torch.cat([cache.values[layer], v], dim=2)
             keys, values = cache.keys[layer], cache.values[layer]
         # one query over every cached position: nothing to mask
-        mask = None if bias is None else bias * query_scale
+        mask = None if bias is None else (bias * query_scale).to(q.dtype)
         a = F.scaled_dot_product_attention(q * query_scale, keys, values, mask)
         return self._out(h, a)
 
