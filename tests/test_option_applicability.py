@@ -123,7 +123,7 @@ def test_preset_defaults_are_not_the_users() -> None:
     cfg = _cli_cfg({"flow": "tarflow", "data": "digits", "noise": 0.05})
     assert "logit_alpha" in cfg.given  # set by the image presets' defaults layer
     assert user_given(cfg) == ["flow", "data", "noise"]
-    cfg = _cli_cfg({"flow": "tarflow", "data": "digits", "logit_alpha": 0.01, "lr": 4e-3})
+    cfg = _cli_cfg({"flow": "tarflow", "data": "digits", "logit_alpha": 0.01, "lr": 6e-3})
     assert "logit_alpha" in user_given(cfg)
     assert "lr" not in user_given(cfg)  # the preset's own value, whoever set it
 

@@ -48,15 +48,27 @@ def _dropouts(flow: torch.nn.Module) -> set[float]:
     return {m.p for m in flow.modules() if isinstance(m, torch.nn.Dropout)}
 
 
-def test_image_runs_get_dropout_and_old_runs_load_without(noisy_run: Path) -> None:
+def _relative(flow: torch.nn.Module) -> int:
+    from flowforge.nn.causal_transformer import RelativeBias
+
+    return sum(isinstance(m, RelativeBias) for m in flow.modules())
+
+
+def test_image_runs_get_dropout_and_relative_bias_and_old_runs_load_without(
+    noisy_run: Path,
+) -> None:
     from flowforge.runs.recipe import ModelSpec, build_flow
-    from flowforge.train.model import TARFLOW_IMAGE_DROPOUT
+    from flowforge.train.model import TARFLOW_IMAGE_DROPOUT, TARFLOW_IMAGE_RELATIVE
 
     model = json.loads((noisy_run / "config.json").read_text())["model"]
     assert model["kwargs"]["dropout"] == TARFLOW_IMAGE_DROPOUT > 0  # saved with the run
-    assert _dropouts(open_run(noisy_run).flow) == {TARFLOW_IMAGE_DROPOUT}
-    old = {**model, "kwargs": {k: v for k, v in model["kwargs"].items() if k != "dropout"}}
-    assert _dropouts(build_flow(ModelSpec.from_dict(old))) == set()  # saved before: as trained
+    assert model["kwargs"]["relative"] is TARFLOW_IMAGE_RELATIVE is True
+    flow = open_run(noisy_run).flow
+    assert _dropouts(flow) == {TARFLOW_IMAGE_DROPOUT}
+    assert _relative(flow) == 2 * model["kwargs"]["layers"]  # SMALL: 2 blocks
+    for key, gone in (("dropout", _dropouts), ("relative", _relative)):
+        old = {**model, "kwargs": {k: v for k, v in model["kwargs"].items() if k != key}}
+        assert not gone(build_flow(ModelSpec.from_dict(old)))  # saved before: as trained
 
 
 def test_noise_reaches_the_training_batches_only() -> None:
@@ -162,8 +174,8 @@ def test_tarflow_brings_its_training_defaults() -> None:
     from flowforge.train.model import IMAGE_TRAINING_DEFAULTS, preset_defaults
 
     defaults = preset_defaults("tarflow")
-    assert defaults["lr"] == 4e-3 and defaults["ema_decay"] == 0.998
-    assert defaults["epochs"] == 170
+    assert defaults["lr"] == 6e-3 and defaults["ema_decay"] == 0.998
+    assert defaults["epochs"] == 160
     assert defaults["batch_size"] == IMAGE_TRAINING_DEFAULTS["batch_size"]
     assert preset_defaults("glow") == IMAGE_TRAINING_DEFAULTS
 
@@ -172,7 +184,7 @@ def test_tarflow_on_a_table_is_its_vector_mode(tmp_path: Path) -> None:
     from flowforge.train.model import preset_defaults
 
     assert preset_defaults("tarflow", None, "wine") == {}  # a table's own defaults
-    assert preset_defaults("tarflow", None, "digits")["lr"] == 4e-3
+    assert preset_defaults("tarflow", None, "digits")["lr"] == 6e-3
     tiny = ["--quiet", "--no-plots", "--steps", "4", "--eval-every", "2"]
     tiny += ["--flow-options", '{"blocks": 2, "layers": 1, "width": 8, "heads": 2}']
     proc = run_cli(
@@ -183,6 +195,7 @@ def test_tarflow_on_a_table_is_its_vector_mode(tmp_path: Path) -> None:
     kwargs = record["model"]["kwargs"]
     assert kwargs["features"] == 13 and kwargs["patch"] == 1 and "shape" not in kwargs
     assert "dropout" not in kwargs  # the image runs' dropout is not a table's default
+    assert "relative" not in kwargs  # nor their relative bias
     cfg = record["config"]  # not the image preset's training defaults
     assert cfg["ema_decay"] != 0.998 and cfg["warmup_steps"] != 200
     run = open_run(tmp_path / "w")
