@@ -18,7 +18,8 @@ Models (separated by ``;``):
   **ff.flows.ffjord.FLOW_MATCHING)`` (what ``flowforge train --objective flow-matching``
   builds: the plain MLP, GELU, one Fourier time pair; before stop 35 it was
   ``ours:activation='tanh',freqs=0``), or with ``-ot`` ``**FLOW_MATCHING_OT`` (``--ot``'s:
-  the plain MLP with tanh on ``t``; ``ours-ot:activation='gelu',freqs=1`` is the other), trained by
+  the plain MLP with tanh on ``1 - t``, ``reverse_time``; ``ours-ot:reverse_time=False`` is
+  tanh on ``t``, ``--ot``'s before stop 35b), trained by
   :class:`~flowforge.train.losses.FlowMatching` (``sigma``, ``ot``: POT's ``ot.emd`` when
   installed, as torchcfm's, else scipy).
   Race-only initialisations in the ``:kwargs``: ``rebias=True`` (the first layer starts as

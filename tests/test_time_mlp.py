@@ -153,8 +153,16 @@ def test_flow_matching_runs_default_to_the_mlp_and_old_runs_keep_concat_squash()
     )
     assert (tanh.kwargs["activation"], tanh.kwargs["freqs"]) == ("gelu", 0)
     ot = spec_for(TrainConfig(flow="ffjord", objective="flow-matching", ot=True), ds)
-    assert ot.kwargs["dynamics"] == "mlp"  # with OT pairs: tanh on t, FFJORD's defaults
+    assert ot.kwargs["dynamics"] == "mlp"  # with OT pairs: tanh on 1 - t, stored
+    assert ot.kwargs["reverse_time"] is True and "reverse_time" not in fm.kwargs
     assert "activation" not in ot.kwargs and "freqs" not in ot.kwargs
+    net = next(m for m in build_flow(ot).modules() if isinstance(m, CNF)).net
+    assert type(net) is ff.nn.TimeMLP and net.reverse_time and net.activation == "tanh"
+    # an OT run saved before (dynamics stored, reverse_time not) rebuilds on t, as it trained
+    old_ot = {"preset": "ffjord", "kwargs": {"features": 2, "hidden": [8], "dynamics": "mlp"}}
+    spec = ModelSpec.from_dict({**old_ot, "kind": "toy", "data_shape": [2]})
+    net = next(m for m in build_flow(spec).modules() if isinstance(m, CNF)).net
+    assert type(net) is ff.nn.TimeMLP and not net.reverse_time and net.freqs == 0
     assert ModelSpec.from_dict(fm.to_dict()).kwargs == fm.kwargs
     net = next(m for m in build_flow(fm).modules() if isinstance(m, CNF)).net
     assert type(net) is ff.nn.TimeMLP and (net.activation, net.freqs) == ("gelu", 1)

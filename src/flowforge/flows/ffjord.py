@@ -39,9 +39,10 @@ class FFJORD(Preset):
             with :data:`FLOW_MATCHING`'s GELU and time pair (without OT pairs);
             ``zero_last`` and ``gate_bias`` do not apply to it).
         reverse_time: with ``dynamics="mlp"``, the network sees ``1 - t`` (torchcfm's time:
-            1 at the data) instead of ``t``. Off by default: by flow matching on 8gaussians
-            (six seeds) it is lower at 250 and 500 steps and, with OT pairs, 0.05 lower at
-            1000, but 0.025 higher at 1000 steps without OT.
+            1 at the data) instead of ``t``. Off by default; on with OT pairs
+            (:data:`FLOW_MATCHING_OT`): by flow matching on 8gaussians (six seeds) with tanh on
+            ``t`` it is lower at 250 and 500 steps and, with OT pairs, 0.05 lower at 1000, but
+            0.025 higher at 1000 steps without OT.
         freqs: Fourier time features ``cos(pi k t), sin(pi k t)``, ``k = 1..freqs``, beside
             ``t`` in the input of the dynamics network's gates and shifts
             (:class:`~flowforge.nn.ODENet`) or of the plain MLP (:class:`~flowforge.nn.TimeMLP`).
@@ -166,9 +167,12 @@ class FFJORD(Preset):
 FLOW_MATCHING: dict[str, Any] = {"dynamics": "mlp", "activation": "gelu", "freqs": 1}
 
 #: The dynamics options of a flow-matching FFJORD trained on mini-batch OT pairs (``--ot``):
-#: the plain MLP with FFJORD's tanh on ``t`` alone. With OT pairs :data:`FLOW_MATCHING`'s GELU
-#: and time pair is lower at 250 steps but higher than tanh at 500 and 1000 (by 0.06-0.08 and
-#: 0.10-0.15, seeds 0-2, torchcfm's recipe with its exact-OT matcher), and behind torchcfm there.
-FLOW_MATCHING_OT: dict[str, Any] = {"dynamics": "mlp"}
+#: the plain MLP with FFJORD's tanh, on ``1 - t`` (``reverse_time``: torchcfm's time, 1 at the
+#: data). At torchcfm's recipe with its exact-OT matcher (seeds 0-5) it is lower than torchcfm
+#: at 250, 500 and 1000 steps on every seed, and lower than tanh on ``t`` at 500 and 1000 steps
+#: on every seed (by 0.05 on the mean at 1000), level at 250; tanh on ``t`` trailed torchcfm on
+#: seed 2 at 500 and 1000. :data:`FLOW_MATCHING`'s GELU and time pair trails both at 500 and
+#: 1000 with OT pairs (benchmarks/results/cnf_issue24.md, stops 32 and 35).
+FLOW_MATCHING_OT: dict[str, Any] = {"dynamics": "mlp", "reverse_time": True}
 
 __all__ = ["FFJORD", "FLOW_MATCHING", "FLOW_MATCHING_OT"]

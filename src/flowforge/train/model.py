@@ -433,8 +433,8 @@ def spec_for(cfg: TrainConfig, ds: Any) -> ModelSpec:
         # Flow matching evaluates the velocity once a step: the plain MLP on [z, t] costs 0.7x
         # the concat-squash layers' CPU a step (benchmarks/results/cnf_issue24.md, stop 30);
         # without OT pairs GELU and one Fourier time pair learn faster than tanh on t (stop
-        # 35). Stored in the run's spec, so a run saved without them (tanh, t alone) rebuilds
-        # as it trained.
+        # 35); with OT pairs tanh on 1 - t (reverse_time, stop 35b). Stored in the run's spec,
+        # so a run saved without them (tanh, t alone) rebuilds as it trained.
         defaults = FLOW_MATCHING_OT if cfg.ot else FLOW_MATCHING
         kwargs.setdefault("dynamics", defaults["dynamics"])
         if kwargs["dynamics"] == "mlp":
