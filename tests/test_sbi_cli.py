@@ -174,3 +174,33 @@ def test_the_batch_is_the_library_rule_unless_given(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         results = json.loads((out / "results.json").read_text())
         assert (results["train"], results["batch_size"]) == (5400, batch)
+
+
+def test_the_steps_are_the_library_plan_unless_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``--steps`` the command fits exactly as ``NPE.fit`` with no ``max_steps`` (its
+    plan: here a cosine over 20,000 steps cut after ``small_budget_max_epochs`` epochs, 4 for
+    speed), not the cosine over 3,000 steps it once passed; ``--steps`` still wins."""
+    from flowforge.sbi.simulators import SIMULATORS, simulate
+
+    monkeypatch.setattr(ff.sbi.NPE, "small_budget_max_epochs", 4)
+    options = {"transforms": 1, "bins": 4, "hidden": [16]}
+    args = ["sbi", "--simulator", "two_moons", "--simulations", "40", "--samples", "10"]
+    args += ["--flow-options", json.dumps(options), "--no-plots", "--seed", "3"]
+    task = SIMULATORS["two_moons"]()
+    theta, x = simulate(task["simulator"], task["prior"], 40, seed=3)
+    npe = ff.sbi.NPE(task["prior"], flow_options=options)
+    want = npe.fit(theta, x, seed=3).info
+    for extra, planned in (([], True), (["--steps", "7"], False)):
+        out = tmp_path / f"run{len(extra)}"
+        r = run_cli(*args, *extra, "--out", out, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        got = json.loads((out / "results.json").read_text())
+        if planned:  # 36 training pairs: one step an epoch
+            assert (got["max_steps"], got["patience"]) == npe.plan(36, 200) == (20_000, 20)
+            keys = ("steps", "best_step", "best_val_loss")
+            assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
+            assert got["steps"] == npe.step_cap(36, 200) == 4
+        else:
+            assert (got["max_steps"], got["steps"]) == (7, 7)

@@ -52,7 +52,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--z-score", choices=("none", "independent", "structured"), default="independent"
     )
     p.add_argument("--simulations", type=int, default=2000, help="with --simulator (2000)")
-    p.add_argument("--steps", type=int, default=3000, help="most optimizer steps (3000)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help=(
+            "most optimizer steps, which the cosine spans (default: the estimator's plan, "
+            "stopping early on validation: NPE at most 150 epochs, FMPE 20,000 steps)"
+        ),
+    )
     p.add_argument(
         "--batch-size",
         type=int,

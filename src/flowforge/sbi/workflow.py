@@ -47,7 +47,7 @@ class SBIOptions:
     flow_options: dict[str, Any] = field(default_factory=dict)
     z_score: str = "independent"
     simulations: int = 2000
-    steps: int = 3000
+    steps: int | None = None  # the estimator's own plan (NPE.plan, NPE.step_cap)
     batch_size: int | None = None  # the estimator's own rule (NPE.batch_for)
     lr: float | None = None
     samples: int = 10_000
@@ -82,7 +82,7 @@ def _inputs(opt: SBIOptions) -> tuple[Any, Any, BoxUniform, list[str], list[str]
         raise ConfigError(f"unknown method {opt.method!r}; valid: npe, fmpe")
     if (
         opt.simulations < 2
-        or opt.steps < 1
+        or (opt.steps is not None and opt.steps < 1)
         or opt.samples < 1
         or (opt.batch_size is not None and opt.batch_size < 1)
     ):
