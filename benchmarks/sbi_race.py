@@ -147,6 +147,12 @@ COMMANDS = (
     "python benchmarks/sbi_race.py --budgets 1000 --tasks two_moons gaussian_linear slcp"
     " --methods sbi_npe --c2st-max-iter 100 --observations 10 --sbi-seed 1"
     " --jsonl benchmarks/results/sbi_1k_average.jsonl",
+    "# Stop 35, second pass: 10,000 simulations, seeds 1-2 of each side (one --jsonl per run,"
+    " concatenated in sbi_10k_seeds.jsonl; TASK slcp / gaussian_linear / two_moons, S 1 / 2)",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks TASK --methods ff_npe"
+    " --c2st-max-iter 100 --observations 10 --ff-seed S --jsonl /tmp/ff.jsonl --out /tmp/ff.md",
+    "python benchmarks/sbi_race.py --budgets 10000 --tasks TASK --methods sbi_npe"
+    " --c2st-max-iter 100 --observations 10 --sbi-seed S --jsonl /tmp/sbi.jsonl --out /tmp/s.md",
     "python benchmarks/sbi_race.py --table-only",
 )
 
