@@ -347,7 +347,8 @@ def run_one(task: Task, budget: int, method: str, args: Any) -> dict[str, Any]:
         row["status"] = str(over)
     scores = row["c2st"]
     row["c2st_mean"] = round(sum(scores) / len(scores), 4) if scores else None
-    row.update({k: round(v, 2) for k, v in times.items()})
+    # four decimals: a tiny smoke run's sampling takes a few milliseconds on a quiet machine
+    row.update({k: round(v, 4) for k, v in times.items()})
     return row
 
 
