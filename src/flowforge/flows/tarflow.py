@@ -123,8 +123,7 @@ class TarFlow(Preset):
             raise ValueError(f"TarFlow: {e}") from None
         stack: list[Bijection] = []
         rows = event[1] // patch if len(event) == 3 else 1
-        grid = (rows, tokens // rows) if local else None
-        relative_grid = (rows, tokens // rows) if relative else None
+        token_grid = (rows, tokens // rows)  # an image's patches; a vector's groups on one row
         for i in range(blocks):
             net = CausalTransformer(
                 size,
@@ -136,8 +135,8 @@ class TarFlow(Preset):
                 context=context,
                 dropout=dropout,
                 token_noise=token_noise,
-                grid=grid,
-                relative=relative_grid,
+                grid=token_grid if local else None,
+                relative=token_grid if relative else None,
             )
             shift = patch // 2 if shifted and i % 2 == 1 else 0
             stack.append(

@@ -574,11 +574,11 @@ class NPE:
                 factor=self.plateau_factor,
                 patience=self.plateau_patience,
             )
-        stepper = Stepper(optimizer, schedule, clip=clip)
-        keep = KeepBest(post.state_dict, patience=patience)
         average = None
         if self.small_budget_average is not None and not self.grows(len(tt)):
             average = WeightAverage(post, self.small_budget_average)
+        stepper = Stepper(optimizer, schedule, clip=clip, ema=average, model=post)
+        keep = KeepBest(post.state_dict, patience=patience)
         history: list[dict[str, float]] = []
         post.train()
         keep.start(self._validate(post, tv, xv, seed))
@@ -595,8 +595,6 @@ class NPE:
                     if step >= last_step:
                         break
                     value = stepper.step(step, partial(self.loss, post, tt[idx], xt[idx]))
-                    if average is not None:
-                        average.update(post)
                     step += 1
                     if value is not None:
                         running, count = running + float(value), count + 1
@@ -604,15 +602,14 @@ class NPE:
             if step - last < self.min_val_every and step < last_step:
                 continue  # validate once at least min_val_every steps have passed
             last = step
+            raw = None
             if average is not None and average.state is not None:
                 raw = copy.deepcopy(post.state_dict())
                 post.load_state_dict(average.state)  # validated and kept: the average
-                val_loss = self._validate(post, tv, xv, seed)
-                keep.observe(step, val_loss)
-                post.load_state_dict(raw)
-            else:
-                val_loss = self._validate(post, tv, xv, seed)
-                keep.observe(step, val_loss)
+            val_loss = self._validate(post, tv, xv, seed)
+            keep.observe(step, val_loss)
+            if raw is not None:
+                post.load_state_dict(raw)  # the raw weights train on
             record = {
                 "step": step,
                 "train_loss": running / max(count, 1),
