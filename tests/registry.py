@@ -328,6 +328,20 @@ REGISTRY: dict[str, Callable[[], Case]] = {
         ).bijection,
         2 * 4,
     ),
+    "preset-waveglow-vocoder-anchored": lambda: Case(
+        ff.flows.WaveGlow(
+            (1, 16),
+            context=2 * 4,
+            group=4,
+            depth=2,
+            hidden=4,
+            layers=2,
+            frame_features=2,
+            offsets=False,
+            anchored=True,
+        ).bijection,
+        2 * 4,
+    ),
     "source-shift": lambda: Case(_source_shift(), C),
     "preset-waveglow-vocoder-griffin-lim": lambda: Case(
         ff.flows.WaveGlow(
